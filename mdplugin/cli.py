@@ -1,0 +1,281 @@
+"""``mdplugin <command>``: the command line (see ``mdplugin --help`` and docs/cli.md).
+
+Each handler is thin: it parses options and calls the public function of the module that owns the
+work. Every :class:`~mdplugin.errors.MdpluginError` (and any other failure) ends in one line on
+stderr and a non-zero exit status; ``--debug`` shows the traceback instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+from . import __version__
+from .errors import ConfigError, MdpluginError
+
+#: --model name on the command line -> registry name
+MODEL_CHOICES = ("soap", "lsoap", "rpr")
+TARGET_CHOICES = ("energy", "dipole", "polarizability")
+
+
+# ----------------------------------------------------------------------------------------------
+# helpers
+# ----------------------------------------------------------------------------------------------
+def _key_map(args) -> dict[str, str]:
+    keys = {}
+    for name in ("energy", "forces", "dipole", "polarizability"):
+        value = getattr(args, f"{name}_key", None)
+        if value:
+            keys[name] = value
+    return keys
+
+
+def _parse_hypers(text: str | None) -> dict:
+    if not text:
+        return {}
+    try:
+        hypers = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"--hypers is not valid JSON: {exc.msg}") from None
+    if not isinstance(hypers, dict):
+        raise ConfigError("--hypers must be a JSON object, e.g. '{\"regularizer\": 1e-6}'")
+    return hypers
+
+
+def _properties_for(target: str) -> list[str]:
+    return ["energy", "forces"] if target == "energy" else [target]
+
+
+def _add_data_options(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("data keys and units")
+    for name in ("energy", "forces", "dipole", "polarizability"):
+        g.add_argument(f"--{name}-key", metavar="K", help=f"key of the {name} in the data file (default: {name})")
+    g.add_argument("--units", choices=("ase", "atomic"), default="ase",
+                   help="units of the labels in the file: ase (eV, eV/Å, e·Å, Å³; default) or atomic "
+                        "(Hartree, Hartree/bohr, e·bohr, bohr³)")
+
+
+# ----------------------------------------------------------------------------------------------
+# commands
+# ----------------------------------------------------------------------------------------------
+def cmd_label(args) -> int:
+    from .oracle import label_file
+
+    props = [p.strip() for p in args.properties.split(",") if p.strip()]
+    label_file(args.input, args.output, oracle=args.oracle, properties=props, progress=not args.quiet)
+    return 0
+
+
+def cmd_train(args) -> int:
+    from .data import read_dataset
+    from .models import build
+    from .training import fit_on_dataset, select_training
+
+    data = read_dataset(args.data, properties=_properties_for(args.target), keys=_key_map(args), units=args.units)
+    data = select_training(data, args.n_train, seed=args.seed)
+    hypers = _parse_hypers(args.hypers)
+    model = build(args.model, target=args.target, **hypers)
+    t0 = time.perf_counter()
+    fit_on_dataset(model, data)
+    elapsed = time.perf_counter() - t0
+    model.save(args.output)
+    print(f"trained {args.model} {args.target} model on {len(data)} frames in {elapsed:.1f} s -> {args.output}")
+    return 0
+
+
+def cmd_evaluate(args) -> int:
+    from .data import read_dataset
+    from .models import load_model
+    from .training import evaluate_model
+
+    model = load_model(args.model)
+    data = read_dataset(args.data, properties=_properties_for(model.target), keys=_key_map(args), units=args.units)
+    result = evaluate_model(model, data)
+    if not args.json:
+        for key, value in result.items():
+            print(f"{key:>28}: {value}")
+    else:
+        print(json.dumps(result))
+    return 0
+
+
+def cmd_predict(args) -> int:
+    from .data import read_dataset
+    from .models import load_model
+    from .training import predict_dataset
+    from .data import write_dataset
+
+    model = load_model(args.model)
+    data = read_dataset(args.data, properties=[])
+    write_dataset(args.output, predict_dataset(model, data))
+    print(f"wrote {model.target} predictions for {len(data)} frames -> {args.output}")
+    return 0
+
+
+def cmd_md(args) -> int:
+    from .md import run_md_command
+
+    return run_md_command(args) or 0
+
+
+def cmd_spectrum(args) -> int:
+    from .spectra import spectrum_command
+
+    options = {k: v for k, v in vars(args).items()
+               if k not in ("kind", "series", "dt", "output", "plot", "temperature", "func", "command", "debug")}
+    spectrum_command(args.kind, args.series, dt=args.dt, output=args.output, plot=args.plot,
+                     temperature=args.temperature, **options)
+    return 0
+
+
+def cmd_ipi(args) -> int:
+    from .ipi import run_ipi_command
+
+    return run_ipi_command(args) or 0
+
+
+def cmd_active(args) -> int:
+    from .active import run_active_command
+
+    return run_active_command(args) or 0
+
+
+def cmd_demo(args) -> int:
+    from .demo import run_demo_command
+
+    return run_demo_command(args) or 0
+
+
+# ----------------------------------------------------------------------------------------------
+# parser
+# ----------------------------------------------------------------------------------------------
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="mdplugin",
+        description="Machine-learned energies, forces, dipoles and polarizabilities for MD, and IR/Raman spectra.",
+    )
+    parser.add_argument("--version", action="version", version=f"mdplugin {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show the full traceback on errors")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+
+    p = sub.add_parser("label", help="label structures with a reference method (GFN2-xTB by default)")
+    p.add_argument("input", help="structures to label (extended XYZ or any ASE format)")
+    p.add_argument("-o", "--output", required=True, help="labelled extended XYZ to write")
+    p.add_argument("--oracle", default="tblite", help="reference method: tblite (GFN2-xTB, default) or pyscf")
+    p.add_argument("--properties", default="energy,forces,dipole,polarizability",
+                   help="comma-separated labels to compute (default: all four)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_label)
+
+    p = sub.add_parser("train", help="train a model on a labelled data set")
+    p.add_argument("data", help="labelled extended XYZ")
+    p.add_argument("--target", required=True, choices=TARGET_CHOICES)
+    p.add_argument("--model", required=True, choices=MODEL_CHOICES,
+                   help="soap: invariant SOAP GPR (energy); lsoap: λ-SOAP SA-GPR; rpr: rotate–predict–rotate")
+    p.add_argument("-o", "--output", required=True, help="model file to write (.npz)")
+    p.add_argument("--n-train", type=int, metavar="N", help="train on N frames drawn at random (default: all)")
+    p.add_argument("--seed", type=int, default=0, help="seed for --n-train selection (default 0)")
+    p.add_argument("--hypers", metavar="JSON", help="model hyper-parameters as a JSON object")
+    _add_data_options(p)
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("evaluate", help="errors of a model on a labelled data set")
+    p.add_argument("model", help="model file (.npz)")
+    p.add_argument("data", help="labelled extended XYZ")
+    p.add_argument("--json", action="store_true", help="print one JSON object as the last line")
+    _add_data_options(p)
+    p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("predict", help="write a model's predictions (and uncertainties) for structures")
+    p.add_argument("model", help="model file (.npz)")
+    p.add_argument("data", help="structures (extended XYZ)")
+    p.add_argument("-o", "--output", required=True, help="extended XYZ to write")
+    p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser("md", help="molecular dynamics with ML models, recording dipoles and polarizabilities")
+    p.add_argument("start", help="starting structure")
+    p.add_argument("--energy", required=True, help="energy model file, or 'tblite'")
+    p.add_argument("--dipole", help="dipole model file")
+    p.add_argument("--polarizability", help="polarizability model file")
+    p.add_argument("--steps", type=int, required=True, help="number of MD steps")
+    p.add_argument("--dt", type=float, required=True, help="time step, fs")
+    p.add_argument("--temperature", type=float, default=300.0, help="temperature, K (default 300)")
+    p.add_argument("--thermostat", choices=("langevin", "none"), default="langevin",
+                   help="langevin (default) or none (NVE, velocity Verlet)")
+    p.add_argument("--friction", type=float, default=0.01, help="Langevin friction, 1/fs (default 0.01)")
+    p.add_argument("--interval", type=int, default=1, help="write every N steps (default 1)")
+    p.add_argument("--seed", type=int, default=0, help="random seed (velocities, thermostat)")
+    p.add_argument("--replicas", action="store_true", help="under mpiexec: one independent replica per rank")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("-o", "--output", required=True, help="trajectory to write (extended XYZ)")
+    p.set_defaults(func=cmd_md)
+
+    p = sub.add_parser("spectrum", help="IR or Raman spectrum from dipole or polarizability time series")
+    p.add_argument("kind", choices=("ir", "raman"))
+    p.add_argument("series", nargs="+", help="trajectories (extxyz), i-PI extras files, or .npy/.txt arrays")
+    p.add_argument("--dt", type=float, required=True, help="time between stored frames, fs")
+    p.add_argument("--temperature", type=float, help="temperature for quantum corrections, K")
+    p.add_argument("-o", "--output", required=True, help="CSV to write")
+    p.add_argument("--plot", help="PNG to write")
+    p.set_defaults(func=cmd_spectrum)
+
+    p = sub.add_parser("ipi", help="serve ML energies, forces, dipoles, polarizabilities to an i-PI server")
+    p.add_argument("--template", required=True, help="structure file giving the atom types")
+    p.add_argument("--energy", required=True, help="energy model file, or 'tblite'")
+    p.add_argument("--dipole", help="dipole model file")
+    p.add_argument("--polarizability", help="polarizability model file")
+    p.add_argument("--unix", action="store_true", help="connect through a UNIX socket")
+    p.add_argument("--address", required=True, help="host name, or the UNIX socket name with --unix")
+    p.add_argument("--port", type=int, help="TCP port (not with --unix)")
+    p.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for the server (default 60)")
+    p.set_defaults(func=cmd_ipi)
+
+    p = sub.add_parser("active", help="active learning: MD, label when unsure, retrain, go on")
+    p.add_argument("start", help="starting structure")
+    p.add_argument("--oracle", default="tblite", help="reference method (default tblite)")
+    p.add_argument("--targets", default="energy,dipole,polarizability", help="models to learn")
+    p.add_argument("--model", choices=("lsoap", "rpr"), default="lsoap", help="dipole/polarizability model")
+    p.add_argument("--steps", type=int, default=2000, help="MD steps")
+    p.add_argument("--temperature", type=float, default=300.0, help="K")
+    p.add_argument("--max-calls", type=int, default=200, help="oracle-call budget")
+    p.add_argument("-o", "--output", required=True, help="run folder")
+    p.add_argument("--resume", action="store_true", help="resume the run in the folder")
+    p.set_defaults(func=cmd_active)
+
+    p = sub.add_parser("demo", help="the main job on the built-in example: models, ML MD, IR and Raman spectra")
+    p.add_argument("-o", "--output", default="demo-output", help="output folder (default demo-output)")
+    p.add_argument("--quick", action="store_true", help="a reduced run (for tests)")
+    p.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        print("mdplugin: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # one line for the user; --debug for the traceback
+        if args.debug:
+            raise
+        print(f"mdplugin: error: {_one_line(exc)}", file=sys.stderr)
+        return 2 if isinstance(exc, (MdpluginError, OSError)) else 1
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    if not isinstance(exc, (MdpluginError, OSError)):
+        text = f"{type(exc).__name__}: {text} (run with --debug for the traceback)"
+    if isinstance(exc, OSError) and getattr(exc, "filename", None) and str(exc.filename) not in text:
+        text = f"{exc.filename}: {text}"
+    return text
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,287 @@
+"""Labelled data sets: read, validate and write extended XYZ.
+
+In memory a data set is a :class:`Dataset`: structures plus, where present, per-frame labels in
+ASE units — ``energy`` (n,) eV, ``forces`` list of (n_atoms_i, 3) eV/Å, ``dipole`` (n, 3) e·Å,
+``polarizability`` (n, 3, 3) Å³.
+
+On disk: extended XYZ with per-frame ``energy``, ``dipole`` (3), ``polarizability`` (9, row-major)
+and per-atom ``forces``. Other key names are mapped with ``keys={"dipole": "mu"}``; files in atomic
+units (e·bohr, bohr³, Hartree, Hartree/bohr) are read with ``units="atomic"``. ASE's reader moves
+known properties (energy, forces, dipole, ...) into a ``SinglePointCalculator``; both places are read.
+An all-zero ``Lattice`` (as in the TENSOAP files) means an isolated molecule.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable, Mapping, Sequence
+
+import ase.io
+import numpy as np
+from ase import Atoms
+from ase.data import chemical_symbols
+
+from .atomicio import append_durably, atomic_write
+from .errors import DataError
+from .units import FROM_UNITS
+
+#: properties a data set can carry, with the shape of one frame's value (None = per atom)
+PROPERTIES: dict[str, tuple[int, ...] | None] = {
+    "energy": (),
+    "forces": None,
+    "dipole": (3,),
+    "polarizability": (3, 3),
+}
+
+#: closest allowed distance between two atoms, Å
+MIN_DISTANCE = 0.1
+
+
+@dataclass
+class Dataset:
+    """Structures with optional labels, all in ASE units."""
+
+    frames: list[Atoms]
+    energy: np.ndarray | None = None
+    forces: list[np.ndarray] | None = None
+    dipole: np.ndarray | None = None
+    polarizability: np.ndarray | None = None
+    source: str = "<memory>"
+    extras: dict[str, np.ndarray] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.frames)
+
+    def get(self, name: str):
+        """Labels of property ``name``; a :class:`DataError` if the set has none."""
+        if name not in PROPERTIES:
+            raise DataError(f"unknown property {name!r} (known: {', '.join(PROPERTIES)})")
+        value = getattr(self, name)
+        if value is None:
+            raise DataError(f"{self.source}: no {name!r} labels")
+        return value
+
+    def has(self, name: str) -> bool:
+        return getattr(self, name, None) is not None
+
+    @property
+    def properties(self) -> list[str]:
+        return [p for p in PROPERTIES if self.has(p)]
+
+    def subset(self, indices: Iterable[int]) -> "Dataset":
+        idx = [int(i) for i in indices]
+        return Dataset(
+            frames=[self.frames[i] for i in idx],
+            energy=None if self.energy is None else self.energy[idx],
+            forces=None if self.forces is None else [self.forces[i] for i in idx],
+            dipole=None if self.dipole is None else self.dipole[idx],
+            polarizability=None if self.polarizability is None else self.polarizability[idx],
+            source=self.source,
+            extras={k: v[idx] for k, v in self.extras.items()},
+        )
+
+    def __add__(self, other: "Dataset") -> "Dataset":
+        def cat(a, b, lists=False):
+            if a is None or b is None:
+                return None
+            return list(a) + list(b) if lists else np.concatenate([a, b])
+
+        return Dataset(
+            frames=list(self.frames) + list(other.frames),
+            energy=cat(self.energy, other.energy),
+            forces=cat(self.forces, other.forces, lists=True),
+            dipole=cat(self.dipole, other.dipole),
+            polarizability=cat(self.polarizability, other.polarizability),
+            source=self.source,
+        )
+
+
+def _raw_value(atoms: Atoms, key: str):
+    """The value stored under ``key``: atoms.info, atoms.arrays, or the SinglePointCalculator."""
+    if key in atoms.info:
+        return atoms.info[key]
+    if key in atoms.arrays:
+        return atoms.arrays[key]
+    calc = atoms.calc
+    if calc is not None and key in getattr(calc, "results", {}):
+        return calc.results[key]
+    return None
+
+
+def _is_molecule_cell(atoms: Atoms) -> bool:
+    return not np.any(atoms.cell.array)
+
+
+def _check_structure(atoms: Atoms, where: str) -> None:
+    pos = atoms.positions
+    if not np.all(np.isfinite(pos)):
+        raise DataError(f"{where}: positions contain NaN or inf")
+    numbers = atoms.numbers
+    if np.any(numbers <= 0) or np.any(numbers >= len(chemical_symbols)):
+        raise DataError(f"{where}: unknown element")
+    if len(atoms) < 2:
+        return
+    from ase.neighborlist import neighbor_list
+
+    i, j, d = neighbor_list("ijd", atoms, MIN_DISTANCE, self_interaction=False)
+    if len(d):
+        k = int(np.argmin(d))
+        raise DataError(
+            f"{where}: atoms {i[k]} and {j[k]} are {d[k]:.3g} Å apart (closer than {MIN_DISTANCE} Å)"
+        )
+
+
+def _convert(name: str, raw, atoms: Atoms, units: str, where: str, key: str) -> np.ndarray:
+    try:
+        value = np.asarray(raw, dtype=float)
+    except (TypeError, ValueError):
+        raise DataError(f"{where}: {name} (key {key!r}) is not numeric: {raw!r}") from None
+    shape = PROPERTIES[name]
+    if shape is None:
+        shape = (len(atoms), 3)
+    if name == "polarizability" and value.shape == (9,):
+        value = value.reshape(3, 3)
+    if value.shape != shape:
+        want = "9 or 3×3" if name == "polarizability" else ("a scalar" if shape == () else str(shape))
+        raise DataError(f"{where}: {name} (key {key!r}) has shape {value.shape}, expected {want}")
+    if not np.all(np.isfinite(value)):
+        raise DataError(f"{where}: {name} (key {key!r}) contains NaN or inf")
+    if name == "polarizability":
+        asym = np.abs(value - value.T).max()
+        if asym > 1e-6 * max(1.0, np.abs(value).max()):
+            raise DataError(f"{where}: polarizability (key {key!r}) is not symmetric (max |α-αᵀ| = {asym:.3g})")
+        value = 0.5 * (value + value.T)
+    return FROM_UNITS[units][name](value)
+
+
+def _read_frames(path: Path, index) -> list[Atoms]:
+    """Read frames with ASE, naming the first frame that fails to parse."""
+    if not path.exists():
+        raise DataError(f"{path}: no such file")
+    if path.is_dir():
+        raise DataError(f"{path}: is a folder, not a data file")
+    if path.stat().st_size == 0:
+        raise DataError(f"{path}: file is empty")
+    frames: list[Atoms] = []
+    fmt = "extxyz" if path.suffix in (".xyz", ".extxyz", "") else None
+    try:
+        for atoms in ase.io.iread(str(path), index=":", format=fmt):
+            frames.append(atoms)
+    except Exception as exc:  # ASE raises many kinds for malformed files
+        msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise DataError(f"{path}: frame {len(frames)}: cannot parse ({msg})") from None
+    if not frames:
+        raise DataError(f"{path}: no frames")
+    if index not in (":", None):
+        try:
+            sel = frames[index] if isinstance(index, slice) else frames[int(index)]
+        except (IndexError, ValueError):
+            raise DataError(f"{path}: no frame {index!r} (file has {len(frames)})") from None
+        frames = sel if isinstance(sel, list) else [sel]
+    return frames
+
+
+def read_dataset(
+    path: str | os.PathLike,
+    properties: Sequence[str] | None = None,
+    keys: Mapping[str, str] | None = None,
+    units: str = "ase",
+    index=":",
+) -> Dataset:
+    """Read and validate an extended-XYZ data set.
+
+    Parameters
+    ----------
+    path : file to read (extended XYZ, or any format ASE reads).
+    properties : labels that every frame must have; ``None`` reads whichever of energy, forces,
+        dipole, polarizability the first frame has (and then requires them on every frame).
+    keys : key name in the file per property, e.g. ``{"dipole": "mu", "polarizability": "alpha"}``.
+    units : ``"ase"`` (eV, eV/Å, e·Å, Å³) or ``"atomic"`` (Hartree, Hartree/bohr, e·bohr, bohr³).
+    index : ``":"`` for all frames, an int, or a slice.
+
+    Raises
+    ------
+    DataError naming the file, the frame index and the problem.
+    """
+    path = Path(path)
+    if units not in FROM_UNITS:
+        raise DataError(f"unknown units {units!r} (use 'ase' or 'atomic')")
+    keys = dict(keys or {})
+    for name in keys:
+        if name not in PROPERTIES:
+            raise DataError(f"unknown property {name!r} in key mapping (known: {', '.join(PROPERTIES)})")
+    key_of = {name: keys.get(name, name) for name in PROPERTIES}
+    frames = _read_frames(path, index)
+
+    if properties is None:
+        properties = [p for p in PROPERTIES if _raw_value(frames[0], key_of[p]) is not None]
+    else:
+        for p in properties:
+            if p not in PROPERTIES:
+                raise DataError(f"unknown property {p!r} (known: {', '.join(PROPERTIES)})")
+
+    values: dict[str, list[np.ndarray]] = {p: [] for p in properties}
+    clean: list[Atoms] = []
+    for i, atoms in enumerate(frames):
+        where = f"{path}: frame {i}"
+        for p in properties:
+            raw = _raw_value(atoms, key_of[p])
+            if raw is None:
+                present = sorted(set(atoms.info) | set(atoms.arrays) - {"numbers", "positions"}
+                                 | set(getattr(atoms.calc, "results", {}) or {}))
+                raise DataError(f"{where}: missing key {key_of[p]!r} for {p} (keys present: {', '.join(present) or 'none'})")
+            values[p].append(_convert(p, raw, atoms, units, where, key_of[p]))
+        out = Atoms(numbers=atoms.numbers, positions=atoms.positions)
+        if not _is_molecule_cell(atoms):
+            out.cell = atoms.cell
+            out.pbc = atoms.pbc
+        _check_structure(out, where)
+        clean.append(out)
+
+    data = Dataset(frames=clean, source=str(path))
+    for p, vals in values.items():
+        setattr(data, p, vals if p == "forces" else np.array(vals))
+    return data
+
+
+def _frames_for_writing(data: Dataset) -> list[Atoms]:
+    out = []
+    for i, atoms in enumerate(data.frames):
+        a = Atoms(numbers=atoms.numbers, positions=atoms.positions, cell=atoms.cell, pbc=atoms.pbc)
+        if data.energy is not None:
+            a.info["energy"] = float(data.energy[i])
+        if data.dipole is not None:
+            a.info["dipole"] = np.asarray(data.dipole[i], dtype=float)
+        if data.polarizability is not None:
+            a.info["polarizability"] = np.asarray(data.polarizability[i], dtype=float).reshape(9)
+        for key, val in data.extras.items():
+            v = np.asarray(val[i], dtype=float)
+            a.info[key] = v.reshape(-1) if v.ndim else float(v)
+        if data.forces is not None:
+            a.arrays["forces"] = np.asarray(data.forces[i], dtype=float)
+        out.append(a)
+    return out
+
+
+def dataset_to_text(data: Dataset) -> str:
+    """The extended-XYZ text of a data set."""
+    buf = io.StringIO()
+    ase.io.write(buf, _frames_for_writing(data), format="extxyz")
+    return buf.getvalue()
+
+
+def write_dataset(path: str | os.PathLike, data: Dataset, append: bool = False) -> None:
+    """Write a data set as extended XYZ.
+
+    A new file is written atomically (temporary file, then rename); with ``append=True`` the
+    frames are appended and flushed to disk (fsync) before this returns.
+    """
+    text = dataset_to_text(data)
+    if append:
+        append_durably(path, text)
+    else:
+        with atomic_write(path) as handle:
+            handle.write(text)

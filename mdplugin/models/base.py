@@ -1,0 +1,233 @@
+"""The model interface, the registry, and model files.
+
+Every model is a scikit-learn style estimator: hyper-parameters are the ``__init__`` arguments
+(JSON-serialisable, no work in ``__init__``), ``fit(frames, y)`` returns ``self``, learned state
+lives in attributes ending in ``_``, ``predict(frames, return_std=False)`` returns predictions (and a
+standard deviation in the target's units).
+
+Targets and shapes (ASE units): ``"energy"`` (n,) eV [forces list of (n_atoms, 3) eV/Å],
+``"dipole"`` (n, 3) e·Å, ``"polarizability"`` (n, 3, 3) Å³.
+
+Model files are ``.npz`` archives of plain arrays plus one JSON metadata string, loaded with
+``allow_pickle=False`` (opening a model file never runs code), written atomically, and protected by
+a SHA-256 checksum of the arrays.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import json
+import os
+import zipfile
+from pathlib import Path
+from typing import ClassVar, Sequence
+
+import numpy as np
+from ase import Atoms
+from ase.data import chemical_symbols
+from sklearn.base import BaseEstimator
+
+from ..atomicio import atomic_write
+from ..errors import ConfigError, DataError, ModelFileError
+
+FORMAT = "mdplugin-model"
+FORMAT_VERSION = 1
+_META_KEY = "__metadata__"
+
+#: registry name -> module that defines it (imported on first use)
+_MODULES = {
+    "rpr": "mdplugin.models.rpr",
+    "lsoap": "mdplugin.models.sagpr",
+    "soap": "mdplugin.models.energy",
+}
+_REGISTRY: dict[str, type["Model"]] = {}
+
+TARGETS = ("energy", "dipole", "polarizability")
+UNITS = {"energy": "eV", "forces": "eV/Å", "dipole": "e·Å", "polarizability": "Å³"}
+
+
+def register(name: str):
+    """Class decorator adding a model class to the registry under ``name``."""
+
+    def deco(cls):
+        cls.kind = name
+        _REGISTRY[name] = cls
+        return cls
+
+    return deco
+
+
+def get_model_class(name: str) -> type["Model"]:
+    """The model class registered as ``name`` (imports its module on demand)."""
+    if name not in _REGISTRY and name in _MODULES:
+        importlib.import_module(_MODULES[name])
+    if name not in _REGISTRY:
+        known = ", ".join(sorted(set(_MODULES) | set(_REGISTRY)))
+        raise ConfigError(f"unknown model kind {name!r} (known: {known})")
+    return _REGISTRY[name]
+
+
+def build(name: str, **hypers) -> "Model":
+    """A new, unfitted model of kind ``name`` with the given hyper-parameters."""
+    cls = get_model_class(name)
+    try:
+        return cls(**hypers)
+    except TypeError as exc:
+        raise ConfigError(f"model {name!r}: {exc}") from None
+
+
+def check_species(frames: Sequence[Atoms], known: Sequence[int], what: str = "model") -> None:
+    """Raise a :class:`DataError` naming elements absent from ``known`` (and the first frame)."""
+    known_set = set(int(z) for z in known)
+    for i, atoms in enumerate(frames):
+        extra = set(np.unique(atoms.numbers).tolist()) - known_set
+        if extra:
+            names = ", ".join(chemical_symbols[z] for z in sorted(extra))
+            trained = ", ".join(chemical_symbols[z] for z in sorted(known_set))
+            raise DataError(f"frame {i}: element(s) {names} not in the {what}'s training set ({trained})")
+
+
+def fingerprint(frames: Sequence[Atoms], y=None) -> str:
+    """A short SHA-256 fingerprint of training structures (and targets)."""
+    h = hashlib.sha256()
+    for atoms in frames:
+        h.update(np.ascontiguousarray(atoms.numbers, dtype=np.int64).tobytes())
+        h.update(np.ascontiguousarray(atoms.positions, dtype=np.float64).tobytes())
+    if y is not None:
+        for part in (y if isinstance(y, (list, tuple)) else [y]):
+            h.update(np.ascontiguousarray(np.asarray(part, dtype=np.float64)).tobytes())
+    return h.hexdigest()[:16]
+
+
+def _checksum(arrays: dict[str, np.ndarray]) -> str:
+    h = hashlib.sha256()
+    for name in sorted(arrays):
+        a = np.ascontiguousarray(arrays[name])
+        h.update(name.encode())
+        h.update(str(a.dtype).encode())
+        h.update(str(a.shape).encode())
+        h.update(a.tobytes())
+    return h.hexdigest()
+
+
+class Model(BaseEstimator):
+    """Base class of every mdplugin model (see the module docstring for the contract)."""
+
+    kind: ClassVar[str] = "base"
+    targets_supported: ClassVar[tuple[str, ...]] = ()
+
+    # --- to implement -------------------------------------------------------------------------
+    def fit(self, frames: Sequence[Atoms], y) -> "Model":  # pragma: no cover - interface
+        raise NotImplementedError
+
+    def predict(self, frames: Sequence[Atoms], return_std: bool = False):  # pragma: no cover
+        raise NotImplementedError
+
+    def _get_state(self) -> dict[str, np.ndarray]:  # pragma: no cover - interface
+        """Learned arrays (plain numeric/str numpy arrays, no objects)."""
+        raise NotImplementedError
+
+    def _set_state(self, arrays: dict[str, np.ndarray]) -> None:  # pragma: no cover - interface
+        raise NotImplementedError
+
+    # --- shared -------------------------------------------------------------------------------
+    @property
+    def target_(self) -> str:
+        return getattr(self, "target", self.targets_supported[0] if self.targets_supported else "")
+
+    def _check_target(self) -> None:
+        target = getattr(self, "target", None)
+        if target not in self.targets_supported:
+            raise ConfigError(
+                f"model {self.kind!r} cannot learn target {target!r} "
+                f"(supported: {', '.join(self.targets_supported)})"
+            )
+
+    def _check_fitted(self) -> None:
+        if not getattr(self, "is_fitted_", False):
+            raise ConfigError(f"this {self.kind!r} model is not fitted yet: call fit() first")
+
+    def save(self, path: str | os.PathLike) -> None:
+        """Write the model as ``.npz`` + JSON metadata, atomically."""
+        self._check_fitted()
+        arrays = {k: np.asarray(v) for k, v in self._get_state().items()}
+        for name, a in arrays.items():
+            if a.dtype == object:
+                raise ModelFileError(f"model state {name!r} is an object array; cannot be saved safely")
+        from .. import __version__
+
+        meta = {
+            "format": FORMAT,
+            "format_version": FORMAT_VERSION,
+            "kind": self.kind,
+            "target": getattr(self, "target", None),
+            "params": self.get_params(deep=False),
+            "species": [int(z) for z in getattr(self, "species_", [])],
+            "units": {self.target_: UNITS.get(self.target_, "")},
+            "mdplugin_version": __version__,
+            "training_fingerprint": getattr(self, "training_fingerprint_", None),
+            "n_train": getattr(self, "n_train_", None),
+            "checksum": _checksum(arrays),
+        }
+        try:
+            text = json.dumps(meta)
+        except TypeError as exc:
+            raise ModelFileError(f"hyper-parameters of {self.kind!r} are not JSON-serialisable: {exc}") from None
+        with atomic_write(path, "wb") as handle:
+            np.savez(handle, **{_META_KEY: np.array(text)}, **arrays)
+
+
+def read_metadata(path: str | os.PathLike) -> tuple[dict, dict[str, np.ndarray]]:
+    """Metadata and arrays of a model file, validated; never unpickles."""
+    path = Path(path)
+    if not path.exists():
+        raise ModelFileError(f"{path}: no such model file")
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            arrays = {name: npz[name] for name in npz.files}
+    except ValueError as exc:
+        if "pickle" in str(exc).lower():
+            raise ModelFileError(f"{path}: contains pickled objects; refused (model files hold plain arrays only)") from None
+        raise ModelFileError(f"{path}: not a valid model file ({exc})") from None
+    except (zipfile.BadZipFile, OSError, EOFError, KeyError) as exc:
+        raise ModelFileError(f"{path}: not a valid model file, truncated or corrupted ({type(exc).__name__})") from None
+    if _META_KEY not in arrays:
+        raise ModelFileError(f"{path}: not an mdplugin model file (no metadata)")
+    try:
+        meta = json.loads(str(arrays.pop(_META_KEY)))
+    except (ValueError, TypeError):
+        raise ModelFileError(f"{path}: model metadata is not valid JSON") from None
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        raise ModelFileError(f"{path}: not an mdplugin model file")
+    version = meta.get("format_version")
+    if not isinstance(version, int) or version > FORMAT_VERSION:
+        raise ModelFileError(
+            f"{path}: model format version {version} is newer than this mdplugin supports ({FORMAT_VERSION}); upgrade mdplugin"
+        )
+    if _checksum(arrays) != meta.get("checksum"):
+        raise ModelFileError(f"{path}: checksum mismatch: the file was altered or corrupted")
+    return meta, arrays
+
+
+def load_model(path: str | os.PathLike, kind: str | None = None, target: str | None = None) -> Model:
+    """Load a model file; ``kind``/``target`` (optional) must match what the file holds."""
+    meta, arrays = read_metadata(path)
+    if kind is not None and meta["kind"] != kind:
+        raise ModelFileError(f"{path}: is a {meta['kind']!r} model, expected {kind!r}")
+    if target is not None and meta.get("target") != target:
+        raise ModelFileError(f"{path}: is a {meta.get('target')!r} model, expected a {target!r} model")
+    try:
+        cls = get_model_class(meta["kind"])
+    except ConfigError:
+        raise ModelFileError(f"{path}: unknown model kind {meta['kind']!r}") from None
+    try:
+        model = cls(**meta.get("params", {}))
+        model._set_state(arrays)
+    except (TypeError, KeyError, ValueError) as exc:
+        raise ModelFileError(f"{path}: inconsistent model file ({type(exc).__name__}: {exc})") from None
+    model.species_ = np.array(meta.get("species", []), dtype=int)
+    model.training_fingerprint_ = meta.get("training_fingerprint")
+    model.n_train_ = meta.get("n_train")
+    model.is_fitted_ = True
+    return model

@@ -1,0 +1,127 @@
+"""Sparse Gaussian-process regression core (projected process / DTC), shared by all GPR models.
+
+Notation: N observations, M representative ("sparse") points. The model works on a kernel ``k``
+normalised to O(1); the signal variance ``s²`` and noise variance ``σ²`` enter only through the
+regulariser ``λ = σ²/s²``. With ``A = K_NMᵀ K_NM`` and ``b = K_NMᵀ y`` (summable over blocks of
+observations, so MPI ranks can Allreduce them)::
+
+    weights  w = (A + λ K_MM)⁻¹ b
+    mean     f(x) = K_xM w
+    variance var f(x) / s² = (k_xx − K_xM K_MM⁻¹ K_Mx) + λ K_xM (A + λ K_MM)⁻¹ K_Mx
+
+The first bracket (Nyström residual) is the part of the prior that the sparse points cannot
+represent; it needs ``k_xx`` and is skipped when that is not given. All solves use Cholesky factors
+with a small relative jitter (no explicit inverse).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from scipy.linalg import cho_solve, cholesky, solve_triangular
+
+
+def farthest_point_sampling(x: np.ndarray, n_select: int, start: int = 0) -> np.ndarray:
+    """Indices of ``n_select`` rows of ``x`` (n, d) chosen by greedy farthest-point sampling.
+
+    Deterministic: starts from row ``start`` and breaks ties by the lowest index. If
+    ``n_select >= n`` all indices are returned in FPS order.
+    """
+    x = np.asarray(x, dtype=float)
+    n = len(x)
+    n_select = min(int(n_select), n)
+    if n_select <= 0:
+        return np.zeros(0, dtype=int)
+    sq = np.einsum("ij,ij->i", x, x)
+    selected = np.empty(n_select, dtype=int)
+    selected[0] = start
+    min_d = sq + sq[start] - 2.0 * x @ x[start]
+    for k in range(1, n_select):
+        nxt = int(np.argmax(min_d))
+        selected[k] = nxt
+        np.minimum(min_d, sq + sq[nxt] - 2.0 * x @ x[nxt], out=min_d)
+    return selected
+
+
+def _stable_cholesky(matrix: np.ndarray, jitter: float) -> np.ndarray:
+    """Lower Cholesky factor of a symmetric PSD matrix, adding relative jitter until it works."""
+    m = len(matrix)
+    scale = max(np.trace(matrix) / max(m, 1), np.finfo(float).tiny)
+    eps = jitter
+    for _ in range(8):
+        try:
+            return cholesky(matrix + eps * scale * np.eye(m), lower=True, check_finite=False)
+        except np.linalg.LinAlgError:
+            eps = max(eps * 10.0, 1e-12)
+    raise np.linalg.LinAlgError("matrix is not positive definite even with jitter")
+
+
+@dataclass
+class ProjectedProcess:
+    """A solved sparse GPR: weights and the Cholesky factors needed for the variance."""
+
+    weights: np.ndarray  # (m,) or (m, k)
+    factor: np.ndarray  # (m, m) lower Cholesky of A + λ K_MM
+    kmm_factor: np.ndarray  # (m, m) lower Cholesky of K_MM
+    regularizer: float
+
+    def predict(self, k_xm: np.ndarray) -> np.ndarray:
+        """Posterior mean ``K_xM w``: (n,) or (n, k)."""
+        return k_xm @ self.weights
+
+    def variance(self, k_xm: np.ndarray, k_xx: np.ndarray | None = None) -> np.ndarray:
+        """Posterior variance in units of the signal variance s², shape (n,).
+
+        ``k_xm`` (n, m) kernel rows to the sparse points; ``k_xx`` (n,) prior variances (optional).
+        """
+        v = solve_triangular(self.factor, k_xm.T, lower=True, check_finite=False)
+        var = self.regularizer * np.einsum("ij,ij->j", v, v)
+        if k_xx is not None:
+            u = solve_triangular(self.kmm_factor, k_xm.T, lower=True, check_finite=False)
+            var = var + np.maximum(np.asarray(k_xx) - np.einsum("ij,ij->j", u, u), 0.0)
+        return var
+
+    def to_arrays(self, prefix: str = "gpr") -> dict[str, np.ndarray]:
+        return {
+            f"{prefix}_weights": self.weights,
+            f"{prefix}_factor": self.factor,
+            f"{prefix}_kmm_factor": self.kmm_factor,
+            f"{prefix}_regularizer": np.array(self.regularizer),
+        }
+
+    @classmethod
+    def from_arrays(cls, arrays: dict[str, np.ndarray], prefix: str = "gpr") -> "ProjectedProcess":
+        return cls(
+            weights=arrays[f"{prefix}_weights"],
+            factor=arrays[f"{prefix}_factor"],
+            kmm_factor=arrays[f"{prefix}_kmm_factor"],
+            regularizer=float(arrays[f"{prefix}_regularizer"]),
+        )
+
+
+def normal_equations(k_nm: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``A = K_NMᵀ K_NM`` (m, m) and ``b = K_NMᵀ y`` for one block of observations."""
+    return k_nm.T @ k_nm, k_nm.T @ y
+
+
+def solve_projected_process(
+    a: np.ndarray,
+    b: np.ndarray,
+    k_mm: np.ndarray,
+    regularizer: float,
+    jitter: float = 1e-10,
+) -> ProjectedProcess:
+    """Solve the projected-process normal equations (see the module docstring).
+
+    ``a`` (m, m) and ``b`` (m,) or (m, k) are summed over all observations; ``regularizer`` is
+    λ = σ²/s² (> 0). Raises ``ValueError`` for a non-positive regulariser.
+    """
+    if not regularizer > 0:
+        raise ValueError(f"regularizer must be > 0, got {regularizer}")
+    k_mm = 0.5 * (k_mm + k_mm.T)
+    kmm_factor = _stable_cholesky(k_mm, jitter)
+    system = a + regularizer * k_mm
+    factor = _stable_cholesky(0.5 * (system + system.T), jitter)
+    weights = cho_solve((factor, True), b, check_finite=False)
+    return ProjectedProcess(weights=weights, factor=factor, kmm_factor=kmm_factor, regularizer=float(regularizer))

@@ -1,0 +1,111 @@
+"""Reading, validating and writing labelled data sets."""
+
+import numpy as np
+import pytest
+from ase import Atoms
+
+from mdplugin.data import Dataset, read_dataset, write_dataset
+from mdplugin.errors import DataError
+from mdplugin.units import BOHR
+
+from .conftest import dichloroethane
+
+
+def _labelled(n=3, seed=0):
+    rng = np.random.default_rng(seed)
+    frames = [dichloroethane(rng, noise=0.05) for _ in range(n)]
+    alpha = rng.normal(size=(n, 3, 3))
+    return Dataset(
+        frames=frames,
+        energy=rng.normal(size=n),
+        forces=[rng.normal(size=(8, 3)) for _ in range(n)],
+        dipole=rng.normal(size=(n, 3)),
+        polarizability=alpha + alpha.transpose(0, 2, 1),
+    )
+
+
+def test_write_read_round_trip(tmp_path):
+    data = _labelled()
+    write_dataset(tmp_path / "d.xyz", data)
+    back = read_dataset(tmp_path / "d.xyz")
+    assert back.properties == ["energy", "forces", "dipole", "polarizability"]
+    assert np.allclose(back.energy, data.energy)
+    assert np.allclose(back.dipole, data.dipole)
+    assert np.allclose(back.polarizability, data.polarizability)
+    assert all(np.allclose(a, b) for a, b in zip(back.forces, data.forces))
+    assert np.allclose(back.frames[1].positions, data.frames[1].positions)
+    # append keeps earlier frames
+    write_dataset(tmp_path / "d.xyz", data.subset([0]), append=True)
+    assert len(read_dataset(tmp_path / "d.xyz")) == 4
+
+
+def test_key_mapping_and_atomic_units(tmp_path):
+    a = Atoms("OH2", positions=[[0, 0, 0], [0.96, 0, 0], [-0.24, 0.93, 0]])
+    a.info["mu"] = np.array([1.0, 0.0, 0.0])
+    a.info["alpha"] = np.eye(3).ravel() * 10
+    a.info["potential"] = -1.0
+    (tmp_path / "w.xyz").write_text(
+        '3\nLattice="0.0 0.0 0.0 0.0 0.0 0.0 0.0 0.0 0.0" Properties=species:S:1:pos:R:3 '
+        'mu="1.0 0.0 0.0" alpha="10 0 0 0 10 0 0 0 10" potential=-1.0\n'
+        "O 0 0 0\nH 0.96 0 0\nH -0.24 0.93 0\n"
+    )
+    d = read_dataset(tmp_path / "w.xyz", keys={"dipole": "mu", "polarizability": "alpha", "energy": "potential"},
+                     units="atomic")
+    assert np.allclose(d.dipole[0], [BOHR, 0, 0])
+    assert np.allclose(d.polarizability[0], 10 * BOHR**3 * np.eye(3))
+    assert np.isclose(d.energy[0], -27.211386, rtol=1e-6)
+    # an all-zero Lattice is a molecule, not a periodic cell
+    assert not d.frames[0].pbc.any()
+
+
+def test_reads_tensoap_water(shared_data):
+    d = read_dataset(shared_data / "tensoap-water" / "water_monomer.xyz",
+                     keys={"dipole": "mu", "polarizability": "alpha"}, units="atomic", index=slice(0, 5))
+    assert len(d) == 5 and d.dipole.shape == (5, 3) and d.polarizability.shape == (5, 3, 3)
+    assert not d.frames[0].pbc.any()
+
+
+def _write(tmp_path, text, name="bad.xyz"):
+    p = tmp_path / name
+    p.write_text(text)
+    return p
+
+
+GOOD = "2\nProperties=species:S:1:pos:R:3 dipole=\"0 0 1\"\nH 0 0 0\nH 0 0 0.74\n"
+
+
+@pytest.mark.parametrize(
+    "text, props, message",
+    [
+        (GOOD + "2\nProperties=species:S:1:pos:R:3\nH 0 0 0\nH 0 0 0.74\n", ["dipole"], "frame 1: missing key 'dipole'"),
+        (GOOD.replace('"0 0 1"', '"0 1"'), ["dipole"], "frame 0: dipole (key 'dipole') has shape (2,)"),
+        (GOOD.replace('"0 0 1"', '"0 nan 1"'), ["dipole"], "frame 0: dipole (key 'dipole') contains NaN"),
+        (GOOD.replace("0 0 0.74", "0 0 0.05"), ["dipole"], "frame 0: atoms 0 and 1 are 0.05 Å apart"),
+        (GOOD.replace("0 0 0.74", "0 inf 0.74"), ["dipole"], "frame 0: positions contain NaN or inf"),
+        (GOOD + "2\nProperties=species:S:1:pos:R:3\nH 0 0 0\n", ["dipole"], "frame 1: cannot parse"),
+        ("", ["dipole"], "file is empty"),
+    ],
+)
+def test_bad_input_names_file_frame_and_problem(tmp_path, text, props, message):
+    p = _write(tmp_path, text)
+    with pytest.raises(DataError) as err:
+        read_dataset(p, properties=props)
+    assert str(p) in str(err.value)
+    assert message in str(err.value)
+
+
+def test_missing_file_and_unknown_property(tmp_path):
+    with pytest.raises(DataError, match="no such file"):
+        read_dataset(tmp_path / "nope.xyz")
+    p = _write(tmp_path, GOOD)
+    with pytest.raises(DataError, match="unknown property 'dipol'"):
+        read_dataset(p, properties=["dipol"])
+
+
+def test_asymmetric_polarizability_is_refused(shared_data):
+    with pytest.raises(DataError, match="not symmetric"):
+        read_dataset(shared_data / "tensoap-water" / "asymmetry_asymmetric.xyz", properties=["polarizability"],
+                     keys={"polarizability": "alpha"}, units="atomic")
+    d = read_dataset(shared_data / "tensoap-water" / "asymmetry_symmetric.xyz", properties=["polarizability"],
+                     keys={"polarizability": "alpha"}, units="atomic", index=slice(0, 3))
+    assert d.frames[0].pbc.all()  # a real periodic cell stays periodic
