@@ -1,0 +1,334 @@
+"""Invariant SOAP energy model: sparse GPR on atomic environments, exact analytic forces.
+
+Model (registry name ``"soap"``, target ``"energy"``)::
+
+    E(A) = Σ_i e0[Z_i] + Σ_i Σ_M w_M k(x_i, x_M),      k(x, x') = δ(Z, Z') (x̂ · x̂')^ζ
+
+* ``x_i`` is the invariant SOAP power spectrum of atom ``i`` (the λ = 0 λ-SOAP features of
+  :func:`mdplugin.descriptors.lambda_soap.power_spectrum`, built in numpy from ONE featomic
+  ``SphericalExpansion`` call); ``x̂ = x/|x|``.
+* ``x_M`` are M representative environments chosen by farthest-point sampling per species.
+* ``e0`` is a per-species baseline fitted by (ridge) least squares on the composition.
+* Forces are the exact negative gradients ``F_j = −Σ_i (∂E/∂x_i)·(∂x_i/∂r_j)`` through the
+  position gradients of the expansion; the force rows of ``K_NM`` used in training are the same
+  derivatives, so energies and forces are fitted jointly by the projected-process solver of
+  :mod:`mdplugin.models.gpr` (noise-weighted rows: energy noise ``energy_noise·√N`` eV per structure,
+  force noise ``force_noise`` eV/Å per component, prior std of an atomic energy ``signal_std`` eV).
+* The predictive standard deviation of the energy (eV) is the GPR posterior std of the sum of
+  atomic terms (Nyström residual included).
+
+Periodic cells work (featomic handles the images); the stress is not implemented yet.
+
+Hooks used by the ASE calculator to share one spherical expansion between models:
+:meth:`SoapEnergyModel.expansion_hypers` and :meth:`SoapEnergyModel.predict_from_expansion`.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+import scipy.sparse
+from ase import Atoms
+
+from ..descriptors.expansion import Expansion, SphericalExpansion
+from ..descriptors.lambda_soap import power_spectrum
+from ..errors import DataError
+from .base import Model, check_species, fingerprint, register
+from .gpr import ProjectedProcess, farthest_point_sampling, normal_equations, solve_projected_process
+
+__all__ = ["SoapEnergyModel"]
+
+
+def _normalise(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Row-normalised features (n, F) and the norms (n,)."""
+    norms = np.sqrt(np.einsum("ij,ij->i", x, x))
+    norms = np.maximum(norms, 1e-300)
+    return x / norms[:, None], norms
+
+
+@register("soap")
+class SoapEnergyModel(Model):
+    """Sparse GPR energy model on the invariant SOAP power spectrum (see the module docstring).
+
+    Parameters
+    ----------
+    target : must be ``"energy"``.
+    cutoff : neighbour cutoff, Å.
+    max_radial, max_angular : featomic basis sizes (``max_radial + 1`` radial functions).
+    gaussian_width, smoothing_width : atomic density width and cutoff smoothing width, Å.
+    zeta : exponent of the polynomial kernel on normalised features.
+    n_sparse : representative environments per species (FPS).
+    energy_noise : energy noise per atom, eV (a structure of N atoms gets ``energy_noise·√N``).
+    force_noise : force noise per component, eV/Å.
+    signal_std : prior std of an atomic energy, eV; ``None`` estimates it from the training
+        energies (std of the baseline-corrected energies / √N, at least 1 meV).
+    use_forces : fit the forces as well as the energies (when given).
+    chunk_size : frames per block of the normal equations (memory).
+    """
+
+    targets_supported = ("energy",)
+
+    def __init__(
+        self,
+        target: str = "energy",
+        cutoff: float = 5.0,
+        max_radial: int = 4,
+        max_angular: int = 3,
+        gaussian_width: float = 0.3,
+        smoothing_width: float = 0.5,
+        zeta: int = 2,
+        n_sparse: int = 200,
+        energy_noise: float = 1e-3,
+        force_noise: float = 0.02,
+        signal_std: float | None = None,
+        use_forces: bool = True,
+        chunk_size: int = 50,
+    ):
+        self.target = target
+        self.cutoff = cutoff
+        self.max_radial = max_radial
+        self.max_angular = max_angular
+        self.gaussian_width = gaussian_width
+        self.smoothing_width = smoothing_width
+        self.zeta = zeta
+        self.n_sparse = n_sparse
+        self.energy_noise = energy_noise
+        self.force_noise = force_noise
+        self.signal_std = signal_std
+        self.use_forces = use_forces
+        self.chunk_size = chunk_size
+
+    # ------------------------------------------------------------------------------------------
+    # features
+    # ------------------------------------------------------------------------------------------
+    def expansion_hypers(self) -> dict:
+        """Keyword arguments of :class:`~mdplugin.descriptors.expansion.SphericalExpansion`
+        (species included): models with equal hypers can share one expansion per MD step."""
+        species = getattr(self, "species_", None)
+        return {
+            "species": [int(z) for z in (species if species is not None else [])],
+            "cutoff": float(self.cutoff),
+            "max_radial": int(self.max_radial),
+            "max_angular": int(self.max_angular),
+            "gaussian_width": float(self.gaussian_width),
+            "smoothing_width": float(self.smoothing_width),
+        }
+
+    #: the calculator computes the shared expansion with position gradients for this model
+    needs_gradients = True
+
+    def _expansion(self) -> SphericalExpansion:
+        calc = getattr(self, "_expansion_calc", None)
+        hypers = self.expansion_hypers()
+        if calc is None or getattr(self, "_expansion_key", None) != hypers:
+            calc = SphericalExpansion(**hypers)
+            self._expansion_calc = calc
+            self._expansion_key = hypers
+        return calc
+
+    # ------------------------------------------------------------------------------------------
+    # kernel pieces
+    # ------------------------------------------------------------------------------------------
+    def _kernel_parts(self, xn: np.ndarray, species: np.ndarray):
+        """``S`` (n, M) cosine similarities masked by species and ``K = S^ζ`` (n, M)."""
+        s = xn @ self.sparse_features_.T
+        s *= species[:, None] == self.sparse_species_[None, :]
+        return s, s**self.zeta
+
+    def _kmm(self) -> np.ndarray:
+        s = self.sparse_features_ @ self.sparse_features_.T
+        s *= self.sparse_species_[:, None] == self.sparse_species_[None, :]
+        return s**self.zeta
+
+    # ------------------------------------------------------------------------------------------
+    # fit
+    # ------------------------------------------------------------------------------------------
+    def fit(self, frames: Sequence[Atoms], y, forces: Sequence[np.ndarray] | None = None) -> "SoapEnergyModel":
+        """Fit energies ``y`` (n,) eV and, if given, ``forces`` (list of (n_atoms, 3) eV/Å)."""
+        self._check_target()
+        frames = list(frames)
+        energies = np.asarray(y, dtype=float).reshape(-1)
+        if len(frames) == 0:
+            raise DataError("no training frames")
+        if len(energies) != len(frames):
+            raise DataError(f"{len(energies)} energies for {len(frames)} frames")
+        if forces is not None and self.use_forces:
+            forces = [np.asarray(f, dtype=float) for f in forces]
+            if len(forces) != len(frames) or any(f.shape != (len(a), 3) for f, a in zip(forces, frames)):
+                raise DataError("forces must be one (n_atoms, 3) array per frame")
+        else:
+            forces = None
+        self.species_ = np.array(sorted({int(z) for a in frames for z in a.numbers}), dtype=int)
+        expansion = self._expansion()
+
+        # per-species baseline by ridge least squares on the composition
+        comp = np.array([[np.count_nonzero(a.numbers == z) for z in self.species_] for a in frames], float)
+        n_atoms = comp.sum(axis=1)
+        ridge = 1e-8 * max(np.trace(comp.T @ comp), 1.0)
+        self.baseline_ = np.linalg.solve(comp.T @ comp + ridge * np.eye(len(self.species_)), comp.T @ energies)
+        resid = energies - comp @ self.baseline_
+        if self.signal_std is None:
+            self.signal_std_ = float(max(np.std(resid / np.sqrt(n_atoms)), 1e-3))
+        else:
+            self.signal_std_ = float(self.signal_std)
+
+        # sparse points: FPS per species on normalised features of all training atoms
+        feats, zs = [], []
+        for start in range(0, len(frames), self.chunk_size):
+            chunk = frames[start : start + self.chunk_size]
+            feats.append(power_spectrum(expansion.compute(chunk)))
+            zs.append(np.concatenate([a.numbers for a in chunk]))
+        xn, _ = _normalise(np.concatenate(feats))
+        zs = np.concatenate(zs)
+        sparse_idx = []
+        for z in self.species_:
+            idx = np.flatnonzero(zs == z)
+            sel = farthest_point_sampling(xn[idx], self.n_sparse)
+            sparse_idx.append(idx[sel])
+        sparse_idx = np.concatenate(sparse_idx)
+        self.sparse_features_ = np.ascontiguousarray(xn[sparse_idx])
+        self.sparse_species_ = zs[sparse_idx].astype(int)
+        del feats, xn
+
+        m = len(sparse_idx)
+        a_mat = np.zeros((m, m))
+        b_vec = np.zeros(m)
+        for start in range(0, len(frames), self.chunk_size):
+            chunk = frames[start : start + self.chunk_size]
+            sl = slice(start, start + len(chunk))
+            k_e, k_f = self._design_rows(chunk, with_forces=forces is not None)
+            sigma_e = self.energy_noise * np.sqrt(n_atoms[sl])
+            a, b = normal_equations(k_e / sigma_e[:, None], resid[sl] / sigma_e)
+            a_mat += a
+            b_vec += b
+            if k_f is not None:
+                f = np.concatenate(forces[sl]).reshape(-1)
+                a, b = normal_equations(k_f / self.force_noise, f / self.force_noise)
+                a_mat += a
+                b_vec += b
+        self.gpr_ = solve_projected_process(a_mat, b_vec, self._kmm(), regularizer=1.0 / self.signal_std_**2)
+        self.n_train_ = len(frames)
+        self.training_fingerprint_ = fingerprint(frames, energies)
+        self.is_fitted_ = True
+        return self
+
+    def _design_rows(self, frames: Sequence[Atoms], with_forces: bool):
+        """Energy rows (n_frames, M) and force rows (3·n_atoms, M) of K_NM for ``frames``.
+
+        Force rows are ``−∂/∂r_{jα} Σ_i k(x_i, x_M)`` (the model's force is ``K_F w``).
+        """
+        exp = self._expansion().compute(list(frames), gradients=with_forces)
+        if with_forces:
+            x, dx, pairs = power_spectrum(exp, gradients=True)
+        else:
+            x = power_spectrum(exp)
+        xn, norms = _normalise(x)
+        species = exp.centre_species
+        s, k = self._kernel_parts(xn, species)
+        offsets = np.concatenate([[0], np.cumsum([len(a) for a in frames])])
+        k_e = np.add.reduceat(k, offsets[:-1], axis=0)
+        if not with_forces:
+            return k_e, None
+        z = self.zeta
+        coef = z * s ** (z - 1) / norms[:, None]  # (n, M), zero across species
+        i, j = pairs[:, 0], pairs[:, 1]
+        n_pairs, n_feat = len(pairs), x.shape[1]
+        dm = (dx.reshape(n_pairs * 3, n_feat) @ self.sparse_features_.T).reshape(n_pairs, 3, -1)
+        dxi = np.einsum("kaf,kf->ka", dx, xn[i])  # (pairs, 3)
+        rows = coef[i][:, None, :] * (dm - s[i][:, None, :] * dxi[:, :, None])  # dk/dr_j (pairs, 3, M)
+        n = len(x)
+        scatter = scipy.sparse.csr_matrix((np.ones(n_pairs), (j, np.arange(n_pairs))), shape=(n, n_pairs))
+        k_f = -(scatter @ rows.reshape(n_pairs, -1)).reshape(n * 3, -1)
+        return k_e, k_f
+
+    # ------------------------------------------------------------------------------------------
+    # predict
+    # ------------------------------------------------------------------------------------------
+    def predict_from_expansion(self, exp: Expansion, return_std: bool = False, forces: bool = True) -> dict:
+        """Energies (and forces, std) from a precomputed expansion with this model's hypers.
+
+        Returns a dict: ``"energy"`` (n_frames,) eV; with ``forces`` (the expansion must have
+        gradients) ``"forces"`` (n_centres, 3) eV/Å in the expansion's atom order; with
+        ``return_std`` ``"energy_std"`` (n_frames,) eV.
+        """
+        self._check_fitted()
+        if forces:
+            x, dx, pairs = power_spectrum(exp, gradients=True)
+        else:
+            x = power_spectrum(exp)
+        xn, norms = _normalise(x)
+        species = exp.centre_species
+        s, k = self._kernel_parts(xn, species)
+        w = self.gpr_.weights
+        frame = exp.centre_frame
+        atomic = k @ w + self.baseline_[np.searchsorted(self.species_, species)]
+        energy = np.bincount(frame, weights=atomic, minlength=exp.n_frames)
+        out = {"energy": energy}
+        if forces:
+            z = self.zeta
+            sw = s ** (z - 1) * w  # (n, M)
+            e_loc = np.einsum("im,im->i", sw, s)  # Σ_M w S^ζ
+            g = (z / norms)[:, None] * (sw @ self.sparse_features_ - e_loc[:, None] * xn)  # dE/dx_i (n, F)
+            de = np.einsum("kaf,kf->ka", dx, g[pairs[:, 0]])  # (pairs, 3)
+            f = np.zeros((len(x), 3))
+            for a in range(3):
+                f[:, a] = -np.bincount(pairs[:, 1], weights=de[:, a], minlength=len(x))
+            out["forces"] = f
+        if return_std:
+            k_struct = np.zeros((exp.n_frames, k.shape[1]))
+            np.add.at(k_struct, frame, k)
+            same = (frame[:, None] == frame[None, :]) & (species[:, None] == species[None, :])
+            kxx_atoms = ((xn @ xn.T) * same) ** self.zeta
+            kxx = np.bincount(frame, weights=kxx_atoms.sum(axis=1), minlength=exp.n_frames)
+            var = self.gpr_.variance(k_struct, kxx)
+            out["energy_std"] = self.signal_std_ * np.sqrt(np.maximum(var, 0.0))
+        return out
+
+    def _predict_all(self, frames: Sequence[Atoms], return_std: bool, forces: bool) -> dict:
+        self._check_fitted()
+        frames = list(frames)
+        check_species(frames, self.species_, "energy model")
+        parts = []
+        for start in range(0, len(frames), self.chunk_size):
+            chunk = frames[start : start + self.chunk_size]
+            exp = self._expansion().compute(chunk, gradients=forces)
+            parts.append(self.predict_from_expansion(exp, return_std=return_std, forces=forces))
+        return {key: np.concatenate([p[key] for p in parts]) for key in parts[0]}
+
+    def predict(self, frames: Sequence[Atoms], return_std: bool = False):
+        """Energies (n,) eV, and their predictive std (n,) eV with ``return_std``."""
+        out = self._predict_all(frames, return_std, forces=False)
+        return (out["energy"], out["energy_std"]) if return_std else out["energy"]
+
+    def predict_forces(self, frames: Sequence[Atoms]) -> list[np.ndarray]:
+        """Forces, one (n_atoms, 3) array in eV/Å per frame."""
+        frames = list(frames)
+        f = self._predict_all(frames, return_std=False, forces=True)["forces"]
+        return np.split(f, np.cumsum([len(a) for a in frames])[:-1])
+
+    def predict_energy_forces(self, frames: Sequence[Atoms], return_std: bool = False) -> dict:
+        """Energies, forces (list) and optionally ``energy_std`` in one pass (one expansion)."""
+        frames = list(frames)
+        out = self._predict_all(frames, return_std, forces=True)
+        out["forces"] = np.split(out["forces"], np.cumsum([len(a) for a in frames])[:-1])
+        return out
+
+    # ------------------------------------------------------------------------------------------
+    # state
+    # ------------------------------------------------------------------------------------------
+    def _get_state(self) -> dict[str, np.ndarray]:
+        return {
+            "baseline": self.baseline_,
+            "signal_std": np.array(self.signal_std_),
+            "sparse_features": self.sparse_features_,
+            "sparse_species": self.sparse_species_,
+            **self.gpr_.to_arrays(),
+        }
+
+    def _set_state(self, arrays: dict[str, np.ndarray]) -> None:
+        self.baseline_ = np.asarray(arrays["baseline"], dtype=float)
+        self.signal_std_ = float(arrays["signal_std"])
+        self.sparse_features_ = np.ascontiguousarray(arrays["sparse_features"], dtype=float)
+        self.sparse_species_ = np.asarray(arrays["sparse_species"], dtype=int)
+        self.gpr_ = ProjectedProcess.from_arrays(arrays)
