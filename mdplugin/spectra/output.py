@@ -1,0 +1,49 @@
+"""Write and read spectra as CSV.
+
+One header row, then one row per wavenumber: ``wavenumber [cm^-1]``, the total (IR absorption or
+unpolarized Raman), the other components, then the standard errors of every component
+(``<name>_err``, ``nan`` when there were too few blocks for an estimate). Units are in the
+column names, in square brackets.
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+from ..atomicio import atomic_write
+from ..errors import DataError
+from .compute import SpectrumResult
+
+
+def csv_columns(result: SpectrumResult) -> tuple[list[str], np.ndarray]:
+    """Column names and the (n, n_columns) table written by :func:`write_csv`."""
+    names = ["wavenumber [cm^-1]"]
+    cols = [result.wavenumber]
+    for k, v in result.components.items():
+        names.append(f"{k} [{result.units[k]}]")
+        cols.append(v)
+    for k, v in result.errors.items():
+        names.append(f"{k}_err [{result.units[k]}]")
+        cols.append(v)
+    return names, np.column_stack(cols)
+
+
+def write_csv(result: SpectrumResult, path: str | os.PathLike) -> None:
+    """Write ``result`` to ``path`` (atomically)."""
+    names, table = csv_columns(result)
+    with atomic_write(path) as fh:
+        fh.write(",".join(names) + "\n")
+        np.savetxt(fh, table, delimiter=",", fmt="%.9g")
+
+
+def read_csv(path: str | os.PathLike) -> dict[str, np.ndarray]:
+    """Read a spectrum CSV back: column name (without the unit) -> (n,) array."""
+    try:
+        with open(path) as fh:
+            header = fh.readline().strip().split(",")
+        table = np.loadtxt(path, delimiter=",", skiprows=1, ndmin=2)
+    except (OSError, ValueError) as exc:
+        raise DataError(f"{path}: cannot read spectrum CSV ({exc})") from None
+    return {h.split(" [")[0]: table[:, i] for i, h in enumerate(header)}

@@ -1,0 +1,182 @@
+"""Read dipole or polarizability time series from files.
+
+Formats (detected from the file, not only its name):
+
+* extended XYZ / ASE trajectories (``mdplugin md`` output): per-frame ``dipole`` (3, e·Å) and
+  ``polarizability`` (9 row-major or 3×3, Å³) in ``atoms.info`` or in the
+  SinglePointCalculator that ASE's reader creates (both places are read);
+* i-PI extras files (``<trajectory filename="dip" extra_type="dipole"> extras </trajectory>``
+  gives ``simulation.dip_0``): each frame a ``#EXTRAS(<type>)# Step: N`` header and the values,
+  in atomic units (e·bohr, bohr³), read with i-PI's own ``ipi.read_trajectory(..., "extras")``;
+  ``<type>`` is the key (``dipole``), a comma list of keys (``dipole,polarizability``) or
+  ``raw`` (one JSON object per frame);
+* ``.npy`` arrays and text arrays (``.txt``, ``.dat``, anything ``numpy.loadtxt`` reads) of shape
+  (n_frames, 3) for dipoles, (n_frames, 9) or (n_frames, 3, 3) for polarizabilities.
+
+All readers return ASE units: dipoles (n, 3) in e·Å, polarizabilities (n, 3, 3) in Å³.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import ConfigError, DataError
+from ..units import FROM_UNITS
+
+#: number of values per frame of the quantities i-PI extras may hold next to each other
+EXTRAS_SIZES = {"dipole": 3, "polarizability": 9, "dipole_std": 3, "polarizability_std": 9}
+
+QUANTITIES = ("dipole", "polarizability")
+
+
+def _shape(values: np.ndarray, quantity: str, where: str) -> np.ndarray:
+    """Check and reshape a whole series: (n, 3) dipoles or (n, 3, 3) polarizabilities."""
+    if values.dtype == object:
+        raise DataError(f"{where}: {quantity} values are not a regular numeric array")
+    values = np.asarray(values, dtype=float)
+    n = values.shape[0] if values.ndim else 0
+    if quantity == "dipole":
+        ok = values.ndim == 2 and values.shape[1] == 3
+        want = "(n_frames, 3)"
+    else:
+        if values.ndim == 2 and values.shape[1] == 9:
+            values = values.reshape(n, 3, 3)
+        ok = values.ndim == 3 and values.shape[1:] == (3, 3)
+        want = "(n_frames, 9) or (n_frames, 3, 3)"
+    if not ok:
+        raise DataError(f"{where}: {quantity} series has shape {values.shape}, expected {want}")
+    if n < 2:
+        raise DataError(f"{where}: {quantity} series has {n} frame(s); a spectrum needs a time series")
+    bad = ~np.isfinite(values.reshape(n, -1)).all(axis=1)
+    if bad.any():
+        raise DataError(f"{where}: frame {int(np.argmax(bad))}: {quantity} contains NaN or inf")
+    return values
+
+
+def _is_ipi_extras(path: Path) -> bool:
+    with open(path, "r", errors="replace") as fh:
+        for line in fh:
+            if line.strip():
+                return line.lstrip().startswith("#EXTRAS")
+    return False
+
+
+def _read_ipi_extras(path: Path, quantity: str, key: str) -> np.ndarray:
+    """Values of ``key`` from an i-PI extras file, converted from atomic units."""
+    from ipi import read_trajectory
+
+    try:
+        content = read_trajectory(str(path), format="extras")
+    except Exception as exc:  # i-PI raises plain exceptions on malformed files
+        raise DataError(f"{path}: cannot parse as an i-PI extras file ({exc})") from None
+    names = [k for k in content if k != "step"]
+    if not names:
+        raise DataError(f"{path}: i-PI extras file without frames")
+    extra_type = names[0]
+    data = content[extra_type]
+    if extra_type.strip() == "raw" or (isinstance(data, list) and data and isinstance(data[0], str)):
+        values = []
+        for i, text in enumerate(data):
+            try:
+                obj = json.loads(text)
+            except (TypeError, json.JSONDecodeError):
+                raise DataError(f"{path}: frame {i}: extras are not a JSON object") from None
+            if not isinstance(obj, dict) or key not in obj:
+                present = ", ".join(sorted(obj)) if isinstance(obj, dict) else "none"
+                raise DataError(f"{path}: frame {i}: i-PI extras have no key {key!r} (keys: {present})")
+            values.append(np.asarray(obj[key], dtype=float).reshape(-1))
+        try:
+            array = np.array(values, dtype=float)
+        except ValueError:
+            raise DataError(f"{path}: {key!r} changes size between frames") from None
+    else:
+        fields = [f.strip() for f in extra_type.split(",")]
+        if key not in fields:
+            raise DataError(f"{path}: i-PI extras file has no key {key!r} (it holds: {', '.join(fields)})")
+        array = np.asarray(data, dtype=float)
+        if array.ndim == 1:
+            array = array[None, :] if len(content["step"]) == 1 else array[:, None]
+        if len(fields) > 1:
+            unknown = [f for f in fields if f not in EXTRAS_SIZES]
+            if unknown:
+                raise DataError(f"{path}: cannot split extras {extra_type!r}: unknown size of {', '.join(unknown)}")
+            start = sum(EXTRAS_SIZES[f] for f in fields[: fields.index(key)])
+            stop = start + EXTRAS_SIZES[key]
+            if array.shape[1] != sum(EXTRAS_SIZES[f] for f in fields):
+                raise DataError(f"{path}: extras {extra_type!r} have {array.shape[1]} values per frame, "
+                                f"expected {sum(EXTRAS_SIZES[f] for f in fields)}")
+            array = array[:, start:stop]
+    array = _shape(array, quantity, str(path))
+    return FROM_UNITS["atomic"][quantity](array)
+
+
+def _read_ase(path: Path, quantity: str, key: str) -> np.ndarray:
+    import ase.io
+
+    fmt = "extxyz" if path.suffix.lower() in (".xyz", ".extxyz") else None
+    values = []
+    try:
+        for i, atoms in enumerate(ase.io.iread(str(path), index=":", format=fmt)):
+            raw = atoms.info.get(key)
+            if raw is None and atoms.calc is not None:
+                raw = getattr(atoms.calc, "results", {}).get(key)
+            if raw is None:
+                present = sorted(set(atoms.info) | set(getattr(atoms.calc, "results", {}) or {}))
+                raise DataError(f"{path}: frame {i}: no {key!r} (per-frame keys: {', '.join(present) or 'none'})")
+            try:
+                values.append(np.asarray(raw, dtype=float).reshape(-1))
+            except (TypeError, ValueError):
+                raise DataError(f"{path}: frame {i}: {key!r} is not numeric") from None
+    except DataError:
+        raise
+    except Exception as exc:  # ASE raises many kinds for malformed files
+        msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise DataError(f"{path}: frame {len(values)}: cannot parse ({msg})") from None
+    if not values:
+        raise DataError(f"{path}: no frames")
+    sizes = {v.size for v in values}
+    if len(sizes) > 1:
+        raise DataError(f"{path}: {key!r} changes size between frames ({sorted(sizes)})")
+    return np.array(values)
+
+
+def read_series(path: str | os.PathLike, quantity: str, key: str | None = None, units: str = "ase") -> np.ndarray:
+    """One time series from a file: dipoles (n, 3) e·Å or polarizabilities (n, 3, 3) Å³.
+
+    ``quantity`` is ``"dipole"`` or ``"polarizability"``; ``key`` the name in the file (defaults
+    to the quantity); ``units`` (``"ase"`` or ``"atomic"``) the units of XYZ/ASE and array files
+    (i-PI extras are always atomic units).
+    """
+    if quantity not in QUANTITIES:
+        raise ConfigError(f"unknown quantity {quantity!r} (use dipole or polarizability)")
+    if units not in FROM_UNITS:
+        raise ConfigError(f"unknown units {units!r} (use 'ase' or 'atomic')")
+    key = key or quantity
+    path = Path(path)
+    if not path.exists():
+        raise DataError(f"{path}: no such file")
+    if path.is_dir():
+        raise DataError(f"{path}: is a folder, not a series file")
+    if path.stat().st_size == 0:
+        raise DataError(f"{path}: file is empty")
+    suffix = path.suffix.lower()
+    if suffix == ".npy":
+        try:
+            array = np.load(path, allow_pickle=False)
+        except ValueError as exc:
+            raise DataError(f"{path}: cannot read as a .npy array ({exc})") from None
+        return FROM_UNITS[units][quantity](_shape(array, quantity, str(path)))
+    if _is_ipi_extras(path):
+        return _read_ipi_extras(path, quantity, key)
+    if suffix in (".txt", ".dat", ".csv"):
+        try:
+            array = np.loadtxt(path, ndmin=2, delimiter="," if suffix == ".csv" else None)
+        except ValueError as exc:
+            raise DataError(f"{path}: cannot read as a numeric text array ({str(exc).splitlines()[0]})") from None
+        return FROM_UNITS[units][quantity](_shape(array, quantity, str(path)))
+    array = _read_ase(path, quantity, key)
+    return FROM_UNITS[units][quantity](_shape(array, quantity, str(path)))
