@@ -221,6 +221,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--temperature", type=float, help="temperature for quantum corrections, K")
     p.add_argument("-o", "--output", required=True, help="CSV to write")
     p.add_argument("--plot", help="PNG to write")
+    p.add_argument("--depth", type=float, help="correlation depth, fs (default: 1/6 of the shortest series, at most 2000)")
+    p.add_argument("--window", default="hann", help="lag window: hann (default), hamming, blackman, bartlett, none")
+    p.add_argument("--form", choices=("derivative", "omega2"), default="derivative",
+                   help="finite-difference derivative with sinc correction (default) or omega^2-weighted series")
+    p.add_argument("--correction", choices=("none", "harmonic", "standard", "schofield"), default="harmonic",
+                   help="quantum correction factor (default harmonic: the classical formula)")
+    p.add_argument("--pad", type=int, default=4, help="zero padding of the correlation function, factor (default 4)")
+    p.add_argument("--block", type=float, help="block length for error bands, fs (default 2 x depth)")
+    p.add_argument("--max-wavenumber", type=float, help="last wavenumber written, cm^-1 (default Nyquist)")
+    p.add_argument("--laser", type=float, help="Raman: excitation wavenumber, cm^-1, adds ((nu_L - nu)/nu_L)^4")
+    p.add_argument("--bose", action="store_true", help="Raman: multiply by the Bose factor n(nu) + 1")
+    p.add_argument("--key", help="name of the dipole/polarizability in the files (default dipole / polarizability)")
+    p.add_argument("--units", choices=("ase", "atomic"), default="ase",
+                   help="units of XYZ and array series: ase (e*A, A^3, default) or atomic (e*bohr, bohr^3)")
     p.set_defaults(func=cmd_spectrum)
 
     p = sub.add_parser("ipi", help="serve ML energies, forces, dipoles, polarizabilities to an i-PI server")
