@@ -1,0 +1,229 @@
+"""Spectra: agreement with i-PI's own i-pi-getacf, the series readers, and the command line."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+
+import numpy as np
+import pytest
+from ase import Atoms
+from ase.calculators.singlepoint import SinglePointCalculator
+from ase.io import write
+
+from mdplugin.cli import main
+from mdplugin.errors import ConfigError, DataError
+from mdplugin.spectra import autocorrelation, read_csv, read_series, spectral_density, spectrum_command
+from mdplugin.spectra.correlation import C_CM_PER_FS
+from mdplugin.units import BOHR
+
+IPI_FLOAT = "%16.8e"  # i-PI's ipi_global_settings["floatformat"]
+
+
+def write_ipi_xyz(path, frames):
+    """Frames (n, 3) as an i-PI xyz trajectory of one atom, atomic units."""
+    with open(path, "w") as fh:
+        for t, v in enumerate(frames):
+            fh.write("1\n# CELL(abcABC): 10.0 10.0 10.0 90.0 90.0 90.0 "
+                     f"Step: {t} Bead: 0 positions{{atomic_unit}} cell{{atomic_unit}}\n")
+            fh.write("X %.17e %.17e %.17e\n" % tuple(v))
+
+
+def write_ipi_extras(path, extra_type, rows):
+    """An i-PI extras file as ipi.engine.outputs.TrajectoryOutput writes it."""
+    with open(path, "w") as fh:
+        for step, row in enumerate(rows):
+            fh.write(" #%s(%s)# Step:  %10d \n" % ("EXTRAS", extra_type, step + 1))
+            if extra_type == "raw":
+                fh.write(str(row) + "\n")
+            else:
+                fh.write(" ".join(IPI_FLOAT % x for x in np.ravel(row)) + "\n")
+
+
+@pytest.mark.skipif(shutil.which("i-pi-getacf") is None, reason="i-pi-getacf is not installed")
+@pytest.mark.parametrize("window, ipi_window", [("hann", "cosine-hanning"), ("none", "none")])
+def test_autocorrelation_and_spectrum_agree_with_ipi_getacf(tmp_path, window, ipi_window):
+    """i-pi-getacf correlates blocks of ``bsize`` frames circularly and normalises by
+    dt/(2π)/bsize (sum over x, y, z). Given one block made of our series followed by as many
+    zeros, its circular correlation is our linear (zero-padded) one."""
+    from ipi.utils.units import unit_to_internal
+
+    rng = np.random.default_rng(0)
+    n, depth, pad, dt = 300, 80, 4, 0.5
+    x = rng.normal(size=(n, 3)) + np.sin(np.arange(n) / 7.0)[:, None]
+    write_ipi_xyz(tmp_path / "series.xyz", np.concatenate([x, np.zeros_like(x)]))
+    cmd = ["i-pi-getacf", "-ifile", "series.xyz", "-mlag", str(depth), "-bsize", str(2 * n),
+           "-ftpad", str((pad - 1) * depth), "-ftwin", ipi_window, "-dt", f"{dt} femtosecond",
+           "-oprefix", "ipi"]
+    subprocess.run(cmd, cwd=tmp_path, check=True, capture_output=True, text=True)
+    ipi_acf = np.loadtxt(tmp_path / "ipi_acf.data")
+    ipi_facf = np.loadtxt(tmp_path / "ipi_facf.data")
+
+    dt_au = unit_to_internal("time", "femtosecond", dt)
+    norm = dt_au / (2 * np.pi) / (2 * n)  # i-PI's documented normalisation
+    sums = autocorrelation(x, depth, subtract_mean=False) * (n - np.arange(depth + 1))
+    np.testing.assert_allclose(ipi_acf[:, 1], norm * sums, rtol=1e-6, atol=1e-6 * np.abs(norm * sums).max())
+
+    nu, g = spectral_density(sums, dt, window=window, pad=pad)  # ∫ e^{-iωt} w C dt, x²·fs
+    ours = g / dt * norm
+    k = len(ipi_facf)
+    np.testing.assert_allclose(ipi_facf[:, 1], ours[:k], rtol=1e-6, atol=1e-6 * np.abs(ours).max())
+    omega_au = 2 * np.pi * C_CM_PER_FS * nu / unit_to_internal("time", "femtosecond", 1.0)
+    np.testing.assert_allclose(ipi_facf[:, 0], omega_au[:k], rtol=1e-10)
+
+
+# ---------------------------------------------------------------------------------------------
+# readers
+
+
+def test_read_ipi_extras_single_key_comma_list_and_raw(tmp_path):
+    rng = np.random.default_rng(1)
+    mu = rng.normal(size=(20, 3))  # e·bohr
+    alpha = rng.normal(size=(20, 3, 3))
+    alpha = alpha + alpha.transpose(0, 2, 1)  # bohr³
+    write_ipi_extras(tmp_path / "sim.dip_0", "dipole", mu)
+    got = read_series(tmp_path / "sim.dip_0", "dipole")
+    np.testing.assert_allclose(got, mu * BOHR, rtol=1e-7)
+
+    write_ipi_extras(tmp_path / "sim.both_0", "dipole,polarizability",
+                     [np.concatenate([m, a.ravel()]) for m, a in zip(mu, alpha)])
+    np.testing.assert_allclose(read_series(tmp_path / "sim.both_0", "polarizability"), alpha * BOHR**3, rtol=1e-7)
+    np.testing.assert_allclose(read_series(tmp_path / "sim.both_0", "dipole"), mu * BOHR, rtol=1e-7)
+
+    raw = [json.dumps({"dipole": m.tolist(), "polarizability": a.ravel().tolist(), "dipole_std": [0, 0, 0]})
+           for m, a in zip(mu, alpha)]
+    write_ipi_extras(tmp_path / "sim.raw_0", "raw", raw)
+    np.testing.assert_allclose(read_series(tmp_path / "sim.raw_0", "polarizability"), alpha * BOHR**3, rtol=1e-12)
+
+    # agrees with i-PI's own reader
+    from ipi import read_trajectory
+
+    ipi = read_trajectory(str(tmp_path / "sim.dip_0"), format="extras")
+    np.testing.assert_allclose(read_series(tmp_path / "sim.dip_0", "dipole"), ipi["dipole"] * BOHR)
+
+
+def test_ipi_extras_without_the_key_is_one_clear_error(tmp_path):
+    write_ipi_extras(tmp_path / "sim.dip_0", "dipole", np.zeros((5, 3)))
+    with pytest.raises(DataError, match="no key 'polarizability'") as info:
+        read_series(tmp_path / "sim.dip_0", "polarizability")
+    assert "\n" not in str(info.value)
+    write_ipi_extras(tmp_path / "sim.raw_0", "raw", [json.dumps({"dipole": [0, 0, 1]})] * 5)
+    with pytest.raises(DataError, match="no key 'polarizability'"):
+        read_series(tmp_path / "sim.raw_0", "polarizability")
+
+
+def test_read_extxyz_info_and_calculator(tmp_path):
+    rng = np.random.default_rng(2)
+    mu = rng.normal(size=(6, 3))
+    alpha = rng.normal(size=(6, 3, 3))
+    frames = []
+    for m, a in zip(mu, alpha):
+        atoms = Atoms("H2O", positions=[[0, 0, 0], [0.96, 0, 0], [-0.24, 0.93, 0]])
+        atoms.calc = SinglePointCalculator(atoms, dipole=m)  # where ASE's reader puts it
+        atoms.info["polarizability"] = a.ravel()
+        frames.append(atoms)
+    write(tmp_path / "traj.xyz", frames, format="extxyz")
+    np.testing.assert_allclose(read_series(tmp_path / "traj.xyz", "dipole"), mu, rtol=1e-8)
+    np.testing.assert_allclose(read_series(tmp_path / "traj.xyz", "polarizability"), alpha, rtol=1e-8)
+    np.testing.assert_allclose(read_series(tmp_path / "traj.xyz", "dipole", units="atomic"), mu * BOHR, rtol=1e-8)
+    with pytest.raises(DataError, match="no 'mu'"):
+        read_series(tmp_path / "traj.xyz", "dipole", key="mu")
+
+
+def test_read_arrays(tmp_path):
+    rng = np.random.default_rng(3)
+    mu = rng.normal(size=(10, 3))
+    alpha = rng.normal(size=(10, 3, 3))
+    np.save(tmp_path / "mu.npy", mu)
+    np.savetxt(tmp_path / "mu.txt", mu)
+    np.save(tmp_path / "alpha.npy", alpha)
+    np.savetxt(tmp_path / "alpha.txt", alpha.reshape(10, 9))
+    np.testing.assert_allclose(read_series(tmp_path / "mu.npy", "dipole"), mu)
+    np.testing.assert_allclose(read_series(tmp_path / "mu.txt", "dipole"), mu)
+    np.testing.assert_allclose(read_series(tmp_path / "alpha.npy", "polarizability"), alpha)
+    np.testing.assert_allclose(read_series(tmp_path / "alpha.txt", "polarizability"), alpha)
+    with pytest.raises(DataError, match=r"shape \(10, 3, 3\), expected \(n_frames, 3\)"):
+        read_series(tmp_path / "alpha.npy", "dipole")
+    with pytest.raises(DataError, match="expected"):
+        read_series(tmp_path / "mu.txt", "polarizability")
+    with pytest.raises(DataError, match="no such file"):
+        read_series(tmp_path / "missing.npy", "dipole")
+    with pytest.raises(ConfigError):
+        read_series(tmp_path / "mu.npy", "quadrupole")
+
+
+# ---------------------------------------------------------------------------------------------
+# command line
+
+
+def _mu_series(n=4000, dt=0.5, seed=4):
+    rng = np.random.default_rng(seed)
+    t = np.arange(n) * dt
+    return np.stack([0.1 * np.cos(2 * np.pi * C_CM_PER_FS * nu * t + rng.uniform(0, 6.3))
+                     for nu in (1600.0, 3650.0, 3750.0)], axis=1) + 0.001 * rng.normal(size=(n, 3))
+
+
+def test_cli_ir_writes_csv_and_png(tmp_path, capsys):
+    np.save(tmp_path / "a.npy", _mu_series(seed=4))
+    np.save(tmp_path / "b.npy", _mu_series(seed=5))
+    out, png = tmp_path / "ir.csv", tmp_path / "ir.png"
+    status = main(["spectrum", "ir", str(tmp_path / "a.npy"), str(tmp_path / "b.npy"), "--dt", "0.5",
+                   "--temperature", "300", "--depth", "500", "-o", str(out), "--plot", str(png)])
+    assert status == 0
+    header = out.read_text().splitlines()[0].split(",")
+    assert header[0] == "wavenumber [cm^-1]" and header[1].startswith("ir [km mol^-1")
+    table = read_csv(out)
+    assert {"ir", "ir_x", "ir_y", "ir_z", "ir_err"} <= set(table)
+    nu, ir = table["wavenumber"], table["ir"]
+    for c in (1600.0, 3650.0, 3750.0):
+        sel = np.abs(nu - c) < 40
+        assert abs(nu[sel][np.argmax(ir[sel])] - c) <= nu[1] - nu[0]
+    assert png.stat().st_size > 10000
+
+
+def test_cli_raman_with_options(tmp_path):
+    rng = np.random.default_rng(6)
+    n, dt = 4000, 0.5
+    t = np.arange(n) * dt
+    s = np.cos(2 * np.pi * C_CM_PER_FS * 1000.0 * t)
+    alpha = (1.0 + 0.1 * s)[:, None, None] * np.eye(3) + 0.05 * rng.normal(size=(n, 3, 3)) * 0.01
+    np.save(tmp_path / "alpha.npy", alpha)
+    out = tmp_path / "raman.csv"
+    status = main(["spectrum", "raman", str(tmp_path / "alpha.npy"), "--dt", "0.5", "--temperature", "300",
+                   "--depth", "400", "--window", "blackman", "--form", "omega2", "--correction", "standard",
+                   "--laser", "18797", "--bose", "--max-wavenumber", "4000", "-o", str(out),
+                   "--plot", str(tmp_path / "raman.png")])
+    assert status == 0
+    table = read_csv(out)
+    assert list(table)[:7] == ["wavenumber", "unpolarized", "vv", "vh", "isotropic", "anisotropic", "depolarization"]
+    assert table["wavenumber"].max() <= 4000
+
+
+@pytest.mark.parametrize("args, words", [
+    (["--dt", "0"], "time step"),
+    (["--dt", "0.5", "--depth", "100000"], "fewer than"),
+    (["--dt", "0.5", "--window", "nope"], "window"),
+])
+def test_cli_bad_input_is_one_line_and_status_2(tmp_path, capsys, args, words):
+    np.save(tmp_path / "a.npy", _mu_series(n=400))
+    status = main(["spectrum", "ir", str(tmp_path / "a.npy"), "--temperature", "300",
+                   "-o", str(tmp_path / "x.csv")] + args)
+    err = capsys.readouterr().err.strip()
+    assert status == 2
+    assert err.startswith("mdplugin: error:") and words in err and "\n" not in err
+    assert not (tmp_path / "x.csv").exists()
+
+
+def test_cli_missing_ipi_key(tmp_path, capsys):
+    write_ipi_extras(tmp_path / "sim.dip_0", "dipole", np.zeros((50, 3)))
+    status = main(["spectrum", "raman", str(tmp_path / "sim.dip_0"), "--dt", "1", "--temperature", "300",
+                   "-o", str(tmp_path / "x.csv")])
+    err = capsys.readouterr().err.strip()
+    assert status == 2 and "no key 'polarizability'" in err and "\n" not in err
+
+
+def test_spectrum_command_rejects_unknown_options(tmp_path):
+    np.save(tmp_path / "a.npy", _mu_series(n=400))
+    with pytest.raises(ConfigError, match="unknown spectrum option"):
+        spectrum_command("ir", [str(tmp_path / "a.npy")], 0.5, str(tmp_path / "x.csv"), None, 300.0, colour="red")
