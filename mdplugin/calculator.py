@@ -1,0 +1,204 @@
+"""The ASE calculator: ML (or reference) energies and forces plus ML dipoles and polarizabilities.
+
+::
+
+    from mdplugin.calculator import MLCalculator
+    atoms.calc = MLCalculator(energy="energy.npz", dipole="dipole.npz", polarizability="alpha.npz")
+    atoms.get_forces(); atoms.get_dipole_moment(); atoms.calc.get_property("polarizability")
+
+Each slot takes a model file path, a loaded :class:`~mdplugin.models.base.Model`, or nothing;
+``energy`` also takes any ASE calculator (e.g. ``tblite.ase.TBLite``) or the name ``"tblite"``
+(GFN2-xTB), so MD can run on a reference or third-party potential and still record ML dipoles and
+polarizabilities.
+
+Results (ASE units): ``energy`` and ``free_energy`` (eV), ``forces`` (n_atoms, 3) eV/Å,
+``dipole`` (3,) e·Å, ``polarizability`` (3, 3) Å³, and the model uncertainties ``energy_std``
+(eV), ``dipole_std`` (3,) e·Å, ``polarizability_std`` (3, 3) Å³ (when the models provide them).
+Asking for a property no slot provides raises ASE's ``PropertyNotImplementedError`` naming the
+missing model.
+
+Efficiency: ASE's ``check_state`` means nothing is recomputed while positions, numbers and cell are
+unchanged; properties are computed when first asked for. Models that expose
+``expansion_hypers()`` and ``predict_from_expansion(expansion, ...)`` and have equal hypers share
+ONE featomic spherical expansion per structure (computed with position gradients when the energy
+model is among them), kept until the structure changes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any, Sequence
+
+import numpy as np
+from ase import Atoms
+from ase.calculators.calculator import Calculator, PropertyNotImplementedError, all_changes
+
+from .errors import ConfigError, SimulationError
+from .models.base import Model, load_model
+
+__all__ = ["MLCalculator", "REFERENCE_CALCULATORS", "make_reference_calculator"]
+
+#: names accepted in the ``energy`` slot for built-in reference calculators
+REFERENCE_CALCULATORS = ("tblite",)
+
+_SHAPES = {"dipole": (3,), "polarizability": (3, 3)}
+
+
+def make_reference_calculator(name: str) -> Calculator:
+    """A built-in reference ASE calculator by name (``"tblite"``: GFN2-xTB, energy/forces/dipole)."""
+    if name.lower() == "tblite":
+        from tblite.ase import TBLite
+
+        return TBLite(method="GFN2-xTB", verbosity=0)
+    raise ConfigError(f"unknown reference calculator {name!r} (known: {', '.join(REFERENCE_CALCULATORS)})")
+
+
+def _resolve(slot: str, value: Any) -> Model | Calculator | None:
+    """Turn a slot value (path, model, calculator, name, None) into a model or a calculator."""
+    if value is None:
+        return None
+    if isinstance(value, str) and value.lower() in REFERENCE_CALCULATORS:
+        if slot != "energy":
+            raise ConfigError(f"{slot}: {value!r} is a reference calculator; the {slot} slot takes a model")
+        return make_reference_calculator(value)
+    if isinstance(value, (str, os.PathLike)):
+        return load_model(value, target=slot)
+    if isinstance(value, Model):
+        target = getattr(value, "target", None)
+        if target != slot:
+            raise ConfigError(f"the {slot} slot got a {target!r} model")
+        return value
+    if isinstance(value, Calculator) or hasattr(value, "get_potential_energy"):
+        if slot != "energy":
+            raise ConfigError(f"{slot}: only the energy slot takes an ASE calculator; give a {slot} model")
+        return value
+    raise ConfigError(f"{slot}: expected a model file, a model{' or an ASE calculator' if slot == 'energy' else ''}, "
+                      f"got {type(value).__name__}")
+
+
+def _shares_expansion(model: Any) -> bool:
+    return hasattr(model, "expansion_hypers") and hasattr(model, "predict_from_expansion")
+
+
+class MLCalculator(Calculator):
+    """ASE calculator combining an energy model (or any ASE calculator) with dipole and
+    polarizability models (see the module docstring).
+
+    Parameters
+    ----------
+    energy : model file, loaded energy model, ASE calculator, ``"tblite"`` or ``None``.
+    dipole : model file, loaded dipole model or ``None``.
+    polarizability : model file, loaded polarizability model or ``None``.
+    """
+
+    #: everything this class can provide; an instance lists only what its slots provide
+    all_properties = ("energy", "free_energy", "forces", "energy_std", "dipole", "dipole_std",
+                      "polarizability", "polarizability_std")
+    implemented_properties = list(all_properties)
+
+    def __init__(self, energy: Any = None, dipole: Any = None, polarizability: Any = None, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.slots: dict[str, Model | Calculator | None] = {
+            "energy": _resolve("energy", energy),
+            "dipole": _resolve("dipole", dipole),
+            "polarizability": _resolve("polarizability", polarizability),
+        }
+        if all(v is None for v in self.slots.values()):
+            raise ConfigError("MLCalculator needs at least one of energy=, dipole=, polarizability=")
+        provided = []
+        if self.slots["energy"] is not None:
+            provided += ["energy", "free_energy", "forces"]
+            if isinstance(self.slots["energy"], Model):
+                provided.append("energy_std")
+        for slot in ("dipole", "polarizability"):
+            if self.slots[slot] is not None:
+                provided += [slot, f"{slot}_std"]
+        self.implemented_properties = provided
+        # groups of models sharing one spherical expansion: key -> (SphericalExpansion, [slots])
+        self._groups: dict[str, tuple[Any, list[str]]] = {}
+        for slot, model in self.slots.items():
+            if isinstance(model, Model) and _shares_expansion(model):
+                key = json.dumps(model.expansion_hypers(), sort_keys=True)
+                if key not in self._groups:
+                    from .descriptors.expansion import SphericalExpansion
+
+                    self._groups[key] = (SphericalExpansion(**model.expansion_hypers()), [])
+                self._groups[key][1].append(slot)
+        self._group_of = {slot: key for key, (_, slots) in self._groups.items() for slot in slots}
+        self._expansions: dict[str, Any] = {}
+
+    # ------------------------------------------------------------------------------------------
+    def _slot_of(self, name: str) -> str:
+        if name in ("energy", "free_energy", "forces", "energy_std"):
+            return "energy"
+        return name.removesuffix("_std")
+
+    def get_property(self, name: str, atoms: Atoms | None = None, allow_calculation: bool = True):
+        if name not in self.implemented_properties:
+            if name in self.all_properties:
+                slot = self._slot_of(name)
+                if self.slots.get(slot) is None:
+                    hint = "an energy model or ASE calculator" if slot == "energy" else f"a {slot} model"
+                    raise PropertyNotImplementedError(
+                        f"{name}: no {slot} model in this MLCalculator (pass {slot}=... with {hint})")
+                raise PropertyNotImplementedError(
+                    f"{name}: the {slot} slot holds a reference calculator, which gives no uncertainty")
+            raise PropertyNotImplementedError(
+                f"{name}: not provided by MLCalculator (available: {', '.join(self.implemented_properties)})")
+        return super().get_property(name, atoms, allow_calculation)
+
+    def calculate(self, atoms: Atoms | None = None, properties: Sequence[str] | None = None,
+                  system_changes: Sequence[str] = all_changes) -> None:
+        if system_changes:
+            self._expansions = {}
+        super().calculate(atoms, properties, system_changes)
+        properties = list(properties or ["energy"])
+        slots = []
+        for name in properties:
+            slot = self._slot_of(name)
+            if slot not in slots and self.slots.get(slot) is not None and name not in self.results:
+                slots.append(slot)
+        for slot in slots:
+            self._compute_slot(slot)
+
+    # ------------------------------------------------------------------------------------------
+    def _expansion_for(self, slot: str):
+        key = self._group_of[slot]
+        calc, members = self._groups[key]
+        exp = self._expansions.get(key)
+        gradients = "energy" in members
+        if exp is None:
+            exp = calc.compute([self.atoms], gradients=gradients)
+            self._expansions[key] = exp
+        return exp
+
+    def _compute_slot(self, slot: str) -> None:
+        model = self.slots[slot]
+        atoms = self.atoms
+        if slot == "energy":
+            if isinstance(model, Model):
+                if slot in self._group_of:
+                    out = model.predict_from_expansion(self._expansion_for(slot), return_std=True, forces=True)
+                    energy, forces, std = float(out["energy"][0]), out["forces"], float(out["energy_std"][0])
+                else:
+                    out = model.predict_energy_forces([atoms], return_std=True)
+                    energy, forces, std = float(out["energy"][0]), out["forces"][0], float(out["energy_std"][0])
+                self.results["energy_std"] = std
+            else:
+                energy = float(model.get_potential_energy(atoms))
+                forces = np.asarray(model.get_forces(atoms), dtype=float)
+            if not np.isfinite(energy) or not np.all(np.isfinite(forces)):
+                raise SimulationError("the energy model returned a non-finite energy or forces")
+            self.results["energy"] = energy
+            self.results["free_energy"] = energy
+            self.results["forces"] = np.asarray(forces, dtype=float).reshape(len(atoms), 3)
+            return
+        if slot in self._group_of:
+            y, std = model.predict_from_expansion(self._expansion_for(slot), return_std=True)
+        else:
+            y, std = model.predict([atoms], return_std=True)
+        shape = _SHAPES[slot]
+        self.results[slot] = np.asarray(y, dtype=float).reshape(shape)
+        std = np.asarray(std, dtype=float)
+        self.results[f"{slot}_std"] = std.reshape(shape) if std.size == np.prod(shape) else std.reshape(-1)

@@ -1,0 +1,238 @@
+"""Molecular dynamics with the ML calculator, recording dipoles and polarizabilities.
+
+:func:`run_md` integrates Newton's equations with ASE (velocity Verlet for NVE, or Langevin) and
+every ``interval`` steps appends one frame to an extended-XYZ trajectory with ``energy`` (eV),
+``forces`` (eV/Å, per atom), ``dipole`` (e·Å), ``polarizability`` (9, row-major, Å³), the model
+uncertainties (``energy_std``, ``dipole_std``, ``polarizability_std``) and ``time`` (fs),
+``temperature`` (K), ``total_energy`` (eV) — readable back by :func:`mdplugin.data.read_dataset`
+and by ``mdplugin spectrum``. Frames are appended and flushed as they are made, so a crash leaves a
+readable trajectory.
+
+``mdplugin md`` calls :func:`run_md_command`.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import ase.io
+import numpy as np
+from ase import Atoms, units
+from ase.calculators.calculator import Calculator
+
+from .errors import ConfigError, SimulationError
+
+__all__ = ["MDSummary", "run_md", "run_md_command", "largest_bond_gap"]
+
+#: an atom is "lost" when its nearest neighbour is farther than this, Å (molecules only)
+LOST_ATOM_DISTANCE = 4.0
+
+_RECORDED = ("dipole", "polarizability", "energy_std", "dipole_std", "polarizability_std")
+
+
+@dataclass
+class MDSummary:
+    """What a run did: steps, frames written, wall time, speed, temperatures and energy drift."""
+
+    steps: int
+    frames: int
+    wall_time_s: float
+    steps_per_s: float
+    ns_per_day: float
+    temperature_mean_K: float
+    temperature_std_K: float
+    total_energy_drift_eV_per_atom: float
+    total_energy_max_deviation_eV_per_atom: float
+    output: str
+
+    def text(self) -> str:
+        return (
+            f"{self.steps} steps in {self.wall_time_s:.1f} s ({self.steps_per_s:.1f} steps/s, "
+            f"{self.ns_per_day:.2f} ns/day); T = {self.temperature_mean_K:.1f} ± {self.temperature_std_K:.1f} K; "
+            f"total-energy drift {1000 * self.total_energy_drift_eV_per_atom:+.3f} meV/atom "
+            f"(max deviation {1000 * self.total_energy_max_deviation_eV_per_atom:.3f} meV/atom); "
+            f"{self.frames} frames -> {self.output}"
+        )
+
+
+def largest_bond_gap(atoms: Atoms) -> float:
+    """Largest nearest-neighbour distance over the atoms of a molecule, Å (inf for one atom)."""
+    if len(atoms) < 2:
+        return float("inf")
+    d = np.linalg.norm(atoms.positions[:, None] - atoms.positions[None], axis=-1)
+    np.fill_diagonal(d, np.inf)
+    return float(d.min(axis=1).max())
+
+
+def _frame_text(atoms: Atoms, calc: Calculator, step: int, dt_fs: float, epot: float, ekin: float,
+                record: list[str]) -> str:
+    out = Atoms(numbers=atoms.numbers, positions=atoms.positions, cell=atoms.cell, pbc=atoms.pbc)
+    out.info["energy"] = epot
+    out.info["step"] = int(step)
+    out.info["time"] = float(step * dt_fs)
+    out.info["temperature"] = float(atoms.get_temperature())
+    out.info["total_energy"] = float(epot + ekin)
+    for name in record:
+        value = np.asarray(calc.get_property(name, atoms), dtype=float)
+        out.info[name] = value.reshape(-1) if value.ndim else float(value)
+    out.arrays["forces"] = np.asarray(calc.get_property("forces", atoms), dtype=float)
+    buf = io.StringIO()
+    ase.io.write(buf, out, format="extxyz")
+    return buf.getvalue()
+
+
+def run_md(
+    atoms: Atoms,
+    calc: Calculator,
+    steps: int,
+    dt_fs: float,
+    output: str | os.PathLike,
+    temperature_K: float = 300.0,
+    thermostat: str = "langevin",
+    friction_per_fs: float = 0.01,
+    interval: int = 1,
+    seed: int = 0,
+    progress: bool = True,
+    initialize_velocities: bool = True,
+) -> MDSummary:
+    """Run MD and write the trajectory (see the module docstring).
+
+    Parameters
+    ----------
+    atoms : starting structure (not modified; a copy is propagated).
+    calc : ASE calculator, usually :class:`mdplugin.calculator.MLCalculator`.
+    steps : number of MD steps; ``dt_fs`` time step in fs.
+    output : extended-XYZ file to write (replaced if it exists); frames at steps 0, interval, ...
+    temperature_K : initial Maxwell–Boltzmann temperature (K) and Langevin target.
+    thermostat : ``"langevin"`` or ``"none"`` (NVE, velocity Verlet).
+    friction_per_fs : Langevin friction, 1/fs.
+    interval : write every ``interval`` steps.
+    seed : random seed for the velocities and the Langevin noise.
+    initialize_velocities : draw velocities at ``temperature_K`` (else keep the atoms' momenta).
+
+    Raises
+    ------
+    SimulationError for non-finite energies/forces or (molecules) an atom farther than
+    ``LOST_ATOM_DISTANCE`` Å from every other atom.
+    """
+    from ase.md.langevin import Langevin
+    from ase.md.velocitydistribution import Stationary, ZeroRotation, thermalize_momenta
+    from ase.md.verlet import VelocityVerlet
+    from ase.parallel import DummyMPI
+
+    if steps < 0:
+        raise ConfigError(f"steps must be >= 0, got {steps}")
+    if not dt_fs > 0:
+        raise ConfigError(f"time step must be positive, got {dt_fs} fs")
+    if interval < 1:
+        raise ConfigError(f"interval must be >= 1, got {interval}")
+    if thermostat not in ("langevin", "none"):
+        raise ConfigError(f"unknown thermostat {thermostat!r} (use langevin or none)")
+    atoms = atoms.copy()
+    atoms.calc = calc
+    is_molecule = not np.any(atoms.pbc)
+    rng = np.random.default_rng(seed)
+    if initialize_velocities:
+        # each process draws its own velocities (independent replicas under MPI)
+        thermalize_momenta(atoms, temperature_K, exact_temperature=True, rng=rng, comm=DummyMPI())
+        Stationary(atoms)  # both keep the temperature
+        if is_molecule:
+            ZeroRotation(atoms)
+    if thermostat == "langevin":
+        dyn = Langevin(atoms, dt_fs * units.fs, temperature_K=temperature_K,
+                       friction=friction_per_fs / units.fs, fixcm=False, rng=rng, comm=DummyMPI())
+    else:
+        dyn = VelocityVerlet(atoms, dt_fs * units.fs)
+
+    record = []
+    for name in _RECORDED:
+        if name in getattr(calc, "implemented_properties", ()):
+            record.append(name)
+
+    output = Path(output)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    temps, etots = [], []
+    n_frames = 0
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=steps, unit="step", desc="md", dynamic_ncols=True)
+
+    with open(output, "w") as handle:
+
+        def observe() -> None:
+            nonlocal n_frames
+            epot = float(atoms.get_potential_energy())
+            ekin = float(atoms.get_kinetic_energy())
+            if not np.isfinite(epot) or not np.all(np.isfinite(atoms.get_forces())):
+                raise SimulationError(f"step {dyn.nsteps}: non-finite energy or forces")
+            if is_molecule and largest_bond_gap(atoms) > LOST_ATOM_DISTANCE:
+                raise SimulationError(
+                    f"step {dyn.nsteps}: an atom is more than {LOST_ATOM_DISTANCE} Å from every other atom "
+                    f"(the molecule fell apart); see {output}")
+            temps.append(float(atoms.get_temperature()))
+            etots.append(epot + ekin)
+            handle.write(_frame_text(atoms, calc, dyn.nsteps, dt_fs, epot, ekin, record))
+            handle.flush()
+            n_frames += 1
+
+        observe()
+        t0 = time.perf_counter()
+        done = 0
+        while done < steps:
+            chunk = min(interval, steps - done)
+            dyn.run(chunk)
+            done += chunk
+            if done % interval == 0:
+                observe()
+            if bar is not None:
+                bar.update(chunk)
+        wall = time.perf_counter() - t0
+        os.fsync(handle.fileno())
+    if bar is not None:
+        bar.close()
+
+    n = len(atoms)
+    etots_arr = np.asarray(etots)
+    return MDSummary(
+        steps=steps,
+        frames=n_frames,
+        wall_time_s=wall,
+        steps_per_s=steps / wall if wall > 0 else float("inf"),
+        ns_per_day=(steps * dt_fs * 1e-6) / (wall / 86400.0) if wall > 0 else float("inf"),
+        temperature_mean_K=float(np.mean(temps)),
+        temperature_std_K=float(np.std(temps)),
+        total_energy_drift_eV_per_atom=float((etots_arr[-1] - etots_arr[0]) / n),
+        total_energy_max_deviation_eV_per_atom=float(np.abs(etots_arr - etots_arr[0]).max() / n),
+        output=str(output),
+    )
+
+
+def run_md_command(args: Any) -> int:
+    """``mdplugin md``: build the calculator from the options, run, print the summary."""
+    from .calculator import MLCalculator
+    from .data import read_dataset
+    from .parallel import get_comm
+
+    start = read_dataset(args.start, properties=[], index=0).frames[0]
+    calc = MLCalculator(energy=args.energy, dipole=args.dipole, polarizability=args.polarizability)
+    seed, output = args.seed, Path(args.output)
+    comm = get_comm()
+    if getattr(args, "replicas", False) and comm.size > 1:
+        seed = seed + 1000 * comm.rank
+        output = output.with_name(f"{output.stem}.rank{comm.rank}{output.suffix}")
+    summary = run_md(
+        start, calc, steps=args.steps, dt_fs=args.dt, output=output,
+        temperature_K=args.temperature, thermostat=args.thermostat,
+        friction_per_fs=args.friction, interval=args.interval, seed=seed,
+        progress=not args.quiet and comm.rank == 0,
+    )
+    prefix = f"[rank {comm.rank}] " if comm.size > 1 else ""
+    print(prefix + summary.text())
+    return 0

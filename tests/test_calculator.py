@@ -1,0 +1,181 @@
+"""The ASE calculator: slots, results, caching, shared expansions, covariance, errors."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from ase.calculators.calculator import Calculator, PropertyNotImplementedError, all_changes
+from scipy.spatial.transform import Rotation
+
+from mdplugin.calculator import MLCalculator
+from mdplugin.errors import ConfigError
+from mdplugin.models.base import Model
+from mdplugin.models.energy import SoapEnergyModel
+
+from .conftest import dichloroethane
+from .test_energy import pair_potential
+
+
+class ToyTensorModel(Model):
+    """A covariant toy model: dipole Σ q_Z r_i (about the centroid); polarizability
+    a·1 + b Σ_{i<j} u_ij u_ijᵀ exp(−r_ij) (u = unit bond vector). Counts its predict calls."""
+
+    targets_supported = ("dipole", "polarizability")
+
+    def __init__(self, target: str = "dipole"):
+        self.target = target
+
+    def fit(self, frames, y):
+        self.is_fitted_ = True
+        self.species_ = np.array([1, 6, 17])
+        self.calls_ = 0
+        return self
+
+    def predict(self, frames, return_std=False):
+        self.calls_ += 1
+        out = []
+        for a in frames:
+            r = a.positions - a.positions.mean(axis=0)
+            if self.target == "dipole":
+                q = np.select([a.numbers == 1, a.numbers == 6], [0.1, -0.05], -0.1)
+                out.append(q @ r)
+            else:
+                d = r[:, None] - r[None]
+                dist = np.linalg.norm(d, axis=-1) + np.eye(len(a))
+                u = d / dist[..., None]
+                w = np.exp(-dist) * (1 - np.eye(len(a)))
+                out.append(5.0 * np.eye(3) + 0.5 * np.einsum("ij,ija,ijb->ab", w, u, u))
+        y = np.array(out)
+        return (y, 0.01 * np.abs(y)) if return_std else y
+
+
+class CountingCalculator(Calculator):
+    """An ASE calculator with the analytic pair potential, counting its calculations."""
+
+    implemented_properties = ["energy", "forces"]
+
+    def __init__(self):
+        super().__init__()
+        self.count = 0
+
+    def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes):
+        super().calculate(atoms, properties, system_changes)
+        self.count += 1
+        e, f = pair_potential(self.atoms)
+        self.results = {"energy": e, "free_energy": e, "forces": f}
+
+
+@pytest.fixture(scope="module")
+def energy_model():
+    frames = [dichloroethane(i, 0.08) for i in range(30)]
+    labels = [pair_potential(a) for a in frames]
+    return SoapEnergyModel(n_sparse=30, energy_noise=1e-4, force_noise=1e-3).fit(
+        frames, [e for e, _ in labels], forces=[f for _, f in labels])
+
+
+def toy(target):
+    return ToyTensorModel(target).fit([], None)
+
+
+def test_results_match_the_models(energy_model):
+    atoms = dichloroethane(5, 0.08)
+    atoms.calc = MLCalculator(energy=energy_model, dipole=toy("dipole"), polarizability=toy("polarizability"))
+    assert atoms.get_potential_energy() == pytest.approx(energy_model.predict([atoms])[0], abs=1e-10)
+    assert np.allclose(atoms.get_forces(), energy_model.predict_forces([atoms])[0], atol=1e-10)
+    assert atoms.calc.get_property("free_energy") == atoms.get_potential_energy()
+    assert np.allclose(atoms.get_dipole_moment(), toy("dipole").predict([atoms])[0])
+    alpha = atoms.calc.get_property("polarizability", atoms)
+    assert alpha.shape == (3, 3) and np.allclose(alpha, alpha.T)
+    for name, shape in (("energy_std", ()), ("dipole_std", (3,)), ("polarizability_std", (3, 3))):
+        assert np.shape(atoms.calc.get_property(name, atoms)) == shape
+    assert atoms.calc.get_property("energy_std", atoms) > 0
+
+
+def test_nothing_is_recomputed_while_positions_do_not_change(energy_model):
+    dip = toy("dipole")
+    ref = CountingCalculator()
+    atoms = dichloroethane(6, 0.08)
+    atoms.calc = MLCalculator(energy=ref, dipole=dip)
+    for _ in range(3):
+        atoms.get_forces(), atoms.get_potential_energy(), atoms.get_dipole_moment()
+    assert ref.count == 1 and dip.calls_ == 1
+    atoms.positions[0, 0] += 0.01
+    atoms.get_dipole_moment(), atoms.get_forces()
+    assert ref.count == 2 and dip.calls_ == 2
+    # a third-party energy calculator gives the energy, the ML model the dipole
+    assert atoms.get_potential_energy() == pytest.approx(pair_potential(atoms)[0])
+
+
+def test_one_expansion_per_structure_for_models_with_equal_hypers(energy_model, monkeypatch):
+    calc = MLCalculator(energy=energy_model)
+    (expansion, members), = calc._groups.values()
+    assert members == ["energy"]
+    calls = []
+    original = expansion.compute
+    monkeypatch.setattr(expansion, "compute", lambda *a, **k: calls.append(k) or original(*a, **k))
+    atoms = dichloroethane(8, 0.08)
+    atoms.calc = calc
+    atoms.get_potential_energy(), atoms.get_forces(), calc.get_property("energy_std", atoms)
+    assert len(calls) == 1 and calls[0]["gradients"]
+
+
+@pytest.mark.parametrize("reflect", [False, True])
+def test_dipole_and_polarizability_rotate_with_the_molecule(energy_model, reflect):
+    calc = MLCalculator(energy=energy_model, dipole=toy("dipole"), polarizability=toy("polarizability"))
+    atoms = dichloroethane(9, 0.08)
+    rot = Rotation.random(random_state=11).as_matrix()
+    if reflect:
+        rot = -rot
+    moved = atoms.copy()
+    moved.positions = atoms.positions @ rot.T + 2.0
+    mu, alpha, f = (calc.get_property(p, atoms) for p in ("dipole", "polarizability", "forces"))
+    mu2, alpha2, f2 = (calc.get_property(p, moved) for p in ("dipole", "polarizability", "forces"))
+    assert np.allclose(mu2, rot @ mu, atol=1e-10)
+    assert np.allclose(alpha2, rot @ alpha @ rot.T, atol=1e-10)
+    assert np.allclose(f2, f @ rot.T, atol=1e-8)
+
+
+def test_real_models_rotate_with_the_molecule(energy_model):
+    rpr = pytest.importorskip("mdplugin.models.rpr")
+    frames = [dichloroethane(i, 0.08) for i in range(40)]
+    dip = rpr.RPRModel(target="dipole").fit(frames, toy("dipole").predict(frames))
+    pol = rpr.RPRModel(target="polarizability").fit(frames, toy("polarizability").predict(frames))
+    calc = MLCalculator(energy=energy_model, dipole=dip, polarizability=pol)
+    atoms = dichloroethane(41, 0.08)
+    rot = Rotation.random(random_state=5).as_matrix()
+    moved = atoms.copy()
+    moved.positions = atoms.positions @ rot.T
+    assert np.allclose(calc.get_property("dipole", moved), rot @ calc.get_property("dipole", atoms), atol=1e-8)
+    a0, a1 = calc.get_property("polarizability", atoms), calc.get_property("polarizability", moved)
+    assert np.allclose(a1, rot @ a0 @ rot.T, atol=1e-8)
+
+
+def test_missing_model_raises_property_not_implemented_naming_it(energy_model):
+    atoms = dichloroethane()
+    atoms.calc = MLCalculator(energy=energy_model)
+    with pytest.raises(PropertyNotImplementedError, match="no dipole model"):
+        atoms.get_dipole_moment()
+    with pytest.raises(PropertyNotImplementedError, match="no polarizability model"):
+        atoms.calc.get_property("polarizability", atoms)
+    atoms.calc = MLCalculator(dipole=toy("dipole"))
+    with pytest.raises(PropertyNotImplementedError, match="no energy model"):
+        atoms.get_forces()
+    atoms.calc = MLCalculator(energy=CountingCalculator())
+    with pytest.raises(PropertyNotImplementedError, match="uncertainty"):
+        atoms.calc.get_property("energy_std", atoms)
+
+
+def test_model_files_and_bad_slots(energy_model, tmp_path):
+    path = tmp_path / "e.npz"
+    energy_model.save(path)
+    atoms = dichloroethane(3, 0.05)
+    atoms.calc = MLCalculator(energy=str(path))
+    assert atoms.get_potential_energy() == pytest.approx(energy_model.predict([atoms])[0], abs=1e-10)
+    with pytest.raises(ConfigError):
+        MLCalculator(dipole=energy_model)
+    with pytest.raises(ConfigError):
+        MLCalculator(dipole=CountingCalculator())
+    with pytest.raises(ConfigError):
+        MLCalculator()
+    with pytest.raises(Exception, match="no such model file"):
+        MLCalculator(energy=tmp_path / "missing.npz")

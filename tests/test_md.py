@@ -1,0 +1,136 @@
+"""ML molecular dynamics: energy conservation, an intact molecule, trajectories with dipoles and
+polarizabilities readable back, and the ``mdplugin md`` command."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from ase.calculators.calculator import Calculator, all_changes
+
+from mdplugin.calculator import MLCalculator
+from mdplugin.cli import main
+from mdplugin.data import read_dataset, write_dataset, Dataset
+from mdplugin.md import largest_bond_gap, run_md
+from mdplugin.models.energy import SoapEnergyModel
+
+from .conftest import dichloroethane
+from .test_calculator import ToyTensorModel
+
+REFERENCE = dichloroethane()
+_D0 = np.linalg.norm(REFERENCE.positions[:, None] - REFERENCE.positions[None], axis=-1)
+
+
+def elastic_network(atoms) -> tuple[float, np.ndarray]:
+    """Harmonic springs (5 eV/Å²) between all atom pairs at their anti-DCE distances: a bound molecule."""
+    d = atoms.positions[:, None] - atoms.positions[None]
+    r = np.linalg.norm(d, axis=-1) + np.eye(len(atoms))
+    k = 5.0 * (1 - np.eye(len(atoms)))
+    energy = 0.25 * np.sum(k * (r - _D0 - np.eye(len(atoms))) ** 2)
+    grad = (k * (r - _D0 - np.eye(len(atoms))) / r)[:, :, None] * d
+    return float(energy), -grad.sum(axis=1)
+
+
+class ElasticNetwork(Calculator):
+    implemented_properties = ["energy", "forces"]
+
+    def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes):
+        super().calculate(atoms, properties, system_changes)
+        e, f = elastic_network(self.atoms)
+        self.results = {"energy": e, "free_energy": e, "forces": f}
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory):
+    frames = [dichloroethane(i, 0.06) for i in range(40)]
+    labels = [elastic_network(a) for a in frames]
+    energy = SoapEnergyModel(n_sparse=40, energy_noise=1e-4, force_noise=1e-3).fit(
+        frames, [e for e, _ in labels], forces=[f for _, f in labels])
+    dip = ToyTensorModel("dipole").fit([], None)
+    pol = ToyTensorModel("polarizability").fit([], None)
+    folder = tmp_path_factory.mktemp("models")
+    energy.save(folder / "energy.npz")
+    return energy, dip, pol, folder
+
+
+def test_nve_conserves_energy_and_keeps_the_molecule(models, tmp_path):
+    energy, dip, pol, _ = models
+    calc = MLCalculator(energy=energy, dipole=dip, polarizability=pol)
+    out = tmp_path / "nve.xyz"
+    summary = run_md(dichloroethane(), calc, steps=300, dt_fs=0.5, output=out, temperature_K=300,
+                     thermostat="none", interval=10, seed=1, progress=False)
+    assert abs(summary.total_energy_drift_eV_per_atom) <= 1e-3
+    assert summary.total_energy_max_deviation_eV_per_atom <= 2e-3
+    data = read_dataset(out)
+    assert len(data) == summary.frames == 31
+    assert all(largest_bond_gap(a) < 2.5 for a in data.frames)
+    # the system moved and kept its temperature scale
+    assert not np.allclose(data.frames[0].positions, data.frames[-1].positions)
+    assert 50 < summary.temperature_mean_K < 600
+
+
+def test_trajectory_holds_all_properties_for_every_frame(models, tmp_path):
+    energy, dip, pol, _ = models
+    calc = MLCalculator(energy=energy, dipole=dip, polarizability=pol)
+    out = tmp_path / "traj.xyz"
+    run_md(dichloroethane(), calc, steps=20, dt_fs=0.5, output=out, interval=5, progress=False)
+    data = read_dataset(out, properties=["energy", "forces", "dipole", "polarizability"])
+    assert len(data) == 5
+    for i, atoms in enumerate(data.frames):
+        assert np.allclose(data.dipole[i], dip.predict([atoms])[0], atol=1e-5)
+        assert np.allclose(data.polarizability[i], pol.predict([atoms])[0], atol=1e-5)
+        assert data.energy[i] == pytest.approx(energy.predict([atoms])[0], abs=1e-5)
+    import ase.io
+
+    info = ase.io.read(out, index=-1).info
+    for key in ("time", "temperature", "total_energy", "energy_std", "dipole_std", "polarizability_std"):
+        assert key in info
+    assert info["time"] == pytest.approx(20 * 0.5)
+
+
+def test_langevin_approaches_the_target_temperature(tmp_path):
+    calc = ElasticNetwork()
+    summary = run_md(dichloroethane(), calc, steps=1500, dt_fs=1.0, output=tmp_path / "l.xyz",
+                     temperature_K=400, thermostat="langevin", friction_per_fs=0.05, interval=50,
+                     seed=3, progress=False)
+    # 8 atoms: large fluctuations; the mean over the run is within a broad band
+    assert 250 < summary.temperature_mean_K < 550
+
+
+def test_md_command_with_model_files(models, tmp_path, capsys):
+    energy, dip, pol, folder = models
+    start = tmp_path / "start.xyz"
+    write_dataset(start, Dataset(frames=[dichloroethane()]))
+    rpr = pytest.importorskip("mdplugin.models.rpr")
+    frames = [dichloroethane(i, 0.06) for i in range(30)]
+    rpr.RPRModel(target="dipole").fit(frames, dip.predict(frames)).save(folder / "dip.npz")
+    rpr.RPRModel(target="polarizability").fit(frames, pol.predict(frames)).save(folder / "pol.npz")
+    out = tmp_path / "md.xyz"
+    code = main(["md", str(start), "--energy", str(folder / "energy.npz"), "--dipole", str(folder / "dip.npz"),
+                 "--polarizability", str(folder / "pol.npz"), "--steps", "10", "--dt", "0.5",
+                 "--interval", "2", "--quiet", "-o", str(out)])
+    assert code == 0
+    assert "steps/s" in capsys.readouterr().out
+    data = read_dataset(out, properties=["energy", "forces", "dipole", "polarizability"])
+    assert len(data) == 6
+
+
+def test_md_command_on_tblite_with_ml_dipole(models, tmp_path, capsys):
+    pytest.importorskip("tblite")
+    energy, dip, pol, folder = models
+    start = tmp_path / "start.xyz"
+    write_dataset(start, Dataset(frames=[dichloroethane()]))
+    out = tmp_path / "tb.xyz"
+    assert main(["md", str(start), "--energy", "tblite", "--steps", "4", "--dt", "0.5", "--quiet",
+                 "-o", str(out)]) == 0
+    data = read_dataset(out, properties=["energy", "forces"])
+    assert len(data) == 5 and np.all(np.abs(data.energy - data.energy[0]) < 0.5)
+
+
+def test_md_errors(models, tmp_path):
+    energy, *_ = models
+    start = tmp_path / "start.xyz"
+    write_dataset(start, Dataset(frames=[dichloroethane()]))
+    assert main(["md", str(start), "--energy", str(tmp_path / "none.npz"), "--steps", "2", "--dt", "0.5",
+                 "-o", str(tmp_path / "x.xyz")]) != 0
+    assert main(["md", str(start), "--energy", "tblite", "--steps", "2", "--dt", "-1",
+                 "-o", str(tmp_path / "x.xyz")]) != 0
