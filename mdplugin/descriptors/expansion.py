@@ -1,0 +1,292 @@
+"""Dense numpy spherical expansion of the neighbour density, from one featomic call.
+
+Every invariant and equivariant feature in mdplugin is built from ONE call to featomic's
+``SphericalExpansion`` for a batch of frames.  This module runs that call and turns the
+sparse :class:`metatensor.TensorMap` into dense arrays with a FIXED species list, so that
+feature sizes never depend on which elements a batch happens to contain.
+
+Conventions
+-----------
+* Centres are all atoms of all frames, in frame order then atom order: centre ``i`` is
+  atom ``centre_atom[i]`` of frame ``centre_frame[i]``.
+* Coefficients of angular order ``l`` have shape ``(n_centres, n_species, 2l+1,
+  n_radial)``; the ``2l+1`` axis is featomic's real-spherical-harmonic order
+  ``m = -l..l`` (for ``l = 1``: ``(y, z, x)``), ``n_radial = max_radial + 1`` (featomic
+  counts radial functions from 0).
+* Position gradients are stored per (centre, neighbour) pair, ``pairs[k] = (i, j)`` with
+  global atom indices (the same numbering as the centres); ``gradients[l][k, x]`` is
+  d c^l_i / d r_{j,x}, in Å⁻¹ times the coefficient units.  The self pair ``(i, i)`` is
+  included whenever featomic reports it.
+
+Periodic cells work as featomic handles them; a frame with an all-zero cell is a molecule
+(``pbc`` is forced to ``False`` for the featomic call, the caller's ``Atoms`` are left
+untouched).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+
+from ..errors import DataError
+
+__all__ = ["Expansion", "SphericalExpansion", "frame_element_check"]
+
+
+@dataclass
+class Expansion:
+    """Dense spherical-expansion coefficients for a batch of frames.
+
+    Storage is featomic's native layout, one array per ``l``:
+    ``values[l]`` ``(n_centres, 2l+1, n_species * n_radial)`` (species outer, radial
+    inner); :attr:`coefficients` gives ``(n_centres, n_species, 2l+1, n_radial)`` views.
+
+    Attributes
+    ----------
+    species : tuple[int, ...]
+        Neighbour-species order (atomic numbers, sorted).
+    max_angular : int
+    values : list[np.ndarray]
+        Per ``l``: ``(n_centres, 2l+1, n_species * n_radial)``, C-contiguous.
+    centre_frame, centre_atom, centre_species : np.ndarray
+        ``(n_centres,)`` int: frame index, atom index within the frame, atomic number.
+    n_frames : int
+    pairs : np.ndarray | None
+        ``(n_pairs, 2)`` int, (centre i, neighbour j) global atom indices, sorted, when
+        gradients were computed.
+    gradient_values : list[np.ndarray] | None
+        Per ``l``: ``(n_pairs, 3, 2l+1, n_species * n_radial)``: d values[l][i] / d r_j.
+    """
+
+    species: tuple
+    max_angular: int
+    values: list
+    centre_frame: np.ndarray
+    centre_atom: np.ndarray
+    centre_species: np.ndarray
+    n_frames: int
+    pairs: np.ndarray | None = None
+    gradient_values: list | None = None
+
+    @property
+    def n_centres(self) -> int:
+        return int(self.centre_frame.shape[0])
+
+    @property
+    def n_species(self) -> int:
+        return len(self.species)
+
+    @property
+    def n_radial(self) -> int:
+        return int(self.values[0].shape[-1]) // len(self.species)
+
+    @property
+    def coefficients(self) -> list:
+        """Per ``l``: ``(n_centres, n_species, 2l+1, n_radial)`` views of :attr:`values`."""
+        s, r = self.n_species, self.n_radial
+        return [
+            v.reshape(v.shape[0], v.shape[1], s, r).transpose(0, 2, 1, 3) for v in self.values
+        ]
+
+    @property
+    def gradients(self) -> list | None:
+        """Per ``l``: ``(n_pairs, 3, n_species, 2l+1, n_radial)`` views, or ``None``."""
+        if self.gradient_values is None:
+            return None
+        s, r = self.n_species, self.n_radial
+        return [
+            g.reshape(g.shape[0], 3, g.shape[2], s, r).transpose(0, 1, 3, 2, 4)
+            for g in self.gradient_values
+        ]
+
+
+def _clean_frames(frames: Sequence) -> list:
+    """Return featomic-ready systems: all-zero cells become non-periodic molecules."""
+    from ase import Atoms
+
+    out = []
+    for k, atoms in enumerate(frames):
+        cell = np.asarray(atoms.cell)
+        pbc = np.asarray(atoms.pbc, dtype=bool).reshape(-1)
+        if pbc.size == 1:
+            pbc = np.repeat(pbc, 3)
+        zero_cell = bool(np.all(np.abs(cell) < 1e-9))
+        if zero_cell or not pbc.any():
+            if pbc.any() or not zero_cell:
+                atoms = Atoms(numbers=atoms.numbers, positions=atoms.positions)
+            out.append(atoms)
+        elif pbc.all():
+            out.append(atoms)
+        else:
+            raise DataError(
+                f"frame {k}: mixed periodic boundary conditions {pbc.tolist()} are not "
+                "supported (use all periodic or none)"
+            )
+    return out
+
+
+def frame_element_check(frames: Sequence, species: Sequence[int]) -> None:
+    """Raise :class:`DataError` naming the first element of ``frames`` not in ``species``."""
+    from ase.data import chemical_symbols
+
+    known = np.asarray(sorted(species))
+    for k, atoms in enumerate(frames):
+        numbers = np.asarray(atoms.numbers)
+        bad = numbers[~np.isin(numbers, known)]
+        if bad.size:
+            z = int(bad[0])
+            names = ", ".join(chemical_symbols[int(s)] for s in known)
+            raise DataError(
+                f"frame {k}: element {chemical_symbols[z]} (Z={z}) is not in the "
+                f"model's species ({names})"
+            )
+
+
+class SphericalExpansion:
+    """featomic ``SphericalExpansion`` with dense numpy output.
+
+    Parameters
+    ----------
+    species : sequence of int
+        Atomic numbers that may appear (as centres or neighbours); any other element is
+        a :class:`DataError` naming it.
+    cutoff : float
+        Cutoff radius, Å.
+    max_radial : int
+        featomic ``max_radial`` (GTO basis, counted from 0: ``max_radial + 1`` functions).
+    max_angular : int
+        Highest spherical-harmonic order.
+    gaussian_width : float
+        Width of the atomic Gaussians, Å.
+    smoothing_width : float
+        Width of the shifted-cosine cutoff smoothing, Å.
+    """
+
+    def __init__(
+        self,
+        species: Sequence[int],
+        cutoff: float = 4.5,
+        max_radial: int = 6,
+        max_angular: int = 4,
+        gaussian_width: float = 0.3,
+        smoothing_width: float = 0.5,
+    ):
+        self.species = tuple(sorted(int(s) for s in species))
+        self.cutoff = float(cutoff)
+        self.max_radial = int(max_radial)
+        self.max_angular = int(max_angular)
+        self.gaussian_width = float(gaussian_width)
+        self.smoothing_width = float(smoothing_width)
+        self._calculator = None
+
+    def hypers(self) -> dict:
+        """featomic hyper-parameters of the underlying calculator."""
+        return {
+            "cutoff": {
+                "radius": self.cutoff,
+                "smoothing": {"type": "ShiftedCosine", "width": self.smoothing_width},
+            },
+            "density": {"type": "Gaussian", "width": self.gaussian_width},
+            "basis": {
+                "type": "TensorProduct",
+                "max_angular": self.max_angular,
+                "radial": {"type": "Gto", "max_radial": self.max_radial},
+            },
+        }
+
+    def _neighbor_labels(self):
+        from metatensor import Labels
+
+        return Labels(
+            "neighbor_type", np.asarray(self.species, dtype=np.int32).reshape(-1, 1)
+        )
+
+    @property
+    def calculator(self):
+        """The featomic calculator (built lazily)."""
+        if self._calculator is None:
+            import featomic
+
+            self._calculator = featomic.SphericalExpansion(**self.hypers())
+        return self._calculator
+
+    def compute(self, frames: Sequence, gradients: bool = False) -> Expansion:
+        """Expand the neighbour density of every atom of ``frames`` (list of ``ase.Atoms``).
+
+        ``gradients=True`` adds position gradients per (centre, neighbour) pair.
+        """
+        if not isinstance(frames, (list, tuple)):
+            frames = [frames]
+        if len(frames) == 0:
+            raise DataError("no frames to compute features for")
+        frame_element_check(frames, self.species)
+        systems = _clean_frames(frames)
+
+        sizes = np.fromiter((len(a) for a in frames), dtype=np.int64, count=len(frames))
+        offsets = np.zeros(len(frames) + 1, dtype=np.int64)
+        np.cumsum(sizes, out=offsets[1:])
+        n_centres = int(offsets[-1])
+        centre_frame = np.repeat(np.arange(len(frames)), sizes)
+        centre_atom = np.arange(n_centres) - offsets[centre_frame]
+        centre_species = np.concatenate([np.asarray(a.numbers) for a in frames]).astype(
+            np.int64
+        )
+
+        tensor = self.calculator.compute(
+            systems, gradients=["positions"] if gradients else None
+        )
+        # densify in metatensor-core: one block per l, samples (system, atom, center_type),
+        # properties (neighbor_type, n) over the FIXED species list
+        tensor = tensor.keys_to_properties(self._neighbor_labels())
+        tensor = tensor.keys_to_samples("center_type")
+        n_prop = len(self.species) * (self.max_radial + 1)
+        values = [None] * (self.max_angular + 1)
+        grads = [None] * (self.max_angular + 1) if gradients else None
+        grad_parts = []
+        for index, key in enumerate(tensor.keys.values):
+            l = int(key[0])
+            block = tensor.block_by_id(index)
+            samples = block.samples.values
+            rows = offsets[samples[:, 0]] + samples[:, 1]
+            if len(rows) == n_centres and np.array_equal(rows, np.arange(n_centres)):
+                values[l] = np.ascontiguousarray(block.values)
+            else:
+                dense = np.zeros((n_centres, 2 * l + 1, n_prop))
+                dense[rows] = block.values
+                values[l] = dense
+            if gradients:
+                gb = block.gradient("positions")
+                gs = gb.samples.values  # (sample, system, atom)
+                codes = rows[gs[:, 0]] * n_centres + offsets[gs[:, 1]] + gs[:, 2]
+                grad_parts.append((l, codes, gb.values))
+
+        pairs = None
+        if gradients:
+            pair_codes = np.unique(np.concatenate([c for _, c, _ in grad_parts]))
+            pairs = np.stack([pair_codes // n_centres, pair_codes % n_centres], axis=1)
+            for l, codes, gvalues in grad_parts:
+                where = np.searchsorted(pair_codes, codes)
+                if len(codes) == len(pair_codes) and np.array_equal(
+                    where, np.arange(len(codes))
+                ):
+                    grads[l] = np.ascontiguousarray(gvalues)
+                else:
+                    g = np.zeros((len(pair_codes), 3, 2 * l + 1, n_prop))
+                    g[where] = gvalues
+                    grads[l] = g
+
+        expansion = Expansion(
+            species=self.species,
+            max_angular=self.max_angular,
+            values=values,
+            centre_frame=centre_frame,
+            centre_atom=centre_atom,
+            centre_species=centre_species,
+            n_frames=len(frames),
+        )
+        if gradients:
+            expansion.pairs = pairs
+            expansion.gradient_values = grads
+        return expansion

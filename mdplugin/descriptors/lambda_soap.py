@@ -1,0 +1,295 @@
+"""λ-SOAP (equivariant power spectrum) features by Clebsch–Gordan coupling in numpy.
+
+Given the dense spherical expansion ``c^l_i[m, (a, n)]`` of every atom ``i``
+(:mod:`mdplugin.descriptors.expansion`), the λ-SOAP features of order λ and parity σ = +1 are
+
+    T^λ_i[μ, (l1, l2, a, n1, b, n2)] = Σ_{m1, m2} C^{l1 l2 λ}_{m1 m2 μ} c^{l1}_i[m1, (a, n1)] c^{l2}_i[m2, (b, n2)]
+
+with real Clebsch–Gordan coefficients ``C`` (built from :mod:`wigners` exactly as featomic
+builds them), ``l1 + l2 + λ`` even (σ = +1) and ``|l1 - l2| <= λ <= l1 + l2``.  They transform
+under a rotation or reflection R as ``T(R·) = D^λ(R) T``, with the real Wigner matrices of
+:func:`mdplugin.tensors.wigner_d_real` (σ = +1 means no extra sign under inversion).
+
+Relation to featomic's ``clebsch_gordan.EquivariantPowerSpectrum`` (``neighbors_to_properties
+=True``, properties ``(l_1, l_2, neighbor_1_type, n_1, neighbor_2_type, n_2)``):
+
+* featomic keeps the pairs ``l1 <= l2`` (the ``l1 > l2`` ones are the same numbers with
+  ``(a, n1) <-> (b, n2)`` swapped); so do we, in the order of :func:`angular_pairs`.
+* For ``l1 == l2`` (only even λ) the features are symmetric under ``(a, n1) <-> (b, n2)``; with
+  ``fold=True`` (default) we keep only ``(a, n1) <= (b, n2)`` and multiply the off-diagonal
+  ones by √2, which preserves every dot product (so every linear kernel) exactly.
+* Each feature ``k`` is ``weight[k] * featomic[l1, l2, a, n1, b, n2]`` with the labels and
+  weights returned by :func:`feature_labels`; no other normalisation is applied.
+
+The invariant SOAP power spectrum is the λ = 0 set (:func:`power_spectrum`), optionally with
+exact position gradients for energy models.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from functools import lru_cache
+from typing import Sequence
+
+import numpy as np
+
+from .expansion import Expansion
+
+__all__ = [
+    "real_clebsch_gordan",
+    "angular_pairs",
+    "feature_labels",
+    "n_features",
+    "lambda_soap",
+    "power_spectrum",
+]
+
+
+# --------------------------------------------------------------------------------------------
+# real Clebsch-Gordan coefficients
+# --------------------------------------------------------------------------------------------
+
+
+def _real2complex(l: int) -> np.ndarray:
+    """featomic's real -> complex spherical-harmonic transformation (2l+1, 2l+1)."""
+    result = np.zeros((2 * l + 1, 2 * l + 1), dtype=complex)
+    inv_sqrt_2 = 1.0 / math.sqrt(2.0)
+    i_sqrt_2 = 1.0j / math.sqrt(2.0)
+    for m in range(-l, l + 1):
+        if m < 0:
+            result[l + m, l + m] = -i_sqrt_2
+            result[l + m, l - m] = i_sqrt_2 * ((-1) ** m)
+        elif m == 0:
+            result[l, l] = 1.0
+        else:
+            result[l + m, l - m] = inv_sqrt_2
+            result[l + m, l + m] = inv_sqrt_2 * ((-1) ** m)
+    return result.T
+
+
+@lru_cache(maxsize=None)
+def real_clebsch_gordan(l1: int, l2: int, lam: int) -> np.ndarray:
+    """Real Clebsch–Gordan coefficients ``C[m1, m2, μ]``, shape (2l1+1, 2l2+1, 2λ+1).
+
+    Same values as ``featomic.clebsch_gordan`` (complex CG from :mod:`wigners`, rotated to
+    the real basis); read-only cached array.
+    """
+    import wigners
+
+    cg = np.asarray(wigners.clebsch_gordan_array(l1, l2, lam), dtype=complex)
+    r2c1 = _real2complex(l1)
+    r2c2 = _real2complex(l2)
+    c2r = np.conjugate(_real2complex(lam)).T
+    real = np.einsum("MN,abN,aA,bB->ABM", c2r, cg, r2c1, r2c2)
+    out = real.real if (l1 + l2 + lam) % 2 == 0 else real.imag
+    out = np.ascontiguousarray(out)
+    out.setflags(write=False)
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# feature layout
+# --------------------------------------------------------------------------------------------
+
+
+def angular_pairs(lam: int, max_angular: int) -> list[tuple[int, int]]:
+    """The ``(l1, l2)`` pairs, ``l1 <= l2 <= max_angular``, coupling to (λ, σ = +1), in order."""
+    return [
+        (l1, l2)
+        for l1 in range(max_angular + 1)
+        for l2 in range(l1, max_angular + 1)
+        if abs(l1 - l2) <= lam <= l1 + l2 and (l1 + l2 + lam) % 2 == 0
+    ]
+
+
+@lru_cache(maxsize=None)
+def _fold_index(n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Flat indices into an (n, n) matrix of its upper triangle (row-major), and weights."""
+    p, q = np.triu_indices(n)
+    weights = np.where(p == q, 1.0, math.sqrt(2.0))
+    return p * n + q, weights
+
+
+def n_features(lam: int, max_angular: int, n_properties: int, fold: bool = True) -> int:
+    """Number of λ-SOAP features of order λ for ``n_properties = n_species * n_radial``."""
+    total = 0
+    for l1, l2 in angular_pairs(lam, max_angular):
+        if fold and l1 == l2:
+            total += n_properties * (n_properties + 1) // 2
+        else:
+            total += n_properties * n_properties
+    return total
+
+
+def feature_labels(
+    lam: int, max_angular: int, species: Sequence[int], n_radial: int, fold: bool = True
+) -> tuple[np.ndarray, np.ndarray]:
+    """Labels ``(F, 6)`` int — columns ``l1, l2, neighbour_1_type, n1, neighbour_2_type, n2``
+    (featomic's property names) — and weights ``(F,)`` such that
+    ``ours[..., k] == weights[k] * featomic[..., labels[k]]``."""
+    species = np.asarray(species)
+    n_prop = len(species) * n_radial
+    a = np.repeat(species, n_radial)
+    n = np.tile(np.arange(n_radial), len(species))
+    labels, weights = [], []
+    for l1, l2 in angular_pairs(lam, max_angular):
+        p, q = np.divmod(np.arange(n_prop * n_prop), n_prop)
+        w = np.ones(n_prop * n_prop)
+        if fold and l1 == l2:
+            idx, w = _fold_index(n_prop)
+            p, q = np.divmod(idx, n_prop)
+        block = np.stack(
+            [np.full(len(p), l1), np.full(len(p), l2), a[p], n[p], a[q], n[q]], axis=1
+        )
+        labels.append(block)
+        weights.append(w)
+    return np.concatenate(labels).astype(np.int64), np.concatenate(weights)
+
+
+# --------------------------------------------------------------------------------------------
+# coupling
+# --------------------------------------------------------------------------------------------
+
+
+@lru_cache(maxsize=None)
+def _coupling_plan(lambdas: tuple[int, ...], max_angular: int, n_prop: int, fold: bool):
+    """Per (l1, l2) pair: CG coefficients of every requested λ stacked as a matrix
+    ``(2l1+1, Σ_λ (2λ+1) * (2l2+1))`` (rows m1, columns (μ, m2)), and for every λ its
+    μ-slice and output column offset."""
+    offsets: dict[tuple[int, int, int], int] = {}
+    for lam in lambdas:
+        col = 0
+        for l1, l2 in angular_pairs(lam, max_angular):
+            offsets[(lam, l1, l2)] = col
+            col += n_prop * (n_prop + 1) // 2 if (fold and l1 == l2) else n_prop * n_prop
+    plan = []
+    pairs = sorted({pair for lam in lambdas for pair in angular_pairs(lam, max_angular)})
+    for l1, l2 in pairs:
+        lams = [lam for lam in lambdas if (l1, l2) in angular_pairs(lam, max_angular)]
+        cg = np.concatenate([real_clebsch_gordan(l1, l2, lam) for lam in lams], axis=2)
+        n_mu = cg.shape[2]
+        matrix = np.ascontiguousarray(cg.transpose(0, 2, 1).reshape(2 * l1 + 1, -1))
+        targets, start = [], 0
+        for lam in lams:
+            targets.append((lam, start, start + 2 * lam + 1, offsets[(lam, l1, l2)]))
+            start += 2 * lam + 1
+        plan.append((l1, l2, matrix, n_mu, tuple(targets)))
+    return tuple(plan)
+
+
+def _couple_chunk(values, out, plan, sl, n_prop, fold):
+    """Fill ``out[λ][sl]`` for the centres in slice ``sl`` (all pairs)."""
+    transposed = {}
+    for l1, l2, matrix, n_mu, targets in plan:
+        m1, m2 = 2 * l1 + 1, 2 * l2 + 1
+        b = values[l2][sl]  # (c, m2, Q)
+        c = b.shape[0]
+        if l1 not in transposed:
+            transposed[l1] = np.ascontiguousarray(values[l1][sl].transpose(0, 2, 1))
+        a_t = transposed[l1]  # (c, P, m1)
+        # g[c, P, μ, m2] = Σ_m1 a[c, m1, P] C[m1, m2, μ]
+        if m1 == 1:
+            g = a_t.reshape(c * n_prop, 1) * matrix
+        else:
+            g = a_t.reshape(c * n_prop, m1) @ matrix
+        g = g.reshape(c, n_prop, n_mu, m2).transpose(0, 2, 1, 3)  # (c, μ, P, m2)
+        # t[c, μ, P, Q] = Σ_m2 g[c, μ, P, m2] b[c, m2, Q], written straight into the output
+        b = b[:, None]
+        for lam, mu0, mu1, col in targets:
+            if fold and l1 == l2:
+                t = g[:, mu0:mu1] * b if m2 == 1 else np.matmul(g[:, mu0:mu1], b)
+                idx, w = _fold_index(n_prop)
+                dest = out[lam][sl, :, col : col + len(idx)]
+                np.multiply(t.reshape(c, mu1 - mu0, -1)[:, :, idx], w, out=dest)
+            else:
+                dest = out[lam][sl, :, col : col + n_prop * n_prop].reshape(
+                    c, mu1 - mu0, n_prop, n_prop
+                )
+                if m2 == 1:
+                    np.multiply(g[:, mu0:mu1], b, out=dest)
+                else:
+                    np.matmul(g[:, mu0:mu1], b, out=dest)
+
+
+def lambda_soap(
+    expansion: Expansion,
+    lambdas: Sequence[int] = (0, 1, 2),
+    fold: bool = True,
+    chunk_size: int = 64,
+    n_threads: int | None = None,
+) -> dict[int, np.ndarray]:
+    """λ-SOAP features (σ = +1) for every centre of ``expansion``.
+
+    Returns ``{λ: array (n_centres, 2λ+1, n_features(λ))}`` in the layout of
+    :func:`feature_labels`.  Vectorised over centres (one GEMM and one batched matmul per
+    (l1, l2) pair), in cache-sized chunks of ``chunk_size`` centres spread over
+    ``n_threads`` threads (default: the number of CPUs; numpy releases the GIL).
+    """
+    lambdas = tuple(sorted(set(int(x) for x in lambdas)))
+    lmax = expansion.max_angular
+    n = expansion.n_centres
+    n_prop = expansion.values[0].shape[-1]
+    plan = _coupling_plan(lambdas, lmax, n_prop, fold)
+    out = {
+        lam: np.empty((n, 2 * lam + 1, n_features(lam, lmax, n_prop, fold))) for lam in lambdas
+    }
+    slices = list(_chunks(n, chunk_size))
+    if n_threads is None:
+        n_threads = os.cpu_count() or 1
+    if n_threads > 1 and len(slices) > 1:
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(min(n_threads, len(slices))) as pool:
+            list(
+                pool.map(
+                    lambda sl: _couple_chunk(expansion.values, out, plan, sl, n_prop, fold),
+                    slices,
+                )
+            )
+    else:
+        for sl in slices:
+            _couple_chunk(expansion.values, out, plan, sl, n_prop, fold)
+    return out
+
+
+def _chunks(n: int, size: int):
+    for start in range(0, n, size):
+        yield slice(start, min(n, start + size))
+
+
+def power_spectrum(expansion: Expansion, gradients: bool = False, chunk_size: int = 256):
+    """Invariant SOAP power spectrum (the folded λ = 0 λ-SOAP features).
+
+    Returns ``features (n_centres, F)``; with ``gradients=True`` returns
+    ``(features, gradients, pairs)`` where ``gradients (n_pairs, 3, F)`` is
+    d features[i] / d r_j for every pair ``pairs[k] = (i, j)`` of ``expansion.pairs``
+    (global atom indices), in Å⁻¹ times the feature units.  ``F = (max_angular + 1) *
+    P (P + 1) / 2`` with ``P = n_species * n_radial``; layout of :func:`feature_labels` (λ=0).
+    """
+    features = lambda_soap(expansion, (0,), fold=True)[0][:, 0, :]
+    if not gradients:
+        return features
+    if expansion.gradient_values is None or expansion.pairs is None:
+        raise ValueError("power_spectrum(gradients=True) needs an expansion with gradients")
+    lmax = expansion.max_angular
+    n_prop = expansion.values[0].shape[-1]
+    pairs = expansion.pairs
+    n_pairs = len(pairs)
+    idx, w = _fold_index(n_prop)
+    width = len(idx)
+    grads = np.empty((n_pairs, 3, (lmax + 1) * width))
+    for l in range(lmax + 1):
+        c0 = real_clebsch_gordan(l, l, 0)[:, :, 0]  # (2l+1, 2l+1), symmetric
+        rho = expansion.values[l]  # (n, m, P)
+        g_all = expansion.gradient_values[l]  # (pairs, 3, m, P)
+        for sl in _chunks(n_pairs, chunk_size):
+            h = np.einsum("ab,kbq->kaq", c0, rho[pairs[sl, 0]])  # (k, m, Q)
+            g = g_all[sl]  # (k, 3, m, P)
+            k = g.shape[0]
+            mat = np.matmul(g.transpose(0, 1, 3, 2), h[:, None])  # (k, 3, P, Q)
+            mat = mat + mat.transpose(0, 1, 3, 2)
+            grads[sl, :, l * width : (l + 1) * width] = (
+                mat.reshape(k, 3, n_prop * n_prop)[:, :, idx] * w
+            )
+    return features, grads, pairs
