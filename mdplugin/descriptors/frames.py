@@ -1,0 +1,99 @@
+"""Principal-axis (inertia) frames of molecules, for rotate–predict–rotate models.
+
+The inertia tensor of a frame about its centre of mass is ``I = Σ_a m_a (|r_a|² 1 − r_a r_aᵀ)``
+(amu·Å², standard atomic masses of :data:`ase.data.atomic_masses`, so a frame's own ``masses``
+array is ignored and the frame is a function of the positions only). Its eigenvectors, sorted by
+increasing moment ``λ1 ≤ λ2 ≤ λ3``, are the columns of ``axes``; body-frame coordinates are
+``x_b = axesᵀ (r − r_com)``.
+
+The eigenvectors are defined only up to sign, and their order is ill-defined when two moments are
+(nearly) equal. :mod:`mdplugin.models.rpr` makes its predictions independent of the sign and
+continuous through degeneracies; this module supplies the raw ingredients:
+
+* :func:`inertia_frames` — centres of mass, sorted axes and moments of many frames at once;
+* :func:`body_coordinates` — positions in the principal-axis frame;
+* :func:`relative_gaps` — ``g12 = (λ2 − λ1)/λ3`` and ``g23 = (λ3 − λ2)/λ3`` (dimensionless);
+* :func:`frame_quality` — ``max(g12, g23)``: the relative gap of the best-defined axis (0 for a
+  spherical top, where no axis is defined, 1 for a linear molecule);
+* :func:`third_moment_signs` — the classic (naive) sign rule, for comparison.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+from ase import Atoms
+from ase.data import atomic_masses
+
+__all__ = [
+    "stack_positions",
+    "inertia_frames",
+    "body_coordinates",
+    "relative_gaps",
+    "frame_quality",
+    "third_moment_signs",
+]
+
+
+def stack_positions(frames: Sequence[Atoms]) -> tuple[np.ndarray, np.ndarray]:
+    """Positions (n, n_atoms, 3) Å and atomic numbers (n_atoms,) of frames of one molecule.
+
+    All frames must have the same atomic numbers in the same order (raises ``ValueError``
+    naming the first frame that differs).
+    """
+    if len(frames) == 0:
+        return np.zeros((0, 0, 3)), np.zeros(0, dtype=int)
+    numbers = np.asarray(frames[0].numbers)
+    for i, atoms in enumerate(frames):
+        if len(atoms) != len(numbers) or not np.array_equal(atoms.numbers, numbers):
+            raise ValueError(f"frame {i}: atoms differ in number or order from frame 0")
+    return np.stack([np.asarray(a.positions, dtype=float) for a in frames]), numbers
+
+
+def inertia_frames(positions: np.ndarray, numbers: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Centres of mass, principal axes and moments of inertia.
+
+    ``positions`` (n, n_atoms, 3) Å, ``numbers`` (n_atoms,). Returns ``com`` (n, 3) Å, ``axes``
+    (n, 3, 3) with the eigenvectors as columns sorted by increasing moment (signs as returned by
+    LAPACK: arbitrary), and ``moments`` (n, 3) amu·Å².
+    """
+    positions = np.asarray(positions, dtype=float)
+    m = atomic_masses[np.asarray(numbers)]
+    com = np.einsum("a,nai->ni", m, positions) / m.sum()
+    r = positions - com[:, None, :]
+    second = np.einsum("a,nai,naj->nij", m, r, r)  # Σ m r rᵀ
+    inertia = np.trace(second, axis1=1, axis2=2)[:, None, None] * np.eye(3) - second
+    moments, axes = np.linalg.eigh(inertia)
+    return com, axes, moments
+
+
+def body_coordinates(positions: np.ndarray, com: np.ndarray, axes: np.ndarray) -> np.ndarray:
+    """Body-frame coordinates ``axesᵀ (r − com)``, shape (n, n_atoms, 3), Å."""
+    return np.einsum("nij,nai->naj", axes, np.asarray(positions) - com[:, None, :])
+
+
+def relative_gaps(moments: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``g12 = (λ2 − λ1)/λ3`` and ``g23 = (λ3 − λ2)/λ3`` for sorted moments (n, 3); each (n,)."""
+    moments = np.asarray(moments, dtype=float)
+    scale = np.maximum(moments[:, 2], np.finfo(float).tiny)
+    g12 = np.maximum(moments[:, 1] - moments[:, 0], 0.0) / scale
+    g23 = np.maximum(moments[:, 2] - moments[:, 1], 0.0) / scale
+    return g12, g23
+
+
+def frame_quality(moments: np.ndarray) -> np.ndarray:
+    """``max(g12, g23)`` (n,): relative gap of the best-defined principal axis (0 … 1)."""
+    g12, g23 = relative_gaps(moments)
+    return np.maximum(g12, g23)
+
+
+def third_moment_signs(body: np.ndarray, numbers: np.ndarray) -> np.ndarray:
+    """Signs (n, 3) that make ``Σ_a m_a x_{a,k}³ ≥ 0`` along each body axis ``k`` (naive rule).
+
+    Multiply the axes' columns (and the body coordinates) by these signs. The rule is
+    discontinuous where a third moment changes sign, which is why naive RPR is poor.
+    """
+    m = atomic_masses[np.asarray(numbers)]
+    third = np.einsum("a,nak->nk", m, np.asarray(body) ** 3)
+    return np.where(third < 0.0, -1.0, 1.0)

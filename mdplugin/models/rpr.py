@@ -1,0 +1,673 @@
+"""RPR, rotate–predict–rotate (Martinka et al., JCP 161, 2024): dipoles and polarizabilities.
+
+Each structure is rotated to the principal axes of its inertia tensor
+(:mod:`mdplugin.descriptors.frames`), the vector/tensor components are learned there with a
+kernel regressor on the body-frame Cartesian coordinates of the atoms, and the prediction is
+rotated back. RPR assumes **one molecule with a fixed atom order** (as along an MD trajectory):
+every frame must have the atomic numbers of the training frames in the same order.
+
+Why the naive version is poor, and what this one does
+-----------------------------------------------------
+The eigenvectors of the inertia tensor have arbitrary signs, and the order (and the directions)
+of two of them are ill-defined when their moments are (nearly) equal: in anti
+1,2-dichloroethane the two large moments differ by 3 % and cross all the time at 300–600 K. A
+fixed sign rule (third moments) and a sorted order make the body-frame target jump inside an MD
+trajectory (``frame="naive"``, kept for comparison).
+
+The default ``frame="axial"`` uses only what is well defined: **one** principal axis, the one
+with the largest relative gap to its neighbour (``λ1`` for prolate, ``λ3`` for oblate tops), and
+a kernel that is *exactly* equivariant under the whole residual ambiguity group of that axis —
+every rotation about it, the reflections through planes containing it, and its sign flip
+(the group O(1)×O(2)). For the Gaussian kernel on body-frame coordinates the group integral is
+analytic (modified Bessel functions):
+
+    K(x, x') = (1/4) Σ_{C} (1/2π) ∫ dθ  k(x, R_θ C x') D(R_θ) D(C)
+             = (1/4) Σ_{C} e^{(−|x|²−|x'|²)/2ℓ² + a_C/ℓ²} Σ_m I_m(|Z_C|/ℓ²) (A_m cos mφ_C − B_m sin mφ_C) D(C)
+
+with ``a_C`` the axial and ``Z_C = |Z_C| e^{iφ_C}`` the complex in-plane overlap of ``x`` and
+``C x'``, and ``D(R_θ) = Σ_m A_m cos mθ + B_m sin mθ`` the Fourier series of the representation.
+Consequences:
+
+* predictions do not depend on the eigenvector signs nor on the directions of the two other axes,
+  so they are exactly covariant under rotations *and* reflections, and continuous wherever the
+  chosen axis is defined — including through a crossing of the two other moments;
+* near ``g12 ≈ g23`` (asymmetric tops, e.g. water) the two candidate axes are blended smoothly:
+  ``K = Σ_c √(p_c p'_c) K_c`` with a C¹ partition of unity ``p_1 + p_3 = 1`` in
+  ``t = g12/(g12 + g23)`` (both axes are well defined there);
+* a frame is **ill-defined** only when all three moments are nearly equal (spherical top):
+  ``frame_quality = max(g12, g23) < degenerate_tol``; ``predict`` then warns
+  (:class:`IllDefinedFrameWarning`) and :meth:`RPRModel.frame_quality` exposes the number per frame.
+
+The model is a Gaussian process (``regressor="gpr"``, default) with that matrix-valued kernel,
+normalised to unit prior variance of the λ = 0 part; the signal variance is the maximum-
+likelihood value for the given regulariser. ``predict(return_std=True)`` rotates the body-frame
+posterior covariance back (``D Σ Dᵀ``) and returns the standard deviation of every Cartesian
+component. ``regressor="krr"`` is the same mean without the variance. Dipoles are learned as
+Cartesian vectors, polarizabilities as their λ = 0 (trace) and λ = 2 parts
+(:mod:`mdplugin.tensors`); the mean trace is subtracted.
+
+Any scikit-learn regressor can be used in memory (``regressor=<estimator>``): the training set is
+symmetry-completed over the 8 sign choices of the sorted principal axes (features: flattened
+body-frame coordinates) and predictions are averaged over the same 8 frames, which makes them
+exactly covariant but only approximately continuous near degenerate moments. Such a model
+cannot be saved (model files never pickle).
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import Sequence
+
+import numpy as np
+from ase import Atoms
+from ase.data import chemical_symbols
+from scipy.linalg import cho_solve, cholesky, solve_triangular
+from scipy.special import i0e, i1e
+
+from ..descriptors.frames import (
+    body_coordinates,
+    inertia_frames,
+    relative_gaps,
+    stack_positions,
+    third_moment_signs,
+)
+from ..errors import ConfigError, DataError, ModelFileError
+from ..tensors import L0_BASIS, L2_BASIS, spherical_to_symmetric, symmetric_to_spherical
+from .base import Model, fingerprint, register
+
+__all__ = ["RPRModel", "IllDefinedFrameWarning"]
+
+
+class IllDefinedFrameWarning(UserWarning):
+    """Some frames have (nearly) equal moments of inertia: no principal axis is well defined."""
+
+
+# --------------------------------------------------------------------------------------------
+# representations: Cartesian vector (dipole), λ = 0 and λ = 2 (polarizability)
+# --------------------------------------------------------------------------------------------
+
+
+def _rep(rotations: np.ndarray, kind: str) -> np.ndarray:
+    """Representation matrices (..., d, d) of orthogonal matrices (..., 3, 3)."""
+    r = np.asarray(rotations, dtype=float)
+    if kind == "vector":
+        return r
+    if kind == "l0":
+        return np.ones(r.shape[:-2] + (1, 1))
+    if kind == "l2":
+        return np.einsum("mij,...ia,kab,...jb->...mk", L2_BASIS, r, L2_BASIS, r)
+    raise ValueError(kind)
+
+
+_DIMS = {"vector": 3, "l0": 1, "l2": 5}
+_MAX_M = {"vector": 1, "l0": 0, "l2": 2}
+
+
+def _rot_x(theta: float) -> np.ndarray:
+    c, s = np.cos(theta), np.sin(theta)
+    return np.array([[1.0, 0.0, 0.0], [0.0, c, -s], [0.0, s, c]])
+
+
+#: coset representatives of O(1)×O(2) modulo rotations about body axis 1: diag(s, 1, f)
+_COSETS = [(s, f) for s in (1.0, -1.0) for f in (1.0, -1.0)]
+#: body-coordinate order of the two candidate axes: axis of λ1 first, or axis of λ3 first
+_ORDERS = {1: np.array([0, 1, 2]), 3: np.array([2, 0, 1])}
+#: kernel components: the full principal-axis frame (up to signs), or one axis (λ1 or λ3)
+_COMPONENTS = ("full", 1, 3)
+
+
+def _term_matrices(kind: str) -> dict:
+    """Fixed matrices of the analytic group integral, per (component, coset): m -> (G_cos, G_sin).
+
+    ``G_cos = Pᵀ A_m D(C) P`` and ``G_sin = −Pᵀ B_m D(C) P`` in the common (sorted) body frame,
+    with ``P`` the reordering of the component and ``D(R_θ) = Σ_m A_m cos mθ + B_m sin mθ`` about
+    the first axis of the component.
+    """
+    n_theta = 8
+    thetas = 2.0 * np.pi * np.arange(n_theta) / n_theta
+    d_theta = _rep(np.array([_rot_x(t) for t in thetas]), kind)
+    out = {}
+    for comp, order in _ORDERS.items():
+        perm = np.eye(3)[order]  # x_c = perm @ x
+        d_perm = _rep(perm, kind)
+        for s, f in _COSETS:
+            d_c = _rep(np.diag([s, 1.0, f]), kind)
+            terms = []
+            for m in range(_MAX_M[kind] + 1):
+                a_m = (1.0 if m == 0 else 2.0) * np.mean(d_theta * np.cos(m * thetas)[:, None, None], axis=0)
+                b_m = 2.0 * np.mean(d_theta * np.sin(m * thetas)[:, None, None], axis=0)
+                terms.append((d_perm.T @ a_m @ d_c @ d_perm, -(d_perm.T @ b_m @ d_c @ d_perm)))
+            out[comp, s, f] = terms
+    out["full"] = [_rep(np.diag(sg), kind) for sg in _SIGNS]
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# prepared frames
+# --------------------------------------------------------------------------------------------
+
+
+class _Frames:
+    """Body-frame data of a set of frames: coordinates, axes, blend weights, normalisation."""
+
+    def __init__(self, positions: np.ndarray, numbers: np.ndarray, lo: float, hi: float,
+                 full_gap: tuple[float, float] | None = None, naive: bool = False):
+        com, axes, moments = inertia_frames(positions, numbers)
+        body = body_coordinates(positions, com, axes)
+        if naive:
+            signs = third_moment_signs(body, numbers)
+            axes = axes * signs[:, None, :]
+            body = body * signs[:, None, :]
+        self.axes = axes
+        self.body = body
+        self.moments = moments
+        g12, g23 = relative_gaps(moments)
+        self.quality = np.maximum(g12, g23)
+        total = g12 + g23
+        t = np.where(total > 0, g12 / np.where(total > 0, total, 1.0), 0.5)
+        p1 = _smoothstep(t, lo, hi)
+        p_full = _smoothstep(np.minimum(g12, g23), *full_gap) if full_gap is not None else np.zeros_like(t)
+        self.p = {"full": p_full, 1: (1.0 - p_full) * p1, 3: (1.0 - p_full) * (1.0 - p1)}
+
+
+def _smoothstep(x: np.ndarray, lo: float, hi: float) -> np.ndarray:
+    """C¹ step from 0 (x <= lo) to 1 (x >= hi)."""
+    u = np.clip((np.asarray(x, dtype=float) - lo) / (hi - lo), 0.0, 1.0)
+    return u * u * (3.0 - 2.0 * u)
+
+
+def _pair_terms(xa: np.ndarray, xb: np.ndarray, inv_l2: float, paired: bool):
+    """Invariants of all pairs (n, m), or of matching pairs (n,) when ``paired``.
+
+    Returns ``base`` = −(|x|² + |x'|²)/2ℓ², ``ax`` = (axial overlap)/ℓ² and, per in-plane
+    reflection ``f`` = ±1, ``(r, Bessel_m, cos mφ, sin mφ)`` with ``r = |Z_f|/ℓ²`` and the
+    exponentially scaled Bessel functions ``e^{−r} I_m(r)``, m = 0, 1, 2.
+    """
+    sq_a = np.einsum("nai,nai->n", xa, xa)
+    sq_b = np.einsum("nai,nai->n", xb, xb)
+    wa = xa[..., 1] + 1j * xa[..., 2]
+    wb = xb[..., 1] + 1j * xb[..., 2]
+    if paired:
+        ax = np.einsum("na,na->n", xa[..., 0], xb[..., 0])
+        zs = {1.0: np.einsum("na,na->n", wa.conj(), wb), -1.0: np.einsum("na,na->n", wa.conj(), wb.conj())}
+        base = -0.5 * (sq_a + sq_b)
+    else:
+        ax = xa[..., 0] @ xb[..., 0].T
+        zs = {1.0: wa.conj() @ wb.T, -1.0: wa.conj() @ wb.conj().T}
+        base = -0.5 * (sq_a[:, None] + sq_b[None, :])
+    planes = {}
+    for f, z in zs.items():
+        absz = np.abs(z)
+        r = absz * inv_l2
+        safe = np.where(absz > 0, absz, 1.0)
+        c = np.where(absz > 0, z.real / safe, 1.0)
+        s = np.where(absz > 0, z.imag / safe, 0.0)
+        b0, b1 = i0e(r), i1e(r)
+        small = r < 1e-3  # I_2 by recurrence I_2 = I_0 − (2/r) I_1, series for tiny r
+        b2 = np.where(small, 0.125 * r * r * np.exp(-r), b0 - 2.0 * b1 / np.where(small, 1.0, r))
+        planes[f] = (r, (b0, b1, b2), (np.ones_like(c), c, c * c - s * s), (np.zeros_like(s), s, 2.0 * s * c))
+    return base * inv_l2, ax * inv_l2, planes
+
+
+_SIGNS = np.array([[a, b, c] for a in (1.0, -1.0) for b in (1.0, -1.0) for c in (1.0, -1.0)])
+
+
+def _axis_overlaps(xa: np.ndarray, xb: np.ndarray, inv_l2: float, paired: bool):
+    """``base`` = −(|x|² + |x'|²)/2ℓ² and the per-axis overlaps Σ_a x_ak x'_ak / ℓ² (3, ...)."""
+    sq_a = np.einsum("nai,nai->n", xa, xa)
+    sq_b = np.einsum("nai,nai->n", xb, xb)
+    if paired:
+        ov = np.einsum("nak,nak->kn", xa, xb)
+        base = -0.5 * (sq_a + sq_b)
+    else:
+        ov = np.stack([xa[..., k] @ xb[..., k].T for k in range(3)])
+        base = -0.5 * (sq_a[:, None] + sq_b[None, :])
+    return base * inv_l2, ov * inv_l2
+
+
+def _scalar_norm(fr: _Frames, comp, inv_l2: float) -> np.ndarray:
+    """κ_c(x) = K_c(x, x) of the λ = 0 part (n,), used to normalise the kernel."""
+    if comp == "full":
+        base, ov = _axis_overlaps(fr.body, fr.body, inv_l2, paired=True)
+        return sum(np.exp(base + np.tensordot(sg, ov, axes=1)) for sg in _SIGNS) / len(_SIGNS)
+    x = fr.body[..., _ORDERS[comp]]
+    base, ax, planes = _pair_terms(x, x, inv_l2, paired=True)
+    return 0.25 * sum(np.exp(base + s * ax + planes[f][0]) * planes[f][1][0] for s, f in _COSETS)
+
+
+def _kernel_block(fa: _Frames, ia: np.ndarray, fb: _Frames, ib: np.ndarray, kind: str, inv_l2: float,
+                  kappa_a: dict, kappa_b: dict, mats: dict, paired: bool = False) -> np.ndarray:
+    """Body-frame kernel between frames ``ia`` of ``fa`` and ``ib`` of ``fb``.
+
+    Returns (n, m, d, d), or (n, d, d) when ``paired`` (then ``ia`` and ``ib`` have equal length).
+    """
+    d = _DIMS[kind]
+    coefs, mats_flat = [], []
+    for comp in _COMPONENTS:
+        pa, pb = fa.p[comp][ia], fb.p[comp][ib]
+        if not (pa.any() and pb.any()):
+            continue
+        ka, kb = kappa_a[comp][ia], kappa_b[comp][ib]
+        if paired:
+            scale = 0.25 * np.sqrt(pa * pb / (ka * kb))
+        else:
+            scale = 0.25 * np.sqrt(np.outer(pa / ka, pb / kb))
+        if comp == "full":
+            base, ov = _axis_overlaps(fa.body[ia], fb.body[ib], inv_l2, paired)
+            for sg, g in zip(_SIGNS, mats["full"]):
+                coefs.append(0.5 * scale * np.exp(base + np.tensordot(sg, ov, axes=1)))
+                mats_flat.append(g.ravel())
+            continue
+        order = _ORDERS[comp]
+        base, ax, planes = _pair_terms(fa.body[ia][..., order], fb.body[ib][..., order], inv_l2, paired)
+        for s, f in _COSETS:
+            r, bess, cos_m, sin_m = planes[f]
+            w = scale * np.exp(base + s * ax + r)
+            for m, (g_cos, g_sin) in enumerate(mats[comp, s, f]):
+                wb = w * bess[m]
+                coefs.append(wb * cos_m[m] if m else wb)
+                mats_flat.append(g_cos.ravel())
+                if m > 0:
+                    coefs.append(wb * sin_m[m])
+                    mats_flat.append(g_sin.ravel())
+    shape = coefs[0].shape
+    c = np.stack([x.ravel() for x in coefs], axis=1)
+    k = c @ np.array(mats_flat)
+    return k.reshape(shape + (d, d))
+
+
+# --------------------------------------------------------------------------------------------
+# the model
+# --------------------------------------------------------------------------------------------
+
+
+@register("rpr")
+class RPRModel(Model):
+    """Rotate–predict–rotate model of dipoles (n, 3) e·Å or polarizabilities (n, 3, 3) Å³.
+
+    Parameters
+    ----------
+    target : ``"dipole"`` or ``"polarizability"``.
+    regressor : ``"gpr"`` (Gaussian process, default, gives an uncertainty), ``"krr"`` (same
+        mean, no uncertainty), or a scikit-learn regressor instance (in memory only).
+    frame : ``"axial"`` (default, see the module docstring) or ``"naive"`` (sorted axes,
+        third-moment signs, Gaussian kernel ridge on inverse distances; for comparison).
+    length_scale : Gaussian length scale, Å per atom: the kernel is
+        ``exp(−|x − x'|² / (2 n_atoms ℓ²))`` on body-frame coordinates (axial), or
+        ``exp(−|d − d'|² / (2 ℓ²))`` on inverse distances in 1/Å (naive; ``None`` = median
+        heuristic).
+    regularizer : noise-to-signal variance ratio λ added to the kernel diagonal.
+    blend : ``(lo, hi)`` range of ``t = g12/(g12+g23)`` over which the two candidate axes are blended.
+    degenerate_tol : frames with ``max(g12, g23)`` below this are reported as ill-defined.
+    """
+
+    targets_supported = ("dipole", "polarizability")
+
+    def __init__(self, target: str = "dipole", regressor="gpr", frame: str = "axial",
+                 length_scale: float | None = 0.15, regularizer: float = 1e-6,
+                 blend: tuple[float, float] = (0.35, 0.65), full_gap: tuple[float, float] | None = (0.02, 0.06),
+                 degenerate_tol: float = 1e-2):
+        self.target = target
+        self.regressor = regressor
+        self.frame = frame
+        self.length_scale = length_scale
+        self.regularizer = regularizer
+        self.blend = blend
+        self.full_gap = full_gap
+        self.degenerate_tol = degenerate_tol
+
+    # --- helpers -------------------------------------------------------------------------------
+    def _channels(self) -> list[str]:
+        return ["vector"] if self.target == "dipole" else ["l0", "l2"]
+
+    def _check_options(self) -> None:
+        self._check_target()
+        if self.frame not in ("axial", "naive"):
+            raise ConfigError(f"rpr: unknown frame {self.frame!r} (axial or naive)")
+        if isinstance(self.regressor, str) and self.regressor not in ("gpr", "krr"):
+            raise ConfigError(f"rpr: unknown regressor {self.regressor!r} (gpr, krr or a scikit-learn estimator)")
+        if not isinstance(self.regressor, str) and not hasattr(self.regressor, "fit"):
+            raise ConfigError("rpr: regressor must be 'gpr', 'krr' or a scikit-learn estimator")
+        if not (self.regularizer > 0):
+            raise ConfigError(f"rpr: regularizer must be > 0, got {self.regularizer}")
+        lo, hi = self.blend
+        if not 0.0 <= lo < hi <= 1.0:
+            raise ConfigError(f"rpr: blend must satisfy 0 <= lo < hi <= 1, got {self.blend}")
+
+    @property
+    def _builtin(self) -> bool:
+        return isinstance(self.regressor, str)
+
+    def _positions(self, frames: Sequence[Atoms], training: bool) -> np.ndarray:
+        if len(frames) == 0:
+            raise DataError("rpr: no frames given")
+        numbers = np.asarray(frames[0].numbers) if training else self.numbers_
+        for i, atoms in enumerate(frames):
+            if len(atoms) != len(numbers) or not np.array_equal(atoms.numbers, numbers):
+                want = "".join(chemical_symbols[z] for z in numbers)
+                got = "".join(chemical_symbols[z] for z in atoms.numbers)
+                where = "training frame" if training else "frame"
+                raise DataError(
+                    f"{where} {i}: atoms {got} differ in number or order from the RPR model's molecule {want} "
+                    "(RPR needs one molecule with a fixed atom order)"
+                )
+        if len(numbers) < 2:
+            raise DataError("rpr: a molecule needs at least two atoms")
+        return stack_positions(frames)[0]
+
+    def _prepare(self, positions: np.ndarray) -> _Frames:
+        return _Frames(positions, self.numbers_, *self.blend, full_gap=self.full_gap, naive=self.frame == "naive")
+
+    def _targets_to_channels(self, y: np.ndarray, fr: _Frames) -> dict[str, np.ndarray]:
+        """Lab-frame targets -> body-frame channel arrays (n, d)."""
+        if self.target == "dipole":
+            return {"vector": np.einsum("nij,ni->nj", fr.axes, y)}
+        body = np.einsum("nia,nij,njb->nab", fr.axes, y, fr.axes)
+        l0, l2 = symmetric_to_spherical(body)
+        return {"l0": l0, "l2": l2}
+
+    def _channels_to_targets(self, ch: dict[str, np.ndarray], fr: _Frames) -> np.ndarray:
+        """Body-frame channel arrays -> lab-frame targets."""
+        if self.target == "dipole":
+            return np.einsum("nij,nj->ni", fr.axes, ch["vector"])
+        body = spherical_to_symmetric(ch["l0"], ch["l2"])
+        return np.einsum("nia,nab,njb->nij", fr.axes, body, fr.axes)
+
+    # --- fit ---------------------------------------------------------------------------------
+    def fit(self, frames: Sequence[Atoms], y) -> "RPRModel":
+        """Fit on frames of one molecule and their lab-frame targets (n, 3) or (n, 3, 3)."""
+        self._check_options()
+        y = np.asarray(y, dtype=float)
+        want = (3,) if self.target == "dipole" else (3, 3)
+        if y.shape != (len(frames),) + want:
+            raise DataError(f"rpr: {self.target} targets must have shape (n, {', '.join(map(str, want))}), got {y.shape}")
+        if not np.all(np.isfinite(y)):
+            raise DataError(f"rpr: {self.target} targets contain NaN or inf")
+        if self.target == "polarizability":
+            y = 0.5 * (y + y.transpose(0, 2, 1))
+        self.numbers_ = np.asarray(frames[0].numbers, dtype=int) if len(frames) else np.zeros(0, int)
+        positions = self._positions(frames, training=True)
+        self.species_ = np.unique(self.numbers_)
+        fr = self._prepare(positions)
+        if np.any(fr.quality < self.degenerate_tol):
+            bad = np.flatnonzero(fr.quality < self.degenerate_tol)
+            warnings.warn(f"rpr: {len(bad)} training frame(s) have an ill-defined inertia frame "
+                          f"(first: {bad[:5].tolist()})", IllDefinedFrameWarning, stacklevel=2)
+        targets = self._targets_to_channels(y, fr)
+        self.mean_l0_ = float(targets["l0"].mean()) if "l0" in targets else 0.0
+        if "l0" in targets:
+            targets["l0"] = targets["l0"] - self.mean_l0_
+        self.train_positions_ = positions
+        if not self._builtin:
+            self._fit_estimator(fr, targets)
+        elif self.frame == "naive":
+            self._fit_naive(fr, targets)
+        else:
+            self._fit_axial(fr, targets)
+        self.training_fingerprint_ = fingerprint(frames, y)
+        self.n_train_ = len(frames)
+        self.is_fitted_ = True
+        return self
+
+    def _fit_axial(self, fr: _Frames, targets: dict[str, np.ndarray]) -> None:
+        n_atoms = fr.body.shape[1]
+        self.inv_l2_ = 1.0 / (n_atoms * float(self.length_scale) ** 2)
+        self._cache = {"frames": fr}
+        self.weights_, self.signal_var_ = {}, {}
+        for kind in self._channels():
+            factor = self._train_factor(kind)
+            yk = targets[kind].ravel()
+            alpha = cho_solve((factor, True), yk, check_finite=False)
+            self.weights_[kind] = alpha.reshape(targets[kind].shape)
+            self.signal_var_[kind] = max(float(yk @ alpha) / yk.size, np.finfo(float).tiny)
+
+    def _kappa(self, fr: _Frames) -> dict:
+        return {c: _scalar_norm(fr, c, self.inv_l2_) for c in _COMPONENTS}
+
+    def _train_frames(self) -> _Frames:
+        if "frames" not in self._cache:
+            self._cache["frames"] = self._prepare(self.train_positions_)
+        return self._cache["frames"]
+
+    def _train_kappa(self) -> dict:
+        if "kappa" not in self._cache:
+            self._cache["kappa"] = self._kappa(self._train_frames())
+        return self._cache["kappa"]
+
+    def _train_factor(self, kind: str) -> np.ndarray:
+        """Cholesky factor (n d, n d) of K + λ I on the training set (cached, rebuilt after load)."""
+        key = ("factor", kind)
+        if key not in self._cache:
+            fr = self._train_frames()
+            n = len(fr.body)
+            idx = np.arange(n)
+            kap = self._train_kappa()
+            d = _DIMS[kind]
+            k = np.empty((n, d, n, d))
+            mats = _term_matrices(kind)
+            for start in range(0, n, 256):
+                rows = idx[start:start + 256]
+                k[rows] = _kernel_block(fr, rows, fr, idx, kind, self.inv_l2_, kap, kap, mats).transpose(0, 2, 1, 3)
+            k = k.reshape(n * d, n * d)
+            k = 0.5 * (k + k.T)
+            k[np.diag_indices_from(k)] += self.regularizer
+            self._cache[key] = cholesky(k, lower=True, check_finite=False)
+        return self._cache[key]
+
+    # --- naive ---------------------------------------------------------------------------------
+    @staticmethod
+    def _inverse_distances(body: np.ndarray) -> np.ndarray:
+        i, j = np.triu_indices(body.shape[1], k=1)
+        return 1.0 / np.linalg.norm(body[:, i] - body[:, j], axis=-1)
+
+    def _naive_kernel(self, da: np.ndarray, db: np.ndarray) -> np.ndarray:
+        sq = (da**2).sum(1)[:, None] + (db**2).sum(1)[None, :] - 2.0 * da @ db.T
+        return np.exp(-0.5 * np.maximum(sq, 0.0) / self.naive_sigma_**2)
+
+    def _fit_naive(self, fr: _Frames, targets: dict[str, np.ndarray]) -> None:
+        desc = self._inverse_distances(fr.body)
+        if self.length_scale is None:
+            sub = desc[:: max(1, len(desc) // 300)]
+            sq = ((sub[:, None] - sub[None]) ** 2).sum(-1)
+            self.naive_sigma_ = float(np.sqrt(np.median(sq[sq > 0]))) if np.any(sq > 0) else 1.0
+        else:
+            self.naive_sigma_ = float(self.length_scale)
+        k = self._naive_kernel(desc, desc)
+        k[np.diag_indices_from(k)] += self.regularizer
+        factor = cholesky(k, lower=True, check_finite=False)
+        self._cache = {"naive_factor": factor}
+        self.weights_, self.signal_var_ = {}, {}
+        for kind in self._channels():
+            alpha = cho_solve((factor, True), targets[kind], check_finite=False)
+            self.weights_[kind] = alpha
+            self.signal_var_[kind] = np.maximum(np.einsum("nd,nd->d", targets[kind], alpha) / len(alpha),
+                                                np.finfo(float).tiny)
+
+    # --- any scikit-learn estimator --------------------------------------------------------------
+    def _flip_channels(self, ch: dict[str, np.ndarray], signs: np.ndarray) -> dict[str, np.ndarray]:
+        return {k: v @ _rep(np.diag(signs), k).T for k, v in ch.items()}
+
+    def _fit_estimator(self, fr: _Frames, targets: dict[str, np.ndarray]) -> None:
+        from sklearn.base import clone
+
+        x_aug, y_aug = [], []
+        for signs in _SIGNS:
+            x_aug.append((fr.body * signs).reshape(len(fr.body), -1))
+            flipped = self._flip_channels(targets, signs)
+            y_aug.append(np.concatenate([flipped[k] for k in self._channels()], axis=1))
+        self.estimator_ = clone(self.regressor).fit(np.concatenate(x_aug), np.concatenate(y_aug))
+
+    def _predict_estimator(self, fr: _Frames, return_std: bool):
+        sizes = [_DIMS[k] for k in self._channels()]
+        total = {k: 0.0 for k in self._channels()}
+        var_total = {k: 0.0 for k in self._channels()}
+        for signs in _SIGNS:
+            x = (fr.body * signs).reshape(len(fr.body), -1)
+            if return_std:
+                try:
+                    out, std = self.estimator_.predict(x, return_std=True)
+                except TypeError:
+                    raise ConfigError(f"rpr: {type(self.regressor).__name__} gives no uncertainty (return_std)") from None
+                std = np.asarray(std).reshape(len(x), -1)
+            else:
+                out = self.estimator_.predict(x)
+            out = np.asarray(out).reshape(len(x), -1)
+            parts = np.split(out, np.cumsum(sizes)[:-1], axis=1)
+            ch = self._flip_channels(dict(zip(self._channels(), parts)), signs)
+            for k in ch:
+                total[k] = total[k] + ch[k] / len(_SIGNS)
+            if return_std:
+                std = np.broadcast_to(std, out.shape) if std.shape[1] == 1 else std
+                sparts = np.split(std, np.cumsum(sizes)[:-1], axis=1)
+                for k, s in zip(self._channels(), sparts):
+                    rep = _rep(np.diag(signs), k)
+                    cov = np.einsum("ij,nj,kj->nik", rep, s**2, rep)
+                    var_total[k] = var_total[k] + cov / len(_SIGNS)
+        return total, (var_total if return_std else None)
+
+    # --- predict -------------------------------------------------------------------------------
+    def frame_quality(self, frames: Sequence[Atoms]) -> np.ndarray:
+        """``max(g12, g23)`` per frame (n,): relative gap of the best-defined principal axis.
+
+        Below ``degenerate_tol`` the frame is ill-defined (all moments nearly equal).
+        """
+        self._check_fitted()
+        return self._prepare(self._positions(frames, training=False)).quality
+
+    def predict(self, frames: Sequence[Atoms], return_std: bool = False, return_quality: bool = False):
+        """Lab-frame predictions (n, 3) e·Å or (n, 3, 3) Å³; with ``return_std`` also the standard
+        deviation of every Cartesian component (same shape); with ``return_quality`` also
+        :meth:`frame_quality` (n,). Warns :class:`IllDefinedFrameWarning` for ill-defined frames.
+        """
+        self._check_fitted()
+        if return_std and self.regressor == "krr":
+            raise ConfigError("rpr: regressor 'krr' gives no uncertainty; use regressor 'gpr'")
+        fr = self._prepare(self._positions(frames, training=False))
+        bad = np.flatnonzero(fr.quality < self.degenerate_tol)
+        if len(bad):
+            warnings.warn(f"rpr: {len(bad)} frame(s) have an ill-defined inertia frame (nearly equal moments; "
+                          f"first: {bad[:5].tolist()})", IllDefinedFrameWarning, stacklevel=2)
+        if not self._builtin:
+            ch, cov = self._predict_estimator(fr, return_std)
+        elif self.frame == "naive":
+            ch, cov = self._predict_naive(fr, return_std)
+        else:
+            ch, cov = self._predict_axial(fr, return_std)
+        if "l0" in ch:
+            ch["l0"] = ch["l0"] + self.mean_l0_
+        y = self._channels_to_targets(ch, fr)
+        out = [y]
+        if return_std:
+            out.append(self._cartesian_std(cov, fr))
+        if return_quality:
+            out.append(fr.quality)
+        return out[0] if len(out) == 1 else tuple(out)
+
+    def _predict_naive(self, fr: _Frames, return_std: bool):
+        train = self._inverse_distances(self._train_body_naive())
+        k = self._naive_kernel(self._inverse_distances(fr.body), train)
+        ch = {kind: k @ w for kind, w in self.weights_.items()}
+        cov = None
+        if return_std:
+            factor = self._naive_factor(train)
+            v = solve_triangular(factor, k.T, lower=True, check_finite=False)
+            var = np.maximum(1.0 - np.einsum("ij,ij->j", v, v), 0.0) + self.regularizer
+            cov = {kind: np.einsum("n,d,de->nde", var, np.atleast_1d(self.signal_var_[kind]), np.eye(_DIMS[kind]))
+                   for kind in self.weights_}
+        return ch, cov
+
+    def _train_body_naive(self) -> np.ndarray:
+        if not hasattr(self, "_cache"):
+            self._cache = {}
+        if "naive_body" not in self._cache:
+            self._cache["naive_body"] = self._prepare(self.train_positions_).body
+        return self._cache["naive_body"]
+
+    def _naive_factor(self, train_desc: np.ndarray) -> np.ndarray:
+        if "naive_factor" not in self._cache:
+            k = self._naive_kernel(train_desc, train_desc)
+            k[np.diag_indices_from(k)] += self.regularizer
+            self._cache["naive_factor"] = cholesky(k, lower=True, check_finite=False)
+        return self._cache["naive_factor"]
+
+    def _predict_axial(self, fr: _Frames, return_std: bool, block: int = 256):
+        train = self._train_frames()
+        kap_t = self._train_kappa()
+        kap_x = self._kappa(fr)
+        n, n_train = len(fr.body), len(train.body)
+        it = np.arange(n_train)
+        ch, cov = {}, {}
+        for kind in self._channels():
+            d = _DIMS[kind]
+            mats = _term_matrices(kind)
+            w = self.weights_[kind].ravel()
+            mean = np.empty((n, d))
+            var = np.empty((n, d, d)) if return_std else None
+            factor = self._train_factor(kind) if return_std else None
+            for start in range(0, n, block):
+                rows = np.arange(start, min(start + block, n))
+                kx = _kernel_block(fr, rows, train, it, kind, self.inv_l2_, kap_x, kap_t, mats)
+                kx = kx.transpose(0, 2, 1, 3).reshape(len(rows) * d, n_train * d)
+                mean[rows] = (kx @ w).reshape(len(rows), d)
+                if return_std:
+                    prior = _kernel_block(fr, rows, fr, rows, kind, self.inv_l2_, kap_x, kap_x, mats, paired=True)
+                    v = solve_triangular(factor, kx.T, lower=True, check_finite=False)
+                    v = v.reshape(n_train * d, len(rows), d)
+                    post = prior - np.einsum("kna,knb->nab", v, v) + self.regularizer * np.eye(d)
+                    var[rows] = self.signal_var_[kind] * post
+            ch[kind] = mean
+            cov[kind] = var
+        return ch, (cov if return_std else None)
+
+    def _cartesian_std(self, cov: dict[str, np.ndarray], fr: _Frames) -> np.ndarray:
+        """Body-frame channel covariances -> std of every lab-frame Cartesian component."""
+        if self.target == "dipole":
+            lab = np.einsum("nia,nab,njb->nij", fr.axes, cov["vector"], fr.axes)
+            return np.sqrt(np.maximum(np.einsum("nii->ni", lab), 0.0))
+        d2 = _rep(fr.axes, "l2")
+        lab2 = np.einsum("nia,nab,njb->nij", d2, cov["l2"], d2)
+        b0 = L0_BASIS[0]
+        var = cov["l0"][:, 0, 0][:, None, None] * b0[None] ** 2 + np.einsum("kij,nkl,lij->nij", L2_BASIS, lab2, L2_BASIS)
+        return np.sqrt(np.maximum(var, 0.0))
+
+    # --- state ---------------------------------------------------------------------------------
+    def _get_state(self) -> dict[str, np.ndarray]:
+        if not self._builtin:
+            raise ModelFileError(
+                f"rpr: a model with a custom scikit-learn regressor ({type(self.regressor).__name__}) cannot be "
+                "saved (model files never pickle); use regressor 'gpr' or 'krr'"
+            )
+        state = {
+            "numbers": self.numbers_,
+            "train_positions": self.train_positions_,
+            "mean_l0": np.array(self.mean_l0_),
+        }
+        if self.frame == "naive":
+            state["naive_sigma"] = np.array(self.naive_sigma_)
+        else:
+            state["inv_l2"] = np.array(self.inv_l2_)
+        for kind in self._channels():
+            state[f"weights_{kind}"] = np.asarray(self.weights_[kind])
+            state[f"signal_var_{kind}"] = np.asarray(self.signal_var_[kind])
+        return state
+
+    def _set_state(self, arrays: dict[str, np.ndarray]) -> None:
+        self._check_options()
+        if not self._builtin:
+            raise ValueError("custom regressor in a model file")
+        self.numbers_ = np.asarray(arrays["numbers"], dtype=int)
+        self.train_positions_ = np.asarray(arrays["train_positions"], dtype=float)
+        self.mean_l0_ = float(arrays["mean_l0"])
+        if self.frame == "naive":
+            self.naive_sigma_ = float(arrays["naive_sigma"])
+        else:
+            self.inv_l2_ = float(arrays["inv_l2"])
+        self.weights_, self.signal_var_ = {}, {}
+        for kind in self._channels():
+            w = np.asarray(arrays[f"weights_{kind}"], dtype=float)
+            if self.frame != "naive" and w.shape != (len(self.train_positions_), _DIMS[kind]):
+                raise ValueError(f"weights_{kind} has shape {w.shape}")
+            self.weights_[kind] = w
+            sv = np.asarray(arrays[f"signal_var_{kind}"], dtype=float)
+            self.signal_var_[kind] = float(sv) if sv.ndim == 0 else sv
+        self._cache = {}
