@@ -120,8 +120,10 @@ def _check_structure(atoms: Atoms, where: str) -> None:
     if not np.all(np.isfinite(pos)):
         raise DataError(f"{where}: positions contain NaN or inf")
     numbers = atoms.numbers
-    if np.any(numbers <= 0) or np.any(numbers >= len(chemical_symbols)):
-        raise DataError(f"{where}: unknown element")
+    bad = (numbers <= 0) | (numbers >= len(chemical_symbols))
+    if np.any(bad):
+        raise DataError(f"{where}: unknown element (atomic number {int(numbers[bad][0])})")
+    _check_cell(atoms, where)
     if len(atoms) < 2:
         return
     from ase.neighborlist import neighbor_list
@@ -132,6 +134,28 @@ def _check_structure(atoms: Atoms, where: str) -> None:
         raise DataError(
             f"{where}: atoms {i[k]} and {j[k]} are {d[k]:.3g} Å apart (closer than {MIN_DISTANCE} Å)"
         )
+
+
+def _check_cell(atoms: Atoms, where: str) -> None:
+    """Periodic cell vectors must be finite, independent and at least ``MIN_DISTANCE`` apart."""
+    if not atoms.pbc.any():
+        return
+    cell = atoms.cell.array
+    if not np.all(np.isfinite(cell)):
+        raise DataError(f"{where}: cell contains NaN or inf")
+    vecs = cell[atoms.pbc]
+    for k in range(len(vecs)):
+        others = np.delete(vecs, k, axis=0)
+        v = vecs[k]
+        if len(others):  # the part of v not in the plane/line of the other periodic vectors
+            coef = np.linalg.lstsq(others.T, v, rcond=None)[0]
+            v = v - others.T @ coef
+        height = float(np.linalg.norm(v))
+        if height < MIN_DISTANCE:
+            raise DataError(
+                f"{where}: periodic cell is degenerate or too small "
+                f"(periodic images {height:.3g} Å apart, closer than {MIN_DISTANCE} Å)"
+            )
 
 
 def _convert(name: str, raw, atoms: Atoms, units: str, where: str, key: str) -> np.ndarray:
@@ -172,9 +196,15 @@ def _read_frames(path: Path, index) -> list[Atoms]:
             frames.append(atoms)
     except Exception as exc:  # ASE raises many kinds for malformed files
         msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        if isinstance(exc, KeyError):  # ase.symbols: an unknown chemical symbol
+            msg = f"unknown element symbol {exc.args[0]!r}" if exc.args else msg
+        elif isinstance(exc, RuntimeError) and "StopIteration" in msg:
+            msg = "file ends in the middle of a frame (truncated?)"
         raise DataError(f"{path}: frame {len(frames)}: cannot parse ({msg})") from None
     if not frames:
         raise DataError(f"{path}: no frames")
+    if fmt == "extxyz":
+        _check_nothing_after(path, frames)
     if index not in (":", None):
         try:
             sel = frames[index] if isinstance(index, slice) else frames[int(index)]
@@ -182,6 +212,31 @@ def _read_frames(path: Path, index) -> list[Atoms]:
             raise DataError(f"{path}: no frame {index!r} (file has {len(frames)})") from None
         frames = sel if isinstance(sel, list) else [sel]
     return frames
+
+
+def _check_nothing_after(path: Path, frames: list[Atoms]) -> None:
+    """ASE's extxyz reader stops at the first blank line where an atom count should be and silently
+    drops everything after it: refuse such a file instead of losing frames."""
+    with open(path, errors="replace") as fh:
+        lineno = 0
+        for atoms in frames:  # header + comment + one line per atom (+ optional VEC lines)
+            for _ in range(len(atoms) + 2):
+                fh.readline()
+            lineno += len(atoms) + 2
+            while True:
+                pos = fh.tell()
+                if not fh.readline().lstrip().startswith("VEC"):
+                    fh.seek(pos)
+                    break
+                lineno += 1
+        blank = lineno + 1
+        for line in fh:
+            lineno += 1
+            if line.strip():
+                raise DataError(
+                    f"{path}: frame {len(frames)}: blank line {blank} where an atom count was expected, "
+                    f"but more data follow at line {lineno} (remove the blank line(s))"
+                )
 
 
 def read_dataset(
