@@ -20,6 +20,7 @@ import importlib
 import json
 import os
 import zipfile
+import zlib
 from pathlib import Path
 from typing import ClassVar, Sequence
 
@@ -111,6 +112,12 @@ def _checksum(arrays: dict[str, np.ndarray]) -> str:
     return h.hexdigest()
 
 
+def _meta_checksum(meta: dict) -> str:
+    """SHA-256 of the metadata itself (every field but ``meta_checksum``), so edits are detected."""
+    body = {k: v for k, v in meta.items() if k != "meta_checksum"}
+    return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
+
+
 class Model(BaseEstimator):
     """Base class of every mdplugin model (see the module docstring for the contract)."""
 
@@ -171,6 +178,7 @@ class Model(BaseEstimator):
             "checksum": _checksum(arrays),
         }
         try:
+            meta["meta_checksum"] = _meta_checksum(meta)
             text = json.dumps(meta)
         except TypeError as exc:
             raise ModelFileError(f"hyper-parameters of {self.kind!r} are not JSON-serialisable: {exc}") from None
@@ -190,7 +198,8 @@ def read_metadata(path: str | os.PathLike) -> tuple[dict, dict[str, np.ndarray]]
         if "pickle" in str(exc).lower():
             raise ModelFileError(f"{path}: contains pickled objects; refused (model files hold plain arrays only)") from None
         raise ModelFileError(f"{path}: not a valid model file ({exc})") from None
-    except (zipfile.BadZipFile, OSError, EOFError, KeyError) as exc:
+    except (zipfile.BadZipFile, zlib.error, OSError, EOFError, KeyError, NotImplementedError, RuntimeError,
+            MemoryError, OverflowError) as exc:  # zipfile/numpy raise all of these for damaged files
         raise ModelFileError(f"{path}: not a valid model file, truncated or corrupted ({type(exc).__name__})") from None
     if _META_KEY not in arrays:
         raise ModelFileError(f"{path}: not an mdplugin model file (no metadata)")
@@ -207,6 +216,10 @@ def read_metadata(path: str | os.PathLike) -> tuple[dict, dict[str, np.ndarray]]
         )
     if _checksum(arrays) != meta.get("checksum"):
         raise ModelFileError(f"{path}: checksum mismatch: the file was altered or corrupted")
+    if "meta_checksum" in meta and _meta_checksum(meta) != meta["meta_checksum"]:
+        raise ModelFileError(f"{path}: metadata checksum mismatch: the file was altered or corrupted")
+    if not isinstance(meta.get("kind"), str) or not isinstance(meta.get("params", {}), dict):
+        raise ModelFileError(f"{path}: inconsistent model file (bad 'kind' or 'params' in the metadata)")
     return meta, arrays
 
 
@@ -224,9 +237,9 @@ def load_model(path: str | os.PathLike, kind: str | None = None, target: str | N
     try:
         model = cls(**meta.get("params", {}))
         model._set_state(arrays)
+        model.species_ = np.array(meta.get("species", []), dtype=int).reshape(-1)
     except (TypeError, KeyError, ValueError) as exc:
         raise ModelFileError(f"{path}: inconsistent model file ({type(exc).__name__}: {exc})") from None
-    model.species_ = np.array(meta.get("species", []), dtype=int)
     model.training_fingerprint_ = meta.get("training_fingerprint")
     model.n_train_ = meta.get("n_train")
     model.is_fitted_ = True
