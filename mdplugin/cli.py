@@ -246,6 +246,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--address", required=True, help="host name, or the UNIX socket name with --unix")
     p.add_argument("--port", type=int, help="TCP port (not with --unix)")
     p.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for the server (default 60)")
+    p.add_argument("--sockets-prefix", default="/tmp/ipi_",
+                   help="with --unix: prefix of the socket file, as i-PI's <simulation sockets_prefix> "
+                        "(default /tmp/ipi_)")
+    p.add_argument("--shm", action="store_true",
+                   help="exchange positions/forces through shared memory (i-PI mode='shm'; implies --unix)")
+    p.add_argument("--verbose", action="store_true", help="print every message of the i-PI protocol")
     p.set_defaults(func=cmd_ipi)
 
     p = sub.add_parser("active", help="active learning: MD, label when unsure, retrain, go on")

@@ -1,0 +1,265 @@
+"""The i-PI client against a real i-PI server (``i-pi input.xml``), on UNIX and TCP sockets.
+
+What i-PI records (positions, extras) is read back with i-PI's own reader and compared with
+MLCalculator predictions at the recorded positions; forces are checked by finite differences;
+the client's exit status is checked for a normal end, a missing server and a killed server.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from ase.io import write
+
+import ipi
+
+from mdplugin.ipi import MdpluginDriver, extras_json, make_calculator, run_client, IPIConnectionError
+from mdplugin.units import BOHR, HARTREE
+
+from .conftest import dichloroethane
+from .ipi_utils import (DRIVER_FILE, client_command, free_port, ipi_input, process, train_test_models, wait,
+                        wait_for)
+
+STEPS = 20
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory):
+    """Dipole and polarizability model files (tiny covariant test models) and the template."""
+    folder = tmp_path_factory.mktemp("models")
+    frames = [dichloroethane(rng=i, noise=0.05) for i in range(8)]
+    dip, pol = train_test_models(folder, frames)
+    start = dichloroethane(rng=42, noise=0.05)  # no symmetry: no component is zero by symmetry
+    start.cell = [20.0, 20.0, 20.0]
+    start.center()
+    template = folder / "dce.xyz"
+    write(template, start)
+    return {"template": template, "dipole": dip, "polarizability": pol}
+
+
+@pytest.fixture(scope="module")
+def calculator(models):
+    return make_calculator("tblite", models["dipole"], models["polarizability"])
+
+
+def _predict(calc, atoms) -> dict:
+    """MLCalculator results (ASE units) at ``atoms``."""
+    return {name: calc.get_property(name, atoms)
+            for name in ("energy", "forces", "dipole", "polarizability", "dipole_std", "polarizability_std")}
+
+
+def _check_recorded(folder: Path, calc, template, bead: int = 0, min_frames: int = STEPS) -> int:
+    """i-PI's recorded extras at ``bead`` equal the calculator's predictions at the recorded positions."""
+    frames = ipi.read_trajectory(str(folder / f"sim.pos_{bead}.extxyz"))
+    dip = ipi.read_trajectory(str(folder / f"sim.dip_{bead}"), format="extras")
+    pol = ipi.read_trajectory(str(folder / f"sim.pol_{bead}"), format="extras")
+    std = ipi.read_trajectory(str(folder / f"sim.std_{bead}"), format="extras")
+    assert len(frames) >= min_frames + 1
+    assert len(dip["dipole"]) == len(pol["polarizability"]) == len(frames)
+    assert np.array_equal(dip["step"], pol["step"])
+    moved = 0.0
+    for i, frame in enumerate(frames):
+        atoms = template.copy()
+        atoms.positions = frame.positions
+        moved = max(moved, np.abs(atoms.positions - template.positions).max())
+        res = _predict(calc, atoms)
+        mu = np.asarray(res["dipole"]) / BOHR  # e·Å -> e·bohr
+        alpha = np.asarray(res["polarizability"]).ravel() / BOHR**3  # Å³ -> bohr³, row-major
+        np.testing.assert_allclose(dip["dipole"][i], mu, rtol=0, atol=1e-6 * np.abs(mu).max())
+        np.testing.assert_allclose(pol["polarizability"][i], alpha, rtol=0, atol=1e-6 * np.abs(alpha).max())
+        mu_std = np.ravel(res["dipole_std"]) / BOHR
+        alpha_std = np.ravel(res["polarizability_std"]) / BOHR**3
+        recorded = std["dipole_std,polarizability_std"][i]
+        np.testing.assert_allclose(recorded[:3], mu_std, rtol=0, atol=1e-6 * np.abs(mu_std).max())
+        np.testing.assert_allclose(recorded[3:], alpha_std, rtol=0, atol=1e-6 * np.abs(alpha_std).max())
+    assert moved > 1e-3, "the atoms did not move: this was not an MD run"
+    return len(frames)
+
+
+def _start_server(folder: Path, xml: str, timeout: float = 120.0):
+    (folder / "input.xml").write_text(xml)
+    return process(["i-pi", "input.xml"], folder, folder / "ipi.log", timeout=timeout)
+
+
+# ----------------------------------------------------------------------------------------------
+# the PES on its own
+# ----------------------------------------------------------------------------------------------
+def test_pes_units_and_forces_are_gradients(models, calculator):
+    """Atomic units out; forces (Ha/bohr) are minus the finite-difference gradient of the energy (Ha)."""
+    driver = MdpluginDriver(template=str(models["template"]), energy="tblite", dipole=str(models["dipole"]),
+                            polarizability=str(models["polarizability"]))
+    atoms = dichloroethane(rng=3, noise=0.05)
+    pos_bohr = atoms.positions / BOHR
+    cell = np.eye(3) * 20.0 / BOHR
+    energy, forces, virial, extras = driver.compute_structure(cell, pos_bohr)
+    ref = _predict(calculator, atoms)
+    # (tblite restarts its SCF from the previous call: ~1e-9 Ha, ~1e-6 Ha/bohr apart)
+    assert energy == pytest.approx(ref["energy"] / HARTREE, rel=1e-9)
+    np.testing.assert_allclose(forces, ref["forces"] * BOHR / HARTREE, rtol=0, atol=1e-5)
+    assert forces.dtype == np.float64 and forces.shape == (8, 3) and virial.shape == (3, 3)
+    data = json.loads(extras)
+    np.testing.assert_allclose(data["dipole"], np.asarray(ref["dipole"]) / BOHR, rtol=1e-12)
+    np.testing.assert_allclose(data["polarizability"], np.ravel(ref["polarizability"]) / BOHR**3, rtol=1e-12)
+    assert len(data["polarizability"]) == 9 and len(data["polarizability_std"]) == 9
+    # row-major: element [i, j] is entry 3 i + j
+    alpha = np.asarray(ref["polarizability"])
+    assert data["polarizability"][1] == pytest.approx(alpha[0, 1] / BOHR**3)
+    # forces are −dE/dx, in Hartree/bohr, by central differences in bohr
+    h = 1e-3
+    for atom, axis in [(0, 2), (2, 1), (5, 0)]:
+        plus, minus = pos_bohr.copy(), pos_bohr.copy()
+        plus[atom, axis] += h
+        minus[atom, axis] -= h
+        fd = -(driver.compute_structure(cell, plus)[0] - driver.compute_structure(cell, minus)[0]) / (2 * h)
+        assert forces[atom, axis] == pytest.approx(fd, abs=1e-5)
+        assert abs(fd) > 1e-3
+    # batched requests (i-PI's batch mode) give the same answers
+    batch = driver.compute([cell, cell], [pos_bohr, pos_bohr])
+    for e_b, f_b, v_b, x_b in batch:
+        assert e_b == pytest.approx(energy, rel=1e-9) and np.allclose(f_b, forces, rtol=0, atol=1e-5)
+        assert x_b == extras
+
+
+def test_extras_units_and_keys():
+    res = {"energy": -1.0, "forces": np.zeros((2, 3)), "dipole": np.array([BOHR, 0, 0]),
+           "polarizability": np.arange(9.0).reshape(3, 3) * BOHR**3, "energy_std": HARTREE,
+           "dipole_std": np.ones(3) * BOHR}
+    data = json.loads(extras_json(res))
+    assert set(data) == {"dipole", "polarizability", "energy_std", "dipole_std"}
+    assert data["dipole"] == pytest.approx([1.0, 0.0, 0.0], rel=1e-12)
+    assert data["polarizability"] == pytest.approx(np.arange(9.0), rel=1e-12)
+    assert data["energy_std"] == pytest.approx(1.0, rel=1e-12)
+    assert data["dipole_std"] == pytest.approx([1.0, 1.0, 1.0], rel=1e-12)
+    assert extras_json({"energy": 0.0, "forces": np.zeros((1, 3))}) == ""
+
+
+def test_bad_atom_count_is_a_clear_error(models):
+    driver = MdpluginDriver(template=str(models["template"]), energy="tblite")
+    with pytest.raises(Exception, match="i-PI sent 3 atoms but the template"):
+        driver.compute_structure(np.eye(3), np.zeros((3, 3)))
+
+
+# ----------------------------------------------------------------------------------------------
+# real i-PI runs
+# ----------------------------------------------------------------------------------------------
+def test_unix_socket_nvt_run_records_model_extras(tmp_path, models, calculator):
+    """i-PI on a UNIX socket in tmp_path, ``mdplugin ipi --unix``: 20 NVT steps, extras = predictions."""
+    prefix = f"{tmp_path}/"
+    xml = ipi_input(init=str(models["template"]), steps=STEPS, sockets_prefix=prefix, address="dce")
+    argv = ["--template", str(models["template"]), "--energy", "tblite", "--dipole", str(models["dipole"]),
+            "--polarizability", str(models["polarizability"]), "--unix", "--address", "dce",
+            "--sockets-prefix", prefix, "--timeout", "60"]
+    with _start_server(tmp_path, xml) as server, \
+            process(client_command(argv), tmp_path, tmp_path / "client.log") as client:
+        assert wait(client) == 0, (tmp_path / "client.log").read_text()
+        assert wait(server) == 0, (tmp_path / "ipi.log").read_text()[-2000:]
+    _check_recorded(tmp_path, calculator, _template(models))
+    assert not (tmp_path / "dce").exists(), "socket file left behind"
+
+
+def _template(models):
+    from ase.io import read
+
+    return read(models["template"])
+
+
+def test_tcp_run_with_ipi_py_driver(tmp_path, models, calculator):
+    """i-PI on 127.0.0.1:free port, the client is ``i-pi-py_driver -m custom -P drivers/mdplugin_driver.py``."""
+    port = free_port()
+    xml = ipi_input(init=str(models["template"]), steps=STEPS, mode="inet", address="127.0.0.1", port=port)
+    params = (f"template={models['template']},energy=tblite,dipole={models['dipole']},"
+              f"polarizability={models['polarizability']}")
+    argv = ["-a", "127.0.0.1", "-p", str(port), "-m", "custom", "-P", str(DRIVER_FILE), "-o", params]
+    with _start_server(tmp_path, xml) as server:
+        # the bare i-PI driver does not wait for the server: start it once i-PI has written its outputs
+        wait_for(lambda: (tmp_path / "sim.out").exists(), 90, "i-PI to start", server)
+        time.sleep(0.5)
+        with process(client_command(argv, kind="i-pi-py_driver"), tmp_path, tmp_path / "client.log") as client:
+            assert wait(client) == 0, (tmp_path / "client.log").read_text()
+            assert wait(server) == 0, (tmp_path / "ipi.log").read_text()[-2000:]
+    _check_recorded(tmp_path, calculator, _template(models))
+
+
+def test_tcp_run_with_mdplugin_ipi(tmp_path, models, calculator):
+    """``mdplugin ipi --address 127.0.0.1 --port P`` started *before* the server: it waits and serves."""
+    port = free_port()
+    xml = ipi_input(init=str(models["template"]), steps=STEPS, mode="inet", address="127.0.0.1", port=port)
+    argv = ["--template", str(models["template"]), "--energy", "tblite", "--dipole", str(models["dipole"]),
+            "--polarizability", str(models["polarizability"]), "--address", "127.0.0.1", "--port", str(port)]
+    with process(client_command(argv), tmp_path, tmp_path / "client.log") as client:
+        time.sleep(1.0)
+        with _start_server(tmp_path, xml) as server:
+            assert wait(client) == 0, (tmp_path / "client.log").read_text()
+            assert wait(server) == 0, (tmp_path / "ipi.log").read_text()[-2000:]
+    _check_recorded(tmp_path, calculator, _template(models))
+
+
+def test_path_integral_four_beads(tmp_path, models, calculator):
+    """A 4-bead PIMD run completes with one extras file per bead, each matching its bead's positions."""
+    prefix = f"{tmp_path}/"
+    steps = 5
+    xml = ipi_input(init=str(models["template"]), steps=steps, nbeads=4, sockets_prefix=prefix, address="pi")
+    argv = ["--template", str(models["template"]), "--energy", "tblite", "--dipole", str(models["dipole"]),
+            "--polarizability", str(models["polarizability"]), "--unix", "--address", "pi",
+            "--sockets-prefix", prefix]
+    with _start_server(tmp_path, xml) as server, \
+            process(client_command(argv), tmp_path, tmp_path / "client.log") as client:
+        assert wait(client) == 0, (tmp_path / "client.log").read_text()
+        assert wait(server) == 0, (tmp_path / "ipi.log").read_text()[-2000:]
+    assert sorted(p.name for p in tmp_path.glob("sim.dip_*")) == [f"sim.dip_{b}" for b in range(4)]
+    template = _template(models)
+    beads = [ipi.read_trajectory(str(tmp_path / f"sim.pos_{b}.extxyz"))[-1].positions for b in range(4)]
+    assert min(np.abs(beads[0] - beads[b]).max() for b in range(1, 4)) > 1e-4, "beads are not distinct"
+    for b in range(4):
+        _check_recorded(tmp_path, calculator, template, bead=b, min_frames=steps)
+
+
+# ----------------------------------------------------------------------------------------------
+# how the client ends
+# ----------------------------------------------------------------------------------------------
+def _mdplugin(*args: str) -> list[str]:
+    return [str(Path(sys.executable).with_name("mdplugin")), "ipi", *args]
+
+
+@pytest.mark.parametrize("where", [["--unix", "--address", "nobody"], ["--address", "127.0.0.1"]])
+def test_no_server_is_a_one_line_error(tmp_path, models, where):
+    if "--unix" in where:
+        where = where + ["--sockets-prefix", f"{tmp_path}/"]
+    else:
+        where = where + ["--port", str(free_port())]
+    t0 = time.monotonic()
+    result = subprocess.run(_mdplugin("--template", str(models["template"]), "--energy", "tblite", *where,
+                                      "--timeout", "2"), capture_output=True, text=True, timeout=120)
+    assert result.returncode != 0
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "no i-PI server answered" in lines[0] and "within the timeout" in lines[0], result.stderr
+    assert time.monotonic() - t0 >= 2.0
+
+
+def test_server_killed_mid_run_is_a_one_line_error(tmp_path, models):
+    prefix = f"{tmp_path}/"
+    xml = ipi_input(init=str(models["template"]), steps=100000, sockets_prefix=prefix, address="victim",
+                    extras=False)
+    argv = ["--template", str(models["template"]), "--energy", "tblite", "--unix", "--address", "victim",
+            "--sockets-prefix", prefix]
+    out = tmp_path / "sim.out"
+    try:
+        with _start_server(tmp_path, xml) as server, \
+                process(_mdplugin(*argv), tmp_path, tmp_path / "client.log") as client:
+            wait_for(lambda: out.exists() and len(out.read_text().splitlines()) > 15, 90, "some MD steps", client)
+            os.killpg(server.pid, signal.SIGKILL)
+            status = wait(client, timeout=30)
+        log = (tmp_path / "client.log").read_text().strip().splitlines()
+        assert status != 0
+        assert log[-1].startswith("mdplugin: error:") and "closed the connection mid-run" in log[-1], log
+        assert sum(line.startswith("mdplugin: error") or "Traceback" in line for line in log) == 1
+    finally:
+        (tmp_path / "victim").unlink(missing_ok=True)  # a killed i-PI leaves its socket file
