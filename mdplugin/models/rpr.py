@@ -116,12 +116,13 @@ _ORDERS = {1: np.array([0, 1, 2]), 3: np.array([2, 0, 1])}
 _COMPONENTS = ("full", 1, 3)
 
 
-def _term_matrices(kind: str) -> dict:
+def _term_matrices(kind: str, max_m: int) -> dict:
     """Fixed matrices of the analytic group integral, per (component, coset): m -> (G_cos, G_sin).
 
     ``G_cos = Pᵀ A_m D(C) P`` and ``G_sin = −Pᵀ B_m D(C) P`` in the common (sorted) body frame,
     with ``P`` the reordering of the component and ``D(R_θ) = Σ_m A_m cos mθ + B_m sin mθ`` about
-    the first axis of the component.
+    the first axis of the component (m = 0 … ``max_m``; zero above the representation's order).
+    Also ``"full"``: ``D(S)`` for the 8 sign matrices ``S``.
     """
     n_theta = 8
     thetas = 2.0 * np.pi * np.arange(n_theta) / n_theta
@@ -133,7 +134,7 @@ def _term_matrices(kind: str) -> dict:
         for s, f in _COSETS:
             d_c = _rep(np.diag([s, 1.0, f]), kind)
             terms = []
-            for m in range(_MAX_M[kind] + 1):
+            for m in range(max_m + 1):
                 a_m = (1.0 if m == 0 else 2.0) * np.mean(d_theta * np.cos(m * thetas)[:, None, None], axis=0)
                 b_m = 2.0 * np.mean(d_theta * np.sin(m * thetas)[:, None, None], axis=0)
                 terms.append((d_perm.T @ a_m @ d_c @ d_perm, -(d_perm.T @ b_m @ d_c @ d_perm)))
@@ -160,6 +161,8 @@ class _Frames:
             body = body * signs[:, None, :]
         self.axes = axes
         self.body = body
+        i, j = np.triu_indices(body.shape[1], k=1)
+        self.invd = 1.0 / np.linalg.norm(body[:, i] - body[:, j], axis=-1)
         self.moments = moments
         g12, g23 = relative_gaps(moments)
         self.quality = np.maximum(g12, g23)
@@ -235,14 +238,26 @@ def _scalar_norm(fr: _Frames, comp, inv_l2: float) -> np.ndarray:
     return 0.25 * sum(np.exp(base + s * ax + planes[f][0]) * planes[f][1][0] for s, f in _COSETS)
 
 
-def _kernel_block(fa: _Frames, ia: np.ndarray, fb: _Frames, ib: np.ndarray, kind: str, inv_l2: float,
-                  kappa_a: dict, kappa_b: dict, mats: dict, paired: bool = False) -> np.ndarray:
-    """Body-frame kernel between frames ``ia`` of ``fa`` and ``ib`` of ``fb``.
+def _kernel_block(fa: _Frames, ia: np.ndarray, fb: _Frames, ib: np.ndarray, kinds: Sequence[str],
+                  inv_l2: float, kappa_a: dict, kappa_b: dict, paired: bool = False,
+                  inv_sigma: float | None = None) -> dict[str, np.ndarray]:
+    """Body-frame kernels between frames ``ia`` of ``fa`` and ``ib`` of ``fb``, per channel.
 
-    Returns (n, m, d, d), or (n, d, d) when ``paired`` (then ``ia`` and ``ib`` have equal length).
+    Returns ``{kind: (n, m, d, d)}``, or ``(n, d, d)`` when ``paired`` (then ``ia`` and ``ib``
+    have equal length). With ``inv_sigma`` the kernel is multiplied by the invariant Gaussian
+    ``exp(−|d − d'|² inv_sigma² / 2)`` on inverse distances ``d`` (1/Å).
     """
-    d = _DIMS[kind]
-    coefs, mats_flat = [], []
+    max_m = max(_MAX_M[k] for k in kinds)
+    mats = {k: _term_matrices(k, max_m) for k in kinds}
+    coefs: list[np.ndarray] = []
+    cols: dict[str, list[np.ndarray]] = {k: [] for k in kinds}
+
+    def add(coef, key, m=None, sin=False):
+        coefs.append(coef)
+        for k in kinds:
+            g = mats[k][key] if m is None else mats[k][key][m][int(sin)]
+            cols[k].append(g.ravel())
+
     for comp in _COMPONENTS:
         pa, pb = fa.p[comp][ia], fb.p[comp][ib]
         if not (pa.any() and pb.any()):
@@ -254,26 +269,31 @@ def _kernel_block(fa: _Frames, ia: np.ndarray, fb: _Frames, ib: np.ndarray, kind
             scale = 0.25 * np.sqrt(np.outer(pa / ka, pb / kb))
         if comp == "full":
             base, ov = _axis_overlaps(fa.body[ia], fb.body[ib], inv_l2, paired)
-            for sg, g in zip(_SIGNS, mats["full"]):
+            for i, sg in enumerate(_SIGNS):
                 coefs.append(0.5 * scale * np.exp(base + np.tensordot(sg, ov, axes=1)))
-                mats_flat.append(g.ravel())
+                for k in kinds:
+                    cols[k].append(mats[k]["full"][i].ravel())
             continue
         order = _ORDERS[comp]
         base, ax, planes = _pair_terms(fa.body[ia][..., order], fb.body[ib][..., order], inv_l2, paired)
         for s, f in _COSETS:
             r, bess, cos_m, sin_m = planes[f]
             w = scale * np.exp(base + s * ax + r)
-            for m, (g_cos, g_sin) in enumerate(mats[comp, s, f]):
+            for m in range(max_m + 1):
                 wb = w * bess[m]
-                coefs.append(wb * cos_m[m] if m else wb)
-                mats_flat.append(g_cos.ravel())
+                add(wb * cos_m[m] if m else wb, (comp, s, f), m, False)
                 if m > 0:
-                    coefs.append(wb * sin_m[m])
-                    mats_flat.append(g_sin.ravel())
+                    add(wb * sin_m[m], (comp, s, f), m, True)
     shape = coefs[0].shape
-    c = np.stack([x.ravel() for x in coefs], axis=1)
-    k = c @ np.array(mats_flat)
-    return k.reshape(shape + (d, d))
+    c = np.empty((len(coefs), coefs[0].size))
+    for i, x in enumerate(coefs):
+        c[i] = x.ravel()
+    del coefs
+    if inv_sigma is not None and not paired:
+        da, db = fa.invd[ia], fb.invd[ib]
+        sq = (da**2).sum(1)[:, None] + (db**2).sum(1)[None, :] - 2.0 * da @ db.T
+        c *= np.exp(-0.5 * np.maximum(sq, 0.0) * inv_sigma**2).reshape(1, -1)
+    return {k: (c.T @ np.array(cols[k])).reshape(shape + (_DIMS[k], _DIMS[k])) for k in kinds}
 
 
 # --------------------------------------------------------------------------------------------
@@ -306,7 +326,7 @@ class RPRModel(Model):
     def __init__(self, target: str = "dipole", regressor="gpr", frame: str = "axial",
                  length_scale: float | None = 0.15, regularizer: float = 1e-6,
                  blend: tuple[float, float] = (0.35, 0.65), full_gap: tuple[float, float] | None = (0.02, 0.06),
-                 degenerate_tol: float = 1e-2):
+                 invariant_scale: float | None = None, degenerate_tol: float = 1e-2):
         self.target = target
         self.regressor = regressor
         self.frame = frame
@@ -314,6 +334,7 @@ class RPRModel(Model):
         self.regularizer = regularizer
         self.blend = blend
         self.full_gap = full_gap
+        self.invariant_scale = invariant_scale
         self.degenerate_tol = degenerate_tol
 
     # --- helpers -------------------------------------------------------------------------------
@@ -414,12 +435,15 @@ class RPRModel(Model):
         self.inv_l2_ = 1.0 / (n_atoms * float(self.length_scale) ** 2)
         self._cache = {"frames": fr}
         self.weights_, self.signal_var_ = {}, {}
+        factors = self._train_factors()
         for kind in self._channels():
-            factor = self._train_factor(kind)
             yk = targets[kind].ravel()
-            alpha = cho_solve((factor, True), yk, check_finite=False)
+            alpha = cho_solve((factors[kind], True), yk, check_finite=False)
             self.weights_[kind] = alpha.reshape(targets[kind].shape)
             self.signal_var_[kind] = max(float(yk @ alpha) / yk.size, np.finfo(float).tiny)
+
+    def _inv_sigma(self) -> float | None:
+        return None if self.invariant_scale is None else 1.0 / float(self.invariant_scale)
 
     def _kappa(self, fr: _Frames) -> dict:
         return {c: _scalar_norm(fr, c, self.inv_l2_) for c in _COMPONENTS}
@@ -434,25 +458,31 @@ class RPRModel(Model):
             self._cache["kappa"] = self._kappa(self._train_frames())
         return self._cache["kappa"]
 
-    def _train_factor(self, kind: str) -> np.ndarray:
-        """Cholesky factor (n d, n d) of K + λ I on the training set (cached, rebuilt after load)."""
-        key = ("factor", kind)
-        if key not in self._cache:
+    def _train_factors(self) -> dict[str, np.ndarray]:
+        """Cholesky factors (n d, n d) of K + λ I per channel on the training set (cached, rebuilt
+        after loading a model file)."""
+        if "factors" not in self._cache:
             fr = self._train_frames()
             n = len(fr.body)
             idx = np.arange(n)
             kap = self._train_kappa()
-            d = _DIMS[kind]
-            k = np.empty((n, d, n, d))
-            mats = _term_matrices(kind)
+            kinds = self._channels()
+            ks = {kind: np.empty((n, _DIMS[kind], n, _DIMS[kind])) for kind in kinds}
             for start in range(0, n, 256):
                 rows = idx[start:start + 256]
-                k[rows] = _kernel_block(fr, rows, fr, idx, kind, self.inv_l2_, kap, kap, mats).transpose(0, 2, 1, 3)
-            k = k.reshape(n * d, n * d)
-            k = 0.5 * (k + k.T)
-            k[np.diag_indices_from(k)] += self.regularizer
-            self._cache[key] = cholesky(k, lower=True, check_finite=False)
-        return self._cache[key]
+                blocks = _kernel_block(fr, rows, fr, idx, kinds, self.inv_l2_, kap, kap, inv_sigma=self._inv_sigma())
+                for kind in kinds:
+                    ks[kind][rows] = blocks[kind].transpose(0, 2, 1, 3)
+                del blocks
+            factors = {}
+            for kind in kinds:
+                k = ks.pop(kind).reshape(n * _DIMS[kind], n * _DIMS[kind])
+                k += k.T
+                k *= 0.5
+                k[np.diag_indices_from(k)] += self.regularizer
+                factors[kind] = cholesky(k, lower=True, overwrite_a=True, check_finite=False)
+            self._cache["factors"] = factors
+        return self._cache["factors"]
 
     # --- naive ---------------------------------------------------------------------------------
     @staticmethod
@@ -596,28 +626,25 @@ class RPRModel(Model):
         kap_x = self._kappa(fr)
         n, n_train = len(fr.body), len(train.body)
         it = np.arange(n_train)
-        ch, cov = {}, {}
-        for kind in self._channels():
-            d = _DIMS[kind]
-            mats = _term_matrices(kind)
-            w = self.weights_[kind].ravel()
-            mean = np.empty((n, d))
-            var = np.empty((n, d, d)) if return_std else None
-            factor = self._train_factor(kind) if return_std else None
-            for start in range(0, n, block):
-                rows = np.arange(start, min(start + block, n))
-                kx = _kernel_block(fr, rows, train, it, kind, self.inv_l2_, kap_x, kap_t, mats)
-                kx = kx.transpose(0, 2, 1, 3).reshape(len(rows) * d, n_train * d)
-                mean[rows] = (kx @ w).reshape(len(rows), d)
+        kinds = self._channels()
+        factors = self._train_factors() if return_std else None
+        ch = {k: np.empty((n, _DIMS[k])) for k in kinds}
+        cov = {k: np.empty((n, _DIMS[k], _DIMS[k])) for k in kinds} if return_std else None
+        for start in range(0, n, block):
+            rows = np.arange(start, min(start + block, n))
+            kxs = _kernel_block(fr, rows, train, it, kinds, self.inv_l2_, kap_x, kap_t, inv_sigma=self._inv_sigma())
+            priors = (_kernel_block(fr, rows, fr, rows, kinds, self.inv_l2_, kap_x, kap_x, paired=True)
+                      if return_std else None)
+            for kind in kinds:
+                d = _DIMS[kind]
+                kx = kxs[kind].transpose(0, 2, 1, 3).reshape(len(rows) * d, n_train * d)
+                ch[kind][rows] = (kx @ self.weights_[kind].ravel()).reshape(len(rows), d)
                 if return_std:
-                    prior = _kernel_block(fr, rows, fr, rows, kind, self.inv_l2_, kap_x, kap_x, mats, paired=True)
-                    v = solve_triangular(factor, kx.T, lower=True, check_finite=False)
+                    v = solve_triangular(factors[kind], kx.T, lower=True, check_finite=False)
                     v = v.reshape(n_train * d, len(rows), d)
-                    post = prior - np.einsum("kna,knb->nab", v, v) + self.regularizer * np.eye(d)
-                    var[rows] = self.signal_var_[kind] * post
-            ch[kind] = mean
-            cov[kind] = var
-        return ch, (cov if return_std else None)
+                    post = priors[kind] - np.einsum("kna,knb->nab", v, v) + self.regularizer * np.eye(d)
+                    cov[kind][rows] = self.signal_var_[kind] * post
+        return ch, cov
 
     def _cartesian_std(self, cov: dict[str, np.ndarray], fr: _Frames) -> np.ndarray:
         """Body-frame channel covariances -> std of every lab-frame Cartesian component."""
