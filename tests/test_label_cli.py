@@ -1,0 +1,105 @@
+"""`mdplugin label` end to end: the written file reads back with every label; errors are one line."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import ase.io
+import numpy as np
+import pytest
+from ase import Atoms
+from ase.build import molecule
+
+from mdplugin.cli import main
+from mdplugin.data import read_dataset
+from mdplugin.oracle import label_frames
+
+from .conftest import dichloroethane
+
+
+def _mdplugin(*args: str) -> subprocess.CompletedProcess:
+    """The real command in a fresh interpreter (slow to start: used once)."""
+    return subprocess.run([sys.executable, "-m", "mdplugin", *args],
+                          capture_output=True, text=True, timeout=600)
+
+
+def _assert_one_line_error(capsys, args: list[str], *fragments: str) -> str:
+    """``mdplugin ARGS`` (in-process, same code path as the console script) fails in one line."""
+    status = main(args)
+    err = capsys.readouterr().err
+    assert status == 2, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert lines[0].startswith("mdplugin: error:")
+    assert "Traceback" not in err
+    for fragment in fragments:
+        assert fragment in lines[0]
+    return lines[0]
+
+
+@pytest.fixture
+def structures(tmp_path):
+    frames = [molecule("H2O"), dichloroethane(rng=1, noise=0.05), molecule("CH4")]
+    frames[0].info["energy"] = 123.0  # stale labels in the input are ignored
+    path = tmp_path / "in.xyz"
+    ase.io.write(path, frames, format="extxyz")
+    return path, frames
+
+
+def test_label_writes_all_four_properties(structures, tmp_path):
+    path, frames = structures
+    out = tmp_path / "out.xyz"
+    proc = _mdplugin("label", str(path), "-o", str(out), "--quiet")
+    assert proc.returncode == 0, proc.stderr
+    data = read_dataset(out)
+    assert data.properties == ["energy", "forces", "dipole", "polarizability"]
+    assert len(data) == 3
+    for got, want in zip(data.frames, frames):  # input order is kept
+        np.testing.assert_array_equal(got.numbers, want.numbers)
+        np.testing.assert_allclose(got.positions, want.positions, atol=1e-6)
+    direct = label_frames(frames, "tblite")
+    np.testing.assert_allclose(data.energy, direct.energy, atol=1e-6)
+    np.testing.assert_allclose(data.dipole, direct.dipole, atol=1e-6)
+    np.testing.assert_allclose(data.polarizability, direct.polarizability, atol=1e-5)
+    for f_got, f_want in zip(data.forces, direct.forces):
+        np.testing.assert_allclose(f_got, f_want, atol=1e-6)
+    assert data.energy[0] != 123.0
+    np.testing.assert_allclose(data.polarizability, np.swapaxes(data.polarizability, 1, 2))
+
+
+def test_label_subset_of_properties(structures, tmp_path):
+    path, _ = structures
+    out = tmp_path / "out.xyz"
+    assert main(["label", str(path), "-o", str(out), "--properties", "energy,dipole", "--quiet"]) == 0
+    assert read_dataset(out).properties == ["energy", "dipole"]
+
+
+def test_failed_frame_is_named(tmp_path, capsys):
+    frames = [molecule("H2O"), Atoms("OgH", positions=[[0, 0, 0], [0, 0, 1.6]]), molecule("CH4")]
+    path = tmp_path / "bad.xyz"
+    ase.io.write(path, frames, format="extxyz")
+    out = tmp_path / "out.xyz"
+    _assert_one_line_error(capsys, ["label", str(path), "-o", str(out), "--quiet"],
+                           str(path), "frame 1", "tblite")
+    assert not out.exists()  # nothing half-written
+
+
+@pytest.mark.parametrize("args, fragments", [
+    (["--oracle", "vasp"], ["unknown oracle", "vasp"]),
+    (["--properties", "energy,charges"], ["unknown property", "charges"]),
+])
+def test_bad_options(structures, tmp_path, capsys, args, fragments):
+    path, _ = structures
+    _assert_one_line_error(capsys, ["label", str(path), "-o", str(tmp_path / "o.xyz"), *args],
+                           *fragments)
+
+
+def test_missing_or_broken_input(tmp_path, capsys):
+    missing = tmp_path / "nope.xyz"
+    _assert_one_line_error(capsys, ["label", str(missing), "-o", str(tmp_path / "o.xyz")],
+                           str(missing))
+    clash = tmp_path / "clash.xyz"
+    ase.io.write(clash, Atoms("H2", positions=[[0, 0, 0], [0, 0, 0.05]]), format="extxyz")
+    _assert_one_line_error(capsys, ["label", str(clash), "-o", str(tmp_path / "o.xyz")],
+                           str(clash), "frame 0")
