@@ -154,13 +154,13 @@ class MLCalculator(Calculator):
             self._expansions = {}
         super().calculate(atoms, properties, system_changes)
         properties = list(properties or ["energy"])
-        slots = []
+        todo: dict[str, bool] = {}  # slot -> uncertainty wanted
         for name in properties:
             slot = self._slot_of(name)
-            if slot not in slots and self.slots.get(slot) is not None and name not in self.results:
-                slots.append(slot)
-        for slot in slots:
-            self._compute_slot(slot)
+            if self.slots.get(slot) is not None and name not in self.results:
+                todo[slot] = todo.get(slot, False) or name.endswith("_std")
+        for slot, want_std in todo.items():
+            self._compute_slot(slot, want_std)
 
     # ------------------------------------------------------------------------------------------
     def _expansion_for(self, slot: str):
@@ -173,18 +173,20 @@ class MLCalculator(Calculator):
             self._expansions[key] = exp
         return exp
 
-    def _compute_slot(self, slot: str) -> None:
+    def _compute_slot(self, slot: str, want_std: bool) -> None:
+        """Fill the results of one slot; the ``*_std`` uncertainty only when ``want_std``."""
         model = self.slots[slot]
         atoms = self.atoms
         if slot == "energy":
             if isinstance(model, Model):
                 if slot in self._group_of:
-                    out = model.predict_from_expansion(self._expansion_for(slot), return_std=True, forces=True)
-                    energy, forces, std = float(out["energy"][0]), out["forces"], float(out["energy_std"][0])
+                    out = model.predict_from_expansion(self._expansion_for(slot), return_std=want_std, forces=True)
+                    energy, forces = float(out["energy"][0]), out["forces"]
                 else:
-                    out = model.predict_energy_forces([atoms], return_std=True)
-                    energy, forces, std = float(out["energy"][0]), out["forces"][0], float(out["energy_std"][0])
-                self.results["energy_std"] = std
+                    out = model.predict_energy_forces([atoms], return_std=want_std)
+                    energy, forces = float(out["energy"][0]), out["forces"][0]
+                if want_std:
+                    self.results["energy_std"] = float(out["energy_std"][0])
             else:
                 energy = float(model.get_potential_energy(atoms))
                 forces = np.asarray(model.get_forces(atoms), dtype=float)
@@ -195,10 +197,13 @@ class MLCalculator(Calculator):
             self.results["forces"] = np.asarray(forces, dtype=float).reshape(len(atoms), 3)
             return
         if slot in self._group_of:
-            y, std = model.predict_from_expansion(self._expansion_for(slot), return_std=True)
+            out = model.predict_from_expansion(self._expansion_for(slot), return_std=want_std)
         else:
-            y, std = model.predict([atoms], return_std=True)
+            out = model.predict([atoms], return_std=want_std)
+        y, std = out if want_std else (out, None)
         shape = _SHAPES[slot]
         self.results[slot] = np.asarray(y, dtype=float).reshape(shape)
+        if std is None:
+            return
         std = np.asarray(std, dtype=float)
         self.results[f"{slot}_std"] = std.reshape(shape) if std.size == np.prod(shape) else std.reshape(-1)

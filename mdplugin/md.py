@@ -32,7 +32,8 @@ __all__ = ["MDSummary", "run_md", "run_md_command", "largest_bond_gap"]
 #: an atom is "lost" when its nearest neighbour is farther than this, Å (molecules only)
 LOST_ATOM_DISTANCE = 4.0
 
-_RECORDED = ("dipole", "polarizability", "energy_std", "dipole_std", "polarizability_std")
+#: recorded per frame when the calculator provides them (uncertainties first: they come with the values)
+_RECORDED = ("energy_std", "dipole_std", "polarizability_std", "dipole", "polarizability")
 
 
 @dataclass
@@ -168,6 +169,8 @@ def run_md(
 
         def observe() -> None:
             nonlocal n_frames
+            for name in record:  # values and uncertainties in one model call per slot
+                calc.get_property(name, atoms)
             epot = float(atoms.get_potential_energy())
             ekin = float(atoms.get_kinetic_energy())
             if not np.isfinite(epot) or not np.all(np.isfinite(atoms.get_forces())):

@@ -79,7 +79,12 @@ def test_forces_are_exact_gradients_in_a_periodic_cell():
 
 
 def test_training_force_rows_are_the_predicted_forces(dce_model):
+    from mdplugin.descriptors.lambda_soap import power_spectrum
+    from mdplugin.models.energy import _power_spectrum
+
     frames = [dichloroethane(200 + i, 0.08) for i in range(3)]
+    exp = dce_model._expansion().compute(frames)
+    assert np.allclose(_power_spectrum(exp)[0], power_spectrum(exp), rtol=1e-12, atol=1e-14)
     k_e, k_f = dce_model._design_rows(frames, with_forces=True)
     w = dce_model.gpr_.weights
     forces = np.concatenate(dce_model.predict_forces(frames))

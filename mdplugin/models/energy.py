@@ -32,7 +32,7 @@ import scipy.sparse
 from ase import Atoms
 
 from ..descriptors.expansion import Expansion, SphericalExpansion
-from ..descriptors.lambda_soap import power_spectrum
+from ..descriptors.lambda_soap import _fold_index, power_spectrum, real_clebsch_gordan
 from ..errors import DataError
 from .base import Model, check_species, fingerprint, register
 from .gpr import ProjectedProcess, farthest_point_sampling, normal_equations, solve_projected_process
@@ -45,6 +45,53 @@ def _normalise(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     norms = np.sqrt(np.einsum("ij,ij->i", x, x))
     norms = np.maximum(norms, 1e-300)
     return x / norms[:, None], norms
+
+
+def _c0(l: int) -> np.ndarray:
+    """Diagonal of the real Clebsch–Gordan matrix C^{l l 0}_{m m 0} (2l+1,) (it is diagonal)."""
+    c = real_clebsch_gordan(l, l, 0)[:, :, 0]
+    return np.ascontiguousarray(np.diag(c))
+
+
+def _power_spectrum(exp: Expansion) -> tuple[np.ndarray, list[np.ndarray]]:
+    """Invariant power spectrum (n, F), identical to
+    :func:`~mdplugin.descriptors.lambda_soap.power_spectrum`, plus ``h^l = C^{ll0} c^l``
+    ((n, 2l+1, P) per l) for the backward pass. A lean path for one MD step."""
+    n_prop = exp.values[0].shape[-1]
+    idx, wts = _fold_index(n_prop)
+    parts, hs = [], []
+    for l in range(exp.max_angular + 1):
+        c = exp.values[l]  # (n, m, P)
+        h = c * _c0(l)[None, :, None]
+        hs.append(h)
+        p = np.matmul(c.transpose(0, 2, 1), h).reshape(len(c), n_prop * n_prop)
+        parts.append(p[:, idx] * wts)
+    return np.concatenate(parts, axis=1), hs
+
+
+def _backward_forces(exp: Expansion, hs: list[np.ndarray], g: np.ndarray) -> np.ndarray:
+    """Forces (n, 3) = −Σ_pairs (∂E/∂c_i)·(∂c_i/∂r_j) from ``g = ∂E/∂x`` (n, F)."""
+    n, _ = g.shape
+    n_prop = hs[0].shape[2]
+    idx, wts = _fold_index(n_prop)
+    width = len(idx)
+    pairs = exp.pairs
+    de = np.zeros((len(pairs), 3))
+    for l, h in enumerate(hs):
+        full = np.zeros((n, n_prop * n_prop))
+        full[:, idx] = g[:, l * width : (l + 1) * width] * wts
+        full = full.reshape(n, n_prop, n_prop)
+        sym = full + full.transpose(0, 2, 1)
+        b = np.matmul(h, sym)  # (n, m, P): ∂E/∂c^l
+        dc = exp.gradient_values[l]  # (pairs, 3, m, P)
+        k = len(pairs)
+        de += np.matmul(dc.reshape(k, 3, -1), b[pairs[:, 0]].reshape(k, -1, 1))[:, :, 0]
+    f = np.empty((n, 3))
+    j = pairs[:, 1]
+    for a in range(3):
+        f[:, a] = -np.bincount(j, weights=de[:, a], minlength=n)
+    return f
+
 
 
 @register("soap")
@@ -251,34 +298,37 @@ class SoapEnergyModel(Model):
         Returns a dict: ``"energy"`` (n_frames,) eV; with ``forces`` (the expansion must have
         gradients) ``"forces"`` (n_centres, 3) eV/Å in the expansion's atom order; with
         ``return_std`` ``"energy_std"`` (n_frames,) eV.
+
+        The forces are back-propagated to the expansion coefficients
+        (``∂E/∂c^l_i = (G_i + G_iᵀ) h^l_i``) and contracted with the expansion's position gradients
+        once, never forming the (pairs, 3, F) feature gradients.
         """
         self._check_fitted()
-        if forces:
-            x, dx, pairs = power_spectrum(exp, gradients=True)
-        else:
-            x = power_spectrum(exp)
+        x, h = _power_spectrum(exp)
         xn, norms = _normalise(x)
         species = exp.centre_species
         s, k = self._kernel_parts(xn, species)
         w = self.gpr_.weights
         frame = exp.centre_frame
+        n = len(x)
+        one_frame = exp.n_frames == 1
         atomic = k @ w + self.baseline_[np.searchsorted(self.species_, species)]
-        energy = np.bincount(frame, weights=atomic, minlength=exp.n_frames)
+        energy = np.array([atomic.sum()]) if one_frame else np.bincount(frame, weights=atomic, minlength=exp.n_frames)
         out = {"energy": energy}
         if forces:
             z = self.zeta
-            sw = s ** (z - 1) * w  # (n, M)
+            sw = s ** (z - 1) * w if z != 2 else s * w  # (n, M)
             e_loc = np.einsum("im,im->i", sw, s)  # Σ_M w S^ζ
             g = (z / norms)[:, None] * (sw @ self.sparse_features_ - e_loc[:, None] * xn)  # dE/dx_i (n, F)
-            de = np.einsum("kaf,kf->ka", dx, g[pairs[:, 0]])  # (pairs, 3)
-            f = np.zeros((len(x), 3))
-            for a in range(3):
-                f[:, a] = -np.bincount(pairs[:, 1], weights=de[:, a], minlength=len(x))
-            out["forces"] = f
+            out["forces"] = _backward_forces(exp, h, g)
         if return_std:
-            k_struct = np.zeros((exp.n_frames, k.shape[1]))
-            np.add.at(k_struct, frame, k)
-            same = (frame[:, None] == frame[None, :]) & (species[:, None] == species[None, :])
+            if one_frame:
+                k_struct = k.sum(axis=0, keepdims=True)
+                same = species[:, None] == species[None, :]
+            else:
+                onehot = (frame[None, :] == np.arange(exp.n_frames)[:, None]).astype(float)
+                k_struct = onehot @ k
+                same = (frame[:, None] == frame[None, :]) & (species[:, None] == species[None, :])
             kxx_atoms = ((xn @ xn.T) * same) ** self.zeta
             kxx = np.bincount(frame, weights=kxx_atoms.sum(axis=1), minlength=exp.n_frames)
             var = self.gpr_.variance(k_struct, kxx)
