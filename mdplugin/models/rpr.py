@@ -60,7 +60,7 @@ from typing import Sequence
 
 import numpy as np
 from ase import Atoms
-from ase.data import chemical_symbols
+from ase.data import atomic_masses, chemical_symbols
 from scipy.linalg import cho_solve, cholesky, solve_triangular
 from scipy.special import i0e, i1e
 
@@ -152,7 +152,7 @@ class _Frames:
     """Body-frame data of a set of frames: coordinates, axes, blend weights, normalisation."""
 
     def __init__(self, positions: np.ndarray, numbers: np.ndarray, lo: float, hi: float,
-                 full_gap: tuple[float, float] | None = None, naive: bool = False):
+                 full_gap: tuple[float, float] | None = None, naive: bool = False, mass_power: float = 0.0):
         com, axes, moments = inertia_frames(positions, numbers)
         body = body_coordinates(positions, com, axes)
         if naive:
@@ -160,9 +160,12 @@ class _Frames:
             axes = axes * signs[:, None, :]
             body = body * signs[:, None, :]
         self.axes = axes
-        self.body = body
         i, j = np.triu_indices(body.shape[1], k=1)
         self.invd = 1.0 / np.linalg.norm(body[:, i] - body[:, j], axis=-1)
+        if mass_power:
+            m = atomic_masses[np.asarray(numbers)]
+            body = body * ((m / m.mean()) ** mass_power)[None, :, None]
+        self.body = body  # kernel input: body-frame coordinates (mass-weighted if asked)
         self.moments = moments
         g12, g23 = relative_gaps(moments)
         self.quality = np.maximum(g12, g23)
@@ -326,7 +329,7 @@ class RPRModel(Model):
     def __init__(self, target: str = "dipole", regressor="gpr", frame: str = "axial",
                  length_scale: float | None = 0.15, regularizer: float = 1e-6,
                  blend: tuple[float, float] = (0.35, 0.65), full_gap: tuple[float, float] | None = (0.02, 0.06),
-                 invariant_scale: float | None = None, degenerate_tol: float = 1e-2):
+                 invariant_scale: float | None = None, mass_power: float = 0.0, degenerate_tol: float = 1e-2):
         self.target = target
         self.regressor = regressor
         self.frame = frame
@@ -335,6 +338,7 @@ class RPRModel(Model):
         self.blend = blend
         self.full_gap = full_gap
         self.invariant_scale = invariant_scale
+        self.mass_power = mass_power
         self.degenerate_tol = degenerate_tol
 
     # --- helpers -------------------------------------------------------------------------------
@@ -377,7 +381,8 @@ class RPRModel(Model):
         return stack_positions(frames)[0]
 
     def _prepare(self, positions: np.ndarray) -> _Frames:
-        return _Frames(positions, self.numbers_, *self.blend, full_gap=self.full_gap, naive=self.frame == "naive")
+        return _Frames(positions, self.numbers_, *self.blend, full_gap=self.full_gap, naive=self.frame == "naive",
+                       mass_power=0.0 if self.frame == "naive" else self.mass_power)
 
     def _targets_to_channels(self, y: np.ndarray, fr: _Frames) -> dict[str, np.ndarray]:
         """Lab-frame targets -> body-frame channel arrays (n, d)."""
