@@ -233,14 +233,17 @@ def test_spectrum_bad_options(tmp_path, capsys, option, value, message):
 # the real console script: no traceback without --debug, a traceback with it
 # ---------------------------------------------------------------------------------------------
 def test_console_script_one_line_and_debug_traceback(tmp_path):
+    """The real console script (the entry point of pyproject.toml), once plain and once with --debug."""
     data = tmp_path / "bad.xyz"
     data.write_text(BAD_DATA["NaN dipole in frame 2"][0])
-    cmd = [sys.executable, "-m", "mdplugin", *map(str, _train(data, tmp_path / "m.npz"))]
-    plain = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    script = "import sys; from mdplugin.cli import main; sys.exit(main())"
+    args = list(map(str, _train(data, tmp_path / "m.npz")))
+    plain = subprocess.run([sys.executable, "-c", script, *args], capture_output=True, text=True, timeout=300)
     assert plain.returncode == 2
     line = one_error_line(plain.stderr)
     assert str(data) in line and "frame 2" in line
-    debug = subprocess.run(cmd[:3] + ["--debug"] + cmd[3:], capture_output=True, text=True, timeout=300)
+    debug = subprocess.run([sys.executable, "-c", script, "--debug", *args], capture_output=True, text=True,
+                           timeout=300)
     assert debug.returncode != 0
     assert "Traceback (most recent call last)" in debug.stderr and "DataError" in debug.stderr
 
