@@ -15,6 +15,7 @@ Usage::
     python examples/make_trajectories.py                    # everything (~15-25 min on 2 cores)
     python examples/make_trajectories.py --quick -o /tmp/x  # a few frames per set, for a smoke test
     python examples/make_trajectories.py --reuse-raw        # label existing raw files only
+    python examples/make_trajectories.py --ranks 2          # label with mpiexec -n 2 mdplugin label
 
 The MD part is importable for other scripts (e.g. reference trajectories for benchmarks)::
 
@@ -231,14 +232,23 @@ def make_raw(name: str, raw_dir: Path, quick: bool = False, workers: int = 2) ->
 # labels
 
 
-def label(raw: Path, out: Path) -> None:
-    """Label ``raw`` into ``out`` with the project's own ``mdplugin label`` command."""
-    exe = shutil.which("mdplugin", path=str(Path(sys.executable).parent)) or shutil.which("mdplugin")
-    cmd = [exe, "label", str(raw), "-o", str(out),
-           "--properties", "energy,forces,dipole,polarizability"]
+def label(raw: Path, out: Path, ranks: int = 1) -> None:
+    """Label ``raw`` into ``out`` with the project's own ``mdplugin label`` command.
+
+    With ``ranks > 1`` the command runs under ``mpiexec -n ranks`` (frames shared across ranks).
+    """
+    bindir = str(Path(sys.executable).parent)
+    exe = shutil.which("mdplugin", path=bindir) or shutil.which("mdplugin")
     if exe is None:
         raise SystemExit("the `mdplugin` command is not installed (pip install -e .)")
-    print("+", " ".join(cmd[1:]), flush=True)
+    cmd = [exe, "label", str(raw), "-o", str(out),
+           "--properties", "energy,forces,dipole,polarizability"]
+    if ranks > 1:
+        mpiexec = shutil.which("mpiexec", path=bindir) or shutil.which("mpiexec")
+        if mpiexec is None:
+            raise SystemExit("--ranks needs mpiexec (pip install 'mdplugin[mpi]')")
+        cmd = [mpiexec, "-n", str(ranks)] + cmd
+    print("+", " ".join(Path(cmd[0]).name if i == 0 else c for i, c in enumerate(cmd)), flush=True)
     subprocess.run(cmd, check=True)
 
 
@@ -253,21 +263,18 @@ def summary(out_dir: Path, names: list[str]) -> str:
         runs = DATASETS[name]
         conf = "–"
         if runs[0].molecule == "dce":
-            parts = []
-            start = 0
+            per_run = len(data) // len(runs)  # frames are stored run after run
             by_t: dict[float, list[str]] = {}
-            for r in runs:
-                n = r.n_frames if len(data) == sum(x.n_frames for x in runs) else len(data) // len(runs)
+            for k, r in enumerate(runs):
                 by_t.setdefault(r.temperature_K, []).extend(
-                    conformer_of(a) for a in data.frames[start:start + n])
-                start += n
+                    conformer_of(a) for a in data.frames[k * per_run:(k + 1) * per_run])
+            by_t[-1.0] = [conformer_of(a) for a in data.frames]
+            parts = []
             for t, c in sorted(by_t.items()):
                 g = c.count("gauche") / len(c)
-                parts.append(f"{t:.0f} K: {100 * g:.0f} % gauche / {100 * (1 - g):.0f} % anti")
-            allc = [conformer_of(a) for a in data.frames]
-            g = allc.count("gauche") / len(allc)
-            parts.append(f"all: {100 * g:.0f} % gauche")
-            conf = "; ".join(parts)
+                where = "all" if t < 0 else f"{t:.0f} K"
+                parts.append(f"{where}: {100 * g:.0f} % gauche / {100 * (1 - g):.0f} % anti")
+            conf = "; ".join(parts[1:] + parts[:1])
         size = path.stat().st_size / 1e6
         lines.append(f"| `{name}.xyz` | {len(data)} | {size:.2f} MB | {conf} |")
     return "\n".join(lines)
@@ -283,6 +290,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--reuse-raw", action="store_true", help="skip MD where raw files exist")
     p.add_argument("--md-only", action="store_true", help="run the MD, do not label")
     p.add_argument("--workers", type=int, default=2, help="parallel MD runs")
+    p.add_argument("--ranks", type=int, default=1, help="label with mpiexec -n RANKS mdplugin label")
     args = p.parse_args(argv)
 
     os.environ.setdefault("OMP_NUM_THREADS", "1")
@@ -295,7 +303,7 @@ def main(argv: list[str] | None = None) -> None:
             make_raw(name, raw_dir, quick=args.quick, workers=args.workers)
         if args.md_only:
             continue
-        label(raw, args.out / f"{name}.xyz")
+        label(raw, args.out / f"{name}.xyz", ranks=args.ranks)
     if not args.md_only:
         print(summary(args.out, names))
 

@@ -32,7 +32,8 @@ from ase import Atoms
 from ase.calculators.calculator import Calculator, all_changes
 from threadpoolctl import threadpool_limits
 
-from .data import PROPERTIES, Dataset, read_dataset, write_dataset
+from .atomicio import atomic_write
+from .data import PROPERTIES, Dataset, dataset_to_text, read_dataset, write_dataset
 from .errors import ConfigError, OracleError
 from .units import BOHR, HARTREE
 
@@ -277,6 +278,8 @@ def label_frames(frames: Sequence[Atoms], oracle: str | Calculator = "tblite",
     """
     props = _check_properties(properties)
     calc = _as_calculator(oracle)
+    if comm is not None and comm.Get_size() == 1:
+        comm = None
     rank, size = (comm.Get_rank(), comm.Get_size()) if comm is not None else (0, 1)
     mine = range(rank, len(frames), size)
 
@@ -326,14 +329,27 @@ def label_file(input_path: str | os.PathLike, output_path: str | os.PathLike,
     Reads the structures of ``input_path`` (any labels in it are ignored), labels them in input
     order with :func:`label_frames` and writes extended XYZ with
     :func:`mdplugin.data.write_dataset` (atomically; rank 0 only under MPI). Returns the data set.
+
+    ``comm=None`` uses :func:`mdplugin.parallel.get_comm`: under ``mpiexec -n P mdplugin label``
+    the frames are shared out across the P ranks; in a plain run it is serial.
     """
+    if comm is None:
+        from .parallel import get_comm
+
+        comm = get_comm()
     props = _check_properties(properties)
     calc = _as_calculator(oracle)  # fail on a bad oracle before reading
     structures = read_dataset(input_path, properties=[])
     data = label_frames(structures.frames, calc, props, progress=progress, comm=comm,
                         source=str(input_path))
-    if comm is None or comm.Get_rank() == 0:
+    if comm.Get_size() == 1:
         write_dataset(output_path, data)
-    if comm is not None:
-        comm.Barrier()
+        return data
+    # Under MPI, ASE's writer is collective (it runs on rank 0 and broadcasts), so every rank
+    # makes the text and only rank 0 writes the file (atomically, like write_dataset).
+    text = dataset_to_text(data)
+    if comm.Get_rank() == 0:
+        with atomic_write(output_path) as handle:
+            handle.write(text)
+    comm.Barrier()
     return data
