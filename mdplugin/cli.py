@@ -251,6 +251,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "(default /tmp/ipi_)")
     p.add_argument("--shm", action="store_true",
                    help="exchange positions/forces through shared memory (i-PI mode='shm'; implies --unix)")
+    p.add_argument("--no-std", dest="std", action="store_false",
+                   help="do not compute or send the models' uncertainties (*_std extras)")
     p.add_argument("--verbose", action="store_true", help="print every message of the i-PI protocol")
     p.set_defaults(func=cmd_ipi)
 

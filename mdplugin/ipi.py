@@ -100,6 +100,7 @@ class MdpluginDriver(ASEDriver):
         template : structure file (any ASE format) giving the atom types, in i-PI's atom order.
         energy : energy model file, ``"tblite"``, or (from Python) any ASE calculator.
         dipole, polarizability : model files or loaded models (optional).
+        std : also compute and send the models' uncertainties ``*_std`` (default true).
         calculator : (Python only) an ASE calculator to use instead of building ``MLCalculator``.
         verbose : i-PI's verbosity flag.
 
@@ -108,8 +109,9 @@ class MdpluginDriver(ASEDriver):
     virial (3, 3) [Ha], extras JSON)``; see the module docstring for the extras.
     """
 
-    def __init__(self, template, energy="tblite", dipole=None, polarizability=None, calculator=None,
+    def __init__(self, template, energy="tblite", dipole=None, polarizability=None, std=True, calculator=None,
                  *args, **kwargs):
+        self.std = bool(std)
         self.energy = energy
         self.dipole = dipole
         self.polarizability = polarizability
@@ -136,7 +138,10 @@ class MdpluginDriver(ASEDriver):
         missing = {"energy", "forces"} - implemented
         if missing:
             raise ConfigError(f"the energy calculator provides no {' or '.join(sorted(missing))}")
-        self.properties = [p for p in ("energy", "forces", "dipole", "polarizability") if p in implemented]
+        wanted = ["energy", "forces", "dipole", "polarizability"]
+        if self.std:
+            wanted += ["energy_std", "dipole_std", "polarizability_std"]
+        self.properties = [p for p in wanted if p in implemented]
         self._atoms = self.template_ase.copy()
         self._natoms = len(self._atoms)
         self._atoms.calc = self.ase_calculator
@@ -145,10 +150,14 @@ class MdpluginDriver(ASEDriver):
         self._evaluate(self._atoms)
 
     def _evaluate(self, atoms) -> dict:
-        """The calculator's results at ``atoms`` (ASE's usual get_property flow: reset on change)."""
+        """The calculator's results at ``atoms``: ASE's get_property logic, all properties in one call."""
         calc = self.ase_calculator
-        for name in self.properties:
-            calc.get_property(name, atoms)
+        changes = calc.check_state(atoms)
+        if changes:
+            calc.reset()
+        missing = [name for name in self.properties if name not in calc.results]
+        if missing:
+            calc.calculate(atoms, missing, changes)
         return calc.results
 
     def compute_structure(self, cell: np.ndarray, pos: np.ndarray):
@@ -362,7 +371,7 @@ def run_ipi_command(args) -> int:
     if not args.unix and args.port is None:
         raise ConfigError("give --port for a TCP connection, or --unix for a UNIX socket")
     driver = MdpluginDriver(template=args.template, energy=args.energy, dipole=args.dipole,
-                            polarizability=args.polarizability)
+                            polarizability=args.polarizability, std=getattr(args, "std", True))
     run_client(driver, unix=args.unix, address=args.address, port=args.port,
                sockets_prefix=getattr(args, "sockets_prefix", DEFAULT_SOCKETS_PREFIX),
                timeout=args.timeout, shm=getattr(args, "shm", False), verbose=getattr(args, "verbose", False))

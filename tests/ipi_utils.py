@@ -135,6 +135,7 @@ def env() -> dict:
     e = dict(os.environ)
     e["PYTHONPATH"] = os.pathsep.join([str(REPO), e.get("PYTHONPATH", "")]).rstrip(os.pathsep)
     e["PYTHONUNBUFFERED"] = "1"
+    e["OMP_NUM_THREADS"] = "1"  # tblite's OpenMP threads thrash on a busy 2-core machine
     return e
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -21,11 +22,13 @@ from ase.io import write
 
 import ipi
 
-from mdplugin.ipi import MdpluginDriver, extras_json, make_calculator, run_client, IPIConnectionError
+from ipi.pes.dummy import Dummy_driver
+from mdplugin.errors import ConfigError
+from mdplugin.ipi import IPIConnectionError, MdpluginDriver, extras_json, make_calculator, run_client
 from mdplugin.units import BOHR, HARTREE
 
 from .conftest import dichloroethane
-from .ipi_utils import (DRIVER_FILE, client_command, free_port, ipi_input, process, train_test_models, wait,
+from .ipi_utils import (DRIVER_FILE, client_command, env, free_port, ipi_input, process, train_test_models, wait,
                         wait_for)
 
 STEPS = 20
@@ -47,13 +50,13 @@ def models(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def calculator(models):
-    return make_calculator("tblite", models["dipole"], models["polarizability"])
+    """MLCalculator with the dipole and polarizability models (no energy: not compared)."""
+    return make_calculator(None, models["dipole"], models["polarizability"])
 
 
-def _predict(calc, atoms) -> dict:
+def _predict(calc, atoms, names=("dipole", "polarizability", "dipole_std", "polarizability_std")) -> dict:
     """MLCalculator results (ASE units) at ``atoms``."""
-    return {name: calc.get_property(name, atoms)
-            for name in ("energy", "forces", "dipole", "polarizability", "dipole_std", "polarizability_std")}
+    return {name: calc.get_property(name, atoms) for name in names}
 
 
 def _check_recorded(folder: Path, calc, template, bead: int = 0, min_frames: int = STEPS) -> int:
@@ -92,7 +95,7 @@ def _start_server(folder: Path, xml: str, timeout: float = 120.0):
 # ----------------------------------------------------------------------------------------------
 # the PES on its own
 # ----------------------------------------------------------------------------------------------
-def test_pes_units_and_forces_are_gradients(models, calculator):
+def test_pes_units_and_forces_are_gradients(models):
     """Atomic units out; forces (Ha/bohr) are minus the finite-difference gradient of the energy (Ha)."""
     driver = MdpluginDriver(template=str(models["template"]), energy="tblite", dipole=str(models["dipole"]),
                             polarizability=str(models["polarizability"]))
@@ -100,7 +103,8 @@ def test_pes_units_and_forces_are_gradients(models, calculator):
     pos_bohr = atoms.positions / BOHR
     cell = np.eye(3) * 20.0 / BOHR
     energy, forces, virial, extras = driver.compute_structure(cell, pos_bohr)
-    ref = _predict(calculator, atoms)
+    reference = make_calculator("tblite", models["dipole"], models["polarizability"])
+    ref = _predict(reference, atoms, ("energy", "forces", "dipole", "polarizability"))
     # (tblite restarts its SCF from the previous call: ~1e-9 Ha, ~1e-6 Ha/bohr apart)
     assert energy == pytest.approx(ref["energy"] / HARTREE, rel=1e-9)
     np.testing.assert_allclose(forces, ref["forces"] * BOHR / HARTREE, rtol=0, atol=1e-5)
@@ -171,23 +175,6 @@ def _template(models):
     return read(models["template"])
 
 
-def test_tcp_run_with_ipi_py_driver(tmp_path, models, calculator):
-    """i-PI on 127.0.0.1:free port, the client is ``i-pi-py_driver -m custom -P drivers/mdplugin_driver.py``."""
-    port = free_port()
-    xml = ipi_input(init=str(models["template"]), steps=STEPS, mode="inet", address="127.0.0.1", port=port)
-    params = (f"template={models['template']},energy=tblite,dipole={models['dipole']},"
-              f"polarizability={models['polarizability']}")
-    argv = ["-a", "127.0.0.1", "-p", str(port), "-m", "custom", "-P", str(DRIVER_FILE), "-o", params]
-    with _start_server(tmp_path, xml) as server:
-        # the bare i-PI driver does not wait for the server: start it once i-PI has written its outputs
-        wait_for(lambda: (tmp_path / "sim.out").exists(), 90, "i-PI to start", server)
-        time.sleep(0.5)
-        with process(client_command(argv, kind="i-pi-py_driver"), tmp_path, tmp_path / "client.log") as client:
-            assert wait(client) == 0, (tmp_path / "client.log").read_text()
-            assert wait(server) == 0, (tmp_path / "ipi.log").read_text()[-2000:]
-    _check_recorded(tmp_path, calculator, _template(models))
-
-
 def test_tcp_run_with_mdplugin_ipi(tmp_path, models, calculator):
     """``mdplugin ipi --address 127.0.0.1 --port P`` started *before* the server: it waits and serves."""
     port = free_port()
@@ -202,18 +189,21 @@ def test_tcp_run_with_mdplugin_ipi(tmp_path, models, calculator):
     _check_recorded(tmp_path, calculator, _template(models))
 
 
-def test_path_integral_four_beads(tmp_path, models, calculator):
-    """A 4-bead PIMD run completes with one extras file per bead, each matching its bead's positions."""
+def test_path_integral_four_beads_with_ipi_py_driver(tmp_path, models, calculator):
+    """A 4-bead PIMD run served by ``i-pi-py_driver -m custom -P drivers/mdplugin_driver.py`` on a
+    UNIX socket completes, with one extras file per bead, each matching its bead's positions."""
     prefix = f"{tmp_path}/"
     steps = 5
     xml = ipi_input(init=str(models["template"]), steps=steps, nbeads=4, sockets_prefix=prefix, address="pi")
-    argv = ["--template", str(models["template"]), "--energy", "tblite", "--dipole", str(models["dipole"]),
-            "--polarizability", str(models["polarizability"]), "--unix", "--address", "pi",
-            "--sockets-prefix", prefix]
-    with _start_server(tmp_path, xml) as server, \
-            process(client_command(argv), tmp_path, tmp_path / "client.log") as client:
-        assert wait(client) == 0, (tmp_path / "client.log").read_text()
-        assert wait(server) == 0, (tmp_path / "ipi.log").read_text()[-2000:]
+    params = (f"template={models['template']},energy=tblite,dipole={models['dipole']},"
+              f"polarizability={models['polarizability']}")
+    argv = ["-u", "-a", "pi", "-S", prefix, "-m", "custom", "-P", str(DRIVER_FILE), "-o", params]
+    with _start_server(tmp_path, xml) as server:
+        # the bare i-PI driver does not wait for the server: start it once the socket exists
+        wait_for((tmp_path / "pi").exists, 90, "i-PI to open its socket", server)
+        with process(client_command(argv, kind="i-pi-py_driver"), tmp_path, tmp_path / "client.log") as client:
+            assert wait(client) == 0, (tmp_path / "client.log").read_text()
+            assert wait(server) == 0, (tmp_path / "ipi.log").read_text()[-2000:]
     assert sorted(p.name for p in tmp_path.glob("sim.dip_*")) == [f"sim.dip_{b}" for b in range(4)]
     template = _template(models)
     beads = [ipi.read_trajectory(str(tmp_path / f"sim.pos_{b}.extxyz"))[-1].positions for b in range(4)]
@@ -229,19 +219,35 @@ def _mdplugin(*args: str) -> list[str]:
     return [str(Path(sys.executable).with_name("mdplugin")), "ipi", *args]
 
 
-@pytest.mark.parametrize("where", [["--unix", "--address", "nobody"], ["--address", "127.0.0.1"]])
-def test_no_server_is_a_one_line_error(tmp_path, models, where):
-    if "--unix" in where:
-        where = where + ["--sockets-prefix", f"{tmp_path}/"]
-    else:
-        where = where + ["--port", str(free_port())]
+def test_no_server_is_a_one_line_error(tmp_path, models):
+    """``mdplugin ipi`` with nobody listening: waits --timeout seconds, then one line and status != 0."""
     t0 = time.monotonic()
-    result = subprocess.run(_mdplugin("--template", str(models["template"]), "--energy", "tblite", *where,
-                                      "--timeout", "2"), capture_output=True, text=True, timeout=120)
+    result = subprocess.run(_mdplugin("--template", str(models["template"]), "--energy", "tblite", "--unix",
+                                      "--address", "nobody", "--sockets-prefix", f"{tmp_path}/", "--timeout", "2"),
+                            capture_output=True, text=True, timeout=300, env=env())
     assert result.returncode != 0
     lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and "no i-PI server answered" in lines[0] and "within the timeout" in lines[0], result.stderr
+    assert len(lines) == 1 and lines[0].startswith("mdplugin: error: no i-PI server answered"), result.stderr
+    assert "within the timeout" in lines[0]
     assert time.monotonic() - t0 >= 2.0
+
+
+def test_no_tcp_server_and_silent_server_time_out():
+    """Same on TCP (in-process), and a server that accepts but never speaks also times out."""
+    driver = Dummy_driver()
+    port = free_port()
+    t0 = time.monotonic()
+    with pytest.raises(IPIConnectionError, match=f"no i-PI server answered at 127.0.0.1:{port} within the timeout"):
+        run_client(driver, address="127.0.0.1", port=port, timeout=0.5)
+    assert 0.5 <= time.monotonic() - t0 < 10
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen(1)
+        port = server.getsockname()[1]
+        with pytest.raises(IPIConnectionError, match="sent nothing within the timeout"):
+            run_client(driver, address="127.0.0.1", port=port, timeout=0.5)
+    with pytest.raises(ConfigError, match="needs a port"):
+        run_client(driver, address="127.0.0.1")
 
 
 def test_server_killed_mid_run_is_a_one_line_error(tmp_path, models):
