@@ -183,6 +183,20 @@ class SoapEnergyModel(Model):
         s *= species[:, None] == self.sparse_species_[None, :]
         return s, s**self.zeta
 
+    def _species_blocks(self) -> list[tuple[int, np.ndarray, np.ndarray, np.ndarray]]:
+        """Per species: (Z, indices of its sparse points, their features (M_Z, F), weights (M_Z,));
+        cached for the current fit."""
+        cache = getattr(self, "_blocks_cache", None)
+        if cache is None or cache[0] is not self.gpr_:
+            blocks = []
+            for sp in np.unique(self.sparse_species_):
+                idx = np.flatnonzero(self.sparse_species_ == sp)
+                blocks.append((int(sp), idx, np.ascontiguousarray(self.sparse_features_[idx]),
+                               np.ascontiguousarray(self.gpr_.weights[idx])))
+            cache = (self.gpr_, blocks)
+            self._blocks_cache = cache
+        return cache[1]
+
     def _kmm(self) -> np.ndarray:
         s = self.sparse_features_ @ self.sparse_features_.T
         s *= self.sparse_species_[:, None] == self.sparse_species_[None, :]
@@ -307,19 +321,29 @@ class SoapEnergyModel(Model):
         x, h = _power_spectrum(exp)
         xn, norms = _normalise(x)
         species = exp.centre_species
-        s, k = self._kernel_parts(xn, species)
-        w = self.gpr_.weights
         frame = exp.centre_frame
-        n = len(x)
+        n, z = len(x), self.zeta
         one_frame = exp.n_frames == 1
-        atomic = k @ w + self.baseline_[np.searchsorted(self.species_, species)]
+        # per centre species: only the sparse points of that species (the kernel is zero across)
+        e_loc = np.zeros(n)
+        v = np.zeros_like(xn) if forces else None
+        k = np.zeros((n, len(self.sparse_species_))) if return_std else None
+        for sp, idx, xs, ws in self._species_blocks():
+            rows = np.flatnonzero(species == sp)
+            if len(rows) == 0:
+                continue
+            s = xn[rows] @ xs.T
+            sw = s * ws if z == 2 else s ** (z - 1) * ws
+            e_loc[rows] = np.einsum("im,im->i", sw, s)  # Σ_M w S^ζ
+            if forces:
+                v[rows] = sw @ xs
+            if return_std:
+                k[rows[:, None], idx[None, :]] = s**z
+        atomic = e_loc + self.baseline_[np.searchsorted(self.species_, species)]
         energy = np.array([atomic.sum()]) if one_frame else np.bincount(frame, weights=atomic, minlength=exp.n_frames)
         out = {"energy": energy}
         if forces:
-            z = self.zeta
-            sw = s ** (z - 1) * w if z != 2 else s * w  # (n, M)
-            e_loc = np.einsum("im,im->i", sw, s)  # Σ_M w S^ζ
-            g = (z / norms)[:, None] * (sw @ self.sparse_features_ - e_loc[:, None] * xn)  # dE/dx_i (n, F)
+            g = (z / norms)[:, None] * (v - e_loc[:, None] * xn)  # dE/dx_i (n, F)
             out["forces"] = _backward_forces(exp, h, g)
         if return_std:
             if one_frame:
