@@ -240,8 +240,44 @@ def ipi_driver_loop() -> Callable:
     return _DRIVER_LOOP
 
 
+#: length of an i-PI message header
+HDRLEN = 12
+#: headers i-PI's standard protocol sends to a driver (used when the loop's own cannot be read)
+_STANDARD_HEADERS = ("STATUS", "INIT", "POSDATA", "GETFORCE", "EXIT")
+
+
+def _known_headers(loop: Callable) -> frozenset[bytes]:
+    """Every header the installed driver loop knows: the upper-case words among its constants
+    (so a protocol extension in a newer i-PI is accepted without a change here)."""
+    words = {c for c in loop.__code__.co_consts
+             if isinstance(c, str) and c.isalpha() and c.isupper() and len(c) <= HDRLEN}
+    words |= set(_STANDARD_HEADERS)
+    return frozenset(w.ljust(HDRLEN).encode() for w in words)
+
+
 class _ServerGone(ConnectionError):
     """The server closed the connection."""
+
+
+class _DriverFailure(Exception):
+    """Carries an exception raised by the PES itself through i-PI's loop (not a protocol fault)."""
+
+    def __init__(self, original: BaseException):
+        super().__init__(str(original))
+        self.original = original
+
+
+class _Guarded:
+    """The PES as i-PI's loop sees it: exceptions it raises are marked as the PES's own."""
+
+    def __init__(self, driver):
+        self.driver = driver
+
+    def __call__(self, cell, pos):
+        try:
+            return self.driver(cell, pos)
+        except Exception as exc:
+            raise _DriverFailure(exc) from exc
 
 
 class _ClientSocket:
@@ -252,12 +288,14 @@ class _ClientSocket:
       deadline too.
     * ``recv``/``recv_into`` raise when the server has closed the connection, where the bare loop
       would read empty messages forever.
+    * ``recv`` (the loop reads only headers with it) reads a whole header and refuses one the loop
+      does not know, which the bare loop would skip and then wait forever.
     Everything else is the plain socket's.
     """
 
-    def __init__(self, family: int, kind: int, deadline: float, where: str):
+    def __init__(self, family: int, kind: int, deadline: float, where: str, headers: frozenset[bytes]):
         self._family, self._kind = family, kind
-        self._deadline, self._where = deadline, where
+        self._deadline, self._where, self._headers = deadline, where, headers
         self._options: list[tuple] = []
         self._sock = socket.socket(family, kind)
         self._waiting_first = True
@@ -290,14 +328,24 @@ class _ClientSocket:
     def recv(self, n: int, *flags) -> bytes:
         try:
             data = self._sock.recv(n, *flags)
+            while data and len(data) < n:  # a header split across packets
+                more = self._sock.recv(n - len(data), *flags)
+                if not more:
+                    break
+                data += more
         except socket.timeout:
             if self._waiting_first:
                 raise IPIConnectionError(
                     f"connected to {self._where} but the i-PI server sent nothing within the timeout"
                 ) from None
             raise
-        if not data and n:
+        if len(data) < n:
             raise _ServerGone()
+        if n == HDRLEN and data not in self._headers:
+            raise IPIConnectionError(
+                f"the i-PI server at {self._where} sent an unknown message {data.rstrip()!r} "
+                f"(not the i-PI protocol, or an i-PI newer than this driver loop)"
+            )
         if self._waiting_first:
             self._first_message()
         return data
@@ -315,12 +363,12 @@ class _ClientSocket:
 class _SocketModule:
     """Stands in for the ``socket`` module inside i-PI's driver loop (creates :class:`_ClientSocket`)."""
 
-    def __init__(self, deadline: float, where: str):
-        self._deadline, self._where = deadline, where
+    def __init__(self, deadline: float, where: str, headers: frozenset[bytes]):
+        self._deadline, self._where, self._headers = deadline, where, headers
         self.last: _ClientSocket | None = None
 
     def socket(self, family=socket.AF_INET, kind=socket.SOCK_STREAM) -> _ClientSocket:
-        self.last = _ClientSocket(family, kind, self._deadline, self._where)
+        self.last = _ClientSocket(family, kind, self._deadline, self._where, self._headers)
         return self.last
 
     def __getattr__(self, name: str):
@@ -345,19 +393,26 @@ def run_client(driver, *, unix: bool = False, address: str = "localhost", port: 
         raise ConfigError(f"the timeout must be positive, got {timeout!r} s")
     where = f"UNIX socket {sockets_prefix}{address}" if (unix or shm) else f"{address}:{port}"
     loop = ipi_driver_loop()
-    sockets = _SocketModule(time.monotonic() + timeout, where)
+    sockets = _SocketModule(time.monotonic() + timeout, where, _known_headers(loop))
     loop.__globals__["socket"] = sockets  # the private copy of i-PI's script, not the real module
+    gone = f"the i-PI server at {where} closed the connection mid-run (it died or was killed)"
     try:
-        loop(unix=unix, address=address, port=port if port is not None else 0, driver=driver,
+        loop(unix=unix, address=address, port=port if port is not None else 0, driver=_Guarded(driver),
              f_verbose=verbose, sockets_prefix=sockets_prefix, shm=shm)
-    except (_ServerGone, ConnectionResetError, BrokenPipeError) as exc:
-        raise IPIConnectionError(f"the i-PI server at {where} closed the connection mid-run "
-                                 f"(it died or was killed)") from None
+    except _DriverFailure as failure:  # the PES's own error, as it was raised
+        raise failure.original from None
+    except MdpluginError:
+        raise
+    except (_ServerGone, ConnectionResetError, BrokenPipeError):
+        raise IPIConnectionError(gone) from None
     except RuntimeError as exc:
         if "disconnected" in str(exc).lower():
-            raise IPIConnectionError(f"the i-PI server at {where} closed the connection mid-run "
-                                     f"(it died or was killed)") from None
-        raise
+            raise IPIConnectionError(gone) from None
+        raise IPIConnectionError(f"protocol error with the i-PI server at {where}: {exc}") from None
+    except Exception as exc:  # malformed messages make i-PI's loop fail in many ways
+        text = " ".join(str(exc).split())
+        raise IPIConnectionError(
+            f"protocol error with the i-PI server at {where}: {type(exc).__name__}: {text}") from None
     finally:
         loop.__globals__["socket"] = socket
         if sockets.last is not None:

@@ -210,8 +210,6 @@ def test_nan_positions(driver, template):
     assert _is_clean_error(result), result
 
 
-@pytest.mark.xfail(strict=True, reason="ipi.py (helper's module) uses i-PI's run_driver, which ignores unknown "
-                   "headers: a server sending garbage and then nothing leaves the client waiting forever")
 def test_unknown_header_then_silence_does_not_hang(driver, template):
     def script(server, pos):
         server.handshake()
@@ -222,8 +220,6 @@ def test_unknown_header_then_silence_does_not_hang(driver, template):
     assert _is_clean_error(result), result
 
 
-@pytest.mark.xfail(strict=True, reason="ipi.py (helper's module): a POSDATA with a negative atom count raises "
-                   "a bare ValueError from i-PI's run_driver (not an MdpluginError naming the server)")
 def test_negative_atom_count(driver, template):
     def script(server, pos):
         server.handshake()
@@ -233,8 +229,6 @@ def test_negative_atom_count(driver, template):
     assert _is_clean_error(result), result
 
 
-@pytest.mark.xfail(strict=True, reason="ipi.py (helper's module): GETFORCE before any POSDATA raises a bare "
-                   "UnboundLocalError ('nat') from i-PI's run_driver")
 def test_getforce_before_posdata(driver, template):
     def script(server, pos):
         server.handshake()
