@@ -1,0 +1,512 @@
+"""λ-SOAP symmetry-adapted sparse GPR (SA-GPR) for dipoles and polarizabilities.
+
+Grisafi, Wilkins, Csányi, Ceriotti, PRL 120, 036002 (2018), as a sparse (projected-process)
+Gaussian process on atom-centred contributions:
+
+* Features: λ-SOAP ``X^λ_i (2λ+1, F_λ)`` of every atom (:mod:`mdplugin.descriptors.lambda_soap`)
+  from one featomic spherical expansion, normalised by their full Frobenius norm.
+* Kernel between atoms ``i`` and ``j`` of the same centre species (zero otherwise)::
+
+      K^λ_{μν}(i, j) = [X̂^λ_i X̂^λ_jᵀ]_{μν} · (x̂⁰_i · x̂⁰_j)^(ζ-1)
+
+  and between structures the sum over their atoms. It is exactly equivariant:
+  ``K(RA, B) = D^λ(R) K(A, B)`` for rotations and reflections ``R``.
+* Compression: per centre species and λ the features are projected on the leading
+  principal directions (over the feature index, which commutes with rotations) of the
+  representative environments' features; the normalisation uses the full features. Because
+  the kernel rows only see the span of the representative environments, this loses almost
+  nothing while making every kernel evaluation ``F_λ / n_components`` times cheaper.
+* Representative environments: ``n_sparse`` per centre species by farthest-point sampling on
+  the normalised invariant features.
+* Targets: dipole = λ = 1 (components ``(y, z, x)``); polarizability = λ = 0 (trace part, a
+  per-species composition baseline removed first) + λ = 2 (symmetric traceless part), each
+  a separate GPR with its own regulariser, rebuilt to a symmetric 3×3 tensor with
+  :mod:`mdplugin.tensors`.
+* Scales: targets are divided by their training standard deviation and each kernel by the
+  mean prior variance of a training structure, so the regularisers are dimensionless noise-
+  to-signal variance ratios. The signal variance is the maximum-likelihood value for the given
+  regulariser; ``predict(return_std=True)`` returns the posterior standard deviation of every
+  Cartesian component, shapes ``(n, 3)`` (dipole) and ``(n, 3, 3)`` (polarizability), in
+  the target's units (it includes the Nyström residual, i.e. the prior variance the
+  representative environments cannot explain).
+
+Memory: ``fit`` keeps the full λ-SOAP features of the training set in memory (about 100 kB per
+atom with the default hyper-parameters) and processes kernels in chunks of ``chunk_size`` frames.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+from ase import Atoms
+from scipy.linalg import solve_triangular
+
+from ..descriptors.expansion import Expansion, SphericalExpansion
+from ..descriptors.lambda_soap import lambda_soap
+from ..errors import ConfigError, DataError
+from ..tensors import (
+    L0_BASIS,
+    L2_BASIS,
+    spherical_to_symmetric,
+    spherical_to_vector,
+    symmetric_to_spherical,
+    vector_to_spherical,
+)
+from .base import Model, check_species, fingerprint, register
+from .gpr import ProjectedProcess, farthest_point_sampling, solve_projected_process
+
+__all__ = ["SAGPRModel"]
+
+
+def _normalise_rows(x: np.ndarray) -> np.ndarray:
+    """Divide every centre's features (n, ...) by their Frobenius norm."""
+    flat = x.reshape(len(x), -1)
+    norms = np.sqrt(np.einsum("ij,ij->i", flat, flat))
+    return x / np.maximum(norms, 1e-300).reshape((-1,) + (1,) * (x.ndim - 1))
+
+
+def _frame_groups(frame: np.ndarray, n_frames: int) -> tuple[np.ndarray, np.ndarray]:
+    """For rows sorted by frame: start index of every run and the frame of that run."""
+    if len(frame) == 0:
+        return np.zeros(0, dtype=int), np.zeros(0, dtype=int)
+    starts = np.flatnonzero(np.r_[True, frame[1:] != frame[:-1]])
+    return starts, frame[starts]
+
+
+def _sum_by_frame(values: np.ndarray, frame: np.ndarray, n_frames: int) -> np.ndarray:
+    """Sum rows (n, ...) sorted by frame into (n_frames, ...)."""
+    out = np.zeros((n_frames,) + values.shape[1:])
+    if len(frame):
+        starts, frames = _frame_groups(frame, n_frames)
+        out[frames] = np.add.reduceat(values, starts, axis=0)
+    return out
+
+
+def _same_species_pairs(frame: np.ndarray, species: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """All ordered pairs (i, j) of centres in the same frame with the same species."""
+    if len(frame) == 0:
+        return np.zeros(0, dtype=int), np.zeros(0, dtype=int)
+    key = frame.astype(np.int64) * 256 + species
+    order = np.argsort(key, kind="stable")
+    sorted_key = key[order]
+    starts = np.flatnonzero(np.r_[True, sorted_key[1:] != sorted_key[:-1]])
+    sizes = np.diff(np.r_[starts, len(key)])
+    sq = sizes * sizes
+    group = np.repeat(np.arange(len(sizes)), sq)
+    within = np.arange(sq.sum()) - np.repeat(np.cumsum(sq) - sq, sq)
+    g = sizes[group]
+    i = order[starts[group] + within // g]
+    j = order[starts[group] + within % g]
+    return i, j
+
+
+@register("lsoap")
+class SAGPRModel(Model):
+    """Sparse λ-SOAP SA-GPR for ``target="dipole"`` or ``"polarizability"``.
+
+    Parameters
+    ----------
+    target : ``"dipole"`` (y (n, 3)) or ``"polarizability"`` (y (n, 3, 3)); any units (the
+        predictions come back in the units of ``y``; mdplugin uses e·Å and Å³).
+    cutoff : neighbour cutoff, Å.
+    max_radial : featomic ``max_radial`` (``max_radial + 1`` GTO radial functions).
+    max_angular : highest l of the spherical expansion.
+    gaussian_width, smoothing_width : atomic Gaussian width and cutoff smoothing width, Å.
+    zeta : ζ, the power of the invariant kernel is ζ − 1 (ζ = 1: linear λ-SOAP kernel).
+    n_sparse : representative environments per centre species (FPS).
+    n_components : feature dimensions kept per centre species and λ after the principal-
+        component compression (``0``: no compression).
+    regularizer_l0, regularizer_l1, regularizer_l2 : noise-to-signal variance ratio of the
+        λ = 0, 1, 2 GPRs (dimensionless; targets and kernels are normalised).
+    jitter : relative diagonal jitter of the Cholesky factorisations.
+    chunk_size : frames per block when building kernels (memory).
+    """
+
+    targets_supported = ("dipole", "polarizability")
+
+    def __init__(
+        self,
+        target: str = "dipole",
+        cutoff: float = 4.5,
+        max_radial: int = 6,
+        max_angular: int = 4,
+        gaussian_width: float = 0.3,
+        smoothing_width: float = 0.5,
+        zeta: int = 2,
+        n_sparse: int = 400,
+        n_components: int = 256,
+        regularizer_l0: float = 1e-4,
+        regularizer_l1: float = 1e-4,
+        regularizer_l2: float = 1e-4,
+        jitter: float = 1e-10,
+        chunk_size: int = 200,
+    ):
+        self.target = target
+        self.cutoff = cutoff
+        self.max_radial = max_radial
+        self.max_angular = max_angular
+        self.gaussian_width = gaussian_width
+        self.smoothing_width = smoothing_width
+        self.zeta = zeta
+        self.n_sparse = n_sparse
+        self.n_components = n_components
+        self.regularizer_l0 = regularizer_l0
+        self.regularizer_l1 = regularizer_l1
+        self.regularizer_l2 = regularizer_l2
+        self.jitter = jitter
+        self.chunk_size = chunk_size
+
+    # ------------------------------------------------------------------------------------------
+    # targets
+    # ------------------------------------------------------------------------------------------
+    def _lambdas(self) -> tuple[int, ...]:
+        return (1,) if self.target == "dipole" else (0, 2)
+
+    def _regularizer(self, lam: int) -> float:
+        return float({0: self.regularizer_l0, 1: self.regularizer_l1, 2: self.regularizer_l2}[lam])
+
+    def _to_spherical(self, y, n: int) -> dict[int, np.ndarray]:
+        y = np.asarray(y, dtype=float)
+        if self.target == "dipole":
+            if y.shape != (n, 3):
+                raise DataError(f"dipoles must have shape ({n}, 3), got {y.shape}")
+            return {1: vector_to_spherical(y)}
+        if y.shape == (n, 9):
+            y = y.reshape(n, 3, 3)
+        if y.shape != (n, 3, 3):
+            raise DataError(f"polarizabilities must have shape ({n}, 3, 3), got {y.shape}")
+        l0, l2 = symmetric_to_spherical(0.5 * (y + y.transpose(0, 2, 1)))
+        return {0: l0, 2: l2}
+
+    def _composition(self, species: np.ndarray, frame: np.ndarray, n_frames: int) -> np.ndarray:
+        comp = np.zeros((n_frames, len(self.species_)))
+        np.add.at(comp, (frame, np.searchsorted(self.species_, species)), 1.0)
+        return comp
+
+    # ------------------------------------------------------------------------------------------
+    # features
+    # ------------------------------------------------------------------------------------------
+    def expansion_hypers(self) -> dict:
+        """Keyword arguments of :class:`~mdplugin.descriptors.expansion.SphericalExpansion`
+        (species included): models with equal hypers can share one expansion per MD step."""
+        species = getattr(self, "species_", None)
+        return {
+            "species": [int(z) for z in (species if species is not None else [])],
+            "cutoff": float(self.cutoff),
+            "max_radial": int(self.max_radial),
+            "max_angular": int(self.max_angular),
+            "gaussian_width": float(self.gaussian_width),
+            "smoothing_width": float(self.smoothing_width),
+        }
+
+    #: the ASE calculator does not need position gradients of the expansion for this model
+    needs_gradients = False
+
+    def _expansion(self) -> SphericalExpansion:
+        hypers = self.expansion_hypers()
+        calc = getattr(self, "_expansion_calc", None)
+        if calc is None or getattr(self, "_expansion_key", None) != hypers:
+            calc = SphericalExpansion(**hypers)
+            self._expansion_calc = calc
+            self._expansion_key = hypers
+        return calc
+
+    def _raw_features(self, exp: Expansion) -> dict:
+        """Normalised full features: ``0`` (n, F0) invariant, and every target λ (n, 2λ+1, F)."""
+        lams = tuple(sorted(set(self._lambdas()) | {0}))
+        feats = lambda_soap(exp, lams)
+        out = {lam: _normalise_rows(feats[lam]) for lam in lams}
+        out[0] = out[0][:, 0, :]
+        return out
+
+    def _project(self, raw: dict, species: np.ndarray) -> dict:
+        """Compressed features: ``0`` (n, k0) and λ (n, 2λ+1, kλ) (one basis per species)."""
+        out = {}
+        for lam, x in raw.items():
+            k = self.projections_[lam][0].shape[1]
+            z = np.zeros(x.shape[:-1] + (k,))
+            for s_index, s in enumerate(self.species_):
+                rows = np.flatnonzero(species == s)
+                if len(rows):
+                    xs = x[rows]
+                    z[rows] = (xs.reshape(-1, xs.shape[-1]) @ self.projections_[lam][s_index]).reshape(
+                        xs.shape[:-1] + (k,)
+                    )
+            out[lam] = z
+        return out
+
+    def _fit_projections(self, raw: dict, species: np.ndarray, sparse: np.ndarray) -> None:
+        """Principal directions (over the feature index) of the representative environments."""
+        self.projections_ = {}
+        for lam, x in raw.items():
+            bases = []
+            for s in self.species_:
+                rows = sparse[species[sparse] == s]
+                xs = x[rows].reshape(-1, x.shape[-1])  # (rows·(2λ+1), F)
+                n_feat = xs.shape[1]
+                k = n_feat if not self.n_components else min(int(self.n_components), n_feat)
+                if k >= n_feat:
+                    basis = np.eye(n_feat)
+                else:
+                    basis = self._principal_directions(xs, k)
+                bases.append(basis)
+            width = max(b.shape[1] for b in bases)
+            self.projections_[lam] = [
+                np.pad(b, ((0, 0), (0, width - b.shape[1]))) for b in bases
+            ]
+
+    @staticmethod
+    def _principal_directions(xs: np.ndarray, k: int) -> np.ndarray:
+        """Leading right singular vectors (F, k) of ``xs`` (r, F), uncentred (so the projection
+        commutes with rotations); randomised SVD with a fixed seed (deterministic)."""
+        from sklearn.utils.extmath import randomized_svd
+
+        k_eff = min(k, *xs.shape)
+        _, sv, vt = randomized_svd(xs, k_eff, n_oversamples=16, n_iter=2, random_state=0)
+        basis = vt.T[:, sv > 1e-10 * max(sv.max(), 1e-300)]
+        if basis.shape[1] < k:
+            basis = np.pad(basis, ((0, 0), (0, k - basis.shape[1])))
+        return np.ascontiguousarray(basis)
+
+    # ------------------------------------------------------------------------------------------
+    # kernels
+    # ------------------------------------------------------------------------------------------
+    def _atom_kernel_blocks(self, z: dict, species: np.ndarray, lam: int):
+        """Yield (rows, cols, K) with K (len(rows), 2λ+1, len(cols), 2λ+1): kernel of the
+        centres ``rows`` with the representative environments ``cols`` of their species."""
+        zeta = self.zeta
+        for s in self.species_:
+            rows = np.flatnonzero(species == s)
+            cols = np.flatnonzero(self.sparse_species_ == s)
+            if len(rows) == 0 or len(cols) == 0:
+                continue
+            k0 = z[0][rows] @ self.sparse_[0][cols].T  # (r, m)
+            if lam == 0:
+                k = (k0**zeta)[:, None, :, None]
+            else:
+                d = 2 * lam + 1
+                a = z[lam][rows].reshape(len(rows) * d, -1)
+                b = self.sparse_[lam][cols].reshape(len(cols) * d, -1)
+                k = (a @ b.T).reshape(len(rows), d, len(cols), d)
+                if zeta != 1:
+                    k *= (k0 ** (zeta - 1))[:, None, :, None]
+            yield rows, cols, k
+
+    def _structure_kernel(self, z: dict, species, frame, n_frames: int, lam: int) -> np.ndarray:
+        """K_xM (n_frames·(2λ+1), M·(2λ+1)), unscaled."""
+        d = 2 * lam + 1
+        m = len(self.sparse_species_)
+        out = np.zeros((n_frames, d, m, d))
+        for rows, cols, k in self._atom_kernel_blocks(z, species, lam):
+            out[:, :, cols, :] = _sum_by_frame(k, frame[rows], n_frames)
+        return out.reshape(n_frames * d, m * d)
+
+    def _sparse_kernel(self, lam: int) -> np.ndarray:
+        """K_MM (M·(2λ+1), M·(2λ+1)), unscaled."""
+        sp = {key: v for key, v in self.sparse_.items()}
+        d = 2 * lam + 1
+        m = len(self.sparse_species_)
+        out = np.zeros((m, d, m, d))
+        for rows, cols, k in self._atom_kernel_blocks(sp, self.sparse_species_, lam):
+            out[np.ix_(rows, np.arange(d), cols, np.arange(d))] = k[:, :, :, :]
+        return out.reshape(m * d, m * d)
+
+    def _structure_self_kernel(self, z: dict, species, frame, n_frames: int, lam: int) -> np.ndarray:
+        """K_AA (n_frames, 2λ+1, 2λ+1): prior covariance of every structure, unscaled."""
+        i, j = _same_species_pairs(frame, species)
+        k0 = np.einsum("pk,pk->p", z[0][i], z[0][j])
+        if lam == 0:
+            k = (k0**self.zeta)[:, None, None]
+        else:
+            k = np.einsum("pak,pbk->pab", z[lam][i], z[lam][j])
+            if self.zeta != 1:
+                k *= (k0 ** (self.zeta - 1))[:, None, None]
+        order = np.argsort(frame[i], kind="stable")
+        return _sum_by_frame(k[order], frame[i][order], n_frames)
+
+    # ------------------------------------------------------------------------------------------
+    # fit
+    # ------------------------------------------------------------------------------------------
+    def fit(self, frames: Sequence[Atoms], y) -> "SAGPRModel":
+        """Fit on ``frames`` (list of ``ase.Atoms``) and targets ``y`` ((n, 3) or (n, 3, 3))."""
+        self._check_target()
+        frames = list(frames)
+        if len(frames) == 0:
+            raise DataError("no training frames")
+        targets = self._to_spherical(y, len(frames))
+        if int(self.zeta) < 1:
+            raise ConfigError(f"zeta must be a positive integer, got {self.zeta}")
+        self.species_ = np.array(sorted({int(z) for a in frames for z in a.numbers}), dtype=int)
+        calc = self._expansion()
+
+        raw_parts, species_parts, frame_parts = [], [], []
+        for start in range(0, len(frames), self.chunk_size):
+            chunk = frames[start : start + self.chunk_size]
+            exp = calc.compute(chunk)
+            raw_parts.append(self._raw_features(exp))
+            species_parts.append(exp.centre_species)
+            frame_parts.append(exp.centre_frame + start)
+        raw = {lam: np.concatenate([p[lam] for p in raw_parts]) for lam in raw_parts[0]}
+        del raw_parts
+        species = np.concatenate(species_parts)
+        frame = np.concatenate(frame_parts)
+        n_frames = len(frames)
+
+        # representative environments: FPS per species on the normalised invariant features
+        sparse = []
+        for s in self.species_:
+            idx = np.flatnonzero(species == s)
+            x0 = raw[0][idx]
+            if len(idx) > self.n_sparse and x0.shape[1] > 128:
+                # FPS distances on the leading 128 principal directions (memory-bound otherwise)
+                x0 = x0 @ self._principal_directions(x0[:: max(1, len(idx) // 2000)], 128)
+            sparse.append(idx[farthest_point_sampling(x0, self.n_sparse)])
+        sparse = np.concatenate(sparse)
+        self.sparse_species_ = species[sparse].astype(int)
+        self._fit_projections(raw, species, sparse)
+        z = self._project(raw, species)
+        del raw
+        self.sparse_ = {lam: np.ascontiguousarray(v[sparse]) for lam, v in z.items()}
+
+        # composition baseline of the λ = 0 part
+        comp = self._composition(species, frame, n_frames)
+        self.baseline_ = np.zeros(len(self.species_))
+        if 0 in targets:
+            ridge = 1e-8 * max(np.trace(comp.T @ comp), 1.0)
+            self.baseline_ = np.linalg.solve(
+                comp.T @ comp + ridge * np.eye(len(self.species_)), comp.T @ targets[0][:, 0]
+            )
+            targets[0] = targets[0] - (comp @ self.baseline_)[:, None]
+
+        self.gpr_ = {}
+        self.y_scale_ = {}
+        self.kernel_scale_ = {}
+        self.signal_variance_ = {}
+        for lam in self._lambdas():
+            d = 2 * lam + 1
+            yl = targets[lam]
+            scale = float(np.sqrt(np.mean(yl**2)))
+            self.y_scale_[lam] = scale if scale > 0 else 1.0
+            yl = yl / self.y_scale_[lam]
+            kaa = self._structure_self_kernel(z, species, frame, n_frames, lam)
+            kscale = float(np.mean(np.trace(kaa, axis1=1, axis2=2)) / d)
+            self.kernel_scale_[lam] = kscale if kscale > 0 else 1.0
+            m = len(self.sparse_species_) * d
+            a_mat = np.zeros((m, m))
+            b_vec = np.zeros(m)
+            yy = 0.0
+            for start in range(0, n_frames, self.chunk_size):
+                stop = min(n_frames, start + self.chunk_size)
+                sel = slice(np.searchsorted(frame, start), np.searchsorted(frame, stop))
+                zc = {key: v[sel] for key, v in z.items()}
+                k = self._structure_kernel(zc, species[sel], frame[sel] - start, stop - start, lam)
+                k /= self.kernel_scale_[lam]
+                yc = yl[start:stop].reshape(-1)
+                a_mat += k.T @ k
+                b_vec += k.T @ yc
+                yy += float(yc @ yc)
+            kmm = self._sparse_kernel(lam) / self.kernel_scale_[lam]
+            reg = self._regularizer(lam)
+            gpr = solve_projected_process(a_mat, b_vec, kmm, reg, self.jitter)
+            self.gpr_[lam] = gpr
+            # maximum-likelihood signal variance for this regulariser (in units of y_scale²)
+            n_obs = n_frames * d
+            self.signal_variance_[lam] = max((yy - float(b_vec @ gpr.weights)) / (reg * n_obs), 1e-12)
+
+        self.training_fingerprint_ = fingerprint(frames, np.asarray(y, dtype=float))
+        self.n_train_ = len(frames)
+        self.is_fitted_ = True
+        return self
+
+    # ------------------------------------------------------------------------------------------
+    # predict
+    # ------------------------------------------------------------------------------------------
+    def predict_from_expansion(self, exp: Expansion, return_std: bool = False):
+        """Predictions (and std) from a precomputed expansion with this model's hypers."""
+        self._check_fitted()
+        species, frame, n = exp.centre_species, exp.centre_frame, exp.n_frames
+        z = self._project(self._raw_features(exp), species)
+        sph, cov = {}, {}
+        for lam in self._lambdas():
+            d = 2 * lam + 1
+            k = self._structure_kernel(z, species, frame, n, lam) / self.kernel_scale_[lam]
+            gpr: ProjectedProcess = self.gpr_[lam]
+            sph[lam] = (k @ gpr.weights).reshape(n, d) * self.y_scale_[lam]
+            if return_std:
+                kaa = self._structure_self_kernel(z, species, frame, n, lam) / self.kernel_scale_[lam]
+                v = solve_triangular(gpr.factor, k.T, lower=True, check_finite=False)
+                u = solve_triangular(gpr.kmm_factor, k.T, lower=True, check_finite=False)
+                v = v.reshape(-1, n, d)
+                u = u.reshape(-1, n, d)
+                c = gpr.regularizer * np.einsum("kna,knb->nab", v, v)
+                # Nyström residual (PSD in exact arithmetic; variances are clipped at 0 below)
+                c += kaa - np.einsum("kna,knb->nab", u, u)
+                cov[lam] = c * self.signal_variance_[lam] * self.y_scale_[lam] ** 2
+        if 0 in sph:
+            comp = self._composition(species, frame, n)
+            sph[0] = sph[0] + (comp @ self.baseline_)[:, None]
+        if self.target == "dipole":
+            y = spherical_to_vector(sph[1])
+            if not return_std:
+                return y
+            std = spherical_to_vector(np.sqrt(np.maximum(np.diagonal(cov[1], axis1=1, axis2=2), 0)))
+            return y, std
+        y = spherical_to_symmetric(sph[0], sph[2])
+        if not return_std:
+            return y
+        var = cov[0][:, 0, 0, None, None] * L0_BASIS[0] ** 2
+        var = var + np.einsum("kij,nkl,lij->nij", L2_BASIS, cov[2], L2_BASIS)
+        return y, np.sqrt(np.maximum(var, 0.0))
+
+    def predict(self, frames: Sequence[Atoms], return_std: bool = False):
+        """Dipoles (n, 3) or polarizabilities (n, 3, 3) in the units of the training targets;
+        with ``return_std`` also the posterior standard deviation of every component (same
+        shape). An element absent from the training set raises :class:`DataError` naming it."""
+        self._check_fitted()
+        frames = list(frames)
+        check_species(frames, self.species_, f"{self.target} model")
+        calc = self._expansion()
+        ys, stds = [], []
+        for start in range(0, len(frames), self.chunk_size):
+            out = self.predict_from_expansion(
+                calc.compute(frames[start : start + self.chunk_size]), return_std
+            )
+            if return_std:
+                ys.append(out[0])
+                stds.append(out[1])
+            else:
+                ys.append(out)
+        y = np.concatenate(ys)
+        return (y, np.concatenate(stds)) if return_std else y
+
+    # ------------------------------------------------------------------------------------------
+    # state
+    # ------------------------------------------------------------------------------------------
+    def _get_state(self) -> dict[str, np.ndarray]:
+        state = {
+            "baseline": self.baseline_,
+            "sparse_species": self.sparse_species_,
+        }
+        for lam in self.projections_:
+            state[f"projections_l{lam}"] = np.stack(self.projections_[lam])
+            state[f"sparse_l{lam}"] = self.sparse_[lam]
+        for lam in self._lambdas():
+            state[f"scales_l{lam}"] = np.array(
+                [self.y_scale_[lam], self.kernel_scale_[lam], self.signal_variance_[lam]]
+            )
+            state.update(self.gpr_[lam].to_arrays(prefix=f"gpr_l{lam}"))
+        return state
+
+    def _set_state(self, arrays: dict[str, np.ndarray]) -> None:
+        self.baseline_ = np.asarray(arrays["baseline"], dtype=float)
+        self.sparse_species_ = np.asarray(arrays["sparse_species"], dtype=int)
+        self.projections_, self.sparse_ = {}, {}
+        for lam in sorted(set(self._lambdas()) | {0}):
+            self.projections_[lam] = list(np.asarray(arrays[f"projections_l{lam}"], dtype=float))
+            self.sparse_[lam] = np.asarray(arrays[f"sparse_l{lam}"], dtype=float)
+        self.gpr_, self.y_scale_, self.kernel_scale_, self.signal_variance_ = {}, {}, {}, {}
+        for lam in self._lambdas():
+            scales = np.asarray(arrays[f"scales_l{lam}"], dtype=float)
+            self.y_scale_[lam], self.kernel_scale_[lam], self.signal_variance_[lam] = map(float, scales)
+            self.gpr_[lam] = ProjectedProcess.from_arrays(arrays, prefix=f"gpr_l{lam}")

@@ -1,0 +1,154 @@
+"""SA-GPR (λ-SOAP sparse GPR): covariance, mixed data sets, files, errors, learning a physical model."""
+
+import numpy as np
+import pytest
+from ase import Atoms
+
+import mdplugin
+from mdplugin import tensors as T
+from mdplugin.errors import DataError
+from mdplugin.models import build
+
+from .conftest import dichloroethane
+
+SMALL = dict(
+    cutoff=3.5, max_radial=3, max_angular=3, n_sparse=30, n_components=40, chunk_size=7
+)
+CHARGES = {1: 0.1, 6: 0.0, 17: -0.2, 8: -0.4}  # neutral DCE (and water with H +0.2: below)
+
+
+def _point_charge_dipole(atoms):
+    q = np.array([CHARGES[z] for z in atoms.numbers])
+    q -= q.mean()  # neutral whatever the composition
+    return q @ atoms.positions
+
+
+def _bond_polarizability(atoms):
+    """Sum of axially symmetric pair polarizabilities with a smooth (Gaussian) distance weight."""
+    alpha = np.eye(3) * 0.5 * len(atoms)
+    d = atoms.get_all_distances(vector=True)
+    r = np.linalg.norm(d, axis=-1)
+    for i, j in zip(*np.triu_indices(len(atoms), 1)):
+        u = d[i, j] / r[i, j]
+        w = np.exp(-((r[i, j] / 1.5) ** 2))
+        alpha += w * (np.eye(3) + 2.0 * np.outer(u, u))
+    return alpha
+
+
+def _data(n, seed, noise=0.12):
+    rng = np.random.default_rng(seed)
+    frames = [dichloroethane(rng, noise=noise) for _ in range(n)]
+    for f in frames:
+        f.positions = f.positions @ T.random_rotation(rng).T
+    return frames
+
+
+@pytest.fixture(scope="module")
+def dipole_model():
+    frames = _data(40, 0)
+    y = np.array([_point_charge_dipole(f) for f in frames])
+    return build("lsoap", target="dipole", **SMALL).fit(frames, y)
+
+
+@pytest.fixture(scope="module")
+def polarizability_model():
+    frames = _data(40, 1)
+    y = np.array([_bond_polarizability(f) for f in frames])
+    return build("lsoap", target="polarizability", **SMALL).fit(frames, y)
+
+
+@pytest.mark.parametrize("reflection", [False, True])
+def test_dipole_is_exactly_covariant(dipole_model, reflection):
+    rng = np.random.default_rng(7)
+    frames = _data(4, 11, noise=0.2)
+    y, std = dipole_model.predict(frames, return_std=True)
+    for _ in range(2):
+        r = T.random_rotation(rng, reflection=reflection)
+        moved = [f.copy() for f in frames]
+        for f in moved:
+            f.positions = f.positions @ r.T + rng.normal(size=3)
+        y2, std2 = dipole_model.predict(moved, return_std=True)
+        np.testing.assert_allclose(y2, y @ r.T, rtol=0, atol=1e-8 * np.abs(y).max())
+        # the covariance rotates too: the std of the norm-preserving total is invariant
+        np.testing.assert_allclose((std2**2).sum(1), (std**2).sum(1), rtol=1e-8)
+
+
+@pytest.mark.parametrize("reflection", [False, True])
+def test_polarizability_is_exactly_covariant(polarizability_model, reflection):
+    rng = np.random.default_rng(8)
+    frames = _data(4, 12, noise=0.2)
+    y, std = polarizability_model.predict(frames, return_std=True)
+    assert y.shape == std.shape == (4, 3, 3)
+    np.testing.assert_allclose(y, y.transpose(0, 2, 1), atol=1e-12)
+    for _ in range(2):
+        r = T.random_rotation(rng, reflection=reflection)
+        moved = [f.copy() for f in frames]
+        for f in moved:
+            f.positions = f.positions @ r.T + rng.normal(size=3)
+        y2 = polarizability_model.predict(moved)
+        np.testing.assert_allclose(y2, T.rotate_tensors(y, r), rtol=0, atol=1e-8 * np.abs(y).max())
+
+
+def test_learns_point_charge_dipoles(dipole_model):
+    test = _data(20, 3)
+    y = np.array([_point_charge_dipole(f) for f in test])
+    pred = dipole_model.predict(test)
+    rmse = np.sqrt(np.mean((pred - y) ** 2))
+    assert rmse < 0.1 * np.std(y)
+
+
+def test_learns_bond_polarizabilities(polarizability_model):
+    test = _data(20, 4)
+    y = np.array([_bond_polarizability(f) for f in test])
+    pred = polarizability_model.predict(test)
+    rmse = np.sqrt(np.mean((pred - y) ** 2))
+    assert rmse < 0.1 * np.sqrt(np.mean((y - y.mean(0)) ** 2))
+
+
+def test_std_grows_away_from_the_training_data(dipole_model):
+    near = _data(5, 21, noise=0.12)
+    far = _data(5, 22, noise=0.45)
+    _, s_near = dipole_model.predict(near, return_std=True)
+    _, s_far = dipole_model.predict(far, return_std=True)
+    assert np.all(s_near > 0)
+    assert np.linalg.norm(s_far, axis=1).mean() > 1.5 * np.linalg.norm(s_near, axis=1).mean()
+
+
+def test_mixed_sizes_compositions_and_periodic_cells():
+    rng = np.random.default_rng(5)
+    frames = []
+    for k in range(24):
+        if k % 3 == 0:
+            a = Atoms("OH2", positions=[[0, 0, 0], [0.96, 0, 0], [-0.24, 0.93, 0]])
+            a.positions += rng.normal(scale=0.05, size=(3, 3))
+        elif k % 3 == 1:
+            a = Atoms("CHCl", positions=[[0, 0, 0], [1.09, 0, 0], [-0.6, 1.6, 0.1]])
+            a.positions += rng.normal(scale=0.05, size=(3, 3))
+        else:
+            a = Atoms("OH2OH2", positions=rng.uniform(0, 4.0, size=(6, 3)), cell=np.eye(3) * 4.0, pbc=True)
+        frames.append(a)
+    y = np.array([T.rotate_tensors(np.diag([1.0, 2.0, 3.0]) * len(a), T.random_rotation(rng)) for a in frames])
+    model = build("lsoap", target="polarizability", **SMALL).fit(frames, y)
+    pred, std = model.predict(frames[:6], return_std=True)
+    assert pred.shape == (6, 3, 3) and np.all(np.isfinite(std))
+    # the λ = 0 part scales with the number of atoms: the composition baseline gets it
+    tr_pred = np.trace(pred, axis1=1, axis2=2)
+    tr_true = np.trace(y[:6], axis1=1, axis2=2)
+    assert np.allclose(tr_pred, tr_true, rtol=0.05)
+
+
+def test_unknown_element_names_it(dipole_model):
+    water = Atoms("OH2", positions=[[0, 0, 0], [0.96, 0, 0], [-0.24, 0.93, 0]])
+    with pytest.raises(DataError, match=r"\bO\b"):
+        dipole_model.predict([water])
+
+
+def test_save_and_load_round_trip(tmp_path, polarizability_model):
+    frames = _data(3, 30)
+    y, std = polarizability_model.predict(frames, return_std=True)
+    path = tmp_path / "alpha.npz"
+    polarizability_model.save(path)
+    loaded = mdplugin.load_model(path)
+    y2, std2 = loaded.predict(frames, return_std=True)
+    np.testing.assert_allclose(y2, y, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(std2, std, rtol=1e-10, atol=1e-12)
