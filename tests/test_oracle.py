@@ -214,3 +214,26 @@ def test_single_rank_communicator():
     parallel = label_frames(frames, "tblite", ["energy", "dipole"], comm=mpi.COMM_WORLD)
     np.testing.assert_allclose(parallel.energy, serial.energy)
     np.testing.assert_allclose(parallel.dipole, serial.dipole)
+
+
+def test_example_data_are_complete_and_reproducible(examples_dir):
+    from mdplugin.data import read_dataset
+
+    total = sum(p.stat().st_size for p in examples_dir.iterdir())
+    assert total < 5e6
+    for name, n_min in [("dce_train", 1000), ("dce_test", 400), ("water", 200)]:
+        data = read_dataset(examples_dir / f"{name}.xyz")
+        assert data.properties == ALL and len(data) >= n_min
+        assert np.all(np.linalg.eigvalsh(data.polarizability) > 0)
+        if name.startswith("dce"):  # C, C, Cl, Cl, H...: both conformers are present
+            dihedral = np.array([a.get_dihedral(2, 0, 1, 3) for a in data.frames])
+            anti = np.mean(np.abs(dihedral - 180.0) < 60.0)
+            assert 0.1 < anti < 0.9
+        # the stored labels are what the oracle computes now
+        idx = [0, len(data) // 2]
+        again = label_frames([data.frames[i] for i in idx], "tblite", ALL)
+        np.testing.assert_allclose(again.energy, data.energy[idx], atol=1e-5)
+        np.testing.assert_allclose(again.dipole, data.dipole[idx], atol=1e-5)
+        np.testing.assert_allclose(again.polarizability, data.polarizability[idx], atol=1e-4)
+        for k, i in enumerate(idx):
+            np.testing.assert_allclose(again.forces[k], data.forces[i], atol=1e-4)
