@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import ase.io
 import numpy as np
@@ -103,3 +105,21 @@ def test_missing_or_broken_input(tmp_path, capsys):
     ase.io.write(clash, Atoms("H2", positions=[[0, 0, 0], [0, 0, 0.05]]), format="extxyz")
     _assert_one_line_error(capsys, ["label", str(clash), "-o", str(tmp_path / "o.xyz")],
                            str(clash), "frame 0")
+
+
+def test_label_under_mpi_matches_serial(structures, tmp_path):
+    """`mpiexec -n 2 mdplugin label` shares the frames across ranks and writes the same file."""
+    pytest.importorskip("mpi4py")
+    bindir = str(Path(sys.executable).parent)
+    mpiexec = shutil.which("mpiexec", path=bindir) or shutil.which("mpiexec")
+    if mpiexec is None:
+        pytest.skip("mpiexec not available")
+    path, frames = structures
+    out = tmp_path / "mpi.xyz"
+    proc = subprocess.run([mpiexec, "-n", "2", sys.executable, "-m", "mdplugin", "label", str(path),
+                           "-o", str(out), "--quiet"], capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    data = read_dataset(out)
+    serial = label_frames(frames, "tblite")
+    np.testing.assert_allclose(data.energy, serial.energy, atol=1e-6)
+    np.testing.assert_allclose(data.polarizability, serial.polarizability, atol=1e-5)

@@ -128,7 +128,6 @@ def test_ase_interface():
     assert atoms.get_forces().shape == (3, 3)
 
 
-@pytest.mark.slow
 @pytest.mark.skipif(importlib.util.find_spec("pyscf") is None, reason="PySCF not installed")
 def test_pyscf_water():
     from mdplugin.oracle import pyscf_factory
@@ -205,15 +204,6 @@ def test_bad_requests():
         label_frames([molecule("H2O")], _FailsOnNitrogen(), ["polarizability"])
     with pytest.raises(ConfigError, match="positive"):
         FiniteFieldPolarizability(tblite_factory(), field=0.0)
-
-
-def test_single_rank_communicator():
-    mpi = pytest.importorskip("mpi4py.MPI")
-    frames = [molecule("H2O"), molecule("CH4")]
-    serial = label_frames(frames, "tblite", ["energy", "dipole"])
-    parallel = label_frames(frames, "tblite", ["energy", "dipole"], comm=mpi.COMM_WORLD)
-    np.testing.assert_allclose(parallel.energy, serial.energy)
-    np.testing.assert_allclose(parallel.dipole, serial.dipole)
 
 
 def test_example_data_are_complete_and_reproducible(examples_dir):
