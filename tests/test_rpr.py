@@ -286,3 +286,21 @@ def test_cli_train_evaluate_predict(synthetic, tmp_path, capsys):
         assert main(["predict", str(model), str(test), "-o", str(out)]) == 0
     pred = read_dataset(out, properties=["dipole"])
     assert np.allclose(pred.dipole, load_model(model).predict(frames[100:]), atol=1e-6)
+
+
+@pytest.mark.parametrize("target", ["dipole", "polarizability"])
+def test_block_diagonal_solve_equals_the_full_solve(synthetic, fitted, monkeypatch, target):
+    """With one axis for every training frame the GP splits exactly into |m| blocks."""
+    from mdplugin.models.rpr import RPRModel
+
+    frames, mu, alpha = synthetic
+    model = fitted[target]
+    assert len(model._train_factors()[model._channels()[-1]]) > 1  # the block path is in use
+    test = random_frames(6, seed=11)
+    y0, s0 = model.predict(test, return_std=True)
+    monkeypatch.setattr(RPRModel, "_blocks", lambda self, kind: [np.eye(3 if kind == "vector" else 5 if kind == "l2" else 1)])
+    full = build("rpr", target=target).fit(frames, mu if target == "dipole" else alpha)
+    assert len(full._train_factors()[full._channels()[-1]]) == 1
+    y1, s1 = full.predict(test, return_std=True)
+    assert np.allclose(y0, y1, rtol=1e-7, atol=1e-9 * np.abs(y0).max())
+    assert np.allclose(s0, s1, rtol=1e-5, atol=1e-9 * np.abs(s0).max())

@@ -327,8 +327,8 @@ class RPRModel(Model):
     targets_supported = ("dipole", "polarizability")
 
     def __init__(self, target: str = "dipole", regressor="gpr", frame: str = "axial",
-                 length_scale: float | None = 0.15, regularizer: float = 1e-6,
-                 blend: tuple[float, float] = (0.35, 0.65), full_gap: tuple[float, float] | None = (0.02, 0.06),
+                 length_scale: float | None = 0.9, regularizer: float = 1e-6,
+                 blend: tuple[float, float] = (0.35, 0.65), full_gap: tuple[float, float] | None = None,
                  invariant_scale: float | None = None, mass_power: float = 0.0, degenerate_tol: float = 1e-2):
         self.target = target
         self.regressor = regressor
@@ -442,10 +442,16 @@ class RPRModel(Model):
         self.weights_, self.signal_var_ = {}, {}
         factors = self._train_factors()
         for kind in self._channels():
-            yk = targets[kind].ravel()
-            alpha = cho_solve((factors[kind], True), yk, check_finite=False)
-            self.weights_[kind] = alpha.reshape(targets[kind].shape)
-            self.signal_var_[kind] = max(float(yk @ alpha) / yk.size, np.finfo(float).tiny)
+            y = targets[kind]
+            weights = np.zeros_like(y)
+            fit = 0.0
+            for u, factor in factors[kind]:
+                yb = y @ u  # (n, d_b) in the block's basis
+                alpha = cho_solve((factor, True), yb.ravel(), check_finite=False).reshape(yb.shape)
+                weights += alpha @ u.T
+                fit += float(yb.ravel() @ alpha.ravel())
+            self.weights_[kind] = weights
+            self.signal_var_[kind] = max(fit / y.size, np.finfo(float).tiny)
 
     def _inv_sigma(self) -> float | None:
         return None if self.invariant_scale is None else 1.0 / float(self.invariant_scale)
@@ -463,29 +469,55 @@ class RPRModel(Model):
             self._cache["kappa"] = self._kappa(self._train_frames())
         return self._cache["kappa"]
 
-    def _train_factors(self) -> dict[str, np.ndarray]:
-        """Cholesky factors (n d, n d) of K + λ I per channel on the training set (cached, rebuilt
-        after loading a model file)."""
+    def _blocks(self, kind: str) -> list[np.ndarray]:
+        """Orthonormal bases (d, d_b) of independent blocks of the channel ``kind``.
+
+        When a single one-axis component carries every training frame, the kernel is block-
+        diagonal in the |m| subspaces of rotations about that axis (m = 0, 1, 2): each block is an
+        independent, much smaller GP. Otherwise one block (the identity).
+        """
+        fr = self._train_frames()
+        d = _DIMS[kind]
+        active = [c for c in _COMPONENTS if fr.p[c].any()]
+        if len(active) != 1 or active[0] == "full" or d == 1:
+            return [np.eye(d)]
+        mats = _term_matrices(kind, _MAX_M[kind])
+        # A_m (m >= 1) and A_0 are the projectors on the |m| subspaces (about the component axis)
+        blocks = []
+        for m, (g_cos, _) in enumerate(mats[active[0], 1.0, 1.0]):
+            w, v = np.linalg.eigh(0.5 * (g_cos + g_cos.T))  # C = identity coset: g_cos = Pᵀ A_m P
+            basis = v[:, w > 0.5]
+            if basis.shape[1]:
+                blocks.append(basis)
+        assert sum(b.shape[1] for b in blocks) == d
+        return blocks
+
+    def _train_factors(self) -> dict[str, list[tuple[np.ndarray, np.ndarray]]]:
+        """Per channel, a list of (basis (d, d_b), Cholesky factor (n d_b, n d_b) of K_b + λ I) on the
+        training set (cached; rebuilt after loading a model file)."""
         if "factors" not in self._cache:
             fr = self._train_frames()
             n = len(fr.body)
             idx = np.arange(n)
             kap = self._train_kappa()
             kinds = self._channels()
-            ks = {kind: np.empty((n, _DIMS[kind], n, _DIMS[kind])) for kind in kinds}
+            bases = {kind: self._blocks(kind) for kind in kinds}
+            ks = {(kind, b): np.empty((n, u.shape[1], n, u.shape[1]))
+                  for kind in kinds for b, u in enumerate(bases[kind])}
             for start in range(0, n, 256):
                 rows = idx[start:start + 256]
                 blocks = _kernel_block(fr, rows, fr, idx, kinds, self.inv_l2_, kap, kap, inv_sigma=self._inv_sigma())
                 for kind in kinds:
-                    ks[kind][rows] = blocks[kind].transpose(0, 2, 1, 3)
+                    for b, u in enumerate(bases[kind]):
+                        ks[kind, b][rows] = np.einsum("ijab,ac,bd->icjd", blocks[kind], u, u, optimize=True)
                 del blocks
-            factors = {}
+            factors = {kind: [] for kind in kinds}
             for kind in kinds:
-                k = ks.pop(kind).reshape(n * _DIMS[kind], n * _DIMS[kind])
-                k += k.T
-                k *= 0.5
-                k[np.diag_indices_from(k)] += self.regularizer
-                factors[kind] = cholesky(k, lower=True, overwrite_a=True, check_finite=False)
+                for b, u in enumerate(bases[kind]):
+                    size = n * u.shape[1]
+                    k = ks.pop((kind, b)).reshape(size, size)
+                    k[np.diag_indices_from(k)] += self.regularizer
+                    factors[kind].append((u, cholesky(k, lower=True, overwrite_a=True, check_finite=False)))
             self._cache["factors"] = factors
         return self._cache["factors"]
 
@@ -642,12 +674,16 @@ class RPRModel(Model):
                       if return_std else None)
             for kind in kinds:
                 d = _DIMS[kind]
-                kx = kxs[kind].transpose(0, 2, 1, 3).reshape(len(rows) * d, n_train * d)
-                ch[kind][rows] = (kx @ self.weights_[kind].ravel()).reshape(len(rows), d)
+                ch[kind][rows] = np.einsum("ijab,jb->ia", kxs[kind], self.weights_[kind], optimize=True)
                 if return_std:
-                    v = solve_triangular(factors[kind], kx.T, lower=True, check_finite=False)
-                    v = v.reshape(n_train * d, len(rows), d)
-                    post = priors[kind] - np.einsum("kna,knb->nab", v, v) + self.regularizer * np.eye(d)
+                    post = priors[kind] + self.regularizer * np.eye(d)
+                    for u, factor in factors[kind]:
+                        db = u.shape[1]
+                        kx = np.einsum("ijab,ac,bd->icjd", kxs[kind], u, u, optimize=True)
+                        kx = kx.reshape(len(rows) * db, n_train * db)
+                        v = solve_triangular(factor, kx.T, lower=True, check_finite=False)
+                        v = v.reshape(n_train * db, len(rows), db)
+                        post -= np.einsum("ac,knc,knd,bd->nab", u, v, v, u, optimize=True)
                     cov[kind][rows] = self.signal_var_[kind] * post
         return ch, cov
 
