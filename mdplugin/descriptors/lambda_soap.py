@@ -36,6 +36,8 @@ import numpy as np
 
 from .expansion import Expansion
 
+_N_CPUS = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
 __all__ = [
     "real_clebsch_gordan",
     "angular_pairs",
@@ -111,6 +113,7 @@ def _fold_index(n: int) -> tuple[np.ndarray, np.ndarray]:
     return p * n + q, weights
 
 
+@lru_cache(maxsize=None)
 def n_features(lam: int, max_angular: int, n_properties: int, fold: bool = True) -> int:
     """Number of λ-SOAP features of order λ for ``n_properties = n_species * n_radial``."""
     total = 0
@@ -236,7 +239,7 @@ def lambda_soap(
     }
     slices = list(_chunks(n, chunk_size))
     if n_threads is None:
-        n_threads = os.cpu_count() or 1
+        n_threads = _N_CPUS
     if n_threads > 1 and len(slices) > 1:
         from concurrent.futures import ThreadPoolExecutor
 

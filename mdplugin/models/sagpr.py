@@ -16,8 +16,10 @@ Gaussian process on atom-centred contributions:
   representative environments' features; the normalisation uses the full features. Because
   the kernel rows only see the span of the representative environments, this loses almost
   nothing while making every kernel evaluation ``F_λ / n_components`` times cheaper.
-* Representative environments: ``n_sparse`` per centre species by farthest-point sampling on
-  the normalised invariant features.
+* Representative environments: per centre species by farthest-point sampling on the
+  normalised invariant features; ``n_sparse`` of them for λ > 0 and ``n_sparse_l0`` (a
+  superset: FPS orders are nested) for the scalar λ = 0 GPR, whose sparse dimension is
+  ``2λ+1`` times smaller.
 * Targets: dipole = λ = 1 (components ``(y, z, x)``); polarizability = λ = 0 (trace part, a
   per-species composition baseline removed first) + λ = 2 (symmetric traceless part), each
   a separate GPR with its own regulariser, rebuilt to a symmetric 3×3 tensor with
@@ -114,7 +116,8 @@ class SAGPRModel(Model):
     max_angular : highest l of the spherical expansion.
     gaussian_width, smoothing_width : atomic Gaussian width and cutoff smoothing width, Å.
     zeta : ζ, the power of the invariant kernel is ζ − 1 (ζ = 1: linear λ-SOAP kernel).
-    n_sparse : representative environments per centre species (FPS).
+    n_sparse : representative environments per centre species (FPS) of the λ = 1, 2 GPRs.
+    n_sparse_l0 : representative environments per centre species of the λ = 0 GPR.
     n_components : feature dimensions kept per centre species and λ after the principal-
         component compression (``0``: no compression).
     regularizer_l0, regularizer_l1, regularizer_l2 : noise-to-signal variance ratio of the
@@ -135,6 +138,7 @@ class SAGPRModel(Model):
         smoothing_width: float = 0.5,
         zeta: int = 2,
         n_sparse: int = 400,
+        n_sparse_l0: int = 1500,
         n_components: int = 256,
         regularizer_l0: float = 1e-4,
         regularizer_l1: float = 1e-4,
@@ -150,6 +154,7 @@ class SAGPRModel(Model):
         self.smoothing_width = smoothing_width
         self.zeta = zeta
         self.n_sparse = n_sparse
+        self.n_sparse_l0 = n_sparse_l0
         self.n_components = n_components
         self.regularizer_l0 = regularizer_l0
         self.regularizer_l1 = regularizer_l1
@@ -162,6 +167,13 @@ class SAGPRModel(Model):
     # ------------------------------------------------------------------------------------------
     def _lambdas(self) -> tuple[int, ...]:
         return (1,) if self.target == "dipole" else (0, 2)
+
+    def _n_sparse(self, lam: int) -> int:
+        return int(self.n_sparse_l0 if lam == 0 else self.n_sparse)
+
+    def _sparse_columns(self, lam: int) -> np.ndarray:
+        """Indices (into the stored representative environments) used by the λ GPR."""
+        return np.flatnonzero(self.sparse_rank_ < self._n_sparse(lam))
 
     def _regularizer(self, lam: int) -> float:
         return float({0: self.regularizer_l0, 1: self.regularizer_l1, 2: self.regularizer_l2}[lam])
@@ -276,9 +288,10 @@ class SAGPRModel(Model):
         """Yield (rows, cols, K) with K (len(rows), 2λ+1, len(cols), 2λ+1): kernel of the
         centres ``rows`` with the representative environments ``cols`` of their species."""
         zeta = self.zeta
+        n_max = self._n_sparse(lam)
         for s in self.species_:
             rows = np.flatnonzero(species == s)
-            cols = np.flatnonzero(self.sparse_species_ == s)
+            cols = np.flatnonzero((self.sparse_species_ == s) & (self.sparse_rank_ < n_max))
             if len(rows) == 0 or len(cols) == 0:
                 continue
             k0 = z[0][rows] @ self.sparse_[0][cols].T  # (r, m)
@@ -296,21 +309,25 @@ class SAGPRModel(Model):
     def _structure_kernel(self, z: dict, species, frame, n_frames: int, lam: int) -> np.ndarray:
         """K_xM (n_frames·(2λ+1), M·(2λ+1)), unscaled."""
         d = 2 * lam + 1
-        m = len(self.sparse_species_)
-        out = np.zeros((n_frames, d, m, d))
+        position = np.full(len(self.sparse_species_), -1)
+        used = self._sparse_columns(lam)
+        position[used] = np.arange(len(used))
+        out = np.zeros((n_frames, d, len(used), d))
         for rows, cols, k in self._atom_kernel_blocks(z, species, lam):
-            out[:, :, cols, :] = _sum_by_frame(k, frame[rows], n_frames)
-        return out.reshape(n_frames * d, m * d)
+            out[:, :, position[cols], :] = _sum_by_frame(k, frame[rows], n_frames)
+        return out.reshape(n_frames * d, len(used) * d)
 
     def _sparse_kernel(self, lam: int) -> np.ndarray:
         """K_MM (M·(2λ+1), M·(2λ+1)), unscaled."""
-        sp = {key: v for key, v in self.sparse_.items()}
         d = 2 * lam + 1
-        m = len(self.sparse_species_)
-        out = np.zeros((m, d, m, d))
-        for rows, cols, k in self._atom_kernel_blocks(sp, self.sparse_species_, lam):
-            out[np.ix_(rows, np.arange(d), cols, np.arange(d))] = k[:, :, :, :]
-        return out.reshape(m * d, m * d)
+        used = self._sparse_columns(lam)
+        position = np.full(len(self.sparse_species_), -1)
+        position[used] = np.arange(len(used))
+        sp = {key: v[used] for key, v in self.sparse_.items()}
+        out = np.zeros((len(used), d, len(used), d))
+        for rows, cols, k in self._atom_kernel_blocks(sp, self.sparse_species_[used], lam):
+            out[np.ix_(rows, np.arange(d), position[cols], np.arange(d))] = k
+        return out.reshape(len(used) * d, len(used) * d)
 
     def _structure_self_kernel(self, z: dict, species, frame, n_frames: int, lam: int) -> np.ndarray:
         """K_AA (n_frames, 2λ+1, 2λ+1): prior covariance of every structure, unscaled."""
@@ -354,16 +371,20 @@ class SAGPRModel(Model):
         n_frames = len(frames)
 
         # representative environments: FPS per species on the normalised invariant features
-        sparse = []
+        n_select = max(self._n_sparse(lam) for lam in self._lambdas())
+        sparse, rank = [], []
         for s in self.species_:
             idx = np.flatnonzero(species == s)
             x0 = raw[0][idx]
-            if len(idx) > self.n_sparse and x0.shape[1] > 128:
+            if len(idx) > n_select and x0.shape[1] > 128:
                 # FPS distances on the leading 128 principal directions (memory-bound otherwise)
                 x0 = x0 @ self._principal_directions(x0[:: max(1, len(idx) // 2000)], 128)
-            sparse.append(idx[farthest_point_sampling(x0, self.n_sparse)])
+            chosen = farthest_point_sampling(x0, n_select)
+            sparse.append(idx[chosen])
+            rank.append(np.arange(len(chosen)))
         sparse = np.concatenate(sparse)
         self.sparse_species_ = species[sparse].astype(int)
+        self.sparse_rank_ = np.concatenate(rank)
         self._fit_projections(raw, species, sparse)
         z = self._project(raw, species)
         del raw
@@ -392,7 +413,7 @@ class SAGPRModel(Model):
             kaa = self._structure_self_kernel(z, species, frame, n_frames, lam)
             kscale = float(np.mean(np.trace(kaa, axis1=1, axis2=2)) / d)
             self.kernel_scale_[lam] = kscale if kscale > 0 else 1.0
-            m = len(self.sparse_species_) * d
+            m = len(self._sparse_columns(lam)) * d
             a_mat = np.zeros((m, m))
             b_vec = np.zeros(m)
             yy = 0.0
@@ -487,6 +508,7 @@ class SAGPRModel(Model):
         state = {
             "baseline": self.baseline_,
             "sparse_species": self.sparse_species_,
+            "sparse_rank": self.sparse_rank_,
         }
         for lam in self.projections_:
             state[f"projections_l{lam}"] = np.stack(self.projections_[lam])
@@ -501,6 +523,7 @@ class SAGPRModel(Model):
     def _set_state(self, arrays: dict[str, np.ndarray]) -> None:
         self.baseline_ = np.asarray(arrays["baseline"], dtype=float)
         self.sparse_species_ = np.asarray(arrays["sparse_species"], dtype=int)
+        self.sparse_rank_ = np.asarray(arrays["sparse_rank"], dtype=int)
         self.projections_, self.sparse_ = {}, {}
         for lam in sorted(set(self._lambdas()) | {0}):
             self.projections_[lam] = list(np.asarray(arrays[f"projections_l{lam}"], dtype=float))
