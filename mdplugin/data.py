@@ -192,7 +192,7 @@ def _read_frames(path: Path, index) -> list[Atoms]:
     frames: list[Atoms] = []
     fmt = "extxyz" if path.suffix in (".xyz", ".extxyz", "") else None
     try:
-        for atoms in ase.io.iread(str(path), index=":", format=fmt):
+        for atoms in ase.io.iread(str(path), index=":", format=fmt, parallel=False):
             frames.append(atoms)
     except Exception as exc:  # ASE raises many kinds for malformed files
         msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
@@ -200,11 +200,16 @@ def _read_frames(path: Path, index) -> list[Atoms]:
             msg = f"unknown element symbol {exc.args[0]!r}" if exc.args else msg
         elif isinstance(exc, RuntimeError) and "StopIteration" in msg:
             msg = "file ends in the middle of a frame (truncated?)"
+        elif isinstance(exc, UnicodeDecodeError):
+            raise DataError(f"{path}: not a text file (bytes that are not UTF-8); is it an extended XYZ file?") from None
+        elif fmt == "extxyz" and "Expected xyz header" in msg:
+            # ASE scans every header before parsing any frame: find the frame ourselves
+            raise DataError(_bad_header_message(path)) from None
         raise DataError(f"{path}: frame {len(frames)}: cannot parse ({msg})") from None
-    if not frames:
-        raise DataError(f"{path}: no frames")
     if fmt == "extxyz":
         _check_nothing_after(path, frames)
+    if not frames:
+        raise DataError(f"{path}: no frames")
     if index not in (":", None):
         try:
             sel = frames[index] if isinstance(index, slice) else frames[int(index)]
@@ -212,6 +217,26 @@ def _read_frames(path: Path, index) -> list[Atoms]:
             raise DataError(f"{path}: no frame {index!r} (file has {len(frames)})") from None
         frames = sel if isinstance(sel, list) else [sel]
     return frames
+
+
+def _bad_header_message(path: Path) -> str:
+    """Name the frame and line where an atom count was expected but something else was found."""
+    with open(path, errors="replace") as fh:
+        lines = iter(fh)
+        frame, lineno = 0, 0
+        for line in lines:
+            lineno += 1
+            try:
+                n = int(line)
+            except ValueError:
+                hint = f" (is the atom count of frame {frame - 1} right?)" if frame else ""
+                return (f"{path}: frame {frame}: line {lineno}: expected an atom count, "
+                        f"got {line.strip()[:40]!r}{hint}")
+            for _ in range(n + 1):
+                next(lines, None)
+            lineno += n + 1
+            frame += 1
+    return f"{path}: frame {frame}: cannot parse (bad atom count line)"
 
 
 def _check_nothing_after(path: Path, frames: list[Atoms]) -> None:
@@ -324,7 +349,8 @@ def _frames_for_writing(data: Dataset) -> list[Atoms]:
 def dataset_to_text(data: Dataset) -> str:
     """The extended-XYZ text of a data set."""
     buf = io.StringIO()
-    ase.io.write(buf, _frames_for_writing(data), format="extxyz")
+    # parallel=False: ASE I/O is otherwise collective under MPI and a rank-0-only write would hang
+    ase.io.write(buf, _frames_for_writing(data), format="extxyz", parallel=False)
     return buf.getvalue()
 
 

@@ -109,3 +109,14 @@ def test_asymmetric_polarizability_is_refused(shared_data):
     d = read_dataset(shared_data / "tensoap-water" / "asymmetry_symmetric.xyz", properties=["polarizability"],
                      keys={"polarizability": "alpha"}, units="atomic", index=slice(0, 3))
     assert d.frames[0].pbc.all()  # a real periodic cell stays periodic
+
+
+def test_written_files_have_normal_permissions(tmp_path):
+    import os
+    import stat
+
+    write_dataset(tmp_path / "d.xyz", _labelled(1))
+    mode = stat.S_IMODE(os.stat(tmp_path / "d.xyz").st_mode)
+    mask = os.umask(0)
+    os.umask(mask)
+    assert mode == 0o666 & ~mask
