@@ -182,12 +182,6 @@ class SoapEnergyModel(Model):
     # ------------------------------------------------------------------------------------------
     # kernel pieces
     # ------------------------------------------------------------------------------------------
-    def _kernel_parts(self, xn: np.ndarray, species: np.ndarray):
-        """``S`` (n, M) cosine similarities masked by species and ``K = S^ζ`` (n, M)."""
-        s = xn @ self.sparse_features_.T
-        s *= species[:, None] == self.sparse_species_[None, :]
-        return s, s**self.zeta
-
     def _species_blocks(self) -> list[tuple[int, np.ndarray, np.ndarray, np.ndarray]]:
         """Per species: (Z, indices of its sparse points, their features (M_Z, F), weights (M_Z,));
         cached for the current fit."""
@@ -291,21 +285,37 @@ class SoapEnergyModel(Model):
             x = power_spectrum(exp)
         xn, norms = _normalise(x)
         species = exp.centre_species
-        s, k = self._kernel_parts(xn, species)
+        n, z = len(x), self.zeta
         offsets = np.concatenate([[0], np.cumsum([len(a) for a in frames])])
+        k = np.zeros((n, len(self.sparse_species_)))
+        k_f = np.zeros((n * 3, len(self.sparse_species_))) if with_forces else None
+        # the kernel is zero across species: work per species block of sparse points
+        for sp in np.unique(self.sparse_species_):
+            idx = np.flatnonzero(self.sparse_species_ == sp)
+            xs = self.sparse_features_[idx]
+            rows = np.flatnonzero(species == sp)
+            if len(rows) == 0:
+                continue
+            s_at = xn[rows] @ xs.T  # (n_sp, M_sp)
+            k[rows[:, None], idx[None, :]] = s_at**z
+            if not with_forces:
+                continue
+            local = np.zeros(n, dtype=int)
+            local[rows] = np.arange(len(rows))
+            sel = np.flatnonzero(species[pairs[:, 0]] == sp)
+            if len(sel) == 0:
+                continue
+            i, j = pairs[sel, 0], pairs[sel, 1]
+            d = dx[sel]  # (nb, 3, F)
+            nb = len(sel)
+            s_p = s_at[local[i]]  # (nb, M_sp)
+            dm = (d.reshape(nb * 3, -1) @ xs.T).reshape(nb, 3, -1)
+            dxi = np.einsum("kaf,kf->ka", d, xn[i])  # (nb, 3)
+            coef = z * s_p ** (z - 1) / norms[i][:, None]
+            grad = coef[:, None, :] * (dm - s_p[:, None, :] * dxi[:, :, None])  # dk(x_i, x_M)/dr_j
+            scatter = scipy.sparse.csr_matrix((np.ones(nb), (j, np.arange(nb))), shape=(n, nb))
+            k_f[:, idx] = -(scatter @ grad.reshape(nb, -1)).reshape(n * 3, len(idx))
         k_e = np.add.reduceat(k, offsets[:-1], axis=0)
-        if not with_forces:
-            return k_e, None
-        z = self.zeta
-        coef = z * s ** (z - 1) / norms[:, None]  # (n, M), zero across species
-        i, j = pairs[:, 0], pairs[:, 1]
-        n_pairs, n_feat = len(pairs), x.shape[1]
-        dm = (dx.reshape(n_pairs * 3, n_feat) @ self.sparse_features_.T).reshape(n_pairs, 3, -1)
-        dxi = np.einsum("kaf,kf->ka", dx, xn[i])  # (pairs, 3)
-        rows = coef[i][:, None, :] * (dm - s[i][:, None, :] * dxi[:, :, None])  # dk/dr_j (pairs, 3, M)
-        n = len(x)
-        scatter = scipy.sparse.csr_matrix((np.ones(n_pairs), (j, np.arange(n_pairs))), shape=(n, n_pairs))
-        k_f = -(scatter @ rows.reshape(n_pairs, -1)).reshape(n * 3, -1)
         return k_e, k_f
 
     # ------------------------------------------------------------------------------------------
