@@ -421,13 +421,15 @@ def run_client(driver, *, unix: bool = False, address: str = "localhost", port: 
 
 def run_ipi_command(args) -> int:
     """``mdplugin ipi``: build the PES from the command line and serve it until i-PI ends the run."""
-    if args.unix and args.port is not None:
+    shm = getattr(args, "shm", False)
+    unix = args.unix or shm
+    if unix and args.port is not None:
         raise ConfigError("--port makes no sense with --unix (the address is the socket name)")
-    if not args.unix and args.port is None:
+    if not unix and args.port is None:
         raise ConfigError("give --port for a TCP connection, or --unix for a UNIX socket")
     driver = MdpluginDriver(template=args.template, energy=args.energy, dipole=args.dipole,
                             polarizability=args.polarizability, std=getattr(args, "std", True))
-    run_client(driver, unix=args.unix, address=args.address, port=args.port,
+    run_client(driver, unix=unix, address=args.address, port=args.port,
                sockets_prefix=getattr(args, "sockets_prefix", DEFAULT_SOCKETS_PREFIX),
-               timeout=args.timeout, shm=getattr(args, "shm", False), verbose=getattr(args, "verbose", False))
+               timeout=args.timeout, shm=shm, verbose=getattr(args, "verbose", False))
     return 0

@@ -269,3 +269,30 @@ def test_server_killed_mid_run_is_a_one_line_error(tmp_path, models):
         assert sum(line.startswith("mdplugin: error") or "Traceback" in line for line in log) == 1
     finally:
         (tmp_path / "victim").unlink(missing_ok=True)  # a killed i-PI leaves its socket file
+
+
+# ----------------------------------------------------------------------------------------------
+# the examples
+# ----------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("case", ["nvt", "pimd"])
+def test_example_inputs_are_valid_ipi_inputs(case):
+    """examples/ipi/<case>/input.xml: i-PI parses it; it records dipoles and polarizabilities as
+    extras, uses the socket that run.sh and the README serve, and starts from the shared template."""
+    import xml.etree.ElementTree as ET
+
+    from ipi.inputs.simulation import InputSimulation
+    from ipi.utils.io.inputs import io_xml
+
+    folder = Path(__file__).resolve().parents[1] / "examples" / "ipi"
+    path = folder / case / "input.xml"
+    with open(path) as handle:
+        InputSimulation().parse(io_xml.xml_parse_file(handle).fields[0][1])
+    root = ET.parse(path).getroot()
+    extras = {t.get("extra_type") for t in root.iter("trajectory") if t.text.strip() == "extras"}
+    assert {"dipole", "polarizability"} <= extras
+    socket_ = root.find("ffsocket")
+    assert socket_.get("pbc") == "false" and socket_.find("address").text.strip() == f"mdplugin-{case}"
+    init = root.find("system/initialize")
+    assert (path.parent / init.find("file").text.strip()).resolve() == folder / "dce.xyz"
+    assert (int(init.get("nbeads")) > 1) == (case == "pimd")
+    assert "mdplugin-$case" in (folder / "run.sh").read_text()
