@@ -27,6 +27,7 @@ def atomic_write(path: str | os.PathLike, mode: str = "w") -> Iterator[IO]:
     except OSError as exc:  # name the destination, not the folder or the hidden temporary file
         raise OSError(exc.errno, exc.strerror, str(path)) from None
     try:
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the file the usual permissions
         with os.fdopen(fd, mode) as handle:
             yield handle
             handle.flush()
