@@ -54,7 +54,8 @@ def _duplicate_atom() -> str:
 BAD_DATA = {
     "empty": ("", "file is empty"),
     "whitespace only": ("\n \n", "no frames"),
-    "binary": ("\x00\x01garbage", "frame 0: cannot parse"),
+    "binary": ("\x00\x01garbage", "frame 0: line 1: expected an atom count"),
+    "atom count of frame 1 too small": (_broken(1, "8\n", "7\n"), "frame 2: line 20: expected an atom count"),
     "truncated": (VALID_TEXT[: len(VALID_TEXT) // 2], "frame 1: cannot parse"),
     "blank line between frames": (VALID_TEXT.replace("\n8\n", "\n\n8\n", 1), "frame 1: blank line"),
     "NaN dipole in frame 2": (_dipole(2, "nan 0 1"), "frame 2: dipole (key 'dipole') contains NaN or inf"),

@@ -279,9 +279,10 @@ def test_partly_periodic_cell_is_fine(tmp_path):
     [
         (b"", "file is empty"),
         (b"   \n\n\t\n", "no frames"),
-        (b"\x00\x01\x02garbage\xff\xfe", "frame 0: cannot parse"),
+        (b"\x00\x01\x02garbage\xff\xfe", "not a text file"),
+        (b"\x00\x01\x02garbage", "frame 0: line 1: expected an atom count"),
         (b"8\n", "frame 0: cannot parse (file ends in the middle of a frame (truncated?))"),
-        (b"two\nx\nH 0 0 0\n", "frame 0: cannot parse"),
+        (b"two\nx\nH 0 0 0\n", "frame 0: line 1: expected an atom count, got 'two'"),
         (b"3\n\nH 0 0 0\nH 0 0 0.74\n", "frame 0: cannot parse (ase.io.extxyz: Frame has 2 atoms, expected 3)"),
         (b'2\nProperties=species:S:1:pos:R:3\nH 0 0\nH 0 0 0.74\n', "frame 0: cannot parse"),
         (b'2\nProperties=species:S:1:pos:R:3 dipole="0 0 1 energy=1\nH 0 0 0\nH 0 0 0.74\n', "frame 0: cannot parse"),
@@ -340,3 +341,22 @@ def test_extra_columns_are_ignored_missing_columns_are_not(tmp_path):
 
 def test_properties_are_the_known_four():
     assert set(PROPERTIES) == set(ALL)
+
+
+@FAST
+@given(frame=st.integers(0, N_FRAMES - 1), count=st.sampled_from(["7", "9", "0", "-1", "abc", "8.5", "", "1e3"]))
+def test_wrong_atom_count_names_the_right_frame(frame, count):
+    """ASE scans every header first, so its errors would all say 'frame 0': the reader finds the frame.
+    A wrong count in frame k shows up at frame k (or at k + 1, with a hint to check frame k's count)."""
+    frames = frame_lines()
+    frames[frame][0] = count + "\n"
+    with scratch() as d:
+        path = d / "count.xyz"
+        path.write_text("".join("".join(f) for f in frames))
+        with pytest.raises(DataError) as err:
+            read_dataset(path, properties=ALL)
+    msg = str(err.value)
+    assert msg.startswith(f"{path}: frame ")
+    k = int(re.match(rf"{re.escape(str(path))}: frame (\d+)", msg).group(1))
+    assert k == frame or (k == frame + 1 and f"atom count of frame {frame}" in msg) or (
+        k > frame and count in ("0", "-1", "")), msg
