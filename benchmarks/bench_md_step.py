@@ -46,12 +46,13 @@ def train_models(path: Path, n_train: int, tensor_model: str, shared: bool, cach
     from mdplugin.training import fit_on_dataset, select_training
 
     names = {"energy": "soap", "dipole": tensor_model, "polarizability": tensor_model}
-    if cache is not None and all((cache / f"{t}.npz").exists() for t in names):
-        return {t: load_model(cache / f"{t}.npz") for t in names}, {}
     data = read_dataset(path, properties=list(PROPS))
     data = select_training(data, min(n_train, len(data)), seed=0)
     models, times = {}, {}
     for target, kind in names.items():
+        if cache is not None and (cache / f"{target}-{kind}.npz").exists():
+            models[target] = load_model(cache / f"{target}-{kind}.npz", kind=kind, target=target)
+            continue
         hypers = {}
         if kind == "lsoap" and shared:
             hypers = {k: getattr(models["energy"], k) for k in
@@ -63,7 +64,7 @@ def train_models(path: Path, n_train: int, tensor_model: str, shared: bool, cach
         models[target] = model
         if cache is not None:
             cache.mkdir(parents=True, exist_ok=True)
-            model.save(cache / f"{target}.npz")
+            model.save(cache / f"{target}-{model.kind}.npz")
     return models, times
 
 

@@ -134,3 +134,18 @@ def test_md_errors(models, tmp_path):
                  "-o", str(tmp_path / "x.xyz")]) != 0
     assert main(["md", str(start), "--energy", "tblite", "--steps", "2", "--dt", "-1",
                  "-o", str(tmp_path / "x.xyz")]) != 0
+
+
+def test_nve_with_a_model_trained_on_dce_data(examples_dir, tmp_path):
+    """A SOAP model trained on 150 GFN2-xTB frames: short NVE from 300 K conserves energy and
+    keeps the molecule (the 10 ps figure is in docs/benchmarks.md)."""
+    from mdplugin.training import select_training
+
+    data = select_training(read_dataset(examples_dir / "dce_train.xyz", properties=["energy", "forces"]), 150)
+    model = SoapEnergyModel(n_sparse=100).fit(data.frames, data.energy, forces=data.forces)
+    summary = run_md(data.frames[0], MLCalculator(energy=model), steps=200, dt_fs=0.5,
+                     output=tmp_path / "nve.xyz", temperature_K=300, thermostat="none", interval=20,
+                     seed=2, progress=False)
+    assert abs(summary.total_energy_drift_eV_per_atom) <= 1e-3
+    assert summary.total_energy_max_deviation_eV_per_atom <= 1e-3
+    assert all(largest_bond_gap(a) < 2.5 for a in read_dataset(tmp_path / "nve.xyz").frames)
