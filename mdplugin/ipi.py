@@ -200,7 +200,7 @@ def extras_json(results: dict) -> str:
 # ----------------------------------------------------------------------------------------------
 # i-PI's driver loop, with a patient connection and a clear end
 # ----------------------------------------------------------------------------------------------
-_DRIVER_LOOP: Callable | None = None
+_DRIVER_SCRIPT: Path | None = None
 
 
 def _driver_script() -> Path:
@@ -224,20 +224,20 @@ def _driver_script() -> Path:
 def ipi_driver_loop() -> Callable:
     """i-PI's own ``run_driver(unix, address, port, driver, f_verbose, sockets_prefix, shm)``.
 
-    Loaded (once) from the ``i-pi-py_driver`` script as a private module, so mdplugin speaks
-    exactly the protocol of the installed i-PI.
+    Loaded from the ``i-pi-py_driver`` script as a fresh private module on every call (so each
+    client has its own copy to hand its socket factory to), so mdplugin speaks exactly the
+    protocol of the installed i-PI.
     """
-    global _DRIVER_LOOP
-    if _DRIVER_LOOP is None:
-        path = _driver_script()
-        loader = importlib.machinery.SourceFileLoader("_mdplugin_ipi_py_driver", str(path))
-        spec = importlib.util.spec_from_loader(loader.name, loader)
-        module = importlib.util.module_from_spec(spec)
-        loader.exec_module(module)
-        if not callable(getattr(module, "run_driver", None)):
-            raise ConfigError(f"{path}: no run_driver() in i-PI's driver script (unsupported i-PI version)")
-        _DRIVER_LOOP = module.run_driver
-    return _DRIVER_LOOP
+    global _DRIVER_SCRIPT
+    if _DRIVER_SCRIPT is None:
+        _DRIVER_SCRIPT = _driver_script()
+    loader = importlib.machinery.SourceFileLoader("_mdplugin_ipi_py_driver", str(_DRIVER_SCRIPT))
+    spec = importlib.util.spec_from_loader(loader.name, loader)
+    module = importlib.util.module_from_spec(spec)
+    loader.exec_module(module)
+    if not callable(getattr(module, "run_driver", None)):
+        raise ConfigError(f"{_DRIVER_SCRIPT}: no run_driver() in i-PI's driver script (unsupported i-PI version)")
+    return module.run_driver
 
 
 #: length of an i-PI message header
@@ -394,7 +394,7 @@ def run_client(driver, *, unix: bool = False, address: str = "localhost", port: 
     where = f"UNIX socket {sockets_prefix}{address}" if (unix or shm) else f"{address}:{port}"
     loop = ipi_driver_loop()
     sockets = _SocketModule(time.monotonic() + timeout, where, _known_headers(loop))
-    loop.__globals__["socket"] = sockets  # the private copy of i-PI's script, not the real module
+    loop.__globals__["socket"] = sockets  # this client's private copy of i-PI's script
     gone = f"the i-PI server at {where} closed the connection mid-run (it died or was killed)"
     try:
         loop(unix=unix, address=address, port=port if port is not None else 0, driver=_Guarded(driver),
