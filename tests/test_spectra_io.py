@@ -227,3 +227,21 @@ def test_spectrum_command_rejects_unknown_options(tmp_path):
     np.save(tmp_path / "a.npy", _mu_series(n=400))
     with pytest.raises(ConfigError, match="unknown spectrum option"):
         spectrum_command("ir", [str(tmp_path / "a.npy")], 0.5, str(tmp_path / "x.csv"), None, 300.0, colour="red")
+
+
+def test_ipi_extras_with_unequal_steps_is_an_error(tmp_path):
+    path = tmp_path / "sim.dip_0"
+    with open(path, "w") as fh:
+        for step in (1, 2, 3, 5, 6):
+            fh.write(" #EXTRAS(dipole)# Step:  %10d \n0.0 0.0 %f\n" % (step, step))
+    with pytest.raises(DataError, match="not equally spaced"):
+        read_series(path, "dipole")
+
+
+def test_cli_too_short_series_names_the_file(tmp_path, capsys):
+    np.save(tmp_path / "long.npy", _mu_series(n=2000))
+    np.save(tmp_path / "short.npy", _mu_series(n=300))
+    status = main(["spectrum", "ir", str(tmp_path / "long.npy"), str(tmp_path / "short.npy"), "--dt", "0.5",
+                   "--temperature", "300", "--depth", "200", "-o", str(tmp_path / "x.csv")])
+    err = capsys.readouterr().err.strip()
+    assert status == 2 and "short.npy has 300 frames" in err and "\n" not in err

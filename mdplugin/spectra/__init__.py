@@ -56,7 +56,7 @@ def spectrum_command(kind: str, series: list[str], dt: float, output: str, plot:
     data = [read_series(p, quantity, key=opts["key"], units=opts["units"]) for p in series]
     common = dict(depth=opts["depth"], window=opts["window"], form=opts["form"],
                   correction=opts["correction"], pad=opts["pad"], block=opts["block"],
-                  max_wavenumber=opts["max_wavenumber"])
+                  max_wavenumber=opts["max_wavenumber"], names=[os.fspath(p) for p in series])
     if kind == "ir":
         result = ir_spectrum(data, dt, temperature, **common)
     else:

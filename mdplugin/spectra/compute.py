@@ -97,7 +97,7 @@ class SpectrumResult:
 
 
 def _check_common(series: list[np.ndarray], dt: float, depth: float | None, block: float | None,
-                  form: str, pad: int) -> tuple[int, int]:
+                  form: str, pad: int, names: list[str]) -> tuple[int, int]:
     """Validate and turn depth/block (fs) into frames. Returns (depth, block) in frames."""
     if not series:
         raise DataError("no time series given")
@@ -121,7 +121,7 @@ def _check_common(series: list[np.ndarray], dt: float, depth: float | None, bloc
         n = len(s) - (1 if form == "derivative" else 0)
         if n <= d:
             need = d + 1 + (1 if form == "derivative" else 0)
-            raise DataError(f"series {i} has {len(s)} frames, fewer than the {need} the correlation depth "
+            raise DataError(f"{names[i]} has {len(s)} frames, fewer than the {need} the correlation depth "
                             f"of {d * dt:g} fs needs")
     if block is None:
         b = 2 * d
@@ -193,7 +193,8 @@ def _meta(series, dt, depth, block, window, form, correction, temperature, pad, 
 
 def ir_spectrum(series: list[np.ndarray], dt: float, temperature: float, depth: float | None = None,
                 window: str = "hann", form: str = "derivative", correction: str = "harmonic",
-                pad: int = 4, block: float | None = None, max_wavenumber: float | None = None) -> SpectrumResult:
+                pad: int = 4, block: float | None = None, max_wavenumber: float | None = None,
+                names: list[str] | None = None) -> SpectrumResult:
     """IR absorption from dipole series.
 
     Parameters
@@ -209,15 +210,17 @@ def ir_spectrum(series: list[np.ndarray], dt: float, temperature: float, depth: 
     pad : zero padding of the ACF, factor (the grid spacing is 1/(2·pad·depth·c)).
     block : block length for error estimates, fs (default twice the depth).
     max_wavenumber : cut the grid at this wavenumber (cm⁻¹); default the Nyquist wavenumber.
+    names : how error messages call the series (e.g. file names); default "series i".
 
     Returns
     -------
     SpectrumResult with components ``ir`` (total) and ``ir_x, ir_y, ir_z`` in km mol⁻¹ per cm⁻¹.
     """
-    series = [_as_dipoles(s, i) for i, s in enumerate(series)]
+    names = _names(names, series)
+    series = [_as_dipoles(s, n) for s, n in zip(series, names)]
     correction = factors.check_correction(correction)
     _check_temperature(temperature)
-    d, b = _check_common(series, dt, depth, block, form, pad)
+    d, b = _check_common(series, dt, depth, block, form, pad, names)
     groups = [np.array([0]), np.array([1]), np.array([2])]
     nu, f, f_blocks = _derivative_spectra(series, groups, dt, d, window, pad, form, b)
 
@@ -248,7 +251,7 @@ def ir_spectrum(series: list[np.ndarray], dt: float, temperature: float, depth: 
 def raman_spectrum(series: list[np.ndarray], dt: float, temperature: float, depth: float | None = None,
                    window: str = "hann", form: str = "derivative", correction: str = "harmonic",
                    pad: int = 4, block: float | None = None, max_wavenumber: float | None = None,
-                   laser: float | None = None, bose: bool = False) -> SpectrumResult:
+                   laser: float | None = None, bose: bool = False, names: list[str] | None = None) -> SpectrumResult:
     """Raman spectra from polarizability series.
 
     Parameters are those of :func:`ir_spectrum` plus ``laser`` (excitation wavenumber, cm⁻¹:
@@ -261,7 +264,8 @@ def raman_spectrum(series: list[np.ndarray], dt: float, temperature: float, dept
     ``anisotropic`` in Å⁴ amu⁻¹ per cm⁻¹ and ``depolarization`` (VH/VV, dimensionless, NaN where
     VV is below 10⁻⁶ of its maximum).
     """
-    tensors = [_as_polarizabilities(s, i) for i, s in enumerate(series)]
+    names = _names(names, series)
+    tensors = [_as_polarizabilities(s, n) for s, n in zip(series, names)]
     correction = factors.check_correction(correction)
     _check_temperature(temperature)
     # channels: column 0 = ᾱ, columns 1..9 = β (traceless part, row-major)
@@ -271,7 +275,7 @@ def raman_spectrum(series: list[np.ndarray], dt: float, temperature: float, dept
         mean = np.trace(a, axis1=1, axis2=2) / 3.0
         beta = a - mean[:, None, None] * np.eye(3)
         flat.append(np.concatenate([mean[:, None], beta.reshape(len(a), 9)], axis=1))
-    d, b = _check_common(flat, dt, depth, block, form, pad)
+    d, b = _check_common(flat, dt, depth, block, form, pad, names)
     groups = [np.array([0]), np.arange(1, 10)]
     nu, f, f_blocks = _derivative_spectra(flat, groups, dt, d, window, pad, form, b)
 
@@ -331,21 +335,31 @@ def _check_temperature(temperature) -> None:
         raise ConfigError(f"temperature must be positive, got {temperature!r} K")
 
 
-def _as_dipoles(s, i: int) -> np.ndarray:
+def _names(names: list[str] | None, series) -> list[str]:
+    if not series:
+        raise DataError("no time series given")
+    if names is None:
+        return [f"series {i}" for i in range(len(series))]
+    if len(names) != len(series):
+        raise ConfigError(f"{len(names)} names for {len(series)} series")
+    return [str(n) for n in names]
+
+
+def _as_dipoles(s, name: str) -> np.ndarray:
     a = np.asarray(s, dtype=float)
     if a.ndim != 2 or a.shape[1] != 3:
-        raise DataError(f"dipole series {i} has shape {a.shape}, expected (n_frames, 3)")
+        raise DataError(f"{name}: dipole series has shape {a.shape}, expected (n_frames, 3)")
     if not np.all(np.isfinite(a)):
-        raise DataError(f"dipole series {i} contains NaN or inf")
+        raise DataError(f"{name}: dipole series contains NaN or inf")
     return a
 
 
-def _as_polarizabilities(s, i: int) -> np.ndarray:
+def _as_polarizabilities(s, name: str) -> np.ndarray:
     a = np.asarray(s, dtype=float)
     if a.ndim == 2 and a.shape[1] == 9:
         a = a.reshape(-1, 3, 3)
     if a.ndim != 3 or a.shape[1:] != (3, 3):
-        raise DataError(f"polarizability series {i} has shape {a.shape}, expected (n_frames, 3, 3) or (n_frames, 9)")
+        raise DataError(f"{name}: polarizability series has shape {a.shape}, expected (n_frames, 3, 3) or (n_frames, 9)")
     if not np.all(np.isfinite(a)):
-        raise DataError(f"polarizability series {i} contains NaN or inf")
+        raise DataError(f"{name}: polarizability series contains NaN or inf")
     return a
