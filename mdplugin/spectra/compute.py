@@ -101,7 +101,11 @@ def _check_common(series: list[np.ndarray], dt: float, depth: float | None, bloc
     """Validate and turn depth/block (fs) into frames. Returns (depth, block) in frames."""
     if not series:
         raise DataError("no time series given")
-    if not (isinstance(dt, (int, float, np.floating)) and np.isfinite(dt) and dt > 0):
+    try:
+        ok = bool(np.isfinite(float(dt)) and float(dt) > 0)
+    except (TypeError, ValueError):
+        ok = False
+    if not ok:
         raise ConfigError(f"time step must be positive, got {dt!r} fs")
     if form not in FORMS:
         raise ConfigError(f"unknown form {form!r} (use {' or '.join(FORMS)})")
