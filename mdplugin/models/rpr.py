@@ -189,12 +189,12 @@ def _smoothstep(x: np.ndarray, lo: float, hi: float) -> np.ndarray:
     return u * u * (3.0 - 2.0 * u)
 
 
-def _pair_terms(xa: np.ndarray, xb: np.ndarray, inv_l2: float, paired: bool):
+def _pair_terms(xa: np.ndarray, xb: np.ndarray, inv_l2: float, paired: bool, max_m: int = 2):
     """Invariants of all pairs (n, m), or of matching pairs (n,) when ``paired``.
 
     Returns ``base`` = −(|x|² + |x'|²)/2ℓ², ``ax`` = (axial overlap)/ℓ² and, per in-plane
     reflection ``f`` = ±1, ``(r, Bessel_m, cos mφ, sin mφ)`` with ``r = |Z_f|/ℓ²`` and the
-    exponentially scaled Bessel functions ``e^{−r} I_m(r)``, m = 0, 1, 2.
+    exponentially scaled Bessel functions ``e^{−r} I_m(r)``, m = 0 … ``max_m`` (≤ 2).
     """
     sq_a = np.einsum("nai,nai->n", xa, xa)
     sq_b = np.einsum("nai,nai->n", xb, xb)
@@ -216,9 +216,12 @@ def _pair_terms(xa: np.ndarray, xb: np.ndarray, inv_l2: float, paired: bool):
         c = np.where(absz > 0, z.real / safe, 1.0)
         s = np.where(absz > 0, z.imag / safe, 0.0)
         b0, b1 = i0e(r), i1e(r)
-        small = r < 1e-3  # I_2 by recurrence I_2 = I_0 − (2/r) I_1, series for tiny r
-        b2 = np.where(small, 0.125 * r * r * np.exp(-r), b0 - 2.0 * b1 / np.where(small, 1.0, r))
-        planes[f] = (r, (b0, b1, b2), (np.ones_like(c), c, c * c - s * s), (np.zeros_like(s), s, 2.0 * s * c))
+        if max_m >= 2:
+            small = r < 1e-3  # I_2 by recurrence I_2 = I_0 − (2/r) I_1, series for tiny r
+            b2 = np.where(small, 0.125 * r * r * np.exp(-r), b0 - 2.0 * b1 / np.where(small, 1.0, r))
+            planes[f] = (r, (b0, b1, b2), (None, c, c * c - s * s), (None, s, 2.0 * s * c))
+        else:
+            planes[f] = (r, (b0, b1), (None, c), (None, s))
     return base * inv_l2, ax * inv_l2, planes
 
 
@@ -244,16 +247,18 @@ def _scalar_norm(fr: _Frames, comp, inv_l2: float) -> np.ndarray:
         base, ov = _axis_overlaps(fr.body, fr.body, inv_l2, paired=True)
         return sum(np.exp(base + np.tensordot(sg, ov, axes=1)) for sg in _SIGNS) / len(_SIGNS)
     x = fr.body[..., _ORDERS[comp]]
-    base, ax, planes = _pair_terms(x, x, inv_l2, paired=True)
+    base, ax, planes = _pair_terms(x, x, inv_l2, paired=True, max_m=0)
     return 0.25 * sum(np.exp(base + s * ax + planes[f][0]) * planes[f][1][0] for s, f in _COSETS)
 
 
 def _kernel_block(fa: _Frames, ia: np.ndarray, fb: _Frames, ib: np.ndarray, kinds: Sequence[str],
-                  inv_l2: float, kappa_a: dict, kappa_b: dict, paired: bool = False) -> dict[str, np.ndarray]:
+                  inv_l2: float, kappa_a: dict, kappa_b: dict, paired: bool = False,
+                  bases: dict[str, list[np.ndarray]] | None = None) -> dict:
     """Body-frame kernels between frames ``ia`` of ``fa`` and ``ib`` of ``fb``, per channel.
 
     Returns ``{kind: (n, m, d, d)}``, or ``(n, d, d)`` when ``paired`` (then ``ia`` and ``ib``
-    have equal length).
+    have equal length). With ``bases`` (per kind, a list of orthonormal ``u`` (d, d_b)) also
+    ``{(kind, b): uᵀ K u}`` of shape (n, m, d_b, d_b) for every block ``b``.
     """
     max_m = max(_MAX_M[k] for k in kinds)
     mats = {k: _term_matrices(k, max_m) for k in kinds}
@@ -283,7 +288,7 @@ def _kernel_block(fa: _Frames, ia: np.ndarray, fb: _Frames, ib: np.ndarray, kind
                     cols[k].append(mats[k]["full"][i].ravel())
             continue
         order = _ORDERS[comp]
-        base, ax, planes = _pair_terms(fa.body[ia][..., order], fb.body[ib][..., order], inv_l2, paired)
+        base, ax, planes = _pair_terms(fa.body[ia][..., order], fb.body[ib][..., order], inv_l2, paired, max_m)
         for s, f in _COSETS:
             r, bess, cos_m, sin_m = planes[f]
             w = scale * np.exp(base + s * ax + r)
@@ -297,7 +302,13 @@ def _kernel_block(fa: _Frames, ia: np.ndarray, fb: _Frames, ib: np.ndarray, kind
     for i, x in enumerate(coefs):
         c[i] = x.ravel()
     del coefs
-    return {k: (c.T @ np.array(cols[k])).reshape(shape + (_DIMS[k], _DIMS[k])) for k in kinds}
+    out: dict = {k: (c.T @ np.array(cols[k])).reshape(shape + (_DIMS[k], _DIMS[k])) for k in kinds}
+    for k, us in (bases or {}).items():
+        d = _DIMS[k]
+        for b, u in enumerate(us):
+            g = np.array([(u.T @ col.reshape(d, d) @ u).ravel() for col in cols[k]])
+            out[k, b] = (c.T @ g).reshape(shape + (u.shape[1], u.shape[1]))
+    return out
 
 
 # --------------------------------------------------------------------------------------------
@@ -508,10 +519,10 @@ class RPRModel(Model):
                   for kind in kinds for b, u in enumerate(bases[kind])}
             for start in range(0, n, 256):
                 rows = idx[start:start + 256]
-                blocks = _kernel_block(fr, rows, fr, idx, kinds, self.inv_l2_, kap, kap)
+                blocks = _kernel_block(fr, rows, fr, idx, kinds, self.inv_l2_, kap, kap, bases=bases)
                 for kind in kinds:
                     for b, u in enumerate(bases[kind]):
-                        ks[kind, b][rows] = np.matmul(np.matmul(u.T, blocks[kind]), u).transpose(0, 2, 1, 3)
+                        ks[kind, b][rows] = blocks[kind, b].transpose(0, 2, 1, 3)
                 del blocks
             factors = {kind: [] for kind in kinds}
             for kind in kinds:
@@ -672,7 +683,8 @@ class RPRModel(Model):
         cov = {k: np.empty((n, _DIMS[k], _DIMS[k])) for k in kinds} if return_std else None
         for start in range(0, n, block):
             rows = np.arange(start, min(start + block, n))
-            kxs = _kernel_block(fr, rows, train, it, kinds, self.inv_l2_, kap_x, kap_t)
+            kxs = _kernel_block(fr, rows, train, it, kinds, self.inv_l2_, kap_x, kap_t,
+                                bases={k: [u for u, _ in factors[k]] for k in kinds} if return_std else None)
             priors = (_kernel_block(fr, rows, fr, rows, kinds, self.inv_l2_, kap_x, kap_x, paired=True)
                       if return_std else None)
             for kind in kinds:
@@ -681,10 +693,9 @@ class RPRModel(Model):
                     .dot(self.weights_[kind].ravel()).reshape(len(rows), d)
                 if return_std:
                     post = priors[kind] + self.regularizer * np.eye(d)
-                    for u, factor in factors[kind]:
+                    for b, (u, factor) in enumerate(factors[kind]):
                         db = u.shape[1]
-                        kx = np.matmul(np.matmul(u.T, kxs[kind]), u)  # (i, j, d_b, d_b)
-                        kx = kx.transpose(0, 2, 1, 3).reshape(len(rows) * db, n_train * db)
+                        kx = kxs[kind, b].transpose(0, 2, 1, 3).reshape(len(rows) * db, n_train * db)
                         v = solve_triangular(factor, kx.T, lower=True, check_finite=False)
                         v = v.reshape(n_train * db, len(rows), db)
                         post -= np.matmul(np.matmul(u, np.einsum("knc,knd->ncd", v, v)), u.T)
