@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 import warnings
@@ -37,6 +38,15 @@ from mdplugin.training import select_training
 
 HERE = Path(__file__).resolve().parent
 EXAMPLES = HERE.parent / "examples" / "trajectories"
+
+
+def _blas_threads() -> str:
+    try:
+        from threadpoolctl import threadpool_info
+
+        return ",".join(str(i["num_threads"]) for i in threadpool_info() if i.get("user_api") == "blas") or "?"
+    except Exception:  # pragma: no cover - informational only
+        return "?"
 
 
 def run(target: str, train, test, hypers: dict) -> dict:
@@ -90,6 +100,7 @@ def main(argv: list[str] | None = None) -> int:
     test = read_dataset(args.test, properties=targets)
     hypers = json.loads(args.hypers)
     print(f"RPR on {Path(args.train).name} ({len(train)} training frames) -> {Path(args.test).name} ({len(test)} frames)")
+    print(f"machine: {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f}, BLAS threads {_blas_threads()}")
     print(f"{'target':<15} {'RMSE %std':>9} {'train s':>8} {'ms/frame':>8} {'in 2σ':>6} {'ill-def':>7} |"
           f" {'naive %std':>10} {'naive s':>8}")
     results = []
