@@ -1,0 +1,80 @@
+"""``mdplugin active``: options -> :class:`ActiveConfig` -> :func:`run_active`."""
+
+from __future__ import annotations
+
+import json
+
+from ..errors import ConfigError
+from .config import TARGETS, ActiveConfig
+from .loop import run_active
+
+
+def _temperature(text: str | None):
+    if text is None:
+        return None
+    try:
+        parts = [float(x) for x in str(text).split(":")]
+    except ValueError:
+        raise ConfigError(f"--temperature: expected K or T_START:T_END, got {text!r}") from None
+    if len(parts) not in (1, 2):
+        raise ConfigError(f"--temperature: expected K or T_START:T_END, got {text!r}")
+    return (parts[0], parts[-1])
+
+
+def _json_object(text: str | None, option: str) -> dict:
+    if not text:
+        return {}
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"{option} is not valid JSON: {exc.msg}") from None
+    if not isinstance(value, dict):
+        raise ConfigError(f"{option} must be a JSON object")
+    return value
+
+
+def config_from_args(args) -> dict:
+    """The settings given on the command line (``None`` for those not given)."""
+    thresholds = {t: getattr(args, f"threshold_{t}", None) for t in TARGETS}
+    hypers = {t: _json_object(getattr(args, f"{t}_hypers", None), f"--{t}-hypers") for t in TARGETS}
+    return {
+        "targets": tuple(t.strip() for t in args.targets.split(",") if t.strip()) if args.targets else None,
+        "model": args.model,
+        "energy_model": getattr(args, "energy_model", None),
+        "hypers": {t: h for t, h in hypers.items() if h} or None,
+        "thresholds": {t: v for t, v in thresholds.items() if v is not None} or None,
+        "threshold_factor": getattr(args, "threshold_factor", None),
+        "steps": args.steps,
+        "dt": getattr(args, "dt", None),
+        "friction": getattr(args, "friction", None),
+        "temperature": _temperature(args.temperature),
+        "seed": getattr(args, "seed", None),
+        "max_calls": args.max_calls,
+        "wall_time": getattr(args, "wall_time", None),
+        "n_initial": getattr(args, "n_initial", None),
+        "checkpoint_every": getattr(args, "checkpoint_every", None),
+    }
+
+
+#: settings a resumed run may change (budgets); the others stay as the run was started
+RESUMABLE = ("steps", "max_calls", "wall_time")
+
+
+def run_active_command(args) -> int:
+    given = config_from_args(args)
+    if isinstance(args.resume, str):  # --resume RUN_DIR
+        if args.output and args.output != args.resume:
+            raise ConfigError(f"active: --resume {args.resume} and -o {args.output} name different folders")
+        args.output = args.resume
+    if args.output is None:
+        raise ConfigError("active: give the run folder (-o RUN_DIR, or --resume RUN_DIR)")
+    if args.resume:
+        overrides = {k: given[k] for k in RESUMABLE if given[k] is not None}
+        run_active(None, args.output, oracle=args.oracle or "tblite", resume=True, overrides=overrides)
+        return 0
+    if args.start is None:
+        raise ConfigError("active: give a start structure (or --resume RUN_DIR)")
+    config = ActiveConfig(**{k: v for k, v in given.items() if v is not None})
+    run_active(args.start, args.output, config=config, oracle=args.oracle or "tblite",
+               initial=getattr(args, "initial", None))
+    return 0

@@ -1,0 +1,120 @@
+"""Settings of an active-learning run (:class:`ActiveConfig`), shared by Python and the CLI."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields
+
+from ..errors import ConfigError
+
+TARGETS = ("energy", "dipole", "polarizability")
+
+#: properties the oracle must label for each learned target
+LABELS_FOR = {"energy": ("energy", "forces"), "dipole": ("dipole",), "polarizability": ("polarizability",)}
+
+
+@dataclass
+class ActiveConfig:
+    """Everything that decides what an active-learning run does.
+
+    Models
+        targets : learned properties, a subset of energy (with forces), dipole, polarizability.
+        energy_model : registry name of the energy model (``"soap"``).
+        model : registry name of the dipole/polarizability models (``"lsoap"`` or ``"rpr"``).
+        hypers : per-target hyper-parameters, e.g. ``{"energy": {"n_sparse": 100}}``.
+
+    Uncertainty thresholds (a structure is labelled when any target is above its threshold)
+        thresholds : absolute thresholds per target: energy in eV/atom (GPR std of the energy /
+            n_atoms), dipole in e·Å (norm of the per-component std), polarizability in Å³
+            (Frobenius norm of the per-component std). A target without one uses
+        threshold_factor : × the model's RMSE over its training set, in the same measure.
+
+    Dynamics
+        steps : MD step budget (Langevin, ``dt`` fs, friction ``friction`` 1/fs).
+        temperature : K; a ``(T_start, T_end)`` pair ramps it linearly over ``steps``.
+        seed : seed of the thermostat's random numbers (and of the initial velocities).
+
+    Budgets (the run ends cleanly at the first one reached)
+        max_calls : labelled frames (oracle calls) counted after the initial set.
+        wall_time : seconds of wall time, summed over the run and its resumes (``None``: no limit).
+
+    Initial data
+        n_initial : frames labelled from a short reference MD run with the oracle when no
+            labelled frames are given (every ``initial_stride`` steps after ``initial_stride``).
+        checkpoint_every : MD steps between checkpoints of the trusted state.
+        max_retries : labels in a row at the same trusted state before its velocities are redrawn.
+    """
+
+    targets: tuple[str, ...] = ("energy", "dipole", "polarizability")
+    energy_model: str = "soap"
+    model: str = "lsoap"
+    hypers: dict = field(default_factory=dict)
+    thresholds: dict = field(default_factory=dict)
+    threshold_factor: float = 3.0
+    steps: int = 2000
+    dt: float = 0.5
+    friction: float = 0.01
+    temperature: tuple[float, float] = (300.0, 300.0)
+    seed: int = 0
+    max_calls: int = 200
+    wall_time: float | None = None
+    n_initial: int = 10
+    initial_stride: int = 20
+    checkpoint_every: int = 50
+    max_retries: int = 5
+
+    def __post_init__(self) -> None:
+        self.targets = tuple(self.targets)
+        if isinstance(self.temperature, (int, float)):
+            self.temperature = (float(self.temperature), float(self.temperature))
+        self.temperature = tuple(float(t) for t in self.temperature)
+        self.validate()
+
+    def validate(self) -> None:
+        """Raise :class:`ConfigError` naming the first bad setting."""
+        if not self.targets:
+            raise ConfigError("active: no targets (use energy, dipole, polarizability)")
+        for t in self.targets:
+            if t not in TARGETS:
+                raise ConfigError(f"active: unknown target {t!r} (known: {', '.join(TARGETS)})")
+        for t in self.thresholds:
+            if t not in TARGETS:
+                raise ConfigError(f"active: threshold for unknown target {t!r}")
+            if not self.thresholds[t] > 0:
+                raise ConfigError(f"active: the {t} threshold must be positive, got {self.thresholds[t]}")
+        for t in self.hypers:
+            if t not in TARGETS:
+                raise ConfigError(f"active: hyper-parameters for unknown target {t!r}")
+        if not self.threshold_factor > 0:
+            raise ConfigError(f"active: --threshold-factor must be positive, got {self.threshold_factor}")
+        if len(self.temperature) != 2 or min(self.temperature) <= 0:
+            raise ConfigError(f"active: temperature must be positive (K), got {self.temperature}")
+        for name in ("steps", "max_calls", "n_initial", "initial_stride", "checkpoint_every", "max_retries"):
+            value = getattr(self, name)
+            if int(value) != value or value < (0 if name in ("steps", "max_calls", "n_initial") else 1):
+                raise ConfigError(f"active: {name} must be a {'non-negative' if name in ('steps', 'max_calls', 'n_initial') else 'positive'} integer, got {value}")
+        if not self.dt > 0 or not self.friction >= 0:
+            raise ConfigError("active: dt must be positive and friction non-negative")
+        if self.wall_time is not None and not self.wall_time > 0:
+            raise ConfigError(f"active: wall time must be positive (s), got {self.wall_time}")
+
+    def labels(self) -> list[str]:
+        """Properties the oracle labels."""
+        return [p for t in self.targets for p in LABELS_FOR[t]]
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["targets"] = list(self.targets)
+        d["temperature"] = list(self.temperature)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "ActiveConfig":
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in known})
+
+    def temperature_at(self, step: int) -> float:
+        """Thermostat temperature (K) at ``step`` (linear ramp over ``steps``)."""
+        t0, t1 = self.temperature
+        if self.steps <= 0:
+            return t0
+        return t0 + (t1 - t0) * min(max(step / self.steps, 0.0), 1.0)

@@ -1,0 +1,141 @@
+"""Models, uncertainties and thresholds of an active-learning run (:class:`Learner`).
+
+Uncertainty and error measures, one number per target and structure:
+
+* energy: GPR std of the energy / n_atoms (eV/atom); error |ΔE| / n_atoms (the force RMSE, eV/Å,
+  is logged beside it);
+* dipole: norm of the per-component std (e·Å); error |Δμ|;
+* polarizability: Frobenius norm of the per-component std (Å³); error ‖Δα‖_F.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import numpy as np
+from ase import Atoms
+from ase.calculators.calculator import Calculator
+
+from ..calculator import MLCalculator
+from ..data import Dataset
+from ..errors import ConfigError, DataError
+from ..models import build
+from ..models.base import Model
+from ..oracle import label_frames
+from ..training import fit_on_dataset
+from .config import ActiveConfig
+
+
+def measure(target: str, value: Any, n_atoms: int) -> float:
+    """The scalar measure of a target's std (or error) for one structure (see the module docstring)."""
+    v = np.asarray(value, dtype=float)
+    if target == "energy":
+        return float(np.abs(v).sum() / n_atoms)
+    return float(np.sqrt(np.sum(v**2)))
+
+
+class Learner:
+    """The current models of a run, their uncertainties and thresholds, and the oracle.
+
+    Parameters
+    ----------
+    config : the run's :class:`ActiveConfig`.
+    oracle : ASE calculator computing the properties of ``config.labels()``.
+    """
+
+    def __init__(self, config: ActiveConfig, oracle: Calculator) -> None:
+        self.config = config
+        self.oracle = oracle
+        self.models: dict[str, Model] = {}
+        self.training_error: dict[str, float] = {}
+        self.n_train = 0
+
+    # --- models ----------------------------------------------------------------------------
+    def _new_model(self, target: str) -> Model:
+        name = self.config.energy_model if target == "energy" else self.config.model
+        return build(name, target=target, **dict(self.config.hypers.get(target, {})))
+
+    def train(self, data: Dataset) -> float:
+        """Fit every target's model on ``data``; returns the wall time (s)."""
+        if len(data) == 0:
+            raise DataError("active: no labelled frames to train on (give initial data or n_initial > 0)")
+        t0 = time.perf_counter()
+        models = {t: fit_on_dataset(self._new_model(t), data) for t in self.config.targets}
+        self.models = models
+        self.n_train = len(data)
+        self.training_error = {t: self._training_error(t, data) for t in self.config.targets
+                               if t not in self.config.thresholds}
+        return time.perf_counter() - t0
+
+    def set_models(self, models: dict[str, Model], data: Dataset) -> None:
+        """Use already fitted models (loaded from the run folder) trained on ``data``."""
+        self.models = models
+        self.n_train = len(data)
+        self.training_error = {t: self._training_error(t, data) for t in self.config.targets
+                               if t not in self.config.thresholds}
+
+    def _training_error(self, target: str, data: Dataset) -> float:
+        """RMS over the training frames of the target's error measure (in-sample)."""
+        y_pred = self.models[target].predict(data.frames)
+        y_true = data.get(target)
+        n_atoms = np.array([len(a) for a in data.frames])
+        errs = [measure(target, p - t, n) for p, t, n in zip(y_pred, y_true, n_atoms)]
+        return float(np.sqrt(np.mean(np.square(errs))))
+
+    def thresholds(self) -> dict[str, float]:
+        """Threshold per target, in its measure's units."""
+        out = {}
+        for t in self.config.targets:
+            if t in self.config.thresholds:
+                out[t] = float(self.config.thresholds[t])
+            else:
+                out[t] = float(self.config.threshold_factor * max(self.training_error.get(t, 0.0), 1e-12))
+        return out
+
+    def calculator(self) -> MLCalculator:
+        """An ASE calculator with the current models (the oracle drives the dynamics when no
+        energy model is learned)."""
+        if not self.models:
+            raise ConfigError("active: the learner has no trained models yet")
+        energy = self.models.get("energy", self.oracle)
+        return MLCalculator(energy=energy, dipole=self.models.get("dipole"),
+                            polarizability=self.models.get("polarizability"))
+
+    # --- uncertainty and labels ------------------------------------------------------------
+    def uncertainties(self, atoms: Atoms) -> dict[str, float]:
+        """Uncertainty measure per target at ``atoms`` (its calculator must be :meth:`calculator`)."""
+        calc = atoms.calc
+        n = len(atoms)
+        return {t: measure(t, calc.get_property(f"{t}_std", atoms), n) for t in self.config.targets}
+
+    def predictions(self, atoms: Atoms) -> dict[str, np.ndarray]:
+        """The models' values at ``atoms`` (energy eV, forces eV/Å, dipole e·Å, polarizability Å³)."""
+        calc = atoms.calc
+        out = {}
+        for t in self.config.targets:
+            if t == "energy":
+                out["energy"] = np.asarray(calc.get_property("energy", atoms))
+                out["forces"] = np.asarray(calc.get_property("forces", atoms))
+            else:
+                out[t] = np.asarray(calc.get_property(t, atoms))
+        return out
+
+    def ratio(self, u: dict[str, float]) -> float:
+        """max over targets of uncertainty / threshold (> 1: label the structure)."""
+        thr = self.thresholds()
+        return max(u[t] / thr[t] for t in u)
+
+    def label(self, atoms: Atoms) -> dict[str, np.ndarray]:
+        """Labels of one structure from the oracle (one oracle call)."""
+        data = label_frames([atoms], self.oracle, self.config.labels())
+        return {p: (np.asarray(data.get(p)[0])) for p in self.config.labels()}
+
+    def errors(self, predicted: dict[str, np.ndarray], labels: dict[str, np.ndarray], n_atoms: int) -> dict[str, float]:
+        """True error measure per target (plus ``forces`` RMSE, eV/Å) of ``predicted``."""
+        out = {}
+        for t in self.config.targets:
+            out[t] = measure(t, predicted[t] - labels[t], n_atoms)
+        if "energy" in self.config.targets:
+            out["forces"] = float(np.sqrt(np.mean((predicted["forces"] - labels["forces"]) ** 2)))
+        return out

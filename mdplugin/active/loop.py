@@ -1,0 +1,413 @@
+"""The active-learning loop: MD with the models; label, retrain and go back when unsure.
+
+:func:`run_active` runs (or resumes) one run in a run folder (:mod:`mdplugin.active.store`):
+
+1. initial data: the given labelled frames, or ``n_initial`` frames of a short reference MD run
+   with the oracle (labelled one by one, each appended to ``data.xyz`` before the next);
+2. train the models on ``data.xyz``;
+3. Langevin MD with the models; after every step the uncertainty of each target is compared with
+   its threshold. Below: the state becomes the *trusted* state. Above: the structure is labelled
+   by the oracle, appended to ``data.xyz`` (fsync), the models are retrained, and the dynamics go
+   on from the last trusted state;
+4. the run ends cleanly at the first budget reached (MD steps, oracle calls, wall time).
+
+Kill-safety: a label is appended and fsync'ed before it is reported or used; models are saved
+and the trusted state checkpointed atomically after each retraining and every
+``checkpoint_every`` steps. On resume the models are retrained on every label in ``data.xyz``
+(unless the saved ones already saw them all) and the dynamics restart from the checkpoint; a
+structure whose key is already in ``data.xyz`` is never sent to the oracle again.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import ase.io
+import numpy as np
+from ase import Atoms, units
+from ase.calculators.calculator import Calculator
+
+from ..data import Dataset, read_dataset
+from ..errors import ConfigError, DataError, OracleError
+from ..models import load_model
+from .config import ActiveConfig
+from .learner import Learner
+from .store import RunStore, structure_hash
+
+__all__ = ["ActiveSummary", "run_active", "resolve_oracle"]
+
+#: an atom is lost when its nearest neighbour is farther than this, Å
+LOST_ATOM_DISTANCE = 4.0
+
+
+@dataclass
+class ActiveSummary:
+    """What a run did (all counts over the run and its resumes)."""
+
+    run_dir: str
+    reason: str
+    steps: int
+    oracle_calls: int
+    initial_frames: int
+    n_train: int
+    wall_time_s: float
+    thresholds: dict = field(default_factory=dict)
+
+    def text(self) -> str:
+        thr = ", ".join(f"{k} {v:.3g}" for k, v in self.thresholds.items())
+        return (f"active: {self.reason}; {self.steps} MD steps, {self.oracle_calls} oracle calls "
+                f"(+{self.initial_frames} initial frames), {self.n_train} training frames, "
+                f"{self.wall_time_s:.1f} s; thresholds {thr}; run folder {self.run_dir}")
+
+
+def resolve_oracle(spec: str | Calculator) -> Calculator:
+    """An oracle from a name (``tblite``, ``pyscf``, ``tblite:GFN1-xTB``), an import path to a
+    factory (``package.module:function``, called with no argument) or an ASE calculator."""
+    if not isinstance(spec, str):
+        if not hasattr(spec, "calculate"):
+            raise ConfigError(f"active: the oracle must be a name or an ASE calculator, got {spec!r}")
+        return spec
+    from ..oracle import ORACLES, make_oracle
+
+    name, _, option = spec.partition(":")
+    if name in ORACLES:
+        return make_oracle(name, **({"method": option} if option else {}))
+    if option and "." in name or option:
+        try:
+            factory = getattr(importlib.import_module(name), option)
+        except (ImportError, AttributeError) as exc:
+            raise ConfigError(f"active: cannot import oracle factory {spec!r}: {exc}") from None
+        return factory()
+    raise ConfigError(f"active: unknown oracle {spec!r} (use {', '.join(ORACLES)} or module:function)")
+
+
+def _largest_gap(positions: np.ndarray) -> float:
+    if len(positions) < 2:
+        return 0.0
+    d = np.linalg.norm(positions[:, None] - positions[None], axis=-1)
+    np.fill_diagonal(d, np.inf)
+    return float(d.min(axis=1).max())
+
+
+class _Run:
+    """State of one invocation of :func:`run_active`."""
+
+    def __init__(self, store: RunStore, config: ActiveConfig, oracle: Calculator,
+                 say: Callable[[str], None]) -> None:
+        self.store, self.config, self.say = store, config, say
+        self.learner = Learner(config, oracle)
+        self.t_start = time.perf_counter()
+        self.wall_before = 0.0
+        self.step = 0
+        self.retries = 0
+        self.rng = np.random.default_rng(config.seed)
+        self.atoms: Atoms | None = None
+        self.trusted: tuple[np.ndarray, np.ndarray] | None = None
+
+    # --- bookkeeping -----------------------------------------------------------------------
+    def wall(self) -> float:
+        return self.wall_before + time.perf_counter() - self.t_start
+
+    def counts(self) -> tuple[int, int]:
+        """(oracle calls during MD, initial frames) from data.xyz."""
+        return self.store.origins.get("md", 0), sum(v for k, v in self.store.origins.items() if k != "md")
+
+    def data(self) -> Dataset:
+        return self.store.read_data(self.config.labels())
+
+    def checkpoint(self, phase: str = "md", reason: str = "") -> None:
+        pos, mom = self.trusted
+        meta = {"phase": phase, "step": self.step, "wall_time_s": self.wall(), "retries": self.retries,
+                "rng": self.rng.bit_generator.state, "n_train": self.learner.n_train, "reason": reason}
+        self.store.write_state(meta, {"numbers": self.atoms.numbers, "positions": pos, "momenta": mom})
+
+    def save_models(self) -> None:
+        for t, m in self.learner.models.items():
+            m.save(self.store.model_path(t))
+
+    def retrain(self, note: str) -> None:
+        data = self.data()
+        self.say(f"retraining on {len(data)} frames")
+        seconds = self.learner.train(data)
+        self.save_models()
+        thr = self.learner.thresholds()
+        calls, _ = self.counts()
+        self.store.log(event="train", step=self.step, oracle_calls=calls, n_train=len(data),
+                       train_time_s=seconds, wall_time_s=self.wall(), note=note,
+                       **{f"thr_{t}": v for t, v in thr.items()})
+
+    def load_or_retrain(self, n_trained: int) -> None:
+        """Load the saved models if they were trained on every frame of data.xyz, else retrain."""
+        data = self.data()
+        paths = {t: self.store.model_path(t) for t in self.config.targets}
+        if n_trained == len(data) and all(p.exists() for p in paths.values()):
+            try:
+                models = {t: load_model(p) for t, p in paths.items()}
+            except Exception:  # noqa: BLE001 - unreadable model files: retrain
+                models = None
+            if models is not None:
+                self.learner.set_models(models, data)
+                return
+        self.retrain("resume")
+
+    # --- initial data ----------------------------------------------------------------------
+    def initial_data(self, start: Atoms, initial: Dataset | None) -> None:
+        store = self.store
+        if initial is not None:
+            missing = [p for p in self.config.labels() if not initial.has(p)]
+            if missing:
+                raise DataError(f"{initial.source}: initial data lack {', '.join(missing)} labels")
+            for i, a in enumerate(initial.frames):
+                labels = {p: (initial.forces[i] if p == "forces" else initial.get(p)[i]) for p in self.config.labels()}
+                store.append_frame(a, labels, step=-1, origin="initial")
+            return
+        n = self.config.n_initial
+        if n == 0:
+            return
+        # a short reference run with the oracle (deterministic: a resumed run skips labelled frames)
+        from ase.constraints import FixCom
+        from ase.md.langevin import Langevin
+        from ase.md.velocitydistribution import MaxwellBoltzmannDistribution, Stationary, ZeroRotation
+
+        rng = np.random.default_rng(self.config.seed + 7919)
+        atoms = start.copy()
+        atoms.calc = self.learner.oracle
+        t0 = self.config.temperature_at(0)
+        MaxwellBoltzmannDistribution(atoms, temperature_K=t0, rng=rng)
+        Stationary(atoms)
+        ZeroRotation(atoms)
+        atoms.set_constraint(FixCom())
+        dyn = Langevin(atoms, self.config.dt * units.fs, temperature_K=t0,
+                       friction=self.config.friction / units.fs, fixcm=False, rng=rng)
+        self.say(f"initial data: {n} frames from a reference run with the oracle")
+        for i in range(n):
+            dyn.run(self.config.initial_stride)
+            frame = Atoms(numbers=atoms.numbers, positions=atoms.positions.copy())
+            key = structure_hash(frame)
+            if store.has(key):
+                continue
+            self.say(f"labelling initial frame {i}")
+            labels = self.learner.label(frame)
+            store.append_frame(frame, labels, step=-1, origin="reference", key=key)
+            self.say(f"label written {key} initial {i}")
+            store.log(event="initial", step=-1, n_train=i + 1, wall_time_s=self.wall(), note=key)
+
+    # --- dynamics --------------------------------------------------------------------------
+    def setup_dynamics(self, positions: np.ndarray, momenta: np.ndarray | None, numbers: np.ndarray) -> None:
+        from ase.constraints import FixCom
+        from ase.md.langevin import Langevin
+        from ase.md.velocitydistribution import MaxwellBoltzmannDistribution, Stationary, ZeroRotation
+
+        atoms = Atoms(numbers=numbers, positions=positions)
+        if momenta is None:
+            MaxwellBoltzmannDistribution(atoms, temperature_K=self.config.temperature_at(self.step), rng=self.rng)
+            Stationary(atoms)
+            ZeroRotation(atoms)
+        else:
+            atoms.set_momenta(momenta)
+        atoms.set_constraint(FixCom())
+        self.atoms = atoms
+        self.trusted = (atoms.positions.copy(), atoms.get_momenta().copy())
+        self.dyn = Langevin(atoms, self.config.dt * units.fs, temperature_K=self.config.temperature_at(self.step),
+                            friction=self.config.friction / units.fs, fixcm=False, rng=self.rng)
+
+    def restore_trusted(self, redraw: bool = False) -> None:
+        from ase.md.velocitydistribution import MaxwellBoltzmannDistribution, Stationary, ZeroRotation
+
+        pos, mom = self.trusted
+        self.atoms.set_constraint()
+        self.atoms.set_positions(pos)
+        if redraw:
+            MaxwellBoltzmannDistribution(self.atoms, temperature_K=self.config.temperature_at(self.step), rng=self.rng)
+            Stationary(self.atoms)
+            ZeroRotation(self.atoms)
+            self.trusted = (pos, self.atoms.get_momenta().copy())
+        else:
+            self.atoms.set_momenta(mom)
+        from ase.constraints import FixCom
+
+        self.atoms.set_constraint(FixCom())
+
+    def budget_reason(self) -> str | None:
+        calls, _ = self.counts()
+        if self.step >= self.config.steps:
+            return f"step budget reached ({self.config.steps} steps)"
+        if calls >= self.config.max_calls:
+            return f"oracle-call budget reached ({self.config.max_calls} calls)"
+        if self.config.wall_time is not None and self.wall() >= self.config.wall_time:
+            return f"wall-time budget reached ({self.config.wall_time:g} s)"
+        return None
+
+    def md(self) -> str:
+        cfg = self.config
+        self.atoms.calc = self.learner.calculator()
+        last_ckpt = self.step
+        while True:
+            reason = self.budget_reason()
+            if reason:
+                return reason
+            self.dyn.set_temperature(temperature_K=cfg.temperature_at(self.step))
+            broken = False
+            try:
+                self.dyn.step()
+                u = self.learner.uncertainties(self.atoms)
+                ratio = self.learner.ratio(u)
+                broken = not np.all(np.isfinite(self.atoms.positions)) or \
+                    _largest_gap(self.atoms.positions) > LOST_ATOM_DISTANCE
+            except Exception as exc:  # non-finite model output: back to the trusted state
+                self.say(f"step {self.step + 1}: the models failed ({exc}); back to the trusted state")
+                u, ratio, broken = {}, float("inf"), True
+            self.step += 1
+            if broken:
+                self.retries += 1
+                self.restore_trusted(redraw=True)
+                self.atoms.calc = self.learner.calculator()
+                continue
+            if ratio <= 1.0:
+                self.trusted = (self.atoms.positions.copy(), self.atoms.get_momenta().copy())
+                self.retries = 0
+                if self.step - last_ckpt >= cfg.checkpoint_every:
+                    self.checkpoint()
+                    last_ckpt = self.step
+                continue
+            self.on_uncertain(u, ratio)
+            last_ckpt = self.step
+
+    def on_uncertain(self, u: dict[str, float], ratio: float) -> None:
+        """Label the current structure, retrain, go back to the trusted state, checkpoint."""
+        atoms = self.atoms
+        frame = Atoms(numbers=atoms.numbers, positions=atoms.positions.copy())
+        key = structure_hash(frame)
+        n_atoms = len(frame)
+        thr = self.learner.thresholds()
+        err: dict[str, float] = {}
+        if not self.store.has(key):
+            predicted = self.learner.predictions(atoms)
+            self.say(f"labelling step {self.step} (uncertainty {ratio:.2f} x threshold)")
+            labels = self.learner.label(frame)
+            err = self.learner.errors(predicted, labels, n_atoms)
+            self.store.append_frame(frame, labels, step=self.step, origin="md", key=key)
+            calls, _ = self.counts()
+            self.say(f"label written {key} step {self.step} call {calls}")
+            self.store.log(event="label", step=self.step, oracle_calls=calls, n_train=self.learner.n_train + 1,
+                           uncertainty=ratio, wall_time_s=self.wall(), note=key,
+                           **{f"u_{t}": v for t, v in u.items()},
+                           **{f"err_{t}": v for t, v in err.items()},
+                           **{f"thr_{t}": v for t, v in thr.items()})
+        self.retrain("label")
+        self.retries += 1
+        self.restore_trusted(redraw=self.retries > self.config.max_retries)
+        if self.retries > self.config.max_retries:
+            self.retries = 0
+        self.atoms.calc = self.learner.calculator()
+        self.checkpoint()
+
+
+def _read_start(start: str | Path | Atoms) -> Atoms:
+    if isinstance(start, Atoms):
+        return Atoms(numbers=start.numbers, positions=start.positions, cell=start.cell, pbc=start.pbc)
+    try:
+        atoms = ase.io.read(start, index=0, parallel=False)
+    except FileNotFoundError:
+        raise
+    except Exception as exc:
+        raise DataError(f"{start}: cannot read the start structure: {exc}") from None
+    return Atoms(numbers=atoms.numbers, positions=atoms.positions, cell=atoms.cell, pbc=atoms.pbc)
+
+
+def run_active(start: str | Path | Atoms | None, run_dir: str | Path, config: ActiveConfig | None = None,
+               oracle: str | Calculator = "tblite", initial: str | Path | Dataset | None = None,
+               resume: bool = False, overrides: dict[str, Any] | None = None,
+               say: Callable[[str], None] | None = None) -> ActiveSummary:
+    """Run, or resume, active learning in ``run_dir`` (see the module docstring).
+
+    Parameters
+    ----------
+    start : starting structure (file or Atoms); ignored on resume (the run folder has it).
+    run_dir : run folder; must not hold a run unless ``resume``.
+    config : settings (default :class:`ActiveConfig()`); on resume the saved ones are used,
+        updated with ``overrides`` (e.g. ``{"steps": 5000, "max_calls": 300}`` to extend budgets).
+    oracle : name, ``module:function`` or ASE calculator (an object must be given again on resume;
+        a name is saved in the run folder).
+    initial : labelled frames to start from (extended XYZ or :class:`Dataset`); ``None``: label
+        ``config.n_initial`` frames of a short reference run.
+    say : progress messages (default: print to stdout, flushed).
+    """
+    say = say or (lambda msg: print(msg, flush=True))
+    run_dir = Path(run_dir)
+    store = RunStore(run_dir)
+    if resume:
+        saved = store.read_config()
+        cfg_dict = dict(saved["config"])
+        cfg_dict.update({k: v for k, v in (overrides or {}).items() if v is not None})
+        config = ActiveConfig.from_dict(cfg_dict)
+        if isinstance(oracle, str) and oracle == "tblite" and saved.get("oracle"):
+            oracle = saved["oracle"]
+        start_atoms = _read_start(run_dir / "start.xyz")
+        saved["config"] = config.to_dict()
+        store.write_config(saved)
+    else:
+        if (run_dir / "config.json").exists():
+            raise ConfigError(f"{run_dir}: already holds an active-learning run (use --resume to continue it)")
+        if start is None:
+            raise ConfigError("active: a start structure is needed")
+        config = config or ActiveConfig()
+        start_atoms = _read_start(start)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        from ..atomicio import atomic_write
+        import io
+
+        buf = io.StringIO()
+        ase.io.write(buf, start_atoms, format="extxyz", parallel=False)
+        with atomic_write(run_dir / "start.xyz") as fh:
+            fh.write(buf.getvalue())
+        store.write_config({"config": config.to_dict(),
+                            "oracle": oracle if isinstance(oracle, str) else None,
+                            "initial": str(initial) if isinstance(initial, (str, Path)) else None})
+    oracle_calc = resolve_oracle(oracle)
+    store.open()
+    run = _Run(store, config, oracle_calc, say)
+    state = store.read_state()
+
+    if state is None:
+        if isinstance(initial, (str, Path)):
+            initial = read_dataset(initial, properties=config.labels())
+        if initial is None and resume:
+            saved_initial = store.read_config().get("initial")
+            initial = read_dataset(saved_initial, properties=config.labels()) if saved_initial else None
+        run.initial_data(start_atoms, initial)
+        run.retrain("initial")
+        run.setup_dynamics(start_atoms.positions, None, start_atoms.numbers)
+        run.checkpoint()
+    else:
+        meta, arrays = state
+        run.step = int(meta["step"])
+        run.wall_before = float(meta["wall_time_s"])
+        run.retries = int(meta.get("retries", 0))
+        run.rng.bit_generator.state = meta["rng"]
+        say(f"resuming at step {run.step} with {len(run.data())} labelled frames")
+        store.log(event="resume", step=run.step, oracle_calls=run.counts()[0], n_train=len(run.data()),
+                  wall_time_s=run.wall_before)
+        run.load_or_retrain(int(meta.get("n_train", -1)))
+        run.setup_dynamics(arrays["positions"], arrays["momenta"], arrays["numbers"])
+    reason = run.md()
+    run.checkpoint(phase="done", reason=reason)
+    calls, n_init = run.counts()
+    store.log(event="end", step=run.step, oracle_calls=calls, n_train=run.learner.n_train,
+              wall_time_s=run.wall(), note=reason)
+    try:
+        from .report import plot_run
+
+        plot_run(store)
+    except Exception as exc:  # the plot is a convenience; the run's files are complete
+        say(f"active: no plot ({exc})")
+    summary = ActiveSummary(run_dir=str(run_dir), reason=reason, steps=run.step, oracle_calls=calls,
+                            initial_frames=n_init, n_train=run.learner.n_train, wall_time_s=run.wall(),
+                            thresholds=run.learner.thresholds())
+    say(summary.text())
+    return summary

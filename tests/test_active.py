@@ -1,0 +1,294 @@
+"""Active learning: durable run folder, thresholds and budgets, kill-and-resume, the CLI.
+
+The oracle here is a cheap analytic ASE calculator (:func:`toy_oracle`: Morse bonds, point-charge
+dipole, bond-polarizability model), so the loop runs in seconds; tblite is the default oracle and
+is exercised by benchmarks/bench_active.py.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from ase import Atoms
+from ase.calculators.calculator import Calculator, all_changes
+
+from mdplugin.active import ActiveConfig, RunStore, run_active, structure_hash
+from mdplugin.active.store import LOG_COLUMNS
+from mdplugin.data import read_dataset
+from mdplugin.errors import ConfigError
+
+ROOT = Path(__file__).resolve().parents[1]
+
+#: small models: the loop's logic is under test, not the models' accuracy
+HYPERS = {"energy": {"n_sparse": 20, "max_radial": 2, "max_angular": 2, "cutoff": 3.0}}
+
+
+class ToyOracle(Calculator):
+    """Morse bonds to the water geometry, charges (-0.8, 0.4, 0.4) e, bond polarizabilities.
+
+    ``MDPLUGIN_TEST_ORACLE_DELAY`` (s) makes every call slow (for the kill tests).
+    """
+
+    implemented_properties = ["energy", "free_energy", "forces", "dipole", "polarizability"]
+    r0 = np.array([[0.0, 0.96, 0.96], [0.96, 0.0, 1.52], [0.96, 1.52, 0.0]])
+    charges = np.array([-0.8, 0.4, 0.4])
+
+    def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes):
+        super().calculate(atoms, properties, system_changes)
+        time.sleep(float(os.environ.get("MDPLUGIN_TEST_ORACLE_DELAY", "0")))
+        x = self.atoms.positions
+        d = x[:, None] - x[None]
+        r = np.linalg.norm(d, axis=-1) + np.eye(len(x))
+        a, de = 2.0, np.where(self.r0 < 1.2, 4.0, 0.5)
+        e = np.exp(-a * (r - self.r0))
+        pair = de * (1 - e) ** 2
+        np.fill_diagonal(pair, 0.0)
+        dpair = de * 2 * (1 - e) * a * e / r
+        np.fill_diagonal(dpair, 0.0)
+        forces = -np.einsum("ij,ijk->ik", dpair, d)
+        u = d / r[..., None]
+        f = np.exp(-(r - 1.0) ** 2)
+        np.fill_diagonal(f, 0.0)
+        alpha = 0.5 * np.einsum("ij,ijk,ijl->kl", f, u, u) + 0.3 * np.eye(3) * f.sum() / 2
+        self.results = {"energy": 0.5 * pair.sum(), "free_energy": 0.5 * pair.sum(), "forces": forces,
+                        "dipole": self.charges @ x + 0.05 * np.sin(r[0, 1]) * u[1, 0],
+                        "polarizability": alpha}
+
+
+def toy_oracle() -> ToyOracle:
+    return ToyOracle()
+
+
+def water() -> Atoms:
+    return Atoms("OH2", positions=[[0, 0, 0], [0.96, 0, 0], [-0.24, 0.93, 0]])
+
+
+def _config(**kw) -> ActiveConfig:
+    base = dict(targets=("energy", "dipole"), model="rpr", hypers=HYPERS, steps=60, max_calls=8,
+                n_initial=4, initial_stride=5, temperature=(300, 600), seed=3, checkpoint_every=10,
+                thresholds={"energy": 1e-3})
+    base.update(kw)
+    return ActiveConfig(**base)
+
+
+def _run(tmp_path, name="run", **kw):
+    return run_active(water(), tmp_path / name, _config(**kw), oracle=toy_oracle(), say=lambda m: None)
+
+
+def _keys(run_dir: Path) -> list[str]:
+    import re
+
+    return re.findall(r"active_hash=(\w+)", (run_dir / "data.xyz").read_text())
+
+
+# --------------------------------------------------------------------------------------------
+# run folder
+# --------------------------------------------------------------------------------------------
+def test_store_drops_a_torn_frame_and_never_duplicates(tmp_path):
+    store = RunStore(tmp_path / "r")
+    assert store.open() == 0
+    oracle = toy_oracle()
+    frames = []
+    for shift in (0.0, 0.05):
+        a = water()
+        a.positions[1, 0] += shift
+        a.calc = oracle
+        labels = {"energy": a.get_potential_energy(), "forces": a.get_forces(), "dipole": a.get_dipole_moment()}
+        store.append_frame(a, labels, step=0, origin="md")
+        store.append_frame(a, labels, step=0, origin="md")  # the same structure again: ignored
+        frames.append(a)
+    good = store.data_path.read_text()
+    with open(store.data_path, "a") as fh:  # a kill in the middle of the next frame
+        fh.write(good[: len(good) // 3])
+    store = RunStore(tmp_path / "r")
+    assert store.open() == 2
+    assert store.data_path.read_text() == good
+    assert store.has(structure_hash(frames[1])) and store.origins == {"md": 2}
+    data = store.read_data(["energy", "forces", "dipole"])
+    np.testing.assert_allclose(data.dipole[1], frames[1].get_dipole_moment())
+    np.testing.assert_allclose(data.forces[0], frames[0].get_forces(), atol=1e-7)
+
+
+def test_structure_hash_sees_any_displacement():
+    a, b = water(), water()
+    assert structure_hash(a) == structure_hash(b)
+    b.positions[2, 1] += 1e-9
+    assert structure_hash(a) != structure_hash(b)
+
+
+def test_bad_settings_raise_config_error():
+    with pytest.raises(ConfigError, match="unknown target"):
+        ActiveConfig(targets=("charge",))
+    with pytest.raises(ConfigError, match="dipole threshold must be positive"):
+        ActiveConfig(thresholds={"dipole": -1.0})
+    with pytest.raises(ConfigError, match="temperature"):
+        ActiveConfig(temperature=(-5, 300))
+    with pytest.raises(ConfigError, match="max_calls"):
+        ActiveConfig(max_calls=-1)
+    assert ActiveConfig(temperature=(300, 600), steps=100).temperature_at(50) == pytest.approx(450)
+
+
+# --------------------------------------------------------------------------------------------
+# the loop
+# --------------------------------------------------------------------------------------------
+def test_call_budget_labels_uncertain_structures_durably(tmp_path):
+    s = _run(tmp_path, max_calls=3, steps=500)
+    run_dir = tmp_path / "run"
+    assert s.oracle_calls == 3 and "oracle-call budget" in s.reason
+    keys = _keys(run_dir)
+    assert len(keys) == len(set(keys)) == 4 + 3
+    data = read_dataset(run_dir / "data.xyz")
+    # the stored labels are the oracle's
+    for atoms, mu in zip(data.frames, data.dipole):
+        atoms.calc = toy_oracle()
+        np.testing.assert_allclose(atoms.get_dipole_moment(), mu, atol=1e-6)
+    rows = RunStore(run_dir).read_log()
+    assert list(rows[0]) == list(LOG_COLUMNS)
+    labels = [r for r in rows if r["event"] == "label"]
+    assert len(labels) == 3
+    for r in labels:  # labelled because some target's uncertainty was over its threshold
+        assert float(r["uncertainty"]) > 1.0
+        assert max(float(r[f"u_{t}"]) / float(r[f"thr_{t}"]) for t in ("energy", "dipole")) == \
+            pytest.approx(float(r["uncertainty"]), rel=1e-4)
+        assert float(r["err_dipole"]) >= 0 and float(r["err_forces"]) >= 0
+    assert (run_dir / "active.png").stat().st_size > 1000
+    # after retraining, the GPR is surer at the structures it was just taught
+    from mdplugin.models import load_model
+
+    model = load_model(run_dir / "dipole.npz")
+    _, std = model.predict(data.frames[-3:], return_std=True)
+    assert np.all(np.linalg.norm(std, axis=1) < np.array([float(r["u_dipole"]) for r in labels]))
+
+
+def test_step_budget_ends_a_confident_run(tmp_path):
+    s = _run(tmp_path, steps=25, thresholds={"energy": 10.0, "dipole": 10.0})
+    assert s.steps == 25 and s.oracle_calls == 0 and "step budget" in s.reason
+    assert len(_keys(tmp_path / "run")) == 4
+
+
+def test_wall_time_budget(tmp_path):
+    s = _run(tmp_path, steps=10**6, wall_time=3.0, thresholds={"energy": 10.0, "dipole": 10.0})
+    assert "wall-time budget" in s.reason and s.wall_time_s >= 3.0
+
+
+def test_relative_threshold_is_a_multiple_of_the_training_error(tmp_path):
+    from mdplugin.active import Learner, measure
+
+    cfg = _config(thresholds={}, threshold_factor=2.5)
+    store_dir = tmp_path / "run"
+    _run(tmp_path, thresholds={}, threshold_factor=2.5, max_calls=0)
+    data = RunStore(store_dir).read_data(cfg.labels())
+    learner = Learner(cfg, toy_oracle())
+    learner.train(data)
+    pred = learner.models["dipole"].predict(data.frames)
+    rmse = np.sqrt(np.mean([measure("dipole", p - t, 3) ** 2 for p, t in zip(pred, data.dipole)]))
+    assert learner.thresholds()["dipole"] == pytest.approx(2.5 * rmse)
+
+
+def test_resume_extends_budgets_and_keeps_labels(tmp_path):
+    _run(tmp_path, max_calls=2, steps=500)
+    run_dir = tmp_path / "run"
+    before = _keys(run_dir)
+    s = run_active(None, run_dir, oracle=toy_oracle(), resume=True, overrides={"max_calls": 4},
+                   say=lambda m: None)
+    after = _keys(run_dir)
+    assert after[: len(before)] == before and len(after) == len(set(after)) == len(before) + 2
+    assert s.oracle_calls == 4
+    with pytest.raises(ConfigError, match="already holds"):
+        _run(tmp_path)
+
+
+# --------------------------------------------------------------------------------------------
+# command line, SIGKILL and resume
+# --------------------------------------------------------------------------------------------
+def _cli(*args: str) -> list[str]:
+    return [sys.executable, "-m", "mdplugin", "active", *args]
+
+
+def _env(delay: float) -> dict:
+    env = dict(os.environ, MDPLUGIN_TEST_ORACLE_DELAY=str(delay), OMP_NUM_THREADS="1",
+               OPENBLAS_NUM_THREADS="1", PYTHONPATH=str(ROOT))
+    return env
+
+
+def _start_file(tmp_path) -> Path:
+    path = tmp_path / "start.xyz"
+    water().write(path)
+    return path
+
+
+RUN_OPTIONS = ("--oracle", "tests.test_active:toy_oracle", "--targets", "energy,dipole", "--model", "rpr",
+               "--energy-hypers", '{"n_sparse": 20, "max_radial": 2, "max_angular": 2, "cutoff": 3.0}',
+               "--threshold-energy", "1e-3", "--n-initial", "3", "--steps", "400", "--max-calls", "5",
+               "--temperature", "300:600", "--seed", "1")
+
+
+def _kill_when(proc: subprocess.Popen, wanted, timeout: float = 120.0) -> list[str]:
+    """Read the run's output until ``wanted(lines)``; then SIGKILL it. Returns the lines read."""
+    lines: list[str] = []
+    deadline = time.monotonic() + timeout
+    for line in proc.stdout:
+        lines.append(line.rstrip("\n"))
+        if wanted(lines):
+            proc.send_signal(signal.SIGKILL)
+            break
+        assert time.monotonic() < deadline, "the run did not reach the kill point"
+    proc.wait(timeout=30)
+    assert proc.returncode == -signal.SIGKILL
+    return lines
+
+
+def _reported(lines: list[str]) -> list[str]:
+    return [line.split()[2] for line in lines if line.startswith("label written ")]
+
+
+@pytest.mark.parametrize("moment", ["labelling", "retraining"])
+def test_sigkill_then_resume_loses_and_duplicates_no_label(tmp_path, moment):
+    run_dir = tmp_path / "run"
+    proc = subprocess.Popen(_cli(str(_start_file(tmp_path)), "-o", str(run_dir), *RUN_OPTIONS), cwd=ROOT,
+                            env=_env(0.3), stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+
+    def wanted(lines):  # the second label of the MD phase is being computed / has just been used
+        md_labels = sum(" step " in line for line in lines if line.startswith("label written"))
+        if moment == "labelling":
+            return md_labels == 1 and lines[-1].startswith("labelling step")
+        return md_labels == 2 and lines[-1].startswith("retraining")
+
+    lines = _kill_when(proc, wanted)
+    reported = _reported(lines)
+    keys = _keys(run_dir)
+    assert set(reported) <= set(keys) and len(keys) == len(set(keys))
+    done = subprocess.run(_cli("--resume", str(run_dir), "--oracle", "tests.test_active:toy_oracle"),
+                          cwd=ROOT, env=_env(0.0), capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert "resuming at step" in done.stdout and "oracle-call budget reached (5 calls)" in done.stdout
+    keys = _keys(run_dir)
+    assert set(reported) <= set(keys)
+    assert len(keys) == len(set(keys)) == 3 + 5
+    data = read_dataset(run_dir / "data.xyz")
+    pos = np.array([a.positions for a in data.frames]).reshape(len(data), -1)
+    dist = np.linalg.norm(pos[:, None] - pos[None], axis=-1) + np.eye(len(data))
+    assert dist.min() > 1e-6  # no structure twice
+
+
+def test_help_explains_every_option():
+    out = subprocess.run(_cli("--help"), capture_output=True, text=True, cwd=ROOT, env=_env(0)).stdout
+    for opt in ("--oracle", "--initial", "--n-initial", "--targets", "--model", "--threshold-energy",
+                "--threshold-dipole", "--threshold-polarizability", "--threshold-factor", "--steps",
+                "--max-calls", "--wall-time", "--temperature", "--seed", "--resume"):
+        assert opt in out
+    assert "eV/atom" in out and "training" in out
+
+
+def test_cli_errors_are_one_line(tmp_path):
+    bad = subprocess.run(_cli(str(_start_file(tmp_path)), "-o", str(tmp_path / "r"), "--targets", "charge"),
+                         capture_output=True, text=True, cwd=ROOT, env=_env(0))
+    assert bad.returncode == 2 and "unknown target 'charge'" in bad.stderr
+    assert len(bad.stderr.strip().splitlines()) == 1
