@@ -256,16 +256,68 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--verbose", action="store_true", help="print every message of the i-PI protocol")
     p.set_defaults(func=cmd_ipi)
 
-    p = sub.add_parser("active", help="active learning: MD, label when unsure, retrain, go on")
-    p.add_argument("start", help="starting structure")
-    p.add_argument("--oracle", default="tblite", help="reference method (default tblite)")
-    p.add_argument("--targets", default="energy,dipole,polarizability", help="models to learn")
-    p.add_argument("--model", choices=("lsoap", "rpr"), default="lsoap", help="dipole/polarizability model")
-    p.add_argument("--steps", type=int, default=2000, help="MD steps")
-    p.add_argument("--temperature", type=float, default=300.0, help="K")
-    p.add_argument("--max-calls", type=int, default=200, help="oracle-call budget")
-    p.add_argument("-o", "--output", required=True, help="run folder")
-    p.add_argument("--resume", action="store_true", help="resume the run in the folder")
+    p = sub.add_parser(
+        "active", help="active learning: MD, label when unsure, retrain, go on",
+        description="Run Langevin MD with ML models from START; at every step compare each model's "
+                    "uncertainty with its threshold; above it, label the structure with the oracle, "
+                    "append it to RUN_DIR/data.xyz (flushed to disk first), retrain and go on from the "
+                    "last trusted state. The run ends at the first budget reached (--steps, "
+                    "--max-calls, --wall-time) and can be resumed after any kill with --resume RUN_DIR. "
+                    "RUN_DIR holds data.xyz, log.csv, active.png, the models (<target>.npz), "
+                    "state.npz and config.json. See docs/active.md.")
+    p.add_argument("start", nargs="?", help="starting structure (any file ASE reads; not needed with --resume)")
+    p.add_argument("-o", "--output", metavar="RUN_DIR", help="run folder (created; must not hold a run)")
+    p.add_argument("--resume", nargs="?", const=True, default=False, metavar="RUN_DIR",
+                   help="continue the run in RUN_DIR (or in -o RUN_DIR) from its last checkpoint, keeping "
+                        "every label; --steps, --max-calls and --wall-time given here extend its budgets, "
+                        "the other settings stay as saved")
+    g = p.add_argument_group("oracle and data")
+    g.add_argument("--oracle", default=None,
+                   help="reference method: tblite (GFN2-xTB, default), tblite:GFN1-xTB, pyscf (DFT; the "
+                        "[pyscf] extra), or package.module:function returning any ASE calculator that "
+                        "computes the labels of the targets (energy+forces, dipole, polarizability)")
+    g.add_argument("--initial", metavar="DATA.xyz",
+                   help="labelled frames to start from (extended XYZ in ASE units); default: label "
+                        "--n-initial frames of a short reference MD run with the oracle")
+    g.add_argument("--n-initial", type=int, default=None,
+                   help="frames labelled from the reference run when --initial is not given (default 10)")
+    g = p.add_argument_group("models")
+    g.add_argument("--targets", default=None,
+                   help="comma-separated properties to learn: energy (with forces), dipole, polarizability "
+                        "(default all three); without energy the oracle drives the dynamics")
+    g.add_argument("--model", choices=("lsoap", "rpr"), default=None,
+                   help="dipole/polarizability model: lsoap (λ-SOAP SA-GPR, default) or rpr")
+    g.add_argument("--energy-model", choices=("soap",), default=None, help="energy model (soap)")
+    for t in ("energy", "dipole", "polarizability"):
+        g.add_argument(f"--{t}-hypers", metavar="JSON",
+                       help=f"hyper-parameters of the {t} model as a JSON object, e.g. '{{\"n_sparse\": 100}}'")
+    g = p.add_argument_group(
+        "uncertainty thresholds",
+        "A structure is labelled when any target's uncertainty is above its threshold. Measures: energy = "
+        "GPR std of the energy per atom (eV/atom); dipole = norm of the std vector (e·Å); polarizability = "
+        "Frobenius norm of the std matrix (Å³). A target without an absolute threshold uses "
+        "--threshold-factor × the model's RMSE over its training set in the same measure.")
+    g.add_argument("--threshold-energy", type=float, default=None, metavar="EV_PER_ATOM",
+                   help="absolute energy threshold, eV/atom")
+    g.add_argument("--threshold-dipole", type=float, default=None, metavar="E_ANGSTROM",
+                   help="absolute dipole threshold, e·Å")
+    g.add_argument("--threshold-polarizability", type=float, default=None, metavar="ANGSTROM3",
+                   help="absolute polarizability threshold, Å³")
+    g.add_argument("--threshold-factor", type=float, default=None,
+                   help="relative threshold: this multiple of the training error (default 3)")
+    g = p.add_argument_group("dynamics and budgets")
+    g.add_argument("--steps", type=int, default=None, help="MD step budget (default 2000)")
+    g.add_argument("--max-calls", type=int, default=None,
+                   help="oracle-call budget: structures labelled during the MD (default 200)")
+    g.add_argument("--wall-time", type=float, default=None, metavar="SECONDS",
+                   help="wall-time budget in seconds, summed over resumes (default none)")
+    g.add_argument("--temperature", default=None,
+                   help="Langevin temperature in K, or T_START:T_END for a linear ramp over --steps (default 300)")
+    g.add_argument("--dt", type=float, default=None, help="time step, fs (default 0.5)")
+    g.add_argument("--friction", type=float, default=None, help="Langevin friction, 1/fs (default 0.01)")
+    g.add_argument("--seed", type=int, default=None, help="seed of the velocities and thermostat noise (default 0)")
+    g.add_argument("--checkpoint-every", type=int, default=None,
+                   help="MD steps between checkpoints of the trusted state (default 50; also after every label)")
     p.set_defaults(func=cmd_active)
 
     p = sub.add_parser("demo", help="the main job on the built-in example: models, ML MD, IR and Raman spectra")
