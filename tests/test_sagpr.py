@@ -94,7 +94,7 @@ def test_learns_point_charge_dipoles(dipole_model):
     y = np.array([_point_charge_dipole(f) for f in test])
     pred = dipole_model.predict(test)
     rmse = np.sqrt(np.mean((pred - y) ** 2))
-    assert rmse < 0.1 * np.std(y)
+    assert rmse < 0.15 * np.std(y)
 
 
 def test_learns_bond_polarizabilities(polarizability_model):

@@ -121,7 +121,11 @@ class SAGPRModel(Model):
     n_components : feature dimensions kept per centre species and λ after the principal-
         component compression (``0``: no compression).
     regularizer_l0, regularizer_l1, regularizer_l2 : noise-to-signal variance ratio of the
-        λ = 0, 1, 2 GPRs (dimensionless; targets and kernels are normalised).
+        λ = 0, 1, 2 GPRs (dimensionless; targets and kernels are normalised). ``None``
+        (default) chooses it from ``regularizer_grid`` by the RMSE on every 5th training
+        frame held out of the normal equations, then refits on all frames; the chosen values
+        are in ``regularizer_`` (λ -> value).
+    regularizer_grid : candidate regularisers of the automatic choice.
     jitter : relative diagonal jitter of the Cholesky factorisations.
     chunk_size : frames per block when building kernels (memory).
     """
@@ -140,9 +144,10 @@ class SAGPRModel(Model):
         n_sparse: int = 400,
         n_sparse_l0: int = 1500,
         n_components: int = 256,
-        regularizer_l0: float = 1e-4,
-        regularizer_l1: float = 1e-4,
-        regularizer_l2: float = 1e-4,
+        regularizer_l0: float | None = None,
+        regularizer_l1: float | None = None,
+        regularizer_l2: float | None = None,
+        regularizer_grid: tuple = (1e-7, 1e-6, 1e-5, 1e-4, 1e-3),
         jitter: float = 1e-10,
         chunk_size: int = 200,
     ):
@@ -159,6 +164,7 @@ class SAGPRModel(Model):
         self.regularizer_l0 = regularizer_l0
         self.regularizer_l1 = regularizer_l1
         self.regularizer_l2 = regularizer_l2
+        self.regularizer_grid = regularizer_grid
         self.jitter = jitter
         self.chunk_size = chunk_size
 
@@ -175,8 +181,27 @@ class SAGPRModel(Model):
         """Indices (into the stored representative environments) used by the λ GPR."""
         return np.flatnonzero(self.sparse_rank_ < self._n_sparse(lam))
 
-    def _regularizer(self, lam: int) -> float:
-        return float({0: self.regularizer_l0, 1: self.regularizer_l1, 2: self.regularizer_l2}[lam])
+    def _regularizer(self, lam: int) -> float | None:
+        value = {0: self.regularizer_l0, 1: self.regularizer_l1, 2: self.regularizer_l2}[lam]
+        return None if value is None else float(value)
+
+    def _choose_regularizer(self, a_mat, b_vec, kmm, k_val, y_val) -> float:
+        """Regulariser of ``regularizer_grid`` with the lowest RMSE on held-out rows
+        (``k_val``, ``y_val``), fitted on the normal equations without them."""
+        a_fit = a_mat - k_val.T @ k_val
+        b_fit = b_vec - k_val.T @ y_val
+        best, best_err = None, np.inf
+        for reg in sorted(float(r) for r in self.regularizer_grid):
+            try:
+                w = solve_projected_process(a_fit, b_fit, kmm, reg, self.jitter).weights
+            except np.linalg.LinAlgError:
+                continue
+            err = float(np.mean((k_val @ w - y_val) ** 2))
+            if err < best_err:
+                best, best_err = reg, err
+        if best is None:
+            raise ConfigError("no regulariser of regularizer_grid gives a positive-definite system")
+        return best
 
     def _to_spherical(self, y, n: int) -> dict[int, np.ndarray]:
         y = np.asarray(y, dtype=float)
@@ -404,6 +429,7 @@ class SAGPRModel(Model):
         self.y_scale_ = {}
         self.kernel_scale_ = {}
         self.signal_variance_ = {}
+        self.regularizer_ = {}
         for lam in self._lambdas():
             d = 2 * lam + 1
             yl = targets[lam]
@@ -417,6 +443,11 @@ class SAGPRModel(Model):
             a_mat = np.zeros((m, m))
             b_vec = np.zeros(m)
             yy = 0.0
+            reg = self._regularizer(lam)
+            held_out = np.zeros(n_frames, dtype=bool)
+            if reg is None:
+                held_out[::5] = n_frames >= 10
+            k_val, y_val = [], []
             for start in range(0, n_frames, self.chunk_size):
                 stop = min(n_frames, start + self.chunk_size)
                 sel = slice(np.searchsorted(frame, start), np.searchsorted(frame, stop))
@@ -427,8 +458,19 @@ class SAGPRModel(Model):
                 a_mat += k.T @ k
                 b_vec += k.T @ yc
                 yy += float(yc @ yc)
+                rows = np.repeat(held_out[start:stop], d)
+                if rows.any():
+                    k_val.append(k[rows])
+                    y_val.append(yc[rows])
             kmm = self._sparse_kernel(lam) / self.kernel_scale_[lam]
-            reg = self._regularizer(lam)
+            if reg is None:
+                if k_val:
+                    reg = self._choose_regularizer(
+                        a_mat, b_vec, kmm, np.concatenate(k_val), np.concatenate(y_val)
+                    )
+                else:  # too few frames to hold any out
+                    reg = 1e-4
+            self.regularizer_[lam] = reg
             gpr = solve_projected_process(a_mat, b_vec, kmm, reg, self.jitter)
             self.gpr_[lam] = gpr
             # maximum-likelihood signal variance for this regulariser (in units of y_scale²)
@@ -529,7 +571,9 @@ class SAGPRModel(Model):
             self.projections_[lam] = list(np.asarray(arrays[f"projections_l{lam}"], dtype=float))
             self.sparse_[lam] = np.asarray(arrays[f"sparse_l{lam}"], dtype=float)
         self.gpr_, self.y_scale_, self.kernel_scale_, self.signal_variance_ = {}, {}, {}, {}
+        self.regularizer_ = {}
         for lam in self._lambdas():
             scales = np.asarray(arrays[f"scales_l{lam}"], dtype=float)
             self.y_scale_[lam], self.kernel_scale_[lam], self.signal_variance_[lam] = map(float, scales)
             self.gpr_[lam] = ProjectedProcess.from_arrays(arrays, prefix=f"gpr_l{lam}")
+            self.regularizer_[lam] = float(self.gpr_[lam].regularizer)
