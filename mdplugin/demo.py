@@ -1,0 +1,241 @@
+"""``mdplugin demo``: the main job on the built-in example, end to end.
+
+From the labelled 1,2-dichloroethane frames shipped in ``examples/trajectories/``:
+
+1. train the SOAP energy model and the dipole and polarizability models, both RPR and λ-SOAP;
+2. evaluate every model on held-out frames from an independent trajectory (parity plots);
+3. run ML molecular dynamics: Langevin equilibration, then NVE, recording dipoles and
+   polarizabilities from the λ-SOAP models;
+4. compute the IR and Raman spectra;
+5. write everything to the output folder and print a summary (accuracies, timings).
+
+``--quick`` runs a reduced version (few training frames, short MD) for tests.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .errors import DataError
+
+
+@dataclass(frozen=True)
+class DemoSettings:
+    """Sizes of the demo; ``FULL`` is the default, ``QUICK`` the reduced test run."""
+
+    n_train: int = 1000  # training frames for every model
+    n_test: int = 500  # held-out frames for the parity plots
+    dt_fs: float = 0.5  # MD time step
+    equilibration_steps: int = 2000  # Langevin at the temperature
+    production_steps: int = 20000  # NVE
+    interval: int = 4  # record dipole/polarizability every N steps
+    temperature_K: float = 300.0
+    seed: int = 1
+
+
+FULL = DemoSettings()
+QUICK = DemoSettings(n_train=60, n_test=40, equilibration_steps=40, production_steps=200, interval=2)
+
+#: model hyper-parameters of the reduced run (per registry name); the full run uses the defaults
+QUICK_HYPERS: dict[str, dict[str, Any]] = {
+    "soap": {"n_sparse": 50, "max_radial": 3, "max_angular": 2},
+    "lsoap": {"n_sparse": 40, "n_sparse_l0": 100, "n_components": 24, "max_radial": 3, "max_angular": 2,
+              "regularizer_l0": 1e-4, "regularizer_l1": 1e-4, "regularizer_l2": 1e-4},
+    "rpr": {},
+}
+
+
+def example_data_dir() -> Path:
+    """The folder holding dce_train.xyz / dce_test.xyz (``$MDPLUGIN_EXAMPLES`` or the source tree)."""
+    env = os.environ.get("MDPLUGIN_EXAMPLES")
+    candidates = [Path(env)] if env else []
+    candidates.append(Path(__file__).resolve().parents[1] / "examples" / "trajectories")
+    for folder in candidates:
+        if (folder / "dce_train.xyz").exists():
+            return folder
+    raise DataError(
+        "the example data (examples/trajectories/dce_train.xyz) was not found: run the demo from a source "
+        "checkout (pip install -e .) or set MDPLUGIN_EXAMPLES to the folder"
+    )
+
+
+def _stage(text: str) -> None:
+    print(f"\n== {text}", flush=True)
+
+
+def _train(kind: str, target: str, train, test, hypers: dict[str, Any]) -> dict:
+    from .models import build
+    from .training import evaluate_model, fit_on_dataset
+
+    model = build(kind, target=target, **hypers)
+    t0 = time.perf_counter()
+    fit_on_dataset(model, train)
+    seconds = time.perf_counter() - t0
+    result = evaluate_model(model, test)
+    result.update(model=kind, train_seconds=seconds, n_train=len(train))
+    return {"model": model, "metrics": result}
+
+
+def _parity_plot(trained: dict, test, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    panels = [("soap", "energy"), ("soap", "forces"), ("rpr", "dipole"), ("lsoap", "dipole"),
+              ("rpr", "polarizability"), ("lsoap", "polarizability")]
+    units = {"energy": "eV/atom", "forces": "eV/Å", "dipole": "e·Å", "polarizability": "Å³"}
+    fig, axes = plt.subplots(3, 2, figsize=(9, 12))
+    for ax, (kind, target) in zip(axes.ravel(), panels):
+        entry = trained.get((kind, "energy" if target == "forces" else target))
+        if entry is None:
+            ax.set_visible(False)
+            continue
+        model, metrics = entry["model"], entry["metrics"]
+        if target == "energy":
+            n_atoms = np.array([len(a) for a in test.frames])
+            ref = test.energy / n_atoms
+            pred = model.predict(test.frames) / n_atoms
+            ref, pred = ref - ref.mean(), pred - ref.mean()
+            label = f"RMSE {1000 * metrics['rmse_per_atom']:.2f} meV/atom"
+        elif target == "forces":
+            ref = np.concatenate(test.forces).ravel()
+            pred = np.concatenate(model.predict_forces(test.frames)).ravel()
+            label = f"RMSE {metrics['forces_rmse']:.3f} eV/Å ({metrics['forces_rmse_percent_of_std']:.1f} % of std)"
+        else:
+            ref = np.asarray(test.get(target)).reshape(len(test), -1)
+            pred = np.asarray(model.predict(test.frames)).reshape(len(test), -1)
+            if target == "polarizability":
+                ref, pred = ref[:, [0, 4, 8, 1, 2, 5]], pred[:, [0, 4, 8, 1, 2, 5]]
+            ref, pred = ref.ravel(), pred.ravel()
+            label = f"RMSE {metrics['rmse']:.4f} {units[target]} ({metrics['rmse_percent_of_std']:.1f} % of std)"
+        ax.plot(ref, pred, ".", ms=2, alpha=0.5)
+        lo, hi = min(ref.min(), pred.min()), max(ref.max(), pred.max())
+        ax.plot([lo, hi], [lo, hi], "k-", lw=0.7)
+        name = {"soap": "SOAP GPR", "rpr": "RPR", "lsoap": "λ-SOAP SA-GPR"}[kind]
+        shown = "energy (shifted)" if target == "energy" else target
+        ax.set_title(f"{name}: {shown}\n{label}", fontsize=10)
+        ax.set_xlabel(f"GFN2-xTB [{units[target]}]")
+        ax.set_ylabel(f"ML [{units[target]}]")
+        ax.grid(alpha=0.3)
+    fig.suptitle(f"1,2-dichloroethane, held-out frames (n = {len(test)})")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def run_demo(output: str | os.PathLike = "demo-output", quick: bool = False, progress: bool = True) -> dict:
+    """Run the demo (see the module docstring); returns the summary dict also written to summary.json."""
+    from .calculator import MLCalculator
+    from .data import read_dataset
+    from .md import run_md
+    from .spectra import ir_spectrum, plot_spectra, raman_spectrum, read_series, write_csv
+
+    settings = QUICK if quick else FULL
+    out = Path(output)
+    (out / "models").mkdir(parents=True, exist_ok=True)
+    timings: dict[str, float] = {}
+    t_start = time.perf_counter()
+
+    _stage("data")
+    folder = example_data_dir()
+    train_all = read_dataset(folder / "dce_train.xyz")
+    test_all = read_dataset(folder / "dce_test.xyz")
+    rng = np.random.default_rng(settings.seed)
+    train = train_all.subset(np.sort(rng.permutation(len(train_all))[: min(settings.n_train, len(train_all))]))
+    test = test_all.subset(np.arange(min(settings.n_test, len(test_all))))
+    print(f"{len(train)} training frames from {folder / 'dce_train.xyz'}; "
+          f"{len(test)} held-out frames from an independent trajectory ({folder / 'dce_test.xyz'})")
+
+    _stage("training (energy: SOAP GPR; dipole and polarizability: RPR and λ-SOAP side by side)")
+    trained: dict[tuple[str, str], dict] = {}
+    jobs = [("soap", "energy"), ("rpr", "dipole"), ("lsoap", "dipole"), ("rpr", "polarizability"),
+            ("lsoap", "polarizability")]
+    t0 = time.perf_counter()
+    for kind, target in jobs:
+        entry = _train(kind, target, train, test, QUICK_HYPERS[kind] if quick else {})
+        trained[(kind, target)] = entry
+        entry["model"].save(out / "models" / f"{target}_{kind}.npz")
+        m = entry["metrics"]
+        extra = (f", forces {m['forces_rmse_percent_of_std']:.1f} % of std, "
+                 f"{1000 * m['rmse_per_atom']:.2f} meV/atom" if target == "energy" else "")
+        print(f"  {kind:>5} {target:<15} RMSE {m['rmse_percent_of_std']:6.2f} % of std{extra}  "
+              f"(trained in {m['train_seconds']:.1f} s)", flush=True)
+    timings["training_s"] = time.perf_counter() - t0
+    _parity_plot(trained, test, out / "parity.png")
+
+    _stage("ML molecular dynamics (λ-SOAP dipoles and polarizabilities)")
+    calc = MLCalculator(energy=trained[("soap", "energy")]["model"],
+                        dipole=trained[("lsoap", "dipole")]["model"],
+                        polarizability=trained[("lsoap", "polarizability")]["model"])
+    start = test_all.frames[0]
+    t0 = time.perf_counter()
+    eq = run_md(start, calc, steps=settings.equilibration_steps, dt_fs=settings.dt_fs,
+                output=out / "md_equilibration.xyz", temperature_K=settings.temperature_K,
+                thermostat="langevin", friction_per_fs=0.02, interval=max(settings.interval, 10),
+                seed=settings.seed, progress=progress)
+    print("  equilibration: " + eq.text())
+    import ase.io
+
+    last = ase.io.read(out / "md_equilibration.xyz", index=-1)
+    # continue from the equilibrated positions with fresh velocities at the temperature
+    nve = run_md(last, calc, steps=settings.production_steps, dt_fs=settings.dt_fs,
+                 output=out / "md_nve.xyz", temperature_K=settings.temperature_K, thermostat="none",
+                 interval=settings.interval, seed=settings.seed + 1, progress=progress)
+    print("  production (NVE): " + nve.text())
+    timings["md_s"] = time.perf_counter() - t0
+
+    _stage("spectra")
+    t0 = time.perf_counter()
+    dt = settings.dt_fs * settings.interval
+    mu = read_series(out / "md_nve.xyz", "dipole")
+    alpha = read_series(out / "md_nve.xyz", "polarizability")
+    depth = min(1000.0, len(mu) * dt / 4)
+    ir = ir_spectrum([mu], dt, settings.temperature_K, depth=depth, max_wavenumber=3600.0)
+    raman = raman_spectrum([alpha], dt, settings.temperature_K, depth=depth, max_wavenumber=3600.0)
+    write_csv(ir, out / "ir.csv")
+    write_csv(raman, out / "raman.csv")
+    plot_spectra([ir], out / "ir.png", title="1,2-dichloroethane, ML MD (NVE), IR")
+    plot_spectra([raman], out / "raman.png", title="1,2-dichloroethane, ML MD (NVE), Raman")
+    plot_spectra([ir, raman], out / "spectra.png", title="1,2-dichloroethane, ML molecular dynamics")
+    timings["spectra_s"] = time.perf_counter() - t0
+    timings["total_s"] = time.perf_counter() - t_start
+
+    summary = {
+        "settings": asdict(settings),
+        "models": {f"{target}_{kind}": {k: v for k, v in e["metrics"].items()}
+                   for (kind, target), e in trained.items()},
+        "md": {"equilibration": asdict(eq), "production": asdict(nve)},
+        "ir_peaks_cm-1": [float(x) for x in ir.peaks("ir")],
+        "raman_peaks_cm-1": [float(x) for x in raman.peaks("unpolarized")],
+        "timings_s": timings,
+    }
+    from .atomicio import atomic_write
+
+    with atomic_write(out / "summary.json") as fh:
+        json.dump(summary, fh, indent=2)
+
+    _stage("summary")
+    print(f"{'model':<24}{'RMSE':>12}{'% of std':>10}{'train s':>9}")
+    for (kind, target), e in trained.items():
+        m = e["metrics"]
+        print(f"{kind + ' ' + target:<24}{m['rmse']:>12.4g}{m['rmse_percent_of_std']:>10.2f}{m['train_seconds']:>9.1f}")
+    print(f"IR peaks (cm⁻¹): {', '.join(f'{x:.0f}' for x in summary['ir_peaks_cm-1'])}")
+    print(f"Raman peaks (cm⁻¹): {', '.join(f'{x:.0f}' for x in summary['raman_peaks_cm-1'])}")
+    print(f"timings: training {timings['training_s']:.0f} s, MD {timings['md_s']:.0f} s, "
+          f"spectra {timings['spectra_s']:.0f} s, total {timings['total_s']:.0f} s")
+    print(f"wrote {out}/: spectra.png ir.png raman.png ir.csv raman.csv parity.png models/ md_nve.xyz summary.json")
+    return summary
+
+
+def run_demo_command(args) -> int:
+    """``mdplugin demo [-o DIR] [--quick]``."""
+    run_demo(args.output, quick=args.quick)
+    return 0
