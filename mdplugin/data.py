@@ -13,7 +13,9 @@ An all-zero ``Lattice`` (as in the TENSOAP files) means an isolated molecule.
 
 from __future__ import annotations
 
+import collections
 import io
+import itertools
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -191,6 +193,11 @@ def _read_frames(path: Path, index) -> list[Atoms]:
         raise DataError(f"{path}: file is empty")
     frames: list[Atoms] = []
     fmt = "extxyz" if path.suffix in (".xyz", ".extxyz", "") else None
+    if fmt == "extxyz":
+        try:
+            _check_layout(path)
+        except UnicodeDecodeError:
+            raise DataError(f"{path}: not a text file (bytes that are not UTF-8); is it an extended XYZ file?") from None
     try:
         for atoms in ase.io.iread(str(path), index=":", format=fmt, parallel=False):
             frames.append(atoms)
@@ -202,12 +209,7 @@ def _read_frames(path: Path, index) -> list[Atoms]:
             msg = "file ends in the middle of a frame (truncated?)"
         elif isinstance(exc, UnicodeDecodeError):
             raise DataError(f"{path}: not a text file (bytes that are not UTF-8); is it an extended XYZ file?") from None
-        elif fmt == "extxyz" and "Expected xyz header" in msg:
-            # ASE scans every header before parsing any frame: find the frame ourselves
-            raise DataError(_bad_header_message(path)) from None
         raise DataError(f"{path}: frame {len(frames)}: cannot parse ({msg})") from None
-    if fmt == "extxyz":
-        _check_nothing_after(path, frames)
     if not frames:
         raise DataError(f"{path}: no frames")
     if index not in (":", None):
@@ -219,49 +221,47 @@ def _read_frames(path: Path, index) -> list[Atoms]:
     return frames
 
 
-def _bad_header_message(path: Path) -> str:
-    """Name the frame and line where an atom count was expected but something else was found."""
-    with open(path, errors="replace") as fh:
-        lines = iter(fh)
+def _check_layout(path: Path) -> None:
+    """Walk the atom-count lines of an extended-XYZ file before ASE parses it.
+
+    ASE scans every header first and reports any layout error as frame 0, loops over a huge atom
+    count for minutes, and silently stops at a blank line. Here a bad or negative count, a count
+    larger than the rest of the file, and data after a blank line are named by frame and line.
+    """
+    with open(path, "rb") as fh:
+        total, last = 0, b"\n"
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            total += chunk.count(b"\n")
+            last = chunk[-1:]
+    total += last != b"\n"  # a last line without a newline
+    with open(path) as fh:
         frame, lineno = 0, 0
-        for line in lines:
+        for line in fh:
             lineno += 1
+            if not line.strip():  # ASE stops here: nothing may follow
+                for more, rest in enumerate(fh, lineno + 1):
+                    if rest.strip():
+                        raise DataError(
+                            f"{path}: frame {frame}: blank line {lineno} where an atom count was expected, "
+                            f"but more data follow at line {more} (remove the blank line(s))")
+                return
+            if frame and line.lstrip().startswith("VEC"):  # cell vectors after a frame
+                continue
             try:
                 n = int(line)
             except ValueError:
                 hint = f" (is the atom count of frame {frame - 1} right?)" if frame else ""
-                return (f"{path}: frame {frame}: line {lineno}: expected an atom count, "
-                        f"got {line.strip()[:40]!r}{hint}")
-            for _ in range(n + 1):
-                next(lines, None)
+                raise DataError(f"{path}: frame {frame}: line {lineno}: expected an atom count, "
+                                f"got {line.strip()[:40]!r}{hint}") from None
+            if n < 0:
+                raise DataError(f"{path}: frame {frame}: line {lineno}: negative atom count {n}")
+            if lineno + n + 1 > total:
+                raise DataError(
+                    f"{path}: frame {frame}: cannot parse (file ends in the middle of a frame (truncated?): "
+                    f"line {lineno} announces {n} atoms, {total - lineno} line(s) follow)")
+            collections.deque(itertools.islice(fh, n + 1), maxlen=0)  # skip comment and atom lines
             lineno += n + 1
             frame += 1
-    return f"{path}: frame {frame}: cannot parse (bad atom count line)"
-
-
-def _check_nothing_after(path: Path, frames: list[Atoms]) -> None:
-    """ASE's extxyz reader stops at the first blank line where an atom count should be and silently
-    drops everything after it: refuse such a file instead of losing frames."""
-    with open(path, errors="replace") as fh:
-        lineno = 0
-        for atoms in frames:  # header + comment + one line per atom (+ optional VEC lines)
-            for _ in range(len(atoms) + 2):
-                fh.readline()
-            lineno += len(atoms) + 2
-            while True:
-                pos = fh.tell()
-                if not fh.readline().lstrip().startswith("VEC"):
-                    fh.seek(pos)
-                    break
-                lineno += 1
-        blank = lineno + 1
-        for line in fh:
-            lineno += 1
-            if line.strip():
-                raise DataError(
-                    f"{path}: frame {len(frames)}: blank line {blank} where an atom count was expected, "
-                    f"but more data follow at line {lineno} (remove the blank line(s))"
-                )
 
 
 def read_dataset(
