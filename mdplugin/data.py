@@ -128,9 +128,16 @@ def _check_structure(atoms: Atoms, where: str) -> None:
     _check_cell(atoms, where)
     if len(atoms) < 2:
         return
-    from ase.neighborlist import neighbor_list
+    if not atoms.pbc.any():  # a molecule: a k-d tree is ~100x faster than ASE's neighbour list
+        from scipy.spatial import cKDTree
 
-    i, j, d = neighbor_list("ijd", atoms, MIN_DISTANCE, self_interaction=False)
+        pairs = cKDTree(pos).query_pairs(MIN_DISTANCE, output_type="ndarray")
+        i, j = pairs[:, 0], pairs[:, 1]
+        d = np.linalg.norm(pos[i] - pos[j], axis=1)
+    else:
+        from ase.neighborlist import neighbor_list
+
+        i, j, d = neighbor_list("ijd", atoms, MIN_DISTANCE, self_interaction=False)
     if len(d):
         k = int(np.argmin(d))
         raise DataError(
