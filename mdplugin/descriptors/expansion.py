@@ -197,11 +197,15 @@ class SphericalExpansion:
         }
 
     def _neighbor_labels(self):
-        from metatensor import Labels
+        labels = getattr(self, "_labels", None)
+        if labels is None:
+            from metatensor import Labels
 
-        return Labels(
-            "neighbor_type", np.asarray(self.species, dtype=np.int32).reshape(-1, 1)
-        )
+            labels = Labels(
+                "neighbor_type", np.asarray(self.species, dtype=np.int32).reshape(-1, 1)
+            )
+            self._labels = labels
+        return labels
 
     @property
     def calculator(self):

@@ -26,7 +26,9 @@ Gaussian process on atom-centred contributions:
   :mod:`mdplugin.tensors`.
 * Scales: targets are divided by their training standard deviation and each kernel by the
   mean prior variance of a training structure, so the regularisers are dimensionless noise-
-  to-signal variance ratios. The signal variance is the maximum-likelihood value for the given
+  to-signal variance ratios; by default each λ's regulariser is chosen from a small grid by
+  the error on every 5th training frame held out of the normal equations (the hold-out
+  costs a few extra Cholesky factorisations, not extra kernels). The signal variance is the maximum-likelihood value for the given
   regulariser; ``predict(return_std=True)`` returns the posterior standard deviation of every
   Cartesian component, shapes ``(n, 3)`` (dipole) and ``(n, 3, 3)`` (polarizability), in
   the target's units (it includes the Nyström residual, i.e. the prior variance the
@@ -55,6 +57,7 @@ from ..tensors import (
     symmetric_to_spherical,
     vector_to_spherical,
 )
+from ..parallel import allgather_blocks, gather_rows, local_blocks, resolve_comm, sum_over_ranks
 from .base import Model, check_species, fingerprint, register
 from .gpr import ProjectedProcess, farthest_point_sampling, solve_projected_process
 
@@ -370,8 +373,16 @@ class SAGPRModel(Model):
     # ------------------------------------------------------------------------------------------
     # fit
     # ------------------------------------------------------------------------------------------
-    def fit(self, frames: Sequence[Atoms], y) -> "SAGPRModel":
-        """Fit on ``frames`` (list of ``ase.Atoms``) and targets ``y`` ((n, 3) or (n, 3, 3))."""
+    def fit(self, frames: Sequence[Atoms], y, comm=None) -> "SAGPRModel":
+        """Fit on ``frames`` (list of ``ase.Atoms``) and targets ``y`` ((n, 3) or (n, 3, 3)).
+
+        ``comm`` (an mpi4py communicator, default serial): every rank passes all frames; each
+        computes λ-SOAP features and kernel blocks for its share of the ``chunk_size`` blocks.
+        The invariant features are gathered for FPS and the representative environments' rows
+        for the PCA projections (same choices as serial), the normal equations and held-out rows
+        are summed / gathered across ranks; every rank ends with the same model.
+        """
+        comm = resolve_comm(comm)
         self._check_target()
         frames = list(frames)
         if len(frames) == 0:
@@ -383,16 +394,21 @@ class SAGPRModel(Model):
         calc = self._expansion()
 
         raw_parts, species_parts, frame_parts = [], [], []
-        for start in range(0, len(frames), self.chunk_size):
+        for start in local_blocks(len(frames), self.chunk_size, comm):
             chunk = frames[start : start + self.chunk_size]
             exp = calc.compute(chunk)
             raw_parts.append(self._raw_features(exp))
             species_parts.append(exp.centre_species)
             frame_parts.append(exp.centre_frame + start)
-        raw = {lam: np.concatenate([p[lam] for p in raw_parts]) for lam in raw_parts[0]}
+        # raw, species_loc, frame_loc: this rank's centres; species, frame, raw0: all centres
+        raw = {lam: np.concatenate([p[lam] for p in raw_parts]) for lam in raw_parts[0]} if raw_parts else {}
+        raw0 = raw.get(0) if comm.size == 1 else np.concatenate(allgather_blocks(comm, [p[0] for p in raw_parts]))
         del raw_parts
-        species = np.concatenate(species_parts)
-        frame = np.concatenate(frame_parts)
+        species_loc = np.concatenate(species_parts) if species_parts else np.zeros(0, dtype=int)
+        frame_loc = np.concatenate(frame_parts) if frame_parts else np.zeros(0, dtype=int)
+        species = np.concatenate(allgather_blocks(comm, [species_loc]))
+        frame = np.concatenate(allgather_blocks(comm, [frame_loc]))
+        offset = int(np.searchsorted(frame, frame_loc[0])) if len(frame_loc) else 0
         n_frames = len(frames)
 
         # representative environments: FPS per species on the normalised invariant features
@@ -400,7 +416,7 @@ class SAGPRModel(Model):
         sparse, rank = [], []
         for s in self.species_:
             idx = np.flatnonzero(species == s)
-            x0 = raw[0][idx]
+            x0 = raw0[idx]
             if len(idx) > n_select and x0.shape[1] > 128:
                 # FPS distances on the leading 128 principal directions (memory-bound otherwise)
                 x0 = x0 @ self._principal_directions(x0[:: max(1, len(idx) // 2000)], 128)
@@ -410,10 +426,16 @@ class SAGPRModel(Model):
         sparse = np.concatenate(sparse)
         self.sparse_species_ = species[sparse].astype(int)
         self.sparse_rank_ = np.concatenate(rank)
-        self._fit_projections(raw, species, sparse)
-        z = self._project(raw, species)
-        del raw
-        self.sparse_ = {lam: np.ascontiguousarray(v[sparse]) for lam, v in z.items()}
+        if comm.size == 1:
+            self._fit_projections(raw, species, sparse)
+        else:  # the representative environments' rows, gathered from the ranks that hold them
+            self._fit_projections(gather_rows(comm, raw, sparse, offset, len(species_loc)),
+                                  species[sparse], np.arange(len(sparse)))
+        z = self._project(raw, species_loc)
+        del raw, raw0
+        self.sparse_ = {
+            lam: np.ascontiguousarray(v) for lam, v in gather_rows(comm, z, sparse, offset, len(species_loc)).items()
+        }
 
         # composition baseline of the λ = 0 part
         comp = self._composition(species, frame, n_frames)
@@ -436,8 +458,9 @@ class SAGPRModel(Model):
             scale = float(np.sqrt(np.mean(yl**2)))
             self.y_scale_[lam] = scale if scale > 0 else 1.0
             yl = yl / self.y_scale_[lam]
-            kaa = self._structure_self_kernel(z, species, frame, n_frames, lam)
-            kscale = float(np.mean(np.trace(kaa, axis1=1, axis2=2)) / d)
+            kaa = self._structure_self_kernel(z, species_loc, frame_loc, n_frames, lam) if z else np.zeros((n_frames, d, d))
+            # every frame lives on one rank: the sum over ranks adds exact zeros elsewhere
+            kscale = float(np.mean(sum_over_ranks(comm, np.trace(kaa, axis1=1, axis2=2))) / d)
             self.kernel_scale_[lam] = kscale if kscale > 0 else 1.0
             m = len(self._sparse_columns(lam)) * d
             a_mat = np.zeros((m, m))
@@ -448,11 +471,11 @@ class SAGPRModel(Model):
             if reg is None:
                 held_out[::5] = n_frames >= 10
             k_val, y_val = [], []
-            for start in range(0, n_frames, self.chunk_size):
+            for start in local_blocks(n_frames, self.chunk_size, comm):
                 stop = min(n_frames, start + self.chunk_size)
-                sel = slice(np.searchsorted(frame, start), np.searchsorted(frame, stop))
+                sel = slice(np.searchsorted(frame_loc, start), np.searchsorted(frame_loc, stop))
                 zc = {key: v[sel] for key, v in z.items()}
-                k = self._structure_kernel(zc, species[sel], frame[sel] - start, stop - start, lam)
+                k = self._structure_kernel(zc, species_loc[sel], frame_loc[sel] - start, stop - start, lam)
                 k /= self.kernel_scale_[lam]
                 yc = yl[start:stop].reshape(-1)
                 a_mat += k.T @ k
@@ -462,6 +485,8 @@ class SAGPRModel(Model):
                 if rows.any():
                     k_val.append(k[rows])
                     y_val.append(yc[rows])
+            a_mat, b_vec, yy = sum_over_ranks(comm, a_mat), sum_over_ranks(comm, b_vec), sum_over_ranks(comm, yy)
+            k_val, y_val = allgather_blocks(comm, k_val), allgather_blocks(comm, y_val)
             kmm = self._sparse_kernel(lam) / self.kernel_scale_[lam]
             if reg is None:
                 if k_val:
