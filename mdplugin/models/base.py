@@ -191,6 +191,16 @@ def read_metadata(path: str | os.PathLike) -> tuple[dict, dict[str, np.ndarray]]
     path = Path(path)
     if not path.exists():
         raise ModelFileError(f"{path}: no such model file")
+    if path.is_dir():
+        raise ModelFileError(f"{path}: is a folder, not a model file")
+    if not zipfile.is_zipfile(path):  # np.load would take anything else for a pickle
+        with open(path, "rb") as fh:
+            head = fh.read(6)
+        what = ("not a valid model file, truncated or corrupted (no zip directory)" if head[:2] == b"PK"
+                else "a pickle; refused (model files hold plain arrays only)" if head[:1] == b"\x80"
+                else "a single .npy array, not a model file (.npz)" if head == b"\x93NUMPY"
+                else "empty" if not head else "not a model file (not an .npz archive)")
+        raise ModelFileError(f"{path}: {what}")
     try:
         with np.load(path, allow_pickle=False) as npz:
             arrays = {name: npz[name] for name in npz.files}

@@ -224,9 +224,16 @@ def test_header_claiming_a_huge_array():
     assert isinstance(_load_bytes(_zip(members)), ModelFileError)
 
 
-@pytest.mark.parametrize("content", [b"", b"PK\x05\x06" + b"\x00" * 18, b"not a zip", b"\x93NUMPY"])
-def test_not_a_model_file(content):
-    assert isinstance(_load_bytes(content), ModelFileError)
+@pytest.mark.parametrize("content, message", [
+    (b"", "empty"),
+    (b"PK\x05\x06" + b"\x00" * 18, "no metadata"),  # an empty zip archive
+    (b"not a zip", "not an .npz archive"),
+    (b"\x93NUMPY\x01\x00", "a single .npy array"),
+    (b"\x80\x04K\x01.", "a pickle; refused"),
+])
+def test_not_a_model_file(content, message):
+    out = _load_bytes(content)
+    assert isinstance(out, ModelFileError) and message in str(out), out
 
 
 def test_a_folder_or_missing_path(tmp_path):
