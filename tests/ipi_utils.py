@@ -185,8 +185,10 @@ def wait_for(predicate, timeout: float, what: str, proc: subprocess.Popen | None
 # ----------------------------------------------------------------------------------------------
 def ipi_input(*, init: str, steps: int, nbeads: int = 1, mode: str = "unix", address: str = "mdplugin",
               port: int | None = None, sockets_prefix: str | None = None, temperature: float = 300.0,
-              dt_fs: float = 0.5, seed: int = 31415, extras: bool = True, prefix: str = "sim") -> str:
-    """An i-PI input: NVT (or PIMD with ``nbeads`` > 1) of the molecule in ``init`` (extxyz)."""
+              dt_fs: float = 0.5, seed: int = 31415, extras: bool = True, prefix: str = "sim",
+              batch_size: int = 1) -> str:
+    """An i-PI input: NVT (or PIMD with ``nbeads`` > 1) of the molecule in ``init`` (extxyz);
+    ``batch_size`` > 1 makes i-PI send that many structures per message (its batch mode)."""
     sp = f" sockets_prefix='{sockets_prefix}'" if sockets_prefix is not None else ""
     port_xml = f"<port> {port} </port>" if port is not None else ""
     extras_xml = """
@@ -205,7 +207,7 @@ def ipi_input(*, init: str, steps: int, nbeads: int = 1, mode: str = "unix", add
   <prng><seed> {seed} </seed></prng>
   <ffsocket name='mdplugin' mode='{mode}' pbc='false'>
     <address> {address} </address> {port_xml}
-    <latency> 1e-4 </latency>
+    <latency> 1e-4 </latency> <batch_size> {batch_size} </batch_size>
   </ffsocket>
   <system>
     <initialize nbeads='{nbeads}'>

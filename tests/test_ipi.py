@@ -191,10 +191,12 @@ def test_tcp_run_with_mdplugin_ipi(tmp_path, models, calculator):
 
 def test_path_integral_four_beads_with_ipi_py_driver(tmp_path, models, calculator):
     """A 4-bead PIMD run served by ``i-pi-py_driver -m custom -P drivers/mdplugin_driver.py`` on a
-    UNIX socket completes, with one extras file per bead, each matching its bead's positions."""
+    UNIX socket, in i-PI's batch mode (2 beads per message), completes, with one extras file per
+    bead, each matching its bead's positions."""
     prefix = f"{tmp_path}/"
     steps = 5
-    xml = ipi_input(init=str(models["template"]), steps=steps, nbeads=4, sockets_prefix=prefix, address="pi")
+    xml = ipi_input(init=str(models["template"]), steps=steps, nbeads=4, sockets_prefix=prefix, address="pi",
+                    batch_size=2)
     params = (f"template={models['template']},energy=tblite,dipole={models['dipole']},"
               f"polarizability={models['polarizability']}")
     argv = ["-u", "-a", "pi", "-S", prefix, "-m", "custom", "-P", str(DRIVER_FILE), "-o", params]
