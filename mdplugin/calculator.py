@@ -148,6 +148,20 @@ class MLCalculator(Calculator):
                 f"{name}: not provided by MLCalculator (available: {', '.join(self.implemented_properties)})")
         return super().get_property(name, atoms, allow_calculation)
 
+    def check_state(self, atoms: Atoms, tol: float = 1e-15) -> list[str]:
+        """ASE's check, with a fast exit when positions, numbers, cell and pbc are bit-identical
+        to the last calculation (the common case of several properties asked at one geometry)."""
+        old = self.atoms
+        if (old is not None and len(old) == len(atoms)
+                and np.array_equal(old.positions, atoms.positions)
+                and np.array_equal(old.numbers, atoms.numbers)
+                and np.array_equal(old.cell.array, atoms.cell.array)
+                and np.array_equal(old.pbc, atoms.pbc)
+                and not old.has("initial_magmoms") and not atoms.has("initial_magmoms")
+                and not old.has("initial_charges") and not atoms.has("initial_charges")):
+            return []
+        return super().check_state(atoms, tol=tol)
+
     def calculate(self, atoms: Atoms | None = None, properties: Sequence[str] | None = None,
                   system_changes: Sequence[str] = all_changes) -> None:
         if system_changes:
