@@ -179,3 +179,25 @@ def test_model_files_and_bad_slots(energy_model, tmp_path):
         MLCalculator()
     with pytest.raises(Exception, match="no such model file"):
         MLCalculator(energy=tmp_path / "missing.npz")
+
+
+def test_lambda_soap_models_share_the_energy_models_expansion(energy_model, monkeypatch):
+    sagpr = pytest.importorskip("mdplugin.models.sagpr")
+    frames = [dichloroethane(i, 0.08) for i in range(25)]
+    hypers = {k: getattr(energy_model, k) for k in
+              ("cutoff", "max_radial", "max_angular", "gaussian_width", "smoothing_width")}
+    dip = sagpr.SAGPRModel(target="dipole", n_sparse=20, n_components=0, **hypers)
+    dip.fit(frames, toy("dipole").predict(frames))
+    calc = MLCalculator(energy=energy_model, dipole=dip)
+    (expansion, members), = calc._groups.values()
+    assert sorted(members) == ["dipole", "energy"]
+    calls = []
+    original = expansion.compute
+    monkeypatch.setattr(expansion, "compute", lambda *a, **k: calls.append(k) or original(*a, **k))
+    atoms = dichloroethane(31, 0.08)
+    atoms.calc = calc
+    mu = atoms.get_dipole_moment()  # first: the expansion is made with gradients for the energy
+    forces = atoms.get_forces()
+    assert len(calls) == 1 and calls[0]["gradients"]
+    assert np.allclose(mu, dip.predict([atoms])[0], atol=1e-10)
+    assert np.allclose(forces, energy_model.predict_forces([atoms])[0], atol=1e-10)
