@@ -15,6 +15,7 @@ Usage: python benchmarks/bench_sagpr.py [--skip-water] [--skip-dce] [--n-train 1
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from pathlib import Path
@@ -50,9 +51,12 @@ def uncertainty_ratio(y_true, y_pred, std) -> float:
 
 def run(target, train_frames, y_train, test_frames, y_test, **hypers):
     model = build("lsoap", target=target, **hypers)
-    t0 = time.perf_counter()
+    c0, t0 = time.process_time(), time.perf_counter()
     model.fit(train_frames, y_train)
     t_fit = time.perf_counter() - t0
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    print(f"    (fit: wall {t_fit:.1f} s, CPU {time.process_time() - c0:.1f} s, load average {load:.1f}; "
+          f"regularisers {model.regularizer_})", flush=True)
     t0 = time.perf_counter()
     pred, std = model.predict(test_frames, return_std=True)
     t_pred = time.perf_counter() - t0
