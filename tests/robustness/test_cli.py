@@ -268,3 +268,45 @@ def test_spectrum_trajectory_with_a_blank_line_is_refused(tmp_path, capsys):
     path.write_text("".join(lines[:cut]) + "\n" + "".join(lines[cut:]))
     rc, _, err = _run(capsys, ["spectrum", "ir", path, "--dt", "1", "--temperature", "300", "-o", tmp_path / "s.csv"])
     assert rc == 2 and "blank line" in one_error_line(err)
+
+
+ODD = ["0", "-1", "nan", "inf", "-inf", "1e-300", "1e300", "0.5", "3", "100"]
+
+
+@QUICK
+@given(dt=st.sampled_from(ODD), temperature=st.sampled_from(ODD),
+       extra=st.lists(st.tuples(st.sampled_from(["--depth", "--block", "--max-wavenumber", "--pad", "--laser"]),
+                                st.sampled_from(ODD)), max_size=3, unique_by=lambda t: t[0]),
+       kind=st.sampled_from(["ir", "raman"]))
+def test_spectrum_options_never_crash(capsys, dt, temperature, extra, kind):
+    """Any odd number for any option: a result (exit 0) or one line (exit 2); never an internal error.
+    (Non-finite --depth/--block are excluded here: see the xfail test below.)"""
+    if any(opt in ("--depth", "--block") and val in ("nan", "inf", "-inf") for opt, val in extra):
+        return
+    with scratch() as d:
+        np.save(d / "mu.npy", MU if kind == "ir" else RNG.normal(size=(40, 9)))
+        argv = ["spectrum", kind, d / "mu.npy", "--dt", dt, "--temperature", temperature, "-o", d / "s.csv"]
+        for opt, val in extra:
+            argv += [opt, val]
+        try:
+            rc, _, err = _run(capsys, argv)
+        except SystemExit as exit_:  # argparse: not a number of the right type
+            assert exit_.code == 2
+            capsys.readouterr()
+            return
+        assert rc in (0, 2), err
+        if rc == 2:
+            one_error_line(err)
+            assert not (d / "s.csv").exists()
+        else:
+            assert (d / "s.csv").exists()
+
+
+@pytest.mark.parametrize("option, value", [("--block", "nan"), ("--block", "inf"), ("--depth", "inf")])
+@pytest.mark.xfail(strict=True, reason="spectra (helper's module): non-finite --block/--depth end in a bare "
+                   "ValueError/OverflowError ('cannot convert float NaN to integer'), exit 1, not a clear error")
+def test_spectrum_non_finite_depth_or_block(tmp_path, capsys, option, value):
+    np.save(tmp_path / "mu.npy", MU)
+    rc, _, err = _run(capsys, ["spectrum", "ir", tmp_path / "mu.npy", "--dt", "1", "--temperature", "300",
+                               "-o", tmp_path / "s.csv", option, value])
+    assert rc == 2, one_error_line(err)
