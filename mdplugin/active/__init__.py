@@ -15,6 +15,7 @@ Command line: ``mdplugin active START.xyz -o RUN_DIR ...`` and ``mdplugin active
 from .config import LABELS_FOR, TARGETS, ActiveConfig
 from .learner import Learner, measure
 from .loop import ActiveSummary, resolve_oracle, run_active
+from .onthefly import ActiveCalculator
 from .store import LOG_COLUMNS, RunStore, structure_hash
 
 
@@ -25,5 +26,5 @@ def run_active_command(args) -> int:
     return _run(args)
 
 
-__all__ = ["ActiveConfig", "ActiveSummary", "Learner", "LABELS_FOR", "LOG_COLUMNS", "RunStore", "TARGETS",
+__all__ = ["ActiveCalculator", "ActiveConfig", "ActiveSummary", "Learner", "LABELS_FOR", "LOG_COLUMNS", "RunStore", "TARGETS",
            "measure", "resolve_oracle", "run_active", "run_active_command", "structure_hash"]

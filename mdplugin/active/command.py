@@ -70,7 +70,7 @@ def run_active_command(args) -> int:
         raise ConfigError("active: give the run folder (-o RUN_DIR, or --resume RUN_DIR)")
     if args.resume:
         overrides = {k: given[k] for k in RESUMABLE if given[k] is not None}
-        run_active(None, args.output, oracle=args.oracle or "tblite", resume=True, overrides=overrides)
+        run_active(None, args.output, oracle=args.oracle, resume=True, overrides=overrides)
         return 0
     if args.start is None:
         raise ConfigError("active: give a start structure (or --resume RUN_DIR)")

@@ -98,8 +98,8 @@ class _Run:
     """State of one invocation of :func:`run_active`."""
 
     def __init__(self, store: RunStore, config: ActiveConfig, oracle: Calculator,
-                 say: Callable[[str], None]) -> None:
-        self.store, self.config, self.say = store, config, say
+                 say: Callable[[str], None], on_train: Callable[[Learner, int], None] | None = None) -> None:
+        self.store, self.config, self.say, self.on_train = store, config, say, on_train
         self.learner = Learner(config, oracle)
         self.t_start = time.perf_counter()
         self.wall_before = 0.0
@@ -140,6 +140,8 @@ class _Run:
         self.store.log(event="train", step=self.step, oracle_calls=calls, n_train=len(data),
                        train_time_s=seconds, wall_time_s=self.wall(), note=note,
                        **{f"thr_{t}": v for t, v in thr.items()})
+        if self.on_train is not None:
+            self.on_train(self.learner, calls)
 
     def load_or_retrain(self, n_trained: int) -> None:
         """Load the saved models if they were trained on every frame of data.xyz, else retrain."""
@@ -172,13 +174,13 @@ class _Run:
         # a short reference run with the oracle (deterministic: a resumed run skips labelled frames)
         from ase.constraints import FixCom
         from ase.md.langevin import Langevin
-        from ase.md.velocitydistribution import MaxwellBoltzmannDistribution, Stationary, ZeroRotation
+        from ase.md.velocitydistribution import Stationary, thermalize_momenta, ZeroRotation
 
         rng = np.random.default_rng(self.config.seed + 7919)
         atoms = start.copy()
         atoms.calc = self.learner.oracle
         t0 = self.config.temperature_at(0)
-        MaxwellBoltzmannDistribution(atoms, temperature_K=t0, rng=rng)
+        thermalize_momenta(atoms, temperature_K=t0, rng=rng)
         Stationary(atoms)
         ZeroRotation(atoms)
         atoms.set_constraint(FixCom())
@@ -201,11 +203,11 @@ class _Run:
     def setup_dynamics(self, positions: np.ndarray, momenta: np.ndarray | None, numbers: np.ndarray) -> None:
         from ase.constraints import FixCom
         from ase.md.langevin import Langevin
-        from ase.md.velocitydistribution import MaxwellBoltzmannDistribution, Stationary, ZeroRotation
+        from ase.md.velocitydistribution import Stationary, thermalize_momenta, ZeroRotation
 
         atoms = Atoms(numbers=numbers, positions=positions)
         if momenta is None:
-            MaxwellBoltzmannDistribution(atoms, temperature_K=self.config.temperature_at(self.step), rng=self.rng)
+            thermalize_momenta(atoms, temperature_K=self.config.temperature_at(self.step), rng=self.rng)
             Stationary(atoms)
             ZeroRotation(atoms)
         else:
@@ -217,13 +219,13 @@ class _Run:
                             friction=self.config.friction / units.fs, fixcm=False, rng=self.rng)
 
     def restore_trusted(self, redraw: bool = False) -> None:
-        from ase.md.velocitydistribution import MaxwellBoltzmannDistribution, Stationary, ZeroRotation
+        from ase.md.velocitydistribution import Stationary, thermalize_momenta, ZeroRotation
 
         pos, mom = self.trusted
         self.atoms.set_constraint()
         self.atoms.set_positions(pos)
         if redraw:
-            MaxwellBoltzmannDistribution(self.atoms, temperature_K=self.config.temperature_at(self.step), rng=self.rng)
+            thermalize_momenta(self.atoms, temperature_K=self.config.temperature_at(self.step), rng=self.rng)
             Stationary(self.atoms)
             ZeroRotation(self.atoms)
             self.trusted = (pos, self.atoms.get_momenta().copy())
@@ -321,9 +323,10 @@ def _read_start(start: str | Path | Atoms) -> Atoms:
 
 
 def run_active(start: str | Path | Atoms | None, run_dir: str | Path, config: ActiveConfig | None = None,
-               oracle: str | Calculator = "tblite", initial: str | Path | Dataset | None = None,
+               oracle: str | Calculator | None = None, initial: str | Path | Dataset | None = None,
                resume: bool = False, overrides: dict[str, Any] | None = None,
-               say: Callable[[str], None] | None = None) -> ActiveSummary:
+               say: Callable[[str], None] | None = None,
+               on_train: Callable[[Learner, int], None] | None = None) -> ActiveSummary:
     """Run, or resume, active learning in ``run_dir`` (see the module docstring).
 
     Parameters
@@ -332,11 +335,13 @@ def run_active(start: str | Path | Atoms | None, run_dir: str | Path, config: Ac
     run_dir : run folder; must not hold a run unless ``resume``.
     config : settings (default :class:`ActiveConfig()`); on resume the saved ones are used,
         updated with ``overrides`` (e.g. ``{"steps": 5000, "max_calls": 300}`` to extend budgets).
-    oracle : name, ``module:function`` or ASE calculator (an object must be given again on resume;
-        a name is saved in the run folder).
+    oracle : name, ``module:function`` or ASE calculator (default ``"tblite"``; on resume the saved
+        name; an object is not saved and must be given again).
     initial : labelled frames to start from (extended XYZ or :class:`Dataset`); ``None``: label
         ``config.n_initial`` frames of a short reference run.
     say : progress messages (default: print to stdout, flushed).
+    on_train : called as ``on_train(learner, oracle_calls)`` after every training (e.g. to follow
+        the test error of the models as labels come in).
     """
     say = say or (lambda msg: print(msg, flush=True))
     run_dir = Path(run_dir)
@@ -346,8 +351,10 @@ def run_active(start: str | Path | Atoms | None, run_dir: str | Path, config: Ac
         cfg_dict = dict(saved["config"])
         cfg_dict.update({k: v for k, v in (overrides or {}).items() if v is not None})
         config = ActiveConfig.from_dict(cfg_dict)
-        if isinstance(oracle, str) and oracle == "tblite" and saved.get("oracle"):
-            oracle = saved["oracle"]
+        if oracle is None:
+            oracle = saved.get("oracle")
+            if oracle is None:
+                raise ConfigError(f"{run_dir}: the run's oracle was a Python object: pass it again (oracle=...)")
         start_atoms = _read_start(run_dir / "start.xyz")
         saved["config"] = config.to_dict()
         store.write_config(saved)
@@ -357,6 +364,7 @@ def run_active(start: str | Path | Atoms | None, run_dir: str | Path, config: Ac
         if start is None:
             raise ConfigError("active: a start structure is needed")
         config = config or ActiveConfig()
+        oracle = "tblite" if oracle is None else oracle
         start_atoms = _read_start(start)
         run_dir.mkdir(parents=True, exist_ok=True)
         from ..atomicio import atomic_write
@@ -371,7 +379,7 @@ def run_active(start: str | Path | Atoms | None, run_dir: str | Path, config: Ac
                             "initial": str(initial) if isinstance(initial, (str, Path)) else None})
     oracle_calc = resolve_oracle(oracle)
     store.open()
-    run = _Run(store, config, oracle_calc, say)
+    run = _Run(store, config, oracle_calc, say, on_train)
     state = store.read_state()
 
     if state is None:
