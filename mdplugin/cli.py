@@ -78,11 +78,17 @@ def cmd_train(args) -> int:
     data = select_training(data, args.n_train, seed=args.seed)
     hypers = _parse_hypers(args.hypers)
     model = build(args.model, target=args.target, **hypers)
+    from .parallel import get_comm
+
+    comm = get_comm()  # under `mpiexec -n P`: the ranks share the fit, rank 0 writes the model
     t0 = time.perf_counter()
-    fit_on_dataset(model, data)
+    fit_on_dataset(model, data, comm=comm)
     elapsed = time.perf_counter() - t0
-    model.save(args.output)
-    print(f"trained {args.model} {args.target} model on {len(data)} frames in {elapsed:.1f} s -> {args.output}")
+    if comm.rank == 0:
+        model.save(args.output)
+        ranks = f" on {comm.size} MPI ranks" if comm.size > 1 else ""
+        print(f"trained {args.model} {args.target} model on {len(data)} frames{ranks} in {elapsed:.1f} s "
+              f"-> {args.output}")
     return 0
 
 
@@ -198,7 +204,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("md", help="molecular dynamics with ML models, recording dipoles and polarizabilities")
     p.add_argument("start", help="starting structure")
-    p.add_argument("--energy", required=True, help="energy model file, or 'tblite'")
+    p.add_argument("--energy", help="energy model file, or 'tblite' (not with --active)")
+    p.add_argument("--active", metavar="RUN_DIR",
+                   help="learn on the fly with the models of an `mdplugin active` run folder: structures "
+                        "whose uncertainty is over the run's thresholds are labelled by its oracle into "
+                        "RUN_DIR/data.xyz and the models retrained (see docs/active.md)")
     p.add_argument("--dipole", help="dipole model file")
     p.add_argument("--polarizability", help="polarizability model file")
     p.add_argument("--steps", type=int, required=True, help="number of MD steps")
@@ -239,7 +249,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("ipi", help="serve ML energies, forces, dipoles, polarizabilities to an i-PI server")
     p.add_argument("--template", required=True, help="structure file giving the atom types")
-    p.add_argument("--energy", required=True, help="energy model file, or 'tblite'")
+    p.add_argument("--energy", help="energy model file, or 'tblite' (not with --active)")
+    p.add_argument("--active", metavar="RUN_DIR",
+                   help="learn on the fly with the models of an `mdplugin active` run folder: structures "
+                        "whose uncertainty is over the run's thresholds are labelled by its oracle into "
+                        "RUN_DIR/data.xyz and the models retrained (see docs/active.md)")
     p.add_argument("--dipole", help="dipole model file")
     p.add_argument("--polarizability", help="polarizability model file")
     p.add_argument("--unix", action="store_true", help="connect through a UNIX socket")
