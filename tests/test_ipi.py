@@ -21,6 +21,7 @@ import pytest
 from ase.io import write
 
 import ipi
+from ase.calculators.calculator import Calculator, all_changes
 
 from ipi.pes.dummy import Dummy_driver
 from mdplugin.errors import ConfigError
@@ -143,6 +144,41 @@ def test_extras_units_and_keys():
     assert data["energy_std"] == pytest.approx(1.0, rel=1e-12)
     assert data["dipole_std"] == pytest.approx([1.0, 1.0, 1.0], rel=1e-12)
     assert extras_json({"energy": 0.0, "forces": np.zeros((1, 3))}) == ""
+
+
+class _Counting(Calculator):
+    """E = ½ k |r − r₀|² (eV, Å) with a dipole q r̄; records every call and its system changes."""
+
+    implemented_properties = ["energy", "forces", "dipole"]
+
+    def __init__(self, reference, **kwargs):
+        super().__init__(**kwargs)
+        self.reference, self.calls = reference, []
+
+    def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes):
+        super().calculate(atoms, properties, system_changes)
+        self.calls.append(list(system_changes))
+        d = self.atoms.positions - self.reference
+        self.results = {"energy": 0.5 * (d**2).sum(), "forces": -d, "dipole": 0.1 * self.atoms.positions.mean(0)}
+
+
+def test_pes_tells_the_calculator_what_changed(models):
+    """Only positions change between i-PI requests (cell too for a periodic template); the same
+    positions twice are not recomputed; any ASE calculator can be served (here in ASE units)."""
+    from ase.io import read
+
+    template = read(models["template"])
+    calc = _Counting(template.positions)
+    driver = MdpluginDriver(template=str(models["template"]), calculator=calc)
+    assert calc.calls == [list(all_changes)] and driver.properties == ["energy", "forces", "dipole"]
+    pos = template.positions / BOHR + 0.01
+    cell = np.eye(3) * 20.0 / BOHR
+    energy, forces, _, extras = driver.compute_structure(cell, pos)
+    assert energy == pytest.approx(0.5 * 8 * 3 * (0.01 * BOHR) ** 2 / HARTREE, rel=1e-12)
+    np.testing.assert_allclose(forces, -0.01 * BOHR * BOHR / HARTREE, rtol=1e-12)
+    assert json.loads(extras)["dipole"] == pytest.approx(0.1 * (template.positions.mean(0) + 0.01 * BOHR) / BOHR)
+    driver.compute_structure(cell, pos)
+    assert calc.calls[1:] == [["positions"]]
 
 
 def test_bad_atom_count_is_a_clear_error(models):
