@@ -1,12 +1,40 @@
 """MPI helpers over mpi4py; everything works unchanged without MPI (one rank).
 
 ``get_comm()`` returns ``MPI.COMM_WORLD`` when mpi4py is importable and the job has more than one
-rank, else a serial stand-in with the same small interface (rank, size, allreduce, bcast, gather).
+rank, else a serial stand-in with the same small interface (rank, size, allreduce, Allreduce,
+bcast, gather, allgather, Barrier).
+
+The models' ``fit(..., comm=...)`` use the helpers below to share work by *blocks of frames*
+(the same blocks a serial fit uses, so every per-frame number is computed by identical code):
+
+* :func:`local_blocks` – the block start indices a rank handles (contiguous, in order);
+* :func:`allgather_blocks` – every rank's per-block results, concatenated in block order;
+* :func:`sum_over_ranks` – element-wise sums (``Allreduce``) of float arrays / scalars.
+
+With :class:`SerialComm` all three are no-ops that return their input, so a serial fit runs the
+exact same operations as before MPI support existed.
 """
 
 from __future__ import annotations
 
+import resource
+import sys
+from typing import Any, Sequence
+
 import numpy as np
+
+__all__ = [
+    "SerialComm",
+    "get_comm",
+    "resolve_comm",
+    "split_indices",
+    "local_blocks",
+    "allgather_blocks",
+    "sum_over_ranks",
+    "gather_rows",
+    "OrderedSum",
+    "max_rss_mib",
+]
 
 
 class SerialComm:
@@ -52,7 +80,119 @@ def get_comm():
     return comm if comm.Get_size() > 1 else SerialComm()
 
 
+def resolve_comm(comm: Any = None):
+    """``comm`` itself, or a :class:`SerialComm` for ``None`` (the models' default: serial)."""
+    return SerialComm() if comm is None else comm
+
+
 def split_indices(n: int, rank: int, size: int) -> np.ndarray:
     """The contiguous block of ``range(n)`` that rank ``rank`` of ``size`` handles."""
     bounds = np.linspace(0, n, size + 1).round().astype(int)
     return np.arange(bounds[rank], bounds[rank + 1])
+
+
+def local_blocks(n_items: int, block: int, comm: Any) -> list[int]:
+    """Start indices of the blocks ``range(start, start + block)`` of ``range(n_items)`` that
+    this rank handles: the serial block list split into ``comm.size`` contiguous runs."""
+    starts = list(range(0, n_items, max(int(block), 1)))
+    return [starts[i] for i in split_indices(len(starts), comm.rank, comm.size)]
+
+
+def allgather_blocks(comm: Any, parts: Sequence) -> list:
+    """Concatenate every rank's list ``parts`` in rank order (= block order with
+    :func:`local_blocks`). Serial: ``list(parts)`` (the same objects, no copy)."""
+    if comm.size == 1:
+        return list(parts)
+    out: list = []
+    for chunk in comm.allgather(list(parts)):
+        out.extend(chunk)
+    return out
+
+
+def sum_over_ranks(comm: Any, value):
+    """Element-wise sum over ranks of a float array (a new array) or a Python float.
+    Serial: ``value`` itself (bit-for-bit, no copy)."""
+    if comm.size == 1:
+        return value
+    if np.ndim(value) == 0 and not isinstance(value, np.ndarray):
+        return comm.allreduce(value)
+    send = np.ascontiguousarray(value, dtype=float)
+    recv = np.empty_like(send)
+    comm.Allreduce(send, recv)
+    return recv
+
+
+def max_rss_mib() -> float:
+    """Peak resident memory of this process in MiB (``getrusage``; kB on Linux, bytes on macOS)."""
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return rss / (1024.0 * 1024.0) if sys.platform == "darwin" else rss / 1024.0
+
+
+def gather_rows(comm: Any, arrays: dict, index: np.ndarray, offset: int, n_local: int) -> dict:
+    """Rows ``index`` (global row numbers) of arrays whose rows are spread over ranks.
+
+    Every rank holds the rows ``offset … offset + n_local − 1`` of each array in ``arrays``
+    (same keys on every rank that holds any row; ranks without rows may pass ``{}``). Returns on
+    every rank ``{key: array (len(index), ...)}`` with row ``k`` = global row ``index[k]``.
+    Serial: ``{key: a[index]}``.
+    """
+    index = np.asarray(index, dtype=int)
+    if comm.size == 1:
+        return {key: a[index - offset] for key, a in arrays.items()}
+    mine = np.flatnonzero((index >= offset) & (index < offset + n_local))
+    piece = (mine, {key: a[index[mine] - offset] for key, a in arrays.items()}) if len(mine) else None
+    out: dict = {}
+    for got in comm.allgather(piece):
+        if got is None:
+            continue
+        positions, rows = got
+        for key, values in rows.items():
+            if key not in out:
+                out[key] = np.zeros((len(index),) + values.shape[1:], dtype=values.dtype)
+            out[key][positions] = values
+    return out
+
+
+class OrderedSum:
+    """A running sum over blocks that gives, on every rank, bit for bit the serial sum.
+
+    Floating-point addition is not associative, and the regularised normal equations of the GPR
+    models amplify rounding: an ``Allreduce`` of per-rank partial sums changes predictions at the
+    1e-8–1e-6 relative level (as does changing the number of BLAS threads in a serial fit). This
+    accumulator keeps the serial order ``((0 + a₀) + a₁) + …`` instead: rank 0 adds its terms as
+    it goes, the other ranks keep theirs, then the running sum travels rank 0 → 1 → … (each rank
+    adding its terms in order) and the last rank broadcasts it. Cost: the terms of ranks > 0 are
+    kept until :meth:`result` (memory ``n_local_terms × size of the sum``) and ``size − 1``
+    point-to-point messages. Serial: exactly ``total = zeros; total += a`` per term.
+
+    ``shape=()`` sums scalars (0-d float64 arrays, the same IEEE additions as Python floats).
+    """
+
+    def __init__(self, comm: Any, shape: tuple | int):
+        self.comm = comm
+        self.total = np.zeros(shape)
+        self._terms: list[np.ndarray] = []
+
+    def add(self, term) -> None:
+        """Add one block's contribution (array of the accumulator's shape, or a float)."""
+        if self.comm.rank == 0:
+            self.total += term
+        else:
+            self._terms.append(np.array(term, dtype=float, copy=True) if np.ndim(term) == 0 else term)
+
+    def result(self) -> np.ndarray:
+        """The sum (collective: every rank must call it); a 0-d array for scalar sums."""
+        comm = self.comm
+        if comm.size == 1:
+            return self.total
+        rank, size = comm.rank, comm.size
+        total = self.total
+        if rank > 0:
+            comm.Recv(total, source=rank - 1, tag=7301)
+            for term in self._terms:
+                total += term
+            self._terms = []
+        if rank < size - 1:
+            comm.Send(total, dest=rank + 1, tag=7301)
+        comm.Bcast(total, root=size - 1)
+        return total

@@ -27,12 +27,24 @@ def select_training(data: Dataset, n_train: int | None, seed: int = 0) -> Datase
     return data.subset(idx)
 
 
-def fit_on_dataset(model: Model, data: Dataset) -> Model:
-    """Fit ``model`` on the labels of its target in ``data``."""
+def fit_on_dataset(model: Model, data: Dataset, comm=None) -> Model:
+    """Fit ``model`` on the labels of its target in ``data``.
+
+    ``comm``: an MPI communicator (:func:`mdplugin.parallel.get_comm`) shared by the ranks that
+    all call this with the same data; models whose ``fit`` takes ``comm`` (SOAP energy, λ-SOAP)
+    split the work and end with the serial model on every rank, others fit on every rank.
+    """
     target = model.target
+    extra = {"comm": comm} if comm is not None and _fit_takes_comm(model) else {}
     if target == "energy":
-        return model.fit(data.frames, data.get("energy"), forces=data.forces)
-    return model.fit(data.frames, data.get(target))
+        return model.fit(data.frames, data.get("energy"), forces=data.forces, **extra)
+    return model.fit(data.frames, data.get(target), **extra)
+
+
+def _fit_takes_comm(model: Model) -> bool:
+    import inspect
+
+    return "comm" in inspect.signature(model.fit).parameters
 
 
 def evaluate_model(model: Model, data: Dataset) -> dict:

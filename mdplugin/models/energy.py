@@ -35,6 +35,7 @@ from ..descriptors.expansion import Expansion, SphericalExpansion
 from ..descriptors.lambda_soap import _fold_index, power_spectrum, real_clebsch_gordan
 from ..errors import DataError
 from .base import Model, check_species, fingerprint, register
+from ..parallel import OrderedSum, allgather_blocks, local_blocks, resolve_comm
 from .gpr import ProjectedProcess, farthest_point_sampling, normal_equations, solve_projected_process
 
 __all__ = ["SoapEnergyModel"]
@@ -204,8 +205,16 @@ class SoapEnergyModel(Model):
     # ------------------------------------------------------------------------------------------
     # fit
     # ------------------------------------------------------------------------------------------
-    def fit(self, frames: Sequence[Atoms], y, forces: Sequence[np.ndarray] | None = None) -> "SoapEnergyModel":
-        """Fit energies ``y`` (n,) eV and, if given, ``forces`` (list of (n_atoms, 3) eV/Å)."""
+    def fit(self, frames: Sequence[Atoms], y, forces: Sequence[np.ndarray] | None = None,
+            comm=None) -> "SoapEnergyModel":
+        """Fit energies ``y`` (n,) eV and, if given, ``forces`` (list of (n_atoms, 3) eV/Å).
+
+        ``comm`` (an mpi4py communicator, default serial): every rank passes all frames; each
+        computes features and normal-equation blocks for its share of the ``chunk_size`` blocks,
+        the FPS features are gathered (same sparse points as serial) and the normal equations
+        summed; every rank ends with the same model.
+        """
+        comm = resolve_comm(comm)
         self._check_target()
         frames = list(frames)
         energies = np.asarray(y, dtype=float).reshape(-1)
@@ -235,10 +244,11 @@ class SoapEnergyModel(Model):
 
         # sparse points: FPS per species on normalised features of all training atoms
         feats, zs = [], []
-        for start in range(0, len(frames), self.chunk_size):
+        for start in local_blocks(len(frames), self.chunk_size, comm):
             chunk = frames[start : start + self.chunk_size]
             feats.append(power_spectrum(expansion.compute(chunk)))
             zs.append(np.concatenate([a.numbers for a in chunk]))
+        feats, zs = allgather_blocks(comm, feats), allgather_blocks(comm, zs)
         xn, _ = _normalise(np.concatenate(feats))
         zs = np.concatenate(zs)
         sparse_idx = []
@@ -252,21 +262,23 @@ class SoapEnergyModel(Model):
         del feats, xn
 
         m = len(sparse_idx)
-        a_mat = np.zeros((m, m))
-        b_vec = np.zeros(m)
-        for start in range(0, len(frames), self.chunk_size):
+        # the sums run in the serial block order on any number of ranks (bit-identical model)
+        a_mat = OrderedSum(comm, (m, m))
+        b_vec = OrderedSum(comm, m)
+        for start in local_blocks(len(frames), self.chunk_size, comm):
             chunk = frames[start : start + self.chunk_size]
             sl = slice(start, start + len(chunk))
             k_e, k_f = self._design_rows(chunk, with_forces=forces is not None)
             sigma_e = self.energy_noise * np.sqrt(n_atoms[sl])
             a, b = normal_equations(k_e / sigma_e[:, None], resid[sl] / sigma_e)
-            a_mat += a
-            b_vec += b
+            a_mat.add(a)
+            b_vec.add(b)
             if k_f is not None:
                 f = np.concatenate(forces[sl]).reshape(-1)
                 a, b = normal_equations(k_f / self.force_noise, f / self.force_noise)
-                a_mat += a
-                b_vec += b
+                a_mat.add(a)
+                b_vec.add(b)
+        a_mat, b_vec = a_mat.result(), b_vec.result()
         self.gpr_ = solve_projected_process(a_mat, b_vec, self._kmm(), regularizer=1.0 / self.signal_std_**2)
         self.n_train_ = len(frames)
         self.training_fingerprint_ = fingerprint(frames, energies)

@@ -57,7 +57,7 @@ from ..tensors import (
     symmetric_to_spherical,
     vector_to_spherical,
 )
-from ..parallel import allgather_blocks, gather_rows, local_blocks, resolve_comm, sum_over_ranks
+from ..parallel import OrderedSum, allgather_blocks, gather_rows, local_blocks, resolve_comm, sum_over_ranks
 from .base import Model, check_species, fingerprint, register
 from .gpr import ProjectedProcess, farthest_point_sampling, solve_projected_process
 
@@ -463,9 +463,10 @@ class SAGPRModel(Model):
             kscale = float(np.mean(sum_over_ranks(comm, np.trace(kaa, axis1=1, axis2=2))) / d)
             self.kernel_scale_[lam] = kscale if kscale > 0 else 1.0
             m = len(self._sparse_columns(lam)) * d
-            a_mat = np.zeros((m, m))
-            b_vec = np.zeros(m)
-            yy = 0.0
+            # sums in the serial block order on any number of ranks (bit-identical model)
+            a_mat = OrderedSum(comm, (m, m))
+            b_vec = OrderedSum(comm, m)
+            yy = OrderedSum(comm, ())
             reg = self._regularizer(lam)
             held_out = np.zeros(n_frames, dtype=bool)
             if reg is None:
@@ -478,14 +479,14 @@ class SAGPRModel(Model):
                 k = self._structure_kernel(zc, species_loc[sel], frame_loc[sel] - start, stop - start, lam)
                 k /= self.kernel_scale_[lam]
                 yc = yl[start:stop].reshape(-1)
-                a_mat += k.T @ k
-                b_vec += k.T @ yc
-                yy += float(yc @ yc)
+                a_mat.add(k.T @ k)
+                b_vec.add(k.T @ yc)
+                yy.add(float(yc @ yc))
                 rows = np.repeat(held_out[start:stop], d)
                 if rows.any():
                     k_val.append(k[rows])
                     y_val.append(yc[rows])
-            a_mat, b_vec, yy = sum_over_ranks(comm, a_mat), sum_over_ranks(comm, b_vec), sum_over_ranks(comm, yy)
+            a_mat, b_vec, yy = a_mat.result(), b_vec.result(), float(yy.result())
             k_val, y_val = allgather_blocks(comm, k_val), allgather_blocks(comm, y_val)
             kmm = self._sparse_kernel(lam) / self.kernel_scale_[lam]
             if reg is None:

@@ -1,0 +1,222 @@
+"""MPI: helpers of mdplugin.parallel (serial), and under a real ``mpiexec -n 2``: models trained on
+two ranks equal the serial models, ``mdplugin train`` on two ranks writes the serial model, MD
+replicas give one independent trajectory per rank that ``mdplugin spectrum`` averages.
+
+Serial reference fits run in a subprocess with the same one-thread BLAS as the ranks: the
+regularised GPR solves amplify rounding (two BLAS thread counts already differ at ~1e-6 relative
+in a dipole prediction), so "equal to the serial model" is checked at equal arithmetic, where
+the parallel fit is designed to be bit-identical (same blocks, sums in the serial order).
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from mdplugin.parallel import (
+    OrderedSum,
+    SerialComm,
+    allgather_blocks,
+    gather_rows,
+    get_comm,
+    local_blocks,
+    resolve_comm,
+    split_indices,
+    sum_over_ranks,
+)
+
+SCRIPTS = Path(__file__).resolve().parent / "mpi_scripts"
+N_FRAMES, CHUNK = 40, 7  # 6 blocks of frames: 3 per rank
+ONE_THREAD = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+
+
+# ------------------------------------------------------------------------------------------------
+# helpers, serial
+# ------------------------------------------------------------------------------------------------
+def test_serial_comm_without_mpiexec():
+    comm = get_comm()  # pytest runs on one rank
+    assert comm.size == 1 and comm.rank == 0
+    assert isinstance(resolve_comm(None), SerialComm)
+
+
+@pytest.mark.parametrize("n,size", [(0, 3), (5, 2), (7, 3), (100, 8), (3, 5)])
+def test_split_indices_partition(n, size):
+    parts = [split_indices(n, r, size) for r in range(size)]
+    np.testing.assert_array_equal(np.concatenate(parts) if n else np.zeros(0), np.arange(n))
+    assert max(map(len, parts)) - min(map(len, parts)) <= 1
+
+
+@pytest.mark.parametrize("n,block,size", [(40, 7, 2), (10, 50, 2), (23, 4, 3), (1, 1, 4)])
+def test_local_blocks_cover_the_serial_blocks_in_order(n, block, size):
+    class Fake:
+        def __init__(self, rank):
+            self.rank, self.size = rank, size
+
+    starts = [s for r in range(size) for s in local_blocks(n, block, Fake(r))]
+    assert starts == list(range(0, n, block))
+
+
+def test_serial_collectives_are_identity():
+    comm = SerialComm()
+    rng = np.random.default_rng(0)
+    a = rng.normal(size=(4, 3))
+    assert sum_over_ranks(comm, a) is a
+    parts = [a, a[:1]]
+    assert allgather_blocks(comm, parts) == parts
+    idx = np.array([3, 0, 2])
+    np.testing.assert_array_equal(gather_rows(comm, {0: a}, idx, 0, len(a))[0], a[idx])
+
+
+def test_ordered_sum_serial_is_sequential_sum():
+    rng = np.random.default_rng(1)
+    terms = [rng.normal(size=(5, 5)) * 10.0**k for k in range(-8, 8, 3)]
+    acc, ref = OrderedSum(SerialComm(), (5, 5)), np.zeros((5, 5))
+    scalar, ref_s = OrderedSum(SerialComm(), ()), 0.0
+    for t in terms:
+        acc.add(t)
+        ref += t
+        scalar.add(float(t[0, 0]))
+        ref_s += float(t[0, 0])
+    np.testing.assert_array_equal(acc.result(), ref)
+    assert float(scalar.result()) == ref_s
+
+
+# ------------------------------------------------------------------------------------------------
+# under mpiexec -n 2
+# ------------------------------------------------------------------------------------------------
+def _mpiexec() -> str:
+    pytest.importorskip("mpi4py")
+    bindir = str(Path(sys.executable).parent)
+    exe = shutil.which("mpiexec", path=bindir) or shutil.which("mpiexec")
+    if exe is None:
+        pytest.skip("mpiexec not available")
+    return exe
+
+
+def _run(cmd: list[str], cwd: Path | None = None) -> subprocess.CompletedProcess:
+    env = {**os.environ, **ONE_THREAD}
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900, env=env, cwd=cwd)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return proc
+
+
+def _relative_error(a, b) -> float:
+    a, b = np.asarray(a, float), np.asarray(b, float)
+    return float(np.abs(a - b).max() / max(np.abs(b).max(), 1e-300))
+
+
+@pytest.fixture(scope="module")
+def fitted(tmp_path_factory):
+    """Models fitted on 2 ranks and serially (same script, same one-thread BLAS)."""
+    mpiexec = _mpiexec()
+    data = Path(__file__).resolve().parents[1] / "examples" / "trajectories" / "dce_train.xyz"
+    if not data.exists():
+        pytest.skip("examples/trajectories/dce_train.xyz not generated yet")
+    root = tmp_path_factory.mktemp("mpi_fit")
+    (root / "mpi").mkdir()
+    (root / "serial").mkdir()
+    script = str(SCRIPTS / "fit_models.py")
+    _run([mpiexec, "-n", "2", sys.executable, script, str(data), str(N_FRAMES), str(CHUNK), str(root / "mpi")])
+    _run([sys.executable, script, str(data), str(N_FRAMES), str(CHUNK), str(root / "serial")])
+    return root
+
+
+@pytest.mark.slow  # mpiexec start-up and featomic import per rank: ~30-70 s on a loaded 2-core box
+@pytest.mark.parametrize("target", ["energy", "dipole", "polarizability"])
+def test_two_ranks_train_the_serial_model(fitted, target, examples_dir):
+    from mdplugin import load_model
+    from mdplugin.data import read_dataset
+
+    assert int(np.load(fitted / "mpi" / "check.rank0.npz")["size"]) == 2
+    assert int(np.load(fitted / "serial" / "check.rank0.npz")["size"]) == 1
+    # both ranks hold the same model
+    r0, r1 = np.load(fitted / "mpi" / "check.rank0.npz"), np.load(fitted / "mpi" / "check.rank1.npz")
+    np.testing.assert_array_equal(r0[target], r1[target])
+
+    par, ser = load_model(fitted / "mpi" / f"{target}.npz"), load_model(fitted / "serial" / f"{target}.npz")
+    test = read_dataset(examples_dir / "dce_test.xyz").subset(np.arange(20)).frames
+    assert _relative_error(par.predict(test), ser.predict(test)) <= 1e-10
+    if target == "energy":
+        f_par = np.concatenate(par.predict_forces(test))
+        f_ser = np.concatenate(ser.predict_forces(test))
+        assert _relative_error(f_par, f_ser) <= 1e-10
+    else:
+        assert par.regularizer_ == ser.regularizer_
+    np.testing.assert_array_equal(par.sparse_species_, ser.sparse_species_)
+    # the regression is not trivial: the model follows its training labels
+    train = read_dataset(examples_dir / "dce_train.xyz").subset(np.arange(N_FRAMES))
+    y = train.get(target)
+    err = _relative_error(par.predict(train.frames) - np.mean(y, axis=0), y - np.mean(y, axis=0))
+    assert err < 0.5
+
+
+@pytest.mark.slow  # mpiexec start-up and featomic import per rank: ~30-70 s on a loaded 2-core box
+def test_mpiexec_train_command_writes_the_serial_model(tmp_path, examples_dir):
+    from mdplugin import load_model
+    from mdplugin.data import read_dataset, write_dataset
+
+    mpiexec = _mpiexec()
+    data = read_dataset(examples_dir / "dce_train.xyz").subset(np.arange(30))
+    path = tmp_path / "train.xyz"
+    write_dataset(path, data)
+    hypers = '{"n_sparse": 15, "n_sparse_l0": 30, "max_radial": 3, "max_angular": 3, "n_components": 16, ' \
+             '"chunk_size": 6}'
+    args = ["-m", "mdplugin", "train", str(path), "--target", "polarizability", "--model", "lsoap",
+            "--hypers", hypers]
+    proc = _run([mpiexec, "-n", "2", sys.executable, *args, "-o", str(tmp_path / "mpi.npz")])
+    assert proc.stdout.count("trained lsoap") == 1 and "on 2 MPI ranks" in proc.stdout  # rank 0 only
+    _run([sys.executable, *args, "-o", str(tmp_path / "serial.npz")])
+    test = read_dataset(examples_dir / "dce_test.xyz").subset(np.arange(10)).frames
+    par, ser = load_model(tmp_path / "mpi.npz"), load_model(tmp_path / "serial.npz")
+    assert _relative_error(par.predict(test), ser.predict(test)) <= 1e-10
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["mpi.npz", "serial.npz", "train.xyz"]
+
+
+def _read_csv(path: Path) -> tuple[list[str], np.ndarray]:
+    with open(path) as fh:
+        rows = list(csv.reader(fh))
+    header = rows[0]
+    body = [r for r in rows[1:] if r and not r[0].startswith("#")]
+    return header, np.array(body, dtype=float)
+
+
+@pytest.mark.slow  # mpiexec start-up and featomic import per rank: ~30-70 s on a loaded 2-core box
+def test_md_replicas_one_trajectory_per_rank_averaged_by_spectrum(fitted, tmp_path, examples_dir):
+    from mdplugin.cli import main
+    from mdplugin.data import read_dataset
+
+    mpiexec = _mpiexec()
+    start = tmp_path / "start.xyz"
+    shutil.copy(examples_dir / "dce_test.xyz", start)  # md reads its first frame
+    models = fitted / "mpi"
+    _run([mpiexec, "-n", "2", sys.executable, "-m", "mdplugin", "md", str(start),
+          "--energy", str(models / "energy.npz"), "--dipole", str(models / "dipole.npz"),
+          "--steps", "40", "--dt", "0.5", "--temperature", "300", "--seed", "3", "-o", str(tmp_path / "traj.xyz"),
+          "--replicas", "--quiet"])
+    files = [tmp_path / f"traj.rank{r}.xyz" for r in (0, 1)]
+    assert all(f.exists() for f in files) and not (tmp_path / "traj.xyz").exists()
+    runs = [read_dataset(f, properties=["dipole"]) for f in files]
+    assert len(runs[0]) == len(runs[1]) > 10
+    np.testing.assert_allclose(runs[0].frames[0].positions, runs[1].frames[0].positions)  # same start
+    # independent seeds: the replicas separate
+    assert np.abs(runs[0].frames[-1].positions - runs[1].frames[-1].positions).max() > 1e-3
+    assert np.abs(runs[0].dipole - runs[1].dipole).max() > 1e-6
+
+    spec = ["spectrum", "ir", "--dt", "0.5", "--temperature", "300"]
+    assert main([*spec, *map(str, files), "-o", str(tmp_path / "both.csv")]) == 0
+    for r, f in enumerate(files):
+        assert main([*spec, str(f), "-o", str(tmp_path / f"one{r}.csv")]) == 0
+    _, both = _read_csv(tmp_path / "both.csv")
+    _, one0 = _read_csv(tmp_path / "one0.csv")
+    _, one1 = _read_csv(tmp_path / "one1.csv")
+    np.testing.assert_allclose(both[:, 0], one0[:, 0])
+    # equal-length series: the pooled correlation function, hence the spectrum, is the mean
+    np.testing.assert_allclose(both[:, 1], 0.5 * (one0[:, 1] + one1[:, 1]), rtol=1e-8,
+                               atol=1e-10 * np.abs(both[:, 1]).max())
