@@ -188,20 +188,27 @@ class SAGPRModel(Model):
         value = {0: self.regularizer_l0, 1: self.regularizer_l1, 2: self.regularizer_l2}[lam]
         return None if value is None else float(value)
 
-    def _choose_regularizer(self, a_mat, b_vec, kmm, k_val, y_val) -> float:
+    def _choose_regularizer(self, a_mat, b_vec, kmm, k_val, y_val, comm=None) -> float:
         """Regulariser of ``regularizer_grid`` with the lowest RMSE on held-out rows
-        (``k_val``, ``y_val``), fitted on the normal equations without them."""
+        (``k_val``, ``y_val``), fitted on the normal equations without them. With an MPI
+        ``comm`` the candidates are shared among the ranks (same choice as serial)."""
+        comm = resolve_comm(comm)
         a_fit = a_mat - k_val.T @ k_val
         b_fit = b_vec - k_val.T @ y_val
-        best, best_err = None, np.inf
-        for reg in sorted(float(r) for r in self.regularizer_grid):
+        grid = sorted(float(r) for r in self.regularizer_grid)
+        errors = {}
+        for reg in grid[comm.rank :: comm.size]:
             try:
                 w = solve_projected_process(a_fit, b_fit, kmm, reg, self.jitter).weights
             except np.linalg.LinAlgError:
                 continue
-            err = float(np.mean((k_val @ w - y_val) ** 2))
-            if err < best_err:
-                best, best_err = reg, err
+            errors[reg] = float(np.mean((k_val @ w - y_val) ** 2))
+        if comm.size > 1:
+            errors = {reg: err for part in comm.allgather(errors) for reg, err in part.items()}
+        best, best_err = None, np.inf
+        for reg in grid:
+            if reg in errors and errors[reg] < best_err:
+                best, best_err = reg, errors[reg]
         if best is None:
             raise ConfigError("no regulariser of regularizer_grid gives a positive-definite system")
         return best
@@ -492,7 +499,7 @@ class SAGPRModel(Model):
             if reg is None:
                 if k_val:
                     reg = self._choose_regularizer(
-                        a_mat, b_vec, kmm, np.concatenate(k_val), np.concatenate(y_val)
+                        a_mat, b_vec, kmm, np.concatenate(k_val), np.concatenate(y_val), comm=comm
                     )
                 else:  # too few frames to hold any out
                     reg = 1e-4
