@@ -249,6 +249,7 @@ def _reported(lines: list[str]) -> list[str]:
     return [line.split()[2] for line in lines if line.startswith("label written ")]
 
 
+@pytest.mark.slow  # two runs in subprocesses: ~40 s each on an idle machine
 @pytest.mark.parametrize("moment", ["labelling", "retraining"])
 def test_sigkill_then_resume_loses_and_duplicates_no_label(tmp_path, moment):
     run_dir = tmp_path / "run"
