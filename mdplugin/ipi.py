@@ -39,7 +39,7 @@ import socket
 import sys
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 from ase.calculators.calculator import all_changes
@@ -47,6 +47,9 @@ from ipi.pes._ase import ASEDriver
 
 from .errors import ConfigError, MdpluginError
 from .units import BOHR, HARTREE
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .calculator import MLCalculator
 
 #: i-PI's default prefix of UNIX-socket file names (``<simulation sockets_prefix=...>``)
 DEFAULT_SOCKETS_PREFIX = "/tmp/ipi_"
@@ -78,7 +81,7 @@ def _is_set(value: Any) -> bool:
     return value is not None and not (isinstance(value, str) and value.strip().lower() in ("", "none"))
 
 
-def make_calculator(energy: Any = "tblite", dipole: Any = None, polarizability: Any = None):
+def make_calculator(energy: Any = "tblite", dipole: Any = None, polarizability: Any = None) -> "MLCalculator":
     """The ASE calculator behind the PES: ``MLCalculator(energy=..., dipole=..., polarizability=...)``.
 
     Each slot takes a model file path or a loaded model; ``energy`` also takes ``"tblite"`` or
