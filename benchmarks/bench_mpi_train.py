@@ -1,0 +1,135 @@
+"""Speed-up of ``mpiexec -n P mdplugin train`` over the serial command, and memory per rank.
+
+For each model (SOAP energy + forces; λ-SOAP dipole and/or polarizability) on the DCE data of
+``examples/trajectories`` (dce_train.xyz + dce_test.xyz = 1700 GFN2-xTB frames: that is all the
+labelled DCE data the project has; ``--frames`` takes a subset), with the default hyper-parameters:
+
+* serial ``mdplugin train`` with one BLAS thread (the per-rank setting of the MPI runs),
+* serial with ``--threads`` BLAS threads (default: the number of cores; what a user gets without MPI),
+* ``mpiexec -n P mdplugin train`` with one BLAS thread per rank,
+
+each in a fresh process. Reported: the fit time printed by ``mdplugin train`` (reading the file and
+starting Python excluded), the wall time of the whole command, the peak resident memory of every
+rank (``getrusage`` maxrss), and the largest relative difference between the predictions of the
+MPI and the one-thread serial model on 100 frames (0 when the arithmetic is the same: the parallel
+fit is designed to be bit-identical). The load average is printed before and after: on a shared
+machine the timings are only indicative.
+
+Usage::
+
+    python benchmarks/bench_mpi_train.py [--frames 1700] [--ranks 2] [--targets energy,dipole,polarizability]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+DATA = REPO / "examples" / "trajectories"
+MODEL_OF = {"energy": "soap", "dipole": "lsoap", "polarizability": "lsoap"}
+THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+
+
+def _worker(argv: list[str]) -> int:
+    """Run ``mdplugin`` ARGV in this process, then print one JSON line with rank and peak memory."""
+    from mdplugin.cli import main
+    from mdplugin.parallel import get_comm, max_rss_mib
+
+    status = main(argv)
+    comm = get_comm()
+    print("BENCH " + json.dumps({"rank": comm.rank, "size": comm.size, "maxrss_mib": max_rss_mib()}), flush=True)
+    return status
+
+
+def _run(cmd: list[str], threads: int) -> dict:
+    env = {**os.environ, **{v: str(threads) for v in THREAD_VARS}}
+    t0 = time.perf_counter()
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    wall = time.perf_counter() - t0
+    if proc.returncode != 0:
+        raise SystemExit(f"failed: {' '.join(cmd)}\n{proc.stdout}\n{proc.stderr}")
+    fit = float(re.search(r" in ([0-9.]+) s ->", proc.stdout).group(1))
+    ranks = sorted((json.loads(line[6:]) for line in proc.stdout.splitlines() if line.startswith("BENCH ")),
+                   key=lambda r: r["rank"])
+    return {"fit_s": fit, "wall_s": wall, "maxrss_mib": [r["maxrss_mib"] for r in ranks]}
+
+
+def _mpiexec() -> str:
+    exe = shutil.which("mpiexec", path=str(Path(sys.executable).parent)) or shutil.which("mpiexec")
+    if exe is None:
+        raise SystemExit("mpiexec not found (pip install mpich mpi4py)")
+    return exe
+
+
+def _load() -> str:
+    return " ".join(f"{x:.1f}" for x in os.getloadavg())
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--frames", type=int, default=1700, help="training frames (at most 1700)")
+    parser.add_argument("--ranks", type=int, default=2, help="MPI ranks")
+    parser.add_argument("--threads", type=int, default=os.cpu_count(), help="BLAS threads of the threaded serial run")
+    parser.add_argument("--targets", default="energy,dipole,polarizability")
+    parser.add_argument("--no-threaded", action="store_true", help="skip the threaded serial run")
+    args = parser.parse_args()
+
+    from mdplugin import load_model
+    from mdplugin.data import read_dataset
+
+    mpiexec = _mpiexec()
+    work = Path(tempfile.mkdtemp(prefix="bench_mpi_"))
+    data = work / "dce.xyz"
+    with open(data, "wb") as out:
+        for name in ("dce_train.xyz", "dce_test.xyz"):
+            out.write((DATA / name).read_bytes())
+    n_all = len(read_dataset(data, properties=[]))
+    if args.frames > n_all:
+        raise SystemExit(f"--frames {args.frames}: only {n_all} labelled DCE frames are available")
+    test = read_dataset(DATA / "dce_test.xyz", properties=[]).frames[:100]
+    me = [sys.executable, str(Path(__file__).resolve()), "--worker"]
+
+    print(f"mpiexec -n {args.ranks} mdplugin train vs serial, {args.frames} DCE frames, "
+          f"{os.cpu_count()} cores; load average {_load()}")
+    rows = []
+    for target in [t.strip() for t in args.targets.split(",") if t.strip()]:
+        base = ["train", str(data), "--target", target, "--model", MODEL_OF[target]]
+        if args.frames < n_all:
+            base += ["--n-train", str(args.frames)]
+        runs = {}
+        runs["serial 1 thread"] = _run(me + base + ["-o", str(work / f"{target}.serial.npz")], 1)
+        if not args.no_threaded:
+            runs[f"serial {args.threads} threads"] = _run(
+                me + base + ["-o", str(work / f"{target}.threads.npz")], args.threads)
+        runs[f"mpiexec -n {args.ranks}"] = _run(
+            [mpiexec, "-n", str(args.ranks)] + me + base + ["-o", str(work / f"{target}.mpi.npz")], 1)
+        ser, par = load_model(work / f"{target}.serial.npz"), load_model(work / f"{target}.mpi.npz")
+        ys, yp = np.asarray(ser.predict(test)), np.asarray(par.predict(test))
+        diff = float(np.abs(ys - yp).max() / np.abs(ys).max())
+        ref = runs["serial 1 thread"]
+        print(f"\n{MODEL_OF[target]} {target}  (load average {_load()})")
+        print(f"  {'run':<22}{'fit s':>9}{'wall s':>9}{'speed-up':>10}  peak memory per rank, MiB")
+        for name, r in runs.items():
+            mem = ", ".join(f"{m:.0f}" for m in r["maxrss_mib"])
+            print(f"  {name:<22}{r['fit_s']:9.1f}{r['wall_s']:9.1f}{ref['fit_s'] / r['fit_s']:9.2f}x  {mem}")
+        print(f"  MPI vs serial (1 thread) predictions: max relative difference {diff:.1e}")
+        rows.append({"target": target, "runs": runs, "prediction_rel_diff": diff})
+    print("\nJSON " + json.dumps({"frames": args.frames, "ranks": args.ranks, "results": rows}))
+    shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    if len(sys.argv) > 1 and sys.argv[1] == "--worker":
+        sys.exit(_worker(sys.argv[2:]))
+    main()
