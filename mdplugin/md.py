@@ -50,14 +50,18 @@ class MDSummary:
     total_energy_drift_eV_per_atom: float
     total_energy_max_deviation_eV_per_atom: float
     output: str
+    thermostat: str = "none"
 
     def text(self) -> str:
+        if self.thermostat == "none":
+            energy = (f"total-energy drift {1000 * self.total_energy_drift_eV_per_atom:+.3f} meV/atom "
+                      f"(max deviation {1000 * self.total_energy_max_deviation_eV_per_atom:.3f} meV/atom)")
+        else:
+            energy = f"{self.thermostat} thermostat (total energy not conserved)"
         return (
             f"{self.steps} steps in {self.wall_time_s:.1f} s ({self.steps_per_s:.1f} steps/s, "
             f"{self.ns_per_day:.2f} ns/day); T = {self.temperature_mean_K:.1f} ± {self.temperature_std_K:.1f} K; "
-            f"total-energy drift {1000 * self.total_energy_drift_eV_per_atom:+.3f} meV/atom "
-            f"(max deviation {1000 * self.total_energy_max_deviation_eV_per_atom:.3f} meV/atom); "
-            f"{self.frames} frames -> {self.output}"
+            f"{energy}; {self.frames} frames -> {self.output}"
         )
 
 
@@ -214,6 +218,7 @@ def run_md(
         total_energy_drift_eV_per_atom=float((etots_arr[-1] - etots_arr[0]) / n),
         total_energy_max_deviation_eV_per_atom=float(np.abs(etots_arr - etots_arr[0]).max() / n),
         output=str(output),
+        thermostat=thermostat,
     )
 
 
