@@ -220,3 +220,24 @@ def test_md_replicas_one_trajectory_per_rank_averaged_by_spectrum(fitted, tmp_pa
     # equal-length series: the pooled correlation function, hence the spectrum, is the mean
     np.testing.assert_allclose(both[:, 1], 0.5 * (one0[:, 1] + one1[:, 1]), rtol=1e-8,
                                atol=1e-10 * np.abs(both[:, 1]).max())
+
+
+@pytest.mark.slow  # mpiexec start-up and featomic import per rank: ~30-70 s on a loaded 2-core box
+def test_mpiexec_label_writes_the_serial_file(tmp_path):
+    """`mpiexec -n 2 mdplugin label` writes byte for byte the file of the serial command."""
+    import ase.io
+    from ase.build import molecule
+
+    from .conftest import dichloroethane
+
+    mpiexec = _mpiexec()
+    frames = [molecule("H2O"), dichloroethane(rng=1, noise=0.05), molecule("CH4"), molecule("NH3"),
+              dichloroethane(rng=2, noise=0.05)]
+    ase.io.write(tmp_path / "in.xyz", frames, format="extxyz")
+    args = ["-m", "mdplugin", "label", str(tmp_path / "in.xyz"), "--properties", "energy,forces,dipole",
+            "--quiet"]
+    _run([mpiexec, "-n", "2", sys.executable, *args, "-o", str(tmp_path / "mpi.xyz")])
+    _run([sys.executable, *args, "-o", str(tmp_path / "serial.xyz")])
+    assert (tmp_path / "mpi.xyz").read_bytes() == (tmp_path / "serial.xyz").read_bytes()
+    labelled = ase.io.read(tmp_path / "mpi.xyz", ":")
+    assert [a.get_chemical_formula() for a in labelled] == [a.get_chemical_formula() for a in frames]
