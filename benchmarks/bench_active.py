@@ -74,7 +74,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--random-calls", default="0,5,10,15,20,30,40")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--skip-random", action="store_true")
-    ap.add_argument("--resume", action="store_true", help="resume the active run in OUT/run (after a kill)")
+    ap.add_argument("--resume", action="store_true", help="resume the active run in OUT/run (after a kill, or to extend it to --steps/--max-calls)")
     args = ap.parse_args(argv)
     threadpool_limits(1)
 
@@ -97,7 +97,8 @@ def main(argv: list[str] | None = None) -> None:
     say = lambda m: print("  " + m, flush=True) if m.startswith(("label", "active", "resum")) else None  # noqa: E731
     t0 = time.perf_counter()
     if args.resume and (run_dir / "config.json").exists():
-        summary = run_active(None, run_dir, resume=True, say=say)
+        summary = run_active(None, run_dir, resume=True, say=say,
+                             overrides={"steps": args.steps, "max_calls": args.max_calls})
     else:
         shutil.rmtree(run_dir, ignore_errors=True)
         summary = run_active(pool.frames[perm[0]], run_dir, cfg, oracle="tblite", initial=initial, say=say)
