@@ -1,9 +1,4 @@
-"""Helpers for the i-PI tests: tiny covariant models, i-PI inputs, processes that never leak.
-
-The two models here are registered under names starting with ``_ipi_test`` when this module is
-imported. Client processes that must load them run ``python -c "import tests.ipi_utils; ..."``
-(see :func:`client_command`), so the models need no training time and no other helper's code.
-"""
+"""Helpers for the i-PI tests: small RPR models, i-PI inputs, processes that never leak."""
 
 from __future__ import annotations
 
@@ -16,105 +11,21 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
-
-from mdplugin.models.base import Model, register
-
 REPO = Path(__file__).resolve().parents[1]
 DRIVER_FILE = REPO / "drivers" / "mdplugin_driver.py"
+BIN = Path(sys.executable).parent
 
 
-def _centred(atoms) -> np.ndarray:
-    pos = atoms.positions
-    return pos - pos.mean(axis=0)
+def train_models(folder: Path, frames) -> tuple[Path, Path]:
+    """RPR dipole and polarizability models fitted on ``frames`` labelled with tblite (GFN2-xTB,
+    finite-field polarizability), saved in ``folder``: a few seconds, real project models."""
+    from mdplugin.models import build
+    from mdplugin.oracle import label_frames
 
-
-@register("_ipi_test_charges")
-class ChargeDipole(Model):
-    """μ = Σ_i q_Z(i) (r_i − r̄): one fitted charge per element (e); covariant and translation-free.
-
-    The standard deviation is ``std_fraction`` × |μ| per component (e·Å), just to exercise ``*_std``.
-    """
-
-    targets_supported = ("dipole",)
-
-    def __init__(self, target="dipole", std_fraction=0.01):
-        self.target = target
-        self.std_fraction = std_fraction
-
-    def _design(self, frames):
-        rows = []
-        for atoms in frames:
-            x = _centred(atoms)
-            rows.append(np.stack([x[atoms.numbers == z].sum(axis=0) for z in self.species_], axis=1))
-        return np.concatenate(rows)  # (3 n, n_species)
-
-    def fit(self, frames, y):
-        self.species_ = np.unique(np.concatenate([a.numbers for a in frames]))
-        self.charges_, *_ = np.linalg.lstsq(self._design(frames), np.asarray(y, float).ravel(), rcond=None)
-        self.is_fitted_ = True
-        return self
-
-    def predict(self, frames, return_std=False):
-        y = (self._design(frames) @ self.charges_).reshape(len(frames), 3)
-        return (y, self.std_fraction * np.abs(y)) if return_std else y
-
-    def _get_state(self):
-        return {"charges": self.charges_}
-
-    def _set_state(self, arrays):
-        self.charges_ = arrays["charges"]
-
-
-@register("_ipi_test_gyration")
-class GyrationPolarizability(Model):
-    """α = c₀·1 + Σ_i w_Z(i) (r_i − r̄)(r_i − r̄)ᵀ (Å³): symmetric, covariant; std = 0.01 Å³."""
-
-    targets_supported = ("polarizability",)
-
-    def __init__(self, target="polarizability"):
-        self.target = target
-
-    def _design(self, frames):
-        blocks = []
-        for atoms in frames:
-            x = _centred(atoms)
-            cols = [np.eye(3).ravel()]
-            for z in self.species_:
-                xz = x[atoms.numbers == z]
-                cols.append((xz.T @ xz).ravel())
-            blocks.append(np.stack(cols, axis=1))
-        return np.concatenate(blocks)  # (9 n, 1 + n_species)
-
-    def fit(self, frames, y):
-        self.species_ = np.unique(np.concatenate([a.numbers for a in frames]))
-        self.weights_, *_ = np.linalg.lstsq(self._design(frames), np.asarray(y, float).ravel(), rcond=None)
-        self.is_fitted_ = True
-        return self
-
-    def predict(self, frames, return_std=False):
-        y = (self._design(frames) @ self.weights_).reshape(len(frames), 3, 3)
-        return (y, np.full_like(y, 0.01)) if return_std else y
-
-    def _get_state(self):
-        return {"weights": self.weights_}
-
-    def _set_state(self, arrays):
-        self.weights_ = arrays["weights"]
-
-
-def train_test_models(folder: Path, frames) -> tuple[Path, Path]:
-    """Fit the two test models on ``frames`` with synthetic covariant labels; save them in ``folder``."""
-    rng = np.random.default_rng(0)
-    q = {1: 0.1, 6: -0.05, 17: -0.15}
-    mu = np.array([sum(q[z] * r for z, r in zip(a.numbers, _centred(a))) for a in frames])
-    alpha = np.array([6.0 * np.eye(3) + 0.3 * _centred(a).T @ _centred(a) for a in frames])
-    mu += rng.normal(scale=1e-3, size=mu.shape)
-    dip = ChargeDipole().fit(frames, mu)
-    pol = GyrationPolarizability().fit(frames, alpha)
+    data = label_frames(frames, "tblite", properties=["dipole", "polarizability"])
     paths = folder / "dipole.npz", folder / "polarizability.npz"
-    dip.save(paths[0])
-    pol.save(paths[1])
+    build("rpr", target="dipole").fit(data.frames, data.dipole).save(paths[0])
+    build("rpr", target="polarizability").fit(data.frames, data.polarizability).save(paths[1])
     return paths
 
 
@@ -122,18 +33,14 @@ def train_test_models(folder: Path, frames) -> tuple[Path, Path]:
 # processes
 # ----------------------------------------------------------------------------------------------
 def client_command(argv: list[str], kind: str = "mdplugin") -> list[str]:
-    """A client process that knows the test models: ``mdplugin ipi ARGV`` or ``i-pi-py_driver ARGV``."""
+    """The console scripts of this environment: ``mdplugin ipi ARGV`` or ``i-pi-py_driver ARGV``."""
     if kind == "mdplugin":
-        code = "import sys, tests.ipi_utils; from mdplugin.cli import main; sys.exit(main(sys.argv[1:]))"
-        return [sys.executable, "-c", code, "ipi", *argv]
-    code = ("import sys, runpy, tests.ipi_utils; from mdplugin.ipi import _driver_script; "
-            "sys.argv = ['i-pi-py_driver', *sys.argv[1:]]; runpy.run_path(str(_driver_script()), run_name='__main__')")
-    return [sys.executable, "-c", code, *argv]
+        return [str(BIN / "mdplugin"), "ipi", *argv]
+    return [str(BIN / "i-pi-py_driver"), *argv]
 
 
 def env() -> dict:
     e = dict(os.environ)
-    e["PYTHONPATH"] = os.pathsep.join([str(REPO), e.get("PYTHONPATH", "")]).rstrip(os.pathsep)
     e["PYTHONUNBUFFERED"] = "1"
     e["OMP_NUM_THREADS"] = "1"  # tblite's OpenMP threads thrash on a busy 2-core machine
     return e

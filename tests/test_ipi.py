@@ -22,14 +22,13 @@ from ase.io import write
 
 import ipi
 from ase.calculators.calculator import Calculator, all_changes
-
 from ipi.pes.dummy import Dummy_driver
 from mdplugin.errors import ConfigError
 from mdplugin.ipi import IPIConnectionError, MdpluginDriver, extras_json, make_calculator, run_client
 from mdplugin.units import BOHR, HARTREE
 
 from .conftest import dichloroethane
-from .ipi_utils import (DRIVER_FILE, client_command, env, free_port, ipi_input, process, train_test_models, wait,
+from .ipi_utils import (DRIVER_FILE, client_command, env, free_port, ipi_input, process, train_models, wait,
                         wait_for)
 
 STEPS = 20
@@ -37,10 +36,10 @@ STEPS = 20
 
 @pytest.fixture(scope="module")
 def models(tmp_path_factory):
-    """Dipole and polarizability model files (tiny covariant test models) and the template."""
+    """RPR dipole and polarizability model files (12 tblite-labelled frames) and the template."""
     folder = tmp_path_factory.mktemp("models")
-    frames = [dichloroethane(rng=i, noise=0.05) for i in range(8)]
-    dip, pol = train_test_models(folder, frames)
+    frames = [dichloroethane(rng=i, noise=0.08) for i in range(12)]
+    dip, pol = train_models(folder, frames)
     start = dichloroethane(rng=42, noise=0.05)  # no symmetry: no component is zero by symmetry
     start.cell = [20.0, 20.0, 20.0]
     start.center()
