@@ -310,7 +310,9 @@ def build_parser() -> argparse.ArgumentParser:
         "A structure is labelled when any target's uncertainty is above its threshold. Measures: energy = "
         "GPR std of the energy per atom (eV/atom); dipole = norm of the std vector (e·Å); polarizability = "
         "Frobenius norm of the std matrix (Å³). A target without an absolute threshold uses "
-        "--threshold-factor × the model's RMSE over its training set in the same measure.")
+        "--threshold-factor × its training error in the same measure: the RMS of the errors of the last "
+        "(up to 20) labelled structures, measured before each was trained on (2-fold cross-validation on "
+        "the data until 3 structures are labelled).")
     g.add_argument("--threshold-energy", type=float, default=None, metavar="EV_PER_ATOM",
                    help="absolute energy threshold, eV/atom")
     g.add_argument("--threshold-dipole", type=float, default=None, metavar="E_ANGSTROM",
@@ -318,7 +320,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--threshold-polarizability", type=float, default=None, metavar="ANGSTROM3",
                    help="absolute polarizability threshold, Å³")
     g.add_argument("--threshold-factor", type=float, default=None,
-                   help="relative threshold: this multiple of the training error (default 3)")
+                   help="relative threshold: this multiple of the training error, for targets without an absolute "
+                        "threshold (default 3)")
     g = p.add_argument_group("dynamics and budgets")
     g.add_argument("--steps", type=int, default=None, help="MD step budget (default 2000)")
     g.add_argument("--max-calls", type=int, default=None,

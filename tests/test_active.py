@@ -180,16 +180,27 @@ def test_wall_time_budget(tmp_path):
 
 def test_relative_threshold_is_a_multiple_of_the_training_error(tmp_path):
     from mdplugin.active import Learner, measure
+    from mdplugin.models import build
+    from mdplugin.training import fit_on_dataset
 
     cfg = _config(thresholds={}, threshold_factor=2.5)
-    store_dir = tmp_path / "run"
-    _run(tmp_path, thresholds={}, threshold_factor=2.5, max_calls=0)
-    data = RunStore(store_dir).read_data(cfg.labels())
+    _run(tmp_path, thresholds={}, threshold_factor=2.5, max_calls=0, n_initial=6)
+    data = RunStore(tmp_path / "run").read_data(cfg.labels())
     learner = Learner(cfg, toy_oracle())
     learner.train(data)
-    pred = learner.models["dipole"].predict(data.frames)
-    rmse = np.sqrt(np.mean([measure("dipole", p - t, 3) ** 2 for p, t in zip(pred, data.dipole)]))
-    assert learner.thresholds()["dipole"] == pytest.approx(2.5 * rmse)
+    # no labels yet: 2-fold cross-validation error (the in-sample one is ~0 for an interpolating GPR)
+    errs = []
+    for fit_idx, test_idx in (([0, 2, 4], [1, 3, 5]), ([1, 3, 5], [0, 2, 4])):
+        model = fit_on_dataset(build("rpr", target="dipole"), data.subset(fit_idx))
+        pred = model.predict(data.subset(test_idx).frames)
+        errs += [measure("dipole", p - t, 3) for p, t in zip(pred, data.dipole[test_idx])]
+    assert learner.thresholds()["dipole"] == pytest.approx(2.5 * np.sqrt(np.mean(np.square(errs))))
+    # with errors measured on labelled structures (before they were added): their RMS
+    for e in (0.01, 0.02, 0.04):
+        learner.record_errors({"dipole": e, "energy": e / 10, "forces": 1.0})
+    learner.train(data)
+    assert learner.thresholds()["dipole"] == pytest.approx(2.5 * np.sqrt(np.mean(np.square([0.01, 0.02, 0.04]))))
+    assert learner.thresholds()["energy"] == pytest.approx(0.25 * np.sqrt(np.mean(np.square([0.01, 0.02, 0.04]))))
 
 
 def test_resume_extends_budgets_and_keeps_labels(tmp_path):

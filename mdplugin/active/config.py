@@ -26,7 +26,8 @@ class ActiveConfig:
         thresholds : absolute thresholds per target: energy in eV/atom (GPR std of the energy /
             n_atoms), dipole in e·Å (norm of the per-component std), polarizability in Å³
             (Frobenius norm of the per-component std). A target without one uses
-        threshold_factor : × the model's RMSE over its training set, in the same measure.
+        threshold_factor : × its training error in the same measure (see
+            :meth:`mdplugin.active.learner.Learner._training_error`).
 
     Dynamics
         steps : MD step budget (Langevin, ``dt`` fs, friction ``friction`` 1/fs).

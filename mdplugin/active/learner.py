@@ -49,6 +49,7 @@ class Learner:
         self.oracle = oracle
         self.models: dict[str, Model] = {}
         self.training_error: dict[str, float] = {}
+        self.label_errors: dict[str, list[float]] = {}
         self.n_train = 0
 
     # --- models ----------------------------------------------------------------------------
@@ -76,12 +77,37 @@ class Learner:
                                if t not in self.config.thresholds}
 
     def _training_error(self, target: str, data: Dataset) -> float:
-        """RMS over the training frames of the target's error measure (in-sample)."""
-        y_pred = self.models[target].predict(data.frames)
-        y_true = data.get(target)
-        n_atoms = np.array([len(a) for a in data.frames])
-        errs = [measure(target, p - t, n) for p, t, n in zip(y_pred, y_true, n_atoms)]
-        return float(np.sqrt(np.mean(np.square(errs))))
+        """The target's error scale for relative thresholds (its measure's units).
+
+        The RMS of the out-of-sample errors of the last (up to 20) labelled structures, measured
+        before each was added (see :meth:`record_errors`); until there are 3 of them, a 2-fold
+        cross-validation on ``data`` (in-sample errors with fewer than 4 frames). In-sample errors
+        would be near zero for interpolating models (λ-SOAP, RPR) and label every step.
+        """
+        errs = self.label_errors.get(target, [])
+        if len(errs) >= 3:
+            return float(np.sqrt(np.mean(np.square(errs[-20:]))))
+        n = len(data)
+        if n < 4:
+            halves = [(np.arange(n), np.arange(n))]
+        else:
+            idx = np.arange(n)
+            halves = [(idx[0::2], idx[1::2]), (idx[1::2], idx[0::2])]
+        out = []
+        for fit_idx, test_idx in halves:
+            part = data.subset(fit_idx)
+            model = self.models[target] if len(fit_idx) == n else fit_on_dataset(self._new_model(target), part)
+            test = data.subset(test_idx)
+            y_pred = model.predict(test.frames)
+            y_true = test.get(target)
+            out += [measure(target, p - t, len(a)) for p, t, a in zip(y_pred, y_true, test.frames)]
+        return float(np.sqrt(np.mean(np.square(out))))
+
+    def record_errors(self, errors: dict[str, float]) -> None:
+        """Remember the true errors of a structure labelled while the models were unsure."""
+        for t, v in errors.items():
+            if t in self.config.targets and np.isfinite(v):
+                self.label_errors.setdefault(t, []).append(float(v))
 
     def thresholds(self) -> dict[str, float]:
         """Threshold per target, in its measure's units."""

@@ -293,6 +293,7 @@ class _Run:
             self.say(f"labelling step {self.step} (uncertainty {ratio:.2f} x threshold)")
             labels = self.learner.label(frame)
             err = self.learner.errors(predicted, labels, n_atoms)
+            self.learner.record_errors(err)
             self.store.append_frame(frame, labels, step=self.step, origin="md", key=key)
             calls, _ = self.counts()
             self.say(f"label written {key} step {self.step} call {calls}")
@@ -380,6 +381,9 @@ def run_active(start: str | Path | Atoms | None, run_dir: str | Path, config: Ac
     oracle_calc = resolve_oracle(oracle)
     store.open()
     run = _Run(store, config, oracle_calc, say, on_train)
+    for row in store.read_log():  # errors of earlier labels (relative thresholds)
+        if row["event"] == "label":
+            run.learner.record_errors({t: float(row[f"err_{t}"]) for t in config.targets if row.get(f"err_{t}")})
     state = store.read_state()
 
     if state is None:

@@ -51,6 +51,10 @@ class ActiveCalculator(Calculator):
         self.config = ActiveConfig.from_dict(cfg)
         self.store.open()
         self.learner = Learner(self.config, resolve_oracle(oracle or saved.get("oracle") or "tblite"))
+        for row in self.store.read_log():
+            if row["event"] == "label":
+                self.learner.record_errors({t: float(row[f"err_{t}"]) for t in self.config.targets
+                                            if row.get(f"err_{t}")})
         self.say = say or (lambda m: print(m, flush=True))
         data = self.store.read_data(self.config.labels())
         paths = {t: self.store.model_path(t) for t in self.config.targets}
@@ -98,6 +102,7 @@ class ActiveCalculator(Calculator):
                 self.say(f"labelling (uncertainty {ratio:.2f} x threshold)")
                 labels = self.learner.label(frame)
                 err = self.learner.errors(predicted, labels, len(frame))
+                self.learner.record_errors(err)
                 self.store.append_frame(frame, labels, step=calls + 1, origin="md", key=key)
                 self.say(f"label written {key} call {calls + 1}")
                 self.store.log(event="label", oracle_calls=calls + 1, n_train=self.learner.n_train + 1,
