@@ -321,7 +321,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="absolute polarizability threshold, Å³")
     g.add_argument("--threshold-factor", type=float, default=None,
                    help="relative threshold: this multiple of the training error, for targets without an absolute "
-                        "threshold (default 3)")
+                        "threshold (default 1)")
     g = p.add_argument_group("dynamics and budgets")
     g.add_argument("--steps", type=int, default=None, help="MD step budget (default 2000)")
     g.add_argument("--max-calls", type=int, default=None,

@@ -50,7 +50,7 @@ class ActiveConfig:
     model: str = "lsoap"
     hypers: dict = field(default_factory=dict)
     thresholds: dict = field(default_factory=dict)
-    threshold_factor: float = 3.0
+    threshold_factor: float = 1.0
     steps: int = 2000
     dt: float = 0.5
     friction: float = 0.01
