@@ -104,6 +104,7 @@ def run_md(
     seed: int = 0,
     progress: bool = True,
     initialize_velocities: bool = True,
+    max_uncertainty: float | dict[str, float] | None = None,
 ) -> MDSummary:
     """Run MD and write the trajectory (see the module docstring).
 
@@ -119,11 +120,16 @@ def run_md(
     interval : write every ``interval`` steps.
     seed : random seed for the velocities and the Langevin noise.
     initialize_velocities : draw velocities at ``temperature_K`` (else keep the atoms' momenta).
+    max_uncertainty : hard limit on the model uncertainties, checked on every written frame: a
+        number applies to every ``*_std`` the calculator gives (largest component, in that
+        property's units), a dict sets one limit per key, e.g. ``{"energy_std": 0.05,
+        "dipole_std": 0.1}`` (eV, e·Å). The offending frame is written, then the run stops.
 
     Raises
     ------
-    SimulationError for non-finite energies/forces or (molecules) an atom farther than
-    ``LOST_ATOM_DISTANCE`` Å from every other atom.
+    SimulationError for non-finite energies/forces, (molecules) an atom farther than
+    ``LOST_ATOM_DISTANCE`` Å from every other atom, or an uncertainty above ``max_uncertainty``;
+    the message names the step, and the trajectory written so far stays readable.
     """
     from ase.md.langevin import Langevin
     from ase.md.velocitydistribution import Stationary, ZeroRotation, thermalize_momenta
@@ -158,6 +164,16 @@ def run_md(
     for name in _RECORDED:
         if name in getattr(calc, "implemented_properties", ()):
             record.append(name)
+    stds = [name for name in record if name.endswith("_std")]
+    if max_uncertainty is None:
+        limits: dict[str, float] = {}
+    elif isinstance(max_uncertainty, dict):
+        unknown = sorted(set(max_uncertainty) - set(_RECORDED[:3]))
+        if unknown:
+            raise ConfigError(f"max_uncertainty: unknown key(s) {', '.join(unknown)} (use {', '.join(_RECORDED[:3])})")
+        limits = {k: float(v) for k, v in max_uncertainty.items() if k in stds}
+    else:
+        limits = {name: float(max_uncertainty) for name in stds}
 
     output = Path(output)
     output.parent.mkdir(parents=True, exist_ok=True)
@@ -188,13 +204,23 @@ def run_md(
             handle.write(_frame_text(atoms, calc, dyn.nsteps, dt_fs, epot, ekin, record))
             handle.flush()
             n_frames += 1
+            for name, limit in limits.items():
+                value = float(np.max(calc.get_property(name, atoms)))
+                if value > limit:
+                    raise SimulationError(
+                        f"step {dyn.nsteps}: the model is too uncertain: {name} = {value:.3g} > limit {limit:g} "
+                        f"(the frame is the last one in {output})")
 
         observe()
         t0 = time.perf_counter()
         done = 0
         while done < steps:
             chunk = min(interval, steps - done)
-            dyn.run(chunk)
+            try:
+                dyn.run(chunk)
+            except SimulationError as exc:
+                raise SimulationError(
+                    f"step {dyn.nsteps + 1}: {exc} (trajectory up to step {done} in {output})") from None
             done += chunk
             if done % interval == 0:
                 observe()
@@ -240,6 +266,7 @@ def run_md_command(args: Any) -> int:
         temperature_K=args.temperature, thermostat=args.thermostat,
         friction_per_fs=args.friction, interval=args.interval, seed=seed,
         progress=not args.quiet and comm.rank == 0,
+        max_uncertainty=getattr(args, "max_uncertainty", None),
     )
     prefix = f"[rank {comm.rank}] " if comm.size > 1 else ""
     print(prefix + summary.text())

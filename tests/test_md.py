@@ -149,3 +149,21 @@ def test_nve_with_a_model_trained_on_dce_data(examples_dir, tmp_path):
     assert abs(summary.total_energy_drift_eV_per_atom) <= 1e-3
     assert summary.total_energy_max_deviation_eV_per_atom <= 1e-3
     assert all(largest_bond_gap(a) < 2.5 for a in read_dataset(tmp_path / "nve.xyz").frames)
+
+
+def test_uncertainty_limit_stops_the_run(models, tmp_path):
+    from mdplugin.errors import ConfigError, SimulationError
+
+    energy, dip, pol, _ = models
+    calc = MLCalculator(energy=energy, dipole=dip)
+    out = tmp_path / "u.xyz"
+    with pytest.raises(SimulationError, match="energy_std"):
+        run_md(dichloroethane(), calc, steps=10, dt_fs=0.5, output=out, interval=5, progress=False,
+               max_uncertainty={"energy_std": 1e-12})
+    assert len(read_dataset(out)) == 1  # the uncertain frame is kept
+    summary = run_md(dichloroethane(), calc, steps=10, dt_fs=0.5, output=out, interval=5, progress=False,
+                     max_uncertainty={"energy_std": 1e3, "dipole_std": 1e3})
+    assert summary.frames == 3
+    with pytest.raises(ConfigError, match="forces_std"):
+        run_md(dichloroethane(), calc, steps=1, dt_fs=0.5, output=out, progress=False,
+               max_uncertainty={"forces_std": 1.0})

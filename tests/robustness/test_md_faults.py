@@ -109,9 +109,6 @@ def test_nan_forces_stop_md_and_keep_the_trajectory(tmp_path, wrapped):
         assert read_series(out, "dipole").shape == (len(data), 3)  # ready for `mdplugin spectrum`
 
 
-@pytest.mark.xfail(strict=True, reason="md.py/calculator.py (helper's modules): when the ML calculator "
-                   "detects non-finite forces inside the integrator step, the message has no step number "
-                   "('the energy model returned a non-finite energy or forces')")
 def test_nan_forces_message_names_the_step(tmp_path):
     start = _start()
     calc = MLCalculator(energy=Springs(start.positions, nan_after=12), dipole=_dipole_model())
@@ -140,8 +137,6 @@ def _uncertainty_keyword():
     return names[0] if names else None
 
 
-@pytest.mark.xfail(strict=True, reason="md.py (helper's module): no hard limit on the model's "
-                   "uncertainty; run_md/`mdplugin md` keep going however uncertain the model is")
 def test_uncertainty_over_hard_limit_stops_md(tmp_path):
     key = _uncertainty_keyword()
     assert key is not None, "run_md has no uncertainty-limit parameter"
