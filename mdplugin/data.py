@@ -190,8 +190,9 @@ def _convert(name: str, raw, atoms: Atoms, units: str, where: str, key: str) -> 
     return FROM_UNITS[units][name](value)
 
 
-def _read_frames(path: Path, index) -> list[Atoms]:
-    """Read frames with ASE, naming the first frame that fails to parse."""
+def read_frames(path: str | os.PathLike, index=":") -> list[Atoms]:
+    """Read structures with ASE after a layout check, naming the first frame that fails to parse."""
+    path = Path(path)
     if not path.exists():
         raise DataError(f"{path}: no such file")
     if path.is_dir():
@@ -301,7 +302,7 @@ def read_dataset(
         if name not in PROPERTIES:
             raise DataError(f"unknown property {name!r} in key mapping (known: {', '.join(PROPERTIES)})")
     key_of = {name: keys.get(name, name) for name in PROPERTIES}
-    frames = _read_frames(path, index)
+    frames = read_frames(path, index)
 
     if properties is None:
         properties = [p for p in PROPERTIES if _raw_value(frames[0], key_of[p]) is not None]
@@ -373,3 +374,6 @@ def write_dataset(path: str | os.PathLike, data: Dataset, append: bool = False) 
     else:
         with atomic_write(path) as handle:
             handle.write(text)
+
+
+_read_frames = read_frames  # backwards-compatible private name

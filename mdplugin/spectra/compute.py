@@ -116,8 +116,8 @@ def _check_common(series: list[np.ndarray], dt: float, depth: float | None, bloc
         d = min(usable // 6, int(round(DEFAULT_MAX_DEPTH_FS / dt)))
         d = max(d, min(usable - 1, 8))
     else:
-        if not depth > 0:
-            raise ConfigError(f"correlation depth must be positive, got {depth!r} fs")
+        if not (np.isfinite(depth) and depth > 0):
+            raise ConfigError(f"correlation depth must be a positive number of fs, got {depth!r}")
         d = int(round(depth / dt))
     if d < 2:
         raise DataError(f"correlation depth of {d} frame(s) is too short (series of {usable + (form == 'derivative')} frames, dt {dt} fs)")
@@ -130,6 +130,8 @@ def _check_common(series: list[np.ndarray], dt: float, depth: float | None, bloc
     if block is None:
         b = 2 * d
     else:
+        if not (np.isfinite(block) and block > 0):
+            raise ConfigError(f"block length must be a positive number of fs, got {block!r}")
         b = int(round(block / dt))
         if b < 2 * d:
             raise ConfigError(f"block length {block:g} fs is shorter than twice the correlation depth ({2 * d * dt:g} fs)")

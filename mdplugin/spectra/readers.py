@@ -114,9 +114,7 @@ def _read_ipi_extras(path: Path, quantity: str, key: str) -> np.ndarray:
                 if len(v) != total:
                     raise DataError(f"{path}: frame {i}: extras {extra_type!r} have {len(v)} values, expected {total}")
             values = [v[start:start + EXTRAS_SIZES[key]] for v in values]
-    sizes = {len(v) for v in values}
-    if len(sizes) > 1:
-        raise DataError(f"{path}: {key!r} changes size between frames ({sorted(sizes)})")
+    _check_sizes(values, path, key)
     try:
         array = np.array(values, dtype=float)
     except ValueError:
@@ -126,33 +124,35 @@ def _read_ipi_extras(path: Path, quantity: str, key: str) -> np.ndarray:
 
 
 def _read_ase(path: Path, quantity: str, key: str) -> np.ndarray:
-    import ase.io
+    """``key`` per frame of a trajectory, read with :func:`mdplugin.data.read_frames` (layout checked,
+    unparsable frames named) from ``atoms.info`` or the SinglePointCalculator."""
+    from ..data import read_frames
 
-    fmt = "extxyz" if path.suffix.lower() in (".xyz", ".extxyz") else None
     values = []
-    try:
-        for i, atoms in enumerate(ase.io.iread(str(path), index=":", format=fmt)):
-            raw = atoms.info.get(key)
-            if raw is None and atoms.calc is not None:
-                raw = getattr(atoms.calc, "results", {}).get(key)
-            if raw is None:
-                present = sorted(set(atoms.info) | set(getattr(atoms.calc, "results", {}) or {}))
-                raise DataError(f"{path}: frame {i}: no {key!r} (per-frame keys: {', '.join(present) or 'none'})")
-            try:
-                values.append(np.asarray(raw, dtype=float).reshape(-1))
-            except (TypeError, ValueError):
-                raise DataError(f"{path}: frame {i}: {key!r} is not numeric") from None
-    except DataError:
-        raise
-    except Exception as exc:  # ASE raises many kinds for malformed files
-        msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise DataError(f"{path}: frame {len(values)}: cannot parse ({msg})") from None
-    if not values:
-        raise DataError(f"{path}: no frames")
-    sizes = {v.size for v in values}
-    if len(sizes) > 1:
-        raise DataError(f"{path}: {key!r} changes size between frames ({sorted(sizes)})")
+    for i, atoms in enumerate(read_frames(path)):
+        raw = atoms.info.get(key)
+        if raw is None and atoms.calc is not None:
+            raw = getattr(atoms.calc, "results", {}).get(key)
+        if raw is None:
+            present = sorted(set(atoms.info) | set(getattr(atoms.calc, "results", {}) or {}))
+            raise DataError(f"{path}: frame {i}: no {key!r} (per-frame keys: {', '.join(present) or 'none'})")
+        try:
+            values.append(np.asarray(raw, dtype=float).reshape(-1))
+        except (TypeError, ValueError):
+            raise DataError(f"{path}: frame {i}: {key!r} is not numeric") from None
+    _check_sizes(values, path, key)
     return np.array(values)
+
+
+def _check_sizes(values: list, path: Path, key: str) -> None:
+    """Every frame must hold as many numbers as most frames do; name the first that does not."""
+    lengths = np.array([len(v) for v in values])
+    common = np.bincount(lengths).argmax()
+    bad = np.flatnonzero(lengths != common)
+    if len(bad):
+        i = int(bad[0])
+        hint = " (truncated file?)" if i == len(values) - 1 else ""
+        raise DataError(f"{path}: frame {i}: {key!r} has {lengths[i]} values, other frames {common}{hint}")
 
 
 def read_series(path: str | os.PathLike, quantity: str, key: str | None = None, units: str = "ase") -> np.ndarray:

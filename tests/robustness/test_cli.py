@@ -206,8 +206,6 @@ def test_spectrum_on_bad_series_is_one_line(tmp_path, capsys, name):
     assert not csv.exists()
 
 
-@pytest.mark.xfail(strict=True, reason="spectra readers (helper's module): a truncated i-PI extras file "
-                   "(last line cut) says 'cannot parse ... inhomogeneous shape' without naming the frame")
 def test_truncated_extras_names_the_frame(tmp_path, capsys):
     path = tmp_path / "dip_0"
     _extras(path, MU, "dipole")
@@ -256,8 +254,6 @@ def test_debug_flag_re_raises_in_process(tmp_path):
         main(["--debug", *map(str, _train(data, tmp_path / "m.npz"))])
 
 
-@pytest.mark.xfail(strict=True, reason="spectra readers (helper's module) read trajectories with ASE directly: "
-                   "a blank line between frames silently drops every later frame (mdplugin.data refuses it)")
 def test_spectrum_trajectory_with_a_blank_line_is_refused(tmp_path, capsys):
     from .helpers import dataset_to_text, labelled
 
@@ -280,7 +276,7 @@ ODD = ["0", "-1", "nan", "inf", "-inf", "1e-300", "1e300", "0.5", "3", "100"]
        kind=st.sampled_from(["ir", "raman"]))
 def test_spectrum_options_never_crash(capsys, dt, temperature, extra, kind):
     """Any odd number for any option: a result (exit 0) or one line (exit 2); never an internal error.
-    (Non-finite --depth/--block are excluded here: see the xfail test below.)"""
+    (Non-finite --depth/--block are covered by test_spectrum_non_finite_depth_or_block.)"""
     if any(opt in ("--depth", "--block") and val in ("nan", "inf", "-inf") for opt, val in extra):
         return
     with scratch() as d:
@@ -303,8 +299,6 @@ def test_spectrum_options_never_crash(capsys, dt, temperature, extra, kind):
 
 
 @pytest.mark.parametrize("option, value", [("--block", "nan"), ("--block", "inf"), ("--depth", "inf")])
-@pytest.mark.xfail(strict=True, reason="spectra (helper's module): non-finite --block/--depth end in a bare "
-                   "ValueError/OverflowError ('cannot convert float NaN to integer'), exit 1, not a clear error")
 def test_spectrum_non_finite_depth_or_block(tmp_path, capsys, option, value):
     np.save(tmp_path / "mu.npy", MU)
     rc, _, err = _run(capsys, ["spectrum", "ir", tmp_path / "mu.npy", "--dt", "1", "--temperature", "300",
