@@ -50,7 +50,7 @@ os.environ["OMP_NUM_THREADS"] = "1"
 
 import numpy as np  # noqa: E402
 from ase import Atoms  # noqa: E402
-from ase.io import read, write  # noqa: E402
+from ase.io import write  # noqa: E402
 
 BIN = Path(sys.executable).parent
 

@@ -33,7 +33,6 @@ import importlib.machinery
 import importlib.metadata
 import importlib.util
 import json
-import os
 import shutil
 import socket
 import sys
