@@ -334,3 +334,17 @@ def test_ipi_driver_with_active_calculator_labels_unsure_structures(tmp_path):
         x.positions[2] *= 1.0 + shift
         driver.compute_structure(np.eye(3) * 20 / BOHR, x.positions / BOHR)
     assert len(_keys(run_dir)) <= n0 + 2
+
+
+def test_dipole_and_polarizability_only_the_oracle_drives_the_dynamics(tmp_path):
+    s = _run(tmp_path, targets=("dipole", "polarizability"), thresholds={"dipole": 1e-3}, max_calls=2, steps=200)
+    assert s.oracle_calls == 2
+    data = read_dataset(tmp_path / "run" / "data.xyz")
+    assert data.properties == ["dipole", "polarizability"]
+    alpha = data.polarizability
+    np.testing.assert_allclose(alpha, np.swapaxes(alpha, 1, 2), atol=1e-10)  # symmetric, as labelled
+    rows = [r for r in RunStore(tmp_path / "run").read_log() if r["event"] == "label"]
+    assert all(r["u_polarizability"] and r["err_polarizability"] and not r["u_energy"] for r in rows)
+    for key in ("dipole", "polarizability"):
+        assert (tmp_path / "run" / f"{key}.npz").exists()
+    assert not (tmp_path / "run" / "energy.npz").exists()

@@ -77,7 +77,7 @@ def resolve_oracle(spec: str | Calculator) -> Calculator:
     name, _, option = spec.partition(":")
     if name in ORACLES:
         return make_oracle(name, **({"method": option} if option else {}))
-    if option and "." in name or option:
+    if option:
         try:
             factory = getattr(importlib.import_module(name), option)
         except (ImportError, AttributeError) as exc:
