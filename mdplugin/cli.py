@@ -204,11 +204,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("md", help="molecular dynamics with ML models, recording dipoles and polarizabilities")
     p.add_argument("start", help="starting structure")
-    p.add_argument("--energy", help="energy model file, or 'tblite' (not with --active)")
-    p.add_argument("--active", metavar="RUN_DIR",
-                   help="learn on the fly with the models of an `mdplugin active` run folder: structures "
-                        "whose uncertainty is over the run's thresholds are labelled by its oracle into "
-                        "RUN_DIR/data.xyz and the models retrained (see docs/active.md)")
+    p.add_argument("--energy", required=True, help="energy model file, or 'tblite'")
     p.add_argument("--dipole", help="dipole model file")
     p.add_argument("--polarizability", help="polarizability model file")
     p.add_argument("--steps", type=int, required=True, help="number of MD steps")
