@@ -216,6 +216,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--interval", type=int, default=1, help="write every N steps (default 1)")
     p.add_argument("--seed", type=int, default=0, help="random seed (velocities, thermostat)")
     p.add_argument("--replicas", action="store_true", help="under mpiexec: one independent replica per rank")
+    p.add_argument("--max-uncertainty", type=float, metavar="STD",
+                   help="stop with a clear error when a model's predicted standard deviation (energy_std eV, "
+                        "dipole_std e·Å, polarizability_std Å³) exceeds STD on a written frame")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("-o", "--output", required=True, help="trajectory to write (extended XYZ)")
     p.set_defaults(func=cmd_md)

@@ -167,3 +167,16 @@ def test_uncertainty_limit_stops_the_run(models, tmp_path):
     with pytest.raises(ConfigError, match="forces_std"):
         run_md(dichloroethane(), calc, steps=1, dt_fs=0.5, output=out, progress=False,
                max_uncertainty={"forces_std": 1.0})
+
+
+def test_md_command_max_uncertainty_is_a_one_line_error(models, tmp_path, capsys):
+    """`mdplugin md --max-uncertainty` stops the run with one line naming the step; frames so far stay readable."""
+    energy, dip, pol, folder = models
+    start = tmp_path / "start.xyz"
+    write_dataset(start, Dataset(frames=[dichloroethane()]))
+    out = tmp_path / "md.xyz"
+    code = main(["md", str(start), "--energy", str(folder / "energy.npz"), "--steps", "20", "--dt", "0.5",
+                 "--max-uncertainty", "1e-12", "--quiet", "-o", str(out)])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and "energy_std" in err[0] and "step" in err[0], err
+    assert len(read_dataset(out, properties=["energy"])) >= 1
