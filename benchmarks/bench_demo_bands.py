@@ -54,7 +54,7 @@ def band_maxima(wavenumber: np.ndarray, intensity: np.ndarray) -> dict[str, floa
         a, b, c = intensity[i - 1], intensity[i], intensity[i + 1]
         den = a - 2 * b + c
         shift = float(np.clip(0.5 * (a - c) / den, -0.5, 0.5)) if den != 0 else 0.0
-        out[name] = float(wavenumber[i] + shift * dnu)
+        out[name] = float(np.clip(wavenumber[i] + shift * dnu, lo, hi))
     return out
 
 
@@ -71,6 +71,9 @@ def run_xtb(args: argparse.Namespace, workdir: Path):
     series, summaries = [], []
     t0 = time.perf_counter()
     for r in range(args.replicas):
+        if args.reuse and (workdir / f"xtb_nve{r}.xyz").exists():
+            series.append(read_series(workdir / f"xtb_nve{r}.xyz", "dipole"))
+            continue
         calc = TBLite(method="GFN2-xTB", verbosity=0)
         eq = run_md(start, calc, steps=int(round(1000 * args.equil_ps / dt)), dt_fs=dt,
                     output=workdir / f"xtb_eq{r}.xyz", temperature_K=args.temperature, thermostat="langevin",
@@ -85,7 +88,7 @@ def run_xtb(args: argparse.Namespace, workdir: Path):
         series.append(read_series(workdir / f"xtb_nve{r}.xyz", "dipole"))
     seconds = time.perf_counter() - t0
     step = dt * interval
-    depth = min(1000.0, min(len(s) for s in series) * step / 4)
+    depth = args.depth or min(1000.0, min(len(s) for s in series) * step / 4)
     ir = ir_spectrum(series, step, args.temperature, depth=depth, max_wavenumber=3600.0)
     return ir, seconds, summaries
 
@@ -104,6 +107,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--temperature", type=float, default=300.0)
     p.add_argument("--seed", type=int, default=11)
     p.add_argument("--save-csv", help="write the GFN2-xTB IR spectrum here")
+    p.add_argument("--depth", type=float, default=None,
+                   help="correlation depth, fs (default: as the demo, min(1000, run length / 4))")
+    p.add_argument("--reuse", action="store_true", help="reuse GFN2-xTB NVE trajectories found in --workdir")
     p.add_argument("--xtb-csv", help="reuse a GFN2-xTB IR spectrum written by --save-csv (no MD)")
     p.add_argument("--plot", help="PNG comparing the two spectra")
     p.add_argument("--workdir", help="keep the GFN2-xTB trajectories here (default: a temporary folder)")
@@ -132,8 +138,9 @@ def main(argv: list[str] | None = None) -> int:
             workdir.mkdir(parents=True, exist_ok=True)
             ir, seconds, summaries = run_xtb(args, workdir)
         n_steps = sum(s.steps for pair in summaries for s in pair)
-        print(f"GFN2-xTB MD: {args.replicas} x ({args.equil_ps:g} ps Langevin + {args.nve_ps:g} ps NVE) at "
-              f"{args.dt:g} fs, {n_steps} steps in {seconds:.0f} s ({n_steps / seconds:.1f} steps/s, 1 thread)")
+        if n_steps:
+            print(f"GFN2-xTB MD: {args.replicas} x ({args.equil_ps:g} ps Langevin + {args.nve_ps:g} ps NVE) at "
+                  f"{args.dt:g} fs, {n_steps} steps in {seconds:.0f} s ({n_steps / seconds:.1f} steps/s, 1 thread)")
         for _, nve in summaries:
             print(f"  NVE: T = {nve.temperature_mean_K:.0f} ± {nve.temperature_std_K:.0f} K, total-energy drift "
                   f"{1000 * nve.total_energy_drift_eV_per_atom:+.3f} meV/atom")
