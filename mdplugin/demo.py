@@ -33,9 +33,9 @@ class DemoSettings:
     n_train: int = 1000  # training frames for every model
     n_test: int = 500  # held-out frames for the parity plots
     dt_fs: float = 0.5  # MD time step
-    equilibration_steps: int = 2000  # Langevin at the temperature
-    production_steps: int = 20000  # NVE
-    interval: int = 4  # record dipole/polarizability every N steps
+    equilibration_steps: int = 1000  # Langevin at the temperature (0.5 ps)
+    production_steps: int = 10000  # NVE (5 ps)
+    interval: int = 8  # record dipole/polarizability every N steps (4 fs: Nyquist 4170 cm⁻¹)
     temperature_K: float = 300.0
     seed: int = 1
 
@@ -43,7 +43,17 @@ class DemoSettings:
 FULL = DemoSettings()
 QUICK = DemoSettings(n_train=60, n_test=40, equilibration_steps=40, production_steps=200, interval=2)
 
-#: model hyper-parameters of the reduced run (per registry name); the full run uses the defaults
+#: model hyper-parameters of the full run (per registry name): λ-SOAP with 100 sparse environments per
+#: species and 48 feature components trains in seconds with ~0.8 % errors on DCE (the defaults reach
+#: ~0.6 % but train for minutes and write ~1 GB of model files)
+FULL_HYPERS: dict[str, dict[str, Any]] = {
+    "soap": {},
+    "lsoap": {"n_sparse": 100, "n_sparse_l0": 200, "n_components": 48,
+              "regularizer_l0": 1e-4, "regularizer_l1": 1e-4, "regularizer_l2": 1e-4},
+    "rpr": {},
+}
+
+#: model hyper-parameters of the reduced run (per registry name)
 QUICK_HYPERS: dict[str, dict[str, Any]] = {
     "soap": {"n_sparse": 50, "max_radial": 3, "max_angular": 2},
     "lsoap": {"n_sparse": 40, "n_sparse_l0": 100, "n_components": 24, "max_radial": 3, "max_angular": 2,
@@ -160,7 +170,7 @@ def run_demo(output: str | os.PathLike = "demo-output", quick: bool = False, pro
             ("lsoap", "polarizability")]
     t0 = time.perf_counter()
     for kind, target in jobs:
-        entry = _train(kind, target, train, test, QUICK_HYPERS[kind] if quick else {})
+        entry = _train(kind, target, train, test, (QUICK_HYPERS if quick else FULL_HYPERS)[kind])
         trained[(kind, target)] = entry
         entry["model"].save(out / "models" / f"{target}_{kind}.npz")
         m = entry["metrics"]
