@@ -119,6 +119,12 @@ class RunStore:
         text = self.data_path.read_text()
         length, comments = _complete_frames_length(text)
         if length != len(text):  # a torn frame at the end: it was never reported written
+            rest = text[length:]
+            if _complete_frames_length(rest.lstrip())[1]:
+                # complete frames follow the damaged spot: this is not a torn tail, never delete labels
+                line = text.count("\n", 0, length) + 1
+                raise DataError(f"{self.data_path}: line {line}: unexpected content between labelled frames "
+                                f"(a blank or malformed line?); fix the file by hand, no labels were dropped")
             with atomic_write(self.data_path) as fh:
                 fh.write(text[:length])
         self.hashes = set()

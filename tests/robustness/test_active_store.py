@@ -27,9 +27,6 @@ def test_torn_last_frame_is_dropped_on_resume(tmp_path, cut):
     assert len(read_dataset(store.data_path)) == 4  # readable again, four frames kept
 
 
-@pytest.mark.xfail(strict=True, reason="mdplugin/active/store.py (helper's module): RunStore.open() keeps only "
-                   "the frames before the first blank/odd line and REWRITES data.xyz, so a blank line in the "
-                   "middle (e.g. files concatenated by hand) deletes every labelled frame after it")
 def test_blank_line_in_the_middle_loses_no_labels(tmp_path):
     text = dataset_to_text(labelled(n=5))
     lines = text.splitlines(keepends=True)
