@@ -34,6 +34,7 @@ from ase import Atoms
 from ..descriptors.expansion import Expansion, SphericalExpansion
 from ..descriptors.lambda_soap import _fold_index, power_spectrum, real_clebsch_gordan
 from ..errors import DataError
+from .shared_expansion import SharedExpansionMixin
 from .base import Model, check_species, fingerprint, register
 from ..parallel import OrderedSum, allgather_blocks, local_blocks, resolve_comm
 from .gpr import ProjectedProcess, farthest_point_sampling, normal_equations, solve_projected_process
@@ -96,7 +97,7 @@ def _backward_forces(exp: Expansion, hs: list[np.ndarray], g: np.ndarray) -> np.
 
 
 @register("soap")
-class SoapEnergyModel(Model):
+class SoapEnergyModel(SharedExpansionMixin, Model):
     """Sparse GPR energy model on the invariant SOAP power spectrum (see the module docstring).
 
     Parameters
@@ -155,30 +156,8 @@ class SoapEnergyModel(Model):
     # ------------------------------------------------------------------------------------------
     # features
     # ------------------------------------------------------------------------------------------
-    def expansion_hypers(self) -> dict:
-        """Keyword arguments of :class:`~mdplugin.descriptors.expansion.SphericalExpansion`
-        (species included): models with equal hypers can share one expansion per MD step."""
-        species = getattr(self, "species_", None)
-        return {
-            "species": [int(z) for z in (species if species is not None else [])],
-            "cutoff": float(self.cutoff),
-            "max_radial": int(self.max_radial),
-            "max_angular": int(self.max_angular),
-            "gaussian_width": float(self.gaussian_width),
-            "smoothing_width": float(self.smoothing_width),
-        }
-
     #: the calculator computes the shared expansion with position gradients for this model
     needs_gradients = True
-
-    def _expansion(self) -> SphericalExpansion:
-        calc = getattr(self, "_expansion_calc", None)
-        hypers = self.expansion_hypers()
-        if calc is None or getattr(self, "_expansion_key", None) != hypers:
-            calc = SphericalExpansion(**hypers)
-            self._expansion_calc = calc
-            self._expansion_key = hypers
-        return calc
 
     # ------------------------------------------------------------------------------------------
     # kernel pieces

@@ -58,6 +58,7 @@ from ..tensors import (
     vector_to_spherical,
 )
 from ..parallel import OrderedSum, allgather_blocks, gather_rows, local_blocks, resolve_comm, sum_over_ranks
+from .shared_expansion import SharedExpansionMixin
 from .base import Model, check_species, fingerprint, register
 from .gpr import ProjectedProcess, farthest_point_sampling, solve_projected_process
 
@@ -107,7 +108,7 @@ def _same_species_pairs(frame: np.ndarray, species: np.ndarray) -> tuple[np.ndar
 
 
 @register("lsoap")
-class SAGPRModel(Model):
+class SAGPRModel(SharedExpansionMixin, Model):
     """Sparse λ-SOAP SA-GPR for ``target="dipole"`` or ``"polarizability"``.
 
     Parameters
@@ -234,30 +235,6 @@ class SAGPRModel(Model):
     # ------------------------------------------------------------------------------------------
     # features
     # ------------------------------------------------------------------------------------------
-    def expansion_hypers(self) -> dict:
-        """Keyword arguments of :class:`~mdplugin.descriptors.expansion.SphericalExpansion`
-        (species included): models with equal hypers can share one expansion per MD step."""
-        species = getattr(self, "species_", None)
-        return {
-            "species": [int(z) for z in (species if species is not None else [])],
-            "cutoff": float(self.cutoff),
-            "max_radial": int(self.max_radial),
-            "max_angular": int(self.max_angular),
-            "gaussian_width": float(self.gaussian_width),
-            "smoothing_width": float(self.smoothing_width),
-        }
-
-    #: the ASE calculator does not need position gradients of the expansion for this model
-    needs_gradients = False
-
-    def _expansion(self) -> SphericalExpansion:
-        hypers = self.expansion_hypers()
-        calc = getattr(self, "_expansion_calc", None)
-        if calc is None or getattr(self, "_expansion_key", None) != hypers:
-            calc = SphericalExpansion(**hypers)
-            self._expansion_calc = calc
-            self._expansion_key = hypers
-        return calc
 
     def _raw_features(self, exp: Expansion) -> dict:
         """Normalised full features: ``0`` (n, F0) invariant, and every target λ (n, 2λ+1, F)."""
