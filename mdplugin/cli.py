@@ -33,16 +33,17 @@ def _key_map(args) -> dict[str, str]:
     return keys
 
 
-def _parse_hypers(text: str | None) -> dict:
+def json_object(text: str | None, option: str) -> dict:
+    """The JSON object given to a command-line ``option`` ({} when empty); a one-line error otherwise."""
     if not text:
         return {}
     try:
-        hypers = json.loads(text)
+        value = json.loads(text)
     except json.JSONDecodeError as exc:
-        raise ConfigError(f"--hypers is not valid JSON: {exc.msg}") from None
-    if not isinstance(hypers, dict):
-        raise ConfigError("--hypers must be a JSON object, e.g. '{\"regularizer\": 1e-6}'")
-    return hypers
+        raise ConfigError(f"{option} is not valid JSON: {exc.msg}") from None
+    if not isinstance(value, dict):
+        raise ConfigError(f"{option} must be a JSON object, e.g. '{{\"regularizer\": 1e-6}}'")
+    return value
 
 
 def _properties_for(target: str) -> list[str]:
@@ -76,7 +77,7 @@ def cmd_train(args) -> int:
 
     data = read_dataset(args.data, properties=_properties_for(args.target), keys=_key_map(args), units=args.units)
     data = select_training(data, args.n_train, seed=args.seed)
-    hypers = _parse_hypers(args.hypers)
+    hypers = json_object(args.hypers, "--hypers")
     model = build(args.model, target=args.target, **hypers)
     from .parallel import get_comm
 

@@ -375,5 +375,3 @@ def write_dataset(path: str | os.PathLike, data: Dataset, append: bool = False) 
         with atomic_write(path) as handle:
             handle.write(text)
 
-
-_read_frames = read_frames  # backwards-compatible private name

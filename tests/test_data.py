@@ -8,20 +8,7 @@ from mdplugin.data import Dataset, read_dataset, write_dataset
 from mdplugin.errors import DataError
 from mdplugin.units import BOHR
 
-from .conftest import dichloroethane
-
-
-def _labelled(n=3, seed=0):
-    rng = np.random.default_rng(seed)
-    frames = [dichloroethane(rng, noise=0.05) for _ in range(n)]
-    alpha = rng.normal(size=(n, 3, 3))
-    return Dataset(
-        frames=frames,
-        energy=rng.normal(size=n),
-        forces=[rng.normal(size=(8, 3)) for _ in range(n)],
-        dipole=rng.normal(size=(n, 3)),
-        polarizability=alpha + alpha.transpose(0, 2, 1),
-    )
+from .robustness.helpers import labelled as _labelled
 
 
 def test_write_read_round_trip(tmp_path):

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import json
-
+from ..cli import json_object
 from ..errors import ConfigError
 from .config import TARGETS, ActiveConfig
 from .loop import run_active
@@ -21,22 +20,10 @@ def _temperature(text: str | None):
     return (parts[0], parts[-1])
 
 
-def _json_object(text: str | None, option: str) -> dict:
-    if not text:
-        return {}
-    try:
-        value = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise ConfigError(f"{option} is not valid JSON: {exc.msg}") from None
-    if not isinstance(value, dict):
-        raise ConfigError(f"{option} must be a JSON object")
-    return value
-
-
 def config_from_args(args) -> dict:
     """The settings given on the command line (``None`` for those not given)."""
     thresholds = {t: getattr(args, f"threshold_{t}", None) for t in TARGETS}
-    hypers = {t: _json_object(getattr(args, f"{t}_hypers", None), f"--{t}-hypers") for t in TARGETS}
+    hypers = {t: json_object(getattr(args, f"{t}_hypers", None), f"--{t}-hypers") for t in TARGETS}
     return {
         "targets": tuple(t.strip() for t in args.targets.split(",") if t.strip()) if args.targets else None,
         "model": args.model,
