@@ -92,7 +92,7 @@ def plot_spectra(results: list[SpectrumResult] | SpectrumResult, path: str | os.
             extra.append("Bose factor")
         ax.set_title(f"Raman  (T = {r.meta['temperature']:g} K, {r.meta['correction']} correction"
                      + "".join(", " + e for e in extra) + ")", fontsize=10)
-        ax.legend(loc="upper left", fontsize=9, frameon=False)
+        ax.legend(loc="upper right", fontsize=9, frameon=False)
         axr = axes.pop(0)
         rho = r.components["depolarization"]
         strong = np.nan_to_num(r.total) > 0.02 * np.nanmax(r.total)
