@@ -60,7 +60,13 @@ from ..tensors import (
 from ..parallel import OrderedSum, allgather_blocks, gather_rows, local_blocks, resolve_comm, sum_over_ranks
 from .shared_expansion import SharedExpansionMixin
 from .base import Model, check_species, fingerprint, register
-from .gpr import ProjectedProcess, farthest_point_sampling, solve_projected_process
+from .gpr import (
+    ProjectedProcess,
+    factor_sparse_kernel,
+    farthest_point_sampling,
+    held_out_errors,
+    solve_projected_process_factored,
+)
 
 __all__ = ["SAGPRModel"]
 
@@ -191,19 +197,14 @@ class SAGPRModel(SharedExpansionMixin, Model):
 
     def _choose_regularizer(self, a_mat, b_vec, kmm, k_val, y_val, comm=None) -> float:
         """Regulariser of ``regularizer_grid`` with the lowest RMSE on held-out rows
-        (``k_val``, ``y_val``), fitted on the normal equations without them. With an MPI
-        ``comm`` the candidates are shared among the ranks (same choice as serial)."""
+        (``k_val``, ``y_val``), fitted on the normal equations without them (``kmm``
+        symmetric). With an MPI ``comm`` the candidates are shared among the ranks (same
+        choice as serial)."""
         comm = resolve_comm(comm)
         a_fit = a_mat - k_val.T @ k_val
         b_fit = b_vec - k_val.T @ y_val
         grid = sorted(float(r) for r in self.regularizer_grid)
-        errors = {}
-        for reg in grid[comm.rank :: comm.size]:
-            try:
-                w = solve_projected_process(a_fit, b_fit, kmm, reg, self.jitter).weights
-            except np.linalg.LinAlgError:
-                continue
-            errors[reg] = float(np.mean((k_val @ w - y_val) ** 2))
+        errors = held_out_errors(a_fit, b_fit, kmm, k_val, y_val, grid[comm.rank :: comm.size], self.jitter)
         if comm.size > 1:
             errors = {reg: err for part in comm.allgather(errors) for reg, err in part.items()}
         best, best_err = None, np.inf
@@ -472,7 +473,7 @@ class SAGPRModel(SharedExpansionMixin, Model):
                     y_val.append(yc[rows])
             a_mat, b_vec, yy = a_mat.result(), b_vec.result(), float(yy.result())
             k_val, y_val = allgather_blocks(comm, k_val), allgather_blocks(comm, y_val)
-            kmm = self._sparse_kernel(lam) / self.kernel_scale_[lam]
+            kmm, kmm_factor = factor_sparse_kernel(self._sparse_kernel(lam) / self.kernel_scale_[lam], self.jitter)
             if reg is None:
                 if k_val:
                     reg = self._choose_regularizer(
@@ -481,7 +482,7 @@ class SAGPRModel(SharedExpansionMixin, Model):
                 else:  # too few frames to hold any out
                     reg = 1e-4
             self.regularizer_[lam] = reg
-            gpr = solve_projected_process(a_mat, b_vec, kmm, reg, self.jitter)
+            gpr = solve_projected_process_factored(a_mat, b_vec, kmm, kmm_factor, reg, self.jitter)
             self.gpr_[lam] = gpr
             # maximum-likelihood signal variance for this regulariser (in units of y_scale²)
             n_obs = n_frames * d
