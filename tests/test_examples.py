@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -89,12 +90,95 @@ def test_make_trajectories_quick(tmp_path: Path) -> None:
     assert all(np.isfinite(f).all() for f in data.forces)
 
 
+IPI_EXAMPLE = EXAMPLES / "ipi"
+
+
+def _listing(folder: Path) -> set[Path]:
+    return {p.relative_to(folder) for p in folder.rglob("*") if "__pycache__" not in p.parts}
+
+
+@pytest.fixture(scope="module")
+def ipi_out(tmp_path_factory) -> Path:
+    """One output folder for both i-PI cases: the quick models are trained once and reused."""
+    return tmp_path_factory.mktemp("ipi_example")
+
+
+def _frames_without_cell(path: Path) -> list:
+    import ase.io
+
+    frames = ase.io.read(path, index=":")
+    for atoms in frames:  # i-PI writes its 20 Å container box; the molecule is isolated
+        atoms.pbc = False
+        atoms.cell = None
+    return frames
+
+
+@pytest.mark.parametrize("case, clients, beads", [("nvt", 1, 1), ("pimd", 2, 8)])
+def test_ipi_example(case: str, clients: int, beads: int, ipi_out: Path) -> None:
+    """examples/ipi/run.sh in its quick mode: i-PI runs with the mdplugin client(s), writes the
+    trajectory and the extras, and the extras of each bead are the models' dipole and
+    polarizability of that bead's positions in atomic units (e·bohr, bohr³); nothing is written
+    into the repository."""
+    import ipi
+
+    from mdplugin import load_model
+    from mdplugin.units import dipole_to_au, polarizability_to_au
+
+    before = _listing(IPI_EXAMPLE)
+    env = dict(os.environ, **{QUICK_ENV: "1", "OUT": str(ipi_out), "OMP_NUM_THREADS": "1"})
+    env.pop("ENERGY", None)
+    proc = subprocess.run(["bash", str(IPI_EXAMPLE / "run.sh"), case, str(clients)], cwd=ipi_out, env=env,
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert _listing(IPI_EXAMPLE) == before, "run.sh wrote into the repository despite OUT"
+
+    work = ipi_out / case
+    steps = int(re.search(r"<total_steps>\s*(\d+)", (work / f"{case}-run.xml").read_text()).group(1))
+    assert steps < 100, "the quick mode runs a few steps only"
+    # the models the client used: this folder's own if someone trained them, else the quick ones
+    models = {t: (IPI_EXAMPLE / f"{t}.npz" if (IPI_EXAMPLE / f"{t}.npz").exists() else ipi_out / f"quick-{t}.npz")
+              for t in ("dipole", "polarizability")}
+    dipole_model, alpha_model = load_model(models["dipole"]), load_model(models["polarizability"])
+    bead_positions = []
+    for b in range(beads):
+        dip = ipi.read_trajectory(str(work / f"{case}.dipole_{b}"), format="extras")
+        alpha = ipi.read_trajectory(str(work / f"{case}.polarizability_{b}"), format="extras")
+        assert np.array_equal(dip["step"], np.arange(steps + 1)) and dip["dipole"].shape == (steps + 1, 3)
+        assert np.array_equal(alpha["step"], dip["step"]) and alpha["polarizability"].shape == (steps + 1, 9)
+        assert np.all(np.isfinite(dip["dipole"])) and np.ptp(dip["dipole"], axis=0).max() > 0  # it moved
+        tensors = alpha["polarizability"].reshape(-1, 3, 3)
+        assert np.allclose(tensors, np.swapaxes(tensors, 1, 2))
+
+        # positions every 10 steps: the extras at those steps are the predictions for them
+        frames = _frames_without_cell(work / f"{case}.pos_{b}.extxyz")
+        pos_steps = [int(re.search(r"Step:\s*(\d+)", a.info["ipi_comment"]).group(1)) for a in frames]
+        assert pos_steps == list(range(0, steps + 1, 10))
+        expected_mu = dipole_to_au(dipole_model.predict(frames))
+        expected_alpha = polarizability_to_au(alpha_model.predict(frames))
+        scale_mu, scale_alpha = np.abs(dip["dipole"]).max(), np.abs(tensors).max()
+        assert np.allclose(dip["dipole"][pos_steps], expected_mu, rtol=1e-4, atol=1e-4 * scale_mu)
+        assert np.allclose(tensors[pos_steps], expected_alpha, rtol=1e-4, atol=1e-4 * scale_alpha)
+        bead_positions.append(np.array([a.positions for a in frames]))
+
+    if case == "nvt":  # the uncertainties: dipole_std (3) then polarizability_std (9), all positive
+        std = ipi.read_trajectory(str(work / "nvt.std_0"), format="extras")
+        values = std["dipole_std,polarizability_std"]
+        assert values.shape == (len(range(0, steps + 1, 10)), 12) and np.all(values > 0)
+        temperature = np.loadtxt(work / "nvt.out")[:, 3]
+        assert np.all((temperature > 30) & (temperature < 3000))  # thermal velocities at 300 K, 8 atoms
+    else:  # the centroid is the mean of the beads
+        # i-PI's 'ase' format stores a quantity other than the positions in an array of its own name
+        centroid = np.array([a.arrays["x_centroid"] for a in _frames_without_cell(work / "pimd.centroid.extxyz")])
+        assert np.allclose(centroid, np.mean(bead_positions, axis=0), atol=1e-5)
+
+
 CHECKED = {"train_and_evaluate.py", "ase_md_dipoles.py", "spectrum_from_trajectory.py", "make_trajectories.py"}
+CHECKED_RUNNERS = {IPI_EXAMPLE / "run.sh"}
 
 
 def _other_examples() -> list[Path]:
     found = sorted(p for p in EXAMPLES.rglob("*.py") if p.name not in CHECKED and "trajectories" not in p.parts)
-    runners = sorted(EXAMPLES.rglob("run.sh"))
+    runners = sorted(p for p in EXAMPLES.rglob("run.sh") if p not in CHECKED_RUNNERS)
     return found + runners
 
 
