@@ -1,27 +1,37 @@
 """Active learning vs random frames on 1,2-dichloroethane (GFN2-xTB through tblite as the oracle).
 
-Both strategies start from the same 10 labelled frames (drawn at random from the reference MD
-pool ``examples/trajectories/dce_train.xyz``) and train the same models (SOAP energy/forces GPR,
-λ-SOAP SA-GPR dipole). Accuracy is measured on the independent held-out set
-``examples/trajectories/dce_test.xyz`` (500 frames, 300/600 K, anti + gauche):
+For every seed both strategies start from the same 10 labelled frames (drawn at random from the
+reference MD pool ``examples/trajectories/dce_train.xyz``) and train the same models (SOAP
+energy/forces GPR, λ-SOAP SA-GPR dipole, the same hyper-parameters). Accuracy is measured on the
+independent held-out set ``examples/trajectories/dce_test.xyz`` (500 frames, 300/600 K).
 
-* active: ``mdplugin.active.run_active`` from a pool structure, Langevin MD ramped 300 → 600 K,
-  tblite labels every structure whose uncertainty is over the threshold; the test errors after
-  k oracle calls are those of the models trained on the first 10 + k frames of the run's data.xyz
-  (what the run itself trained after its k-th label);
-* random: the same initial frames plus N more drawn at random from the reference MD pool.
+* **active**: ``mdplugin.active.run_active`` in segment mode: short walkers (``--segment`` steps,
+  each from a random initial frame with Maxwell–Boltzmann velocities) run with the models, the
+  temperature ramped 300 → 600 K over ``--steps``; a candidate every ``--sample-every`` steps;
+  the most uncertain candidate of each segment (ratio of std to threshold, max over energy and
+  dipole) is labelled by tblite, then the models are retrained. The test errors after k oracle
+  calls are those of the models trained on the first 10 + k frames of the run's data.xyz (what
+  the run itself trained after its k-th label).
+* **random (reference MD, same protocol)**: the same walkers, segments, temperature ramp and total
+  number of steps, run with tblite instead of the models; a frame every ``--sample-every`` steps;
+  the initial frames plus k frames drawn at random from that trajectory.
+* **random (pool)** (``--pool``): the initial frames plus k frames drawn at random from the
+  1200-frame reference pool (four 3 ps runs from both conformers at 300 and 600 K): the earlier
+  baseline, a stronger one than the issue's (it covers what the test set covers by construction).
 
-Targets (issue 7): dipole RMSE ≤ 3 % and force RMSE ≤ 8 % of their standard deviations. The script
-prints, for both strategies, the oracle calls (labels after the initial 10) at which both targets
-are first met and their ratio, writes ``bench_active.json`` and a figure ``bench_active.png``.
+Targets (issue 7): dipole RMSE ≤ 3 % and force RMSE ≤ 8 % of their standard deviations. The
+script prints, per seed and arm, the first number of oracle calls (after the initial 10) at which
+both targets are met, the median and range over seeds, and the ratio random / active; it writes
+``bench_active.json`` and ``bench_active.png`` (mean curves, min–max band) into ``--out``.
 
-    python benchmarks/bench_active.py [--out DIR] [--max-calls 40] [--steps 4000]
+    python benchmarks/bench_active.py [--out DIR] [--seeds 0,1,2] [--quick]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import time
 from pathlib import Path
@@ -62,97 +72,200 @@ def first_reaching(curve: list[dict]) -> int | None:
     return None
 
 
+def curve_of(initial, extra, calls_list: list[int], test, name: str) -> list[dict]:
+    """Test errors of the models trained on ``initial`` + the first k frames of ``extra``."""
+    from mdplugin.data import Dataset
+
+    out = []
+    for calls in calls_list:
+        if calls > len(extra):
+            break
+        frames = list(initial.frames) + list(extra.frames[:calls])
+        data = Dataset(frames=frames, energy=np.concatenate([initial.energy, extra.energy[:calls]]),
+                       forces=list(initial.forces) + list(extra.forces[:calls]),
+                       dipole=np.concatenate([initial.dipole, extra.dipole[:calls]]))
+        point = {"calls": calls, "n_train": len(data), **evaluate(fit_models(data), test)}
+        out.append(point)
+        print(f"  {name:7s} calls {calls:3d}: dipole {point['dipole_pct']:.2f} %  forces {point['forces_pct']:.2f} %",
+              flush=True)
+        if point["dipole_pct"] <= TARGETS["dipole"] and point["forces_pct"] <= TARGETS["forces"] \
+                and len(out) >= 2 and out[-2]["dipole_pct"] <= TARGETS["dipole"] and out[-2]["forces_pct"] <= TARGETS["forces"]:
+            break  # met twice in a row: the rest of the curve does not change the answer
+    return out
+
+
+def reference_trajectory(initial, cfg, seed: int):
+    """Frames of a tblite Langevin run with the active run's protocol (walkers from the initial
+    frames, segments, temperature ramp, dt, friction, total steps), one every ``sample_every``
+    steps, labelled with energy, forces and dipole."""
+    from ase import Atoms, units
+    from ase.constraints import FixCom
+    from ase.md.langevin import Langevin
+    from ase.md.velocitydistribution import Stationary, ZeroRotation, thermalize_momenta
+
+    from mdplugin.oracle import label_frames, make_oracle
+
+    oracle = make_oracle("tblite")
+    rng = np.random.default_rng(seed + 104729)
+    atoms = Atoms(numbers=initial.frames[0].numbers, positions=initial.frames[0].positions)
+    atoms.calc = oracle
+    dyn = Langevin(atoms, cfg.dt * units.fs, temperature_K=cfg.temperature_at(0),
+                   friction=cfg.friction / units.fs, fixcm=False, rng=rng)
+    frames, step = [], 0
+    while step < cfg.steps:
+        if cfg.walkers or step == 0:
+            atoms.set_constraint()
+            atoms.set_positions(initial.frames[int(rng.integers(len(initial)))].positions)
+            thermalize_momenta(atoms, temperature_K=cfg.temperature_at(step), rng=rng)
+            Stationary(atoms)
+            ZeroRotation(atoms)
+            atoms.set_constraint(FixCom())
+        start = step
+        end = min(step + (cfg.segment or cfg.steps), cfg.steps)
+        while step < end:
+            dyn.set_temperature(temperature_K=cfg.temperature_at(step))
+            dyn.step()
+            step += 1
+            if (step - start) % cfg.sample_every == 0:
+                frames.append(Atoms(numbers=atoms.numbers, positions=atoms.positions.copy()))
+    return label_frames(frames, oracle, ["energy", "forces", "dipole"])
+
+
+def summarise(per_seed: dict, arms: list[str]) -> dict:
+    out = {}
+    for arm in arms:
+        reached = [per_seed[s][arm]["calls_to_targets"] for s in per_seed]
+        ok = [r for r in reached if r is not None]
+        out[arm] = {"per_seed": reached, "median": float(np.median(ok)) if len(ok) == len(reached) else None,
+                    "min": min(ok) if ok else None, "max": max(ok) if ok else None}
+    return out
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--out", default="bench-active-output")
+    ap.add_argument("--seeds", default="0,1,2", help="comma-separated seeds (initial frames, MD noise, draws)")
     ap.add_argument("--n-initial", type=int, default=10)
-    ap.add_argument("--max-calls", type=int, default=40)
-    ap.add_argument("--steps", type=int, default=4000)
-    ap.add_argument("--threshold-energy", type=float, default=0.008, help="eV/atom")
-    ap.add_argument("--threshold-dipole", type=float, default=0.015, help="e·Å")
-    ap.add_argument("--eval-every", type=int, default=5, help="oracle calls between test evaluations")
-    ap.add_argument("--random-calls", default="0,5,10,15,20,30,40")
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--skip-random", action="store_true")
-    ap.add_argument("--resume", action="store_true", help="resume the active run in OUT/run (after a kill, or to extend it to --steps/--max-calls)")
+    ap.add_argument("--max-calls", type=int, default=30)
+    ap.add_argument("--steps", type=int, default=3000, help="MD steps of both arms (0.5 fs)")
+    ap.add_argument("--segment", type=int, default=100, help="MD steps per segment (walker)")
+    ap.add_argument("--sample-every", type=int, default=5, help="steps between candidates / reference frames")
+    ap.add_argument("--batch", type=int, default=1, help="labels per segment")
+    ap.add_argument("--no-walkers", dest="walkers", action="store_false",
+                    help="one continuous trajectory instead of walkers restarted from the initial frames")
+    ap.add_argument("--threshold-factor", type=float, default=1.0,
+                    help="label when std > this × the training error (energy and dipole)")
+    ap.add_argument("--threshold-energy", type=float, default=0.003, help="eV/atom (0: relative, --threshold-factor)")
+    ap.add_argument("--threshold-dipole", type=float, default=0.006, help="e·Å (0: relative, --threshold-factor)")
+    ap.add_argument("--stop-factor", type=float, default=20.0)
+    ap.add_argument("--calls", default="0,5,10,15,20,25,30,40,50,60",
+                    help="oracle calls at which the test errors are measured (random arms go further)")
+    ap.add_argument("--pool", action="store_true", help="also the random-from-pool baseline")
+    ap.add_argument("--quick", action="store_true",
+                    help="smoke run: one seed, 300 steps, 4 calls, 100 test frames")
     args = ap.parse_args(argv)
     threadpool_limits(1)
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    if args.quick:
+        args.seeds, args.steps, args.max_calls, args.segment, args.calls = "0", 300, 4, 50, "0,2,4"
 
     from mdplugin.active import ActiveConfig, run_active
     from mdplugin.data import read_dataset
+
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     pool = read_dataset(TRAJ / "dce_train.xyz")
     test = read_dataset(TRAJ / "dce_test.xyz")
-    perm = np.random.default_rng(args.seed).permutation(len(pool))
-    initial = pool.subset(perm[: args.n_initial])
-    results: dict = {"n_initial": args.n_initial, "targets_pct": TARGETS, "hypers": HYPERS}
-
-    # --- active learning ---------------------------------------------------------------------
-    run_dir = out / "run"
-    cfg = ActiveConfig(targets=("energy", "dipole"), model="lsoap", hypers=HYPERS,
-                       thresholds={"energy": args.threshold_energy, "dipole": args.threshold_dipole},
-                       steps=args.steps, max_calls=args.max_calls, temperature=(300.0, 600.0),
-                       seed=args.seed, checkpoint_every=200)
-    say = lambda m: print("  " + m, flush=True) if m.startswith(("label", "active", "resum")) else None  # noqa: E731
-    t0 = time.perf_counter()
-    if args.resume and (run_dir / "config.json").exists():
-        summary = run_active(None, run_dir, resume=True, say=say,
-                             overrides={"steps": args.steps, "max_calls": args.max_calls})
-    else:
+    if args.quick:
+        test = test.subset(np.arange(0, len(test), 5))
+    calls_list = [int(c) for c in args.calls.split(",")]
+    seeds = [int(s) for s in args.seeds.split(",")]
+    arms = ["active", "random_md"] + (["random_pool"] if args.pool else [])
+    results: dict = {"args": vars(args), "n_initial": args.n_initial, "targets_pct": TARGETS, "hypers": HYPERS,
+                     "load_average_start": os.getloadavg(), "seeds": {}}
+    t_all = time.perf_counter()
+    for seed in seeds:
+        print(f"seed {seed}", flush=True)
+        perm = np.random.default_rng(seed).permutation(len(pool))
+        initial = pool.subset(perm[: args.n_initial])
+        cfg = ActiveConfig(targets=("energy", "dipole"), model="lsoap", hypers=HYPERS,
+                           threshold_factor=args.threshold_factor,
+                           thresholds={k: v for k, v in (("energy", args.threshold_energy),
+                                                         ("dipole", args.threshold_dipole)) if v > 0},
+                           steps=args.steps, max_calls=args.max_calls,
+                           temperature=(300.0, 600.0), seed=seed, segment=args.segment,
+                           sample_every=args.sample_every, batch=args.batch, walkers=args.walkers,
+                           stop_factor=args.stop_factor)
+        res: dict = {}
+        # --- active learning -----------------------------------------------------------------
+        run_dir = out / f"run{seed}"
         shutil.rmtree(run_dir, ignore_errors=True)
-        summary = run_active(pool.frames[perm[0]], run_dir, cfg, oracle="tblite", initial=initial, say=say)
-    t_active = time.perf_counter() - t0
-    # the models after k oracle calls are the models trained on the first n_initial + k frames of
-    # data.xyz (training is deterministic), so the curve is measured after the run
-    labelled = read_dataset(run_dir / "data.xyz")
-    n_calls = len(labelled) - args.n_initial
-    curve: list[dict] = []
-    for calls in sorted(set(range(0, n_calls + 1, args.eval_every)) | {n_calls}):
-        data = labelled.subset(range(args.n_initial + calls))
-        point = {"calls": calls, "n_train": len(data), **evaluate(fit_models(data), test)}
-        curve.append(point)
-        print(f"active  calls {calls:3d}: dipole {point['dipole_pct']:.2f} %  forces {point['forces_pct']:.2f} %",
-              flush=True)
-    results["active"] = {"curve": curve, "steps": summary.steps, "oracle_calls": summary.oracle_calls,
-                         "reason": summary.reason, "wall_time_s_last_invocation": t_active,
-                         "thresholds": summary.thresholds}
-
-    # --- random frames from the reference MD -------------------------------------------------
-    rcurve: list[dict] = []
-    if not args.skip_random:
-        for calls in [int(c) for c in args.random_calls.split(",")]:
-            data = pool.subset(perm[: args.n_initial + calls])
-            point = {"calls": calls, "n_train": len(data), **evaluate(fit_models(data), test)}
-            rcurve.append(point)
-            print(f"random  calls {calls:3d}: dipole {point['dipole_pct']:.2f} %  forces {point['forces_pct']:.2f} %",
-                  flush=True)
-    results["random"] = {"curve": rcurve}
-
-    a, r = first_reaching(curve), first_reaching(rcurve)
-    results["calls_to_targets"] = {"active": a, "random": r,
-                                   "ratio_random_over_active": (r / a) if a and r else None}
+        say = lambda m: print("  " + m, flush=True) if m.startswith(("label written", "active")) else None  # noqa: E731
+        t0 = time.perf_counter()
+        summary = run_active(initial.frames[0], run_dir, cfg, oracle="tblite", initial=initial, say=say)
+        t_active = time.perf_counter() - t0
+        labelled = read_dataset(run_dir / "data.xyz")
+        extra = labelled.subset(range(args.n_initial, len(labelled)))
+        n_calls = len(extra)
+        t0 = time.perf_counter()
+        curve = curve_of(initial, extra, sorted({c for c in calls_list if c <= n_calls} | {n_calls}), test, "active")
+        res["active"] = {"curve": curve, "steps": summary.steps, "oracle_calls": summary.oracle_calls,
+                         "reason": summary.reason, "wall_time_s": t_active, "calls_to_targets": first_reaching(curve)}
+        # --- random frames from a tblite trajectory with the same protocol --------------------
+        t0 = time.perf_counter()
+        ref = reference_trajectory(initial, cfg, seed)
+        t_ref = time.perf_counter() - t0
+        draw = ref.subset(np.random.default_rng(seed + 1).permutation(len(ref)))
+        rcurve = curve_of(initial, draw, calls_list, test, "random")
+        res["random_md"] = {"curve": rcurve, "reference_frames": len(ref), "reference_md_s": t_ref,
+                            "calls_to_targets": first_reaching(rcurve)}
+        if args.pool:
+            rest = pool.subset(perm[args.n_initial:])
+            pcurve = curve_of(initial, rest, calls_list, test, "pool")
+            res["random_pool"] = {"curve": pcurve, "calls_to_targets": first_reaching(pcurve)}
+        results["seeds"][seed] = res
+        print("  calls to targets: " + ", ".join(f"{a} {res[a]['calls_to_targets']}" for a in arms)
+              + f" (active run {t_active:.0f} s, {summary.steps} steps)", flush=True)
+        (out / "bench_active.json").write_text(json.dumps(results, indent=1))
+    results["summary"] = summarise(results["seeds"], arms)
+    results["wall_time_s"] = time.perf_counter() - t_all
+    results["load_average_end"] = os.getloadavg()
     (out / "bench_active.json").write_text(json.dumps(results, indent=1))
+    s = results["summary"]
     print(f"oracle calls (after {args.n_initial} initial frames) to reach dipole ≤ {TARGETS['dipole']} % and "
-          f"forces ≤ {TARGETS['forces']} % of std: active {a}, random {r}"
-          + (f", ratio {r / a:.2f}" if a and r else ""))
+          f"forces ≤ {TARGETS['forces']} % of std (None: not within the curve):")
+    for arm in arms:
+        print(f"  {arm:12s} per seed {s[arm]['per_seed']}  median {s[arm]['median']}  range {s[arm]['min']}–{s[arm]['max']}")
+    if s["active"]["median"] and s["random_md"]["median"]:
+        print(f"  ratio random (same protocol) / active, medians: {s['random_md']['median'] / s['active']['median']:.2f}")
+    print(f"total {results['wall_time_s']:.0f} s; load average {results['load_average_start']} -> {results['load_average_end']}")
+    plot(results, arms, out / "bench_active.png", args.n_initial)
 
+
+def plot(results: dict, arms: list[str], path: Path, n_initial: int) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    styles = {"active": "o-", "random_md": "s--", "random_pool": "^:"}
+    names = {"active": "active", "random_md": "random (tblite MD, same protocol)", "random_pool": "random (pool)"}
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.4))
     for ax, key, name in ((axes[0], "dipole_pct", "dipole"), (axes[1], "forces_pct", "forces")):
-        for c, label, style in ((curve, "active", "o-"), (rcurve, "random (reference MD)", "s--")):
-            if c:
-                ax.plot([p["calls"] for p in c], [p[key] for p in c], style, label=label)
+        for arm in arms:
+            curves = [r[arm]["curve"] for r in results["seeds"].values()]
+            calls = sorted({p["calls"] for c in curves for p in c})
+            vals = [[p[key] for c in curves for p in c if p["calls"] == k] for k in calls]
+            x = [k for k, v in zip(calls, vals) if len(v) == len(curves)]
+            v = [v for v in vals if len(v) == len(curves)]
+            line, = ax.plot(x, [np.mean(a) for a in v], styles[arm], label=names[arm])
+            ax.fill_between(x, [min(a) for a in v], [max(a) for a in v], color=line.get_color(), alpha=0.15)
         ax.axhline(TARGETS[name], color="grey", lw=1)
-        ax.set_xlabel(f"oracle calls after {args.n_initial} initial frames")
+        ax.set_xlabel(f"oracle calls after {n_initial} initial frames")
         ax.set_ylabel(f"{name} RMSE, % of std (dce_test)")
-        ax.legend()
+        ax.legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(out / "bench_active.png", dpi=100)
+    fig.savefig(path, dpi=100)
 
 
 if __name__ == "__main__":

@@ -335,6 +335,24 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--seed", type=int, default=None, help="seed of the velocities and thermostat noise (default 0)")
     g.add_argument("--checkpoint-every", type=int, default=None,
                    help="MD steps between checkpoints of the trusted state (default 50; also after every label)")
+    g = p.add_argument_group(
+        "selection in segments",
+        "With --segment N the models run N MD steps at a time; every --sample-every steps the structure is "
+        "kept as a candidate with its uncertainty (max over targets of std / threshold). At the end of the "
+        "segment the most uncertain candidate over its threshold is labelled, then up to --batch - 1 more "
+        "over the threshold, each the farthest (sorted interatomic distances) from those picked; one "
+        "retraining follows. Without --segment the first structure over a threshold is labelled.")
+    g.add_argument("--segment", type=int, default=None, metavar="STEPS",
+                   help="MD steps per segment (default 0: label the first structure over a threshold)")
+    g.add_argument("--sample-every", type=int, default=None, metavar="STEPS",
+                   help="MD steps between candidates in a segment (default 10)")
+    g.add_argument("--batch", type=int, default=None, help="structures labelled per segment (default 1)")
+    g.add_argument("--stop-factor", type=float, default=None,
+                   help="a segment stops early at a candidate over this × its threshold; the next one starts "
+                        "from the segment's start with new velocities (default 10)")
+    g.add_argument("--walkers", action="store_true", default=None,
+                   help="every segment starts from a random initial labelled frame with Maxwell-Boltzmann "
+                        "velocities at the current temperature (short independent walkers)")
     p.set_defaults(func=cmd_active)
 
     p = sub.add_parser("demo", help="the main job on the built-in example: models, ML MD, IR and Raman spectra")

@@ -133,6 +133,12 @@ def test_bad_settings_raise_config_error():
     with pytest.raises(ConfigError, match="max_calls"):
         ActiveConfig(max_calls=-1)
     assert ActiveConfig(temperature=(300, 600), steps=100).temperature_at(50) == pytest.approx(450)
+    with pytest.raises(ConfigError, match="walkers need segments"):
+        ActiveConfig(walkers=True)
+    with pytest.raises(ConfigError, match="sample_every"):
+        ActiveConfig(segment=10, sample_every=0)
+    with pytest.raises(ConfigError, match="stop_factor"):
+        ActiveConfig(segment=10, stop_factor=0.5)
 
 
 # --------------------------------------------------------------------------------------------
@@ -165,6 +171,63 @@ def test_call_budget_labels_uncertain_structures_durably(tmp_path):
     model = load_model(run_dir / "dipole.npz")
     _, std = model.predict(data.frames[-3:], return_std=True)
     assert np.all(np.linalg.norm(std, axis=1) < np.array([float(r["u_dipole"]) for r in labels]))
+
+
+def _candidates(rng, n: int, ratios) -> list[dict]:
+    return [{"positions": rng.normal(size=(n, 3)) * 1.5, "ratio": r, "u": {}, "predicted": {}, "step": i}
+            for i, r in enumerate(ratios)]
+
+
+def test_selection_is_most_uncertain_then_farthest_and_invariant():
+    from scipy.spatial.transform import Rotation
+
+    from mdplugin.active.loop import select_candidates
+
+    rng = np.random.default_rng(5)
+    ratios = [0.5, 3.0, 1.5, 7.0, 2.0, 0.9, 1.2]
+    cands = _candidates(rng, 5, ratios)
+    assert select_candidates(cands, 0) == [] and select_candidates(_candidates(rng, 5, [0.2, 1.0]), 3) == []
+    one = select_candidates(cands, 1)
+    assert [c["step"] for c in one] == [3]  # the most uncertain
+    picks = select_candidates(cands, 3)
+    assert picks[0]["step"] == 3 and all(c["ratio"] > 1 for c in picks) and len({c["step"] for c in picks}) == 3
+
+    def sig(c):
+        d = np.linalg.norm(c["positions"][:, None] - c["positions"][None], axis=-1)
+        return np.sort(d[np.triu_indices(5, 1)])
+
+    over = [c for c in cands if c["ratio"] > 1]
+    dist_to_first = {c["step"]: np.linalg.norm(sig(c) - sig(picks[0])) for c in over}
+    assert picks[1]["step"] == max(dist_to_first, key=dist_to_first.get)  # the farthest from the first
+    # the same picks after rotating/reflecting and permuting the atoms of every candidate
+    moved = []
+    for c in cands:
+        q = Rotation.random(random_state=rng).as_matrix() * rng.choice([-1.0, 1.0])
+        moved.append(dict(c, positions=(c["positions"] @ q.T + rng.normal(size=3))[rng.permutation(5)]))
+    assert [c["step"] for c in select_candidates(moved, 3)] == [c["step"] for c in picks]
+
+
+@pytest.mark.parametrize("walkers", [False, True])
+def test_segments_label_at_most_a_batch_per_retraining(tmp_path, walkers):
+    s = _run(tmp_path, max_calls=5, steps=600, segment=20, sample_every=4, batch=2, walkers=walkers)
+    run_dir = tmp_path / "run"
+    assert s.oracle_calls == 5 and "oracle-call budget" in s.reason
+    keys = _keys(run_dir)
+    assert len(keys) == len(set(keys)) == 4 + 5
+    rows = RunStore(run_dir).read_log()
+    in_a_row = 0
+    for r in rows:
+        if r["event"] == "label":
+            in_a_row += 1
+            assert float(r["uncertainty"]) > 1.0
+            assert int(r["step"]) % 4 == 0 or int(r["step"]) % 20 == 0  # a candidate step
+        elif r["event"] == "train":
+            assert in_a_row <= 2
+            in_a_row = 0
+    data = read_dataset(run_dir / "data.xyz")
+    for atoms, e in zip(data.frames, data.energy):  # the labels are the oracle's
+        atoms.calc = toy_oracle()
+        assert atoms.get_potential_energy() == pytest.approx(e, abs=1e-6)
 
 
 def test_step_budget_ends_a_confident_run(tmp_path):
@@ -203,8 +266,9 @@ def test_relative_threshold_is_a_multiple_of_the_training_error(tmp_path):
     assert learner.thresholds()["energy"] == pytest.approx(0.25 * np.sqrt(np.mean(np.square([0.01, 0.02, 0.04]))))
 
 
-def test_resume_extends_budgets_and_keeps_labels(tmp_path):
-    _run(tmp_path, max_calls=2, steps=500)
+@pytest.mark.parametrize("segment", [0, 25])
+def test_resume_extends_budgets_and_keeps_labels(tmp_path, segment):
+    _run(tmp_path, max_calls=2, steps=500, segment=segment, sample_every=5)
     run_dir = tmp_path / "run"
     before = _keys(run_dir)
     s = run_active(None, run_dir, oracle=toy_oracle(), resume=True, overrides={"max_calls": 4},
@@ -261,10 +325,12 @@ def _reported(lines: list[str]) -> list[str]:
 
 
 @pytest.mark.slow  # two runs in subprocesses: ~40 s each on an idle machine
-@pytest.mark.parametrize("moment", ["labelling", "retraining"])
-def test_sigkill_then_resume_loses_and_duplicates_no_label(tmp_path, moment):
+@pytest.mark.parametrize("moment,mode", [("labelling", ()), ("retraining", ()),
+                                         ("labelling", ("--segment", "30", "--sample-every", "5", "--batch", "2",
+                                                        "--walkers"))])
+def test_sigkill_then_resume_loses_and_duplicates_no_label(tmp_path, moment, mode):
     run_dir = tmp_path / "run"
-    proc = subprocess.Popen(_cli(str(_start_file(tmp_path)), "-o", str(run_dir), *RUN_OPTIONS), cwd=ROOT,
+    proc = subprocess.Popen(_cli(str(_start_file(tmp_path)), "-o", str(run_dir), *RUN_OPTIONS, *mode), cwd=ROOT,
                             env=_env(0.3), stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
 
     def wanted(lines):  # the second label of the MD phase is being computed / has just been used
@@ -294,7 +360,8 @@ def test_help_explains_every_option():
     out = subprocess.run(_cli("--help"), capture_output=True, text=True, cwd=ROOT, env=_env(0)).stdout
     for opt in ("--oracle", "--initial", "--n-initial", "--targets", "--model", "--threshold-energy",
                 "--threshold-dipole", "--threshold-polarizability", "--threshold-factor", "--steps",
-                "--max-calls", "--wall-time", "--temperature", "--seed", "--resume"):
+                "--max-calls", "--wall-time", "--temperature", "--seed", "--resume", "--segment",
+                "--sample-every", "--batch", "--stop-factor", "--walkers"):
         assert opt in out
     assert "eV/atom" in out and "training" in out
 

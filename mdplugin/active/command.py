@@ -40,6 +40,11 @@ def config_from_args(args) -> dict:
         "wall_time": getattr(args, "wall_time", None),
         "n_initial": getattr(args, "n_initial", None),
         "checkpoint_every": getattr(args, "checkpoint_every", None),
+        "segment": getattr(args, "segment", None),
+        "sample_every": getattr(args, "sample_every", None),
+        "batch": getattr(args, "batch", None),
+        "stop_factor": getattr(args, "stop_factor", None),
+        "walkers": getattr(args, "walkers", None),
     }
 
 

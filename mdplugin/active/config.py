@@ -43,6 +43,22 @@ class ActiveConfig:
             labelled frames are given (every ``initial_stride`` steps after ``initial_stride``).
         checkpoint_every : MD steps between checkpoints of the trusted state.
         max_retries : labels in a row at the same trusted state before its velocities are redrawn.
+
+    Selection (segments; ``segment=0`` keeps the step-by-step mode above)
+        segment : MD steps per segment. The models run ``segment`` steps, keeping every
+            ``sample_every``-th structure as a candidate with its uncertainty; at the end the most
+            uncertain candidate is labelled (if over its threshold), then up to ``batch - 1``
+            more among those over the threshold, each the farthest (sorted interatomic distances)
+            from the ones already picked; one retraining follows. A segment stops early at a
+            candidate over ``stop_factor`` × its threshold (the models extrapolate; the dynamics
+            are not trusted beyond it) and the next one starts from the segment's start state
+            with new velocities; otherwise from its end.
+        sample_every : MD steps between candidates in a segment.
+        batch : labels per segment (one retraining per segment).
+        stop_factor : uncertainty/threshold ratio that ends a segment early (≥ 1).
+        walkers : every segment starts from a random frame of the initial labelled set with
+            Maxwell–Boltzmann velocities at the current temperature (independent short walkers
+            covering the initial set's conformers) instead of continuing one trajectory.
     """
 
     targets: tuple[str, ...] = ("energy", "dipole", "polarizability")
@@ -62,6 +78,11 @@ class ActiveConfig:
     initial_stride: int = 20
     checkpoint_every: int = 50
     max_retries: int = 5
+    segment: int = 0
+    sample_every: int = 10
+    batch: int = 1
+    stop_factor: float = 10.0
+    walkers: bool = False
 
     def __post_init__(self) -> None:
         self.targets = tuple(self.targets)
@@ -89,10 +110,16 @@ class ActiveConfig:
             raise ConfigError(f"active: --threshold-factor must be positive, got {self.threshold_factor}")
         if len(self.temperature) != 2 or min(self.temperature) <= 0:
             raise ConfigError(f"active: temperature must be positive (K), got {self.temperature}")
-        for name in ("steps", "max_calls", "n_initial", "initial_stride", "checkpoint_every", "max_retries"):
+        nonneg = ("steps", "max_calls", "n_initial", "segment")
+        for name in ("steps", "max_calls", "n_initial", "initial_stride", "checkpoint_every", "max_retries",
+                     "segment", "sample_every", "batch"):
             value = getattr(self, name)
-            if int(value) != value or value < (0 if name in ("steps", "max_calls", "n_initial") else 1):
-                raise ConfigError(f"active: {name} must be a {'non-negative' if name in ('steps', 'max_calls', 'n_initial') else 'positive'} integer, got {value}")
+            if isinstance(value, bool) or int(value) != value or value < (0 if name in nonneg else 1):
+                raise ConfigError(f"active: {name} must be a {'non-negative' if name in nonneg else 'positive'} integer, got {value}")
+        if not self.stop_factor >= 1:
+            raise ConfigError(f"active: stop_factor must be at least 1, got {self.stop_factor}")
+        if self.walkers and not self.segment:
+            raise ConfigError("active: walkers need segments (segment > 0)")
         if not self.dt > 0 or not self.friction >= 0:
             raise ConfigError("active: dt must be positive and friction non-negative")
         if self.wall_time is not None and not self.wall_time > 0:

@@ -247,6 +247,8 @@ class _Run:
 
     def md(self) -> str:
         cfg = self.config
+        if cfg.segment:
+            return self.md_segments()
         self.atoms.calc = self.learner.calculator()
         last_ckpt = self.step
         while True:
@@ -280,28 +282,30 @@ class _Run:
             self.on_uncertain(u, ratio)
             last_ckpt = self.step
 
+    def label_structure(self, positions: np.ndarray, u: dict[str, float], ratio: float,
+                        predicted: dict[str, np.ndarray], step: int) -> None:
+        """Label one structure (unless already in data.xyz): oracle, append + fsync, log."""
+        frame = Atoms(numbers=self.atoms.numbers, positions=np.array(positions, dtype=float))
+        key = structure_hash(frame)
+        if self.store.has(key):
+            return
+        thr = self.learner.thresholds()
+        self.say(f"labelling step {step} (uncertainty {ratio:.2f} x threshold)")
+        labels = self.learner.label(frame)
+        err = self.learner.errors(predicted, labels, len(frame))
+        self.learner.record_errors(err)
+        self.store.append_frame(frame, labels, step=step, origin="md", key=key)
+        calls, _ = self.counts()
+        self.say(f"label written {key} step {step} call {calls}")
+        self.store.log(event="label", step=step, oracle_calls=calls, n_train=self.learner.n_train + 1,
+                       uncertainty=ratio, wall_time_s=self.wall(), note=key,
+                       **{f"u_{t}": v for t, v in u.items()},
+                       **{f"err_{t}": v for t, v in err.items()},
+                       **{f"thr_{t}": v for t, v in thr.items()})
+
     def on_uncertain(self, u: dict[str, float], ratio: float) -> None:
         """Label the current structure, retrain, go back to the trusted state, checkpoint."""
-        atoms = self.atoms
-        frame = Atoms(numbers=atoms.numbers, positions=atoms.positions.copy())
-        key = structure_hash(frame)
-        n_atoms = len(frame)
-        thr = self.learner.thresholds()
-        err: dict[str, float] = {}
-        if not self.store.has(key):
-            predicted = self.learner.predictions(atoms)
-            self.say(f"labelling step {self.step} (uncertainty {ratio:.2f} x threshold)")
-            labels = self.learner.label(frame)
-            err = self.learner.errors(predicted, labels, n_atoms)
-            self.learner.record_errors(err)
-            self.store.append_frame(frame, labels, step=self.step, origin="md", key=key)
-            calls, _ = self.counts()
-            self.say(f"label written {key} step {self.step} call {calls}")
-            self.store.log(event="label", step=self.step, oracle_calls=calls, n_train=self.learner.n_train + 1,
-                           uncertainty=ratio, wall_time_s=self.wall(), note=key,
-                           **{f"u_{t}": v for t, v in u.items()},
-                           **{f"err_{t}": v for t, v in err.items()},
-                           **{f"thr_{t}": v for t, v in thr.items()})
+        self.label_structure(self.atoms.positions.copy(), u, ratio, self.learner.predictions(self.atoms), self.step)
         self.retrain("label")
         self.retries += 1
         self.restore_trusted(redraw=self.retries > self.config.max_retries)
@@ -309,6 +313,119 @@ class _Run:
             self.retries = 0
         self.atoms.calc = self.learner.calculator()
         self.checkpoint()
+
+
+    # --- segments: label the most uncertain structures of a stretch of MD ----------------------
+    def set_state(self, positions: np.ndarray, momenta: np.ndarray | None) -> None:
+        """Put the MD at ``positions`` with ``momenta`` (``None``: Maxwell–Boltzmann at the current
+        temperature, no net translation or rotation) and make it the trusted state."""
+        from ase.constraints import FixCom
+        from ase.md.velocitydistribution import Stationary, thermalize_momenta, ZeroRotation
+
+        self.atoms.set_constraint()
+        self.atoms.set_positions(positions)
+        if momenta is None:
+            thermalize_momenta(self.atoms, temperature_K=self.config.temperature_at(self.step), rng=self.rng)
+            Stationary(self.atoms)
+            ZeroRotation(self.atoms)
+        else:
+            self.atoms.set_momenta(momenta)
+        self.atoms.set_constraint(FixCom())
+        self.trusted = (self.atoms.positions.copy(), self.atoms.get_momenta().copy())
+
+    def walker_start(self) -> np.ndarray:
+        """Positions of a random frame of the initial labelled set (the first frames of data.xyz)."""
+        if getattr(self, "_initial_positions", None) is None:
+            _, n_init = self.counts()
+            frames = self.data().frames[:max(n_init, 1)]
+            self._initial_positions = [np.array(a.positions) for a in frames]
+        return self._initial_positions[int(self.rng.integers(len(self._initial_positions)))]
+
+    def run_segment(self) -> tuple[list[dict], bool]:
+        """Up to ``segment`` MD steps; returns the candidates (every ``sample_every`` steps and the
+        last step: ``positions``, ``u``, ``ratio``, ``predicted``, ``step``) and whether the
+        segment stopped early (failed step, lost atom, or ratio over ``stop_factor``)."""
+        cfg = self.config
+        start, end = self.step, min(self.step + cfg.segment, cfg.steps)
+        candidates: list[dict] = []
+        while self.step < end:
+            self.dyn.set_temperature(temperature_K=cfg.temperature_at(self.step))
+            sample = (self.step + 1 - start) % cfg.sample_every == 0 or self.step + 1 == end
+            try:
+                self.dyn.step()
+                broken = not np.all(np.isfinite(self.atoms.positions)) or \
+                    _largest_gap(self.atoms.positions) > LOST_ATOM_DISTANCE
+                if not broken and sample:
+                    u = self.learner.uncertainties(self.atoms)
+                    ratio = self.learner.ratio(u)
+                    broken = not np.isfinite(ratio)
+                    if not broken:
+                        candidates.append({"positions": self.atoms.positions.copy(), "u": u, "ratio": ratio,
+                                           "predicted": self.learner.predictions(self.atoms),
+                                           "step": self.step + 1})
+            except Exception as exc:  # non-finite model output
+                self.say(f"step {self.step + 1}: the models failed ({exc}); segment stopped")
+                broken = True
+            self.step += 1
+            if broken:
+                return candidates, True
+            if candidates and candidates[-1]["step"] == self.step and candidates[-1]["ratio"] > cfg.stop_factor:
+                return candidates, True
+        return candidates, False
+
+    def md_segments(self) -> str:
+        """Segment mode (``config.segment > 0``): see :class:`ActiveConfig`."""
+        cfg = self.config
+        self.atoms.calc = self.learner.calculator()
+        while True:
+            reason = self.budget_reason()
+            if reason:
+                return reason
+            if cfg.walkers:
+                self.set_state(self.walker_start(), None)
+            start = self.trusted
+            candidates, stopped = self.run_segment()
+            calls, _ = self.counts()
+            picked = select_candidates(candidates, min(cfg.batch, cfg.max_calls - calls))
+            for c in picked:
+                self.label_structure(c["positions"], c["u"], c["ratio"], c["predicted"], c["step"])
+            if picked:
+                self.retrain("label")
+                self.atoms.calc = self.learner.calculator()
+            if stopped:
+                self.trusted = start
+                self.restore_trusted(redraw=True)
+                self.atoms.calc = self.learner.calculator()
+            else:
+                self.trusted = (self.atoms.positions.copy(), self.atoms.get_momenta().copy())
+            self.checkpoint()
+
+
+def _distance_signature(positions: np.ndarray) -> np.ndarray:
+    """Sorted interatomic distances (Å): a rotation-, reflection- and permutation-invariant signature."""
+    d = np.linalg.norm(positions[:, None] - positions[None], axis=-1)
+    return np.sort(d[np.triu_indices(len(positions), 1)])
+
+
+def select_candidates(candidates: list[dict], n: int) -> list[dict]:
+    """Up to ``n`` candidates over their threshold (``ratio`` > 1): the most uncertain first, then
+    each the farthest (largest distance, in sorted interatomic distances, to the nearest one
+    already picked) among the rest over the threshold."""
+    over = [c for c in candidates if c["ratio"] > 1.0]
+    if n <= 0 or not over:
+        return []
+    over.sort(key=lambda c: -c["ratio"])
+    sig = np.array([_distance_signature(c["positions"]) for c in over])
+    picked = [0]
+    dmin = np.linalg.norm(sig - sig[0], axis=1)
+    while len(picked) < min(n, len(over)):
+        dmin[picked] = -1.0
+        i = int(np.argmax(dmin))
+        if dmin[i] <= 0:
+            break
+        picked.append(i)
+        dmin = np.minimum(dmin, np.linalg.norm(sig - sig[i], axis=1))
+    return [over[i] for i in picked]
 
 
 def _read_start(start: str | Path | Atoms) -> Atoms:
