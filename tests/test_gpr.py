@@ -1,8 +1,19 @@
 """The sparse GPR core against dense closed forms."""
 
 import numpy as np
+import pytest
 
-from mdplugin.models.gpr import farthest_point_sampling, normal_equations, solve_projected_process
+from mdplugin.models.gpr import (
+    ProjectedProcess,
+    factor_sparse_kernel,
+    farthest_point_sampling,
+    held_out_errors,
+    normal_equations,
+    pack_lower,
+    solve_projected_process,
+    solve_projected_process_factored,
+    unpack_lower,
+)
 
 
 def _rbf(a, b, ell=1.0):
@@ -55,3 +66,55 @@ def test_normal_equations_sum_over_blocks():
     assert sol.weights.shape == (6, 2)
     # ridge solution
     assert np.allclose(sol.weights, np.linalg.solve(a + 1e-3 * np.eye(6), b), atol=1e-8)
+
+
+def _random_problem(seed, n=60, m=12):
+    rng = np.random.default_rng(seed)
+    x = rng.uniform(-3, 3, size=(n, 1))
+    xm = np.linspace(-3, 3, m)[:, None]
+    y = np.sin(x[:, 0]) + 0.05 * rng.normal(size=n)
+    return _rbf(x, xm), y, _rbf(xm, xm)
+
+
+def test_factored_solve_is_the_plain_solve():
+    knm, y, kmm = _random_problem(3)
+    a, b = normal_equations(knm, y)
+    plain = solve_projected_process(a, b, kmm, regularizer=1e-3)
+    kmm_sym, kmm_factor = factor_sparse_kernel(kmm)
+    fast = solve_projected_process_factored(a, b, kmm_sym, kmm_factor, regularizer=1e-3)
+    assert np.allclose(fast.weights, plain.weights, rtol=1e-12, atol=1e-12)
+    assert np.allclose(fast.variance(knm[:5], np.ones(5)), plain.variance(knm[:5], np.ones(5)), rtol=1e-10)
+    # K_MM = L Lᵀ
+    assert np.allclose(kmm_factor @ kmm_factor.T, kmm_sym, atol=1e-8)
+
+
+def test_held_out_errors_are_those_of_explicit_fits():
+    knm, y, kmm = _random_problem(4, m=6)  # well separated sparse points: K_MM well conditioned
+    val = np.arange(len(y)) % 5 == 0
+    a, b = normal_equations(knm[~val], y[~val])
+    grid = [1e-3, 1e-1, 10.0]  # well-conditioned systems: the jitter is negligible
+    errors = held_out_errors(a, b, 0.5 * (kmm + kmm.T), knm[val], y[val], grid)
+    assert sorted(errors) == grid
+    for reg in grid:
+        # the closed form: w = (A + λ K_MM)⁻¹ b
+        w = np.linalg.solve(a + reg * kmm, b)
+        assert np.isclose(errors[reg], np.mean((knm[val] @ w - y[val]) ** 2), rtol=1e-6)
+    # heavy regularisation underfits a smooth, nearly noise-free signal
+    assert errors[10.0] > errors[1e-3]
+
+
+def test_packed_factors_round_trip_exactly_and_old_layout_loads():
+    knm, y, kmm = _random_problem(5)
+    a, b = normal_equations(knm, y)
+    sol = solve_projected_process(a, b, kmm, regularizer=1e-2)
+    packed = sol.to_packed_arrays("p")
+    m = len(kmm)
+    assert packed["p_factor_packed"].shape == (m * (m + 1) // 2,)
+    for arrays in (packed, sol.to_arrays("p")):
+        back = ProjectedProcess.from_arrays(arrays, "p")
+        assert np.array_equal(back.factor, sol.factor) and np.array_equal(back.kmm_factor, sol.kmm_factor)
+        assert np.array_equal(back.weights, sol.weights) and back.regularizer == sol.regularizer
+    lower = np.tril(np.arange(1.0, 17.0).reshape(4, 4))
+    assert np.array_equal(unpack_lower(pack_lower(lower)), lower)
+    with pytest.raises(ValueError):
+        unpack_lower(np.ones(5))

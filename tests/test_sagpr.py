@@ -152,3 +152,16 @@ def test_save_and_load_round_trip(tmp_path, polarizability_model):
     y2, std2 = loaded.predict(frames, return_std=True)
     np.testing.assert_allclose(y2, y, rtol=1e-12, atol=1e-12)
     np.testing.assert_allclose(std2, std, rtol=1e-10, atol=1e-12)
+
+
+def test_automatic_regulariser_is_a_candidate_and_refits_on_all_frames():
+    frames = _data(30, 40)
+    y = np.array([_point_charge_dipole(f) for f in frames])
+    grid = (1e-8, 1e-4, 1.0)
+    auto = build("lsoap", target="dipole", regularizer_grid=grid, **SMALL).fit(frames, y)
+    reg = auto.regularizer_[1]
+    candidates = set(grid) | {float(np.sqrt(a * b)) for a, b in zip(grid[:-1], grid[1:])}
+    assert any(np.isclose(reg, c, rtol=1e-12) for c in candidates)
+    fixed = build("lsoap", target="dipole", regularizer_l1=reg, **SMALL).fit(frames, y)
+    test = _data(5, 41)
+    np.testing.assert_allclose(auto.predict(test), fixed.predict(test), rtol=1e-12, atol=1e-12)

@@ -50,13 +50,15 @@ def _stable_cholesky(matrix: np.ndarray, jitter: float) -> np.ndarray:
     scale = max(np.trace(matrix) / max(m, 1), np.finfo(float).tiny)
     eps = jitter
     diagonal = np.diag(matrix).copy()
-    work = np.array(matrix, dtype=float, order="F")  # LAPACK order: factorised in place
+    # factorised in place, in LAPACK (column-major) order: for a C-ordered matrix ``matrix.T`` is
+    # a plain memory copy; only one triangle is read (the matrix is symmetric)
+    work = np.array(matrix.T, dtype=float, order="F")
     for _ in range(8):
         np.fill_diagonal(work, diagonal + eps * scale)
         try:
             return cholesky(work, lower=True, overwrite_a=True, check_finite=False)
         except np.linalg.LinAlgError:
-            work[...] = matrix  # a failed factorisation leaves ``work`` partly overwritten
+            work[...] = matrix.T  # a failed factorisation leaves ``work`` partly overwritten
             eps = max(eps * 10.0, 1e-12)
     raise np.linalg.LinAlgError("matrix is not positive definite even with jitter")
 
@@ -94,14 +96,45 @@ class ProjectedProcess:
             f"{prefix}_regularizer": np.array(self.regularizer),
         }
 
+    def to_packed_arrays(self, prefix: str = "gpr") -> dict[str, np.ndarray]:
+        """Like :meth:`to_arrays` with the two triangular factors packed (:func:`pack_lower`):
+        half the size, same values."""
+        arrays = self.to_arrays(prefix)
+        for name in ("factor", "kmm_factor"):
+            arrays[f"{prefix}_{name}_packed"] = pack_lower(arrays.pop(f"{prefix}_{name}"))
+        return arrays
+
     @classmethod
     def from_arrays(cls, arrays: dict[str, np.ndarray], prefix: str = "gpr") -> "ProjectedProcess":
+        """Inverse of :meth:`to_arrays` and of :meth:`to_packed_arrays`."""
+
+        def factor(name: str) -> np.ndarray:
+            key = f"{prefix}_{name}"
+            return unpack_lower(arrays[key + "_packed"]) if key + "_packed" in arrays else arrays[key]
+
         return cls(
             weights=arrays[f"{prefix}_weights"],
-            factor=arrays[f"{prefix}_factor"],
-            kmm_factor=arrays[f"{prefix}_kmm_factor"],
+            factor=factor("factor"),
+            kmm_factor=factor("kmm_factor"),
             regularizer=float(arrays[f"{prefix}_regularizer"]),
         )
+
+
+def pack_lower(factor: np.ndarray) -> np.ndarray:
+    """The lower triangle of a square matrix (m, m), row by row, as a vector (m(m+1)/2,)."""
+    return factor[np.tril_indices(len(factor))]
+
+
+def unpack_lower(packed: np.ndarray) -> np.ndarray:
+    """Inverse of :func:`pack_lower`: a lower-triangular (m, m) matrix (column-major, as
+    LAPACK returns Cholesky factors) with zeros above the diagonal."""
+    packed = np.asarray(packed, dtype=float).reshape(-1)
+    m = int(round((np.sqrt(8 * len(packed) + 1) - 1) / 2))
+    if m * (m + 1) // 2 != len(packed):
+        raise ValueError(f"{len(packed)} values are not the lower triangle of a square matrix")
+    out = np.zeros((m, m), order="F")
+    out[np.tril_indices(m)] = packed
+    return out
 
 
 def normal_equations(k_nm: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -156,9 +189,10 @@ def solve_projected_process_factored(
 
 
 def _regularised_system(a: np.ndarray, k_mm: np.ndarray, regularizer: float) -> np.ndarray:
-    """Symmetrised ``a + λ k_mm``."""
-    system = a + regularizer * k_mm
-    return 0.5 * (system + system.T)
+    """``a + λ k_mm`` (both symmetric; the Cholesky factorisation reads one triangle)."""
+    system = np.multiply(k_mm, regularizer)
+    system += a
+    return system
 
 
 def held_out_errors(

@@ -26,9 +26,11 @@ Gaussian process on atom-centred contributions:
   :mod:`mdplugin.tensors`.
 * Scales: targets are divided by their training standard deviation and each kernel by the
   mean prior variance of a training structure, so the regularisers are dimensionless noise-
-  to-signal variance ratios; by default each λ's regulariser is chosen from a small grid by
-  the error on every 5th training frame held out of the normal equations (the hold-out
-  costs a few extra Cholesky factorisations, not extra kernels). The signal variance is the maximum-likelihood value for the given
+  to-signal variance ratios; by default each λ's regulariser is chosen from a small grid
+  (then refined between the best value and its neighbours) by the error on every 5th
+  training frame held out of the normal equations: the hold-out costs one Cholesky
+  factorisation per candidate (``K_MM`` is factorised once), not extra kernels. The signal
+  variance is the maximum-likelihood value for the given
   regulariser; ``predict(return_std=True)`` returns the posterior standard deviation of every
   Cartesian component, shapes ``(n, 3)`` (dipole) and ``(n, 3, 3)`` (polarizability), in
   the target's units (it includes the Nyström residual, i.e. the prior variance the
@@ -133,9 +135,11 @@ class SAGPRModel(SharedExpansionMixin, Model):
     regularizer_l0, regularizer_l1, regularizer_l2 : noise-to-signal variance ratio of the
         λ = 0, 1, 2 GPRs (dimensionless; targets and kernels are normalised). ``None``
         (default) chooses it from ``regularizer_grid`` by the RMSE on every 5th training
-        frame held out of the normal equations, then refits on all frames; the chosen values
+        frame held out of the normal equations, then tries the geometric midpoints between
+        the best value and its grid neighbours, and refits on all frames; the chosen values
         are in ``regularizer_`` (λ -> value).
-    regularizer_grid : candidate regularisers of the automatic choice.
+    regularizer_grid : candidate regularisers of the automatic choice (the default spans
+        noise-free reference data, ~1e-10, to noisy data, ~1e-2).
     jitter : relative diagonal jitter of the Cholesky factorisations.
     chunk_size : frames per block when building kernels (memory).
     """
@@ -151,13 +155,13 @@ class SAGPRModel(SharedExpansionMixin, Model):
         gaussian_width: float = 0.3,
         smoothing_width: float = 0.5,
         zeta: int = 2,
-        n_sparse: int = 400,
-        n_sparse_l0: int = 1500,
-        n_components: int = 256,
+        n_sparse: int = 250,
+        n_sparse_l0: int = 500,
+        n_components: int = 128,
         regularizer_l0: float | None = None,
         regularizer_l1: float | None = None,
         regularizer_l2: float | None = None,
-        regularizer_grid: tuple = (1e-7, 1e-6, 1e-5, 1e-4, 1e-3),
+        regularizer_grid: tuple = (1e-10, 1e-8, 1e-6, 1e-4, 1e-2),
         jitter: float = 1e-10,
         chunk_size: int = 200,
     ):
@@ -196,24 +200,37 @@ class SAGPRModel(SharedExpansionMixin, Model):
         return None if value is None else float(value)
 
     def _choose_regularizer(self, a_mat, b_vec, kmm, k_val, y_val, comm=None) -> float:
-        """Regulariser of ``regularizer_grid`` with the lowest RMSE on held-out rows
-        (``k_val``, ``y_val``), fitted on the normal equations without them (``kmm``
-        symmetric). With an MPI ``comm`` the candidates are shared among the ranks (same
-        choice as serial)."""
+        """Regulariser with the lowest RMSE on held-out rows (``k_val``, ``y_val``), fitted on
+        the normal equations without them (``kmm`` symmetric): every value of
+        ``regularizer_grid``, then the geometric midpoints between the best one and its
+        neighbours in the grid. With an MPI ``comm`` the candidates are shared among the ranks
+        (same choice as serial)."""
         comm = resolve_comm(comm)
         a_fit = a_mat - k_val.T @ k_val
         b_fit = b_vec - k_val.T @ y_val
-        grid = sorted(float(r) for r in self.regularizer_grid)
-        errors = held_out_errors(a_fit, b_fit, kmm, k_val, y_val, grid[comm.rank :: comm.size], self.jitter)
-        if comm.size > 1:
-            errors = {reg: err for part in comm.allgather(errors) for reg, err in part.items()}
-        best, best_err = None, np.inf
-        for reg in grid:
-            if reg in errors and errors[reg] < best_err:
-                best, best_err = reg, errors[reg]
+
+        def errors_of(candidates: list[float]) -> dict[float, float]:
+            errors = held_out_errors(a_fit, b_fit, kmm, k_val, y_val, candidates[comm.rank :: comm.size], self.jitter)
+            if comm.size > 1:
+                errors = {reg: err for part in comm.allgather(errors) for reg, err in part.items()}
+            return errors
+
+        def best_of(errors: dict[float, float]) -> float | None:
+            best, best_err = None, np.inf
+            for reg in sorted(errors):
+                if errors[reg] < best_err:
+                    best, best_err = reg, errors[reg]
+            return best
+
+        grid = sorted({float(r) for r in self.regularizer_grid})
+        errors = errors_of(grid)
+        best = best_of(errors)
         if best is None:
             raise ConfigError("no regulariser of regularizer_grid gives a positive-definite system")
-        return best
+        i = grid.index(best)
+        refine = [float(np.sqrt(best * grid[j])) for j in (i - 1, i + 1) if 0 <= j < len(grid)]
+        errors.update(errors_of(refine))
+        return best_of(errors)
 
     def _to_spherical(self, y, n: int) -> dict[int, np.ndarray]:
         y = np.asarray(y, dtype=float)
@@ -570,7 +587,7 @@ class SAGPRModel(SharedExpansionMixin, Model):
             state[f"scales_l{lam}"] = np.array(
                 [self.y_scale_[lam], self.kernel_scale_[lam], self.signal_variance_[lam]]
             )
-            state.update(self.gpr_[lam].to_arrays(prefix=f"gpr_l{lam}"))
+            state.update(self.gpr_[lam].to_packed_arrays(prefix=f"gpr_l{lam}"))
         return state
 
     def _set_state(self, arrays: dict[str, np.ndarray]) -> None:
