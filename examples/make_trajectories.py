@@ -16,6 +16,7 @@ Usage::
     python examples/make_trajectories.py --quick -o /tmp/x  # a few frames per set, for a smoke test
     python examples/make_trajectories.py --reuse-raw        # label existing raw files only
     python examples/make_trajectories.py --ranks 2          # label with mpiexec -n 2 mdplugin label
+    python examples/make_trajectories.py --sets dce_extra   # one data set only (here the 300 extra DCE frames)
 
 The MD part is importable for other scripts (e.g. reference trajectories for benchmarks)::
 
@@ -192,6 +193,13 @@ DATASETS: dict[str, list[Run]] = {
         Run("dce", "gauche", 300, 125, 202),
         Run("dce", "anti", 600, 125, 203),
         Run("dce", "gauche", 600, 125, 204),
+    ],
+    # 300 more DCE frames from independent runs (issue 8: 2000 frames with train + test)
+    "dce_extra": [
+        Run("dce", "anti", 300, 75, 401),
+        Run("dce", "gauche", 300, 75, 402),
+        Run("dce", "anti", 600, 75, 403),
+        Run("dce", "gauche", 600, 75, 404),
     ],
     "water": [
         Run("water", "-", 300, 150, 301),

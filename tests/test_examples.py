@@ -90,6 +90,30 @@ def test_make_trajectories_quick(tmp_path: Path) -> None:
     assert all(np.isfinite(f).all() for f in data.forces)
 
 
+def test_dce_extra_is_like_the_other_dce_sets() -> None:
+    """examples/trajectories/dce_extra.xyz (issue 8): same keys, units and molecule as dce_train.xyz,
+    frames of its own (independent runs), symmetric polarizabilities."""
+    folder = EXAMPLES / "trajectories"
+    if not (folder / "dce_extra.xyz").exists():
+        pytest.skip("examples/trajectories/dce_extra.xyz not generated")
+    from mdplugin.data import read_dataset
+
+    extra, train = read_dataset(folder / "dce_extra.xyz"), read_dataset(folder / "dce_train.xyz")
+    assert len(extra) > 0
+    assert all(a.get_chemical_symbols() == train.frames[0].get_chemical_symbols() for a in extra.frames)
+    assert np.allclose(extra.polarizability, np.swapaxes(extra.polarizability, 1, 2))
+    # same units: the mean isotropic polarizability, the energy scale and the force scale agree
+    iso = [np.trace(d.polarizability, axis1=1, axis2=2).mean() / 3 for d in (extra, train)]
+    assert abs(iso[0] / iso[1] - 1) < 0.1
+    assert abs(extra.energy.mean() - train.energy.mean()) < 3 * train.energy.std()
+    rms = [np.sqrt(np.mean(np.concatenate(d.forces) ** 2)) for d in (extra, train)]
+    assert abs(rms[0] / rms[1] - 1) < 0.2
+    # independent runs: no frame of dce_extra is a frame of the training or test set
+    test = read_dataset(folder / "dce_test.xyz")
+    seen = {tuple(np.round(a.positions.ravel(), 5)) for d in (train, test) for a in d.frames}
+    assert not any(tuple(np.round(a.positions.ravel(), 5)) in seen for a in extra.frames)
+
+
 IPI_EXAMPLE = EXAMPLES / "ipi"
 
 
