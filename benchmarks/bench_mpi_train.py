@@ -1,8 +1,9 @@
 """Speed-up of ``mpiexec -n P mdplugin train`` over the serial command, and memory per rank.
 
 For each model (SOAP energy + forces; λ-SOAP dipole and/or polarizability) on the DCE data of
-``examples/trajectories`` (dce_train.xyz + dce_test.xyz = 1700 GFN2-xTB frames: that is all the
-labelled DCE data the project has; ``--frames`` takes a subset), with the default hyper-parameters:
+``examples/trajectories`` (dce_train.xyz 1200 + dce_extra.xyz 300 + dce_test.xyz 500 = 2000 GFN2-xTB
+frames from independent runs: all the labelled DCE data the project has; ``--frames`` takes a
+subset), with the default hyper-parameters:
 
 * serial ``mdplugin train`` with one BLAS thread (the per-rank setting of the MPI runs),
 * serial with ``--threads`` BLAS threads (default: the number of cores; what a user gets without MPI),
@@ -20,7 +21,7 @@ machine the timings are only indicative.
 
 Usage::
 
-    python benchmarks/bench_mpi_train.py [--frames 1700] [--ranks 2] [--targets energy,dipole,polarizability]
+    python benchmarks/bench_mpi_train.py [--frames 2000] [--ranks 2] [--targets energy,dipole,polarizability]
 """
 
 from __future__ import annotations
@@ -40,6 +41,8 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = REPO / "examples" / "trajectories"
+#: the labelled DCE files, concatenated in this order into the benchmark's training file
+DATA_FILES = ("dce_train.xyz", "dce_extra.xyz", "dce_test.xyz")
 MODEL_OF = {"energy": "soap", "dipole": "lsoap", "polarizability": "lsoap"}
 THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
 
@@ -94,7 +97,7 @@ def _load() -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--frames", type=int, default=1700, help="training frames (at most 1700)")
+    parser.add_argument("--frames", type=int, default=2000, help="training frames (at most 2000)")
     parser.add_argument("--ranks", type=int, default=2, help="MPI ranks")
     parser.add_argument("--threads", type=int, default=os.cpu_count(), help="BLAS threads of the threaded serial run")
     parser.add_argument("--targets", default="energy,dipole,polarizability")
@@ -107,17 +110,23 @@ def main() -> None:
     mpiexec = _mpiexec()
     work = Path(tempfile.mkdtemp(prefix="bench_mpi_"))
     data = work / "dce.xyz"
+    counts = {}
     with open(data, "wb") as out:
-        for name in ("dce_train.xyz", "dce_test.xyz"):
+        for name in DATA_FILES:
+            if not (DATA / name).exists():
+                raise SystemExit(f"{DATA / name} is missing (python examples/make_trajectories.py --sets {name[:-4]})")
             out.write((DATA / name).read_bytes())
+            counts[name] = len(read_dataset(DATA / name, properties=[]))
     n_all = len(read_dataset(data, properties=[]))
+    assert n_all == sum(counts.values()), "the concatenated data file lost frames"
+    sources = " + ".join(f"{name} {n}" for name, n in counts.items())
     if args.frames > n_all:
         raise SystemExit(f"--frames {args.frames}: only {n_all} labelled DCE frames are available")
     test = read_dataset(DATA / "dce_test.xyz", properties=[]).frames[:100]
     me = [sys.executable, str(Path(__file__).resolve()), "--worker"]
 
-    print(f"mpiexec -n {args.ranks} mdplugin train vs serial, {args.frames} DCE frames, "
-          f"{os.cpu_count()} cores; load average {_load()}")
+    print(f"mpiexec -n {args.ranks} mdplugin train vs serial, {args.frames} of {n_all} DCE frames "
+          f"({sources}), {os.cpu_count()} cores; load average {_load()}")
     rows = []
     for target in [t.strip() for t in args.targets.split(",") if t.strip()]:
         base = ["train", str(data), "--target", target, "--model", MODEL_OF[target]]
@@ -145,7 +154,7 @@ def main() -> None:
                   f"{cpu_speedup:13.2f}x  {mem}")
         print(f"  MPI vs serial (1 thread) predictions: max relative difference {diff:.1e}")
         rows.append({"target": target, "runs": runs, "prediction_rel_diff": diff})
-    print("\nJSON " + json.dumps({"frames": args.frames, "ranks": args.ranks, "results": rows}))
+    print("\nJSON " + json.dumps({"frames": args.frames, "data": counts, "ranks": args.ranks, "results": rows}))
     shutil.rmtree(work, ignore_errors=True)
 
 
