@@ -38,12 +38,12 @@ if [ -n "$quick" ]; then
         [ -f "${!target}" ] && continue
         model=$out/quick-$target.npz
         if [ ! -f "$model" ]; then
-            if [ ! -f "$out/quick-train.xyz" ]; then   # every 30th frame: 40 frames from all four runs
+            if [ ! -f "$work/quick-train.xyz" ]; then  # every 30th frame: 40 frames from all four runs
                 lines=$(( $(head -n 1 "$data") + 2 ))   # lines per frame (every frame has 8 atoms)
-                awk -v n="$lines" 'int((NR - 1) / n) % 30 == 0' "$data" > "$out/quick-train.xyz"
+                awk -v n="$lines" 'int((NR - 1) / n) % 30 == 0' "$data" > "$work/quick-train.xyz"
             fi
             echo "quick mode: training a small $target model -> $model"
-            mdplugin train "$out/quick-train.xyz" --target "$target" --model rpr -o "$model"
+            mdplugin train "$work/quick-train.xyz" --target "$target" --model rpr -o "$model"
         fi
         printf -v "$target" '%s' "$model"
     done
