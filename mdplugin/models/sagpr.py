@@ -589,8 +589,15 @@ class SAGPRModel(SharedExpansionMixin, Model):
             state[f"scales_l{lam}"] = np.array(
                 [self.y_scale_[lam], self.kernel_scale_[lam], self.signal_variance_[lam]]
             )
-            state.update(self.gpr_[lam].to_packed_arrays(prefix=f"gpr_l{lam}"))
+            gpr = self.gpr_[lam].to_packed_arrays(prefix=f"gpr_l{lam}")
+            # K_MM's factor is recomputed from the representative environments at load time
+            del gpr[f"gpr_l{lam}_kmm_factor_packed"]
+            state.update(gpr)
         return state
+
+    def _kmm_factor(self, lam: int) -> np.ndarray:
+        """Cholesky factor of the scaled K_MM of the λ GPR, exactly as ``fit`` computes it."""
+        return factor_sparse_kernel(self._sparse_kernel(lam) / self.kernel_scale_[lam], self.jitter)[1]
 
     def _set_state(self, arrays: dict[str, np.ndarray]) -> None:
         self.baseline_ = np.asarray(arrays["baseline"], dtype=float)
@@ -602,8 +609,13 @@ class SAGPRModel(SharedExpansionMixin, Model):
             self.sparse_[lam] = np.asarray(arrays[f"sparse_l{lam}"], dtype=float)
         self.gpr_, self.y_scale_, self.kernel_scale_, self.signal_variance_ = {}, {}, {}, {}
         self.regularizer_ = {}
+        self.species_ = np.unique(self.sparse_species_)  # every species has representative environments
+        arrays = dict(arrays)
         for lam in self._lambdas():
             scales = np.asarray(arrays[f"scales_l{lam}"], dtype=float)
             self.y_scale_[lam], self.kernel_scale_[lam], self.signal_variance_[lam] = map(float, scales)
-            self.gpr_[lam] = ProjectedProcess.from_arrays(arrays, prefix=f"gpr_l{lam}")
+            prefix = f"gpr_l{lam}"
+            if not any(key in arrays for key in (f"{prefix}_kmm_factor", f"{prefix}_kmm_factor_packed")):
+                arrays[f"{prefix}_kmm_factor"] = self._kmm_factor(lam)
+            self.gpr_[lam] = ProjectedProcess.from_arrays(arrays, prefix=prefix)
             self.regularizer_[lam] = float(self.gpr_[lam].regularizer)
