@@ -31,6 +31,7 @@ from typing import Sequence
 import numpy as np
 
 from ..errors import DataError
+from .raw_blocks import BlockReader
 
 __all__ = ["Expansion", "SphericalExpansion", "frame_element_check"]
 
@@ -196,17 +197,6 @@ class SphericalExpansion:
             },
         }
 
-    def _neighbor_labels(self):
-        labels = getattr(self, "_labels", None)
-        if labels is None:
-            from metatensor import Labels
-
-            labels = Labels(
-                "neighbor_type", np.asarray(self.species, dtype=np.int32).reshape(-1, 1)
-            )
-            self._labels = labels
-        return labels
-
     @property
     def calculator(self):
         """The featomic calculator (built lazily)."""
@@ -241,45 +231,57 @@ class SphericalExpansion:
         tensor = self.calculator.compute(
             systems, gradients=["positions"] if gradients else None
         )
-        # densify in metatensor-core: one block per l, samples (system, atom, center_type),
-        # properties (neighbor_type, n) over the FIXED species list
-        tensor = tensor.keys_to_properties(self._neighbor_labels())
-        tensor = tensor.keys_to_samples("center_type")
-        n_prop = len(self.species) * (self.max_radial + 1)
-        values = [None] * (self.max_angular + 1)
-        grads = [None] * (self.max_angular + 1) if gradients else None
-        grad_parts = []
-        for index, key in enumerate(tensor.keys.values):
-            l = int(key[0])
-            block = tensor.block_by_id(index)
-            samples = block.samples.values
-            rows = offsets[samples[:, 0]] + samples[:, 1]
-            if len(rows) == n_centres and np.array_equal(rows, np.arange(n_centres)):
-                values[l] = np.ascontiguousarray(block.values)
-            else:
-                dense = np.zeros((n_centres, 2 * l + 1, n_prop))
-                dense[rows] = block.values
-                values[l] = dense
-            if gradients:
-                gb = block.gradient("positions")
-                gs = gb.samples.values  # (sample, system, atom)
-                codes = rows[gs[:, 0]] * n_centres + offsets[gs[:, 1]] + gs[:, 2]
-                grad_parts.append((l, codes, gb.values))
+        # one block per (l, sigma, centre species, neighbour species); the neighbour species selects a
+        # slice of the property axis, and all blocks of one l go in with ONE fancy assignment on the
+        # (centre, 2l+1, species, radial) view of the dense array. A block with as many samples as
+        # the batch has centres of its species holds exactly those centres, in order (featomic's
+        # samples are sorted by system then atom): its sample labels need not be read.
+        reader = BlockReader(tensor)
+        keys = reader.keys()  # (o3_lambda, o3_sigma, center_type, neighbor_type)
+        n_species, n_radial = len(self.species), self.max_radial + 1
+        species_index = np.zeros(max(self.species) + 1, dtype=np.int64)
+        species_index[list(self.species)] = np.arange(n_species)
+        centres_of = {int(z): np.flatnonzero(centre_species == z) for z in np.unique(centre_species)}
+        block_l = keys[:, 0].astype(np.int64)
+        block_s = species_index[keys[:, 3]]
+        block_values, rows = reader.all_values(len(keys)), []
+        for index, key in enumerate(keys):
+            v = block_values[index]
+            expected = centres_of.get(int(key[2]))
+            if expected is None or len(expected) != len(v):
+                samples = reader.samples(index)
+                expected = offsets[samples[:, 0]] + samples[:, 1]
+            rows.append(expected)
+        lmax = self.max_angular
+        values = []
+        for l in range(lmax + 1):
+            dense = np.zeros((n_centres, 2 * l + 1, n_species, n_radial))
+            ids = np.flatnonzero(block_l == l)
+            if len(ids):
+                r = np.concatenate([rows[i] for i in ids])
+                s = np.repeat(block_s[ids], [len(rows[i]) for i in ids])
+                dense[r, :, s, :] = np.concatenate([block_values[i] for i in ids])
+            values.append(dense.reshape(n_centres, 2 * l + 1, n_species * n_radial))
 
-        pairs = None
+        pairs = grads = None
         if gradients:
-            pair_codes = np.unique(np.concatenate([c for _, c, _ in grad_parts]))
+            codes, gradient_values = [], []
+            for index in range(len(keys)):
+                gs, gv = reader.gradient(index, "positions")  # samples (sample, system, atom)
+                codes.append(rows[index][gs[:, 0]] * n_centres + offsets[gs[:, 1]] + gs[:, 2])
+                gradient_values.append(gv)
+            pair_codes = np.unique(np.concatenate(codes))
             pairs = np.stack([pair_codes // n_centres, pair_codes % n_centres], axis=1)
-            for l, codes, gvalues in grad_parts:
-                where = np.searchsorted(pair_codes, codes)
-                if len(codes) == len(pair_codes) and np.array_equal(
-                    where, np.arange(len(codes))
-                ):
-                    grads[l] = np.ascontiguousarray(gvalues)
-                else:
-                    g = np.zeros((len(pair_codes), 3, 2 * l + 1, n_prop))
-                    g[where] = gvalues
-                    grads[l] = g
+            n_pairs = len(pair_codes)
+            grads = []
+            for l in range(lmax + 1):
+                dense = np.zeros((n_pairs, 3, 2 * l + 1, n_species, n_radial))
+                ids = np.flatnonzero(block_l == l)
+                if len(ids):
+                    where = np.searchsorted(pair_codes, np.concatenate([codes[i] for i in ids]))
+                    s = np.repeat(block_s[ids], [len(codes[i]) for i in ids])
+                    dense[where, :, :, s, :] = np.concatenate([gradient_values[i] for i in ids])
+                grads.append(dense.reshape(n_pairs, 3, 2 * l + 1, n_species * n_radial))
 
         expansion = Expansion(
             species=self.species,
