@@ -266,8 +266,8 @@ class SphericalExpansion:
         pairs = grads = None
         if gradients:
             codes, gradient_values = [], []
-            for index in range(len(keys)):
-                gs, gv = reader.gradient(index, "positions")  # samples (sample, system, atom)
+            for index, (gs, gv) in enumerate(reader.all_gradients(len(keys), "positions")):
+                # gradient samples: (sample, system, atom)
                 codes.append(rows[index][gs[:, 0]] * n_centres + offsets[gs[:, 1]] + gs[:, 2])
                 gradient_values.append(gv)
             pair_codes = np.unique(np.concatenate(codes))

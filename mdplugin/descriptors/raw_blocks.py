@@ -104,6 +104,19 @@ class _CApi:
     def keys(self) -> np.ndarray:
         return self._labels(self.lib.mts_tensormap_keys(self.pointer))
 
+    def all_gradients(self, n_blocks: int, name: str) -> list[tuple[np.ndarray, np.ndarray]]:
+        """(samples, values) of gradient ``name`` of blocks 0 … n_blocks−1, in one loop."""
+        lib, pointer, block, gradient = self.lib, self.pointer, self.block_pointer, self.gradient_pointer
+        block_ref, gradient_ref, label_values = ctypes.byref(block), ctypes.byref(gradient), self._labels
+        array, block_labels, name = self._array, lib.mts_block_labels, name.encode()
+        out = []
+        for index in range(n_blocks):
+            lib.mts_tensormap_block_by_id(pointer, block_ref, index)
+            lib.mts_block_gradient(block, name, gradient_ref)
+            out.append((label_values(block_labels(gradient, 0)), array(gradient)))
+        return out
+
+
     def all_values(self, n_blocks: int) -> list[np.ndarray]:
         """Values of blocks 0 … n_blocks−1 (one tight loop: this is the per-step hot path)."""
         lib, pointer, block, array = self.lib, self.pointer, self.block_pointer, self._array
@@ -149,6 +162,9 @@ class _PythonApi:
         g = self.tensor.block_by_id(index).gradient(name)
         return np.array(g.samples.values), np.array(g.values)
 
+    def all_gradients(self, n_blocks: int, name: str) -> list[tuple[np.ndarray, np.ndarray]]:
+        return [self.gradient(index, name) for index in range(n_blocks)]
+
 
 class BlockReader:
     """Numpy copies of a ``TensorMap``'s keys and of its blocks' values, samples and gradients.
@@ -160,7 +176,8 @@ class BlockReader:
 
     Methods return: ``keys()`` (n_blocks, n_key_dims) int32; ``values(i)`` the float64 values of
     block ``i`` (``all_values(n)`` of blocks 0 … n−1); ``samples(i)`` (n_samples, n_sample_dims) int32; ``gradient(i, name)`` the
-    gradient's samples (g, n_dims) int32 and values (g, ...) float64.
+    gradient's samples (g, n_dims) int32 and values (g, ...) float64 (``all_gradients(n, name)``: a
+    list for blocks 0 … n−1).
     """
 
     def __init__(self, tensor, fast: bool = True) -> None:
@@ -197,3 +214,7 @@ class BlockReader:
 
     def gradient(self, index: int, name: str) -> tuple[np.ndarray, np.ndarray]:
         return self._call("gradient", index, name)
+
+    def all_gradients(self, n_blocks: int, name: str) -> list[tuple[np.ndarray, np.ndarray]]:
+        """``gradient(i, name)`` of every block, in block order."""
+        return self._call("all_gradients", n_blocks, name)
