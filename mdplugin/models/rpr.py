@@ -470,7 +470,10 @@ class RPRModel(Model):
             self.signal_var_[kind] = max(fit / y.size, np.finfo(float).tiny)
 
     def _kappa(self, fr: _Frames) -> dict:
-        return {c: _scalar_norm(fr, c, self.inv_l2_) for c in _COMPONENTS}
+        """κ_c (n,) per component c; a component no frame of ``fr`` uses (p_c = 0 for all) is never
+        read by :func:`_kernel_block` and gets ones instead of its (costly) self-kernel."""
+        return {c: _scalar_norm(fr, c, self.inv_l2_) if fr.p[c].any() else np.ones(len(fr.body))
+                for c in _COMPONENTS}
 
     def _train_frames(self) -> _Frames:
         if "frames" not in self._cache:
