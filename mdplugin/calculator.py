@@ -149,18 +149,21 @@ class MLCalculator(Calculator):
         return super().get_property(name, atoms, allow_calculation)
 
     def check_state(self, atoms: Atoms, tol: float = 1e-15) -> list[str]:
-        """ASE's check, with a fast exit when positions, numbers, cell and pbc are bit-identical
-        to the last calculation (the common case of several properties asked at one geometry)."""
+        """ASE's check, with a fast path for plain structures (no initial magnetic moments or
+        charges): positions, numbers, cell and pbc compared directly — an empty list when all are
+        bit-identical to the last calculation (several properties asked at one geometry), and
+        ``["positions"]`` in the common MD case where only the positions moved."""
         old = self.atoms
-        if (old is not None and len(old) == len(atoms)
-                and np.array_equal(old.positions, atoms.positions)
-                and np.array_equal(old.numbers, atoms.numbers)
-                and np.array_equal(old.cell.array, atoms.cell.array)
-                and np.array_equal(old.pbc, atoms.pbc)
-                and not old.has("initial_magmoms") and not atoms.has("initial_magmoms")
-                and not old.has("initial_charges") and not atoms.has("initial_charges")):
-            return []
-        return super().check_state(atoms, tol=tol)
+        if (old is None or len(old) != len(atoms)
+                or old.has("initial_magmoms") or atoms.has("initial_magmoms")
+                or old.has("initial_charges") or atoms.has("initial_charges")):
+            return super().check_state(atoms, tol=tol)
+        same_rest = (np.array_equal(old.numbers, atoms.numbers)
+                     and np.array_equal(old.cell.array, atoms.cell.array)
+                     and np.array_equal(old.pbc, atoms.pbc))
+        if not same_rest:
+            return super().check_state(atoms, tol=tol)
+        return [] if np.array_equal(old.positions, atoms.positions) else ["positions"]
 
     def calculate(self, atoms: Atoms | None = None, properties: Sequence[str] | None = None,
                   system_changes: Sequence[str] = all_changes) -> None:

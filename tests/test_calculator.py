@@ -104,6 +104,20 @@ def test_nothing_is_recomputed_while_positions_do_not_change(energy_model):
     assert ref.count == 2 and dip.calls_ == 2
     # a third-party energy calculator gives the energy, the ML model the dipole
     assert atoms.get_potential_energy() == pytest.approx(pair_potential(atoms)[0])
+    # any other change of the structure is seen too: species, cell/pbc, initial charges
+    calls = dip.calls_
+    for change in ("numbers", "cell", "charges"):
+        if change == "numbers":
+            atoms.numbers[-1] = 9
+        elif change == "cell":
+            atoms.cell = [20.0, 20.0, 20.0]
+        else:
+            atoms.set_initial_charges(np.full(len(atoms), 0.1))
+        atoms.get_dipole_moment()
+        calls += 1
+        assert dip.calls_ == calls, change
+        atoms.get_dipole_moment()
+        assert dip.calls_ == calls, change
 
 
 def test_one_expansion_per_structure_for_models_with_equal_hypers(energy_model, monkeypatch):
