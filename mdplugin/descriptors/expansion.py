@@ -265,11 +265,24 @@ class SphericalExpansion:
 
         pairs = grads = None
         if gradients:
-            codes, gradient_values = [], []
-            for index, (gs, gv) in enumerate(reader.all_gradients(len(keys), "positions")):
-                # gradient samples: (sample, system, atom)
-                codes.append(rows[index][gs[:, 0]] * n_centres + offsets[gs[:, 1]] + gs[:, 2])
-                gradient_values.append(gv)
+            # the (centre, neighbour) pairs of a (centre species, neighbour species) are the same
+            # for every l: gradient samples are read for the first l of each pair of species only
+            pair_type = keys[:, 2].astype(np.int64) * 1024 + keys[:, 3]
+            first = np.zeros(len(keys), dtype=bool)
+            first[np.unique(pair_type, return_index=True)[1]] = True
+            parts = reader.all_gradients(len(keys), "positions", with_samples=first)
+            codes, gradient_values, codes_of_type = [None] * len(keys), [], {}
+            for index in np.r_[np.flatnonzero(first), np.flatnonzero(~first)]:
+                gs, gv = parts[index]
+                code = codes_of_type.get(pair_type[index])
+                if code is None or len(code) != len(gv):
+                    if gs is None:
+                        gs = reader.gradient(int(index), "positions")[0]
+                    # gradient samples: (sample, system, atom)
+                    code = rows[index][gs[:, 0]] * n_centres + offsets[gs[:, 1]] + gs[:, 2]
+                    codes_of_type.setdefault(pair_type[index], code)
+                codes[index] = code
+            gradient_values = [gv for _, gv in parts]
             pair_codes = np.unique(np.concatenate(codes))
             pairs = np.stack([pair_codes // n_centres, pair_codes % n_centres], axis=1)
             n_pairs = len(pair_codes)

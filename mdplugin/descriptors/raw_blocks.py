@@ -104,8 +104,9 @@ class _CApi:
     def keys(self) -> np.ndarray:
         return self._labels(self.lib.mts_tensormap_keys(self.pointer))
 
-    def all_gradients(self, n_blocks: int, name: str) -> list[tuple[np.ndarray, np.ndarray]]:
-        """(samples, values) of gradient ``name`` of blocks 0 … n_blocks−1, in one loop."""
+    def all_gradients(self, n_blocks: int, name: str, with_samples=None) -> list[tuple]:
+        """(samples, values) of gradient ``name`` of blocks 0 … n_blocks−1, in one loop; samples
+        only where ``with_samples[i]`` (default: all), ``None`` elsewhere."""
         lib, pointer, block, gradient = self.lib, self.pointer, self.block_pointer, self.gradient_pointer
         block_ref, gradient_ref, label_values = ctypes.byref(block), ctypes.byref(gradient), self._labels
         array, block_labels, name = self._array, lib.mts_block_labels, name.encode()
@@ -113,7 +114,8 @@ class _CApi:
         for index in range(n_blocks):
             lib.mts_tensormap_block_by_id(pointer, block_ref, index)
             lib.mts_block_gradient(block, name, gradient_ref)
-            out.append((label_values(block_labels(gradient, 0)), array(gradient)))
+            wanted = with_samples is None or with_samples[index]
+            out.append((label_values(block_labels(gradient, 0)) if wanted else None, array(gradient)))
         return out
 
 
@@ -162,7 +164,7 @@ class _PythonApi:
         g = self.tensor.block_by_id(index).gradient(name)
         return np.array(g.samples.values), np.array(g.values)
 
-    def all_gradients(self, n_blocks: int, name: str) -> list[tuple[np.ndarray, np.ndarray]]:
+    def all_gradients(self, n_blocks: int, name: str, with_samples=None) -> list[tuple]:
         return [self.gradient(index, name) for index in range(n_blocks)]
 
 
@@ -215,6 +217,7 @@ class BlockReader:
     def gradient(self, index: int, name: str) -> tuple[np.ndarray, np.ndarray]:
         return self._call("gradient", index, name)
 
-    def all_gradients(self, n_blocks: int, name: str) -> list[tuple[np.ndarray, np.ndarray]]:
-        """``gradient(i, name)`` of every block, in block order."""
-        return self._call("all_gradients", n_blocks, name)
+    def all_gradients(self, n_blocks: int, name: str, with_samples=None) -> list[tuple]:
+        """``gradient(i, name)`` of every block, in block order; the samples may be ``None`` where
+        ``with_samples[i]`` is false (the C path skips reading them there)."""
+        return self._call("all_gradients", n_blocks, name, with_samples)
