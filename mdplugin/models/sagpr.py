@@ -93,7 +93,13 @@ def _sum_by_frame(values: np.ndarray, frame: np.ndarray, n_frames: int) -> np.nd
     out = np.zeros((n_frames,) + values.shape[1:])
     if len(frame):
         starts, frames = _frame_groups(frame, n_frames)
-        out[frames] = np.add.reduceat(values, starts, axis=0)
+        sizes = np.diff(np.r_[starts, len(frame)])
+        if np.all(sizes == sizes[0]):
+            # every frame has as many rows (one MD step; a batch of one molecule): a reshaped sum,
+            # 10-30x faster than np.add.reduceat over the first axis
+            out[frames] = values.reshape((len(starts), int(sizes[0])) + values.shape[1:]).sum(axis=1)
+        else:
+            out[frames] = np.add.reduceat(values, starts, axis=0)
     return out
 
 
@@ -316,23 +322,40 @@ class SAGPRModel(SharedExpansionMixin, Model):
     # ------------------------------------------------------------------------------------------
     # kernels
     # ------------------------------------------------------------------------------------------
+    def _sparse_blocks(self, lam: int) -> list:
+        """Per centre species ``s``: (s, cols, x⁰ (m, k0), x^λ (m·(2λ+1), kλ)) of the representative
+        environments the λ GPR uses, contiguous copies built once per fitted/loaded model (copying
+        them on every call made up most of a one-frame prediction)."""
+        state = tuple(id(v) for v in self.sparse_.values()) + (id(self.sparse_rank_),)
+        cache = self.__dict__.setdefault("_sparse_block_cache", {})
+        if cache.get("state") != state:  # refitted or reloaded: drop the old blocks
+            cache.clear()
+            cache["state"] = state
+        if lam not in cache:
+            n_max = self._n_sparse(lam)
+            blocks = []
+            for s in self.species_:
+                cols = np.flatnonzero((self.sparse_species_ == s) & (self.sparse_rank_ < n_max))
+                b0 = np.ascontiguousarray(self.sparse_[0][cols])
+                b = np.ascontiguousarray(self.sparse_[lam][cols].reshape(len(cols) * (2 * lam + 1), -1)) if lam else None
+                blocks.append((s, cols, b0, b))
+            cache[lam] = blocks
+        return cache[lam]
+
     def _atom_kernel_blocks(self, z: dict, species: np.ndarray, lam: int):
         """Yield (rows, cols, K) with K (len(rows), 2λ+1, len(cols), 2λ+1): kernel of the
         centres ``rows`` with the representative environments ``cols`` of their species."""
         zeta = self.zeta
-        n_max = self._n_sparse(lam)
-        for s in self.species_:
+        for s, cols, b0, b in self._sparse_blocks(lam):
             rows = np.flatnonzero(species == s)
-            cols = np.flatnonzero((self.sparse_species_ == s) & (self.sparse_rank_ < n_max))
             if len(rows) == 0 or len(cols) == 0:
                 continue
-            k0 = z[0][rows] @ self.sparse_[0][cols].T  # (r, m)
+            k0 = z[0][rows] @ b0.T  # (r, m)
             if lam == 0:
                 k = (k0**zeta)[:, None, :, None]
             else:
                 d = 2 * lam + 1
                 a = z[lam][rows].reshape(len(rows) * d, -1)
-                b = self.sparse_[lam][cols].reshape(len(cols) * d, -1)
                 k = (a @ b.T).reshape(len(rows), d, len(cols), d)
                 if zeta != 1:
                     k *= (k0 ** (zeta - 1))[:, None, :, None]
