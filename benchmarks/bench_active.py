@@ -8,14 +8,16 @@ independent held-out set ``examples/trajectories/dce_test.xyz`` (500 frames, 300
 * **active**: ``mdplugin.active.run_active`` in segment mode: short walkers (``--segment`` steps,
   each from a random initial frame with Maxwell–Boltzmann velocities) run with the models, the
   temperature ramped 300 → 600 K over ``--steps``; a candidate every ``--sample-every`` steps;
-  the most uncertain candidate of each segment (ratio of std to threshold, max over energy and
-  dipole) is labelled by tblite, then the models are retrained. The test errors after k oracle
+  after each segment one candidate (``--selection``: ``max``, the most uncertain of the segment,
+  or ``density``, the one removing the most uncertainty from the latest ``--candidate-pool``
+  candidates rescored with the current models) is labelled by tblite, then the models are
+  retrained. The test errors after k oracle
   calls are those of the models trained on the first 10 + k frames of the run's data.xyz (what
   the run itself trained after its k-th label).
 * **random (reference MD, same protocol)**: the same walkers, segments, temperature ramp and total
   number of steps, run with tblite instead of the models; a frame every ``--sample-every`` steps;
   the initial frames plus k frames drawn at random from that trajectory.
-* **random (pool)** (``--pool``): the initial frames plus k frames drawn at random from the
+* **random (pool)** (``--pool-baseline``): the initial frames plus k frames drawn at random from the
   1200-frame reference pool (four 3 ps runs from both conformers at 300 and 600 K): the earlier
   baseline, a stronger one than the issue's (it covers what the test set covers by construction).
 
@@ -146,8 +148,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--out", default="bench-active-output")
     ap.add_argument("--seeds", default="0,1,2", help="comma-separated seeds (initial frames, MD noise, draws)")
     ap.add_argument("--n-initial", type=int, default=10)
-    ap.add_argument("--max-calls", type=int, default=30)
-    ap.add_argument("--steps", type=int, default=3000, help="MD steps of both arms (0.5 fs)")
+    ap.add_argument("--max-calls", type=int, default=40)
+    ap.add_argument("--steps", type=int, default=4000, help="MD steps of both arms (0.5 fs)")
     ap.add_argument("--segment", type=int, default=100, help="MD steps per segment (walker)")
     ap.add_argument("--sample-every", type=int, default=5, help="steps between candidates / reference frames")
     ap.add_argument("--batch", type=int, default=1, help="labels per segment")
@@ -158,9 +160,14 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--threshold-energy", type=float, default=0.003, help="eV/atom (0: relative, --threshold-factor)")
     ap.add_argument("--threshold-dipole", type=float, default=0.006, help="e·Å (0: relative, --threshold-factor)")
     ap.add_argument("--stop-factor", type=float, default=20.0)
-    ap.add_argument("--calls", default="0,5,10,15,20,25,30,40,50,60",
+    ap.add_argument("--calls", default="0,5,10,15,20,25,30,35,40,45,50,60,70,80",
                     help="oracle calls at which the test errors are measured (random arms go further)")
-    ap.add_argument("--pool", action="store_true", help="also the random-from-pool baseline")
+    ap.add_argument("--pool-baseline", action="store_true", help="also the random-from-pool baseline")
+    ap.add_argument("--selection", choices=("max", "density"), default="density",
+                    help="how the active arm picks candidates (ActiveConfig.selection)")
+    ap.add_argument("--candidate-pool", type=int, default=200,
+                    help="candidates kept across segments and rescored before each pick (ActiveConfig.pool)")
+    ap.add_argument("--skip-random", action="store_true", help="active arm only (to compare selection settings)")
     ap.add_argument("--quick", action="store_true",
                     help="smoke run: one seed, 300 steps, 4 calls, 100 test frames")
     args = ap.parse_args(argv)
@@ -180,7 +187,7 @@ def main(argv: list[str] | None = None) -> None:
         test = test.subset(np.arange(0, len(test), 5))
     calls_list = [int(c) for c in args.calls.split(",")]
     seeds = [int(s) for s in args.seeds.split(",")]
-    arms = ["active", "random_md"] + (["random_pool"] if args.pool else [])
+    arms = ["active"] + ([] if args.skip_random else ["random_md"]) + (["random_pool"] if args.pool_baseline else [])
     results: dict = {"args": vars(args), "n_initial": args.n_initial, "targets_pct": TARGETS, "hypers": HYPERS,
                      "load_average_start": os.getloadavg(), "seeds": {}}
     t_all = time.perf_counter()
@@ -195,7 +202,8 @@ def main(argv: list[str] | None = None) -> None:
                            steps=args.steps, max_calls=args.max_calls,
                            temperature=(300.0, 600.0), seed=seed, segment=args.segment,
                            sample_every=args.sample_every, batch=args.batch, walkers=args.walkers,
-                           stop_factor=args.stop_factor)
+                           stop_factor=args.stop_factor, pool=args.candidate_pool,
+                           selection=args.selection)
         res: dict = {}
         # --- active learning -----------------------------------------------------------------
         run_dir = out / f"run{seed}"
@@ -213,13 +221,16 @@ def main(argv: list[str] | None = None) -> None:
                          "reason": summary.reason, "wall_time_s": t_active, "calls_to_targets": first_reaching(curve)}
         # --- random frames from a tblite trajectory with the same protocol --------------------
         t0 = time.perf_counter()
+        if args.skip_random:
+            results["seeds"][seed] = res
+            continue
         ref = reference_trajectory(initial, cfg, seed)
         t_ref = time.perf_counter() - t0
         draw = ref.subset(np.random.default_rng(seed + 1).permutation(len(ref)))
         rcurve = curve_of(initial, draw, calls_list, test, "random")
         res["random_md"] = {"curve": rcurve, "reference_frames": len(ref), "reference_md_s": t_ref,
                             "calls_to_targets": first_reaching(rcurve)}
-        if args.pool:
+        if args.pool_baseline:
             rest = pool.subset(perm[args.n_initial:])
             pcurve = curve_of(initial, rest, calls_list, test, "pool")
             res["random_pool"] = {"curve": pcurve, "calls_to_targets": first_reaching(pcurve)}
@@ -236,7 +247,7 @@ def main(argv: list[str] | None = None) -> None:
           f"forces ≤ {TARGETS['forces']} % of std (None: not within the curve):")
     for arm in arms:
         print(f"  {arm:12s} per seed {s[arm]['per_seed']}  median {s[arm]['median']}  range {s[arm]['min']}–{s[arm]['max']}")
-    if s["active"]["median"] and s["random_md"]["median"]:
+    if "random_md" in s and s["active"]["median"] and s["random_md"]["median"]:
         print(f"  ratio random (same protocol) / active, medians: {s['random_md']['median'] / s['active']['median']:.2f}")
     print(f"total {results['wall_time_s']:.0f} s; load average {results['load_average_start']} -> {results['load_average_end']}")
     plot(results, arms, out / "bench_active.png", args.n_initial)

@@ -353,6 +353,15 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--walkers", action="store_true", default=None,
                    help="every segment starts from a random initial labelled frame with Maxwell-Boltzmann "
                         "velocities at the current temperature (short independent walkers)")
+    g.add_argument("--pool", type=int, default=None, metavar="N",
+                   help="keep the latest N candidates across segments and rescore them with the current models "
+                        "before each pick, so a label is the most uncertain of many segments (default 0: the "
+                        "segment's own candidates only)")
+    g.add_argument("--selection", choices=("max", "density"), default=None,
+                   help="max: the most uncertain candidate (default); density: the candidate over its threshold "
+                        "that removes the most uncertainty from all candidates (sum of their squared "
+                        "uncertainty ratios weighted by a Gaussian of the sorted-distance distance), i.e. "
+                        "uncertain and representative of what the dynamics visit; best with --pool")
     p.set_defaults(func=cmd_active)
 
     p = sub.add_parser("demo", help="the main job on the built-in example: models, ML MD, IR and Raman spectra")

@@ -137,6 +137,8 @@ def test_bad_settings_raise_config_error():
         ActiveConfig(walkers=True)
     with pytest.raises(ConfigError, match="sample_every"):
         ActiveConfig(segment=10, sample_every=0)
+    with pytest.raises(ConfigError, match="unknown selection"):
+        ActiveConfig(segment=10, selection="random")
     with pytest.raises(ConfigError, match="stop_factor"):
         ActiveConfig(segment=10, stop_factor=0.5)
 
@@ -207,9 +209,41 @@ def test_selection_is_most_uncertain_then_farthest_and_invariant():
     assert [c["step"] for c in select_candidates(moved, 3)] == [c["step"] for c in picks]
 
 
-@pytest.mark.parametrize("walkers", [False, True])
-def test_segments_label_at_most_a_batch_per_retraining(tmp_path, walkers):
-    s = _run(tmp_path, max_calls=5, steps=600, segment=20, sample_every=4, batch=2, walkers=walkers)
+def test_density_selection_prefers_uncertain_and_representative_structures():
+    from scipy.spatial.transform import Rotation
+
+    from mdplugin.active.loop import select_candidates
+
+    rng = np.random.default_rng(11)
+    base = rng.normal(size=(5, 3)) * 1.5
+
+    def around(shape, n, ratio, scale=0.01):
+        return [{"positions": shape + rng.normal(scale=scale, size=shape.shape), "ratio": ratio, "u": {},
+                 "predicted": {}} for _ in range(n)]
+
+    dense = around(base, 10, 2.0)  # many moderately uncertain structures in one region
+    outlier = around(base * 1.3, 1, 3.0)  # the single most uncertain, alone
+    second = around(base * 0.8, 8, 1.8)  # a smaller, less uncertain region
+    cands = dense + outlier + second
+    for i, c in enumerate(cands):
+        c["step"] = i
+    assert select_candidates(cands, 1, "max")[0]["step"] == 10  # the outlier
+    one = select_candidates(cands, 1, "density")[0]["step"]
+    assert one < 10  # a structure of the dense region
+    two = [c["step"] for c in select_candidates(cands, 2, "density")]
+    assert two[0] == one and two[1] >= 11  # then the other region: the first pick took most of the dense one's
+    # the same picks after rotating/reflecting and permuting every candidate's atoms
+    moved = [dict(c, positions=(c["positions"] @ (Rotation.random(random_state=rng).as_matrix()
+                                                   * rng.choice([-1.0, 1.0])).T)[rng.permutation(5)])
+             for c in cands]
+    assert [c["step"] for c in select_candidates(moved, 2, "density")] == two
+    assert select_candidates(around(base, 4, 0.9), 2, "density") == []  # none over the threshold
+
+
+@pytest.mark.parametrize("walkers,pool", [(False, 0), (True, 0), (True, 40)])
+def test_segments_label_at_most_a_batch_per_retraining(tmp_path, walkers, pool):
+    s = _run(tmp_path, max_calls=5, steps=600, segment=20, sample_every=4, batch=2, walkers=walkers, pool=pool,
+             selection="density" if pool else "max")
     run_dir = tmp_path / "run"
     assert s.oracle_calls == 5 and "oracle-call budget" in s.reason
     keys = _keys(run_dir)
@@ -228,6 +262,27 @@ def test_segments_label_at_most_a_batch_per_retraining(tmp_path, walkers):
     for atoms, e in zip(data.frames, data.energy):  # the labels are the oracle's
         atoms.calc = toy_oracle()
         assert atoms.get_potential_energy() == pytest.approx(e, abs=1e-6)
+
+
+def test_batched_uncertainties_match_the_calculator(tmp_path):
+    from mdplugin.active import Learner
+
+    _run(tmp_path, max_calls=0, n_initial=5)
+    cfg = _config()
+    learner = Learner(cfg, toy_oracle())
+    learner.train(RunStore(tmp_path / "run").read_data(cfg.labels()))
+    rng = np.random.default_rng(2)
+    frames = []
+    for _ in range(4):
+        a = water()
+        a.positions += rng.normal(scale=0.08, size=a.positions.shape)
+        frames.append(a)
+    batched = learner.uncertainties_of(frames)
+    for a, u in zip(frames, batched):
+        a.calc = learner.calculator()
+        one = learner.uncertainties(a)
+        for t in cfg.targets:
+            assert u[t] == pytest.approx(one[t], rel=1e-6, abs=1e-12)
 
 
 def test_step_budget_ends_a_confident_run(tmp_path):
@@ -327,7 +382,7 @@ def _reported(lines: list[str]) -> list[str]:
 @pytest.mark.slow  # two runs in subprocesses: ~40 s each on an idle machine
 @pytest.mark.parametrize("moment,mode", [("labelling", ()), ("retraining", ()),
                                          ("labelling", ("--segment", "30", "--sample-every", "5", "--batch", "2",
-                                                        "--walkers"))])
+                                                        "--walkers", "--pool", "30", "--selection", "density"))])
 def test_sigkill_then_resume_loses_and_duplicates_no_label(tmp_path, moment, mode):
     run_dir = tmp_path / "run"
     proc = subprocess.Popen(_cli(str(_start_file(tmp_path)), "-o", str(run_dir), *RUN_OPTIONS, *mode), cwd=ROOT,
@@ -361,7 +416,7 @@ def test_help_explains_every_option():
     for opt in ("--oracle", "--initial", "--n-initial", "--targets", "--model", "--threshold-energy",
                 "--threshold-dipole", "--threshold-polarizability", "--threshold-factor", "--steps",
                 "--max-calls", "--wall-time", "--temperature", "--seed", "--resume", "--segment",
-                "--sample-every", "--batch", "--stop-factor", "--walkers"):
+                "--sample-every", "--batch", "--stop-factor", "--walkers", "--pool", "--selection"):
         assert opt in out
     assert "eV/atom" in out and "training" in out
 

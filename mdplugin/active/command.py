@@ -45,6 +45,8 @@ def config_from_args(args) -> dict:
         "batch": getattr(args, "batch", None),
         "stop_factor": getattr(args, "stop_factor", None),
         "walkers": getattr(args, "walkers", None),
+        "pool": getattr(args, "pool", None),
+        "selection": getattr(args, "selection", None),
     }
 
 

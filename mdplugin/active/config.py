@@ -8,6 +8,9 @@ from ..errors import ConfigError
 
 TARGETS = ("energy", "dipole", "polarizability")
 
+#: how segment mode picks the structures to label (see :func:`mdplugin.active.loop.select_candidates`)
+SELECTIONS = ("max", "density")
+
 #: properties the oracle must label for each learned target
 LABELS_FOR = {"energy": ("energy", "forces"), "dipole": ("dipole",), "polarizability": ("polarizability",)}
 
@@ -56,6 +59,12 @@ class ActiveConfig:
         sample_every : MD steps between candidates in a segment.
         batch : labels per segment (one retraining per segment).
         stop_factor : uncertainty/threshold ratio that ends a segment early (≥ 1).
+        selection : ``"max"`` (the most uncertain candidate, then farthest-point for a batch) or
+            ``"density"`` (the candidate that removes the most uncertainty from all candidates:
+            uncertain and representative; see :func:`mdplugin.active.loop.select_candidates`).
+        pool : candidates kept across segments (the latest ``pool``), all rescored with the
+            current models before each pick, so a label is the most uncertain of many segments;
+            0: only the segment's own candidates.
         walkers : every segment starts from a random frame of the initial labelled set with
             Maxwell–Boltzmann velocities at the current temperature (independent short walkers
             covering the initial set's conformers) instead of continuing one trajectory.
@@ -83,6 +92,8 @@ class ActiveConfig:
     batch: int = 1
     stop_factor: float = 10.0
     walkers: bool = False
+    pool: int = 0
+    selection: str = "max"
 
     def __post_init__(self) -> None:
         self.targets = tuple(self.targets)
@@ -110,14 +121,16 @@ class ActiveConfig:
             raise ConfigError(f"active: --threshold-factor must be positive, got {self.threshold_factor}")
         if len(self.temperature) != 2 or min(self.temperature) <= 0:
             raise ConfigError(f"active: temperature must be positive (K), got {self.temperature}")
-        nonneg = ("steps", "max_calls", "n_initial", "segment")
+        nonneg = ("steps", "max_calls", "n_initial", "segment", "pool")
         for name in ("steps", "max_calls", "n_initial", "initial_stride", "checkpoint_every", "max_retries",
-                     "segment", "sample_every", "batch"):
+                     "segment", "sample_every", "batch", "pool"):
             value = getattr(self, name)
             if isinstance(value, bool) or int(value) != value or value < (0 if name in nonneg else 1):
                 raise ConfigError(f"active: {name} must be a {'non-negative' if name in nonneg else 'positive'} integer, got {value}")
         if not self.stop_factor >= 1:
             raise ConfigError(f"active: stop_factor must be at least 1, got {self.stop_factor}")
+        if self.selection not in SELECTIONS:
+            raise ConfigError(f"active: unknown selection {self.selection!r} (known: {', '.join(SELECTIONS)})")
         if self.walkers and not self.segment:
             raise ConfigError("active: walkers need segments (segment > 0)")
         if not self.dt > 0 or not self.friction >= 0:

@@ -135,6 +135,18 @@ class Learner:
         n = len(atoms)
         return {t: measure(t, calc.get_property(f"{t}_std", atoms), n) for t in self.config.targets}
 
+    def uncertainties_of(self, frames: list[Atoms]) -> list[dict[str, float]]:
+        """Uncertainty measure per target of every structure in ``frames`` (one batched
+        prediction per model; the same numbers as :meth:`uncertainties`)."""
+        out: list[dict[str, float]] = [{} for _ in frames]
+        if not frames:
+            return out
+        for t in self.config.targets:
+            _, std = self.models[t].predict(frames, return_std=True)
+            for d, s, a in zip(out, std, frames):
+                d[t] = measure(t, s, len(a))
+        return out
+
     def predictions(self, atoms: Atoms) -> dict[str, np.ndarray]:
         """The models' values at ``atoms`` (energy eV, forces eV/Å, dipole e·Å, polarizability Å³)."""
         calc = atoms.calc

@@ -9,6 +9,11 @@
    its threshold. Below: the state becomes the *trusted* state. Above: the structure is labelled
    by the oracle, appended to ``data.xyz`` (fsync), the models are retrained, and the dynamics go
    on from the last trusted state;
+   With ``segment > 0`` (segment mode) the models run ``segment`` steps at a time instead, keep a
+   candidate every ``sample_every`` steps, and the most uncertain candidates over their threshold
+   (``batch`` of them, diverse by farthest point) are labelled at the end of the segment before
+   one retraining (:func:`select_candidates`; ``pool`` keeps candidates across segments,
+   ``walkers`` restarts every segment from an initial frame);
 4. the run ends cleanly at the first budget reached (MD steps, oracle calls, wall time).
 
 Kill-safety: a label is appended and fsync'ed before it is reported or used; models are saved
@@ -373,6 +378,22 @@ class _Run:
                 return candidates, True
         return candidates, False
 
+    def rescored_pool(self, candidates: list[dict]) -> list[dict]:
+        """Add a segment's candidates to the pool (the latest ``config.pool`` kept) and rescore
+        all of them with the current models."""
+        pool = getattr(self, "pool", [])
+        pool = (pool + [dict(c, predicted=None) for c in candidates])[-self.config.pool:]
+        frames = [Atoms(numbers=self.atoms.numbers, positions=c["positions"]) for c in pool]
+        try:
+            us = self.learner.uncertainties_of(frames)
+            for c, u in zip(pool, us):
+                c["u"], c["ratio"] = u, self.learner.ratio(u)
+        except Exception as exc:  # noqa: BLE001 - a candidate the models cannot evaluate
+            self.say(f"pool: rescoring failed ({exc}); the segment's own candidates are used")
+            return [dict(c, predicted=None) for c in candidates]
+        self.pool = [c for c in pool if np.isfinite(c["ratio"])]
+        return self.pool
+
     def md_segments(self) -> str:
         """Segment mode (``config.segment > 0``): see :class:`ActiveConfig`."""
         cfg = self.config
@@ -385,10 +406,18 @@ class _Run:
                 self.set_state(self.walker_start(), None)
             start = self.trusted
             candidates, stopped = self.run_segment()
+            if cfg.pool:
+                candidates = self.rescored_pool(candidates)
             calls, _ = self.counts()
-            picked = select_candidates(candidates, min(cfg.batch, cfg.max_calls - calls))
+            picked = select_candidates(candidates, min(cfg.batch, cfg.max_calls - calls), cfg.selection)
             for c in picked:
+                if c["predicted"] is None:
+                    probe = Atoms(numbers=self.atoms.numbers, positions=c["positions"])
+                    probe.calc = self.learner.calculator()
+                    c["predicted"] = self.learner.predictions(probe)
                 self.label_structure(c["positions"], c["u"], c["ratio"], c["predicted"], c["step"])
+                if cfg.pool:
+                    self.pool = [k for k in self.pool if k is not c]
             if picked:
                 self.retrain("label")
                 self.atoms.calc = self.learner.calculator()
@@ -407,25 +436,55 @@ def _distance_signature(positions: np.ndarray) -> np.ndarray:
     return np.sort(d[np.triu_indices(len(positions), 1)])
 
 
-def select_candidates(candidates: list[dict], n: int) -> list[dict]:
-    """Up to ``n`` candidates over their threshold (``ratio`` > 1): the most uncertain first, then
-    each the farthest (largest distance, in sorted interatomic distances, to the nearest one
-    already picked) among the rest over the threshold."""
-    over = [c for c in candidates if c["ratio"] > 1.0]
-    if n <= 0 or not over:
+def select_candidates(candidates: list[dict], n: int, selection: str = "max") -> list[dict]:
+    """Up to ``n`` of the candidates over their threshold (``ratio`` > 1).
+
+    ``selection="max"``: the most uncertain first, then each the farthest (distance between
+    sorted interatomic distances, :func:`_distance_signature`) from those already picked.
+
+    ``selection="density"``: the candidate x over its threshold that maximises
+    ``sum_c r_c² k(c, x)`` over *all* candidates c, with r = ratio (max over targets of
+    uncertainty / threshold) and
+    ``k = exp(-d²/2h²)`` (d: signature distance, h: twice the median nearest-neighbour distance
+    among the candidates) — a proxy of the variance that labelling x removes from what the
+    dynamics visit (uncertain *and* representative, where ``max`` favours rare outliers). For
+    a batch, each pick scales the others' r² by ``1 - k(c, x)²`` (the GP variance update with
+    the correlation approximated by k) before the next.
+    """
+    r = np.array([c["ratio"] for c in candidates], dtype=float)
+    over = np.flatnonzero(r > 1.0)
+    if n <= 0 or not len(over):
         return []
-    over.sort(key=lambda c: -c["ratio"])
-    sig = np.array([_distance_signature(c["positions"]) for c in over])
-    picked = [0]
+    sig = np.array([_distance_signature(c["positions"]) for c in candidates])
+    if selection == "density":
+        d = np.linalg.norm(sig[:, None] - sig[None], axis=-1)
+        if len(sig) > 1:
+            nn = np.sort(d, axis=1)[:, 1]
+            h = 2.0 * float(np.median(nn))
+        else:
+            h = 1.0
+        k = np.exp(-0.5 * (d / max(h, 1e-12)) ** 2)
+        weight = r**2
+        picked: list[int] = []
+        for _ in range(min(n, len(over))):
+            gain = k[over] @ weight
+            gain[np.isin(over, picked)] = -np.inf
+            best = int(over[int(np.argmax(gain))])
+            picked.append(best)
+            weight = weight * (1.0 - k[best] ** 2)
+        return [candidates[i] for i in picked]
+    order = over[np.argsort(-r[over], kind="stable")]
+    sig = sig[order]
+    chosen = [0]
     dmin = np.linalg.norm(sig - sig[0], axis=1)
-    while len(picked) < min(n, len(over)):
-        dmin[picked] = -1.0
+    while len(chosen) < min(n, len(order)):
+        dmin[chosen] = -1.0
         i = int(np.argmax(dmin))
         if dmin[i] <= 0:
             break
-        picked.append(i)
+        chosen.append(i)
         dmin = np.minimum(dmin, np.linalg.norm(sig - sig[i], axis=1))
-    return [over[i] for i in picked]
+    return [candidates[int(order[i])] for i in chosen]
 
 
 def _read_start(start: str | Path | Atoms) -> Atoms:
