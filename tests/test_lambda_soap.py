@@ -146,3 +146,15 @@ def test_unknown_element_is_named():
     calc = SphericalExpansion([1, 8], cutoff=3.0, max_radial=2, max_angular=2)
     with pytest.raises(DataError, match="Cl"):
         calc.compute([Atoms("HCl", positions=[[0, 0, 0], [1.3, 0, 0]])])
+
+
+def test_coupling_threads_follow_omp_num_threads(monkeypatch):
+    """MPI ranks run with OMP_NUM_THREADS=1: the coupling must not start more threads than that."""
+    from mdplugin.descriptors import lambda_soap as module
+
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    assert module._default_threads() == 1
+    monkeypatch.setenv("OMP_NUM_THREADS", "not a number")
+    assert module._default_threads() == module._N_CPUS
+    monkeypatch.delenv("OMP_NUM_THREADS")
+    assert module._default_threads() == module._N_CPUS

@@ -227,7 +227,8 @@ def lambda_soap(
     Returns ``{λ: array (n_centres, 2λ+1, n_features(λ))}`` in the layout of
     :func:`feature_labels`.  Vectorised over centres (one GEMM and one batched matmul per
     (l1, l2) pair), in cache-sized chunks of ``chunk_size`` centres spread over
-    ``n_threads`` threads (default: the number of CPUs; numpy releases the GIL).
+    ``n_threads`` threads (default: ``$OMP_NUM_THREADS`` if set, else the number of CPUs; numpy
+    releases the GIL).
     """
     lambdas = tuple(sorted(set(int(x) for x in lambdas)))
     lmax = expansion.max_angular
@@ -239,7 +240,7 @@ def lambda_soap(
     }
     slices = list(_chunks(n, chunk_size))
     if n_threads is None:
-        n_threads = _N_CPUS
+        n_threads = _default_threads()
     if n_threads > 1 and len(slices) > 1:
         from concurrent.futures import ThreadPoolExecutor
 
@@ -254,6 +255,15 @@ def lambda_soap(
         for sl in slices:
             _couple_chunk(expansion.values, out, plan, sl, n_prop, fold)
     return out
+
+
+def _default_threads() -> int:
+    """``$OMP_NUM_THREADS`` if set to a positive integer (so MPI ranks run with one thread each, as
+    the BLAS does), else the number of CPUs this process may use."""
+    value = os.environ.get("OMP_NUM_THREADS", "")
+    if value.strip().isdigit() and int(value) > 0:
+        return min(int(value), _N_CPUS)
+    return _N_CPUS
 
 
 def _chunks(n: int, size: int):
