@@ -77,10 +77,21 @@ class _CApi:
                 self.checked = True
             ndim = tensor.ndim
             shape = tuple(tensor.shape[:ndim])
-            strides = tuple(8 * s for s in tensor.strides[:ndim]) if tensor.strides else None
             if 0 in shape:
                 return np.zeros(shape)
-            return np.array(_View(tensor.data + tensor.byte_offset, shape, "<f8", strides))
+            if tensor.strides:
+                strides = tuple(tensor.strides[:ndim])
+                compact, step = [], 1
+                for n in reversed(shape):
+                    compact.append(step)
+                    step *= n
+                compact = tuple(reversed(compact))
+                if strides != compact:  # not row-major: let numpy follow the strides
+                    return np.array(_View(tensor.data + tensor.byte_offset, shape, "<f8",
+                                          tuple(8 * s for s in strides)))
+            out = np.empty(shape)  # compact row-major: one memcpy
+            ctypes.memmove(out.__array_interface__["data"][0], tensor.data + tensor.byte_offset, out.nbytes)
+            return out
         finally:
             managed.deleter(self.managed)
 
