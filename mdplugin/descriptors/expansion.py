@@ -109,11 +109,11 @@ def _clean_frames(frames: Sequence) -> list:
 
     out = []
     for k, atoms in enumerate(frames):
-        cell = np.asarray(atoms.cell)
+        cell = atoms.cell.array if hasattr(atoms.cell, "array") else np.asarray(atoms.cell)
         pbc = np.asarray(atoms.pbc, dtype=bool).reshape(-1)
         if pbc.size == 1:
             pbc = np.repeat(pbc, 3)
-        zero_cell = bool(np.all(np.abs(cell) < 1e-9))
+        zero_cell = bool(abs(cell).max() < 1e-9)
         if zero_cell or not pbc.any():
             if pbc.any() or not zero_cell:
                 atoms = Atoms(numbers=atoms.numbers, positions=atoms.positions)
@@ -130,9 +130,14 @@ def _clean_frames(frames: Sequence) -> list:
 
 def frame_element_check(frames: Sequence, species: Sequence[int]) -> None:
     """Raise :class:`DataError` naming the first element of ``frames`` not in ``species``."""
+    known = np.asarray(sorted(species))
+    numbers = np.concatenate([np.asarray(atoms.numbers) for atoms in frames]) if len(frames) else np.zeros(0, int)
+    lookup = np.zeros(max(256, int(known.max(initial=0)) + 1), dtype=bool)
+    lookup[known] = True
+    if numbers.size == 0 or (numbers.min() >= 0 and numbers.max() < len(lookup) and lookup[numbers].all()):
+        return  # every element known: one vectorised check (the per-frame loop below names the culprit)
     from ase.data import chemical_symbols
 
-    known = np.asarray(sorted(species))
     for k, atoms in enumerate(frames):
         numbers = np.asarray(atoms.numbers)
         bad = numbers[~np.isin(numbers, known)]
