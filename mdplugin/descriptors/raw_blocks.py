@@ -93,7 +93,8 @@ class _CApi:
             ctypes.memmove(out.__array_interface__["data"][0], tensor.data + tensor.byte_offset, out.nbytes)
             return out
         finally:
-            managed.deleter(self.managed)
+            if managed.deleter:  # DLPack allows a null deleter
+                managed.deleter(self.managed)
 
     def _labels(self, labels) -> np.ndarray:
         try:
@@ -128,7 +129,6 @@ class _CApi:
             wanted = with_samples is None or with_samples[index]
             out.append((label_values(block_labels(gradient, 0)) if wanted else None, array(gradient)))
         return out
-
 
     def all_values(self, n_blocks: int) -> list[np.ndarray]:
         """Values of blocks 0 … n_blocks−1 (one tight loop: this is the per-step hot path)."""
