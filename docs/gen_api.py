@@ -12,7 +12,6 @@ check, so a change of a public signature or docstring changes this page too.
 
 from __future__ import annotations
 
-import argparse
 import importlib
 import inspect
 import pkgutil
@@ -158,18 +157,9 @@ def render() -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description="generate docs/api.md")
-    p.add_argument("--check", action="store_true", help="exit 1 if docs/api.md is out of date")
-    args = p.parse_args(argv)
-    text = render()
-    if args.check:
-        if not OUTPUT.exists() or OUTPUT.read_text(encoding="utf-8") != text:
-            print(f"{OUTPUT} is out of date: run python docs/gen_api.py", file=sys.stderr)
-            return 1
-        return 0
-    OUTPUT.write_text(text, encoding="utf-8")
-    print(f"wrote {OUTPUT}")
-    return 0
+    from _page import generate  # docs/ is on sys.path when this file runs as a script
+
+    return generate(OUTPUT, render, "gen_api.py", argv)
 
 
 if __name__ == "__main__":
