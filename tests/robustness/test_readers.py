@@ -110,6 +110,17 @@ def test_line_deleted_doubled_or_blanked(line, op):
             assert isinstance(out, DataError), (op, line)
 
 
+def read_error(frames: list[list[str]], name: str):
+    """Write ``frames`` (each a list of lines) to the scratch file ``name``, read it, and return the
+    path and the message of the :class:`DataError` the reader must raise."""
+    with scratch() as d:
+        path = d / name
+        path.write_text("".join("".join(f) for f in frames))
+        with pytest.raises(DataError) as err:
+            read_dataset(path, properties=ALL)
+    return path, str(err.value)
+
+
 def _comment_key_re(key: str) -> re.Pattern:
     return re.compile(rf'(?<![\w]){key}=("[^"]*"|\S+)')
 
@@ -143,12 +154,7 @@ def test_one_broken_label_names_its_frame(frame, name, how):
             new_val = f'"{new_val}"' if " " in new_val else new_val
         new = comment[: match.start()] + f"{name}={new_val}" + comment[match.end() :]
     frames[frame][1] = new
-    with scratch() as d:
-        path = d / "label.xyz"
-        path.write_text("".join("".join(f) for f in frames))
-        with pytest.raises(DataError) as err:
-            read_dataset(path, properties=ALL)
-    msg = str(err.value)
+    path, msg = read_error(frames, "label.xyz")
     assert f"{path}: frame {frame}:" in msg
     # ASE itself converts known array properties (dipole, ...) and fails before we see the key: the
     # message then quotes the bad value instead of the key name
@@ -167,11 +173,8 @@ def test_non_finite_forces_name_frame(frame, atom, col, value):
     parts = frames[frame][2 + atom].split()
     parts[4 + col] = value
     frames[frame][2 + atom] = " ".join(parts) + "\n"
-    with scratch() as d:
-        path = d / "forces.xyz"
-        path.write_text("".join("".join(f) for f in frames))
-        with pytest.raises(DataError, match=rf"frame {frame}: forces \(key 'forces'\) contains NaN or inf"):
-            read_dataset(path, properties=ALL)
+    _, msg = read_error(frames, "forces.xyz")
+    assert re.search(rf"frame {frame}: forces \(key 'forces'\) contains NaN or inf", msg), msg
 
 
 KNOWN_KEYS = {"energy", "forces", "dipole", "polarizability", "pbc", "species", "pos", "positions", "numbers",
@@ -214,12 +217,7 @@ def test_duplicate_atoms(frame, pair, jitter):
     pj = frames[frame][2 + j].split()
     pj[1:4] = [f"{float(pi[1]) + jitter:.8f}", pi[2], pi[3]]
     frames[frame][2 + j] = " ".join(pj) + "\n"
-    with scratch() as d:
-        path = d / "dup.xyz"
-        path.write_text("".join("".join(f) for f in frames))
-        with pytest.raises(DataError) as err:
-            read_dataset(path, properties=ALL)
-    msg = str(err.value)
+    path, msg = read_error(frames, "dup.xyz")
     assert f"{path}: frame {frame}: atoms" in msg and "closer than 0.1 Å" in msg
     assert {int(a) for a in re.findall(r"atoms (\d+) and (\d+)", msg)[0]} == {i, j}
 
@@ -233,12 +231,8 @@ def test_unknown_element_symbol(frame, atom, symbol):
     parts = frames[frame][2 + atom].split()
     parts[0] = symbol
     frames[frame][2 + atom] = " ".join(parts) + "\n"
-    with scratch() as d:
-        path = d / "elem.xyz"
-        path.write_text("".join("".join(f) for f in frames))
-        with pytest.raises(DataError) as err:
-            read_dataset(path, properties=ALL)
-    assert f"{path}: frame {frame}: cannot parse (unknown element symbol {symbol.capitalize()!r})" in str(err.value)
+    path, msg = read_error(frames, "elem.xyz")
+    assert f"{path}: frame {frame}: cannot parse (unknown element symbol {symbol.capitalize()!r})" in msg
 
 
 @pytest.mark.parametrize("z", [0, 119, 200, -3])
@@ -352,12 +346,7 @@ def test_wrong_atom_count_names_the_right_frame(frame, count):
     A wrong count in frame k shows up at frame k (or at k + 1, with a hint to check frame k's count)."""
     frames = frame_lines()
     frames[frame][0] = count + "\n"
-    with scratch() as d:
-        path = d / "count.xyz"
-        path.write_text("".join("".join(f) for f in frames))
-        with pytest.raises(DataError) as err:
-            read_dataset(path, properties=ALL)
-    msg = str(err.value)
+    path, msg = read_error(frames, "count.xyz")
     assert msg.startswith(f"{path}: frame ")
     k = int(re.match(rf"{re.escape(str(path))}: frame (\d+)", msg).group(1))
     assert k == frame or (k == frame + 1 and f"atom count of frame {frame}" in msg) or (
