@@ -141,9 +141,6 @@ class _CApi:
         return out
 
 
-    def values(self, index: int) -> np.ndarray:
-        return self._array(self._block(index))
-
     def samples(self, index: int) -> np.ndarray:
         return self._labels(self.lib.mts_block_labels(self._block(index), 0))
 
@@ -161,9 +158,6 @@ class _PythonApi:
 
     def keys(self) -> np.ndarray:
         return np.array(self.tensor.keys.values)
-
-    def values(self, index: int) -> np.ndarray:
-        return np.array(self.tensor.block_by_id(index).values)
 
     def all_values(self, n_blocks: int) -> list[np.ndarray]:
         return [np.array(block.values) for block in self.tensor.blocks()][:n_blocks]
@@ -187,8 +181,8 @@ class BlockReader:
     tensor : metatensor.TensorMap
     fast : read through metatensor's C API (default); ``False`` uses the Python API only.
 
-    Methods return: ``keys()`` (n_blocks, n_key_dims) int32; ``values(i)`` the float64 values of
-    block ``i`` (``all_values(n)`` of blocks 0 … n−1); ``samples(i)`` (n_samples, n_sample_dims) int32; ``gradient(i, name)`` the
+    Methods return: ``keys()`` (n_blocks, n_key_dims) int32; ``all_values(n)`` the float64 values of
+    blocks 0 … n−1; ``samples(i)`` (n_samples, n_sample_dims) int32; ``gradient(i, name)`` the
     gradient's samples (g, n_dims) int32 and values (g, ...) float64 (``all_gradients(n, name)``: a
     list for blocks 0 … n−1).
     """
@@ -214,9 +208,6 @@ class BlockReader:
 
     def keys(self) -> np.ndarray:
         return self._call("keys")
-
-    def values(self, index: int) -> np.ndarray:
-        return self._call("values", index)
 
     def all_values(self, n_blocks: int) -> list[np.ndarray]:
         """Values of every block, in block order (``n_blocks`` = ``len(keys())``)."""

@@ -326,11 +326,7 @@ class SAGPRModel(SharedExpansionMixin, Model):
         """Per centre species ``s``: (s, cols, x⁰ (m, k0), x^λ (m·(2λ+1), kλ)) of the representative
         environments the λ GPR uses, contiguous copies built once per fitted/loaded model (copying
         them on every call made up most of a one-frame prediction)."""
-        state = tuple(id(v) for v in self.sparse_.values()) + (id(self.sparse_rank_),)
-        cache = self.__dict__.setdefault("_sparse_block_cache", {})
-        if cache.get("state") != state:  # refitted or reloaded: drop the old blocks
-            cache.clear()
-            cache["state"] = state
+        cache = self.__dict__.setdefault("_sparse_block_cache", {})  # emptied by fit and _set_state
         if lam not in cache:
             n_max = self._n_sparse(lam)
             blocks = []
@@ -411,6 +407,7 @@ class SAGPRModel(SharedExpansionMixin, Model):
         """
         comm = resolve_comm(comm)
         self._check_target()
+        self.__dict__.pop("_sparse_block_cache", None)
         frames = list(frames)
         if len(frames) == 0:
             raise DataError("no training frames")
@@ -623,6 +620,7 @@ class SAGPRModel(SharedExpansionMixin, Model):
         return factor_sparse_kernel(self._sparse_kernel(lam) / self.kernel_scale_[lam], self.jitter)[1]
 
     def _set_state(self, arrays: dict[str, np.ndarray]) -> None:
+        self.__dict__.pop("_sparse_block_cache", None)
         self.baseline_ = np.asarray(arrays["baseline"], dtype=float)
         self.sparse_species_ = np.asarray(arrays["sparse_species"], dtype=int)
         self.sparse_rank_ = np.asarray(arrays["sparse_rank"], dtype=int)
