@@ -98,4 +98,35 @@ def test_c_api_reader_is_used_and_equals_python_api():
         np.testing.assert_array_equal(fast.samples(i), slow.samples(i))
         for a, b in zip(fast.gradient(i, "positions"), slow.gradient(i, "positions")):
             np.testing.assert_array_equal(a, b)
-    assert fast.fast  # nothing fell back on the way
+    some = np.arange(n) % 3 == 0
+    (fa, fs, fg), (sa, ss, sg) = (r.flat(n, "positions", some, 16) for r in (fast, slow))
+    np.testing.assert_array_equal(fa, sa)  # capacity 16 makes the C path grow its buffer
+    assert fs == ss
+    for i in range(n):
+        assert (fg[i] is None) == (not some[i])
+        if some[i]:
+            np.testing.assert_array_equal(fg[i], sg[i])
+    assert fast.fast  # nothing above fell back to the Python API
+
+
+def test_scatter_plans_are_reused_only_where_they_fit():
+    """One calculator, many calls: moved atoms (same plan), other molecules and batches (new plans),
+    then the first again: every result equals metatensor's own dense reference."""
+    cases = frames_and_species()
+    dce, mixed = cases[0][0], cases[1][0]
+    calc = SphericalExpansion([1, 6, 8, 17], cutoff=4.5, max_radial=3, max_angular=3)
+    moved = dce[0].copy()
+    moved.rattle(0.05, seed=3)
+    # the same block sizes, but a different H lacks a Cl neighbour: the plan must not be reused blindly
+    near_far = Atoms("ClHH", positions=[[0, 0, 0], [1.3, 0, 0], [0, 9.0, 0]])
+    far_near = Atoms("ClHH", positions=[[0, 0, 0], [0, 9.0, 0], [1.3, 0, 0]])
+    for frames in ([dce[0]], [moved], mixed, mixed[::-1], [dce[0]], [moved], [near_far], [far_near]):
+        for gradients in (False, True):
+            exp = calc.compute(frames, gradients=gradients)
+            values, grads = reference_dense(calc, frames, gradients)
+            for l in range(calc.max_angular + 1):
+                np.testing.assert_array_equal(exp.values[l], values[l])
+                if gradients:
+                    got = {(int(i), int(j)): exp.gradient_values[l][k] for k, (i, j) in enumerate(exp.pairs)}
+                    for pair, g in got.items():
+                        np.testing.assert_array_equal(g, grads[l].get(pair, 0.0 * g))

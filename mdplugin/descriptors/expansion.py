@@ -186,6 +186,7 @@ class SphericalExpansion:
         self.gaussian_width = float(gaussian_width)
         self.smoothing_width = float(smoothing_width)
         self._calculator = None
+        self._plans: dict = {}
 
     def hypers(self) -> dict:
         """featomic hyper-parameters of the underlying calculator."""
@@ -210,6 +211,78 @@ class SphericalExpansion:
 
             self._calculator = featomic.SphericalExpansion(**self.hypers())
         return self._calculator
+
+    _MAX_PLANS = 32
+
+    def _remember(self, signature: tuple, plan: tuple) -> None:
+        """Keep a scatter plan (bounded cache: MD steps of one system reuse a handful of plans)."""
+        if len(self._plans) >= self._MAX_PLANS:
+            self._plans.clear()
+        self._plans[signature] = plan
+
+    def _block_layout(self, keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Per block: its l, and the index of its neighbour species in :attr:`species`."""
+        species_index = np.zeros(max(max(self.species), int(keys[:, 3].max(initial=0))) + 1, dtype=np.int64)
+        species_index[list(self.species)] = np.arange(len(self.species))
+        return keys[:, 0].astype(np.int64), species_index[keys[:, 3]]
+
+    def _values_plan(self, reader: BlockReader, keys, shapes, offsets, centre_species) -> tuple:
+        """Where every number of the blocks' flat values goes in the dense ``values`` buffer
+        (all l one after the other), and each block's centre rows.
+
+        featomic's samples are sorted by (system, atom): a block with as many samples as the batch
+        has centres of its species holds exactly those centres, in order, so its labels need not be
+        read; otherwise they are."""
+        n_centres = len(centre_species)
+        n_species, n_radial = len(self.species), self.max_radial + 1
+        block_l, block_s = self._block_layout(keys)
+        centres_of = {int(z): np.flatnonzero(centre_species == z) for z in np.unique(centre_species)}
+        start_l = np.cumsum([0] + [n_centres * (2 * l + 1) * n_species * n_radial for l in range(self.max_angular + 1)])
+        rows, dest, read = [], [], []
+        for index, key in enumerate(keys):
+            expected = centres_of.get(int(key[2]))
+            if expected is None or len(expected) != shapes[index][0]:
+                samples = reader.samples(index)
+                read.append((index, samples))
+                expected = offsets[samples[:, 0]] + samples[:, 1]
+            rows.append(expected)
+            l, m = int(block_l[index]), 2 * int(block_l[index]) + 1
+            where = ((expected[:, None, None] * m + np.arange(m)[None, :, None]) * n_species + block_s[index]) \
+                * n_radial + np.arange(n_radial)[None, None, :]
+            dest.append(start_l[l] + where.ravel())
+        return (np.concatenate(dest) if dest else np.zeros(0, dtype=np.int64)), rows, read
+
+    def _gradient_plan(self, reader: BlockReader, keys, first, pair_type, gshapes, gsamples, rows,
+                       offsets, n_centres) -> tuple:
+        """Where every number of the gradient blocks' flat values goes in the dense gradient buffer,
+        and the (centre, neighbour) pairs ``(n_pairs, 2)``."""
+        n_species, n_radial = len(self.species), self.max_radial + 1
+        block_l, block_s = self._block_layout(keys)
+        codes, codes_of_type, read = [None] * len(keys), {}, []
+        for index in np.r_[np.flatnonzero(first), np.flatnonzero(~first)]:
+            code = codes_of_type.get(pair_type[index])
+            if code is None or len(code) != gshapes[index][0]:
+                gs = gsamples[index]
+                if gs is None:
+                    gs = reader.gradient(int(index), "positions")[0]
+                    read.append((int(index), gs))
+                # gradient samples: (sample, system, atom)
+                code = rows[index][gs[:, 0]] * n_centres + offsets[gs[:, 1]] + gs[:, 2]
+                codes_of_type.setdefault(pair_type[index], code)
+            codes[index] = code
+        pair_codes = np.unique(np.concatenate(codes)) if codes else np.zeros(0, dtype=np.int64)
+        pairs = np.stack([pair_codes // n_centres, pair_codes % n_centres], axis=1)
+        n_pairs = len(pair_codes)
+        start_l = np.cumsum([0] + [n_pairs * 3 * (2 * l + 1) * n_species * n_radial for l in range(self.max_angular + 1)])
+        dest = []
+        for index in range(len(keys)):
+            l, m = int(block_l[index]), 2 * int(block_l[index]) + 1
+            at = np.searchsorted(pair_codes, codes[index])
+            where = (((at[:, None, None, None] * 3 + np.arange(3)[None, :, None, None]) * m
+                      + np.arange(m)[None, None, :, None]) * n_species + block_s[index]) * n_radial \
+                + np.arange(n_radial)[None, None, None, :]
+            dest.append(start_l[l] + where.ravel())
+        return (np.concatenate(dest) if dest else np.zeros(0, dtype=np.int64)), pairs, read
 
     def compute(self, frames: Sequence, gradients: bool = False) -> Expansion:
         """Expand the neighbour density of every atom of ``frames`` (list of ``ase.Atoms``).
@@ -236,37 +309,21 @@ class SphericalExpansion:
         tensor = self.calculator.compute(
             systems, gradients=["positions"] if gradients else None
         )
-        # one block per (l, sigma, centre species, neighbour species); the neighbour species selects a
-        # slice of the property axis, and all blocks of one l go in with ONE fancy assignment on the
-        # (centre, 2l+1, species, radial) view of the dense array. A block with as many samples as
-        # the batch has centres of its species holds exactly those centres, in order (featomic's
-        # samples are sorted by system then atom): its sample labels need not be read.
         reader = BlockReader(tensor)
         keys = reader.keys()  # (o3_lambda, o3_sigma, center_type, neighbor_type)
-        n_species, n_radial = len(self.species), self.max_radial + 1
-        species_index = np.zeros(max(self.species) + 1, dtype=np.int64)
-        species_index[list(self.species)] = np.arange(n_species)
-        centres_of = {int(z): np.flatnonzero(centre_species == z) for z in np.unique(centre_species)}
-        block_l = keys[:, 0].astype(np.int64)
-        block_s = species_index[keys[:, 3]]
-        block_values, rows = reader.all_values(len(keys)), []
-        for index, key in enumerate(keys):
-            v = block_values[index]
-            expected = centres_of.get(int(key[2]))
-            if expected is None or len(expected) != len(v):
-                samples = reader.samples(index)
-                expected = offsets[samples[:, 0]] + samples[:, 1]
-            rows.append(expected)
-        lmax = self.max_angular
-        values = []
-        for l in range(lmax + 1):
-            dense = np.zeros((n_centres, 2 * l + 1, n_species, n_radial))
-            ids = np.flatnonzero(block_l == l)
-            if len(ids):
-                r = np.concatenate([rows[i] for i in ids])
-                s = np.repeat(block_s[ids], [len(rows[i]) for i in ids])
-                dense[r, :, s, :] = np.concatenate([block_values[i] for i in ids])
-            values.append(dense.reshape(n_centres, 2 * l + 1, n_species * n_radial))
+        width = len(self.species) * (self.max_radial + 1)
+        sizes_l = [n_centres * (2 * l + 1) * width for l in range(self.max_angular + 1)]
+        flat, shapes, _ = reader.flat(len(keys), capacity=sum(sizes_l))
+        signature = (keys.tobytes(), tuple(shape[0] for shape in shapes), sizes.tobytes(),
+                     centre_species.tobytes())
+        plan = self._plans.get(signature)
+        if plan is None or not _labels_unchanged(reader, plan[2]):
+            plan = self._values_plan(reader, keys, shapes, offsets, centre_species)
+            self._remember(signature, plan)
+        dest, rows, _ = plan
+        dense = np.zeros(sum(sizes_l))
+        dense[dest] = flat
+        values = _split(dense, sizes_l, [(n_centres, 2 * l + 1, width) for l in range(self.max_angular + 1)])
 
         pairs = grads = None
         if gradients:
@@ -275,31 +332,21 @@ class SphericalExpansion:
             pair_type = keys[:, 2].astype(np.int64) * 1024 + keys[:, 3]
             first = np.zeros(len(keys), dtype=bool)
             first[np.unique(pair_type, return_index=True)[1]] = True
-            parts = reader.all_gradients(len(keys), "positions", with_samples=first)
-            codes, gradient_values, codes_of_type = [None] * len(keys), [], {}
-            for index in np.r_[np.flatnonzero(first), np.flatnonzero(~first)]:
-                gs, gv = parts[index]
-                code = codes_of_type.get(pair_type[index])
-                if code is None or len(code) != len(gv):
-                    if gs is None:
-                        gs = reader.gradient(int(index), "positions")[0]
-                    # gradient samples: (sample, system, atom)
-                    code = rows[index][gs[:, 0]] * n_centres + offsets[gs[:, 1]] + gs[:, 2]
-                    codes_of_type.setdefault(pair_type[index], code)
-                codes[index] = code
-            gradient_values = [gv for _, gv in parts]
-            pair_codes = np.unique(np.concatenate(codes))
-            pairs = np.stack([pair_codes // n_centres, pair_codes % n_centres], axis=1)
-            n_pairs = len(pair_codes)
-            grads = []
-            for l in range(lmax + 1):
-                dense = np.zeros((n_pairs, 3, 2 * l + 1, n_species, n_radial))
-                ids = np.flatnonzero(block_l == l)
-                if len(ids):
-                    where = np.searchsorted(pair_codes, np.concatenate([codes[i] for i in ids]))
-                    s = np.repeat(block_s[ids], [len(codes[i]) for i in ids])
-                    dense[where, :, :, s, :] = np.concatenate([gradient_values[i] for i in ids])
-                grads.append(dense.reshape(n_pairs, 3, 2 * l + 1, n_species * n_radial))
+            gflat, gshapes, gsamples = reader.flat(len(keys), "positions", with_samples=first,
+                                                   capacity=3 * sum(sizes_l) * max(1, n_centres // len(sizes)))
+            gsignature = signature + (tuple(shape[0] for shape in gshapes),
+                                      b"".join(x.tobytes() for x in gsamples if x is not None))
+            gplan = self._plans.get(gsignature)
+            if gplan is None or not _labels_unchanged(reader, gplan[2], "positions"):
+                gplan = self._gradient_plan(reader, keys, first, pair_type, gshapes, gsamples, rows,
+                                            offsets, n_centres)
+                self._remember(gsignature, gplan)
+            gdest, pairs, _ = gplan
+            n_pairs = len(pairs)
+            gsizes = [n_pairs * 3 * (2 * l + 1) * width for l in range(self.max_angular + 1)]
+            dense = np.zeros(sum(gsizes))
+            dense[gdest] = gflat
+            grads = _split(dense, gsizes, [(n_pairs, 3, 2 * l + 1, width) for l in range(self.max_angular + 1)])
 
         expansion = Expansion(
             species=self.species,
@@ -314,3 +361,22 @@ class SphericalExpansion:
             expansion.pairs = pairs
             expansion.gradient_values = grads
         return expansion
+
+
+def _labels_unchanged(reader: BlockReader, read: list, gradient: str | None = None) -> bool:
+    """Whether the sample labels a plan had to read (``[(block index, labels)]``) are still the same:
+    those blocks' rows depend on which atoms have neighbours of a species, not only on counts."""
+    for index, labels in read:
+        now = reader.samples(index) if gradient is None else reader.gradient(index, gradient)[0]
+        if not np.array_equal(now, labels):
+            return False
+    return True
+
+
+def _split(buffer: np.ndarray, sizes: Sequence[int], shapes: Sequence[tuple]) -> list[np.ndarray]:
+    """Consecutive pieces of ``buffer`` of the given sizes, as views with the given shapes."""
+    out, start = [], 0
+    for size, shape in zip(sizes, shapes):
+        out.append(buffer[start : start + size].reshape(shape))
+        start += size
+    return out

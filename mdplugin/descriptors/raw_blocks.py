@@ -18,6 +18,9 @@ array), it falls back to metatensor's Python API, which gives the same arrays
 from __future__ import annotations
 
 import ctypes
+import functools
+import math
+import threading
 
 import numpy as np
 
@@ -39,29 +42,68 @@ class _View:
         }
 
 
-class _CApi:
-    """metatensor C-API reads; every method returns numpy copies."""
+@functools.lru_cache(maxsize=None)
+def _raw_functions(library: str) -> tuple:
+    """``mts_tensormap_block_by_id``, ``mts_block_data`` and ``mts_block_gradient`` of the metatensor
+    library at ``library``, declared without metatensor's Python status checker (callers compare the
+    status to 0): a call then costs about a microsecond. Loaded once per process."""
+    raw = ctypes.CDLL(library)
+    vp, status = ctypes.c_void_p, ctypes.c_int32
+    by_id, data, gradient = raw.mts_tensormap_block_by_id, raw.mts_block_data, raw.mts_block_gradient
+    by_id.argtypes, by_id.restype = [vp, vp, ctypes.c_size_t], status
+    data.argtypes, data.restype = [vp, vp], status
+    gradient.argtypes, gradient.restype = [vp, ctypes.c_char_p, vp], status
+    return by_id, data, gradient
 
-    def __init__(self, tensor) -> None:
+
+@functools.lru_cache(maxsize=256)
+def _row_major_strides(shape: tuple) -> list:
+    """Element strides of a C-contiguous array of ``shape`` (a list, as ctypes slices give)."""
+    strides, step = [], 1
+    for n in reversed(shape):
+        strides.append(step)
+        step *= n
+    return strides[::-1]
+
+
+_SCRATCH = threading.local()
+
+
+def _scratch() -> dict:
+    """This thread's ctypes out-parameters for :class:`_CApi` (built once per thread: making them
+    for every featomic call cost as much as reading a few blocks)."""
+    scratch = getattr(_SCRATCH, "value", None)
+    if scratch is None:
         from ctypes_dlpack import DLDevice, DLDeviceType, DLManagedTensorVersioned, DLPackVersion
         from metatensor._c_api import c_uintptr_t, mts_array_t, mts_block_t
         from metatensor._c_lib import _get_library
 
+        data, managed = mts_array_t(), ctypes.POINTER(DLManagedTensorVersioned)()
+        scratch = _SCRATCH.value = {
+            "lib": _get_library(),
+            "cpu": DLDevice(device_type=DLDeviceType.kDLCPU, device_id=0),
+            "version": DLPackVersion(major=1, minor=0),
+            "managed": managed,
+            "managed_ref": ctypes.byref(managed),
+            "block_pointer": ctypes.POINTER(mts_block_t)(),
+            "gradient_pointer": ctypes.POINTER(mts_block_t)(),
+            "data": data,
+            "data_ref": ctypes.byref(data),
+            "int_pointer": ctypes.POINTER(ctypes.c_int32)(),
+            "count": c_uintptr_t(),
+            "size": c_uintptr_t(),
+        }
+    return scratch
+
+
+class _CApi:
+    """metatensor C-API reads; every method returns numpy copies."""
+
+    def __init__(self, tensor) -> None:
         self.tensor = tensor  # keeps the TensorMap alive
         self.pointer = tensor._ptr
-        self.lib = _get_library()
-        self.cpu = DLDevice(device_type=DLDeviceType.kDLCPU, device_id=0)
-        self.version = DLPackVersion(major=1, minor=0)
-        self.managed = ctypes.POINTER(DLManagedTensorVersioned)()
-        self.block_pointer = ctypes.POINTER(mts_block_t)()
-        self.gradient_pointer = ctypes.POINTER(mts_block_t)()
-        self.data = mts_array_t()
-        self.data_ref = ctypes.byref(self.data)
-        self.managed_ref = ctypes.byref(self.managed)
+        self.__dict__.update(_scratch())  # per-thread ctypes out-parameters, built once
         self.checked = False
-        self.int_pointer = ctypes.POINTER(ctypes.c_int32)()
-        self.count = c_uintptr_t()
-        self.size = c_uintptr_t()
 
     def _array(self, block) -> np.ndarray:
         self.lib.mts_block_data(block, self.data_ref)
@@ -116,30 +158,60 @@ class _CApi:
     def keys(self) -> np.ndarray:
         return self._labels(self.lib.mts_tensormap_keys(self.pointer))
 
-    def all_gradients(self, n_blocks: int, name: str, with_samples=None) -> list[tuple]:
-        """(samples, values) of gradient ``name`` of blocks 0 … n_blocks−1, in one loop; samples
-        only where ``with_samples[i]`` (default: all), ``None`` elsewhere."""
-        lib, pointer, block, gradient = self.lib, self.pointer, self.block_pointer, self.gradient_pointer
-        block_ref, gradient_ref, label_values = ctypes.byref(block), ctypes.byref(gradient), self._labels
-        array, block_labels, name = self._array, lib.mts_block_labels, name.encode()
-        out = []
+    def flat(self, n_blocks: int, gradient: str | None = None, with_samples=None,
+             capacity: int = 0) -> tuple[np.ndarray, list[tuple], list]:
+        """The values (or the values of gradient ``gradient``) of blocks 0 … n_blocks−1, copied one
+        after the other into ONE float64 buffer: ``(flat, shapes, samples)``; block ``i`` is the
+        next ``prod(shapes[i])`` numbers of ``flat`` in row-major order. ``samples[i]`` are the
+        gradient's sample labels where ``with_samples[i]`` (default: all), else ``None`` (and always
+        ``None`` without ``gradient``). ``capacity``: expected total size (the buffer grows if
+        needed). This is the per-step hot path: a few ctypes calls and one memmove per block."""
+        by_id, block_data, block_gradient = _raw_functions(self.lib._name)
+        pointer, block, grad = self.pointer, self.block_pointer, self.gradient_pointer
+        block_ref, grad_ref, data_ref, managed_ref = (
+            ctypes.byref(block), ctypes.byref(grad), self.data_ref, self.managed_ref)
+        data, managed, cpu, version, memmove = self.data, self.managed, self.cpu, self.version, ctypes.memmove
+        name = gradient.encode() if gradient is not None else None
+        buffer = np.empty(max(int(capacity), 64))
+        base, used, shapes, samples = buffer.__array_interface__["data"][0], 0, [], []
         for index in range(n_blocks):
-            lib.mts_tensormap_block_by_id(pointer, block_ref, index)
-            lib.mts_block_gradient(block, name, gradient_ref)
-            wanted = with_samples is None or with_samples[index]
-            out.append((label_values(block_labels(gradient, 0)) if wanted else None, array(gradient)))
-        return out
-
-    def all_values(self, n_blocks: int) -> list[np.ndarray]:
-        """Values of blocks 0 … n_blocks−1 (one tight loop: this is the per-step hot path)."""
-        lib, pointer, block, array = self.lib, self.pointer, self.block_pointer, self._array
-        block_ref = ctypes.byref(block)
-        out = []
-        for index in range(n_blocks):
-            lib.mts_tensormap_block_by_id(pointer, block_ref, index)
-            out.append(array(block))
-        return out
-
+            if by_id(pointer, block_ref, index):
+                raise RuntimeError(f"mts_tensormap_block_by_id failed for block {index}")
+            target = block
+            if name is not None:
+                if block_gradient(block, name, grad_ref):
+                    raise RuntimeError(f"block {index} has no gradient {gradient!r}")
+                target = grad
+                wanted = with_samples is None or with_samples[index]
+                samples.append(self._labels(self.lib.mts_block_labels(grad, 0)) if wanted else None)
+            else:
+                samples.append(None)
+            if block_data(target, data_ref) or data.as_dlpack(data.ptr, managed_ref, cpu, None, version):
+                raise RuntimeError(f"no data for block {index}")
+            content = managed.contents
+            try:
+                tensor = content.dl_tensor
+                ndim = tensor.ndim
+                shape = tuple(tensor.shape[:ndim])
+                size = math.prod(shape)
+                if not self.checked:  # every array of a featomic output has the same device and type
+                    if tensor.device.device_type != 1 or tensor.dtype.code != 2 or tensor.dtype.bits != 64:
+                        raise TypeError("not a CPU float64 array")
+                    self.checked = True
+                if tensor.strides and size and tensor.strides[:ndim] != _row_major_strides(shape):
+                    raise TypeError("not a row-major array")  # featomic's never are
+                if used + size > buffer.size:
+                    grown = np.empty(2 * (used + size))
+                    grown[:used] = buffer[:used]
+                    buffer, base = grown, grown.__array_interface__["data"][0]
+                if size:
+                    memmove(base + 8 * used, tensor.data + tensor.byte_offset, 8 * size)
+            finally:
+                if content.deleter:  # DLPack allows a null deleter
+                    content.deleter(managed)
+            shapes.append(shape)
+            used += size
+        return buffer[:used], shapes, samples
 
     def samples(self, index: int) -> np.ndarray:
         return self._labels(self.lib.mts_block_labels(self._block(index), 0))
@@ -159,8 +231,16 @@ class _PythonApi:
     def keys(self) -> np.ndarray:
         return np.array(self.tensor.keys.values)
 
-    def all_values(self, n_blocks: int) -> list[np.ndarray]:
-        return [np.array(block.values) for block in self.tensor.blocks()][:n_blocks]
+    def flat(self, n_blocks: int, gradient: str | None = None, with_samples=None,
+             capacity: int = 0) -> tuple[np.ndarray, list[tuple], list]:
+        blocks = [self.tensor.block_by_id(index) for index in range(n_blocks)]
+        if gradient is None:
+            arrays, samples = [np.asarray(block.values) for block in blocks], [None] * n_blocks
+        else:
+            parts = [self.gradient(index, gradient) for index in range(n_blocks)]
+            arrays, samples = [values for _, values in parts], [labels for labels, _ in parts]
+        flat = np.concatenate([x.ravel() for x in arrays]) if arrays else np.zeros(0)
+        return flat, [x.shape for x in arrays], samples
 
     def samples(self, index: int) -> np.ndarray:
         return np.array(self.tensor.block_by_id(index).samples.values)
@@ -168,9 +248,6 @@ class _PythonApi:
     def gradient(self, index: int, name: str) -> tuple[np.ndarray, np.ndarray]:
         g = self.tensor.block_by_id(index).gradient(name)
         return np.array(g.samples.values), np.array(g.values)
-
-    def all_gradients(self, n_blocks: int, name: str, with_samples=None) -> list[tuple]:
-        return [self.gradient(index, name) for index in range(n_blocks)]
 
 
 class BlockReader:
@@ -181,10 +258,11 @@ class BlockReader:
     tensor : metatensor.TensorMap
     fast : read through metatensor's C API (default); ``False`` uses the Python API only.
 
-    Methods return: ``keys()`` (n_blocks, n_key_dims) int32; ``all_values(n)`` the float64 values of
-    blocks 0 … n−1; ``samples(i)`` (n_samples, n_sample_dims) int32; ``gradient(i, name)`` the
-    gradient's samples (g, n_dims) int32 and values (g, ...) float64 (``all_gradients(n, name)``: a
-    list for blocks 0 … n−1).
+    Methods return: ``keys()`` (n_blocks, n_key_dims) int32; ``flat(n)`` the float64 values of blocks
+    0 … n−1 in one buffer with their shapes (``flat(n, name)``: their gradients', with the gradient
+    sample labels); ``all_values(n)`` the same values as one array per block; ``samples(i)``
+    (n_samples, n_sample_dims) int32; ``gradient(i, name)`` the gradient's samples (g, n_dims) int32
+    and values (g, ...) float64.
     """
 
     def __init__(self, tensor, fast: bool = True) -> None:
@@ -209,17 +287,20 @@ class BlockReader:
     def keys(self) -> np.ndarray:
         return self._call("keys")
 
+    def flat(self, n_blocks: int, gradient: str | None = None, with_samples=None,
+             capacity: int = 0) -> tuple[np.ndarray, list[tuple], list]:
+        """Values (or gradient ``gradient``'s values) of blocks 0 … n_blocks−1 in ONE buffer:
+        ``(flat, shapes, samples)``, see :meth:`_CApi.flat`."""
+        return self._call("flat", n_blocks, gradient, with_samples, capacity)
+
     def all_values(self, n_blocks: int) -> list[np.ndarray]:
-        """Values of every block, in block order (``n_blocks`` = ``len(keys())``)."""
-        return self._call("all_values", n_blocks)
+        """Values of every block, in block order (views of one :meth:`flat` buffer)."""
+        flat, shapes, _ = self.flat(n_blocks)
+        ends = np.cumsum([math.prod(shape) for shape in shapes])
+        return [part.reshape(shape) for part, shape in zip(np.split(flat, ends[:-1]), shapes)]
 
     def samples(self, index: int) -> np.ndarray:
         return self._call("samples", index)
 
     def gradient(self, index: int, name: str) -> tuple[np.ndarray, np.ndarray]:
         return self._call("gradient", index, name)
-
-    def all_gradients(self, n_blocks: int, name: str, with_samples=None) -> list[tuple]:
-        """``gradient(i, name)`` of every block, in block order; the samples may be ``None`` where
-        ``with_samples[i]`` is false (the C path skips reading them there)."""
-        return self._call("all_gradients", n_blocks, name, with_samples)
