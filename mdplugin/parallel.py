@@ -9,7 +9,10 @@ The models' ``fit(..., comm=...)`` use the helpers below to share work by *block
 
 * :func:`local_blocks` – the block start indices a rank handles (contiguous, in order);
 * :func:`allgather_blocks` – every rank's per-block results, concatenated in block order;
-* :func:`sum_over_ranks` – element-wise sums (``Allreduce``) of float arrays / scalars.
+* :func:`sum_over_ranks` – element-wise sums (``Allreduce``) of float arrays / scalars;
+* :func:`share_tasks` – independent tasks (factorisations, SVDs) each run on one rank, results
+  on every rank;
+* :func:`rank_offset` – where this rank's rows start in the rank-ordered concatenation.
 
 With :class:`SerialComm` all three are no-ops that return their input, so a serial fit runs the
 exact same operations as before MPI support existed.
@@ -19,7 +22,7 @@ from __future__ import annotations
 
 import resource
 import sys
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
@@ -32,6 +35,9 @@ __all__ = [
     "allgather_blocks",
     "sum_over_ranks",
     "gather_rows",
+    "assign_tasks",
+    "share_tasks",
+    "rank_offset",
     "OrderedSum",
     "max_rss_mib",
 ]
@@ -150,6 +156,46 @@ def gather_rows(comm: Any, arrays: dict, index: np.ndarray, offset: int, n_local
             if key not in out:
                 out[key] = np.zeros((len(index),) + values.shape[1:], dtype=values.dtype)
             out[key][positions] = values
+    return out
+
+
+def rank_offset(comm: Any, n_local: int) -> tuple[int, int]:
+    """(offset, total): the first global row of this rank's ``n_local`` rows when every rank's
+    rows are concatenated in rank order, and the total number of rows. Serial: ``(0, n_local)``."""
+    if comm.size == 1:
+        return 0, int(n_local)
+    counts = comm.allgather(int(n_local))
+    return int(sum(counts[: comm.rank])), int(sum(counts))
+
+
+def assign_tasks(costs: Sequence[float], size: int) -> np.ndarray:
+    """The rank (0 … size−1) that runs each task: longest task first, to the least loaded rank
+    (ties: the lowest rank). Depends only on ``costs`` (any units) and ``size``, so every rank
+    computes the same assignment."""
+    loads = np.zeros(max(int(size), 1))
+    owner = np.zeros(len(costs), dtype=int)
+    for i in sorted(range(len(costs)), key=lambda i: (-float(costs[i]), i)):
+        owner[i] = int(np.argmin(loads))
+        loads[owner[i]] += float(costs[i])
+    return owner
+
+
+def share_tasks(comm: Any, costs: Sequence[float], run: Callable[[int], Any]) -> list:
+    """``[run(0), run(1), …]`` on every rank, each task run by one rank only.
+
+    ``costs`` (one per task, any units) balance the ranks (:func:`assign_tasks`); the results
+    travel in one ``allgather`` (pickled, so any object). ``run(i)`` must depend only on data
+    every rank holds and be deterministic: its result is then bit for bit the serial one, whichever
+    rank computes it. Serial: the tasks in order, in this process.
+    """
+    if comm.size == 1:
+        return [run(i) for i in range(len(costs))]
+    owner = assign_tasks(costs, comm.size)
+    mine = {i: run(i) for i in range(len(costs)) if owner[i] == comm.rank}
+    out: list = [None] * len(costs)
+    for part in comm.allgather(mine):
+        for i, value in part.items():
+            out[i] = value
     return out
 
 

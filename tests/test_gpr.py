@@ -5,6 +5,7 @@ import pytest
 
 from mdplugin.models.gpr import (
     ProjectedProcess,
+    distributed_farthest_point_sampling,
     factor_sparse_kernel,
     farthest_point_sampling,
     held_out_errors,
@@ -35,6 +36,49 @@ def test_fps_is_deterministic_and_spread():
         return d[np.triu_indices(len(s), 1)].min()
     assert min_pair(idx) > min_pair(rng.permutation(300)[:20])
 
+
+def _clustered(rng, n=1500, d=24):
+    """Rows like normalised invariant features: a few clusters along a decaying spectrum."""
+    centres = rng.normal(size=(12, d)) * np.geomspace(1.0, 0.01, d)
+    x = centres[rng.integers(0, 12, n)] + 0.05 * rng.normal(size=(n, d)) * np.geomspace(1.0, 0.1, d)
+    return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
+def test_distributed_fps_on_one_rank_is_fps():
+    rng = np.random.default_rng(3)
+    x = _clustered(rng)
+    for start in (0, 17):
+        np.testing.assert_array_equal(
+            distributed_farthest_point_sampling(x, 200, start=start), farthest_point_sampling(x, 200, start=start))
+    assert sorted(distributed_farthest_point_sampling(x[:30], 50).tolist()) == list(range(30))  # all, FPS order
+    assert len(distributed_farthest_point_sampling(x, 0)) == 0
+    with pytest.raises(ValueError):
+        distributed_farthest_point_sampling(x, 5, start=len(x))
+
+
+@pytest.mark.parametrize("bounds", [(0, 750, 1500), (0, 1, 1499, 1500), (0, 0, 400, 401, 1500), (0, 1500, 1500)])
+def test_distributed_fps_is_independent_of_how_the_rows_are_split(bounds):
+    """Every split over (thread-)ranks, empty and one-row ranks included, selects the serial rows."""
+    from .fake_comm import run_ranks
+
+    x = _clustered(np.random.default_rng(4))
+    serial = distributed_farthest_point_sampling(x, 150, start=900)
+    got = run_ranks(len(bounds) - 1, lambda comm: distributed_farthest_point_sampling(
+        x[bounds[comm.rank]:bounds[comm.rank + 1]], 150, comm, start=900))
+    for chosen in got:
+        np.testing.assert_array_equal(chosen, serial)
+
+
+def test_distributed_fps_filter_is_exact():
+    """The lower-bound filter only skips rows that cannot change: any filter width (1 coordinate:
+    loose; all: exact distances) selects the same rows, also with duplicated rows (ties)."""
+    rng = np.random.default_rng(5)
+    x = _clustered(rng, n=600)
+    x = np.concatenate([x, x[::3]])  # exact duplicates: ties broken by the lowest index
+    ref = distributed_farthest_point_sampling(x, 300, n_filter=x.shape[1])
+    for width in (1, 3, 16):
+        np.testing.assert_array_equal(distributed_farthest_point_sampling(x, 300, n_filter=width), ref)
+    assert len(set(ref.tolist())) == 300 and np.all(ref < 600)  # a duplicate never beats its original
 
 def test_projected_process_matches_full_gpr_when_all_points_are_sparse():
     rng = np.random.default_rng(1)

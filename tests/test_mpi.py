@@ -24,13 +24,18 @@ from mdplugin.parallel import (
     OrderedSum,
     SerialComm,
     allgather_blocks,
+    assign_tasks,
     gather_rows,
     get_comm,
     local_blocks,
+    rank_offset,
     resolve_comm,
+    share_tasks,
     split_indices,
     sum_over_ranks,
 )
+
+from .fake_comm import run_ranks
 
 SCRIPTS = Path(__file__).resolve().parent / "mpi_scripts"
 N_FRAMES, CHUNK = 40, 7  # 6 blocks of frames: 3 per rank
@@ -87,6 +92,57 @@ def test_ordered_sum_serial_is_sequential_sum():
     np.testing.assert_array_equal(acc.result(), ref)
     assert float(scalar.result()) == ref_s
 
+
+@pytest.mark.parametrize("size", [1, 2, 3, 5])
+def test_assign_tasks_balances_longest_first(size):
+    rng = np.random.default_rng(2)
+    costs = rng.uniform(0.1, 1.0, 11).tolist()
+    owner = assign_tasks(costs, size)
+    assert owner.shape == (11,) and set(owner.tolist()) <= set(range(size))
+    np.testing.assert_array_equal(owner, assign_tasks(costs, size))  # the same on every rank
+    loads = np.bincount(owner, weights=costs, minlength=size)
+    # greedy longest-first: no rank exceeds the mean load by more than one task
+    assert loads.max() <= np.sum(costs) / size + max(costs) + 1e-12
+    np.testing.assert_array_equal(assign_tasks([1.0] * 6, 2), [0, 1, 0, 1, 0, 1])
+
+
+@pytest.mark.parametrize("size", [1, 2, 3])
+def test_share_tasks_runs_each_task_once_and_returns_all_results_everywhere(size):
+    rng = np.random.default_rng(3)
+    mats = [rng.normal(size=(20, 20)) for _ in range(7)]
+    ran = []
+
+    def task(i):
+        ran.append(i)
+        return np.linalg.cholesky(mats[i] @ mats[i].T + 20 * np.eye(20))
+
+    serial = share_tasks(SerialComm(), [1.0] * 7, task)
+    ran.clear()
+    results = run_ranks(size, lambda comm: share_tasks(comm, [float(i + 1) for i in range(7)], task))
+    assert sorted(ran) == list(range(7))  # each task once, on one rank
+    for rank_results in results:
+        for got, ref in zip(rank_results, serial):
+            np.testing.assert_array_equal(got, ref)
+
+
+def test_rank_offset():
+    counts = [3, 0, 5, 2]
+    got = run_ranks(4, lambda comm: rank_offset(comm, counts[comm.rank]))
+    assert got == [(0, 10), (3, 10), (3, 10), (8, 10)]
+    assert rank_offset(SerialComm(), 7) == (0, 7)
+
+
+def test_held_out_gram_is_the_serial_one_on_any_number_of_ranks():
+    """SA-GPR's K_valᵀK_val by column blocks: symmetric, equal to the plain product to rounding,
+    and bit for bit the same whether the blocks are computed on one rank or shared by three."""
+    from mdplugin.models.sagpr import _held_out_gram
+
+    k = np.random.default_rng(4).normal(size=(60, 45))
+    serial = _held_out_gram(k, SerialComm())
+    np.testing.assert_array_equal(serial, serial.T)
+    np.testing.assert_allclose(serial, k.T @ k, rtol=1e-12, atol=1e-12)
+    for got in run_ranks(3, lambda comm: _held_out_gram(k, comm)):
+        np.testing.assert_array_equal(got, serial)
 
 # ------------------------------------------------------------------------------------------------
 # under mpiexec -n 2

@@ -59,13 +59,23 @@ from ..tensors import (
     symmetric_to_spherical,
     vector_to_spherical,
 )
-from ..parallel import OrderedSum, allgather_blocks, gather_rows, local_blocks, resolve_comm, sum_over_ranks
+from ..parallel import (
+    OrderedSum,
+    allgather_blocks,
+    assign_tasks,
+    gather_rows,
+    local_blocks,
+    resolve_comm,
+    share_tasks,
+    sum_over_ranks,
+)
 from .shared_expansion import SharedExpansionMixin
 from .base import Model, check_species, fingerprint, register
 from .gpr import (
     ProjectedProcess,
+    _stable_cholesky,
+    distributed_farthest_point_sampling,
     factor_sparse_kernel,
-    farthest_point_sampling,
     held_out_errors,
     solve_projected_process_factored,
 )
@@ -119,6 +129,27 @@ def _same_species_pairs(frame: np.ndarray, species: np.ndarray) -> tuple[np.ndar
     i = order[starts[group] + within // g]
     j = order[starts[group] + within % g]
     return i, j
+
+
+def _held_out_gram(k_val: np.ndarray, comm, n_blocks: int = 8) -> np.ndarray:
+    """``K_valᵀ K_val`` (m, m) for the held-out kernel rows ``k_val`` (v, m), by ``n_blocks``
+    column blocks (a fixed split, whatever the number of ranks): block ``t`` computes the lower
+    part ``K[:, lo:]ᵀ K[:, lo:hi]``; the blocks are shared among the ranks of ``comm`` and the
+    upper triangle is mirrored from the lower one (exactly symmetric)."""
+    m = k_val.shape[1]
+    edges = np.linspace(0, m, n_blocks + 1).round().astype(int)
+    pairs = [(lo, hi) for lo, hi in zip(edges[:-1], edges[1:]) if hi > lo]
+    parts = share_tasks(
+        comm, [float((m - lo) * (hi - lo)) for lo, hi in pairs],
+        lambda t: k_val[:, pairs[t][0]:].T @ k_val[:, pairs[t][0]:pairs[t][1]],
+    )
+    gram = np.empty((m, m))
+    for (lo, hi), part in zip(pairs, parts):
+        block = np.tril(part[: hi - lo])
+        gram[lo:hi, lo:hi] = block + np.tril(block, -1).T
+        gram[hi:, lo:hi] = part[hi - lo :]
+        gram[lo:hi, hi:] = part[hi - lo :].T
+    return gram
 
 
 @register("lsoap")
@@ -207,38 +238,63 @@ class SAGPRModel(SharedExpansionMixin, Model):
         value = {0: self.regularizer_l0, 1: self.regularizer_l1, 2: self.regularizer_l2}[lam]
         return None if value is None else float(value)
 
-    def _choose_regularizer(self, a_mat, b_vec, kmm, k_val, y_val, comm=None) -> float:
-        """Regulariser with the lowest RMSE on held-out rows (``k_val``, ``y_val``), fitted on
-        the normal equations without them (``kmm`` symmetric): every value of
-        ``regularizer_grid``, then the geometric midpoints between the best one and its
-        neighbours in the grid. With an MPI ``comm`` the candidates are shared among the ranks
-        (same choice as serial)."""
+    def _solve(self, a_mat, b_vec, kmm, k_val, y_val, reg, comm=None) -> tuple[ProjectedProcess, float]:
+        """The λ GPR (and its regulariser) from the summed normal equations ``a_mat`` (m, m),
+        ``b_vec`` (m,) and the symmetric scaled ``kmm`` (m, m).
+
+        ``reg`` None: chosen by the RMSE on the held-out rows ``k_val`` (v, m), ``y_val`` (v,),
+        fitted on the normal equations without them: every value of ``regularizer_grid``, then the
+        geometric midpoints between the best one and its neighbours in the grid; then refitted on
+        all rows. ``k_val`` None: no held-out rows (``reg`` or 1e-4 is used as given).
+
+        With an MPI ``comm`` the Cholesky factorisations are shared among the ranks
+        (:func:`~mdplugin.parallel.share_tasks`): the held-out Gram matrix by column blocks, the
+        grid candidates together with ``K_MM``'s factor, the midpoints; every rank then solves the
+        final system. Each is the computation a serial fit does, so the model is the serial one.
+        """
         comm = resolve_comm(comm)
-        a_fit = a_mat - k_val.T @ k_val
+        jitter = self.jitter
+        if k_val is None:
+            reg = 1e-4 if reg is None else float(reg)
+            # K_MM's factor (for the variance) and the final system are independent
+            kmm_factor, gpr = share_tasks(
+                comm, [1.0, 1.0],
+                lambda t: _stable_cholesky(kmm, jitter) if t == 0
+                else solve_projected_process_factored(a_mat, b_vec, kmm, None, reg, jitter),
+            )
+            gpr.kmm_factor = kmm_factor
+            return gpr, reg
+        a_fit = a_mat - _held_out_gram(k_val, comm)
         b_fit = b_vec - k_val.T @ y_val
 
-        def errors_of(candidates: list[float]) -> dict[float, float]:
-            errors = held_out_errors(a_fit, b_fit, kmm, k_val, y_val, candidates[comm.rank :: comm.size], self.jitter)
-            if comm.size > 1:
-                errors = {reg: err for part in comm.allgather(errors) for reg, err in part.items()}
-            return errors
+        def error(value: float) -> float | None:
+            return held_out_errors(a_fit, b_fit, kmm, k_val, y_val, [value], jitter).get(value)
 
-        def best_of(errors: dict[float, float]) -> float | None:
+        def best_of(errors: dict) -> float | None:
             best, best_err = None, np.inf
-            for reg in sorted(errors):
-                if errors[reg] < best_err:
-                    best, best_err = reg, errors[reg]
+            for value in sorted(errors):
+                if errors[value] is not None and errors[value] < best_err:
+                    best, best_err = value, errors[value]
             return best
 
         grid = sorted({float(r) for r in self.regularizer_grid})
-        errors = errors_of(grid)
+        for value in grid:
+            if not value > 0:
+                raise ValueError(f"regularizer must be > 0, got {value}")
+        # one round: every grid candidate and K_MM's factor (all the size of one factorisation)
+        done = share_tasks(
+            comm, [1.0] * (len(grid) + 1),
+            lambda t: error(grid[t]) if t < len(grid) else _stable_cholesky(kmm, jitter),
+        )
+        errors, kmm_factor = dict(zip(grid, done[:-1])), done[-1]
         best = best_of(errors)
         if best is None:
             raise ConfigError("no regulariser of regularizer_grid gives a positive-definite system")
         i = grid.index(best)
         refine = [float(np.sqrt(best * grid[j])) for j in (i - 1, i + 1) if 0 <= j < len(grid)]
-        errors.update(errors_of(refine))
-        return best_of(errors)
+        errors.update(zip(refine, share_tasks(comm, [1.0] * len(refine), lambda t: error(refine[t]))))
+        reg = best_of(errors)
+        return solve_projected_process_factored(a_mat, b_vec, kmm, kmm_factor, reg, jitter), reg
 
     def _to_spherical(self, y, n: int) -> dict[int, np.ndarray]:
         y = np.asarray(y, dtype=float)
@@ -286,25 +342,72 @@ class SAGPRModel(SharedExpansionMixin, Model):
             out[lam] = z
         return out
 
-    def _fit_projections(self, raw: dict, species: np.ndarray, sparse: np.ndarray) -> None:
-        """Principal directions (over the feature index) of the representative environments."""
-        self.projections_ = {}
-        for lam, x in raw.items():
-            bases = []
+    def _fit_projections(self, rows: dict, species: np.ndarray, comm=None) -> None:
+        """Principal directions (over the feature index) of the representative environments.
+
+        ``rows`` {λ: (m, F) for λ = 0, (m, 2λ+1, F) otherwise}: the normalised features of the m
+        representative environments, ``species`` (m,) their centre species. One randomised SVD
+        per λ and species; with an MPI ``comm`` they are shared among the ranks."""
+        comm = resolve_comm(comm)
+        jobs = []  # (λ, rows·(2λ+1) × F block, kept components)
+        for lam, x in rows.items():
             for s in self.species_:
-                rows = sparse[species[sparse] == s]
-                xs = x[rows].reshape(-1, x.shape[-1])  # (rows·(2λ+1), F)
+                xs = x[species == s].reshape(-1, x.shape[-1])  # (rows·(2λ+1), F)
                 n_feat = xs.shape[1]
-                k = n_feat if not self.n_components else min(int(self.n_components), n_feat)
-                if k >= n_feat:
-                    basis = np.eye(n_feat)
-                else:
-                    basis = self._principal_directions(xs, k)
-                bases.append(basis)
+                jobs.append((lam, xs, n_feat if not self.n_components else min(int(self.n_components), n_feat)))
+        svd = [i for i, (_, xs, k) in enumerate(jobs) if k < xs.shape[1]]
+        costs = [jobs[i][1].size * (min(jobs[i][2], *jobs[i][1].shape) + 16) for i in svd]
+        found = dict(zip(svd, share_tasks(comm, costs, lambda t: self._principal_directions(*jobs[svd[t]][1:]))))
+        self.projections_ = {}
+        for lam in rows:
+            bases = [found[i] if i in found else np.eye(jobs[i][1].shape[1])
+                     for i in range(len(jobs)) if jobs[i][0] == lam]
             width = max(b.shape[1] for b in bases)
-            self.projections_[lam] = [
-                np.pad(b, ((0, 0), (0, width - b.shape[1]))) for b in bases
-            ]
+            self.projections_[lam] = [np.pad(b, ((0, 0), (0, width - b.shape[1]))) for b in bases]
+
+    def _representative_environments(self, raw0, species_loc, block_rows, species, offset, comm) -> list:
+        """Global indices of the representative environments, one array per centre species in FPS
+        order: farthest-point sampling on the normalised invariant features (their leading 128
+        principal directions when there are more features), distributed over the ranks of ``comm``.
+
+        ``raw0`` (n_local, F0) are this rank's invariant features, ``species_loc`` (n_local,) their
+        species, ``block_rows`` the row boundaries of this rank's blocks of frames, ``species``
+        (n,) the species of all centres, ``offset`` the global index of this rank's first centre.
+        The principal directions come from every ``n_s // 2000``-th centre of the species (rows
+        gathered on the rank that computes them, bases shared); every block's rows are projected
+        on the rank that holds them (the same blocks as a serial fit) and FPS exchanges only each
+        rank's farthest row per step, so the choice is the serial one on any number of ranks."""
+        n_select = max(self._n_sparse(lam) for lam in self._lambdas())
+        width = raw0.shape[1] if raw0 is not None else 0
+        width = max(comm.allgather(width)) if comm.size > 1 else width
+        every = {s: np.flatnonzero(species == s) for s in self.species_}  # global, per species
+        mine = {s: np.flatnonzero(species_loc == s) for s in self.species_}  # local, same order
+        projected = [s for s in self.species_ if len(every[s]) > n_select and width > 128]
+        costs, owner = [], []
+        if projected:
+            steps = {s: max(1, len(every[s]) // 2000) for s in projected}
+            costs = [float(-(-len(every[s]) // steps[s])) for s in projected]
+            owner = assign_tasks(costs, comm.size)
+        subsample = {}
+        for t, s in enumerate(projected):
+            first = int(np.searchsorted(every[s], offset))  # this rank's first row in the species' order
+            keep = mine[s][(first + np.arange(len(mine[s]))) % steps[s] == 0]
+            piece = raw0[keep] if raw0 is not None else np.zeros((0, width))
+            got = comm.gather(piece, root=int(owner[t]))
+            if got is not None:
+                subsample[t] = np.concatenate(got)
+        bases = dict(zip(projected, share_tasks(
+            comm, costs, lambda t: self._principal_directions(subsample[t], 128))))
+        sparse = []
+        for s in self.species_:
+            if s in bases:
+                # FPS distances on the leading principal directions (memory-bound otherwise)
+                parts = [raw0[lo:hi][species_loc[lo:hi] == s] @ bases[s] for lo, hi in zip(block_rows[:-1], block_rows[1:])]
+                x0 = np.concatenate(parts) if parts else np.zeros((0, bases[s].shape[1]))
+            else:
+                x0 = raw0[mine[s]] if raw0 is not None else np.zeros((0, width))
+            sparse.append(every[s][distributed_farthest_point_sampling(x0, n_select, comm)])
+        return sparse
 
     @staticmethod
     def _principal_directions(xs: np.ndarray, k: int) -> np.ndarray:
@@ -424,10 +527,10 @@ class SAGPRModel(SharedExpansionMixin, Model):
             raw_parts.append(self._raw_features(exp))
             species_parts.append(exp.centre_species)
             frame_parts.append(exp.centre_frame + start)
-        # raw, species_loc, frame_loc: this rank's centres; species, frame, raw0: all centres
+        # raw, species_loc, frame_loc: this rank's centres; species, frame: all centres
         raw = {lam: np.concatenate([p[lam] for p in raw_parts]) for lam in raw_parts[0]} if raw_parts else {}
-        raw0 = raw.get(0) if comm.size == 1 else np.concatenate(allgather_blocks(comm, [p[0] for p in raw_parts]))
         del raw_parts
+        block_rows = np.cumsum([0] + [len(p) for p in species_parts])
         species_loc = np.concatenate(species_parts) if species_parts else np.zeros(0, dtype=int)
         frame_loc = np.concatenate(frame_parts) if frame_parts else np.zeros(0, dtype=int)
         species = np.concatenate(allgather_blocks(comm, [species_loc]))
@@ -435,28 +538,14 @@ class SAGPRModel(SharedExpansionMixin, Model):
         offset = int(np.searchsorted(frame, frame_loc[0])) if len(frame_loc) else 0
         n_frames = len(frames)
 
-        # representative environments: FPS per species on the normalised invariant features
-        n_select = max(self._n_sparse(lam) for lam in self._lambdas())
-        sparse, rank = [], []
-        for s in self.species_:
-            idx = np.flatnonzero(species == s)
-            x0 = raw0[idx]
-            if len(idx) > n_select and x0.shape[1] > 128:
-                # FPS distances on the leading 128 principal directions (memory-bound otherwise)
-                x0 = x0 @ self._principal_directions(x0[:: max(1, len(idx) // 2000)], 128)
-            chosen = farthest_point_sampling(x0, n_select)
-            sparse.append(idx[chosen])
-            rank.append(np.arange(len(chosen)))
+        # representative environments (FPS per species) and the PCA projections of their features
+        sparse = self._representative_environments(raw.get(0), species_loc, block_rows, species, offset, comm)
+        self.sparse_rank_ = np.concatenate([np.arange(len(chosen)) for chosen in sparse])
         sparse = np.concatenate(sparse)
         self.sparse_species_ = species[sparse].astype(int)
-        self.sparse_rank_ = np.concatenate(rank)
-        if comm.size == 1:
-            self._fit_projections(raw, species, sparse)
-        else:  # the representative environments' rows, gathered from the ranks that hold them
-            self._fit_projections(gather_rows(comm, raw, sparse, offset, len(species_loc)),
-                                  species[sparse], np.arange(len(sparse)))
+        self._fit_projections(gather_rows(comm, raw, sparse, offset, len(species_loc)), species[sparse], comm)
         z = self._project(raw, species_loc)
-        del raw, raw0
+        del raw
         self.sparse_ = {
             lam: np.ascontiguousarray(v) for lam, v in gather_rows(comm, z, sparse, offset, len(species_loc)).items()
         }
@@ -512,16 +601,11 @@ class SAGPRModel(SharedExpansionMixin, Model):
                     y_val.append(yc[rows])
             a_mat, b_vec, yy = a_mat.result(), b_vec.result(), float(yy.result())
             k_val, y_val = allgather_blocks(comm, k_val), allgather_blocks(comm, y_val)
-            kmm, kmm_factor = factor_sparse_kernel(self._sparse_kernel(lam) / self.kernel_scale_[lam], self.jitter)
-            if reg is None:
-                if k_val:
-                    reg = self._choose_regularizer(
-                        a_mat, b_vec, kmm, np.concatenate(k_val), np.concatenate(y_val), comm=comm
-                    )
-                else:  # too few frames to hold any out
-                    reg = 1e-4
+            kmm = self._sparse_kernel(lam) / self.kernel_scale_[lam]
+            kmm = 0.5 * (kmm + kmm.T)
+            held = (np.concatenate(k_val), np.concatenate(y_val)) if reg is None and k_val else (None, None)
+            gpr, reg = self._solve(a_mat, b_vec, kmm, *held, reg, comm=comm)  # no held-out rows: 1e-4
             self.regularizer_[lam] = reg
-            gpr = solve_projected_process_factored(a_mat, b_vec, kmm, kmm_factor, reg, self.jitter)
             self.gpr_[lam] = gpr
             # maximum-likelihood signal variance for this regulariser (in units of y_scale²)
             n_obs = n_frames * d

@@ -1,0 +1,77 @@
+"""A thread-backed stand-in for an mpi4py communicator, to test collective algorithms serially.
+
+``run_ranks(size, fn)`` runs ``fn(comm)`` on ``size`` threads, each with its own ``ThreadComm``
+(``rank``, ``size``, ``allgather``, ``gather``, ``bcast``, ``Barrier``), and returns the results in
+rank order. The collectives have mpi4py's lower-case semantics (Python objects, every rank calls
+them in the same order). Numpy releases the GIL little here, so this checks logic, not speed.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any, Callable
+
+
+class _Shared:
+    def __init__(self, size: int):
+        self.size = size
+        self.slots: list = [None] * size
+        self.barrier = threading.Barrier(size, timeout=60)
+
+
+class ThreadComm:
+    """One rank's view of a communicator whose ranks are threads of this process."""
+
+    def __init__(self, shared: _Shared, rank: int):
+        self._shared = shared
+        self.rank = rank
+        self.size = shared.size
+
+    def Get_rank(self) -> int:
+        return self.rank
+
+    def Get_size(self) -> int:
+        return self.size
+
+    def allgather(self, value) -> list:
+        shared = self._shared
+        shared.slots[self.rank] = value
+        shared.barrier.wait()
+        out = list(shared.slots)
+        shared.barrier.wait()  # nobody overwrites a slot before every rank has read it
+        return out
+
+    def gather(self, value, root: int = 0):
+        out = self.allgather(value)
+        return out if self.rank == root else None
+
+    def bcast(self, value, root: int = 0):
+        return self.allgather(value)[root]
+
+    def Barrier(self) -> None:
+        self._shared.barrier.wait()
+
+    barrier = Barrier
+
+
+def run_ranks(size: int, fn: Callable[[ThreadComm], Any]) -> list:
+    """``[fn(comm_0), …, fn(comm_{size-1})]``, the ranks running concurrently on threads."""
+    shared = _Shared(size)
+    results: list = [None] * size
+    errors: list = []
+
+    def work(rank: int) -> None:
+        try:
+            results[rank] = fn(ThreadComm(shared, rank))
+        except BaseException as exc:  # noqa: BLE001 - re-raised in the caller
+            errors.append(exc)
+            shared.barrier.abort()
+
+    threads = [threading.Thread(target=work, args=(r,)) for r in range(size)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    if errors:
+        raise errors[0]
+    return results
