@@ -55,6 +55,10 @@ RESUMABLE = ("steps", "max_calls", "wall_time")
 
 
 def run_active_command(args) -> int:
+    """Under ``mpiexec -n P`` the P ranks share the run (see :func:`mdplugin.active.run_active`)."""
+    from ..parallel import get_comm
+
+    comm = get_comm()
     given = config_from_args(args)
     if isinstance(args.resume, str):  # --resume RUN_DIR
         if args.output and args.output != args.resume:
@@ -64,11 +68,11 @@ def run_active_command(args) -> int:
         raise ConfigError("active: give the run folder (-o RUN_DIR, or --resume RUN_DIR)")
     if args.resume:
         overrides = {k: given[k] for k in RESUMABLE if given[k] is not None}
-        run_active(None, args.output, oracle=args.oracle, resume=True, overrides=overrides)
+        run_active(None, args.output, oracle=args.oracle, resume=True, overrides=overrides, comm=comm)
         return 0
     if args.start is None:
         raise ConfigError("active: give a start structure (or --resume RUN_DIR)")
     config = ActiveConfig(**{k: v for k, v in given.items() if v is not None})
     run_active(args.start, args.output, config=config, oracle=args.oracle or "tblite",
-               initial=getattr(args, "initial", None))
+               initial=getattr(args, "initial", None), comm=comm)
     return 0

@@ -16,6 +16,14 @@
    ``walkers`` restarts every segment from an initial frame);
 4. the run ends cleanly at the first budget reached (MD steps, oracle calls, wall time).
 
+Several MPI ranks (``run_active(..., comm=MPI.COMM_WORLD)``, ``mpiexec -n P mdplugin active``;
+segment mode only): every rank runs its own walker (seed ``seed + 1000·rank``); the candidates of
+a segment are gathered on every rank, which all run the same selection; the picked structures
+are labelled in parallel (one share of the oracle calls per rank), then every rank retrains on
+the same data, so the models stay identical. Only rank 0 reads and writes the run folder (the
+others get what they need by broadcast); budgets are decided on rank 0; an error on one rank is
+raised on every rank, or, where the others could wait forever, ends the job with ``Abort``.
+
 Kill-safety: a label is appended and fsync'ed before it is reported or used; models are saved
 and the trusted state checkpointed atomically after each retraining and every
 ``checkpoint_every`` steps. On resume the models are retrained on every label in ``data.xyz``
@@ -26,6 +34,7 @@ structure whose key is already in ``data.xyz`` is never sent to the oracle again
 from __future__ import annotations
 
 import importlib
+import pickle
 import sys
 import time
 from dataclasses import dataclass, field
@@ -35,11 +44,13 @@ from typing import Any, Callable
 import ase.io
 import numpy as np
 from ase import Atoms, units
+from ase.parallel import DummyMPI
 from ase.calculators.calculator import Calculator
 
 from ..data import Dataset, read_dataset
 from ..errors import ConfigError, DataError, OracleError
 from ..models import load_model
+from ..parallel import resolve_comm, split_indices
 from .config import ActiveConfig
 from .learner import Learner
 from .store import RunStore, structure_hash
@@ -48,6 +59,10 @@ __all__ = ["ActiveSummary", "run_active", "resolve_oracle"]
 
 #: an atom is lost when its nearest neighbour is farther than this, Å
 LOST_ATOM_DISTANCE = 4.0
+
+#: ASE's MD and velocity tools would share random numbers over ``ase.parallel.world`` (all MPI
+#: ranks) once mpi4py is imported: every walker draws its own
+_NO_MPI = DummyMPI()
 
 
 @dataclass
@@ -91,6 +106,55 @@ def resolve_oracle(spec: str | Calculator) -> Calculator:
     raise ConfigError(f"active: unknown oracle {spec!r} (use {', '.join(ORACLES)} or module:function)")
 
 
+class _AllRanks(Exception):
+    """An error raised on every rank at once (no rank is left waiting): :func:`run_active`
+    re-raises ``error``."""
+
+    def __init__(self, error: BaseException) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
+def _portable(exc: BaseException) -> BaseException:
+    """``exc`` if it can be sent to other ranks (pickled), else a RuntimeError with its text."""
+    try:
+        pickle.loads(pickle.dumps(exc))
+        return exc
+    except Exception:  # noqa: BLE001 - an exception class that does not pickle
+        return RuntimeError(f"{type(exc).__name__}: {exc}")
+
+
+def _each(comm: Any, fn: Callable[[], Any]) -> tuple[list, BaseException | None]:
+    """Run ``fn`` on every rank; everyone's results (rank order) and the first error, on every rank."""
+    try:
+        value, error = fn(), None
+    except Exception as exc:  # noqa: BLE001 - shared with the other ranks
+        value, error = None, _portable(exc)
+    if comm.size == 1:
+        if error is not None:
+            raise error
+        return [value], None
+    got = comm.allgather((value, error))
+    errors = [e for _, e in got if e is not None]
+    return [v for v, _ in got], (errors[0] if errors else None)
+
+
+def _on_root(comm: Any, fn: Callable[[], Any]) -> Any:
+    """``fn()`` on rank 0, its result broadcast to every rank (its error raised on every rank)."""
+    if comm.size == 1:
+        return fn()
+    value, error = None, None
+    if comm.rank == 0:
+        try:
+            value = fn()
+        except Exception as exc:  # noqa: BLE001 - shared with the other ranks
+            error = _portable(exc)
+    value, error = comm.bcast((value, error), root=0)
+    if error is not None:
+        raise _AllRanks(error)
+    return value
+
+
 def _largest_gap(positions: np.ndarray) -> float:
     if len(positions) < 2:
         return 0.0
@@ -103,14 +167,18 @@ class _Run:
     """State of one invocation of :func:`run_active`."""
 
     def __init__(self, store: RunStore, config: ActiveConfig, oracle: Calculator,
-                 say: Callable[[str], None], on_train: Callable[[Learner, int], None] | None = None) -> None:
-        self.store, self.config, self.say, self.on_train = store, config, say, on_train
+                 say: Callable[[str], None], on_train: Callable[[Learner, int], None] | None = None,
+                 comm: Any = None) -> None:
+        self.comm = resolve_comm(comm)
+        self.rank, self.size = self.comm.rank, self.comm.size
+        self.store, self.config, self.on_train = store, config, on_train
+        self.say = say if self.rank == 0 else (lambda msg: None)
         self.learner = Learner(config, oracle)
         self.t_start = time.perf_counter()
         self.wall_before = 0.0
         self.step = 0
         self.retries = 0
-        self.rng = np.random.default_rng(config.seed)
+        self.rng = np.random.default_rng(config.seed + 1000 * self.rank)
         self.atoms: Atoms | None = None
         self.trusted: tuple[np.ndarray, np.ndarray] | None = None
 
@@ -123,15 +191,42 @@ class _Run:
         return self.store.origins.get("md", 0), sum(v for k, v in self.store.origins.items() if k != "md")
 
     def data(self) -> Dataset:
-        return self.store.read_data(self.config.labels())
+        """The labelled frames (collective under MPI: rank 0 reads data.xyz and broadcasts)."""
+        return _on_root(self.comm, lambda: self.store.read_data(self.config.labels()))
 
     def checkpoint(self, phase: str = "md", reason: str = "") -> None:
+        """Write state.npz (collective under MPI: rank 0 writes every rank's walker; ranks > 0 as
+        ``positions_rank{r}``, ``momenta_rank{r}`` and ``rank_rng``/``rank_retries`` in the metadata)."""
         pos, mom = self.trusted
         meta = {"phase": phase, "step": self.step, "wall_time_s": self.wall(), "retries": self.retries,
                 "rng": self.rng.bit_generator.state, "n_train": self.learner.n_train, "reason": reason}
-        self.store.write_state(meta, {"numbers": self.atoms.numbers, "positions": pos, "momenta": mom})
+        arrays = {"numbers": self.atoms.numbers, "positions": pos, "momenta": mom}
+        if self.size > 1:
+            walkers = self.comm.gather((pos, mom, self.rng.bit_generator.state, self.retries), root=0)
+            if self.rank == 0:
+                meta.update(ranks=self.size, rank_rng=[w[2] for w in walkers[1:]],
+                            rank_retries=[w[3] for w in walkers[1:]])
+                for r, w in enumerate(walkers[1:], 1):
+                    arrays[f"positions_rank{r}"], arrays[f"momenta_rank{r}"] = w[0], w[1]
+        self.store.write_state(meta, arrays)
+
+    def resume_walker(self, meta: dict, arrays: dict, start: Atoms) -> tuple[np.ndarray, np.ndarray | None]:
+        """This rank's checkpointed walker: positions and momenta, with its random-generator state
+        and retry count restored. A rank the checkpoint does not know (the run had fewer ranks)
+        starts a new walker at the start structure (momenta ``None``: to be drawn)."""
+        if self.rank == 0:
+            self.retries = int(meta.get("retries", 0))
+            self.rng.bit_generator.state = meta["rng"]
+            return arrays["positions"], arrays["momenta"]
+        if self.rank < int(meta.get("ranks", 1)):
+            self.retries = int(meta["rank_retries"][self.rank - 1])
+            self.rng.bit_generator.state = meta["rank_rng"][self.rank - 1]
+            return arrays[f"positions_rank{self.rank}"], arrays[f"momenta_rank{self.rank}"]
+        return start.positions, None
 
     def save_models(self) -> None:
+        if not self.store.writer:
+            return
         for t, m in self.learner.models.items():
             m.save(self.store.model_path(t))
 
@@ -152,10 +247,13 @@ class _Run:
         """Load the saved models if they were trained on every frame of data.xyz, else retrain."""
         data = self.data()
         paths = {t: self.store.model_path(t) for t in self.config.targets}
-        if n_trained == len(data) and all(p.exists() for p in paths.values()):
+        saved = _on_root(self.comm, lambda: n_trained == len(data) and all(p.exists() for p in paths.values()))
+        if saved:  # under MPI every rank reads the model files: nothing writes them until the next training
             try:
                 models = {t: load_model(p) for t, p in paths.items()}
             except Exception:  # noqa: BLE001 - unreadable model files: retrain
+                models = None
+            if self.size > 1 and not all(self.comm.allgather(models is not None)):
                 models = None
             if models is not None:
                 self.learner.set_models(models, data)
@@ -185,12 +283,12 @@ class _Run:
         atoms = start.copy()
         atoms.calc = self.learner.oracle
         t0 = self.config.temperature_at(0)
-        thermalize_momenta(atoms, temperature_K=t0, rng=rng)
+        thermalize_momenta(atoms, temperature_K=t0, rng=rng, comm=_NO_MPI)
         Stationary(atoms)
         ZeroRotation(atoms)
         atoms.set_constraint(FixCom())
         dyn = Langevin(atoms, self.config.dt * units.fs, temperature_K=t0,
-                       friction=self.config.friction / units.fs, fixcm=False, rng=rng)
+                       friction=self.config.friction / units.fs, fixcm=False, rng=rng, comm=_NO_MPI)
         self.say(f"initial data: {n} frames from a reference run with the oracle")
         for i in range(n):
             dyn.run(self.config.initial_stride)
@@ -212,7 +310,7 @@ class _Run:
 
         atoms = Atoms(numbers=numbers, positions=positions)
         if momenta is None:
-            thermalize_momenta(atoms, temperature_K=self.config.temperature_at(self.step), rng=self.rng)
+            thermalize_momenta(atoms, temperature_K=self.config.temperature_at(self.step), rng=self.rng, comm=_NO_MPI)
             Stationary(atoms)
             ZeroRotation(atoms)
         else:
@@ -221,7 +319,7 @@ class _Run:
         self.atoms = atoms
         self.trusted = (atoms.positions.copy(), atoms.get_momenta().copy())
         self.dyn = Langevin(atoms, self.config.dt * units.fs, temperature_K=self.config.temperature_at(self.step),
-                            friction=self.config.friction / units.fs, fixcm=False, rng=self.rng)
+                            friction=self.config.friction / units.fs, fixcm=False, rng=self.rng, comm=_NO_MPI)
 
     def restore_trusted(self, redraw: bool = False) -> None:
         from ase.md.velocitydistribution import Stationary, thermalize_momenta, ZeroRotation
@@ -230,7 +328,7 @@ class _Run:
         self.atoms.set_constraint()
         self.atoms.set_positions(pos)
         if redraw:
-            thermalize_momenta(self.atoms, temperature_K=self.config.temperature_at(self.step), rng=self.rng)
+            thermalize_momenta(self.atoms, temperature_K=self.config.temperature_at(self.step), rng=self.rng, comm=_NO_MPI)
             Stationary(self.atoms)
             ZeroRotation(self.atoms)
             self.trusted = (pos, self.atoms.get_momenta().copy())
@@ -241,6 +339,12 @@ class _Run:
         self.atoms.set_constraint(FixCom())
 
     def budget_reason(self) -> str | None:
+        """Why the run ends now (``None``: go on); under MPI decided on rank 0 for every rank."""
+        if self.size > 1:
+            return self.comm.bcast(self._budget_reason() if self.rank == 0 else None, root=0)
+        return self._budget_reason()
+
+    def _budget_reason(self) -> str | None:
         calls, _ = self.counts()
         if self.step >= self.config.steps:
             return f"step budget reached ({self.config.steps} steps)"
@@ -330,7 +434,7 @@ class _Run:
         self.atoms.set_constraint()
         self.atoms.set_positions(positions)
         if momenta is None:
-            thermalize_momenta(self.atoms, temperature_K=self.config.temperature_at(self.step), rng=self.rng)
+            thermalize_momenta(self.atoms, temperature_K=self.config.temperature_at(self.step), rng=self.rng, comm=_NO_MPI)
             Stationary(self.atoms)
             ZeroRotation(self.atoms)
         else:
@@ -384,8 +488,12 @@ class _Run:
         pool = getattr(self, "pool", [])
         pool = (pool + [dict(c, predicted=None) for c in candidates])[-self.config.pool:]
         frames = [Atoms(numbers=self.atoms.numbers, positions=c["positions"]) for c in pool]
+        mine = split_indices(len(frames), self.rank, self.size)  # under MPI each rank scores a share
         try:
-            us = self.learner.uncertainties_of(frames)
+            parts, error = _each(self.comm, lambda: self.learner.uncertainties_of([frames[i] for i in mine]))
+            if error is not None:
+                raise error
+            us = [u for part in parts for u in part]
             for c, u in zip(pool, us):
                 c["u"], c["ratio"] = u, self.learner.ratio(u)
         except Exception as exc:  # noqa: BLE001 - a candidate the models cannot evaluate
@@ -393,6 +501,69 @@ class _Run:
             return [dict(c, predicted=None) for c in candidates]
         self.pool = [c for c in pool if np.isfinite(c["ratio"])]
         return self.pool
+
+    def gather_candidates(self, candidates: list[dict]) -> list[dict]:
+        """Every rank's candidates of a segment, in rank order, each with its ``rank``; the
+        step counter becomes the largest over the ranks (a segment may stop early on some)."""
+        mine = [dict(c, rank=self.rank) for c in candidates]
+        got = self.comm.allgather((mine, self.step))
+        self.step = max(step for _, step in got)
+        return [c for part, _ in got for c in part]
+
+    def label_batch(self, picked: list[dict]) -> None:
+        """Label the picked candidates in parallel (MPI): rank r labels the ones ``r, r + P, …``
+        of the batch; every rank gets all labels, which are recorded (rank 0 appends to data.xyz
+        and logs) in batch order. An oracle error on any rank is raised on every rank after the
+        labels that did come back are written."""
+        todo: list[tuple[dict, Atoms, str]] = []
+        for c in picked:
+            frame = Atoms(numbers=self.atoms.numbers, positions=np.array(c["positions"], dtype=float))
+            key = structure_hash(frame)
+            if not self.store.has(key) and key not in {k for _, _, k in todo}:
+                todo.append((c, frame, key))
+        if not todo:
+            return
+        thr = self.learner.thresholds()
+        for c, _, _ in todo:
+            self.say(f"labelling step {c['step']} of rank {c['rank']} (uncertainty {c['ratio']:.2f} x threshold)")
+
+        def share() -> dict[int, tuple[dict, dict]]:
+            out = {}
+            for i in range(self.rank, len(todo), self.size):
+                c, frame, _ = todo[i]
+                predicted = c["predicted"]
+                if predicted is None:
+                    probe = frame.copy()
+                    probe.calc = self.learner.calculator()
+                    predicted = self.learner.predictions(probe)
+                try:
+                    out[i] = (self.learner.label(frame), predicted)
+                except Exception as exc:  # noqa: BLE001 - keep this rank's earlier labels
+                    out["error"] = _portable(exc)
+                    break
+            return out
+
+        parts, error = _each(self.comm, share)
+        done: dict = {}
+        for part in parts:  # None: that rank failed outside the oracle (error already set)
+            error = error or (part or {}).pop("error", None)
+            done.update(part or {})
+        for i, (c, frame, key) in enumerate(todo):
+            if i not in done:
+                continue
+            labels, predicted = done[i]
+            err = self.learner.errors(predicted, labels, len(frame))
+            self.learner.record_errors(err)
+            self.store.append_frame(frame, labels, step=c["step"], origin="md", key=key, rank=c["rank"])
+            calls, _ = self.counts()
+            self.say(f"label written {key} step {c['step']} call {calls} rank {c['rank']}")
+            self.store.log(event="label", step=c["step"], oracle_calls=calls, n_train=self.learner.n_train + 1,
+                           uncertainty=c["ratio"], wall_time_s=self.wall(), note=f"{key} rank {c['rank']}",
+                           **{f"u_{t}": v for t, v in c["u"].items()},
+                           **{f"err_{t}": v for t, v in err.items()},
+                           **{f"thr_{t}": v for t, v in thr.items()})
+        if error is not None:
+            raise _AllRanks(error)
 
     def md_segments(self) -> str:
         """Segment mode (``config.segment > 0``): see :class:`ActiveConfig`."""
@@ -406,11 +577,20 @@ class _Run:
                 self.set_state(self.walker_start(), None)
             start = self.trusted
             candidates, stopped = self.run_segment()
+            if self.size > 1:
+                candidates = self.gather_candidates(candidates)
             if cfg.pool:
                 candidates = self.rescored_pool(candidates)
             calls, _ = self.counts()
             picked = select_candidates(candidates, min(cfg.batch, cfg.max_calls - calls), cfg.selection)
-            for c in picked:
+            if self.size > 1:
+                self.label_batch(picked)
+                if cfg.pool:
+                    self.pool = [k for k in self.pool if not any(k is c for c in picked)]
+                picked_here = []
+            else:
+                picked_here = picked
+            for c in picked_here:
                 if c["predicted"] is None:
                     probe = Atoms(numbers=self.atoms.numbers, positions=c["positions"])
                     probe.calc = self.learner.calculator()
@@ -503,7 +683,7 @@ def run_active(start: str | Path | Atoms | None, run_dir: str | Path, config: Ac
                oracle: str | Calculator | None = None, initial: str | Path | Dataset | None = None,
                resume: bool = False, overrides: dict[str, Any] | None = None,
                say: Callable[[str], None] | None = None,
-               on_train: Callable[[Learner, int], None] | None = None) -> ActiveSummary:
+               on_train: Callable[[Learner, int], None] | None = None, comm: Any = None) -> ActiveSummary:
     """Run, or resume, active learning in ``run_dir`` (see the module docstring).
 
     Parameters
@@ -516,18 +696,41 @@ def run_active(start: str | Path | Atoms | None, run_dir: str | Path, config: Ac
         name; an object is not saved and must be given again).
     initial : labelled frames to start from (extended XYZ or :class:`Dataset`); ``None``: label
         ``config.n_initial`` frames of a short reference run.
-    say : progress messages (default: print to stdout, flushed).
+    say : progress messages (default: print to stdout, flushed); rank 0 only under MPI.
     on_train : called as ``on_train(learner, oracle_calls)`` after every training (e.g. to follow
-        the test error of the models as labels come in).
+        the test error of the models as labels come in); on every rank under MPI.
+    comm : MPI communicator (``mpi4py.MPI.COMM_WORLD`` or :func:`mdplugin.parallel.get_comm`);
+        ``None``: one process. Every rank calls ``run_active`` with the same arguments (an oracle
+        object: one per rank); segment mode (``config.segment > 0``) is required with > 1 rank.
+        An error on one rank where the others would wait forever ends the job with
+        ``comm.Abort(1)`` after a message on stderr.
     """
-    say = say or (lambda msg: print(msg, flush=True))
-    run_dir = Path(run_dir)
-    store = RunStore(run_dir)
+    comm = resolve_comm(comm)
+    if comm.size == 1:
+        return _run_active(start, run_dir, config, oracle, initial, resume, overrides, say, on_train, comm)
+    try:
+        return _run_active(start, run_dir, config, oracle, initial, resume, overrides, say, on_train, comm)
+    except _AllRanks as exc:  # raised on every rank together: a normal error
+        raise exc.error from None
+    except BaseException as exc:  # one rank only: the others may be waiting in a collective
+        sys.stderr.write(f"mdplugin active: rank {comm.rank} of {comm.size} failed "
+                         f"({type(exc).__name__}: {exc}); aborting every rank\n")
+        sys.stderr.flush()
+        comm.Abort(1)
+        raise
+
+
+def _setup_folder(store: RunStore, start, config, oracle, initial, resume: bool, overrides, size: int):
+    """Rank 0: create or reopen the run folder. Returns (config dict, oracle name or None,
+    start structure, initial data spec)."""
+    run_dir = store.dir
     if resume:
         saved = store.read_config()
         cfg_dict = dict(saved["config"])
         cfg_dict.update({k: v for k, v in (overrides or {}).items() if v is not None})
         config = ActiveConfig.from_dict(cfg_dict)
+        if size > 1 and not config.segment:
+            raise ConfigError(f"active: {size} MPI ranks need segment mode (the run in {run_dir} has segment = 0)")
         if oracle is None:
             oracle = saved.get("oracle")
             if oracle is None:
@@ -535,12 +738,16 @@ def run_active(start: str | Path | Atoms | None, run_dir: str | Path, config: Ac
         start_atoms = _read_start(run_dir / "start.xyz")
         saved["config"] = config.to_dict()
         store.write_config(saved)
+        if initial is None:
+            initial = saved.get("initial")
     else:
         if (run_dir / "config.json").exists():
             raise ConfigError(f"{run_dir}: already holds an active-learning run (use --resume to continue it)")
         if start is None:
             raise ConfigError("active: a start structure is needed")
         config = config or ActiveConfig()
+        if size > 1 and not config.segment:
+            raise ConfigError(f"active: {size} MPI ranks need segment mode (--segment N, ActiveConfig(segment=N))")
         oracle = "tblite" if oracle is None else oracle
         start_atoms = _read_start(start)
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -554,21 +761,40 @@ def run_active(start: str | Path | Atoms | None, run_dir: str | Path, config: Ac
         store.write_config({"config": config.to_dict(),
                             "oracle": oracle if isinstance(oracle, str) else None,
                             "initial": str(initial) if isinstance(initial, (str, Path)) else None})
-    oracle_calc = resolve_oracle(oracle)
     store.open()
-    run = _Run(store, config, oracle_calc, say, on_train)
-    for row in store.read_log():  # errors of earlier labels (relative thresholds)
-        if row["event"] == "label":
-            run.learner.record_errors({t: float(row[f"err_{t}"]) for t in config.targets if row.get(f"err_{t}")})
-    state = store.read_state()
+    return config.to_dict(), (oracle if isinstance(oracle, str) else None), start_atoms, \
+        (initial if not isinstance(initial, Dataset) else None)
+
+
+def _run_active(start, run_dir, config, oracle, initial, resume, overrides, say, on_train, comm) -> ActiveSummary:
+    say = say or (lambda msg: print(msg, flush=True))
+    run_dir = Path(run_dir)
+    store = RunStore(run_dir, writer=comm.rank == 0)
+    cfg_dict, oracle_name, start_atoms, initial_spec = _on_root(
+        comm, lambda: _setup_folder(store, start, config, oracle, initial, resume, overrides, comm.size))
+    config = ActiveConfig.from_dict(cfg_dict)
+    oracle = oracle if oracle is not None and not isinstance(oracle, str) else oracle_name
+    oracle_calc = resolve_oracle(oracle)
+    if comm.size > 1:
+        store.set_keys(comm.bcast(store.keys(), root=0))
+    run = _Run(store, config, oracle_calc, say, on_train, comm)
+    errors = _on_root(comm, lambda: [{t: float(row[f"err_{t}"]) for t in config.targets if row.get(f"err_{t}")}
+                                     for row in store.read_log() if row["event"] == "label"])
+    for err in errors:  # errors of earlier labels (relative thresholds)
+        run.learner.record_errors(err)
+    state = _on_root(comm, store.read_state)
 
     if state is None:
-        if isinstance(initial, (str, Path)):
-            initial = read_dataset(initial, properties=config.labels())
-        if initial is None and resume:
-            saved_initial = store.read_config().get("initial")
-            initial = read_dataset(saved_initial, properties=config.labels()) if saved_initial else None
-        run.initial_data(start_atoms, initial)
+        def first_labels():
+            data = initial
+            if isinstance(initial_spec, (str, Path)):
+                data = read_dataset(initial_spec, properties=config.labels())
+            run.initial_data(start_atoms, data if isinstance(data, Dataset) else None)
+            return store.keys()
+
+        keys = _on_root(comm, first_labels)
+        if comm.size > 1:
+            store.set_keys(keys)
         run.retrain("initial")
         run.setup_dynamics(start_atoms.positions, None, start_atoms.numbers)
         run.checkpoint()
@@ -576,26 +802,30 @@ def run_active(start: str | Path | Atoms | None, run_dir: str | Path, config: Ac
         meta, arrays = state
         run.step = int(meta["step"])
         run.wall_before = float(meta["wall_time_s"])
-        run.retries = int(meta.get("retries", 0))
-        run.rng.bit_generator.state = meta["rng"]
-        say(f"resuming at step {run.step} with {len(run.data())} labelled frames")
-        store.log(event="resume", step=run.step, oracle_calls=run.counts()[0], n_train=len(run.data()),
+        positions, momenta = run.resume_walker(meta, arrays, start_atoms)
+        n_data = len(run.data())
+        run.say(f"resuming at step {run.step} with {n_data} labelled frames"
+                + (f" on {comm.size} MPI ranks" if comm.size > 1 else ""))
+        store.log(event="resume", step=run.step, oracle_calls=run.counts()[0], n_train=n_data,
                   wall_time_s=run.wall_before)
         run.load_or_retrain(int(meta.get("n_train", -1)))
-        run.setup_dynamics(arrays["positions"], arrays["momenta"], arrays["numbers"])
+        run.setup_dynamics(positions, momenta, arrays["numbers"])
     reason = run.md()
     run.checkpoint(phase="done", reason=reason)
     calls, n_init = run.counts()
     store.log(event="end", step=run.step, oracle_calls=calls, n_train=run.learner.n_train,
               wall_time_s=run.wall(), note=reason)
-    try:
-        from .report import plot_run
+    if store.writer:
+        try:
+            from .report import plot_run
 
-        plot_run(store)
-    except Exception as exc:  # the plot is a convenience; the run's files are complete
-        say(f"active: no plot ({exc})")
+            plot_run(store)
+        except Exception as exc:  # the plot is a convenience; the run's files are complete
+            run.say(f"active: no plot ({exc})")
     summary = ActiveSummary(run_dir=str(run_dir), reason=reason, steps=run.step, oracle_calls=calls,
                             initial_frames=n_init, n_train=run.learner.n_train, wall_time_s=run.wall(),
                             thresholds=run.learner.thresholds())
-    say(summary.text())
+    run.say(summary.text())
+    if comm.size > 1:
+        comm.Barrier()  # rank 0's files are complete when run_active returns on any rank
     return summary

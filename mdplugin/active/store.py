@@ -10,6 +10,10 @@
 * ``state.npz`` — the last trusted MD state (positions Å, momenta in ASE units), counters and the
   random generator's state (JSON metadata inside), replaced atomically.
 * ``config.json`` — the run's settings (atomic); ``<target>.npz`` — the current models (atomic).
+
+Under MPI (several ranks) only rank 0's store writes (``RunStore(run_dir, writer=False)`` on the
+others keeps the structure keys and counts in memory and touches no file); frames labelled from
+another rank's walker carry ``active_rank``.
 """
 
 from __future__ import annotations
@@ -52,8 +56,10 @@ def structure_hash(atoms: Atoms) -> str:
     return h.hexdigest()[:16]
 
 
-def frame_text(atoms: Atoms, labels: dict[str, np.ndarray], key: str, step: int, origin: str) -> str:
-    """Extended-XYZ text of one labelled frame (labels in ASE units)."""
+def frame_text(atoms: Atoms, labels: dict[str, np.ndarray], key: str, step: int, origin: str,
+               rank: int | None = None) -> str:
+    """Extended-XYZ text of one labelled frame (labels in ASE units); ``rank``: the MPI rank whose
+    walker found the structure (recorded as ``active_rank`` when given)."""
     a = Atoms(numbers=atoms.numbers, positions=atoms.positions, cell=atoms.cell, pbc=atoms.pbc)
     for name, value in labels.items():
         v = np.asarray(value, dtype=float)
@@ -66,6 +72,8 @@ def frame_text(atoms: Atoms, labels: dict[str, np.ndarray], key: str, step: int,
     a.info["active_hash"] = key
     a.info["active_step"] = int(step)
     a.info["active_origin"] = origin
+    if rank is not None:
+        a.info["active_rank"] = int(rank)
     buf = io.StringIO()
     ase.io.write(buf, a, format="extxyz", parallel=False)
     return buf.getvalue()
@@ -96,9 +104,14 @@ def _complete_frames_length(text: str) -> tuple[int, list[str]]:
 
 
 class RunStore:
-    """Files of one run folder (see the module docstring)."""
+    """Files of one run folder (see the module docstring).
 
-    def __init__(self, run_dir: str | os.PathLike) -> None:
+    ``writer=False`` (MPI ranks other than 0): no file is read or written; :meth:`append_frame`
+    only records the key and origin (the keys come from rank 0 through :meth:`set_keys`).
+    """
+
+    def __init__(self, run_dir: str | os.PathLike, writer: bool = True) -> None:
+        self.writer = writer
         self.dir = Path(run_dir)
         self.data_path = self.dir / "data.xyz"
         self.log_path = self.dir / "log.csv"
@@ -111,8 +124,10 @@ class RunStore:
     def open(self) -> int:
         """Create the folder, drop a frame cut short by a kill, load the structure keys.
 
-        Returns the number of complete labelled frames in ``data.xyz``.
+        Returns the number of complete labelled frames in ``data.xyz`` (0 without ``writer``).
         """
+        if not self.writer:
+            return 0
         self.dir.mkdir(parents=True, exist_ok=True)
         if not self.data_path.exists():
             self.data_path.touch()
@@ -143,13 +158,22 @@ class RunStore:
     def has(self, key: str) -> bool:
         return key in self.hashes
 
+    def keys(self) -> tuple[list[str], dict[str, int]]:
+        """The structure keys (sorted) and the frame counts per origin (to share with other ranks)."""
+        return sorted(self.hashes), dict(self.origins)
+
+    def set_keys(self, keys: tuple[list[str], dict[str, int]]) -> None:
+        """Take the keys and counts of :meth:`keys` (of rank 0's store)."""
+        self.hashes, self.origins = set(keys[0]), dict(keys[1])
+
     def append_frame(self, atoms: Atoms, labels: dict[str, np.ndarray], step: int, origin: str,
-                     key: str | None = None) -> str:
+                     key: str | None = None, rank: int | None = None) -> str:
         """Append one labelled frame to ``data.xyz`` and fsync; returns its structure key."""
         key = key or structure_hash(atoms)
         if key in self.hashes:
             return key
-        append_durably(self.data_path, frame_text(atoms, labels, key, step, origin))
+        if self.writer:
+            append_durably(self.data_path, frame_text(atoms, labels, key, step, origin, rank))
         self.hashes.add(key)
         self.origins[origin] = self.origins.get(origin, 0) + 1
         return key
@@ -172,6 +196,8 @@ class RunStore:
         unknown = set(row) - set(LOG_COLUMNS)
         if unknown:
             raise DataError(f"log.csv: unknown column(s) {', '.join(sorted(unknown))}")
+        if not self.writer:
+            return
         buf = io.StringIO()
         writer = csv.writer(buf, lineterminator="\n")
         if not self.log_path.exists() or self.log_path.stat().st_size == 0:
@@ -187,6 +213,8 @@ class RunStore:
 
     # --- config and state ------------------------------------------------------------------
     def write_config(self, config: dict) -> None:
+        if not self.writer:
+            return
         with atomic_write(self.config_path) as fh:
             json.dump(config, fh, indent=1, sort_keys=True)
 
@@ -197,6 +225,8 @@ class RunStore:
 
     def write_state(self, meta: dict, arrays: dict[str, np.ndarray]) -> None:
         """Checkpoint: arrays and the JSON metadata in one ``state.npz``, replaced atomically."""
+        if not self.writer:
+            return
         with atomic_write(self.state_npz, "wb") as fh:
             np.savez(fh, __meta__=np.array(json.dumps(meta, sort_keys=True)), **arrays)
 
