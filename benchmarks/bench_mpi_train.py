@@ -21,7 +21,8 @@ machine the timings are only indicative.
 
 Usage::
 
-    python benchmarks/bench_mpi_train.py [--frames 2000] [--ranks 2] [--targets energy,dipole,polarizability]
+    OMP_NUM_THREADS=1 python benchmarks/bench_mpi_train.py [--frames 2000] [--ranks 2] \
+        [--targets energy dipole polarizability] [--no-threaded]
 """
 
 from __future__ import annotations
@@ -72,6 +73,7 @@ def _worker(argv: list[str]) -> int:
 
 def _run(cmd: list[str], threads: int) -> dict:
     env = {**os.environ, **{v: str(threads) for v in THREAD_VARS}}
+    load = os.getloadavg()[0]
     t0 = time.perf_counter()
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
     wall = time.perf_counter() - t0
@@ -81,7 +83,7 @@ def _run(cmd: list[str], threads: int) -> dict:
     ranks = sorted((json.loads(line[6:]) for line in proc.stdout.splitlines() if line.startswith("BENCH ")),
                    key=lambda r: r["rank"])
     return {"fit_s": fit, "wall_s": wall, "maxrss_mib": [r["maxrss_mib"] for r in ranks],
-            "fit_cpu_s": [r["fit_cpu_s"] for r in ranks]}
+            "fit_cpu_s": [r["fit_cpu_s"] for r in ranks], "load_before": load}
 
 
 def _mpiexec() -> str:
@@ -100,7 +102,8 @@ def main() -> None:
     parser.add_argument("--frames", type=int, default=2000, help="training frames (at most 2000)")
     parser.add_argument("--ranks", type=int, default=2, help="MPI ranks")
     parser.add_argument("--threads", type=int, default=os.cpu_count(), help="BLAS threads of the threaded serial run")
-    parser.add_argument("--targets", default="energy,dipole,polarizability")
+    parser.add_argument("--targets", nargs="+", default=["energy", "dipole", "polarizability"],
+                        help="targets, space- or comma-separated (energy dipole polarizability)")
     parser.add_argument("--no-threaded", action="store_true", help="skip the threaded serial run")
     args = parser.parse_args()
 
@@ -128,7 +131,10 @@ def main() -> None:
     print(f"mpiexec -n {args.ranks} mdplugin train vs serial, {args.frames} of {n_all} DCE frames "
           f"({sources}), {os.cpu_count()} cores; load average {_load()}")
     rows = []
-    for target in [t.strip() for t in args.targets.split(",") if t.strip()]:
+    targets = [t.strip() for item in args.targets for t in item.split(",") if t.strip()]
+    for target in targets:
+        if target not in MODEL_OF:
+            raise SystemExit(f"unknown target {target!r} (one of {', '.join(MODEL_OF)})")
         base = ["train", str(data), "--target", target, "--model", MODEL_OF[target]]
         if args.frames < n_all:
             base += ["--n-train", str(args.frames)]
@@ -145,13 +151,13 @@ def main() -> None:
         ref = runs["serial 1 thread"]
         print(f"\n{MODEL_OF[target]} {target}  (load average {_load()})")
         print(f"  {'run':<22}{'fit s':>9}{'wall s':>9}{'speed-up':>10}{'fit CPU s per rank':>22}"
-              f"{'CPU speed-up':>14}  peak memory per rank, MiB")
+              f"{'CPU speed-up':>14}  peak memory per rank, MiB; load before")
         for name, r in runs.items():
             mem = ", ".join(f"{m:.0f}" for m in r["maxrss_mib"])
             cpu = ", ".join(f"{c:.1f}" for c in r["fit_cpu_s"])
             cpu_speedup = ref["fit_cpu_s"][0] / max(r["fit_cpu_s"])
             print(f"  {name:<22}{r['fit_s']:9.1f}{r['wall_s']:9.1f}{ref['fit_s'] / r['fit_s']:9.2f}x{cpu:>22}"
-                  f"{cpu_speedup:13.2f}x  {mem}")
+                  f"{cpu_speedup:13.2f}x  {mem}; {r['load_before']:.1f}")
         print(f"  MPI vs serial (1 thread) predictions: max relative difference {diff:.1e}")
         rows.append({"target": target, "runs": runs, "prediction_rel_diff": diff})
     print("\nJSON " + json.dumps({"frames": args.frames, "data": counts, "ranks": args.ranks, "results": rows}))

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.linalg import cho_solve, cholesky, solve_triangular
 
-from ..parallel import rank_offset, resolve_comm
+from ..parallel import resolve_comm
 
 
 def farthest_point_sampling(x: np.ndarray, n_select: int, start: int = 0) -> np.ndarray:
@@ -47,7 +47,7 @@ def farthest_point_sampling(x: np.ndarray, n_select: int, start: int = 0) -> np.
 
 
 def distributed_farthest_point_sampling(
-    x: np.ndarray, n_select: int, comm=None, start: int = 0, n_filter: int = 16
+    x: np.ndarray, n_select: int, comm=None, start: int = 0, n_filter: int = 32
 ) -> np.ndarray:
     """Greedy farthest-point sampling over rows spread across MPI ranks.
 
@@ -55,6 +55,7 @@ def distributed_farthest_point_sampling(
     rank's rows in rank order (``comm``: an mpi4py communicator, default serial). Returns the
     ``min(n_select, n)`` chosen *global* row indices (the same on every rank), starting from global
     row ``start``; ties are broken by the lowest global index, as by :func:`farthest_point_sampling`.
+    :func:`distributed_farthest_point_sampling_groups` runs several such selections at once.
 
     The selection does not depend on the number of ranks or on how the rows are split: the squared
     distances ``(|x_i|² + |c|²) − 2 x_i·c`` are computed row by row (``einsum``; a BLAS
@@ -63,56 +64,114 @@ def distributed_farthest_point_sampling(
     ``allgather``), never the rows themselves. It matches :func:`farthest_point_sampling` up to
     that rounding.
 
-    Filter: the squared distance over the ``n_filter`` coordinates of largest spread (a small
-    copy that stays in cache) is a lower bound of the full one; a row is updated only if that
-    bound, less a margin far above the rounding error, is below its current distance. The
-    distances, hence the selection, are exactly those of updating every row, while a step
-    touches ~1 % of the rows (DCE invariant features) instead of all of them.
+    Filter: the squared distance between the projections of two rows on ``n_filter`` orthonormal
+    directions (the leading principal directions of a subsample of this rank's rows; a small
+    array that stays in cache) is a lower bound of their squared distance. A row is updated only
+    if that bound, less a margin far above the rounding error, is below its current distance:
+    the distances, hence the selection, are exactly those of updating every row (whatever the
+    directions, so each rank may use its own), while a step reads ~1 % of the rows of the DCE
+    invariant features (1155 numbers each) instead of all of them.
     """
+    return distributed_farthest_point_sampling_groups([x], n_select, comm, start, n_filter)[0]
+
+
+def distributed_farthest_point_sampling_groups(
+    xs, n_select: int, comm=None, start: int = 0, n_filter: int = 32
+) -> list[np.ndarray]:
+    """:func:`distributed_farthest_point_sampling` of every matrix in ``xs`` (this rank's rows of
+    each, e.g. one matrix per species), as independent selections but with one exchange per step
+    for all of them (fewer synchronisations of the ranks). Returns one index array per matrix."""
     comm = resolve_comm(comm)
-    x = np.ascontiguousarray(x, dtype=float)
-    n_local = len(x)
-    offset, n = rank_offset(comm, n_local)
-    n_select = min(int(n_select), n)
-    if n_select <= 0:
-        return np.zeros(0, dtype=int)
-    if not 0 <= int(start) < n:
-        raise ValueError(f"start {start} is not a row index of the {n} rows")
-    sq = np.einsum("ij,ij->i", x, x)
-    local_max = float(sq.max()) if n_local else 0.0
-    max_sq = max(comm.allgather(local_max)) if comm.size > 1 else local_max
-    # bounds the rounding error of a squared distance (~d·1e-16·max|x|²) with a wide margin
-    tol = 1e-8 * max(max_sq, np.finfo(float).tiny)
-    spread = np.einsum("ij,ij->j", x - x.mean(axis=0), x - x.mean(axis=0)) if n_local else np.zeros(x.shape[1])
-    lead = np.sort(np.argsort(-spread, kind="stable")[: max(1, min(int(n_filter), x.shape[1]))])
-    x_lead = np.ascontiguousarray(x[:, lead])
-    sq_lead = np.einsum("ij,ij->i", x_lead, x_lead)
-    selected = np.empty(n_select, dtype=int)
-    min_d = np.empty(n_local)
-    for k in range(n_select):
+    groups = [_FPSGroup(x, n_filter) for x in xs]
+    counts = [len(g.x) for g in groups]
+    peaks = [g.max_sq for g in groups]
+    if comm.size > 1:
+        every = comm.allgather((counts, peaks))
+        offsets = [sum(c[i] for c, _ in every[: comm.rank]) for i in range(len(groups))]
+        totals = [sum(c[i] for c, _ in every) for i in range(len(groups))]
+        peaks = [max(p[i] for _, p in every) for i in range(len(groups))]
+    else:
+        offsets, totals = [0] * len(groups), counts
+    for g, offset, total, peak in zip(groups, offsets, totals, peaks):
+        g.start(offset, total, min(int(n_select), total), start, peak)
+    for k in range(max((g.n_select for g in groups), default=0)):
+        mine = [g.candidate(k) if k < g.n_select else None for g in groups]
+        every = comm.allgather(mine) if comm.size > 1 else [mine]
+        for i, g in enumerate(groups):
+            if k < g.n_select:
+                found = [part[i] for part in every if part[i] is not None]
+                g.add(k, min(found, key=lambda c: (-c[0], c[1])))
+    return [g.selected for g in groups]
+
+
+class _FPSGroup:
+    """One rank's state of a distributed farthest-point sampling (see
+    :func:`distributed_farthest_point_sampling`)."""
+
+    def __init__(self, x: np.ndarray, n_filter: int):
+        self.x = np.ascontiguousarray(x, dtype=float)
+        self.sq = np.einsum("ij,ij->i", self.x, self.x)
+        self.max_sq = float(self.sq.max()) if len(self.x) else 0.0
+        self.directions = _filter_directions(self.x, n_filter)  # (d, k) orthonormal, or None: no filter
+        if self.directions is not None:
+            self.x_lead = self.x @ self.directions
+            self.sq_lead = np.einsum("ij,ij->i", self.x_lead, self.x_lead)
+        self.min_d = np.empty(len(self.x))
+
+    def start(self, offset: int, n: int, n_select: int, first: int, max_sq: float) -> None:
+        if n_select > 0 and not 0 <= int(first) < n:
+            raise ValueError(f"start {first} is not a row index of the {n} rows")
+        self.offset, self.n_select, self.first = offset, max(n_select, 0), int(first)
+        self.selected = np.empty(self.n_select, dtype=int)
+        # bounds the rounding error of a squared distance (~d·1e-16·max|x|²) with a wide margin
+        self.tol = 1e-8 * max(max_sq, np.finfo(float).tiny)
+
+    def candidate(self, k: int):
+        """This rank's next centre: (squared distance, global index, |x|², row), or None."""
         if k == 0:
-            j = int(start) - offset
-            mine = (np.inf, int(start), float(sq[j]), x[j]) if 0 <= j < n_local else None
-        else:
-            j = int(np.argmax(min_d)) if n_local else -1
-            mine = (float(min_d[j]), offset + j, float(sq[j]), x[j]) if n_local else None
-        candidates = [c for c in (comm.allgather(mine) if comm.size > 1 else [mine]) if c is not None]
-        _, chosen, sq_c, centre = min(candidates, key=lambda c: (-c[0], c[1]))
-        selected[k] = chosen
-        if n_local == 0:
-            continue
+            j = self.first - self.offset
+            return (np.inf, self.first, float(self.sq[j]), self.x[j]) if 0 <= j < len(self.x) else None
+        if len(self.x) == 0:
+            return None
+        j = int(np.argmax(self.min_d))
+        return (float(self.min_d[j]), self.offset + j, float(self.sq[j]), self.x[j])
+
+    def add(self, k: int, chosen) -> None:
+        """Record the k-th centre (the winning candidate) and update the distances to it."""
+        _, index, sq_c, centre = chosen
+        self.selected[k] = index
+        x, sq, min_d = self.x, self.sq, self.min_d
+        if len(x) == 0:
+            return
         if k == 0:
             min_d[:] = (sq + sq_c) - 2.0 * np.einsum("ij,j->i", x, centre)
-            continue
-        c_lead = centre[lead]
-        bound = (sq_lead + float(c_lead @ c_lead)) - 2.0 * (x_lead @ c_lead)  # ≤ the squared distance
-        rows = np.flatnonzero(bound <= min_d + tol)
-        if 2 * len(rows) > n_local:  # the filter does not pay: every row, without gathering them
+            return
+        if self.directions is None:
+            rows = np.arange(len(x))
+        else:
+            c_lead = centre @ self.directions
+            bound = (self.sq_lead + float(c_lead @ c_lead)) - 2.0 * (self.x_lead @ c_lead)  # ≤ squared distance
+            rows = np.flatnonzero(bound <= min_d + self.tol)
+        if 2 * len(rows) > len(x):  # the filter does not pay: every row, without gathering them
             np.minimum(min_d, (sq + sq_c) - 2.0 * np.einsum("ij,j->i", x, centre), out=min_d)
         elif len(rows):
             new = (sq[rows] + sq_c) - 2.0 * np.einsum("ij,j->i", x[rows], centre)
             min_d[rows] = np.minimum(min_d[rows], new)
-    return selected
+
+
+def _filter_directions(x: np.ndarray, k: int, n_sample: int = 512) -> np.ndarray | None:
+    """``min(k, …)`` orthonormal directions (d, k) along which the rows of ``x`` (n, d) spread most:
+    the leading right singular vectors of every ``n // n_sample``-th row (randomised SVD, fixed
+    seed). ``None`` when a filter would not save work (``d <= 2k`` or fewer than 2k rows)."""
+    n, d = x.shape
+    k = int(k)
+    if k <= 0 or d <= 2 * k or n < 2 * k:
+        return None
+    from sklearn.utils.extmath import randomized_svd
+
+    sample = x[:: max(1, n // int(n_sample))]
+    _, _, vt = randomized_svd(sample, min(k, *sample.shape), n_oversamples=8, n_iter=2, random_state=0)
+    return np.ascontiguousarray(vt.T)
 
 
 def _stable_cholesky(matrix: np.ndarray, jitter: float) -> np.ndarray:

@@ -62,7 +62,6 @@ from ..tensors import (
 from ..parallel import (
     OrderedSum,
     allgather_blocks,
-    assign_tasks,
     gather_rows,
     local_blocks,
     resolve_comm,
@@ -74,7 +73,7 @@ from .base import Model, check_species, fingerprint, register
 from .gpr import (
     ProjectedProcess,
     _stable_cholesky,
-    distributed_farthest_point_sampling,
+    distributed_farthest_point_sampling_groups,
     factor_sparse_kernel,
     held_out_errors,
     solve_projected_process_factored,
@@ -365,49 +364,21 @@ class SAGPRModel(SharedExpansionMixin, Model):
             width = max(b.shape[1] for b in bases)
             self.projections_[lam] = [np.pad(b, ((0, 0), (0, width - b.shape[1]))) for b in bases]
 
-    def _representative_environments(self, raw0, species_loc, block_rows, species, offset, comm) -> list:
+    def _representative_environments(self, raw0, species_loc, species, comm) -> list:
         """Global indices of the representative environments, one array per centre species in FPS
-        order: farthest-point sampling on the normalised invariant features (their leading 128
-        principal directions when there are more features), distributed over the ranks of ``comm``.
+        order: farthest-point sampling on the normalised invariant features, distributed over the
+        ranks of ``comm`` (:func:`~mdplugin.models.gpr.distributed_farthest_point_sampling`; each
+        rank keeps its rows, a step exchanges only each rank's farthest row), so the choice is the
+        serial one on any number of ranks.
 
-        ``raw0`` (n_local, F0) are this rank's invariant features, ``species_loc`` (n_local,) their
-        species, ``block_rows`` the row boundaries of this rank's blocks of frames, ``species``
-        (n,) the species of all centres, ``offset`` the global index of this rank's first centre.
-        The principal directions come from every ``n_s // 2000``-th centre of the species (rows
-        gathered on the rank that computes them, bases shared); every block's rows are projected
-        on the rank that holds them (the same blocks as a serial fit) and FPS exchanges only each
-        rank's farthest row per step, so the choice is the serial one on any number of ranks."""
+        ``raw0`` (n_local, F0) are this rank's invariant features (None: no rows), ``species_loc``
+        (n_local,) their species, ``species`` (n,) the species of all centres in rank order."""
         n_select = max(self._n_sparse(lam) for lam in self._lambdas())
         width = raw0.shape[1] if raw0 is not None else 0
         width = max(comm.allgather(width)) if comm.size > 1 else width
-        every = {s: np.flatnonzero(species == s) for s in self.species_}  # global, per species
-        mine = {s: np.flatnonzero(species_loc == s) for s in self.species_}  # local, same order
-        projected = [s for s in self.species_ if len(every[s]) > n_select and width > 128]
-        costs, owner = [], []
-        if projected:
-            steps = {s: max(1, len(every[s]) // 2000) for s in projected}
-            costs = [float(-(-len(every[s]) // steps[s])) for s in projected]
-            owner = assign_tasks(costs, comm.size)
-        subsample = {}
-        for t, s in enumerate(projected):
-            first = int(np.searchsorted(every[s], offset))  # this rank's first row in the species' order
-            keep = mine[s][(first + np.arange(len(mine[s]))) % steps[s] == 0]
-            piece = raw0[keep] if raw0 is not None else np.zeros((0, width))
-            got = comm.gather(piece, root=int(owner[t]))
-            if got is not None:
-                subsample[t] = np.concatenate(got)
-        bases = dict(zip(projected, share_tasks(
-            comm, costs, lambda t: self._principal_directions(subsample[t], 128))))
-        sparse = []
-        for s in self.species_:
-            if s in bases:
-                # FPS distances on the leading principal directions (memory-bound otherwise)
-                parts = [raw0[lo:hi][species_loc[lo:hi] == s] @ bases[s] for lo, hi in zip(block_rows[:-1], block_rows[1:])]
-                x0 = np.concatenate(parts) if parts else np.zeros((0, bases[s].shape[1]))
-            else:
-                x0 = raw0[mine[s]] if raw0 is not None else np.zeros((0, width))
-            sparse.append(every[s][distributed_farthest_point_sampling(x0, n_select, comm)])
-        return sparse
+        xs = [raw0[species_loc == s] if raw0 is not None else np.zeros((0, width)) for s in self.species_]
+        chosen = distributed_farthest_point_sampling_groups(xs, n_select, comm)  # one exchange per step
+        return [np.flatnonzero(species == s)[c] for s, c in zip(self.species_, chosen)]
 
     @staticmethod
     def _principal_directions(xs: np.ndarray, k: int) -> np.ndarray:
@@ -530,7 +501,6 @@ class SAGPRModel(SharedExpansionMixin, Model):
         # raw, species_loc, frame_loc: this rank's centres; species, frame: all centres
         raw = {lam: np.concatenate([p[lam] for p in raw_parts]) for lam in raw_parts[0]} if raw_parts else {}
         del raw_parts
-        block_rows = np.cumsum([0] + [len(p) for p in species_parts])
         species_loc = np.concatenate(species_parts) if species_parts else np.zeros(0, dtype=int)
         frame_loc = np.concatenate(frame_parts) if frame_parts else np.zeros(0, dtype=int)
         species = np.concatenate(allgather_blocks(comm, [species_loc]))
@@ -539,7 +509,7 @@ class SAGPRModel(SharedExpansionMixin, Model):
         n_frames = len(frames)
 
         # representative environments (FPS per species) and the PCA projections of their features
-        sparse = self._representative_environments(raw.get(0), species_loc, block_rows, species, offset, comm)
+        sparse = self._representative_environments(raw.get(0), species_loc, species, comm)
         self.sparse_rank_ = np.concatenate([np.arange(len(chosen)) for chosen in sparse])
         sparse = np.concatenate(sparse)
         self.sparse_species_ = species[sparse].astype(int)
