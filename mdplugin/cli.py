@@ -357,11 +357,15 @@ def build_parser() -> argparse.ArgumentParser:
                    help="keep the latest N candidates across segments and rescore them with the current models "
                         "before each pick, so a label is the most uncertain of many segments (default 0: the "
                         "segment's own candidates only)")
-    g.add_argument("--selection", choices=("max", "density"), default=None,
+    g.add_argument("--selection", choices=("max", "density", "ivr"), default=None,
                    help="max: the most uncertain candidate (default); density: the candidate over its threshold "
                         "that removes the most uncertainty from all candidates (sum of their squared "
                         "uncertainty ratios weighted by a Gaussian of the sorted-distance distance), i.e. "
-                        "uncertain and representative of what the dynamics visit; best with --pool")
+                        "uncertain and representative of what the dynamics visit; ivr (integrated variance "
+                        "reduction): the candidate over its threshold whose label most lowers the models' own "
+                        "GP posterior variance summed over all candidates (energy: atomic energies; lsoap "
+                        "dipole/polarizability: the structures' components; each target as a fraction of "
+                        "what is left); best with --pool")
     p.set_defaults(func=cmd_active)
 
     p = sub.add_parser("demo", help="the main job on the built-in example: models, ML MD, IR and Raman spectra")

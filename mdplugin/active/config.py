@@ -8,8 +8,8 @@ from ..errors import ConfigError
 
 TARGETS = ("energy", "dipole", "polarizability")
 
-#: how segment mode picks the structures to label (see :func:`mdplugin.active.loop.select_candidates`)
-SELECTIONS = ("max", "density")
+#: how segment mode picks the structures to label (see :func:`mdplugin.active.selection.select_candidates`)
+SELECTIONS = ("max", "density", "ivr")
 
 #: properties the oracle must label for each learned target
 LABELS_FOR = {"energy": ("energy", "forces"), "dipole": ("dipole",), "polarizability": ("polarizability",)}
@@ -35,6 +35,9 @@ class ActiveConfig:
     Dynamics
         steps : MD step budget (Langevin, ``dt`` fs, friction ``friction`` 1/fs).
         temperature : K; a ``(T_start, T_end)`` pair ramps it linearly over ``steps``.
+        temperature_cycles : the ramp is repeated this many times over ``steps`` (a sawtooth:
+            ``T_start`` → ``T_end`` every ``steps / temperature_cycles`` steps), so that the
+            whole temperature range is visited early in the run, not only at its end.
         seed : seed of the thermostat's random numbers (and of the initial velocities).
 
     Budgets (the run ends cleanly at the first one reached)
@@ -61,7 +64,7 @@ class ActiveConfig:
         stop_factor : uncertainty/threshold ratio that ends a segment early (≥ 1).
         selection : ``"max"`` (the most uncertain candidate, then farthest-point for a batch) or
             ``"density"`` (the candidate that removes the most uncertainty from all candidates:
-            uncertain and representative; see :func:`mdplugin.active.loop.select_candidates`).
+            uncertain and representative; see :func:`mdplugin.active.selection.select_candidates`).
         pool : candidates kept across segments (the latest ``pool``), all rescored with the
             current models before each pick, so a label is the most uncertain of many segments;
             0: only the segment's own candidates.
@@ -80,6 +83,7 @@ class ActiveConfig:
     dt: float = 0.5
     friction: float = 0.01
     temperature: tuple[float, float] = (300.0, 300.0)
+    temperature_cycles: int = 1
     seed: int = 0
     max_calls: int = 200
     wall_time: float | None = None
@@ -121,6 +125,9 @@ class ActiveConfig:
             raise ConfigError(f"active: --threshold-factor must be positive, got {self.threshold_factor}")
         if len(self.temperature) != 2 or min(self.temperature) <= 0:
             raise ConfigError(f"active: temperature must be positive (K), got {self.temperature}")
+        if isinstance(self.temperature_cycles, bool) or int(self.temperature_cycles) != self.temperature_cycles \
+                or self.temperature_cycles < 1:
+            raise ConfigError(f"active: temperature_cycles must be a positive integer, got {self.temperature_cycles}")
         nonneg = ("steps", "max_calls", "n_initial", "segment", "pool")
         for name in ("steps", "max_calls", "n_initial", "initial_stride", "checkpoint_every", "max_retries",
                      "segment", "sample_every", "batch", "pool"):
@@ -154,8 +161,13 @@ class ActiveConfig:
         return cls(**{k: v for k, v in d.items() if k in known})
 
     def temperature_at(self, step: int) -> float:
-        """Thermostat temperature (K) at ``step`` (linear ramp over ``steps``)."""
+        """Thermostat temperature (K) at ``step`` (linear ramp over ``steps``, repeated
+        ``temperature_cycles`` times)."""
         t0, t1 = self.temperature
         if self.steps <= 0:
             return t0
-        return t0 + (t1 - t0) * min(max(step / self.steps, 0.0), 1.0)
+        frac = min(max(step / self.steps, 0.0), 1.0)
+        cycles = int(self.temperature_cycles)
+        if cycles > 1 and frac < 1.0:
+            frac = (frac * cycles) % 1.0
+        return t0 + (t1 - t0) * frac

@@ -51,6 +51,7 @@ class Learner:
         self.training_error: dict[str, float] = {}
         self.label_errors: dict[str, list[float]] = {}
         self.n_train = 0
+        self.train_frames: list[Atoms] = []
 
     # --- models ----------------------------------------------------------------------------
     def _new_model(self, target: str) -> Model:
@@ -65,6 +66,7 @@ class Learner:
         models = {t: fit_on_dataset(self._new_model(t), data) for t in self.config.targets}
         self.models = models
         self.n_train = len(data)
+        self.train_frames = list(data.frames)
         self.training_error = {t: self._training_error(t, data) for t in self.config.targets
                                if t not in self.config.thresholds}
         return time.perf_counter() - t0
@@ -73,6 +75,7 @@ class Learner:
         """Use already fitted models (loaded from the run folder) trained on ``data``."""
         self.models = models
         self.n_train = len(data)
+        self.train_frames = list(data.frames)
         self.training_error = {t: self._training_error(t, data) for t in self.config.targets
                                if t not in self.config.thresholds}
 
@@ -158,6 +161,40 @@ class Learner:
             else:
                 out[t] = np.asarray(calc.get_property(t, atoms))
         return out
+
+    def posterior_groups(self, frames: list[Atoms]) -> list:
+        """The models' GP posterior over ``frames`` given the training frames, as
+        :class:`~mdplugin.active.selection.PosteriorGroup` objects for integrated-variance-
+        reduction selection: the energy model's atomic energies (a label observes every atom of
+        its structure) and each λ GPR of a λ-SOAP dipole/polarizability model (a label observes
+        the structure's 2λ+1 components). Every target has weight 1 (split evenly between the
+        λ of the polarizability). Targets whose model has no such posterior (RPR) are left out.
+        """
+        from .selection import conditioned_group
+
+        if not self.models or not self.train_frames:
+            raise ConfigError("active: the learner has no trained models yet")
+        train, n_train, n_pool = list(self.train_frames), len(self.train_frames), len(frames)
+        both = train + list(frames)
+        groups = []
+        for t in self.config.targets:
+            model = self.models[t]
+            if t == "energy" and hasattr(model, "environment_covariance"):
+                k, frame, noise = model.environment_covariance(both)
+                order = np.r_[np.flatnonzero(frame < n_train), np.flatnonzero(frame >= n_train)]
+                pool_frame = frame[order][frame[order] >= n_train] - n_train
+                rows = [np.flatnonzero(pool_frame == i) for i in range(n_pool)]
+                groups.append(conditioned_group(k[np.ix_(order, order)], int(np.sum(frame < n_train)), noise,
+                                                rows, 1.0, "energy"))
+            elif hasattr(model, "prior_covariance"):
+                parts = model.prior_covariance(both)
+                for lam, (k, noise) in parts.items():
+                    d = 2 * lam + 1
+                    rows = [np.arange(i * d, (i + 1) * d) for i in range(n_pool)]
+                    groups.append(conditioned_group(k, n_train * d, noise, rows, 1.0 / len(parts), f"{t} l={lam}"))
+        if not groups:
+            raise ConfigError("active: selection 'ivr' needs models with a GP posterior (soap, lsoap)")
+        return groups
 
     def ratio(self, u: dict[str, float]) -> float:
         """max over targets of uncertainty / threshold (> 1: label the structure)."""

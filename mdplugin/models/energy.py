@@ -394,6 +394,27 @@ class SoapEnergyModel(SharedExpansionMixin, Model):
         out["forces"] = np.split(out["forces"], np.cumsum([len(a) for a in frames])[:-1])
         return out
 
+    def environment_covariance(self, frames: Sequence[Atoms]) -> tuple[np.ndarray, np.ndarray, float]:
+        """Prior covariance of the atomic energies of ``frames`` under this fitted model's kernel
+        (for integrated-variance-reduction selection, :mod:`mdplugin.active.selection`).
+
+        Returns ``K`` (n_atoms, n_atoms) = ``δ(Z, Z') (x̂ · x̂')^ζ`` in units of ``signal_std_²``
+        (eV²), the frame of every atom (n_atoms,) in the order of ``frames``, and the energy noise
+        of one atom in the same units, ``(energy_noise / signal_std_)²``.
+        """
+        self._check_fitted()
+        frames = list(frames)
+        check_species(frames, self.species_, "energy model")
+        xs, species, frame = [], [], []
+        for start in range(0, len(frames), self.chunk_size):
+            exp = self._expansion().compute(frames[start : start + self.chunk_size])
+            xs.append(_normalise(power_spectrum(exp))[0])
+            species.append(exp.centre_species)
+            frame.append(exp.centre_frame + start)
+        xn, species, frame = np.concatenate(xs), np.concatenate(species), np.concatenate(frame)
+        k = ((xn @ xn.T) * (species[:, None] == species[None, :])) ** self.zeta
+        return k, frame, float((self.energy_noise / self.signal_std_) ** 2)
+
     # ------------------------------------------------------------------------------------------
     # state
     # ------------------------------------------------------------------------------------------

@@ -1,0 +1,159 @@
+"""Integrated-variance-reduction selection (mdplugin.active.selection) and the models' posteriors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from scipy.spatial.transform import Rotation
+
+from mdplugin.active.selection import PosteriorGroup, conditioned_group, ivr_order, select_candidates
+
+ROOT = Path(__file__).resolve().parents[1]
+TRAJ = ROOT / "examples" / "trajectories"
+
+
+def _rbf(a: np.ndarray, b: np.ndarray, length: float = 0.5) -> np.ndarray:
+    return np.exp(-0.5 * (a[:, None] - b[None, :]) ** 2 / length**2)
+
+
+def _pool_variance(train: np.ndarray, pool: np.ndarray, noise: float) -> float:
+    """Brute force: the summed posterior variance over ``pool`` of a full GP on ``train``."""
+    k_tt = _rbf(train, train) + noise * np.eye(len(train))
+    k_tp = _rbf(train, pool)
+    return float(np.sum(1.0 - np.einsum("tp,tp->p", k_tp, np.linalg.solve(k_tt, k_tp))))
+
+
+def _toy_group(train: np.ndarray, pool: np.ndarray, noise: float) -> PosteriorGroup:
+    x = np.r_[train, pool]
+    return conditioned_group(_rbf(x, x), len(train), noise, [np.array([i]) for i in range(len(pool))])
+
+
+def test_ivr_picks_the_largest_reduction_of_pool_variance_as_brute_force():
+    rng = np.random.default_rng(3)
+    noise = 1e-3
+    for _ in range(5):
+        train = rng.uniform(-3, 3, size=4)
+        pool = np.r_[rng.normal(0.5, 0.6, size=25), rng.uniform(-4, 4, size=15)]
+        group = _toy_group(train, pool, noise)
+        # the conditioned covariance is the posterior of the pool
+        assert np.trace(group.cov) == pytest.approx(_pool_variance(train, pool, noise), rel=1e-8)
+        eligible = rng.choice(len(pool), size=20, replace=False)
+        picks = ivr_order([group], eligible, 3)
+        chosen = list(train)
+        for pick in picks:  # every greedy pick is the best one given the picks before it
+            after = {int(x): _pool_variance(np.r_[chosen, pool[x]], pool, noise) for x in eligible if x not in picks[:len(chosen) - 4]}
+            assert pick == min(after, key=after.get)
+            chosen.append(pool[pick])
+        assert len(set(picks)) == 3 and set(picks) <= set(eligible.tolist())
+
+
+def test_ivr_prefers_a_representative_structure_over_an_isolated_outlier():
+    rng = np.random.default_rng(8)
+    train = np.array([-3.0, 0.6])  # the second point makes the dense region half known
+    dense = rng.normal(1.0, 0.15, size=30)  # many uncertain pool points in one region
+    outlier = np.array([4.5])  # alone and the most uncertain (farthest from the data)
+    pool = np.r_[dense, outlier]
+    group = _toy_group(train, pool, 1e-4)
+    var = np.diag(group.cov)
+    assert int(np.argmax(var)) == len(pool) - 1  # "max" would take the outlier
+    (pick,) = ivr_order([group], np.arange(len(pool)), 1)
+    assert pick < len(dense)
+    # weights: a second group in which only the outlier is uncertain pulls the pick there
+    lonely = PosteriorGroup(cov=np.diag(np.r_[np.full(len(dense), 1e-6), 1.0]), rows=group.rows, noise=1e-4,
+                            weight=10.0)
+    assert ivr_order([_toy_group(train, pool, 1e-4), lonely], np.arange(len(pool)), 1) == [len(pool) - 1]
+
+
+def test_ivr_vector_outputs_and_batch_update_match_a_joint_posterior():
+    # two outputs per candidate (a block of rows); the greedy update equals conditioning on both picks at once
+    rng = np.random.default_rng(1)
+    x = rng.uniform(-2, 2, size=12)
+    k1 = _rbf(x, x)
+    prior = np.kron(k1, np.array([[1.0, 0.3], [0.3, 0.5]]))
+    rows = [np.array([2 * i, 2 * i + 1]) for i in range(10)]
+    group = conditioned_group(prior, 4, 1e-3, rows)  # the first two points are the training data
+    picks = ivr_order([group], range(10), 2)
+    observed = np.r_[np.arange(4), 4 + rows[picks[0]], 4 + rows[picks[1]]]
+    joint = conditioned_group(prior[np.ix_(np.r_[observed, np.arange(4, 24)], np.r_[observed, np.arange(4, 24)])],
+                              len(observed), 1e-3, rows)
+    np.testing.assert_allclose(group.cov, joint.cov, atol=1e-9)
+
+
+def _rotated(frames, rng):
+    out = []
+    for a in frames:
+        b = a.copy()
+        q = Rotation.random(random_state=rng).as_matrix() * rng.choice([-1.0, 1.0])
+        b.positions = a.positions @ q.T + rng.normal(size=3)
+        out.append(b)
+    return out
+
+
+@pytest.fixture(scope="module")
+def dce():
+    from mdplugin.data import read_dataset
+
+    data = read_dataset(TRAJ / "dce_train.xyz")
+    return data.subset(range(0, 120, 12)), data.subset(range(5, 400, 25))
+
+
+def test_sagpr_prior_covariance_gives_the_models_posterior(dce):
+    from mdplugin.models import build
+    from mdplugin.tensors import vector_to_spherical
+
+    train, test = dce
+    # every training environment is a representative one: the sparse GP is the full GP
+    model = build("lsoap", target="dipole", n_components=64, n_sparse=100, n_sparse_l0=200,
+                  regularizer_l1=1e-4).fit(train.frames, train.dipole)
+    _, std = model.predict(test.frames, return_std=True)
+    rng = np.random.default_rng(0)
+    for frames in (list(test.frames), _rotated(test.frames, rng)):
+        k, noise = model.prior_covariance(list(train.frames) + frames)[1]
+        assert k.shape == (3 * (len(train) + len(frames)),) * 2 and noise == pytest.approx(1e-4)
+        group = conditioned_group(k, 3 * len(train), noise, [np.arange(3 * i, 3 * i + 3) for i in range(len(frames))])
+        var = np.diag(group.cov).reshape(-1, 3) * model.signal_variance_[1] * model.y_scale_[1] ** 2
+        if frames[0] is test.frames[0]:
+            np.testing.assert_allclose(np.sqrt(var), np.abs(vector_to_spherical(std)), rtol=1e-3)
+        # the summed variance of each structure is invariant under rotations and reflections
+        np.testing.assert_allclose(var.sum(axis=1), (std**2).sum(axis=1), rtol=1e-3)
+
+
+def test_energy_environment_covariance_is_invariant(dce):
+    from mdplugin.models import build
+
+    train, test = dce
+    model = build("soap", target="energy", n_sparse=50).fit(train.frames, train.energy, forces=train.forces)
+    k, frame, noise = model.environment_covariance(test.frames)
+    rng = np.random.default_rng(2)
+    moved = _rotated(test.frames, rng)
+    perm = [rng.permutation(len(a)) for a in moved]
+    moved = [a[p] for a, p in zip(moved, perm)]
+    k2, frame2, _ = model.environment_covariance(moved)
+    n = len(test.frames[0])
+    order = np.concatenate([i * n + np.argsort(p) for i, p in enumerate(perm)])  # original atom -> moved row
+    np.testing.assert_allclose(k2[np.ix_(order, order)], k, atol=1e-10)
+    np.testing.assert_array_equal(frame, np.repeat(np.arange(len(test)), n))
+    assert noise == pytest.approx((model.energy_noise / model.signal_std_) ** 2)
+    assert np.linalg.eigvalsh(k).min() > -1e-8
+
+
+def test_ivr_selection_with_a_learner_is_invariant_and_respects_the_threshold(dce):
+    from mdplugin.active import ActiveConfig, Learner
+
+    train, test = dce
+    cfg = ActiveConfig(targets=("energy", "dipole"), hypers={
+        "energy": {"n_sparse": 50}, "dipole": {"n_components": 32, "n_sparse": 40, "n_sparse_l0": 80}},
+        thresholds={"energy": 1e-3, "dipole": 1e-3})
+    learner = Learner(cfg, oracle=None)
+    learner.train(train)
+    groups = learner.posterior_groups(list(test.frames))
+    assert [g.name for g in groups] == ["energy", "dipole l=1"]
+    numbers = test.frames[0].numbers
+    cands = [{"positions": a.positions, "ratio": 2.0 if i % 4 else 0.5, "step": i} for i, a in enumerate(test.frames)]
+    picks = [c["step"] for c in select_candidates(cands, 3, "ivr", learner=learner, numbers=numbers)]
+    assert len(set(picks)) == 3 and all(p % 4 for p in picks)  # only candidates over the threshold
+    rng = np.random.default_rng(4)
+    moved = [dict(c, positions=a.positions) for c, a in zip(cands, _rotated(test.frames, rng))]
+    assert [c["step"] for c in select_candidates(moved, 3, "ivr", learner=learner, numbers=numbers)] == picks
