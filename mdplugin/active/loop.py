@@ -50,10 +50,10 @@ from ase.calculators.calculator import Calculator
 from ..data import Dataset, read_dataset
 from ..errors import ConfigError, DataError, OracleError
 from ..models import load_model
+from ..training import fit_on_dataset
 from ..parallel import resolve_comm, split_indices
 from .config import ActiveConfig
 from .learner import Learner
-from .selection import _distance_signature, select_candidates  # noqa: F401 (re-exported)
 from .store import RunStore, structure_hash
 
 __all__ = ["ActiveSummary", "run_active", "resolve_oracle"]
@@ -156,6 +156,25 @@ def _on_root(comm: Any, fn: Callable[[], Any]) -> Any:
     return value
 
 
+def _model_state(model) -> dict:
+    """What rebuilds a fitted model on another rank: its class, hyper-parameters and learned arrays
+    (those of its model file, :meth:`mdplugin.models.base.Model.save`)."""
+    return {"cls": type(model), "params": model.get_params(deep=False), "arrays": model._get_state(),
+            "species": np.asarray(getattr(model, "species_", []), dtype=int),
+            "fingerprint": getattr(model, "training_fingerprint_", None), "n_train": getattr(model, "n_train_", None)}
+
+
+def _model_from_state(state: dict):
+    """The model of :func:`_model_state`, rebuilt as :func:`mdplugin.models.load_model` does."""
+    model = state["cls"](**state["params"])
+    model._set_state({k: np.asarray(v) for k, v in state["arrays"].items()})
+    model.species_ = state["species"].reshape(-1)
+    model.training_fingerprint_ = state["fingerprint"]
+    model.n_train_ = state["n_train"]
+    model.is_fitted_ = True
+    return model
+
+
 def _largest_gap(positions: np.ndarray) -> float:
     if len(positions) < 2:
         return 0.0
@@ -234,7 +253,7 @@ class _Run:
     def retrain(self, note: str) -> None:
         data = self.data()
         self.say(f"retraining on {len(data)} frames")
-        seconds = self.learner.train(data)
+        seconds = self.fit_models(data)
         self.save_models()
         thr = self.learner.thresholds()
         calls, _ = self.counts()
@@ -243,6 +262,44 @@ class _Run:
                        **{f"thr_{t}": v for t, v in thr.items()})
         if self.on_train is not None:
             self.on_train(self.learner, calls)
+
+    def fit_models(self, data: Dataset) -> float:
+        """Fit the models on ``data`` (:meth:`Learner.train`); returns the wall time (s).
+
+        Under MPI the targets are shared among the ranks (each target fitted on one rank, the
+        longest first on the least loaded rank, by the fit times of the previous training) and
+        the fitted models sent to every rank, which all rebuild them from the same arrays (as
+        :func:`mdplugin.models.load_model` does), so the models are identical on every rank.
+        """
+        if self.size == 1:
+            return self.learner.train(data)
+        if len(data) == 0:
+            raise _AllRanks(DataError("active: no labelled frames to train on (give initial data or n_initial > 0)"))
+        t0 = time.perf_counter()
+        seconds = getattr(self, "fit_seconds", {})
+        load = [0.0] * self.size
+        owner = {}
+        for t in sorted(self.config.targets, key=lambda t: -seconds.get(t, 1.0)):  # stable: config order on ties
+            r = int(np.argmin(load))
+            owner[t] = r
+            load[r] += seconds.get(t, 1.0)
+
+        def mine() -> dict:
+            out = {}
+            for t in self.config.targets:
+                if owner[t] == self.rank:
+                    t1 = time.perf_counter()
+                    model = fit_on_dataset(self.learner._new_model(t), data)
+                    out[t] = (_model_state(model), time.perf_counter() - t1)
+            return out
+
+        parts, error = _each(self.comm, mine)
+        if error is not None:
+            raise _AllRanks(error)
+        states = {t: v for part in parts for t, v in part.items()}
+        self.fit_seconds = {t: states[t][1] for t in self.config.targets}
+        self.learner.set_models({t: _model_from_state(states[t][0]) for t in self.config.targets}, data)
+        return time.perf_counter() - t0
 
     def load_or_retrain(self, n_trained: int) -> None:
         """Load the saved models if they were trained on every frame of data.xyz, else retrain."""
@@ -583,8 +640,7 @@ class _Run:
             if cfg.pool:
                 candidates = self.rescored_pool(candidates)
             calls, _ = self.counts()
-            picked = select_candidates(candidates, min(cfg.batch, cfg.max_calls - calls), cfg.selection,
-                                       learner=self.learner, numbers=self.atoms.numbers)
+            picked = select_candidates(candidates, min(cfg.batch, cfg.max_calls - calls), cfg.selection)
             if self.size > 1:
                 self.label_batch(picked)
                 if cfg.pool:
@@ -610,6 +666,63 @@ class _Run:
             else:
                 self.trusted = (self.atoms.positions.copy(), self.atoms.get_momenta().copy())
             self.checkpoint()
+
+
+def _distance_signature(positions: np.ndarray) -> np.ndarray:
+    """Sorted interatomic distances (Å): a rotation-, reflection- and permutation-invariant signature."""
+    d = np.linalg.norm(positions[:, None] - positions[None], axis=-1)
+    return np.sort(d[np.triu_indices(len(positions), 1)])
+
+
+def select_candidates(candidates: list[dict], n: int, selection: str = "max") -> list[dict]:
+    """Up to ``n`` of the candidates over their threshold (``ratio`` > 1).
+
+    ``selection="max"``: the most uncertain first, then each the farthest (distance between
+    sorted interatomic distances, :func:`_distance_signature`) from those already picked.
+
+    ``selection="density"``: the candidate x over its threshold that maximises
+    ``sum_c r_c² k(c, x)`` over *all* candidates c, with r = ratio (max over targets of
+    uncertainty / threshold) and
+    ``k = exp(-d²/2h²)`` (d: signature distance, h: twice the median nearest-neighbour distance
+    among the candidates) — a proxy of the variance that labelling x removes from what the
+    dynamics visit (uncertain *and* representative, where ``max`` favours rare outliers). For
+    a batch, each pick scales the others' r² by ``1 - k(c, x)²`` (the GP variance update with
+    the correlation approximated by k) before the next.
+    """
+    r = np.array([c["ratio"] for c in candidates], dtype=float)
+    over = np.flatnonzero(r > 1.0)
+    if n <= 0 or not len(over):
+        return []
+    sig = np.array([_distance_signature(c["positions"]) for c in candidates])
+    if selection == "density":
+        d = np.linalg.norm(sig[:, None] - sig[None], axis=-1)
+        if len(sig) > 1:
+            nn = np.sort(d, axis=1)[:, 1]
+            h = 2.0 * float(np.median(nn))
+        else:
+            h = 1.0
+        k = np.exp(-0.5 * (d / max(h, 1e-12)) ** 2)
+        weight = r**2
+        picked: list[int] = []
+        for _ in range(min(n, len(over))):
+            gain = k[over] @ weight
+            gain[np.isin(over, picked)] = -np.inf
+            best = int(over[int(np.argmax(gain))])
+            picked.append(best)
+            weight = weight * (1.0 - k[best] ** 2)
+        return [candidates[i] for i in picked]
+    order = over[np.argsort(-r[over], kind="stable")]
+    sig = sig[order]
+    chosen = [0]
+    dmin = np.linalg.norm(sig - sig[0], axis=1)
+    while len(chosen) < min(n, len(order)):
+        dmin[chosen] = -1.0
+        i = int(np.argmax(dmin))
+        if dmin[i] <= 0:
+            break
+        chosen.append(i)
+        dmin = np.minimum(dmin, np.linalg.norm(sig - sig[i], axis=1))
+    return [candidates[int(order[i])] for i in chosen]
 
 
 def _read_start(start: str | Path | Atoms) -> Atoms:
