@@ -54,6 +54,7 @@ from ..training import fit_on_dataset
 from ..parallel import resolve_comm, split_indices
 from .config import ActiveConfig
 from .learner import Learner
+from .selection import _distance_signature, select_candidates  # noqa: F401 (re-exported)
 from .store import RunStore, structure_hash
 
 __all__ = ["ActiveSummary", "run_active", "resolve_oracle"]
@@ -640,7 +641,8 @@ class _Run:
             if cfg.pool:
                 candidates = self.rescored_pool(candidates)
             calls, _ = self.counts()
-            picked = select_candidates(candidates, min(cfg.batch, cfg.max_calls - calls), cfg.selection)
+            picked = select_candidates(candidates, min(cfg.batch, cfg.max_calls - calls), cfg.selection,
+                                       learner=self.learner, numbers=self.atoms.numbers)
             if self.size > 1:
                 self.label_batch(picked)
                 if cfg.pool:
@@ -666,63 +668,6 @@ class _Run:
             else:
                 self.trusted = (self.atoms.positions.copy(), self.atoms.get_momenta().copy())
             self.checkpoint()
-
-
-def _distance_signature(positions: np.ndarray) -> np.ndarray:
-    """Sorted interatomic distances (Å): a rotation-, reflection- and permutation-invariant signature."""
-    d = np.linalg.norm(positions[:, None] - positions[None], axis=-1)
-    return np.sort(d[np.triu_indices(len(positions), 1)])
-
-
-def select_candidates(candidates: list[dict], n: int, selection: str = "max") -> list[dict]:
-    """Up to ``n`` of the candidates over their threshold (``ratio`` > 1).
-
-    ``selection="max"``: the most uncertain first, then each the farthest (distance between
-    sorted interatomic distances, :func:`_distance_signature`) from those already picked.
-
-    ``selection="density"``: the candidate x over its threshold that maximises
-    ``sum_c r_c² k(c, x)`` over *all* candidates c, with r = ratio (max over targets of
-    uncertainty / threshold) and
-    ``k = exp(-d²/2h²)`` (d: signature distance, h: twice the median nearest-neighbour distance
-    among the candidates) — a proxy of the variance that labelling x removes from what the
-    dynamics visit (uncertain *and* representative, where ``max`` favours rare outliers). For
-    a batch, each pick scales the others' r² by ``1 - k(c, x)²`` (the GP variance update with
-    the correlation approximated by k) before the next.
-    """
-    r = np.array([c["ratio"] for c in candidates], dtype=float)
-    over = np.flatnonzero(r > 1.0)
-    if n <= 0 or not len(over):
-        return []
-    sig = np.array([_distance_signature(c["positions"]) for c in candidates])
-    if selection == "density":
-        d = np.linalg.norm(sig[:, None] - sig[None], axis=-1)
-        if len(sig) > 1:
-            nn = np.sort(d, axis=1)[:, 1]
-            h = 2.0 * float(np.median(nn))
-        else:
-            h = 1.0
-        k = np.exp(-0.5 * (d / max(h, 1e-12)) ** 2)
-        weight = r**2
-        picked: list[int] = []
-        for _ in range(min(n, len(over))):
-            gain = k[over] @ weight
-            gain[np.isin(over, picked)] = -np.inf
-            best = int(over[int(np.argmax(gain))])
-            picked.append(best)
-            weight = weight * (1.0 - k[best] ** 2)
-        return [candidates[i] for i in picked]
-    order = over[np.argsort(-r[over], kind="stable")]
-    sig = sig[order]
-    chosen = [0]
-    dmin = np.linalg.norm(sig - sig[0], axis=1)
-    while len(chosen) < min(n, len(order)):
-        dmin[chosen] = -1.0
-        i = int(np.argmax(dmin))
-        if dmin[i] <= 0:
-            break
-        chosen.append(i)
-        dmin = np.minimum(dmin, np.linalg.norm(sig - sig[i], axis=1))
-    return [candidates[int(order[i])] for i in chosen]
 
 
 def _read_start(start: str | Path | Atoms) -> Atoms:
