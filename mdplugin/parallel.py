@@ -134,12 +134,13 @@ def max_rss_mib() -> float:
     return rss / (1024.0 * 1024.0) if sys.platform == "darwin" else rss / 1024.0
 
 
-def gather_rows(comm: Any, arrays: dict, index: np.ndarray, offset: int, n_local: int) -> dict:
+def gather_rows(comm: Any, arrays: dict, index: np.ndarray, offset: int, n_local: int, root: int | None = None):
     """Rows ``index`` (global row numbers) of arrays whose rows are spread over ranks.
 
     Every rank holds the rows ``offset … offset + n_local − 1`` of each array in ``arrays``
-    (same keys on every rank that holds any row; ranks without rows may pass ``{}``). Returns on
-    every rank ``{key: array (len(index), ...)}`` with row ``k`` = global row ``index[k]``.
+    (same keys on every rank that holds any row; ranks without rows may pass ``{}``). Returns
+    ``{key: array (len(index), ...)}`` with row ``k`` = global row ``index[k]``: on every rank
+    (``root`` None, an allgather) or only on rank ``root`` (a gather; the other ranks get None).
     Serial: ``{key: a[index]}``.
     """
     index = np.asarray(index, dtype=int)
@@ -147,8 +148,11 @@ def gather_rows(comm: Any, arrays: dict, index: np.ndarray, offset: int, n_local
         return {key: a[index - offset] for key, a in arrays.items()}
     mine = np.flatnonzero((index >= offset) & (index < offset + n_local))
     piece = (mine, {key: a[index[mine] - offset] for key, a in arrays.items()}) if len(mine) else None
+    pieces = comm.allgather(piece) if root is None else comm.gather(piece, root=root)
+    if pieces is None:
+        return None
     out: dict = {}
-    for got in comm.allgather(piece):
+    for got in pieces:
         if got is None:
             continue
         positions, rows = got
@@ -183,20 +187,43 @@ def assign_tasks(costs: Sequence[float], size: int) -> np.ndarray:
 def share_tasks(comm: Any, costs: Sequence[float], run: Callable[[int], Any]) -> list:
     """``[run(0), run(1), …]`` on every rank, each task run by one rank only.
 
-    ``costs`` (one per task, any units) balance the ranks (:func:`assign_tasks`); the results
-    travel in one ``allgather`` (pickled, so any object). ``run(i)`` must depend only on data
-    every rank holds and be deterministic: its result is then bit for bit the serial one, whichever
-    rank computes it. Serial: the tasks in order, in this process.
+    ``costs`` (one per task, any units) balance the ranks (:func:`assign_tasks`). Results travel
+    in one ``allgather`` (pickled, so any object), except numpy arrays of more than 64 kB, which
+    are broadcast from their rank as raw buffers (``Bcast``: no pickling copies; same values,
+    shape and memory order). ``run(i)`` must depend only on data every rank holds (or that the
+    caller gathered on the task's rank) and be deterministic: its result is then bit for bit the
+    serial one, whichever rank computes it. Serial: the tasks in order, in this process.
     """
     if comm.size == 1:
         return [run(i) for i in range(len(costs))]
     owner = assign_tasks(costs, comm.size)
     mine = {i: run(i) for i in range(len(costs)) if owner[i] == comm.rank}
+    light = {}
+    for i, value in mine.items():
+        if isinstance(value, np.ndarray) and value.nbytes > 65536:
+            if not (value.flags.c_contiguous or value.flags.f_contiguous):
+                value = mine[i] = np.ascontiguousarray(value)
+            order = "C" if value.flags.c_contiguous else "F"
+            light[i] = _Buffer(value.shape, value.dtype.str, order)
+        else:
+            light[i] = value
     out: list = [None] * len(costs)
-    for part in comm.allgather(mine):
+    for part in comm.allgather(light):
         for i, value in part.items():
             out[i] = value
+    for i, value in enumerate(out):
+        if isinstance(value, _Buffer):
+            buf = mine[i] if owner[i] == comm.rank else np.empty(value.shape, dtype=value.dtype, order=value.order)
+            comm.Bcast(np.ravel(buf, order="K"), root=int(owner[i]))
+            out[i] = buf
     return out
+
+
+class _Buffer:
+    """Placeholder for an array result of :func:`share_tasks` that follows as a raw buffer."""
+
+    def __init__(self, shape: tuple, dtype: str, order: str):
+        self.shape, self.dtype, self.order = shape, dtype, order
 
 
 class OrderedSum:

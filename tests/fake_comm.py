@@ -1,7 +1,7 @@
 """A thread-backed stand-in for an mpi4py communicator, to test collective algorithms serially.
 
 ``run_ranks(size, fn)`` runs ``fn(comm)`` on ``size`` threads, each with its own ``ThreadComm``
-(``rank``, ``size``, ``allgather``, ``gather``, ``bcast``, ``Barrier``), and returns the results in
+(``rank``, ``size``, ``allgather``, ``gather``, ``bcast``, ``Bcast``, ``Barrier``), and returns the results in
 rank order. The collectives have mpi4py's lower-case semantics (Python objects, every rank calls
 them in the same order). Numpy releases the GIL little here, so this checks logic, not speed.
 """
@@ -47,6 +47,12 @@ class ThreadComm:
 
     def bcast(self, value, root: int = 0):
         return self.allgather(value)[root]
+
+    def Bcast(self, buf, root: int = 0) -> None:
+        """Copy the numpy array ``buf`` of rank ``root`` into every other rank's ``buf``."""
+        data = self.allgather(buf if self.rank == root else None)[root]
+        if self.rank != root:
+            buf[...] = data
 
     def Barrier(self) -> None:
         self._shared.barrier.wait()

@@ -112,9 +112,10 @@ def test_share_tasks_runs_each_task_once_and_returns_all_results_everywhere(size
     mats = [rng.normal(size=(20, 20)) for _ in range(7)]
     ran = []
 
-    def task(i):
+    def task(i):  # small arrays travel pickled, large ones (> 64 kB) as raw buffers, here F-ordered
         ran.append(i)
-        return np.linalg.cholesky(mats[i] @ mats[i].T + 20 * np.eye(20))
+        factor = np.linalg.cholesky(mats[i] @ mats[i].T + 20 * np.eye(20))
+        return np.asfortranarray(np.kron(factor, np.ones((5, 5)))) if i % 2 else factor
 
     serial = share_tasks(SerialComm(), [1.0] * 7, task)
     ran.clear()
@@ -123,6 +124,7 @@ def test_share_tasks_runs_each_task_once_and_returns_all_results_everywhere(size
     for rank_results in results:
         for got, ref in zip(rank_results, serial):
             np.testing.assert_array_equal(got, ref)
+            assert got.flags.f_contiguous == ref.flags.f_contiguous
 
 
 def test_rank_offset():
@@ -132,17 +134,24 @@ def test_rank_offset():
     assert rank_offset(SerialComm(), 7) == (0, 7)
 
 
-def test_held_out_gram_is_the_serial_one_on_any_number_of_ranks():
-    """SA-GPR's K_valᵀK_val by column blocks: symmetric, equal to the plain product to rounding,
-    and bit for bit the same whether the blocks are computed on one rank or shared by three."""
-    from mdplugin.models.sagpr import _held_out_gram
+@pytest.mark.parametrize("root", [None, 1])
+def test_gather_rows_from_split_arrays(root):
+    rng = np.random.default_rng(5)
+    a, b = rng.normal(size=(9, 2)), rng.normal(size=(9, 3, 4))
+    cuts = [0, 4, 4, 9]  # rank 1 holds no row
+    index = np.array([7, 0, 3, 8, 5])
 
-    k = np.random.default_rng(4).normal(size=(60, 45))
-    serial = _held_out_gram(k, SerialComm())
-    np.testing.assert_array_equal(serial, serial.T)
-    np.testing.assert_allclose(serial, k.T @ k, rtol=1e-12, atol=1e-12)
-    for got in run_ranks(3, lambda comm: _held_out_gram(k, comm)):
-        np.testing.assert_array_equal(got, serial)
+    def gather(comm):
+        lo, hi = cuts[comm.rank], cuts[comm.rank + 1]
+        local = {"a": a[lo:hi], "b": b[lo:hi]} if hi > lo else {}
+        return gather_rows(comm, local, index, lo, hi - lo, root=root)
+
+    for rank, got in enumerate(run_ranks(3, gather)):
+        if root is not None and rank != root:
+            assert got is None
+            continue
+        np.testing.assert_array_equal(got["a"], a[index])
+        np.testing.assert_array_equal(got["b"], b[index])
 
 # ------------------------------------------------------------------------------------------------
 # under mpiexec -n 2

@@ -62,6 +62,7 @@ from ..tensors import (
 from ..parallel import (
     OrderedSum,
     allgather_blocks,
+    assign_tasks,
     gather_rows,
     local_blocks,
     resolve_comm,
@@ -128,27 +129,6 @@ def _same_species_pairs(frame: np.ndarray, species: np.ndarray) -> tuple[np.ndar
     i = order[starts[group] + within // g]
     j = order[starts[group] + within % g]
     return i, j
-
-
-def _held_out_gram(k_val: np.ndarray, comm, n_blocks: int = 8) -> np.ndarray:
-    """``K_valᵀ K_val`` (m, m) for the held-out kernel rows ``k_val`` (v, m), by ``n_blocks``
-    column blocks (a fixed split, whatever the number of ranks): block ``t`` computes the lower
-    part ``K[:, lo:]ᵀ K[:, lo:hi]``; the blocks are shared among the ranks of ``comm`` and the
-    upper triangle is mirrored from the lower one (exactly symmetric)."""
-    m = k_val.shape[1]
-    edges = np.linspace(0, m, n_blocks + 1).round().astype(int)
-    pairs = [(lo, hi) for lo, hi in zip(edges[:-1], edges[1:]) if hi > lo]
-    parts = share_tasks(
-        comm, [float((m - lo) * (hi - lo)) for lo, hi in pairs],
-        lambda t: k_val[:, pairs[t][0]:].T @ k_val[:, pairs[t][0]:pairs[t][1]],
-    )
-    gram = np.empty((m, m))
-    for (lo, hi), part in zip(pairs, parts):
-        block = np.tril(part[: hi - lo])
-        gram[lo:hi, lo:hi] = block + np.tril(block, -1).T
-        gram[hi:, lo:hi] = part[hi - lo :]
-        gram[lo:hi, hi:] = part[hi - lo :].T
-    return gram
 
 
 @register("lsoap")
@@ -247,9 +227,9 @@ class SAGPRModel(SharedExpansionMixin, Model):
         all rows. ``k_val`` None: no held-out rows (``reg`` or 1e-4 is used as given).
 
         With an MPI ``comm`` the Cholesky factorisations are shared among the ranks
-        (:func:`~mdplugin.parallel.share_tasks`): the held-out Gram matrix by column blocks, the
-        grid candidates together with ``K_MM``'s factor, the midpoints; every rank then solves the
-        final system. Each is the computation a serial fit does, so the model is the serial one.
+        (:func:`~mdplugin.parallel.share_tasks`): the grid candidates together with ``K_MM``'s
+        factor, then the midpoints; every rank then solves the final system. Each is the
+        computation a serial fit does, so the model is the serial one.
         """
         comm = resolve_comm(comm)
         jitter = self.jitter
@@ -263,7 +243,7 @@ class SAGPRModel(SharedExpansionMixin, Model):
             )
             gpr.kmm_factor = kmm_factor
             return gpr, reg
-        a_fit = a_mat - _held_out_gram(k_val, comm)
+        a_fit = a_mat - k_val.T @ k_val  # replicated: sharing it by column blocks cost more than it saved
         b_fit = b_vec - k_val.T @ y_val
 
         def error(value: float) -> float | None:
@@ -341,26 +321,40 @@ class SAGPRModel(SharedExpansionMixin, Model):
             out[lam] = z
         return out
 
-    def _fit_projections(self, rows: dict, species: np.ndarray, comm=None) -> None:
+    def _fit_projections(self, raw: dict, sparse: np.ndarray, species: np.ndarray, offset: int, comm=None) -> None:
         """Principal directions (over the feature index) of the representative environments.
 
-        ``rows`` {λ: (m, F) for λ = 0, (m, 2λ+1, F) otherwise}: the normalised features of the m
-        representative environments, ``species`` (m,) their centre species. One randomised SVD
-        per λ and species; with an MPI ``comm`` they are shared among the ranks."""
+        ``raw`` {λ: (n_local, F) for λ = 0, (n_local, 2λ+1, F) otherwise}: this rank's normalised
+        features (global rows ``offset …``; ``{}`` without rows), ``sparse`` the global indices of
+        the representative environments, ``species`` (n,) the species of all centres. One
+        randomised SVD per λ and species, of that species' representative environments in FPS
+        order; with an MPI ``comm`` they are shared among the ranks, each rank gathering only the
+        rows of its own SVDs."""
         comm = resolve_comm(comm)
-        jobs = []  # (λ, rows·(2λ+1) × F block, kept components)
-        for lam, x in rows.items():
+        n_local = len(next(iter(raw.values()))) if raw else 0
+        widths = {lam: x.shape[-1] for lam, x in raw.items()}
+        if comm.size > 1:
+            widths = {lam: w for part in comm.allgather(widths) for lam, w in part.items()}
+        jobs = []  # (λ, rows of the species, rows·(2λ+1), F, kept components)
+        for lam in sorted(widths):
             for s in self.species_:
-                xs = x[species == s].reshape(-1, x.shape[-1])  # (rows·(2λ+1), F)
-                n_feat = xs.shape[1]
-                jobs.append((lam, xs, n_feat if not self.n_components else min(int(self.n_components), n_feat)))
-        svd = [i for i, (_, xs, k) in enumerate(jobs) if k < xs.shape[1]]
-        costs = [jobs[i][1].size * (min(jobs[i][2], *jobs[i][1].shape) + 16) for i in svd]
-        found = dict(zip(svd, share_tasks(comm, costs, lambda t: self._principal_directions(*jobs[svd[t]][1:]))))
+                rows = sparse[species[sparse] == s]
+                n_feat = widths[lam]
+                k = n_feat if not self.n_components else min(int(self.n_components), n_feat)
+                jobs.append((lam, rows, len(rows) * (2 * lam + 1), n_feat, k))
+        svd = [i for i, job in enumerate(jobs) if job[4] < job[3]]
+        costs = [float(n * f * (min(k, n, f) + 16)) for _, _, n, f, k in (jobs[i] for i in svd)]
+        owner = assign_tasks(costs, comm.size)
+        inputs = {}
+        for t, i in enumerate(svd):
+            lam, rows, _, n_feat, _ = jobs[i]
+            got = gather_rows(comm, {lam: raw[lam]} if n_local else {}, rows, offset, n_local, root=int(owner[t]))
+            if got is not None:
+                inputs[t] = got[lam].reshape(-1, n_feat)  # (rows·(2λ+1), F)
+        found = dict(zip(svd, share_tasks(comm, costs, lambda t: self._principal_directions(inputs.pop(t), jobs[svd[t]][4]))))
         self.projections_ = {}
-        for lam in rows:
-            bases = [found[i] if i in found else np.eye(jobs[i][1].shape[1])
-                     for i in range(len(jobs)) if jobs[i][0] == lam]
+        for lam in sorted(widths):
+            bases = [found[i] if i in found else np.eye(jobs[i][3]) for i in range(len(jobs)) if jobs[i][0] == lam]
             width = max(b.shape[1] for b in bases)
             self.projections_[lam] = [np.pad(b, ((0, 0), (0, width - b.shape[1]))) for b in bases]
 
@@ -513,7 +507,7 @@ class SAGPRModel(SharedExpansionMixin, Model):
         self.sparse_rank_ = np.concatenate([np.arange(len(chosen)) for chosen in sparse])
         sparse = np.concatenate(sparse)
         self.sparse_species_ = species[sparse].astype(int)
-        self._fit_projections(gather_rows(comm, raw, sparse, offset, len(species_loc)), species[sparse], comm)
+        self._fit_projections(raw, sparse, species, offset, comm)
         z = self._project(raw, species_loc)
         del raw
         self.sparse_ = {
@@ -646,53 +640,6 @@ class SAGPRModel(SharedExpansionMixin, Model):
                 ys.append(out)
         y = np.concatenate(ys)
         return (y, np.concatenate(stds)) if return_std else y
-
-    def prior_covariance(self, frames: Sequence[Atoms]) -> dict[int, tuple[np.ndarray, float]]:
-        """Prior covariance between the structures of ``frames`` under this fitted model's kernel
-        (for integrated-variance-reduction selection, :mod:`mdplugin.active.selection`).
-
-        Returns ``{λ: (K, noise)}`` for every λ GPR of the target: ``K`` (n·(2λ+1), n·(2λ+1)) the
-        structure kernel (sum over same-species atom pairs, the compressed features of ``predict``)
-        in units of the λ GPR's signal variance (divided by ``kernel_scale_``; rows are frame-major,
-        components in the spherical order), and ``noise`` the regulariser λ (noise-to-signal
-        variance ratio), so that a full GP with prior ``K`` and noise ``noise`` has the model's
-        posterior when its representative environments are all the training environments.
-        """
-        self._check_fitted()
-        frames = list(frames)
-        check_species(frames, self.species_, f"{self.target} model")
-        n = len(frames)
-        calc = self._expansion()
-        zs, species, frame = [], [], []
-        for start in range(0, n, self.chunk_size):
-            exp = calc.compute(frames[start : start + self.chunk_size])
-            zs.append(self._project(self._raw_features(exp), exp.centre_species))
-            species.append(exp.centre_species)
-            frame.append(exp.centre_frame + start)
-        z = {lam: np.concatenate([p[lam] for p in zs]) for lam in zs[0]}
-        species, frame = np.concatenate(species), np.concatenate(frame)
-        out = {}
-        for lam in self._lambdas():
-            d = 2 * lam + 1
-            cov = np.zeros((n, d, n, d))
-            for s in self.species_:
-                rows = np.flatnonzero(species == s)
-                if len(rows) == 0:
-                    continue
-                k0 = z[0][rows] @ z[0][rows].T
-                if lam == 0:
-                    k = (k0**self.zeta)[:, None, :, None]
-                else:
-                    a = z[lam][rows].reshape(len(rows) * d, -1)
-                    k = (a @ a.T).reshape(len(rows), d, len(rows), d)
-                    if self.zeta != 1:
-                        k = k * (k0 ** (self.zeta - 1))[:, None, :, None]
-                onehot = np.zeros((n, len(rows)))
-                onehot[frame[rows], np.arange(len(rows))] = 1.0
-                k = np.tensordot(onehot, k, axes=(1, 0))  # (n, d, r, d)
-                cov += np.tensordot(k, onehot, axes=(2, 1)).transpose(0, 1, 3, 2)
-            out[lam] = (cov.reshape(n * d, n * d) / self.kernel_scale_[lam], float(self.gpr_[lam].regularizer))
-        return out
 
     # ------------------------------------------------------------------------------------------
     # state
