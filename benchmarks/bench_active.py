@@ -175,6 +175,10 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--candidate-pool", type=int, default=200,
                     help="candidates kept across segments and rescored before each pick (ActiveConfig.pool)")
     ap.add_argument("--skip-random", action="store_true", help="active arm only (to compare selection settings)")
+    ap.add_argument("--reuse-random", default=None, metavar="JSON",
+                    help="take the random arm from an earlier run's bench_active.json instead of recomputing it; "
+                         "refused unless that run had the same seeds, protocol (steps, segment, sample-every, "
+                         "walkers, temperature cycles, initial frames), models and --calls")
     ap.add_argument("--quick", action="store_true",
                     help="smoke run: one seed, 300 steps, 4 calls, 100 test frames")
     args = ap.parse_args(argv)
@@ -199,6 +203,14 @@ def main(argv: list[str] | None = None) -> None:
     arms = ["active"] + ([] if args.skip_random else ["random_md"]) + (["random_pool"] if args.pool_baseline else [])
     results: dict = {"args": vars(args), "n_initial": args.n_initial, "targets_pct": TARGETS, "hypers": HYPERS,
                      "load_average_start": os.getloadavg(), "seeds": {}}
+    reused = None
+    if args.reuse_random:
+        reused = json.loads(Path(args.reuse_random).read_text())
+        same = ("seeds", "n_initial", "steps", "segment", "sample_every", "walkers", "temperature_cycles",
+                "dipole_regularizer", "calls", "quick")
+        diff = [k for k in same if reused["args"].get(k) != vars(args).get(k)]
+        if diff or reused.get("hypers") != HYPERS or any("random_md" not in reused["seeds"].get(str(s), {}) for s in seeds):
+            raise SystemExit(f"--reuse-random {args.reuse_random}: not the same random arm (differs: {diff or 'models/seeds'})")
     t_all = time.perf_counter()
     for seed in seeds:
         print(f"seed {seed}", flush=True)
@@ -234,12 +246,18 @@ def main(argv: list[str] | None = None) -> None:
         if args.skip_random:
             results["seeds"][seed] = res
             continue
-        ref = reference_trajectory(initial, cfg, seed)
-        t_ref = time.perf_counter() - t0
-        draw = ref.subset(np.random.default_rng(seed + 1).permutation(len(ref)))
-        rcurve = curve_of(initial, draw, calls_list, test, "random")
-        res["random_md"] = {"curve": rcurve, "reference_frames": len(ref), "reference_md_s": t_ref,
-                            "calls_to_targets": first_reaching(rcurve)}
+        if reused is not None:  # the same protocol, seeds and models: the same random arm
+            res["random_md"] = dict(reused["seeds"][str(seed)]["random_md"], reused_from=args.reuse_random)
+            for p in res["random_md"]["curve"]:
+                print(f"  random  calls {p['calls']:3d}: dipole {p['dipole_pct']:.2f} %  forces {p['forces_pct']:.2f} % "
+                      "(reused)", flush=True)
+        else:
+            ref = reference_trajectory(initial, cfg, seed)
+            t_ref = time.perf_counter() - t0
+            draw = ref.subset(np.random.default_rng(seed + 1).permutation(len(ref)))
+            rcurve = curve_of(initial, draw, calls_list, test, "random")
+            res["random_md"] = {"curve": rcurve, "reference_frames": len(ref), "reference_md_s": t_ref,
+                                "calls_to_targets": first_reaching(rcurve)}
         if args.pool_baseline:
             rest = pool.subset(perm[args.n_initial:])
             pcurve = curve_of(initial, rest, calls_list, test, "pool")

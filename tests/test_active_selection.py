@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from scipy.spatial.transform import Rotation
 
-from mdplugin.active.selection import PosteriorGroup, conditioned_group, ivr_order, select_candidates
+from mdplugin.active.selection import PosteriorGroup, conditioned_group, ivr_order, select_candidates, target_weights
 
 ROOT = Path(__file__).resolve().parents[1]
 TRAJ = ROOT / "examples" / "trajectories"
@@ -81,6 +81,13 @@ def test_ivr_vector_outputs_and_batch_update_match_a_joint_posterior():
     np.testing.assert_allclose(group.cov, joint.cov, atol=1e-9)
 
 
+def test_target_weights_measure_how_far_each_target_is_from_its_threshold():
+    cands = [{"u": {"energy": 0.002, "dipole": 0.03}}, {"u": {"energy": 0.004, "dipole": 0.01}}, {}]
+    w = target_weights(cands, {"energy": 0.002, "dipole": 0.01})
+    assert w["energy"] == pytest.approx((1 + 4) / 2) and w["dipole"] == pytest.approx((9 + 1) / 2)
+    assert target_weights([{}], {"dipole": 0.01}) == {"dipole": 1.0}
+
+
 def _rotated(frames, rng):
     out = []
     for a in frames:
@@ -151,7 +158,8 @@ def test_ivr_selection_with_a_learner_is_invariant_and_respects_the_threshold(dc
     groups = learner.posterior_groups(list(test.frames))
     assert [g.name for g in groups] == ["energy", "dipole l=1"]
     numbers = test.frames[0].numbers
-    cands = [{"positions": a.positions, "ratio": 2.0 if i % 4 else 0.5, "step": i} for i, a in enumerate(test.frames)]
+    cands = [{"positions": a.positions, "ratio": 2.0 if i % 4 else 0.5, "step": i, "u": u}
+             for i, (a, u) in enumerate(zip(test.frames, learner.uncertainties_of(list(test.frames))))]
     picks = [c["step"] for c in select_candidates(cands, 3, "ivr", learner=learner, numbers=numbers)]
     assert len(set(picks)) == 3 and all(p % 4 for p in picks)  # only candidates over the threshold
     rng = np.random.default_rng(4)
