@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from ..cli import json_object
-from ..errors import ConfigError
+from ..errors import ConfigError, MdpluginError
 from .config import TARGETS, ActiveConfig
 from .loop import run_active
 
@@ -55,10 +55,20 @@ RESUMABLE = ("steps", "max_calls", "wall_time")
 
 
 def run_active_command(args) -> int:
-    """Under ``mpiexec -n P`` the P ranks share the run (see :func:`mdplugin.active.run_active`)."""
+    """Under ``mpiexec -n P`` the P ranks share the run (see :func:`mdplugin.active.run_active`);
+    an error raised on every rank is reported by rank 0 alone (the others exit with its code)."""
     from ..parallel import get_comm
 
     comm = get_comm()
+    try:
+        return _run(args, comm)
+    except Exception as exc:
+        if comm.rank == 0:
+            raise
+        raise SystemExit(2 if isinstance(exc, (MdpluginError, OSError)) else 1) from None
+
+
+def _run(args, comm) -> int:
     given = config_from_args(args)
     if isinstance(args.resume, str):  # --resume RUN_DIR
         if args.output and args.output != args.resume:
