@@ -7,7 +7,8 @@ files), a resumed 2-rank run (and a resumed 1-rank run) continues without duplic
 and an oracle failing on one rank ends every rank with an error instead of a hang.
 
 This file is also the per-rank driver: ``mpiexec -n 2 python tests/test_active_mpi.py RUN_DIR
-[resume|fail]`` (the toy oracle of tests/test_active.py, tiny models).
+[resume]`` (the toy oracle of tests/test_active.py, tiny models), and holds the failing oracle
+factory of the ``mdplugin active`` command-line test.
 """
 
 from __future__ import annotations
@@ -61,23 +62,25 @@ def _predictions(models: dict) -> dict[str, np.ndarray]:
     return out
 
 
-class _FailingOnRank1:
-    """The toy oracle, except on rank 1 where every call raises (a crashed reference code)."""
+def failing_on_rank1():
+    """``--oracle`` factory: the toy oracle, except on MPI rank 1 where every call raises (a
+    crashed reference code)."""
+    from mdplugin.parallel import get_comm
+    from tests.test_active import ToyOracle
 
-    def __new__(cls, rank: int):
-        from tests.test_active import ToyOracle
+    rank = get_comm().rank
 
-        class Failing(ToyOracle):
-            def calculate(self, *args, **kwargs):
-                if rank == 1:
-                    raise RuntimeError("the reference code crashed on rank 1")
-                return super().calculate(*args, **kwargs)
+    class Failing(ToyOracle):
+        def calculate(self, *args, **kwargs):
+            if rank == 1:
+                raise RuntimeError("the reference code crashed on rank 1")
+            return super().calculate(*args, **kwargs)
 
-        return Failing()
+    return Failing()
 
 
 def _driver(run_dir: str, mode: str) -> None:
-    """One rank of a run (``mode``: ``new``, ``resume`` or ``fail``)."""
+    """One rank of a run (``mode``: ``new`` or ``resume``)."""
     from mdplugin.active import run_active
     from mdplugin.parallel import get_comm
     from tests.test_active import ToyOracle, water
@@ -88,8 +91,6 @@ def _driver(run_dir: str, mode: str) -> None:
     if mode == "resume":
         run_active(None, run_dir, oracle=ToyOracle(), resume=True, overrides={"max_calls": 10},
                    on_train=on_train, comm=comm)
-    elif mode == "fail":
-        run_active(water(), run_dir, _config(), oracle=_FailingOnRank1(comm.rank), on_train=on_train, comm=comm)
     else:
         run_active(water(), run_dir, _config(), oracle=ToyOracle(), on_train=on_train, comm=comm)
     np.savez(Path(run_dir).parent / f"{Path(run_dir).name}.{mode}.rank{comm.rank}.npz", size=comm.size,
@@ -106,9 +107,10 @@ def _mpiexec() -> str:
     return exe
 
 
-def _launch(run_dir: Path, mode: str, check: bool = True) -> subprocess.CompletedProcess:
+def _launch(run_dir: Path, mode: str, check: bool = True, command: list[str] | None = None) -> subprocess.CompletedProcess:
     env = {**os.environ, **ONE_THREAD, "PYTHONPATH": str(ROOT)}
-    proc = subprocess.run([_mpiexec(), "-n", "2", sys.executable, __file__, str(run_dir), mode],
+    command = command or [__file__, str(run_dir), mode]
+    proc = subprocess.run([_mpiexec(), "-n", "2", sys.executable, *command],
                           capture_output=True, text=True, timeout=300, env=env, cwd=ROOT)
     if check:
         assert proc.returncode == 0, proc.stdout + proc.stderr
@@ -207,9 +209,20 @@ def test_resume_on_two_then_one_rank_duplicates_no_label(two_rank_run, tmp_path)
 
 
 def test_an_oracle_failing_on_one_rank_ends_every_rank(tmp_path):
-    proc = _launch(tmp_path / "run", "fail", check=False)  # would time out if a rank hung
+    """``mpiexec -n 2 mdplugin active``: rank 1's oracle fails; every rank ends (no hang), rank 0
+    reports the error once."""
+    from tests.test_active import water
+
+    water().write(tmp_path / "start.xyz")
+    cli = ["-m", "mdplugin", "active", str(tmp_path / "start.xyz"), "-o", str(tmp_path / "run"),
+           "--oracle", "tests.test_active_mpi:failing_on_rank1", "--targets", "energy,dipole", "--model", "rpr",
+           "--energy-hypers", '{"n_sparse": 20, "max_radial": 2, "max_angular": 2, "cutoff": 3.0}',
+           "--threshold-energy", "1e-3", "--n-initial", "3", "--steps", "400", "--max-calls", "6",
+           "--temperature", "300:600", "--seed", "5", "--segment", "20", "--sample-every", "4", "--batch", "3",
+           "--walkers"]
+    proc = _launch(tmp_path / "run", "", check=False, command=cli)  # would time out if a rank hung
     assert proc.returncode != 0
-    assert "the reference code crashed on rank 1" in proc.stderr
+    assert proc.stderr.count("the reference code crashed on rank 1") == 1, proc.stderr
     # the labels rank 0 made before the error are kept, each once
     keys = [f["key"] for f in _frames(tmp_path / "run")]
     assert len(keys) == len(set(keys)) >= 3
