@@ -12,7 +12,8 @@ The models' ``fit(..., comm=...)`` use the helpers below to share work by *block
 * :func:`sum_over_ranks` – element-wise sums (``Allreduce``) of float arrays / scalars;
 * :func:`share_tasks` – independent tasks (factorisations, SVDs) each run on one rank, results
   on every rank;
-* :func:`rank_offset` – where this rank's rows start in the rank-ordered concatenation.
+* :func:`rank_offset` – where this rank's rows start in the rank-ordered concatenation;
+* :func:`allgather_array` – a small float array from every rank, waiting without spinning.
 
 With :class:`SerialComm` all three are no-ops that return their input, so a serial fit runs the
 exact same operations as before MPI support existed.
@@ -20,8 +21,10 @@ exact same operations as before MPI support existed.
 
 from __future__ import annotations
 
+import os
 import resource
 import sys
+import time
 from typing import Any, Callable, Sequence
 
 import numpy as np
@@ -38,6 +41,7 @@ __all__ = [
     "assign_tasks",
     "share_tasks",
     "rank_offset",
+    "allgather_array",
     "OrderedSum",
     "max_rss_mib",
 ]
@@ -170,6 +174,26 @@ def rank_offset(comm: Any, n_local: int) -> tuple[int, int]:
         return 0, int(n_local)
     counts = comm.allgather(int(n_local))
     return int(sum(counts[: comm.rank])), int(sum(counts))
+
+
+def allgather_array(comm: Any, values: np.ndarray) -> np.ndarray:
+    """Every rank's float array ``values`` (same shape on every rank): (size, *shape).
+
+    For frequent small exchanges (a step of the distributed farthest-point sampling): a
+    nonblocking ``Iallgather`` polled with ``sched_yield``, so a rank that waits for a slower one
+    leaves its core to other processes instead of spinning in MPI (MPICH busy-polls in blocking
+    calls, which on a loaded machine turns every wait for a descheduled rank into CPU time).
+    Serial: ``values[None]``.
+    """
+    send = np.ascontiguousarray(values, dtype=float)
+    if comm.size == 1:
+        return send[None]
+    recv = np.empty((comm.size,) + send.shape)
+    request = comm.Iallgather(send, recv)
+    pause = getattr(os, "sched_yield", None) or (lambda: time.sleep(0))
+    while not request.Test():
+        pause()
+    return recv
 
 
 def assign_tasks(costs: Sequence[float], size: int) -> np.ndarray:

@@ -1,9 +1,9 @@
 """A thread-backed stand-in for an mpi4py communicator, to test collective algorithms serially.
 
 ``run_ranks(size, fn)`` runs ``fn(comm)`` on ``size`` threads, each with its own ``ThreadComm``
-(``rank``, ``size``, ``allgather``, ``gather``, ``bcast``, ``Bcast``, ``Barrier``), and returns the results in
-rank order. The collectives have mpi4py's lower-case semantics (Python objects, every rank calls
-them in the same order). Numpy releases the GIL little here, so this checks logic, not speed.
+(``rank``, ``size``, ``allgather``, ``gather``, ``bcast``, ``Bcast``, ``Iallgather``,
+``Barrier``), and returns the results in rank order. Every rank calls the collectives in the same
+order, as with MPI. Numpy releases the GIL little here, so this checks logic, not speed.
 """
 
 from __future__ import annotations
@@ -11,12 +11,24 @@ from __future__ import annotations
 import threading
 from typing import Any, Callable
 
+import numpy as np
+
 
 class _Shared:
     def __init__(self, size: int):
         self.size = size
         self.slots: list = [None] * size
         self.barrier = threading.Barrier(size, timeout=60)
+
+
+class _Done:
+    """A request that has completed."""
+
+    def Test(self) -> bool:
+        return True
+
+    def Wait(self) -> None:
+        return None
 
 
 class ThreadComm:
@@ -53,6 +65,11 @@ class ThreadComm:
         data = self.allgather(buf if self.rank == root else None)[root]
         if self.rank != root:
             buf[...] = data
+
+    def Iallgather(self, sendbuf, recvbuf):
+        """Every rank's ``sendbuf`` into ``recvbuf`` (size, ...); returns a completed request."""
+        recvbuf[...] = np.stack(self.allgather(np.array(sendbuf)))
+        return _Done()
 
     def Barrier(self) -> None:
         self._shared.barrier.wait()

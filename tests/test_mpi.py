@@ -24,6 +24,7 @@ from mdplugin.parallel import (
     OrderedSum,
     SerialComm,
     allgather_blocks,
+    allgather_array,
     assign_tasks,
     gather_rows,
     get_comm,
@@ -126,6 +127,12 @@ def test_share_tasks_runs_each_task_once_and_returns_all_results_everywhere(size
             np.testing.assert_array_equal(got, ref)
             assert got.flags.f_contiguous == ref.flags.f_contiguous
 
+
+def test_allgather_array():
+    got = run_ranks(3, lambda comm: allgather_array(comm, np.full(4, comm.rank + 0.5)))
+    for g in got:
+        np.testing.assert_array_equal(g, np.repeat([[0.5], [1.5], [2.5]], 4, axis=1))
+    np.testing.assert_array_equal(allgather_array(SerialComm(), np.arange(3.0)), [[0.0, 1.0, 2.0]])
 
 def test_rank_offset():
     counts = [3, 0, 5, 2]

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.linalg import cho_solve, cholesky, solve_triangular
 
-from ..parallel import resolve_comm
+from ..parallel import allgather_array, resolve_comm
 
 
 def farthest_point_sampling(x: np.ndarray, n_select: int, start: int = 0) -> np.ndarray:
@@ -60,9 +60,9 @@ def distributed_farthest_point_sampling(
     The selection does not depend on the number of ranks or on how the rows are split: the squared
     distances ``(|x_i|² + |c|²) − 2 x_i·c`` are computed row by row (``einsum``; a BLAS
     matrix-vector product rounds a row differently depending on how many rows it is given), and
-    every step exchanges only each rank's farthest row (value, global index, the row: one small
-    ``allgather``), never the rows themselves. It matches :func:`farthest_point_sampling` up to
-    that rounding.
+    every step exchanges only each rank's farthest row (distance, global index, the row: one small
+    :func:`~mdplugin.parallel.allgather_array`, which waits without spinning), never the rows
+    themselves. It matches :func:`farthest_point_sampling` up to that rounding.
 
     Filter: the squared distance between the projections of two rows on ``n_filter`` orthonormal
     directions (the leading principal directions of a subsample of this rank's rows; a small
@@ -85,22 +85,35 @@ def distributed_farthest_point_sampling_groups(
     groups = [_FPSGroup(x, n_filter) for x in xs]
     counts = [len(g.x) for g in groups]
     peaks = [g.max_sq for g in groups]
+    widths = [g.x.shape[1] for g in groups]
     if comm.size > 1:
-        every = comm.allgather((counts, peaks))
-        offsets = [sum(c[i] for c, _ in every[: comm.rank]) for i in range(len(groups))]
-        totals = [sum(c[i] for c, _ in every) for i in range(len(groups))]
-        peaks = [max(p[i] for _, p in every) for i in range(len(groups))]
+        every = comm.allgather((counts, peaks, widths))
+        offsets = [sum(c[i] for c, _, _ in every[: comm.rank]) for i in range(len(groups))]
+        totals = [sum(c[i] for c, _, _ in every) for i in range(len(groups))]
+        peaks = [max(p[i] for _, p, _ in every) for i in range(len(groups))]
+        widths = [max(w[i] for _, _, w in every) for i in range(len(groups))]
     else:
         offsets, totals = [0] * len(groups), counts
     for g, offset, total, peak in zip(groups, offsets, totals, peaks):
         g.start(offset, total, min(int(n_select), total), start, peak)
+    # one exchange per step: per group [has a candidate, distance², global index, |x|², the row]
+    edges = np.cumsum([0] + [4 + w for w in widths])
+    send = np.empty(edges[-1])
     for k in range(max((g.n_select for g in groups), default=0)):
-        mine = [g.candidate(k) if k < g.n_select else None for g in groups]
-        every = comm.allgather(mine) if comm.size > 1 else [mine]
+        send[:] = 0.0
+        for i, g in enumerate(groups):
+            found = g.candidate(k) if k < g.n_select else None
+            if found is not None:
+                send[edges[i]] = 1.0
+                send[edges[i] + 1 : edges[i] + 4] = found[:3]
+                send[edges[i] + 4 : edges[i + 1]] = found[3]
+        every = allgather_array(comm, send)
         for i, g in enumerate(groups):
             if k < g.n_select:
-                found = [part[i] for part in every if part[i] is not None]
-                g.add(k, min(found, key=lambda c: (-c[0], c[1])))
+                part = every[:, edges[i] : edges[i + 1]]
+                part = part[part[:, 0] == 1.0]
+                best = min(range(len(part)), key=lambda r: (-part[r, 1], part[r, 2]))
+                g.add(k, (part[best, 1], int(part[best, 2]), part[best, 3], part[best, 4:]))
     return [g.selected for g in groups]
 
 
