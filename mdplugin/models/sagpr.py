@@ -641,6 +641,53 @@ class SAGPRModel(SharedExpansionMixin, Model):
         y = np.concatenate(ys)
         return (y, np.concatenate(stds)) if return_std else y
 
+    def prior_covariance(self, frames: Sequence[Atoms]) -> dict[int, tuple[np.ndarray, float]]:
+        """Prior covariance between the structures of ``frames`` under this fitted model's kernel
+        (for integrated-variance-reduction selection, :mod:`mdplugin.active.selection`).
+
+        Returns ``{λ: (K, noise)}`` for every λ GPR of the target: ``K`` (n·(2λ+1), n·(2λ+1)) the
+        structure kernel (sum over same-species atom pairs, the compressed features of ``predict``)
+        in units of the λ GPR's signal variance (divided by ``kernel_scale_``; rows are frame-major,
+        components in the spherical order), and ``noise`` the regulariser λ (noise-to-signal
+        variance ratio), so that a full GP with prior ``K`` and noise ``noise`` has the model's
+        posterior when its representative environments are all the training environments.
+        """
+        self._check_fitted()
+        frames = list(frames)
+        check_species(frames, self.species_, f"{self.target} model")
+        n = len(frames)
+        calc = self._expansion()
+        zs, species, frame = [], [], []
+        for start in range(0, n, self.chunk_size):
+            exp = calc.compute(frames[start : start + self.chunk_size])
+            zs.append(self._project(self._raw_features(exp), exp.centre_species))
+            species.append(exp.centre_species)
+            frame.append(exp.centre_frame + start)
+        z = {lam: np.concatenate([p[lam] for p in zs]) for lam in zs[0]}
+        species, frame = np.concatenate(species), np.concatenate(frame)
+        out = {}
+        for lam in self._lambdas():
+            d = 2 * lam + 1
+            cov = np.zeros((n, d, n, d))
+            for s in self.species_:
+                rows = np.flatnonzero(species == s)
+                if len(rows) == 0:
+                    continue
+                k0 = z[0][rows] @ z[0][rows].T
+                if lam == 0:
+                    k = (k0**self.zeta)[:, None, :, None]
+                else:
+                    a = z[lam][rows].reshape(len(rows) * d, -1)
+                    k = (a @ a.T).reshape(len(rows), d, len(rows), d)
+                    if self.zeta != 1:
+                        k = k * (k0 ** (self.zeta - 1))[:, None, :, None]
+                onehot = np.zeros((n, len(rows)))
+                onehot[frame[rows], np.arange(len(rows))] = 1.0
+                k = np.tensordot(onehot, k, axes=(1, 0))  # (n, d, r, d)
+                cov += np.tensordot(k, onehot, axes=(2, 1)).transpose(0, 1, 3, 2)
+            out[lam] = (cov.reshape(n * d, n * d) / self.kernel_scale_[lam], float(self.gpr_[lam].regularizer))
+        return out
+
     # ------------------------------------------------------------------------------------------
     # state
     # ------------------------------------------------------------------------------------------
