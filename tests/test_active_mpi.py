@@ -4,7 +4,8 @@ Every rank runs its own walker, the candidates are gathered, the batch is labell
 every rank retrains. Checked: labels come from both ranks' walkers, each is written once (by
 rank 0) in batch order, the models on the two ranks predict identically (and as the saved
 files), a resumed 2-rank run (and a resumed 1-rank run) continues without duplicating a label,
-and an oracle failing on one rank ends every rank with an error instead of a hang.
+an oracle failing on one rank ends every rank with an error instead of a hang, and a rank failing
+while the others wait for it aborts the job (``MPI_Abort``).
 
 This file is also the per-rank driver: ``mpiexec -n 2 python tests/test_active_mpi.py RUN_DIR
 [resume]`` (the toy oracle of tests/test_active.py, tiny models), and holds the failing oracle
@@ -80,7 +81,8 @@ def failing_on_rank1():
 
 
 def _driver(run_dir: str, mode: str) -> None:
-    """One rank of a run (``mode``: ``new`` or ``resume``)."""
+    """One rank of a run (``mode``: ``new``, ``resume``, or ``abort``: rank 0 fails where rank 1
+    waits for it)."""
     from mdplugin.active import run_active
     from mdplugin.parallel import get_comm
     from tests.test_active import ToyOracle, water
@@ -89,8 +91,14 @@ def _driver(run_dir: str, mode: str) -> None:
     learners = []
     on_train = lambda learner, calls: learners.append(learner)  # noqa: E731
     if mode == "resume":
-        run_active(None, run_dir, oracle=ToyOracle(), resume=True, overrides={"max_calls": 10},
+        run_active(None, run_dir, oracle=ToyOracle(), resume=True, overrides={"max_calls": 8},
                    on_train=on_train, comm=comm)
+    elif mode == "abort":
+        def say(msg: str) -> None:  # rank 0's progress messages, while rank 1 waits for the data
+            if msg.startswith("retraining on 5"):
+                raise RuntimeError("rank 0 failed while rank 1 waits")
+
+        run_active(water(), run_dir, _config(), oracle=ToyOracle(), say=say, comm=comm)
     else:
         run_active(water(), run_dir, _config(), oracle=ToyOracle(), on_train=on_train, comm=comm)
     np.savez(Path(run_dir).parent / f"{Path(run_dir).name}.{mode}.rank{comm.rank}.npz", size=comm.size,
@@ -197,14 +205,14 @@ def test_resume_on_two_then_one_rank_duplicates_no_label(two_rank_run, tmp_path)
     frames = _frames(run_dir)
     keys = [f["key"] for f in frames]
     assert keys[: len(before)] == before and len(keys) == len(set(keys))
-    assert sum(f["origin"] == "md" for f in frames) == 10
+    assert sum(f["origin"] == "md" for f in frames) == 8
     r0, r1 = (np.load(tmp_path / f"run.resume.rank{r}.npz") for r in (0, 1))
     _same_predictions(r0, r1)
     # a different number of ranks: the 2-rank checkpoint resumed by one process
-    s = run_active(None, run_dir, oracle=ToyOracle(), resume=True, overrides={"max_calls": 12},
+    s = run_active(None, run_dir, oracle=ToyOracle(), resume=True, overrides={"max_calls": 10},
                    say=lambda m: None)
     after = [f["key"] for f in _frames(run_dir)]
-    assert after[: len(keys)] == keys and len(after) == len(set(after)) and s.oracle_calls == 12
+    assert after[: len(keys)] == keys and len(after) == len(set(after)) and s.oracle_calls == 10
     assert [r["event"] for r in _log(run_dir)].count("resume") == 2
 
 
@@ -226,6 +234,15 @@ def test_an_oracle_failing_on_one_rank_ends_every_rank(tmp_path):
     # the labels rank 0 made before the error are kept, each once
     keys = [f["key"] for f in _frames(tmp_path / "run")]
     assert len(keys) == len(set(keys)) >= 3
+
+
+def test_a_rank_failing_while_the_others_wait_aborts_the_job(tmp_path):
+    proc = _launch(tmp_path / "run", "abort", check=False)  # would time out if rank 1 hung
+    assert proc.returncode != 0
+    assert "mdplugin active: rank 0 of 2 failed (RuntimeError: rank 0 failed while rank 1 waits); " \
+           "aborting every rank" in proc.stdout + proc.stderr
+    keys = [f["key"] for f in _frames(tmp_path / "run")]
+    assert len(keys) == len(set(keys)) == 5  # 3 initial frames, the first batch of 2
 
 
 if __name__ == "__main__":
