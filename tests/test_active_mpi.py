@@ -8,7 +8,7 @@ an oracle failing on one rank ends every rank with an error instead of a hang, a
 while the others wait for it aborts the job (``MPI_Abort``).
 
 This file is also the per-rank driver: ``mpiexec -n 2 python tests/test_active_mpi.py RUN_DIR
-[resume]`` (the toy oracle of tests/test_active.py, tiny models), and holds the failing oracle
+[resume|abort]`` (the toy oracle of tests/test_active.py, tiny models), and holds the failing oracle
 factory of the ``mdplugin active`` command-line test.
 """
 
