@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from scipy.spatial.transform import Rotation
 
-from mdplugin.active.selection import PosteriorGroup, conditioned_group, ivr_order, select_candidates, target_weights
+from mdplugin.active.selection import PosteriorGroup, conditioned_group, ivr_order, select_candidates
 
 ROOT = Path(__file__).resolve().parents[1]
 TRAJ = ROOT / "examples" / "trajectories"
@@ -79,13 +79,6 @@ def test_ivr_vector_outputs_and_batch_update_match_a_joint_posterior():
     joint = conditioned_group(prior[np.ix_(np.r_[observed, np.arange(4, 24)], np.r_[observed, np.arange(4, 24)])],
                               len(observed), 1e-3, rows)
     np.testing.assert_allclose(group.cov, joint.cov, atol=1e-9)
-
-
-def test_target_weights_measure_how_far_each_target_is_from_its_threshold():
-    cands = [{"u": {"energy": 0.002, "dipole": 0.03}}, {"u": {"energy": 0.004, "dipole": 0.01}}, {}]
-    w = target_weights(cands, {"energy": 0.002, "dipole": 0.01})
-    assert w["energy"] == pytest.approx((1 + 4) / 2) and w["dipole"] == pytest.approx((9 + 1) / 2)
-    assert target_weights([{}], {"dipole": 0.01}) == {"dipole": 1.0}
 
 
 def _rotated(frames, rng):

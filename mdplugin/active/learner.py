@@ -167,10 +167,8 @@ class Learner:
         :class:`~mdplugin.active.selection.PosteriorGroup` objects for integrated-variance-
         reduction selection: the energy model's atomic energies (a label observes every atom of
         its structure) and each λ GPR of a λ-SOAP dipole/polarizability model (a label observes
-        the structure's 2λ+1 components). Every target has weight 1 here (split evenly between
-        the λ of the polarizability; :func:`~mdplugin.active.selection.select_candidates` then
-        multiplies it by :func:`~mdplugin.active.selection.target_weights`). Targets whose model
-        has no such posterior (RPR) are left out.
+        the structure's 2λ+1 components). Every target has weight 1 (split evenly between the
+        λ of the polarizability). Targets whose model has no such posterior (RPR) are left out.
         """
         from .selection import conditioned_group
 

@@ -18,9 +18,8 @@ that labelling candidate ``x`` observes and their noise variance ``σ²``. Label
 
 and the posterior becomes ``C − C[:, r] (C[r, r] + σ² I)⁻¹ C[r, :]``. The score of ``x`` sums the
 groups' gains, each divided by the group's current summed pool variance ``tr C`` (targets in
-different units become fractions of what is left to learn) and multiplied by its ``weight``:
-in :func:`select_candidates`, the mean over the pool of the target's (uncertainty / threshold)²
-(:func:`target_weights`), so the target farthest from its threshold leads.
+different units become fractions of what is left to learn) and multiplied by its ``weight``
+(1 for every target in :func:`select_candidates`).
 """
 
 from __future__ import annotations
@@ -33,7 +32,7 @@ from scipy.linalg import cho_factor, cho_solve, solve_triangular
 
 from ..errors import ConfigError
 
-__all__ = ["PosteriorGroup", "conditioned_group", "ivr_order", "select_candidates", "target_weights"]
+__all__ = ["PosteriorGroup", "conditioned_group", "ivr_order", "select_candidates"]
 
 
 def _distance_signature(positions: np.ndarray) -> np.ndarray:
@@ -144,18 +143,6 @@ def ivr_order(groups: Sequence[PosteriorGroup], eligible: Sequence[int], n: int)
     return picked
 
 
-def target_weights(candidates: list[dict], thresholds: dict[str, float]) -> dict[str, float]:
-    """IVR weight of every target: the mean over the candidates of (uncertainty / threshold)²,
-    i.e. how far the target still is from its threshold on what the dynamics visit (a target
-    whose uncertainty is already below its threshold everywhere weighs little). Candidates
-    without uncertainties (``u``) give weight 1."""
-    out = {}
-    for t, thr in thresholds.items():
-        u = np.array([c["u"][t] for c in candidates if t in c.get("u", {})], dtype=float)
-        out[t] = float(np.mean((u / thr) ** 2)) if len(u) and thr > 0 else 1.0
-    return out
-
-
 def select_candidates(candidates: list[dict], n: int, selection: str = "max", learner=None,
                       numbers: np.ndarray | None = None) -> list[dict]:
     """Up to ``n`` of the candidates over their threshold (``ratio`` > 1).
@@ -188,9 +175,6 @@ def select_candidates(candidates: list[dict], n: int, selection: str = "max", le
 
         frames = [Atoms(numbers=numbers, positions=c["positions"]) for c in candidates]
         groups = learner.posterior_groups(frames)
-        weights = target_weights(candidates, learner.thresholds())
-        for g in groups:
-            g.weight *= weights.get(g.name.split()[0], 1.0)
         return [candidates[i] for i in ivr_order(groups, over, n)]
     sig = np.array([_distance_signature(c["positions"]) for c in candidates])
     if selection == "density":
