@@ -13,7 +13,8 @@ The models' ``fit(..., comm=...)`` use the helpers below to share work by *block
 * :func:`share_tasks` – independent tasks (factorisations, SVDs) each run on one rank, results
   on every rank;
 * :func:`rank_offset` – where this rank's rows start in the rank-ordered concatenation;
-* :func:`allgather_array` – a small float array from every rank, waiting without spinning.
+* :func:`allgather_array` – a small float array from every rank, waiting without spinning;
+* :class:`OrderedSum`, :class:`TreeSum` – sums over blocks that are bit for bit the serial ones.
 
 With :class:`SerialComm` all three are no-ops that return their input, so a serial fit runs the
 exact same operations as before MPI support existed.
@@ -43,6 +44,7 @@ __all__ = [
     "rank_offset",
     "allgather_array",
     "OrderedSum",
+    "TreeSum",
     "max_rss_mib",
 ]
 
@@ -292,4 +294,92 @@ class OrderedSum:
         if rank < size - 1:
             comm.Send(total, dest=rank + 1, tag=7301)
         comm.Bcast(total, root=size - 1)
+        return total
+
+
+def _tree_split(lo: int, hi: int) -> int:
+    """Where :class:`TreeSum` splits the node ``[lo, hi)`` (hi − lo ≥ 2): at the rounded middle,
+    as :func:`split_indices` splits ``range(n)`` between 2 ranks."""
+    return lo + int(round((hi - lo) / 2))
+
+
+def _is_tree_node(lo: int, hi: int, n: int) -> bool:
+    """Whether ``[lo, hi)`` is a node of :class:`TreeSum`'s tree over ``[0, n)``."""
+    a, b = 0, n
+    while (a, b) != (lo, hi):
+        if b - a < 2:
+            return False
+        mid = _tree_split(a, b)
+        if hi <= mid:
+            b = mid
+        elif lo >= mid:
+            a = mid
+        else:
+            return False
+    return True
+
+
+class TreeSum:
+    """A sum of ``n_terms`` block terms that gives, on every rank, bit for bit the serial sum,
+    with a short tail: the terms are added in a fixed binary tree over the block indices
+    (node ``[lo, hi)`` = node ``[lo, mid)`` + node ``[mid, hi)``, ``mid`` the rounded middle).
+
+    Each rank adds its terms in block order and merges every complete node as soon as both
+    children are there, so it keeps at most ~log₂(blocks) partial sums; :meth:`result` sends each
+    rank's complete nodes to rank 0 (one ``M × M`` matrix per rank on 2 ranks: the two halves),
+    which merges them the same way and broadcasts the root. Every node is the same two numbers
+    added on whichever rank, so the sum does not depend on the number of ranks. Compared with
+    :class:`OrderedSum` (a sequential sum whose last rank adds all its terms after the others
+    finish), the work after the slowest rank's last block is one addition per tree level.
+    ``add`` takes ownership of array terms (they are summed in place).
+    """
+
+    def __init__(self, comm: Any, shape: tuple | int, n_terms: int):
+        self.comm = comm
+        self.shape = (shape,) if isinstance(shape, int) else tuple(shape)
+        self.n_terms = int(n_terms)
+        self._stack: list = []  # complete nodes (lo, hi, value), in block order
+
+    def add(self, index: int, term) -> None:
+        """Add the term of block ``index`` (0 … n_terms − 1; each rank in increasing order)."""
+        value = np.array(term, dtype=float) if np.ndim(term) == 0 else term
+        self._stack.append((int(index), int(index) + 1, value))
+        self._merge()
+
+    def _merge(self) -> None:
+        stack = self._stack
+        while len(stack) >= 2:
+            (lo, mid, left), (mid2, hi, right) = stack[-2], stack[-1]
+            if mid != mid2 or _tree_split(lo, hi) != mid or not _is_tree_node(lo, hi, self.n_terms):
+                return
+            left += right
+            stack[-2:] = [(lo, hi, left)]
+
+    def result(self) -> np.ndarray:
+        """The sum (collective: every rank must call it); a 0-d array for scalar sums."""
+        comm = self.comm
+        if comm.size > 1:
+            if comm.rank == 0:
+                for source in range(1, comm.size):
+                    for lo, hi in comm.recv(source=source, tag=7302):
+                        value = np.empty(self.shape)
+                        comm.Recv(value, source=source, tag=7303)
+                        self._stack.append((lo, hi, value))
+                        self._merge()
+            else:
+                comm.send([(lo, hi) for lo, hi, _ in self._stack], dest=0, tag=7302)
+                for _, _, value in self._stack:
+                    comm.Send(np.array(value, dtype=float, order="C", copy=None), dest=0, tag=7303)
+        if comm.rank == 0:
+            if self.n_terms == 0:
+                total = np.zeros(self.shape)
+            else:
+                if [(lo, hi) for lo, hi, _ in self._stack] != [(0, self.n_terms)]:
+                    raise RuntimeError("TreeSum.result before every block's term was added")
+                total = np.array(self._stack[0][2], dtype=float, order="C", copy=None)
+        else:
+            total = np.empty(self.shape)
+        self._stack = []
+        if comm.size > 1:
+            comm.Bcast(total, root=0)
         return total

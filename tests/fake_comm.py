@@ -2,12 +2,13 @@
 
 ``run_ranks(size, fn)`` runs ``fn(comm)`` on ``size`` threads, each with its own ``ThreadComm``
 (``rank``, ``size``, ``allgather``, ``gather``, ``bcast``, ``Bcast``, ``Iallgather``,
-``Barrier``), and returns the results in rank order. Every rank calls the collectives in the same
+``send``/``recv``, ``Send``/``Recv``, ``Barrier``), and returns the results in rank order. Every rank calls the collectives in the same
 order, as with MPI. Numpy releases the GIL little here, so this checks logic, not speed.
 """
 
 from __future__ import annotations
 
+import queue
 import threading
 from typing import Any, Callable
 
@@ -19,6 +20,12 @@ class _Shared:
         self.size = size
         self.slots: list = [None] * size
         self.barrier = threading.Barrier(size, timeout=60)
+        self.lock = threading.Lock()
+        self.queues: dict = {}
+
+    def queue(self, source: int, dest: int, tag: int) -> queue.Queue:
+        with self.lock:
+            return self.queues.setdefault((source, dest, tag), queue.Queue())
 
 
 class _Done:
@@ -70,6 +77,18 @@ class ThreadComm:
         """Every rank's ``sendbuf`` into ``recvbuf`` (size, ...); returns a completed request."""
         recvbuf[...] = np.stack(self.allgather(np.array(sendbuf)))
         return _Done()
+
+    def send(self, value, dest: int, tag: int = 0) -> None:
+        self._shared.queue(self.rank, dest, tag).put(value)
+
+    def recv(self, source: int, tag: int = 0):
+        return self._shared.queue(source, self.rank, tag).get(timeout=60)
+
+    def Send(self, buf, dest: int, tag: int = 0) -> None:
+        self.send(np.array(buf), dest, tag)
+
+    def Recv(self, buf, source: int, tag: int = 0) -> None:
+        buf[...] = self.recv(source, tag)
 
     def Barrier(self) -> None:
         self._shared.barrier.wait()

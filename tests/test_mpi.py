@@ -23,6 +23,7 @@ import pytest
 from mdplugin.parallel import (
     OrderedSum,
     SerialComm,
+    TreeSum,
     allgather_blocks,
     allgather_array,
     assign_tasks,
@@ -159,6 +160,40 @@ def test_gather_rows_from_split_arrays(root):
             continue
         np.testing.assert_array_equal(got["a"], a[index])
         np.testing.assert_array_equal(got["b"], b[index])
+
+def _tree(terms, lo, hi):
+    """The tree TreeSum documents: [lo, hi) = [lo, mid) + [mid, hi), mid the rounded middle."""
+    if hi - lo == 1:
+        return np.array(terms[lo], dtype=float)
+    mid = lo + int(round((hi - lo) / 2))
+    return _tree(terms, lo, mid) + _tree(terms, mid, hi)
+
+
+@pytest.mark.parametrize("n_terms", [1, 2, 7, 10, 13])
+def test_tree_sum_is_the_same_on_any_number_of_ranks(n_terms):
+    """Terms of wildly different magnitudes (so that the order of additions shows): the serial
+    TreeSum is the documented tree, and 2, 3 or 4 (thread-)ranks holding contiguous runs of
+    blocks, as local_blocks hands them out (some ranks empty), give it bit for bit."""
+    rng = np.random.default_rng(7)
+    terms = [rng.normal(size=(6, 6)) * 10.0 ** rng.integers(-8, 8) for _ in range(n_terms)]
+    scalars = [float(t[0, 0]) for t in terms]
+    ref = _tree(terms, 0, n_terms)
+    serial = TreeSum(SerialComm(), (6, 6), n_terms)
+    for i, t in enumerate(terms):
+        serial.add(i, t.copy())
+    np.testing.assert_array_equal(serial.result(), ref)
+
+    def run(comm):
+        acc, acc_s = TreeSum(comm, (6, 6), n_terms), TreeSum(comm, (), n_terms)
+        for i in local_blocks(n_terms, 1, comm):
+            acc.add(i, terms[i].copy())
+            acc_s.add(i, scalars[i])
+        return acc.result(), float(acc_s.result())
+
+    for size in (2, 3, 4):
+        for total, scalar in run_ranks(size, run):
+            np.testing.assert_array_equal(total, ref)
+            assert scalar == float(_tree(scalars, 0, n_terms))
 
 # ------------------------------------------------------------------------------------------------
 # under mpiexec -n 2

@@ -60,7 +60,7 @@ from ..tensors import (
     vector_to_spherical,
 )
 from ..parallel import (
-    OrderedSum,
+    TreeSum,
     allgather_blocks,
     assign_tasks,
     gather_rows,
@@ -540,10 +540,11 @@ class SAGPRModel(SharedExpansionMixin, Model):
             kscale = float(np.mean(sum_over_ranks(comm, np.trace(kaa, axis1=1, axis2=2))) / d)
             self.kernel_scale_[lam] = kscale if kscale > 0 else 1.0
             m = len(self._sparse_columns(lam)) * d
-            # sums in the serial block order on any number of ranks (bit-identical model)
-            a_mat = OrderedSum(comm, (m, m))
-            b_vec = OrderedSum(comm, m)
-            yy = OrderedSum(comm, ())
+            # sums in a fixed tree over the blocks, the same on any number of ranks (bit-identical model)
+            n_blocks = -(-n_frames // max(int(self.chunk_size), 1))
+            a_mat = TreeSum(comm, (m, m), n_blocks)
+            b_vec = TreeSum(comm, m, n_blocks)
+            yy = TreeSum(comm, (), n_blocks)
             reg = self._regularizer(lam)
             held_out = np.zeros(n_frames, dtype=bool)
             if reg is None:
@@ -556,9 +557,10 @@ class SAGPRModel(SharedExpansionMixin, Model):
                 k = self._structure_kernel(zc, species_loc[sel], frame_loc[sel] - start, stop - start, lam)
                 k /= self.kernel_scale_[lam]
                 yc = yl[start:stop].reshape(-1)
-                a_mat.add(k.T @ k)
-                b_vec.add(k.T @ yc)
-                yy.add(float(yc @ yc))
+                block = start // max(int(self.chunk_size), 1)
+                a_mat.add(block, k.T @ k)
+                b_vec.add(block, k.T @ yc)
+                yy.add(block, float(yc @ yc))
                 rows = np.repeat(held_out[start:stop], d)
                 if rows.any():
                     k_val.append(k[rows])
