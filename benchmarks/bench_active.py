@@ -7,14 +7,15 @@ independent held-out set ``examples/trajectories/dce_test.xyz`` (500 frames, 300
 
 * **active**: ``mdplugin.active.run_active`` in segment mode: short walkers (``--segment`` steps,
   each from a random initial frame with Maxwell–Boltzmann velocities) run with the models, the
-  temperature ramped 300 → 600 K over ``--steps``; a candidate every ``--sample-every`` steps;
-  after each segment one candidate (``--selection``: ``max``, the most uncertain of the segment,
-  or ``density``, the one removing the most uncertainty from the latest ``--candidate-pool``
-  candidates rescored with the current models) is labelled by tblite, then the models are
-  retrained. The test errors after k oracle
+  temperature ramped 300 → 600 K ``--temperature-cycles`` times (default 10) over ``--steps``; a
+  candidate every ``--sample-every`` steps; after each segment one candidate (``--selection``:
+  ``ivr`` (default), the one whose label most lowers the models' posterior variance summed over
+  the latest ``--candidate-pool`` candidates; ``density``, the one removing the most uncertainty
+  from them by a sorted-distance Gaussian; ``max``, the most uncertain) is labelled by tblite,
+  then the models are retrained. The test errors after k oracle
   calls are those of the models trained on the first 10 + k frames of the run's data.xyz (what
   the run itself trained after its k-th label).
-* **random (reference MD, same protocol)**: the same walkers, segments, temperature ramp and total
+* **random (reference MD, same protocol)**: the same walkers, segments, temperature cycles and total
   number of steps, run with tblite instead of the models; a frame every ``--sample-every`` steps;
   the initial frames plus k frames drawn at random from that trajectory.
 * **random (pool)** (``--pool-baseline``): the initial frames plus k frames drawn at random from the
@@ -27,6 +28,10 @@ both targets are met, the median and range over seeds, and the ratio random / ac
 ``bench_active.json`` and ``bench_active.png`` (mean curves, min–max band) into ``--out``.
 
     python benchmarks/bench_active.py [--out DIR] [--seeds 0,1,2] [--quick]
+    python benchmarks/bench_active.py --selection density --reuse-random OUT/bench_active.json  # same random arm
+
+The session-2 figures of docs/benchmarks.md used ``--selection density --temperature-cycles 1
+--dipole-regularizer 0``.
 """
 
 from __future__ import annotations
@@ -165,12 +170,13 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--stop-factor", type=float, default=20.0)
     ap.add_argument("--dipole-regularizer", type=float, default=1e-4,
                     help="λ-SOAP dipole regulariser of both arms (0: chosen on held-out frames at every fit)")
-    ap.add_argument("--temperature-cycles", type=int, default=1,
-                    help="the 300 -> 600 K ramp is repeated this many times over --steps (both arms)")
+    ap.add_argument("--temperature-cycles", type=int, default=10,
+                    help="the 300 -> 600 K ramp is repeated this many times over --steps (both arms; 1: one ramp, "
+                         "the protocol of the session-2 figures)")
     ap.add_argument("--calls", default="0,5,10,15,20,25,30,35,40,45,50,60,70,80",
                     help="oracle calls at which the test errors are measured (random arms go further)")
     ap.add_argument("--pool-baseline", action="store_true", help="also the random-from-pool baseline")
-    ap.add_argument("--selection", choices=("max", "density", "ivr"), default="density",
+    ap.add_argument("--selection", choices=("max", "density", "ivr"), default="ivr",
                     help="how the active arm picks candidates (ActiveConfig.selection)")
     ap.add_argument("--candidate-pool", type=int, default=200,
                     help="candidates kept across segments and rescored before each pick (ActiveConfig.pool)")

@@ -339,8 +339,7 @@ def build_parser() -> argparse.ArgumentParser:
         "selection in segments",
         "With --segment N the models run N MD steps at a time; every --sample-every steps the structure is "
         "kept as a candidate with its uncertainty (max over targets of std / threshold). At the end of the "
-        "segment the most uncertain candidate over its threshold is labelled, then up to --batch - 1 more "
-        "over the threshold, each the farthest (sorted interatomic distances) from those picked; one "
+        "segment a candidate over its threshold is labelled (--selection), then up to --batch - 1 more; one "
         "retraining follows. Without --segment the first structure over a threshold is labelled.")
     g.add_argument("--segment", type=int, default=None, metavar="STEPS",
                    help="MD steps per segment (default 0: label the first structure over a threshold)")
@@ -358,14 +357,14 @@ def build_parser() -> argparse.ArgumentParser:
                         "before each pick, so a label is the most uncertain of many segments (default 0: the "
                         "segment's own candidates only)")
     g.add_argument("--selection", choices=("max", "density", "ivr"), default=None,
-                   help="max: the most uncertain candidate (default); density: the candidate over its threshold "
-                        "that removes the most uncertainty from all candidates (sum of their squared "
-                        "uncertainty ratios weighted by a Gaussian of the sorted-distance distance), i.e. "
-                        "uncertain and representative of what the dynamics visit; ivr (integrated variance "
-                        "reduction): the candidate over its threshold whose label most lowers the models' own "
-                        "GP posterior variance summed over all candidates (energy: atomic energies; lsoap "
-                        "dipole/polarizability: the structures' components; each target as a fraction of "
-                        "what is left); best with --pool")
+                   help="ivr (default; integrated variance reduction): the candidate over its threshold whose "
+                        "label most lowers the models' own GP posterior variance summed over all candidates "
+                        "(energy: atomic energies; lsoap dipole/polarizability: the structures' components; "
+                        "each target as a fraction of what is left; RPR targets are left out, and with no GP "
+                        "model at all density is used); max: the most uncertain candidate; density: the "
+                        "candidate over its threshold that removes the most uncertainty from all candidates "
+                        "(sum of their squared uncertainty ratios weighted by a Gaussian of the "
+                        "sorted-distance distance); ivr and density are best with --pool")
     p.set_defaults(func=cmd_active)
 
     p = sub.add_parser("demo", help="the main job on the built-in example: models, ML MD, IR and Raman spectra")

@@ -81,6 +81,17 @@ def test_ivr_vector_outputs_and_batch_update_match_a_joint_posterior():
     np.testing.assert_allclose(group.cov, joint.cov, atol=1e-9)
 
 
+def test_ivr_without_a_gp_model_falls_back_to_density():
+    class NoGP:
+        def posterior_groups(self, frames):
+            return []
+
+    rng = np.random.default_rng(6)
+    cands = [{"positions": rng.normal(size=(4, 3)), "ratio": r, "step": i} for i, r in enumerate([2.0, 0.5, 3.0, 1.5])]
+    assert select_candidates(cands, 2, "ivr", learner=NoGP(), numbers=np.ones(4, int)) == \
+        select_candidates(cands, 2, "density")
+
+
 def _rotated(frames, rng):
     out = []
     for a in frames:

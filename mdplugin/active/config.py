@@ -62,9 +62,12 @@ class ActiveConfig:
         sample_every : MD steps between candidates in a segment.
         batch : labels per segment (one retraining per segment).
         stop_factor : uncertainty/threshold ratio that ends a segment early (≥ 1).
-        selection : ``"max"`` (the most uncertain candidate, then farthest-point for a batch) or
-            ``"density"`` (the candidate that removes the most uncertainty from all candidates:
-            uncertain and representative; see :func:`mdplugin.active.selection.select_candidates`).
+        selection : ``"ivr"`` (default: the candidate whose label most lowers the models' own GP
+            posterior variance summed over all candidates; ``"density"`` when no target has a GP
+            model), ``"max"`` (the most uncertain candidate, then farthest-point for a batch) or
+            ``"density"`` (the candidate that removes the most uncertainty from all candidates by a
+            sorted-distance Gaussian: uncertain and representative); see
+            :func:`mdplugin.active.selection.select_candidates`.
         pool : candidates kept across segments (the latest ``pool``), all rescored with the
             current models before each pick, so a label is the most uncertain of many segments;
             0: only the segment's own candidates.
@@ -97,7 +100,7 @@ class ActiveConfig:
     stop_factor: float = 10.0
     walkers: bool = False
     pool: int = 0
-    selection: str = "max"
+    selection: str = "ivr"
 
     def __post_init__(self) -> None:
         self.targets = tuple(self.targets)

@@ -162,7 +162,8 @@ def select_candidates(candidates: list[dict], n: int, selection: str = "max", le
     ``selection="ivr"``: integrated variance reduction with the models' own posterior over all
     the candidates (module docstring); needs ``learner`` (a fitted
     :class:`~mdplugin.active.learner.Learner`) and the atomic ``numbers`` (n_atoms,) of the
-    candidates' structures.
+    candidates' structures. Without a GP model (no group from
+    :meth:`~mdplugin.active.learner.Learner.posterior_groups`) it falls back to ``density``.
     """
     r = np.array([c["ratio"] for c in candidates], dtype=float)
     over = np.flatnonzero(r > 1.0)
@@ -175,7 +176,9 @@ def select_candidates(candidates: list[dict], n: int, selection: str = "max", le
 
         frames = [Atoms(numbers=numbers, positions=c["positions"]) for c in candidates]
         groups = learner.posterior_groups(frames)
-        return [candidates[i] for i in ivr_order(groups, over, n)]
+        if groups:
+            return [candidates[i] for i in ivr_order(groups, over, n)]
+        selection = "density"  # no target has a GP posterior (e.g. RPR models only)
     sig = np.array([_distance_signature(c["positions"]) for c in candidates])
     if selection == "density":
         d = np.linalg.norm(sig[:, None] - sig[None], axis=-1)
