@@ -52,6 +52,20 @@ def reference_dense(calc: SphericalExpansion, frames, gradients: bool):
     return values, grads
 
 
+def assert_equals_reference(calc: SphericalExpansion, frames, gradients: bool) -> None:
+    """``calc.compute(frames)`` equals :func:`reference_dense` exactly (every reference gradient pair
+    present, the extra pairs zero)."""
+    exp = calc.compute(frames, gradients=gradients)
+    values, grads = reference_dense(calc, frames, gradients)
+    for l in range(calc.max_angular + 1):
+        np.testing.assert_array_equal(exp.values[l], values[l])
+        if gradients:
+            got = {(int(i), int(j)): exp.gradient_values[l][k] for k, (i, j) in enumerate(exp.pairs)}
+            assert set(grads[l]) <= set(got)
+            for pair, g in got.items():
+                np.testing.assert_array_equal(g, grads[l].get(pair, 0.0 * g))
+
+
 def frames_and_species():
     dce = read(TRAJ / "dce_test.xyz", ":3")
     water = read(TRAJ / "water.xyz", ":2")
@@ -73,15 +87,7 @@ def frames_and_species():
 def test_dense_expansion_equals_metatensor_reference(case, gradients):
     frames, species = frames_and_species()[case]
     calc = SphericalExpansion(species, cutoff=4.5, max_radial=3, max_angular=3)
-    exp = calc.compute(frames, gradients=gradients)
-    values, grads = reference_dense(calc, frames, gradients)
-    for l in range(calc.max_angular + 1):
-        np.testing.assert_array_equal(exp.values[l], values[l])
-        if gradients:
-            got = {(int(i), int(j)): exp.gradient_values[l][k] for k, (i, j) in enumerate(exp.pairs)}
-            assert set(grads[l]) <= set(got)
-            for pair, g in got.items():
-                np.testing.assert_array_equal(g, grads[l].get(pair, 0.0 * g))
+    assert_equals_reference(calc, frames, gradients)
 
 
 def test_c_api_reader_is_used_and_equals_python_api():
@@ -122,11 +128,4 @@ def test_scatter_plans_are_reused_only_where_they_fit():
     far_near = Atoms("ClHH", positions=[[0, 0, 0], [0, 9.0, 0], [1.3, 0, 0]])
     for frames in ([dce[0]], [moved], mixed, mixed[::-1], [dce[0]], [moved], [near_far], [far_near]):
         for gradients in (False, True):
-            exp = calc.compute(frames, gradients=gradients)
-            values, grads = reference_dense(calc, frames, gradients)
-            for l in range(calc.max_angular + 1):
-                np.testing.assert_array_equal(exp.values[l], values[l])
-                if gradients:
-                    got = {(int(i), int(j)): exp.gradient_values[l][k] for k, (i, j) in enumerate(exp.pairs)}
-                    for pair, g in got.items():
-                        np.testing.assert_array_equal(g, grads[l].get(pair, 0.0 * g))
+            assert_equals_reference(calc, frames, gradients)
