@@ -45,7 +45,7 @@ PHASES = ("segment", "label", "retrain", "other")
 
 def _worker(args: argparse.Namespace) -> None:
     """One rank of a timed run: prints (rank 0) one JSON line with the phase times."""
-    from mdplugin.active import ActiveConfig, Learner, loop, run_active
+    from mdplugin.active import ActiveConfig, Learner, loop, ranks, run_active
     from mdplugin.data import read_dataset
     from mdplugin.parallel import get_comm
 
@@ -75,7 +75,7 @@ def _worker(args: argparse.Namespace) -> None:
         setattr(cls, method, timed(name, getattr(cls, method)))
     from mdplugin.active import learner as learner_module
 
-    for module in (loop, learner_module):  # the CPU time of each model fit, on the rank that runs it
+    for module in (ranks, learner_module):  # the CPU time of each model fit, on the rank that runs it
         fit = module.fit_on_dataset
 
         def timed_fit(*a, _fit=fit, **k):

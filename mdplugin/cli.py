@@ -330,6 +330,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="wall-time budget in seconds, summed over resumes (default none)")
     g.add_argument("--temperature", default=None,
                    help="Langevin temperature in K, or T_START:T_END for a linear ramp over --steps (default 300)")
+    g.add_argument("--temperature-cycles", type=int, default=None, metavar="N",
+                   help="repeat the --temperature ramp N times over --steps (a sawtooth: T_START -> T_END every "
+                        "steps/N steps), so that the whole range is visited early in the run (default 1)")
     g.add_argument("--dt", type=float, default=None, help="time step, fs (default 0.5)")
     g.add_argument("--friction", type=float, default=None, help="Langevin friction, 1/fs (default 0.01)")
     g.add_argument("--seed", type=int, default=None, help="seed of the velocities and thermostat noise (default 0)")

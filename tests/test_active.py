@@ -416,7 +416,8 @@ def test_help_explains_every_option():
     for opt in ("--oracle", "--initial", "--n-initial", "--targets", "--model", "--threshold-energy",
                 "--threshold-dipole", "--threshold-polarizability", "--threshold-factor", "--steps",
                 "--max-calls", "--wall-time", "--temperature", "--seed", "--resume", "--segment",
-                "--sample-every", "--batch", "--stop-factor", "--walkers", "--pool", "--selection"):
+                "--sample-every", "--batch", "--stop-factor", "--walkers", "--pool", "--selection",
+                "--temperature-cycles"):
         assert opt in out
     assert "eV/atom" in out and "training" in out
 
@@ -426,6 +427,21 @@ def test_cli_errors_are_one_line(tmp_path):
                          capture_output=True, text=True, cwd=ROOT, env=_env(0))
     assert bad.returncode == 2 and "unknown target 'charge'" in bad.stderr
     assert len(bad.stderr.strip().splitlines()) == 1
+
+
+def test_cli_passes_temperature_cycles_to_the_run(tmp_path, capsys):
+    from mdplugin.cli import main
+
+    run_dir = tmp_path / "run"
+    assert main(["active", str(_start_file(tmp_path)), "-o", str(run_dir), *RUN_OPTIONS,
+                 "--steps", "30", "--temperature-cycles", "3"]) == 0
+    cfg = ActiveConfig.from_dict(RunStore(run_dir).read_config()["config"])
+    assert cfg.temperature_cycles == 3 and cfg.temperature == (300.0, 600.0)
+    assert cfg.temperature_at(9) > 550 and cfg.temperature_at(10) == pytest.approx(300)  # a sawtooth of period 30 / 3 steps
+    capsys.readouterr()
+    assert main(["active", str(_start_file(tmp_path)), "-o", str(tmp_path / "bad"), *RUN_OPTIONS,
+                 "--temperature-cycles", "0"]) == 2
+    assert "temperature_cycles must be a positive integer" in capsys.readouterr().err
 
 
 # --------------------------------------------------------------------------------------------

@@ -35,6 +35,7 @@ def config_from_args(args) -> dict:
         "dt": getattr(args, "dt", None),
         "friction": getattr(args, "friction", None),
         "temperature": _temperature(args.temperature),
+        "temperature_cycles": getattr(args, "temperature_cycles", None),
         "seed": getattr(args, "seed", None),
         "max_calls": args.max_calls,
         "wall_time": getattr(args, "wall_time", None),

@@ -1,0 +1,100 @@
+"""Opening an active-learning run: the oracle, the start structure, a new or resumed run folder."""
+
+from __future__ import annotations
+
+import importlib
+import io
+from pathlib import Path
+
+import ase.io
+from ase import Atoms
+from ase.calculators.calculator import Calculator
+
+from ..atomicio import atomic_write
+from ..data import Dataset
+from ..errors import ConfigError, DataError
+from .config import ActiveConfig
+from .store import RunStore
+
+__all__ = ["open_folder", "read_start", "resolve_oracle"]
+
+
+def resolve_oracle(spec: str | Calculator) -> Calculator:
+    """An oracle from a name (``tblite``, ``pyscf``, ``tblite:GFN1-xTB``), an import path to a
+    factory (``package.module:function``, called with no argument) or an ASE calculator."""
+    if not isinstance(spec, str):
+        if not hasattr(spec, "calculate"):
+            raise ConfigError(f"active: the oracle must be a name or an ASE calculator, got {spec!r}")
+        return spec
+    from ..oracle import ORACLES, make_oracle
+
+    name, _, option = spec.partition(":")
+    if name in ORACLES:
+        return make_oracle(name, **({"method": option} if option else {}))
+    if option:
+        try:
+            factory = getattr(importlib.import_module(name), option)
+        except (ImportError, AttributeError) as exc:
+            raise ConfigError(f"active: cannot import oracle factory {spec!r}: {exc}") from None
+        return factory()
+    raise ConfigError(f"active: unknown oracle {spec!r} (use {', '.join(ORACLES)} or module:function)")
+
+
+def read_start(start: str | Path | Atoms) -> Atoms:
+    """The start structure (first frame of a file ASE reads, or a copy of ``start``): numbers,
+    positions (Å), cell and pbc only."""
+    if isinstance(start, Atoms):
+        return Atoms(numbers=start.numbers, positions=start.positions, cell=start.cell, pbc=start.pbc)
+    try:
+        atoms = ase.io.read(start, index=0, parallel=False)
+    except FileNotFoundError:
+        raise
+    except Exception as exc:
+        raise DataError(f"{start}: cannot read the start structure: {exc}") from None
+    return Atoms(numbers=atoms.numbers, positions=atoms.positions, cell=atoms.cell, pbc=atoms.pbc)
+
+
+def open_folder(store: RunStore, start: str | Path | Atoms | None, config: ActiveConfig | None,
+                oracle: str | Calculator | None, initial: str | Path | Dataset | None, resume: bool,
+                overrides: dict | None, size: int) -> tuple[dict, str | None, Atoms, str | Path | None]:
+    """Create or reopen the run folder (rank 0 only; arguments as :func:`run_active`'s, ``size``
+    the number of MPI ranks). Returns (config dict, oracle name or ``None`` for an object, start
+    structure, initial data spec: a file name or ``None``)."""
+    run_dir = store.dir
+    if resume:
+        saved = store.read_config()
+        cfg_dict = dict(saved["config"])
+        cfg_dict.update({k: v for k, v in (overrides or {}).items() if v is not None})
+        config = ActiveConfig.from_dict(cfg_dict)
+        if size > 1 and not config.segment:
+            raise ConfigError(f"active: {size} MPI ranks need segment mode (the run in {run_dir} has segment = 0)")
+        if oracle is None:
+            oracle = saved.get("oracle")
+            if oracle is None:
+                raise ConfigError(f"{run_dir}: the run's oracle was a Python object: pass it again (oracle=...)")
+        start_atoms = read_start(run_dir / "start.xyz")
+        saved["config"] = config.to_dict()
+        store.write_config(saved)
+        if initial is None:
+            initial = saved.get("initial")
+    else:
+        if (run_dir / "config.json").exists():
+            raise ConfigError(f"{run_dir}: already holds an active-learning run (use --resume to continue it)")
+        if start is None:
+            raise ConfigError("active: a start structure is needed")
+        config = config or ActiveConfig()
+        if size > 1 and not config.segment:
+            raise ConfigError(f"active: {size} MPI ranks need segment mode (--segment N, ActiveConfig(segment=N))")
+        oracle = "tblite" if oracle is None else oracle
+        start_atoms = read_start(start)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        buf = io.StringIO()
+        ase.io.write(buf, start_atoms, format="extxyz", parallel=False)
+        with atomic_write(run_dir / "start.xyz") as fh:
+            fh.write(buf.getvalue())
+        store.write_config({"config": config.to_dict(),
+                            "oracle": oracle if isinstance(oracle, str) else None,
+                            "initial": str(initial) if isinstance(initial, (str, Path)) else None})
+    store.open()
+    return config.to_dict(), (oracle if isinstance(oracle, str) else None), start_atoms, \
+        (initial if not isinstance(initial, Dataset) else None)

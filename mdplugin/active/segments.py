@@ -1,0 +1,180 @@
+"""Segment mode of the active-learning loop (``ActiveConfig.segment > 0``).
+
+The models run ``segment`` MD steps at a time and keep a candidate every ``sample_every`` steps;
+at the end of the segment the most uncertain candidates over their threshold (``batch`` of them,
+:func:`mdplugin.active.selection.select_candidates`) are labelled before one retraining. ``pool``
+keeps candidates across segments (rescored with the current models), ``walkers`` restarts every
+segment from an initial frame, and a candidate over ``stop_factor`` × its threshold ends the
+segment early (the next one starts from the segment's start with new velocities). Under MPI every
+rank runs its own walker; the candidates are gathered and the batch labelled in parallel
+(:mod:`mdplugin.active.ranks`).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from ase import Atoms
+
+from ..parallel import split_indices
+from . import ranks
+from .selection import select_candidates
+from .store import structure_hash
+
+__all__ = ["SegmentMode"]
+
+
+class SegmentMode:
+    """The segment-mode methods of the loop's run state (:class:`mdplugin.active.loop._Run`,
+    which provides ``config``, ``learner``, ``store``, ``comm``/``rank``/``size``, ``rng``,
+    ``step``, ``atoms``, ``dyn``, ``trusted`` and the methods ``say``, ``counts``, ``data``,
+    ``budget_reason``, ``set_state``, ``restore_trusted``, ``broken``, ``label_structure``,
+    ``log_label``, ``retrain`` and ``checkpoint``)."""
+
+    def md_segments(self) -> str:
+        """Segments until a budget is reached; returns the reason (see the module docstring)."""
+        cfg = self.config
+        self.atoms.calc = self.learner.calculator()
+        while True:
+            reason = self.budget_reason()
+            if reason:
+                return reason
+            if cfg.walkers:
+                self.set_state(self.walker_start(), None)
+            start = self.trusted
+            candidates, stopped = self.run_segment()
+            if self.size > 1:
+                candidates = self.gather_candidates(candidates)
+            if cfg.pool:
+                candidates = self.rescored_pool(candidates)
+            calls, _ = self.counts()
+            picked = select_candidates(candidates, min(cfg.batch, cfg.max_calls - calls), cfg.selection,
+                                       learner=self.learner, numbers=self.atoms.numbers)
+            if self.size > 1:
+                self.label_batch(picked)
+                if cfg.pool:
+                    self.pool = [k for k in self.pool if not any(k is c for c in picked)]
+                picked_here = []
+            else:
+                picked_here = picked
+            for c in picked_here:
+                if c["predicted"] is None:
+                    c["predicted"] = self.learner.predictions(self.probe(c["positions"]))
+                self.label_structure(c["positions"], c["u"], c["ratio"], c["predicted"], c["step"])
+                if cfg.pool:
+                    self.pool = [k for k in self.pool if k is not c]
+            if picked:
+                self.retrain("label")
+                self.atoms.calc = self.learner.calculator()
+            if stopped:
+                self.trusted = start
+                self.restore_trusted(redraw=True)
+                self.atoms.calc = self.learner.calculator()
+            else:
+                self.trusted = (self.atoms.positions.copy(), self.atoms.get_momenta().copy())
+            self.checkpoint()
+
+    def probe(self, positions: np.ndarray) -> Atoms:
+        """A structure at ``positions`` (n_atoms, 3) Å with the models as its calculator."""
+        probe = Atoms(numbers=self.atoms.numbers, positions=positions)
+        probe.calc = self.learner.calculator()
+        return probe
+
+    def walker_start(self) -> np.ndarray:
+        """Positions of a random frame of the initial labelled set (the first frames of data.xyz)."""
+        if getattr(self, "_initial_positions", None) is None:
+            _, n_init = self.counts()
+            frames = self.data().frames[:max(n_init, 1)]
+            self._initial_positions = [np.array(a.positions) for a in frames]
+        return self._initial_positions[int(self.rng.integers(len(self._initial_positions)))]
+
+    def run_segment(self) -> tuple[list[dict], bool]:
+        """Up to ``segment`` MD steps; returns the candidates (every ``sample_every`` steps and the
+        last step: ``positions``, ``u``, ``ratio``, ``predicted``, ``step``) and whether the
+        segment stopped early (failed step, lost atom, or ratio over ``stop_factor``)."""
+        cfg = self.config
+        start, end = self.step, min(self.step + cfg.segment, cfg.steps)
+        candidates: list[dict] = []
+        while self.step < end:
+            self.dyn.set_temperature(temperature_K=cfg.temperature_at(self.step))
+            sample = (self.step + 1 - start) % cfg.sample_every == 0 or self.step + 1 == end
+            try:
+                self.dyn.step()
+                broken = self.broken()
+                if not broken and sample:
+                    u = self.learner.uncertainties(self.atoms)
+                    ratio = self.learner.ratio(u)
+                    broken = not np.isfinite(ratio)
+                    if not broken:
+                        candidates.append({"positions": self.atoms.positions.copy(), "u": u, "ratio": ratio,
+                                           "predicted": self.learner.predictions(self.atoms),
+                                           "step": self.step + 1})
+            except Exception as exc:  # non-finite model output
+                self.say(f"step {self.step + 1}: the models failed ({exc}); segment stopped")
+                broken = True
+            self.step += 1
+            if broken:
+                return candidates, True
+            if candidates and candidates[-1]["step"] == self.step and candidates[-1]["ratio"] > cfg.stop_factor:
+                return candidates, True
+        return candidates, False
+
+    def rescored_pool(self, candidates: list[dict]) -> list[dict]:
+        """Add a segment's candidates to the pool (the latest ``config.pool`` kept) and rescore
+        all of them with the current models."""
+        pool = getattr(self, "pool", [])
+        pool = (pool + [dict(c, predicted=None) for c in candidates])[-self.config.pool:]
+        frames = [Atoms(numbers=self.atoms.numbers, positions=c["positions"]) for c in pool]
+        mine = split_indices(len(frames), self.rank, self.size)  # under MPI each rank scores a share
+        try:
+            parts, error = ranks.each(self.comm, lambda: self.learner.uncertainties_of([frames[i] for i in mine]))
+            if error is not None:
+                raise error
+            us = [u for part in parts for u in part]
+            for c, u in zip(pool, us):
+                c["u"], c["ratio"] = u, self.learner.ratio(u)
+        except Exception as exc:  # noqa: BLE001 - a candidate the models cannot evaluate
+            self.say(f"pool: rescoring failed ({exc}); the segment's own candidates are used")
+            return [dict(c, predicted=None) for c in candidates]
+        self.pool = [c for c in pool if np.isfinite(c["ratio"])]
+        return self.pool
+
+    def gather_candidates(self, candidates: list[dict]) -> list[dict]:
+        """Every rank's candidates of a segment, in rank order, each with its ``rank``; the
+        step counter becomes the largest over the ranks (a segment may stop early on some)."""
+        candidates, self.step = ranks.gather_candidates(self.comm, candidates, self.step)
+        return candidates
+
+    def label_batch(self, picked: list[dict]) -> None:
+        """Label the picked candidates in parallel (MPI): rank r labels the ones ``r, r + P, …``
+        of the batch; every rank gets all labels, which are recorded (rank 0 appends to data.xyz
+        and logs) in batch order. An oracle error on any rank is raised on every rank after the
+        labels that did come back are written."""
+        todo: list[tuple[dict, Atoms, str]] = []
+        for c in picked:
+            frame = Atoms(numbers=self.atoms.numbers, positions=np.array(c["positions"], dtype=float))
+            key = structure_hash(frame)
+            if not self.store.has(key) and key not in {k for _, _, k in todo}:
+                todo.append((c, frame, key))
+        if not todo:
+            return
+        thr = self.learner.thresholds()
+        for c, _, _ in todo:
+            self.say(f"labelling step {c['step']} of rank {c['rank']} (uncertainty {c['ratio']:.2f} x threshold)")
+
+        def predict(i: int) -> dict:
+            c, frame, _ = todo[i]
+            return c["predicted"] if c["predicted"] is not None else self.learner.predictions(self.probe(frame.positions))
+
+        done, error = ranks.label_shares(self.comm, len(todo), predict, lambda i: self.learner.label(todo[i][1]))
+        for i, (c, frame, key) in enumerate(todo):
+            if i not in done:
+                continue
+            labels, predicted = done[i]
+            err = self.learner.errors(predicted, labels, len(frame))
+            self.learner.record_errors(err)
+            self.store.append_frame(frame, labels, step=c["step"], origin="md", key=key, rank=c["rank"])
+            calls, _ = self.counts()
+            self.say(f"label written {key} step {c['step']} call {calls} rank {c['rank']}")
+            self.log_label(c["step"], calls, c["ratio"], f"{key} rank {c['rank']}", c["u"], err, thr)
+        if error is not None:
+            raise ranks.AllRanks(error)
