@@ -49,6 +49,7 @@ from ase.calculators.calculator import Calculator
 
 from ..data import Dataset, read_dataset
 from ..errors import DataError
+from ..md import largest_bond_gap
 from ..models import load_model
 from ..parallel import resolve_comm
 from . import ranks
@@ -88,14 +89,6 @@ class ActiveSummary:
         return (f"active: {self.reason}; {self.steps} MD steps, {self.oracle_calls} oracle calls "
                 f"(+{self.initial_frames} initial frames), {self.n_train} training frames, "
                 f"{self.wall_time_s:.1f} s; thresholds {thr}; run folder {self.run_dir}")
-
-
-def _largest_gap(positions: np.ndarray) -> float:
-    if len(positions) < 2:
-        return 0.0
-    d = np.linalg.norm(positions[:, None] - positions[None], axis=-1)
-    np.fill_diagonal(d, np.inf)
-    return float(d.min(axis=1).max())
 
 
 def _draw_momenta(atoms: Atoms, temperature: float, rng: np.random.Generator) -> None:
@@ -287,7 +280,8 @@ class _Run(SegmentMode):
 
     def broken(self) -> bool:
         """Whether the MD state is lost: non-finite positions or an atom far from every other."""
-        return not np.all(np.isfinite(self.atoms.positions)) or _largest_gap(self.atoms.positions) > LOST_ATOM_DISTANCE
+        return not np.all(np.isfinite(self.atoms.positions)) or (
+            len(self.atoms) > 1 and largest_bond_gap(self.atoms) > LOST_ATOM_DISTANCE)
 
     def budget_reason(self) -> str | None:
         """Why the run ends now (``None``: go on); under MPI decided on rank 0 for every rank."""
