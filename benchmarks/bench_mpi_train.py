@@ -23,7 +23,7 @@ machine the timings are only indicative.
 Usage::
 
     OMP_NUM_THREADS=1 python benchmarks/bench_mpi_train.py [--frames 2000] [--ranks 2] \
-        [--targets energy dipole polarizability] [--no-threaded]
+        [--targets energy dipole polarizability] [--no-threaded] [--repeat 3]
 """
 
 from __future__ import annotations
@@ -109,6 +109,9 @@ def main() -> None:
     parser.add_argument("--targets", nargs="+", default=["energy", "dipole", "polarizability"],
                         help="targets, space- or comma-separated (energy dipole polarizability)")
     parser.add_argument("--no-threaded", action="store_true", help="skip the threaded serial run")
+    parser.add_argument("--repeat", type=int, default=1,
+                        help="alternate the serial and MPI runs this many times and report the median CPU "
+                             "speed-up (the machine's speed drifts with other jobs)")
     args = parser.parse_args()
 
     from mdplugin import load_model
@@ -142,28 +145,36 @@ def main() -> None:
         base = ["train", str(data), "--target", target, "--model", MODEL_OF[target]]
         if args.frames < n_all:
             base += ["--n-train", str(args.frames)]
-        runs = {}
-        runs["serial 1 thread"] = _run(me + base + ["-o", str(work / f"{target}.serial.npz")], 1)
-        if not args.no_threaded:
-            runs[f"serial {args.threads} threads"] = _run(
-                me + base + ["-o", str(work / f"{target}.threads.npz")], args.threads)
-        runs[f"mpiexec -n {args.ranks}"] = _run(
-            [mpiexec, "-n", str(args.ranks)] + me + base + ["-o", str(work / f"{target}.mpi.npz")], 1)
+        runs, pairs = {}, []
+        for rep in range(max(1, args.repeat)):
+            tag = f" #{rep + 1}" if args.repeat > 1 else ""
+            runs["serial 1 thread" + tag] = serial = _run(me + base + ["-o", str(work / f"{target}.serial.npz")], 1)
+            if not args.no_threaded and rep == 0:
+                runs[f"serial {args.threads} threads"] = _run(
+                    me + base + ["-o", str(work / f"{target}.threads.npz")], args.threads)
+            runs[f"mpiexec -n {args.ranks}" + tag] = mpi = _run(
+                [mpiexec, "-n", str(args.ranks)] + me + base + ["-o", str(work / f"{target}.mpi.npz")], 1)
+            pairs.append(serial["fit_cpu_s"][0] / max(mpi["fit_cpu_s"]))
         ser, par = load_model(work / f"{target}.serial.npz"), load_model(work / f"{target}.mpi.npz")
         ys, yp = np.asarray(ser.predict(test)), np.asarray(par.predict(test))
         diff = float(np.abs(ys - yp).max() / np.abs(ys).max())
-        ref = runs["serial 1 thread"]
+        ref = runs["serial 1 thread" + (" #1" if args.repeat > 1 else "")]
         print(f"\n{MODEL_OF[target]} {target}  (load average {_load()})")
         print(f"  {'run':<22}{'fit s':>9}{'wall s':>9}{'speed-up':>10}{'fit CPU s per rank':>22}"
               f"{'CPU speed-up':>14}  peak memory per rank, MiB; load before")
         for name, r in runs.items():
+            if " #" in name:  # each run against the serial run of its pair
+                ref = runs["serial 1 thread #" + name.split(" #")[1]]
             mem = ", ".join(f"{m:.0f}" for m in r["maxrss_mib"])
             cpu = ", ".join(f"{c:.1f}" for c in r["fit_cpu_s"])
             cpu_speedup = ref["fit_cpu_s"][0] / max(r["fit_cpu_s"])
             print(f"  {name:<22}{r['fit_s']:9.1f}{r['wall_s']:9.1f}{ref['fit_s'] / r['fit_s']:9.2f}x{cpu:>22}"
                   f"{cpu_speedup:13.2f}x  {mem}; {r['load_before']:.1f}")
+        if len(pairs) > 1:
+            print(f"  CPU speed-up of the {len(pairs)} serial/MPI pairs: "
+                  f"{', '.join(f'{x:.2f}' for x in pairs)}; median {np.median(pairs):.2f}x")
         print(f"  MPI vs serial (1 thread) predictions: max relative difference {diff:.1e}")
-        rows.append({"target": target, "runs": runs, "prediction_rel_diff": diff})
+        rows.append({"target": target, "runs": runs, "cpu_speedups": pairs, "prediction_rel_diff": diff})
     print("\nJSON " + json.dumps({"frames": args.frames, "data": counts, "ranks": args.ranks, "results": rows}))
     shutil.rmtree(work, ignore_errors=True)
 
