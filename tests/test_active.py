@@ -70,6 +70,17 @@ def water() -> Atoms:
     return Atoms("OH2", positions=[[0, 0, 0], [0.96, 0, 0], [-0.24, 0.93, 0]])
 
 
+def rattled_waters(n: int, scale: float, seed: int) -> list[Atoms]:
+    """``n`` copies of :func:`water` with Gaussian displacements of ``scale`` Å."""
+    rng = np.random.default_rng(seed)
+    frames = []
+    for _ in range(n):
+        a = water()
+        a.positions += rng.normal(scale=scale, size=a.positions.shape)
+        frames.append(a)
+    return frames
+
+
 def _config(**kw) -> ActiveConfig:
     base = dict(targets=("energy", "dipole"), model="rpr", hypers=HYPERS, steps=60, max_calls=8,
                 n_initial=4, initial_stride=5, temperature=(300, 600), seed=3, checkpoint_every=10,
@@ -271,12 +282,7 @@ def test_batched_uncertainties_match_the_calculator(tmp_path):
     cfg = _config()
     learner = Learner(cfg, toy_oracle())
     learner.train(RunStore(tmp_path / "run").read_data(cfg.labels()))
-    rng = np.random.default_rng(2)
-    frames = []
-    for _ in range(4):
-        a = water()
-        a.positions += rng.normal(scale=0.08, size=a.positions.shape)
-        frames.append(a)
+    frames = rattled_waters(4, 0.08, seed=2)
     batched = learner.uncertainties_of(frames)
     for a, u in zip(frames, batched):
         a.calc = learner.calculator()

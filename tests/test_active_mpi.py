@@ -41,15 +41,9 @@ def _config(**kw):
 
 
 def _probe_frames():
-    from tests.test_active import water
+    from tests.test_active import rattled_waters
 
-    rng = np.random.default_rng(11)
-    frames = []
-    for _ in range(5):
-        a = water()
-        a.positions += rng.normal(scale=0.05, size=a.positions.shape)
-        frames.append(a)
-    return frames
+    return rattled_waters(5, 0.05, seed=11)
 
 
 def _predictions(models: dict) -> dict[str, np.ndarray]:
@@ -107,12 +101,9 @@ def _driver(run_dir: str, mode: str) -> None:
 
 # ------------------------------------------------------------------------------------------------
 def _mpiexec() -> str:
-    pytest.importorskip("mpi4py")
-    bindir = str(Path(sys.executable).parent)
-    exe = shutil.which("mpiexec", path=bindir) or shutil.which("mpiexec")
-    if exe is None:
-        pytest.skip("mpiexec not available")
-    return exe
+    from tests.mpi_utils import mpiexec_path
+
+    return mpiexec_path()
 
 
 def _launch(run_dir: Path, mode: str, check: bool = True, command: list[str] | None = None) -> subprocess.CompletedProcess:

@@ -38,6 +38,7 @@ from mdplugin.parallel import (
 )
 
 from .fake_comm import run_ranks
+from .mpi_utils import mpiexec_path
 
 SCRIPTS = Path(__file__).resolve().parent / "mpi_scripts"
 N_FRAMES, CHUNK = 40, 7  # 6 blocks of frames: 3 per rank
@@ -47,7 +48,7 @@ ONE_THREAD = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THRE
 # ------------------------------------------------------------------------------------------------
 # helpers, serial
 # ------------------------------------------------------------------------------------------------
-def test_serial_comm_without_mpiexec():
+def test_serial_comm_withoutmpiexec_path():
     comm = get_comm()  # pytest runs on one rank
     assert comm.size == 1 and comm.rank == 0
     assert isinstance(resolve_comm(None), SerialComm)
@@ -198,13 +199,6 @@ def test_tree_sum_is_the_same_on_any_number_of_ranks(n_terms):
 # ------------------------------------------------------------------------------------------------
 # under mpiexec -n 2
 # ------------------------------------------------------------------------------------------------
-def _mpiexec() -> str:
-    pytest.importorskip("mpi4py")
-    bindir = str(Path(sys.executable).parent)
-    exe = shutil.which("mpiexec", path=bindir) or shutil.which("mpiexec")
-    if exe is None:
-        pytest.skip("mpiexec not available")
-    return exe
 
 
 def _run(cmd: list[str], cwd: Path | None = None) -> subprocess.CompletedProcess:
@@ -222,7 +216,7 @@ def _relative_error(a, b) -> float:
 @pytest.fixture(scope="module")
 def fitted(tmp_path_factory):
     """Models fitted on 2 ranks and serially (same script, same one-thread BLAS)."""
-    mpiexec = _mpiexec()
+    mpiexec = mpiexec_path()
     data = Path(__file__).resolve().parents[1] / "examples" / "trajectories" / "dce_train.xyz"
     if not data.exists():
         pytest.skip("examples/trajectories/dce_train.xyz not generated yet")
@@ -269,7 +263,7 @@ def test_mpiexec_train_command_writes_the_serial_model(tmp_path, examples_dir):
     from mdplugin import load_model
     from mdplugin.data import read_dataset, write_dataset
 
-    mpiexec = _mpiexec()
+    mpiexec = mpiexec_path()
     data = read_dataset(examples_dir / "dce_train.xyz").subset(np.arange(30))
     path = tmp_path / "train.xyz"
     write_dataset(path, data)
@@ -299,7 +293,7 @@ def test_md_replicas_one_trajectory_per_rank_averaged_by_spectrum(fitted, tmp_pa
     from mdplugin.cli import main
     from mdplugin.data import read_dataset
 
-    mpiexec = _mpiexec()
+    mpiexec = mpiexec_path()
     start = tmp_path / "start.xyz"
     shutil.copy(examples_dir / "dce_test.xyz", start)  # md reads its first frame
     models = fitted / "mpi"
@@ -337,7 +331,7 @@ def test_mpiexec_label_writes_the_serial_file(tmp_path):
 
     from .conftest import dichloroethane
 
-    mpiexec = _mpiexec()
+    mpiexec = mpiexec_path()
     frames = [molecule("H2O"), dichloroethane(rng=1, noise=0.05), molecule("CH4"), molecule("NH3"),
               dichloroethane(rng=2, noise=0.05)]
     ase.io.write(tmp_path / "in.xyz", frames, format="extxyz")
