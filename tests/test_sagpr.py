@@ -165,3 +165,12 @@ def test_automatic_regulariser_is_a_candidate_and_refits_on_all_frames():
     fixed = build("lsoap", target="dipole", regularizer_l1=reg, **SMALL).fit(frames, y)
     test = _data(5, 41)
     np.testing.assert_allclose(auto.predict(test), fixed.predict(test), rtol=1e-12, atol=1e-12)
+
+
+def test_a_non_positive_regulariser_in_the_grid_is_a_config_error():
+    from mdplugin.errors import ConfigError
+
+    frames = _data(12, 42)
+    y = np.array([_point_charge_dipole(f) for f in frames])
+    with pytest.raises(ConfigError, match="regularizer_grid"):
+        build("lsoap", target="dipole", regularizer_grid=(1e-4, 0.0), **SMALL).fit(frames, y)

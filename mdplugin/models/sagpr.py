@@ -259,7 +259,7 @@ class SAGPRModel(SharedExpansionMixin, Model):
         grid = sorted({float(r) for r in self.regularizer_grid})
         for value in grid:
             if not value > 0:
-                raise ValueError(f"regularizer must be > 0, got {value}")
+                raise ConfigError(f"sagpr: regularizer_grid values must be > 0, got {value}")
         # one round: every grid candidate and K_MM's factor (all the size of one factorisation)
         done = share_tasks(
             comm, [1.0] * (len(grid) + 1),
