@@ -228,7 +228,9 @@ class SphericalExpansion:
 
     def _values_plan(self, reader: BlockReader, keys, shapes, offsets, centre_species) -> tuple:
         """Where every number of the blocks' flat values goes in the dense ``values`` buffer
-        (all l one after the other), and each block's centre rows.
+        (all l one after the other), each block's centre rows, the sample labels that had to be
+        read, and for the gradients each block's species pair and whether it is the first block of
+        that pair.
 
         featomic's samples are sorted by (system, atom): a block with as many samples as the batch
         has centres of its species holds exactly those centres, in order, so its labels need not be
@@ -250,7 +252,12 @@ class SphericalExpansion:
             where = ((expected[:, None, None] * m + np.arange(m)[None, :, None]) * n_species + block_s[index]) \
                 * n_radial + np.arange(n_radial)[None, None, :]
             dest.append(start_l[l] + where.ravel())
-        return (np.concatenate(dest) if dest else np.zeros(0, dtype=np.int64)), rows, read
+        # the (centre, neighbour) pairs of a (centre species, neighbour species) are the same for
+        # every l: gradient samples are read for the first l of each pair of species only
+        pair_type = keys[:, 2].astype(np.int64) * 1024 + keys[:, 3]
+        first = np.zeros(len(keys), dtype=bool)
+        first[np.unique(pair_type, return_index=True)[1]] = True
+        return (np.concatenate(dest) if dest else np.zeros(0, dtype=np.int64)), rows, read, first, pair_type
 
     def _gradient_plan(self, reader: BlockReader, keys, first, pair_type, gshapes, gsamples, rows,
                        offsets, n_centres) -> tuple:
@@ -320,18 +327,13 @@ class SphericalExpansion:
         if plan is None or not _labels_unchanged(reader, plan[2]):
             plan = self._values_plan(reader, keys, shapes, offsets, centre_species)
             self._remember(signature, plan)
-        dest, rows, _ = plan
+        dest, rows, _, first, pair_type = plan
         dense = np.zeros(sum(sizes_l))
         dense[dest] = flat
         values = _split(dense, sizes_l, [(n_centres, 2 * l + 1, width) for l in range(self.max_angular + 1)])
 
         pairs = grads = None
         if gradients:
-            # the (centre, neighbour) pairs of a (centre species, neighbour species) are the same
-            # for every l: gradient samples are read for the first l of each pair of species only
-            pair_type = keys[:, 2].astype(np.int64) * 1024 + keys[:, 3]
-            first = np.zeros(len(keys), dtype=bool)
-            first[np.unique(pair_type, return_index=True)[1]] = True
             gflat, gshapes, gsamples = reader.flat(len(keys), "positions", with_samples=first,
                                                    capacity=3 * sum(sizes_l) * max(1, n_centres // len(sizes)))
             gsignature = signature + (tuple(shape[0] for shape in gshapes),
