@@ -22,6 +22,8 @@ import functools
 import math
 import threading
 
+from typing import Sequence
+
 import numpy as np
 
 __all__ = ["BlockReader"]
@@ -105,39 +107,6 @@ class _CApi:
         self.__dict__.update(_scratch())  # per-thread ctypes out-parameters, built once
         self.checked = False
 
-    def _array(self, block) -> np.ndarray:
-        self.lib.mts_block_data(block, self.data_ref)
-        data = self.data
-        if data.as_dlpack(data.ptr, self.managed_ref, self.cpu, None, self.version) != 0:
-            raise RuntimeError("as_dlpack failed")
-        managed = self.managed.contents
-        try:
-            tensor = managed.dl_tensor
-            if not self.checked:  # every array of a featomic output has the same device and type
-                if tensor.device.device_type != 1 or tensor.dtype.code != 2 or tensor.dtype.bits != 64:
-                    raise TypeError("not a CPU float64 array")
-                self.checked = True
-            ndim = tensor.ndim
-            shape = tuple(tensor.shape[:ndim])
-            if 0 in shape:
-                return np.zeros(shape)
-            if tensor.strides:
-                strides = tuple(tensor.strides[:ndim])
-                compact, step = [], 1
-                for n in reversed(shape):
-                    compact.append(step)
-                    step *= n
-                compact = tuple(reversed(compact))
-                if strides != compact:  # not row-major: let numpy follow the strides
-                    return np.array(_View(tensor.data + tensor.byte_offset, shape, "<f8",
-                                          tuple(8 * s for s in strides)))
-            out = np.empty(shape)  # compact row-major: one memcpy
-            ctypes.memmove(out.__array_interface__["data"][0], tensor.data + tensor.byte_offset, out.nbytes)
-            return out
-        finally:
-            if managed.deleter:  # DLPack allows a null deleter
-                managed.deleter(self.managed)
-
     def _labels(self, labels) -> np.ndarray:
         try:
             self.lib.mts_labels_values_cpu(
@@ -158,9 +127,10 @@ class _CApi:
     def keys(self) -> np.ndarray:
         return self._labels(self.lib.mts_tensormap_keys(self.pointer))
 
-    def flat(self, n_blocks: int, gradient: str | None = None, with_samples=None,
+    def flat(self, n_blocks: int | Sequence[int], gradient: str | None = None, with_samples=None,
              capacity: int = 0) -> tuple[np.ndarray, list[tuple], list]:
-        """The values (or the values of gradient ``gradient``) of blocks 0 … n_blocks−1, copied one
+        """The values (or the values of gradient ``gradient``) of blocks 0 … n_blocks−1 (or of the
+        block indices ``n_blocks`` when it is a sequence), copied one
         after the other into ONE float64 buffer: ``(flat, shapes, samples)``; block ``i`` is the
         next ``prod(shapes[i])`` numbers of ``flat`` in row-major order. ``samples[i]`` are the
         gradient's sample labels where ``with_samples[i]`` (default: all), else ``None`` (and always
@@ -174,7 +144,7 @@ class _CApi:
         name = gradient.encode() if gradient is not None else None
         buffer = np.empty(max(int(capacity), 64))
         base, used, shapes, samples = buffer.__array_interface__["data"][0], 0, [], []
-        for index in range(n_blocks):
+        for index in range(n_blocks) if isinstance(n_blocks, int) else n_blocks:
             if by_id(pointer, block_ref, index):
                 raise RuntimeError(f"mts_tensormap_block_by_id failed for block {index}")
             target = block
@@ -217,9 +187,8 @@ class _CApi:
         return self._labels(self.lib.mts_block_labels(self._block(index), 0))
 
     def gradient(self, index: int, name: str) -> tuple[np.ndarray, np.ndarray]:
-        self.lib.mts_block_gradient(self._block(index), name.encode(), ctypes.byref(self.gradient_pointer))
-        samples = self._labels(self.lib.mts_block_labels(self.gradient_pointer, 0))
-        return samples, self._array(self.gradient_pointer)
+        flat, shapes, samples = self.flat([index], name)
+        return samples[0], flat.reshape(shapes[0])
 
 
 class _PythonApi:
