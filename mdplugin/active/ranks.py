@@ -28,6 +28,7 @@ import numpy as np
 
 from ..data import Dataset
 from ..errors import DataError
+from ..models.base import get_model_class
 from ..training import fit_on_dataset
 
 __all__ = ["AllRanks", "abort_on_failure", "each", "fit_shared", "gather_candidates", "gather_walkers",
@@ -173,22 +174,14 @@ def label_shares(comm: Any, n: int, predict: Callable[[int], Any],
 
 # --- models ---------------------------------------------------------------------------------
 def model_state(model) -> dict:
-    """What rebuilds a fitted model on another rank: its class, hyper-parameters and learned arrays
-    (those of its model file, :meth:`mdplugin.models.base.Model.save`)."""
-    return {"cls": type(model), "params": model.get_params(deep=False), "arrays": model._get_state(),
-            "species": np.asarray(getattr(model, "species_", []), dtype=int),
-            "fingerprint": getattr(model, "training_fingerprint_", None), "n_train": getattr(model, "n_train_", None)}
+    """What rebuilds a fitted model on another rank: :meth:`~mdplugin.models.base.Model.export_state`
+    (the contents of its model file)."""
+    return model.export_state()
 
 
 def model_from_state(state: dict):
     """The model of :func:`model_state`, rebuilt as :func:`mdplugin.models.load_model` does."""
-    model = state["cls"](**state["params"])
-    model._set_state({k: np.asarray(v) for k, v in state["arrays"].items()})
-    model.species_ = state["species"].reshape(-1)
-    model.training_fingerprint_ = state["fingerprint"]
-    model.n_train_ = state["n_train"]
-    model.is_fitted_ = True
-    return model
+    return get_model_class(state["kind"]).from_state(state)
 
 
 def fit_shared(comm: Any, targets: tuple[str, ...], data: Dataset, new_model: Callable[[str], Any],

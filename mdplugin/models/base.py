@@ -155,10 +155,35 @@ class Model(BaseEstimator):
         if not getattr(self, "is_fitted_", False):
             raise ConfigError(f"this {self.kind!r} model is not fitted yet: call fit() first")
 
+    def export_state(self) -> dict:
+        """What rebuilds this fitted model (:meth:`from_state`), as its model file holds it: ``kind``,
+        ``params`` (hyper-parameters), ``arrays`` (learned state, name -> array), ``species``,
+        ``training_fingerprint`` and ``n_train``."""
+        return {
+            "kind": self.kind,
+            "params": self.get_params(deep=False),
+            "arrays": {k: np.asarray(v) for k, v in self._get_state().items()},
+            "species": [int(z) for z in getattr(self, "species_", [])],
+            "training_fingerprint": getattr(self, "training_fingerprint_", None),
+            "n_train": getattr(self, "n_train_", None),
+        }
+
+    @classmethod
+    def from_state(cls, state: dict) -> "Model":
+        """The fitted model described by ``state`` (see :meth:`export_state`; ``kind`` is not read)."""
+        model = cls(**state.get("params", {}))
+        model._set_state(state["arrays"])
+        model.species_ = np.array(state.get("species", []), dtype=int).reshape(-1)
+        model.training_fingerprint_ = state.get("training_fingerprint")
+        model.n_train_ = state.get("n_train")
+        model.is_fitted_ = True
+        return model
+
     def save(self, path: str | os.PathLike) -> None:
         """Write the model as ``.npz`` + JSON metadata, atomically."""
         self._check_fitted()
-        arrays = {k: np.asarray(v) for k, v in self._get_state().items()}
+        state = self.export_state()
+        arrays = state["arrays"]
         for name, a in arrays.items():
             if a.dtype == object:
                 raise ModelFileError(f"model state {name!r} is an object array; cannot be saved safely")
@@ -167,14 +192,14 @@ class Model(BaseEstimator):
         meta = {
             "format": FORMAT,
             "format_version": FORMAT_VERSION,
-            "kind": self.kind,
+            "kind": state["kind"],
             "target": getattr(self, "target", None),
-            "params": self.get_params(deep=False),
-            "species": [int(z) for z in getattr(self, "species_", [])],
+            "params": state["params"],
+            "species": state["species"],
             "units": {self.target_: UNITS.get(self.target_, "")},
             "mdplugin_version": __version__,
-            "training_fingerprint": getattr(self, "training_fingerprint_", None),
-            "n_train": getattr(self, "n_train_", None),
+            "training_fingerprint": state["training_fingerprint"],
+            "n_train": state["n_train"],
             "checksum": _checksum(arrays),
         }
         try:
@@ -245,12 +270,6 @@ def load_model(path: str | os.PathLike, kind: str | None = None, target: str | N
     except ConfigError:
         raise ModelFileError(f"{path}: unknown model kind {meta['kind']!r}") from None
     try:
-        model = cls(**meta.get("params", {}))
-        model._set_state(arrays)
-        model.species_ = np.array(meta.get("species", []), dtype=int).reshape(-1)
+        return cls.from_state({**meta, "arrays": arrays})
     except (TypeError, KeyError, ValueError) as exc:
         raise ModelFileError(f"{path}: inconsistent model file ({type(exc).__name__}: {exc})") from None
-    model.training_fingerprint_ = meta.get("training_fingerprint")
-    model.n_train_ = meta.get("n_train")
-    model.is_fitted_ = True
-    return model
