@@ -20,8 +20,10 @@ missing model.
 Efficiency: ASE's ``check_state`` means nothing is recomputed while positions, numbers and cell are
 unchanged; properties are computed when first asked for. Models that expose
 ``expansion_hypers()`` and ``predict_from_expansion(expansion, ...)`` and have equal hypers share
-ONE featomic spherical expansion per structure (computed with position gradients when the energy
-model is among them), kept until the structure changes.
+ONE spherical expansion per structure (computed with position gradients when the energy model is
+among them) and its λ-SOAP features (the λ = 0 power spectrum serves the energy, dipole and
+polarizability models alike), kept until the structure changes. Properties asked at an unchanged
+structure are served without copying the atoms again.
 """
 
 from __future__ import annotations
@@ -146,7 +148,18 @@ class MLCalculator(Calculator):
                     f"{name}: the {slot} slot holds a reference calculator, which gives no uncertainty")
             raise PropertyNotImplementedError(
                 f"{name}: not provided by MLCalculator (available: {', '.join(self.implemented_properties)})")
-        return super().get_property(name, atoms, allow_calculation)
+        if self.atoms is None or (atoms is not None and self.check_state(atoms)):
+            return super().get_property(name, atoms, allow_calculation)
+        # the structure of the last calculation (MD asks energy, forces, dipole, ... at one
+        # geometry): ASE's path would copy the atoms twice for every newly asked property
+        if name not in self.results:
+            if not allow_calculation:
+                return None
+            self.calculate(None, [name], [])
+            if name not in self.results:
+                raise PropertyNotImplementedError(f"{name} not present in this calculation")
+        result = self.results[name]
+        return result.copy() if isinstance(result, np.ndarray) else result
 
     def check_state(self, atoms: Atoms, tol: float = 1e-15) -> list[str]:
         """ASE's check, with a fast path for plain structures (no initial magnetic moments or
@@ -169,7 +182,7 @@ class MLCalculator(Calculator):
                   system_changes: Sequence[str] = all_changes) -> None:
         if system_changes:
             self._expansions = {}
-        super().calculate(atoms, properties, system_changes)
+            super().calculate(atoms, properties, system_changes)  # keeps a copy of the atoms
         properties = list(properties or ["energy"])
         todo: dict[str, bool] = {}  # slot -> uncertainty wanted
         for name in properties:

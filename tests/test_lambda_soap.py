@@ -12,6 +12,7 @@ from mdplugin.descriptors.lambda_soap import (
     n_features,
     power_spectrum,
     real_clebsch_gordan,
+    shared_lambda_soap,
 )
 from mdplugin.descriptors.soap import SoapPowerSpectrum
 from mdplugin.errors import DataError
@@ -158,3 +159,17 @@ def test_coupling_threads_follow_omp_num_threads(monkeypatch):
     assert module._default_threads() == module._N_CPUS
     monkeypatch.delenv("OMP_NUM_THREADS")
     assert module._default_threads() == module._N_CPUS
+
+
+def test_shared_features_are_computed_once_per_expansion_and_read_only():
+    """Models sharing one expansion in an MD step share its λ-SOAP features: each λ is computed
+    once, equals lambda_soap's, and cannot be modified by one model behind another's back."""
+    exp = SphericalExpansion(SPECIES, **HYPERS).compute(_frames())
+    first = shared_lambda_soap(exp, (0, 1))
+    second = shared_lambda_soap(exp, (0, 2))
+    assert second[0] is first[0]
+    fresh = lambda_soap(exp, (0, 1, 2))
+    for lam, features in [(0, first[0]), (1, first[1]), (2, second[2])]:
+        np.testing.assert_array_equal(features, fresh[lam])
+        with pytest.raises(ValueError):
+            features[0, 0, 0] = 1.0

@@ -44,6 +44,7 @@ __all__ = [
     "feature_labels",
     "n_features",
     "lambda_soap",
+    "shared_lambda_soap",
     "power_spectrum",
 ]
 
@@ -255,6 +256,20 @@ def lambda_soap(
         for sl in slices:
             _couple_chunk(expansion.values, out, plan, sl, n_prop, fold)
     return out
+
+
+def shared_lambda_soap(expansion: Expansion, lambdas: Sequence[int]) -> dict[int, np.ndarray]:
+    """:func:`lambda_soap` (folded) for ``lambdas``, each λ computed once per expansion object and
+    kept on it, read-only: the models that share one expansion in an MD step (the energy model's
+    λ = 0, the dipole's λ = 0, 1 and the polarizability's λ = 0, 2) then share these features too.
+    Returns ``{λ: (n_centres, 2λ+1, n_features(λ))}``; never write into the arrays."""
+    cache = expansion.__dict__.setdefault("_lambda_soap_cache", {})
+    missing = tuple(sorted({int(lam) for lam in lambdas} - set(cache)))
+    if missing:
+        for lam, features in lambda_soap(expansion, missing).items():
+            features.setflags(write=False)
+            cache[lam] = features
+    return {int(lam): cache[int(lam)] for lam in lambdas}
 
 
 def _default_threads() -> int:

@@ -32,7 +32,7 @@ import scipy.sparse
 from ase import Atoms
 
 from ..descriptors.expansion import Expansion, SphericalExpansion
-from ..descriptors.lambda_soap import _fold_index, power_spectrum, real_clebsch_gordan
+from ..descriptors.lambda_soap import _fold_index, power_spectrum, real_clebsch_gordan, shared_lambda_soap
 from ..errors import DataError
 from .shared_expansion import SharedExpansionMixin
 from .base import Model, check_species, fingerprint, register
@@ -56,19 +56,12 @@ def _c0(l: int) -> np.ndarray:
 
 
 def _power_spectrum(exp: Expansion) -> tuple[np.ndarray, list[np.ndarray]]:
-    """Invariant power spectrum (n, F), identical to
-    :func:`~mdplugin.descriptors.lambda_soap.power_spectrum`, plus ``h^l = C^{ll0} c^l``
-    ((n, 2l+1, P) per l) for the backward pass. A lean path for one MD step."""
-    n_prop = exp.values[0].shape[-1]
-    idx, wts = _fold_index(n_prop)
-    parts, hs = [], []
-    for l in range(exp.max_angular + 1):
-        c = exp.values[l]  # (n, m, P)
-        h = c * _c0(l)[None, :, None]
-        hs.append(h)
-        p = np.matmul(c.transpose(0, 2, 1), h).reshape(len(c), n_prop * n_prop)
-        parts.append(p[:, idx] * wts)
-    return np.concatenate(parts, axis=1), hs
+    """Invariant power spectrum (n, F) of :func:`~mdplugin.descriptors.lambda_soap.power_spectrum`
+    (the λ = 0 features, shared through the expansion's cache with the λ-SOAP models of the same
+    step), plus ``h^l = C^{ll0} c^l`` ((n, 2l+1, P) per l) for the backward pass."""
+    x = shared_lambda_soap(exp, (0,))[0][:, 0, :]
+    hs = [exp.values[l] * _c0(l)[None, :, None] for l in range(exp.max_angular + 1)]
+    return x, hs
 
 
 def _backward_forces(exp: Expansion, hs: list[np.ndarray], g: np.ndarray) -> np.ndarray:

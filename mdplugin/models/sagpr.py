@@ -49,7 +49,7 @@ from ase import Atoms
 from scipy.linalg import solve_triangular
 
 from ..descriptors.expansion import Expansion, SphericalExpansion
-from ..descriptors.lambda_soap import lambda_soap
+from ..descriptors.lambda_soap import lambda_soap, shared_lambda_soap
 from ..errors import ConfigError, DataError
 from ..tensors import (
     L0_BASIS,
@@ -297,10 +297,12 @@ class SAGPRModel(SharedExpansionMixin, Model):
     # features
     # ------------------------------------------------------------------------------------------
 
-    def _raw_features(self, exp: Expansion) -> dict:
-        """Normalised full features: ``0`` (n, F0) invariant, and every target λ (n, 2λ+1, F)."""
+    def _raw_features(self, exp: Expansion, shared: bool = False) -> dict:
+        """Normalised full features: ``0`` (n, F0) invariant, and every target λ (n, 2λ+1, F).
+        ``shared``: take the λ-SOAP features from (and leave them in) the expansion's cache
+        (:func:`~mdplugin.descriptors.lambda_soap.shared_lambda_soap`), for predictions."""
         lams = tuple(sorted(set(self._lambdas()) | {0}))
-        feats = lambda_soap(exp, lams)
+        feats = shared_lambda_soap(exp, lams) if shared else lambda_soap(exp, lams)
         out = {lam: _normalise_rows(feats[lam]) for lam in lams}
         out[0] = out[0][:, 0, :]
         return out
@@ -424,6 +426,52 @@ class SAGPRModel(SharedExpansionMixin, Model):
                 if zeta != 1:
                     k *= (k0 ** (zeta - 1))[:, None, :, None]
             yield rows, cols, k
+
+    def _contracted_weights(self, lam: int) -> list:
+        """Per centre species ``s``: (s, T) with the GPR weights folded into the representative
+        environments, so that a prediction needs no kernel row (ζ = 1 or 2 only)::
+
+            ζ = 2:  y_μ = Σ_i z^λ_iμ · T_s · z⁰_i,   T_s = Σ_(c,ν) w_cν b^λ_cν ⊗ b⁰_c   (k_λ, k_0)
+            ζ = 1:  y_μ = Σ_i z^λ_iμ · T_s,          T_s = Σ_(c,ν) w_cν b^λ_cν          (k_λ,)
+
+        (for λ = 0, ``z^λ = z⁰``), scaled by ``y_scale / kernel_scale``. Exactly the kernel
+        prediction regrouped, at ``(2λ+1) k_λ k_0`` operations per atom instead of
+        ``(2λ+1)² M_s k_λ``: built once per fitted/loaded model."""
+        cache = self.__dict__.setdefault("_sparse_block_cache", {})  # emptied by fit and _set_state
+        key = ("contracted", lam)
+        if key not in cache:
+            d = 2 * lam + 1
+            used = self._sparse_columns(lam)
+            position = np.full(len(self.sparse_species_), -1)
+            position[used] = np.arange(len(used))
+            weights = self.gpr_[lam].weights.reshape(len(used), d) * (self.y_scale_[lam] / self.kernel_scale_[lam])
+            out = []
+            for s, cols, b0, b in self._sparse_blocks(lam):
+                w = weights[position[cols]]  # (m_s, d)
+                bl = b0[:, None, :] if lam == 0 else b.reshape(len(cols), d, -1)  # (m_s, d, k_λ)
+                if self.zeta == 1:
+                    t = np.einsum("cn,cnk->k", w, bl)
+                else:
+                    t = np.einsum("cn,cnk,cj->kj", w, bl, b0, optimize=True)
+                out.append((s, np.ascontiguousarray(t)))
+            cache[key] = out
+        return cache[key]
+
+    def _predict_contracted(self, z: dict, species: np.ndarray, frame: np.ndarray, n_frames: int,
+                            lam: int) -> np.ndarray:
+        """The λ GPR's mean prediction (n_frames, 2λ+1) through :meth:`_contracted_weights`."""
+        d = 2 * lam + 1
+        per_atom = np.zeros((len(species), d))
+        for s, t in self._contracted_weights(lam):
+            rows = np.flatnonzero(species == s)
+            if len(rows) == 0:
+                continue
+            a = z[lam][rows].reshape(len(rows), d, -1)  # (r, d, k_λ)
+            if self.zeta == 1:
+                per_atom[rows] = a @ t
+            else:
+                per_atom[rows] = np.einsum("rnj,rj->rn", a @ t, z[0][rows])
+        return _sum_by_frame(per_atom, frame, n_frames)
 
     def _structure_kernel(self, z: dict, species, frame, n_frames: int, lam: int) -> np.ndarray:
         """K_xM (n_frames·(2λ+1), M·(2λ+1)), unscaled."""
@@ -589,10 +637,13 @@ class SAGPRModel(SharedExpansionMixin, Model):
         """Predictions (and std) from a precomputed expansion with this model's hypers."""
         self._check_fitted()
         species, frame, n = exp.centre_species, exp.centre_frame, exp.n_frames
-        z = self._project(self._raw_features(exp), species)
+        z = self._project(self._raw_features(exp, shared=True), species)
         sph, cov = {}, {}
         for lam in self._lambdas():
             d = 2 * lam + 1
+            if not return_std and self.zeta in (1, 2):
+                sph[lam] = self._predict_contracted(z, species, frame, n, lam)
+                continue
             k = self._structure_kernel(z, species, frame, n, lam) / self.kernel_scale_[lam]
             gpr: ProjectedProcess = self.gpr_[lam]
             sph[lam] = (k @ gpr.weights).reshape(n, d) * self.y_scale_[lam]
