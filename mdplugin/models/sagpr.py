@@ -428,15 +428,20 @@ class SAGPRModel(SharedExpansionMixin, Model):
             yield rows, cols, k
 
     def _contracted_weights(self, lam: int) -> list:
-        """Per centre species ``s``: (s, T) with the GPR weights folded into the representative
-        environments, so that a prediction needs no kernel row (ζ = 1 or 2 only)::
+        """Per centre species: (species index, Q) with the GPR weights folded into the
+        representative environments and the projections, so that a mean prediction needs no
+        kernel row and no projected λ features (ζ = 1 or 2 only). With the projected features
+        ``z = Pᵀ x`` of the kernel (:meth:`_project`) the λ GPR's mean is::
 
-            ζ = 2:  y_μ = Σ_i z^λ_iμ · T_s · z⁰_i,   T_s = Σ_(c,ν) w_cν b^λ_cν ⊗ b⁰_c   (k_λ, k_0)
-            ζ = 1:  y_μ = Σ_i z^λ_iμ · T_s,          T_s = Σ_(c,ν) w_cν b^λ_cν          (k_λ,)
+            ζ = 2:  y_μ = Σ_i z^λ_iμ · T_s z⁰_i,   T_s = Σ_(c,ν) w_cν b^λ_cν ⊗ b⁰_c   (k_λ, k_0)
+            ζ = 1:  y_μ = Σ_i z^λ_iμ · t_s,        t_s = Σ_(c,ν) w_cν b^λ_cν          (k_λ,)
 
-        (for λ = 0, ``z^λ = z⁰``), scaled by ``y_scale / kernel_scale``. Exactly the kernel
-        prediction regrouped, at ``(2λ+1) k_λ k_0`` operations per atom instead of
-        ``(2λ+1)² M_s k_λ``: built once per fitted/loaded model."""
+        (for λ = 0, ``z^λ = z⁰``), scaled by ``y_scale / kernel_scale``. Regrouped on the full
+        normalised features ``x``: ζ = 2, λ > 0: ``y_μ = x^λ_iμ · (z⁰_i Q)`` with
+        ``Q = (P^λ T_s)ᵀ`` (k_0, F_λ); ζ = 2, λ = 0: ``y = z⁰_i · (z⁰_i T_s)`` with ``Q = T_s``;
+        ζ = 1: ``y_μ = x^λ_iμ · Q`` with ``Q = P^λ t_s`` (F_λ,). The same sum as the kernel
+        prediction, at about ``F_λ (k_0 + 2λ+1)`` operations per atom instead of
+        ``(2λ+1)² M_s k_λ``; built once per fitted/loaded model."""
         cache = self.__dict__.setdefault("_sparse_block_cache", {})  # emptied by fit and _set_state
         key = ("contracted", lam)
         if key not in cache:
@@ -446,32 +451,58 @@ class SAGPRModel(SharedExpansionMixin, Model):
             position[used] = np.arange(len(used))
             weights = self.gpr_[lam].weights.reshape(len(used), d) * (self.y_scale_[lam] / self.kernel_scale_[lam])
             out = []
-            for s, cols, b0, b in self._sparse_blocks(lam):
+            for s_index, (_, cols, b0, b) in enumerate(self._sparse_blocks(lam)):
                 w = weights[position[cols]]  # (m_s, d)
                 bl = b0[:, None, :] if lam == 0 else b.reshape(len(cols), d, -1)  # (m_s, d, k_λ)
+                projection = self.projections_[lam][s_index]  # (F_λ, k_λ)
                 if self.zeta == 1:
-                    t = np.einsum("cn,cnk->k", w, bl)
+                    q = projection @ np.einsum("cn,cnk->k", w, bl)
                 else:
                     t = np.einsum("cn,cnk,cj->kj", w, bl, b0, optimize=True)
-                out.append((s, np.ascontiguousarray(t)))
+                    q = t if lam == 0 else (projection @ t).T
+                out.append((s_index, np.ascontiguousarray(q)))
             cache[key] = out
         return cache[key]
 
-    def _predict_contracted(self, z: dict, species: np.ndarray, frame: np.ndarray, n_frames: int,
-                            lam: int) -> np.ndarray:
-        """The λ GPR's mean prediction (n_frames, 2λ+1) through :meth:`_contracted_weights`."""
-        d = 2 * lam + 1
-        per_atom = np.zeros((len(species), d))
-        for s, t in self._contracted_weights(lam):
+    def _species_groups(self, species: np.ndarray) -> list:
+        """(species index, rows) for every species of :attr:`species_` present in ``species``
+        (n,); rows is a slice when the atoms of that species are contiguous (no copies)."""
+        groups = []
+        for s_index, s in enumerate(self.species_):
             rows = np.flatnonzero(species == s)
             if len(rows) == 0:
                 continue
-            a = z[lam][rows].reshape(len(rows), d, -1)  # (r, d, k_λ)
-            if self.zeta == 1:
-                per_atom[rows] = a @ t
-            else:
-                per_atom[rows] = np.einsum("rnj,rj->rn", a @ t, z[0][rows])
-        return _sum_by_frame(per_atom, frame, n_frames)
+            if rows[-1] - rows[0] + 1 == len(rows):
+                rows = slice(int(rows[0]), int(rows[-1]) + 1)
+            groups.append((s_index, rows))
+        return groups
+
+    def _predict_contracted(self, raw: dict, species: np.ndarray, frame: np.ndarray, n_frames: int) -> dict:
+        """Every λ GPR's mean prediction ``{λ: (n_frames, 2λ+1)}`` from the normalised full
+        features ``raw`` (:meth:`_raw_features`) through :meth:`_contracted_weights`."""
+        groups = self._species_groups(species)
+        n = len(species)
+        z0 = {}
+        if self.zeta == 2:  # the projected invariant features, shared by every λ
+            for s_index, rows in groups:
+                z0[s_index] = raw[0][rows] @ self.projections_[0][s_index]
+        sph = {}
+        for lam in self._lambdas():
+            d = 2 * lam + 1
+            x = raw[lam] if lam else raw[0][:, None, :]  # (n, d, F_λ)
+            per_atom = np.zeros((n, d))
+            weights = dict(self._contracted_weights(lam))
+            for s_index, rows in groups:
+                q = weights[s_index]
+                if self.zeta == 1:
+                    per_atom[rows] = x[rows] @ q
+                elif lam == 0:
+                    per_atom[rows, 0] = np.einsum("rk,rk->r", z0[s_index] @ q, z0[s_index])
+                else:
+                    v = z0[s_index] @ q  # (r, F_λ)
+                    per_atom[rows] = np.matmul(x[rows], v[:, :, None])[:, :, 0]
+            sph[lam] = per_atom.sum(axis=0, keepdims=True) if n_frames == 1 else _sum_by_frame(per_atom, frame, n_frames)
+        return sph
 
     def _structure_kernel(self, z: dict, species, frame, n_frames: int, lam: int) -> np.ndarray:
         """K_xM (n_frames·(2λ+1), M·(2λ+1)), unscaled."""
@@ -633,17 +664,14 @@ class SAGPRModel(SharedExpansionMixin, Model):
     # ------------------------------------------------------------------------------------------
     # predict
     # ------------------------------------------------------------------------------------------
-    def predict_from_expansion(self, exp: Expansion, return_std: bool = False):
-        """Predictions (and std) from a precomputed expansion with this model's hypers."""
-        self._check_fitted()
-        species, frame, n = exp.centre_species, exp.centre_frame, exp.n_frames
-        z = self._project(self._raw_features(exp, shared=True), species)
+    def _predict_kernel(self, raw: dict, species: np.ndarray, frame: np.ndarray, n: int,
+                        return_std: bool) -> tuple[dict, dict]:
+        """Every λ GPR's mean ``{λ: (n, 2λ+1)}`` (scaled, no baseline) and, with ``return_std``,
+        posterior covariance ``{λ: (n, 2λ+1, 2λ+1)}``, through the kernel rows."""
+        z = self._project(raw, species)
         sph, cov = {}, {}
         for lam in self._lambdas():
             d = 2 * lam + 1
-            if not return_std and self.zeta in (1, 2):
-                sph[lam] = self._predict_contracted(z, species, frame, n, lam)
-                continue
             k = self._structure_kernel(z, species, frame, n, lam) / self.kernel_scale_[lam]
             gpr: ProjectedProcess = self.gpr_[lam]
             sph[lam] = (k @ gpr.weights).reshape(n, d) * self.y_scale_[lam]
@@ -657,6 +685,17 @@ class SAGPRModel(SharedExpansionMixin, Model):
                 # Nyström residual (PSD in exact arithmetic; variances are clipped at 0 below)
                 c += kaa - np.einsum("kna,knb->nab", u, u)
                 cov[lam] = c * self.signal_variance_[lam] * self.y_scale_[lam] ** 2
+        return sph, cov
+
+    def predict_from_expansion(self, exp: Expansion, return_std: bool = False):
+        """Predictions (and std) from a precomputed expansion with this model's hypers."""
+        self._check_fitted()
+        species, frame, n = exp.centre_species, exp.centre_frame, exp.n_frames
+        raw = self._raw_features(exp, shared=True)
+        if not return_std and self.zeta in (1, 2):
+            sph, cov = self._predict_contracted(raw, species, frame, n), {}
+        else:
+            sph, cov = self._predict_kernel(raw, species, frame, n, return_std)
         if 0 in sph:
             comp = self._composition(species, frame, n)
             sph[0] = sph[0] + (comp @ self.baseline_)[:, None]
