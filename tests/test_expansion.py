@@ -1,10 +1,12 @@
 """The dense spherical expansion equals featomic's TensorMap, read either way.
 
-``SphericalExpansion.compute`` reads featomic's blocks through metatensor's C API
+``SphericalExpansion(engine="featomic").compute`` reads featomic's blocks through metatensor's C API
 (:mod:`mdplugin.descriptors.raw_blocks`) and skips reading sample labels a block's size already
 determines. Both shortcuts are checked here against a reference built with metatensor's own Python
 operations (``keys_to_properties`` / ``keys_to_samples``), on systems where they could go wrong:
 atoms without neighbours of some species, several frames of different compositions, a periodic cell.
+(The tabulated engine, which "auto" uses for molecules, is compared with this path in
+``tests/test_tabulated_expansion.py``.)
 """
 
 from __future__ import annotations
@@ -86,7 +88,7 @@ def frames_and_species():
 @pytest.mark.parametrize("gradients", [False, True])
 def test_dense_expansion_equals_metatensor_reference(case, gradients):
     frames, species = frames_and_species()[case]
-    calc = SphericalExpansion(species, cutoff=4.5, max_radial=3, max_angular=3)
+    calc = SphericalExpansion(species, cutoff=4.5, max_radial=3, max_angular=3, engine="featomic")
     assert_equals_reference(calc, frames, gradients)
 
 
@@ -120,7 +122,7 @@ def test_scatter_plans_are_reused_only_where_they_fit():
     then the first again: every result equals metatensor's own dense reference."""
     cases = frames_and_species()
     dce, mixed = cases[0][0], cases[1][0]
-    calc = SphericalExpansion([1, 6, 8, 17], cutoff=4.5, max_radial=3, max_angular=3)
+    calc = SphericalExpansion([1, 6, 8, 17], cutoff=4.5, max_radial=3, max_angular=3, engine="featomic")
     moved = dce[0].copy()
     moved.rattle(0.05, seed=3)
     # the same block sizes, but a different H lacks a Cl neighbour: the plan must not be reused blindly

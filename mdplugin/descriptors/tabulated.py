@@ -1,0 +1,607 @@
+"""A dense numpy spherical expansion for molecules that reproduces featomic's numbers.
+
+For a few small molecules featomic's ``SphericalExpansion`` is dominated by per-call overhead
+(building a ``TensorMap`` of 45 blocks, then copying it into dense arrays), not by arithmetic.
+This engine computes the same dense :class:`~mdplugin.descriptors.expansion.Expansion` directly
+with vectorised numpy, for NON-periodic frames only.
+
+How it stays equal to featomic
+------------------------------
+A coefficient of centre ``i`` from neighbour ``j`` at ``d = r_j − r_i`` (``r = |d|``) is
+``f(r) · G_nl(r) · Y_lm(d / r)``, where ``f`` is the shifted-cosine cutoff function, ``G_nl`` the
+radial integral of the Gaussian density on the GTO basis and ``Y_lm`` featomic's real spherical
+harmonics (orthonormal, ``m = −l..l``, for ``l = 1`` the order ``(y, z, x)``).
+
+* ``G_nl`` is **tabulated from featomic itself**: featomic evaluates it as a cubic Hermite spline
+  on a uniform grid of ``10·2^k`` intervals of ``[0, cutoff]`` (refined by bisection until its
+  ``spline_accuracy``).  We run featomic once (per set of hyper-parameters, lazily, cached for
+  the process) on two-atom probes (centre at the origin, neighbour at ``(0, 0, r)``, step cutoff)
+  at the knots and mid-points of a uniform grid, refining it the same way until our own Hermite
+  spline predicts featomic's values at the mid-points to 1e-13 of the largest value: our grid then
+  refines featomic's, and a cubic Hermite spline through exact values and derivatives of a
+  piecewise cubic reproduces it exactly (to rounding).  The end intervals take their end-point data
+  from the cubic through two interior probes (featomic gives no gradient at ``r = 0`` and no pair
+  at ``r = cutoff``).
+* The centre's own Gaussian (featomic's ``center_atom_weight`` term: ``l = 0``, centre species
+  slot, no gradient) comes from a one-atom probe.
+* ``f`` and its derivative are featomic's formulas; pairs are ordered pairs ``i ≠ j`` of a frame with
+  ``|d|² < cutoff²`` (featomic's neighbour-list test), and the gradient pairs are those plus every
+  self pair ``(i, i)`` — exactly the set featomic reports.  ``dc_i/dr_i = −Σ_j dc_i/dr_j``.
+* ``Y_lm`` are real solid harmonics evaluated on the unit vector: all monomials of degree
+  ``≤ max_angular`` once, then one matrix product with a coefficient table (values and the three
+  derivative tables together).
+
+Agreement with featomic is ~1e-14 relative (``tests/test_tabulated_expansion.py``).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+
+__all__ = ["RadialTable", "TabulatedExpansion", "radial_table", "solid_harmonic_tables"]
+
+#: relative agreement (to the largest |G_l|) at which the probe grid is accepted as refining featomic's
+_GRID_TOLERANCE = 1e-13
+_MAX_REFINEMENTS = 10
+
+
+# --------------------------------------------------------------------------------------------
+# angular part: real solid harmonics as homogeneous polynomials
+# --------------------------------------------------------------------------------------------
+
+
+def _monomial_exponents(max_degree: int) -> np.ndarray:
+    """``(n_mono, 3)`` exponents (a, b, c) of x^a y^b z^c, every degree 0..max_degree."""
+    return np.array(
+        [(a, b, d - a - b) for d in range(max_degree + 1) for a in range(d, -1, -1) for b in range(d - a, -1, -1)],
+        dtype=np.int64,
+    ).reshape(-1, 3)
+
+
+def solid_harmonic_tables(max_angular: int) -> tuple[np.ndarray, np.ndarray]:
+    """Monomial exponents and coefficient tables of orthonormal real solid harmonics.
+
+    Returns ``(exponents, tables)``: ``exponents`` ``(n_mono, 3)``; ``tables`` ``(n_mono, 4, n_lm)``
+    with ``n_lm = (max_angular + 1)²`` columns ordered ``l = 0..L``, ``m = −l..l``: ``tables[:, 0]``
+    gives ``r^l Y_lm`` and ``tables[:, 1 + x]`` its derivative along ``x``, both as coefficients of
+    the monomials (``S = monomials @ tables[:, 0]``).  Helgaker, Jørgensen & Olsen, *Molecular
+    Electronic-Structure Theory*, eq. 6.4.47–6.4.50, times ``√((2l+1)/4π)``; the signs are
+    featomic's (checked by the tests).
+    """
+    exps = _monomial_exponents(max_angular)
+    where = {tuple(int(v) for v in e): k for k, e in enumerate(exps)}
+    n_lm = (max_angular + 1) ** 2
+    table = np.zeros((len(exps), n_lm))
+    for l in range(max_angular + 1):
+        norm_l = math.sqrt((2 * l + 1) / (4 * math.pi))
+        for m in range(-l, l + 1):
+            am = abs(m)
+            n_s = math.sqrt(2 * math.factorial(l + am) * math.factorial(l - am) / (2 if m == 0 else 1))
+            n_s /= 2**am * math.factorial(l)
+            twice_vm = 0 if m >= 0 else 1  # v runs over v_m, v_m + 1, ... with v_m = 0 or 1/2
+            for t in range((l - am) // 2 + 1):
+                for u in range(t + 1):
+                    twice_v = twice_vm
+                    while twice_v <= 2 * (math.floor(am / 2 - twice_vm / 2)) + twice_vm:
+                        sign = (-1) ** (t + (twice_v - twice_vm) // 2)
+                        c = sign * 0.25**t * math.comb(l, t) * math.comb(l - t, am + t) * math.comb(t, u) \
+                            * math.comb(am, twice_v)
+                        a = 2 * t + am - 2 * u - twice_v
+                        b = 2 * u + twice_v
+                        table[where[(a, b, l - 2 * t - am)], l * l + m + l] += norm_l * n_s * c
+                        twice_v += 2
+    tables = np.zeros((len(exps), 4, n_lm))
+    tables[:, 0] = table
+    for k, e in enumerate(exps):
+        for x in range(3):
+            if e[x] > 0:
+                lower = e.copy()
+                lower[x] -= 1
+                tables[where[tuple(int(v) for v in lower)], 1 + x] += e[x] * table[k]
+    return exps, tables
+
+
+# --------------------------------------------------------------------------------------------
+# radial part: featomic's splined radial integral, read back through probes
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RadialTable:
+    """Cubic pieces of ``G_nl(r)`` on ``n_intervals`` equal intervals of ``[0, cutoff]``.
+
+    Attributes
+    ----------
+    cutoff, smoothing_width : float
+        Å.
+    step : float
+        Interval length, Å.
+    coefficients : np.ndarray
+        ``(n_intervals, n_radial * (max_angular + 1), 4)``: on interval ``k``,
+        ``G(r) = Σ_q coefficients[k, :, q] t^q`` with ``t = r / step − k`` (n outer, l inner).
+    self_contribution : np.ndarray
+        ``(n_radial,)``: the centre's own ``l = 0`` coefficients (its species slot).
+    grid_error : float
+        Largest mid-point mismatch against featomic when the grid was accepted, relative to the
+        largest |G| of the same l.
+    value_and_derivative : np.ndarray
+        ``(4, 8)``: ``[1, t, t², t³] @ value_and_derivative``, reshaped ``(4, 2)``, are the weights
+        of the 4 coefficients for the value (column 0) and the derivative per Å (column 1).
+    """
+
+    cutoff: float
+    smoothing_width: float
+    step: float
+    coefficients: np.ndarray
+    self_contribution: np.ndarray
+    grid_error: float
+    value_and_derivative: np.ndarray
+
+    @property
+    def n_intervals(self) -> int:
+        return int(self.coefficients.shape[0])
+
+
+class _DropCloseAtomWarnings(logging.Filter):
+    """featomic warns about atoms closer than 0.03 Å: the probes near r = 0 are meant to be."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "very close to one another" not in record.getMessage()
+
+
+def _hermite(p0, m0, p1, m1, h: float, t):
+    """Cubic Hermite value and derivative (per unit r) at ``t`` (any real) from the end data."""
+    t2, t3 = t * t, t * t * t
+    value = (2 * t3 - 3 * t2 + 1) * p0 + (t3 - 2 * t2 + t) * h * m0 + (-2 * t3 + 3 * t2) * p1 + (t3 - t2) * h * m1
+    deriv = (6 * (t2 - t) * p0 + (3 * t2 - 4 * t + 1) * h * m0 - 6 * (t2 - t) * p1 + (3 * t2 - 2 * t) * h * m1) / h
+    return value, deriv
+
+
+def _probe(calculator, cutoff: float, radii: np.ndarray, max_angular: int, y_l0: np.ndarray
+           ) -> tuple[np.ndarray, np.ndarray]:
+    """featomic's ``G_nl(r)`` and ``G'_nl(r)`` at ``radii`` (all in (0, cutoff)): ``(len, L+1, n)`` each.
+
+    ONE featomic system holds every probe (an H at ``(k·s, 0, 0)`` and a C at ``(k·s, 0, r_k)``,
+    ``s`` = 2 × cutoff + 1 Å, so that no two probes see each other): a system per probe costs a
+    millisecond of featomic overhead each."""
+    from ase import Atoms
+
+    spacing = 2.0 * cutoff + 1.0
+    n = len(radii)
+    positions = np.zeros((2 * n, 3))
+    positions[0::2, 0] = positions[1::2, 0] = np.arange(n) * spacing
+    positions[1::2, 2] = radii
+    system = Atoms(numbers=np.tile([1, 6], n), positions=positions)
+    root = logging.getLogger()
+    quiet = _DropCloseAtomWarnings()
+    root.addFilter(quiet)
+    try:
+        tensor = calculator.compute([system], gradients=["positions"])
+    finally:
+        root.removeFilter(quiet)
+    values, derivs = [], []
+    for l in range(max_angular + 1):
+        block = tensor.block({"o3_lambda": l, "center_type": 1, "neighbor_type": 6})
+        samples = np.asarray(block.samples.values)  # (system, atom): atom 2k is probe k's centre
+        if samples.shape[0] != n or not np.array_equal(samples[:, 1], 2 * np.arange(n)):
+            raise RuntimeError("featomic probe: unexpected samples (a neighbour missing or extra)")
+        v = np.asarray(block.values)[:, l, :]  # m = 0 sits at index l
+        grad = block.gradient("positions")
+        gs = np.asarray(grad.samples.values)  # (sample, system, atom)
+        sel = gs[:, 2] % 2 == 1  # d / d(neighbour position)
+        d = np.zeros_like(v)
+        d[gs[sel, 0]] = np.asarray(grad.values)[sel][:, 2, l, :]  # z component, m = 0
+        values.append(v / y_l0[l])
+        derivs.append(d / y_l0[l])
+    return np.stack(values, axis=1), np.stack(derivs, axis=1)
+
+
+def _build_table(hypers: dict, max_angular: int, n_radial: int) -> RadialTable:
+    """Probe featomic on refining grids until our spline reproduces its spline (see module doc)."""
+    import copy
+
+    import featomic
+    from ase import Atoms
+
+    cutoff = float(hypers["cutoff"]["radius"])
+    smoothing = float(hypers["cutoff"]["smoothing"]["width"])
+    step_hypers = copy.deepcopy(hypers)
+    step_hypers["cutoff"]["smoothing"] = {"type": "Step"}
+    probe_calc = featomic.SphericalExpansion(**step_hypers)
+    _, tables = solid_harmonic_tables(max_angular)
+    # Y_l0 at z-hat: the coefficient of z^l in S_l0
+    exps = _monomial_exponents(max_angular)
+    y_l0 = np.array([
+        tables[np.flatnonzero((exps[:, 2] == l) & (exps[:, :2].sum(1) == 0))[0], 0, l * l + l]
+        for l in range(max_angular + 1)
+    ])
+
+    n = 40
+    knots_r = np.arange(1, n) * (cutoff / n)
+    kv, kd = _probe(probe_calc, cutoff, knots_r, max_angular, y_l0)
+    error = np.inf
+    for _ in range(_MAX_REFINEMENTS):
+        h = cutoff / n
+        mids_r = (np.arange(n) + 0.5) * h
+        mv, md = _probe(probe_calc, cutoff, mids_r, max_angular, y_l0)
+        # end-point data from the cubic through (h/2, h) and (cutoff − h, cutoff − h/2)
+        v0, d0 = _hermite(mv[0], md[0], kv[0], kd[0], h / 2, -1.0)
+        v_end, d_end = _hermite(kv[-1], kd[-1], mv[-1], md[-1], h / 2, 2.0)
+        pv = np.concatenate([v0[None], kv, v_end[None]])  # (n + 1, L+1, nr) at k·h
+        pd = np.concatenate([d0[None], kd, d_end[None]])
+        predicted, _ = _hermite(pv[:-1], pd[:-1], pv[1:], pd[1:], h, 0.5)
+        scale = np.maximum(np.abs(pv).max(axis=(0, 2)), 1e-300)[None, :, None]
+        error = float((np.abs(predicted - mv) / scale)[1:-1].max(initial=0.0))
+        if error <= _GRID_TOLERANCE:
+            break
+        # refine: the mid-points become knots
+        merged_v = np.empty((2 * n - 1,) + kv.shape[1:])
+        merged_d = np.empty_like(merged_v)
+        merged_v[1::2], merged_d[1::2] = kv, kd
+        merged_v[0::2], merged_d[0::2] = mv, md
+        kv, kd, n = merged_v, merged_d, 2 * n
+    h = cutoff / n
+    p0, m0, p1, m1 = pv[:-1], pd[:-1] * h, pv[1:], pd[1:] * h
+    coefficients = np.stack([p0, m0, -3 * p0 - 2 * m0 + 3 * p1 - m1, 2 * p0 + m0 - 2 * p1 + m1], axis=1)
+    coefficients = np.ascontiguousarray(coefficients.transpose(0, 3, 2, 1).reshape(n, n_radial * (max_angular + 1), 4))
+
+    # the centre's own density: one isolated atom, l = 0 block of its own species
+    real_calc = featomic.SphericalExpansion(**hypers)
+    alone = real_calc.compute([Atoms(numbers=[1], positions=[[0.0, 0.0, 0.0]])])
+    own = np.asarray(alone.block({"o3_lambda": 0, "center_type": 1, "neighbor_type": 1}).values)[0, 0, :].copy()
+    weights = np.zeros((4, 4, 2))  # [1, t, t², t³] @ weights -> (coefficient q, value | derivative)
+    weights[0, 0, 0] = weights[1, 1, 0] = weights[2, 2, 0] = weights[3, 3, 0] = 1.0
+    weights[0, 1, 1], weights[1, 2, 1], weights[2, 3, 1] = 1.0 / h, 2.0 / h, 3.0 / h
+    weights = weights.reshape(4, 8)
+    return RadialTable(cutoff=cutoff, smoothing_width=smoothing, step=h, coefficients=coefficients,
+                       self_contribution=own, grid_error=error, value_and_derivative=weights)
+
+
+_TABLES: dict = {}
+_TABLES_LOCK = threading.Lock()
+
+
+def radial_table(hypers: dict) -> RadialTable:
+    """The :class:`RadialTable` for featomic ``SphericalExpansion`` hyper-parameters ``hypers``
+    (tabulated on first use, then cached for the process)."""
+    basis = hypers["basis"]
+    max_angular, n_radial = int(basis["max_angular"]), int(basis["radial"]["max_radial"]) + 1
+    key = repr(sorted((k, repr(v)) for k, v in hypers.items()))
+    table = _TABLES.get(key)
+    if table is None:
+        with _TABLES_LOCK:
+            table = _TABLES.get(key)
+            if table is None:
+                table = _TABLES[key] = _build_table(hypers, max_angular, n_radial)
+    return table
+
+
+# --------------------------------------------------------------------------------------------
+# the expansion
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class _Angular:
+    exponents: np.ndarray  # (n_mono, 3)
+    tables: np.ndarray  # (n_mono, 4 * n_lm)
+    l_of_lm: np.ndarray  # (n_lm,)
+    q_positions: np.ndarray  # (7 * n_lm,): where [ûY (3), dY/dd (3), −Y] go in the (2(L+1), 4 n_lm) block
+
+    @staticmethod
+    def q_layout(l_of_lm: np.ndarray) -> np.ndarray:
+        """Flat positions in the ``((L+1)·2, 4·n_lm)`` per-pair matrix ``Q`` (row ``l'·2 + k``:
+        ``k = 0`` multiplies g, ``k = 1`` g'; column ``x·n_lm + lm``, ``x = 3`` the value) of the
+        7 rows of ``(ûY, dY/dd, −Y)``."""
+        n_lm = len(l_of_lm)
+        lm = np.arange(n_lm)
+        width = 4 * n_lm
+        uy = (2 * l_of_lm + 1)[None, :] * width + np.arange(3)[:, None] * n_lm + lm  # rows k = 1
+        dy = (2 * l_of_lm)[None, :] * width + np.arange(3)[:, None] * n_lm + lm  # rows k = 0
+        minus_y = (2 * l_of_lm) * width + 3 * n_lm + lm
+        return np.concatenate([uy.ravel(), dy.ravel(), minus_y])
+
+
+_ANGULAR: dict = {}
+
+
+def _angular(max_angular: int) -> _Angular:
+    got = _ANGULAR.get(max_angular)
+    if got is None:
+        exps, tables = solid_harmonic_tables(max_angular)
+        l_of_lm = np.repeat(np.arange(max_angular + 1), 2 * np.arange(max_angular + 1) + 1)
+        got = _ANGULAR[max_angular] = _Angular(exps, np.ascontiguousarray(tables.reshape(len(exps), -1)), l_of_lm,
+                                               _Angular.q_layout(l_of_lm))
+    return got
+
+
+_DENSE_SUM_LIMIT = 2_000_000
+
+
+def _segment_sum_matrix(key: np.ndarray, n_keys: int, value: float = 1.0):
+    """``(n_keys, len(key))`` matrix ``M`` with ``M[key[p], p] = value``, else 0: ``M @ X`` sums the
+    rows of ``X`` by key (dense for small batches, scipy CSR for large ones; ``np.add.reduceat``
+    and ``np.add.at`` are several times slower here)."""
+    n = len(key)
+    if n_keys * n <= _DENSE_SUM_LIMIT:
+        m = np.zeros((n_keys, n))
+        m[key, np.arange(n)] = value
+        return m
+    from scipy import sparse
+
+    order = np.argsort(key, kind="stable")
+    indptr = np.searchsorted(key[order], np.arange(n_keys + 1))
+    return sparse.csr_matrix((np.full(n, value), order, indptr), shape=(n_keys, n))
+
+
+def _neighbour_pairs(frames: Sequence, offsets: np.ndarray, cutoff: float
+                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """All ordered pairs ``i ≠ j`` within the cutoff (``|d|² < cutoff²``, featomic's test), sorted
+    by global ``(i, j)``.
+
+    Frames are grouped by atom count; per group one ``(F, N, N)`` distance step (no loop over
+    frames or atoms).  Returns ``(i, j, d, d2)``: global atom indices ``(n_pairs,)``, the vectors
+    ``d = r_j − r_i`` ``(n_pairs, 3)`` in Å and ``|d|²`` ``(n_pairs,)`` in Å²."""
+    cutoff2 = cutoff * cutoff
+    if len(frames) == 1:
+        groups = [(len(frames[0]), None)]
+    else:
+        sizes = offsets[1:] - offsets[:-1]
+        groups = [(int(size), np.flatnonzero(sizes == size)) for size in np.unique(sizes)]
+    parts = []
+    for size, members in groups:
+        if size < 2:
+            continue
+        if members is None:
+            pos = np.asarray(frames[0].positions, dtype=np.float64)[None]
+        else:
+            pos = np.stack([np.asarray(frames[int(k)].positions, dtype=np.float64) for k in members])
+        d = pos[:, None, :, :] - pos[:, :, None, :]  # d[f, i, j] = r_j − r_i
+        d2 = d[..., 0] * d[..., 0] + d[..., 1] * d[..., 1] + d[..., 2] * d[..., 2]
+        inside = d2 < cutoff2
+        diagonal = np.arange(size)
+        inside[:, diagonal, diagonal] = False
+        f, a, b = np.nonzero(inside)
+        base = offsets[0] if members is None else offsets[members][f]
+        parts.append((base + a, base + b, d[f, a, b], d2[f, a, b]))
+    if not parts:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros((0, 3)), np.zeros(0)
+    if len(parts) == 1:
+        return parts[0]
+    i, j, d, d2 = (np.concatenate([p[k] for p in parts]) for k in range(4))
+    order = np.argsort(i * int(offsets[-1]) + j, kind="stable")
+    return i[order], j[order], d[order], d2[order]
+
+
+class _Layout:
+    """Where the numbers go for one set of pairs (cached between MD steps of one molecule).
+
+    * ``summer @ X`` sums the rows of a per-pair ``X`` per (centre, neighbour species)
+      (``minus_summer``: the negative sums);
+    * ``values_source`` gathers the per-l value arrays from sums shaped ``(n_c, S, nr, n_lm)``;
+    * with gradients, ONE buffer holds ``[gradients | values | scratch]``: the per-pair block
+      ``(n_pairs, nr, 4, n_lm)`` (x, y, z gradient, then minus the value) is scattered by
+      ``pair_dest`` (its value part into the scratch), and the negative sums
+      ``(n_c, S, nr, 4, n_lm)`` by ``sum_dest`` (the self-pair gradients and the values);
+    * ``pairs`` ``(n_rows, 2)``: neighbour pairs and self pairs, sorted by (i, j).
+    """
+
+    def __init__(self, i, j, slot, n_centres: int, n_species: int, n_radial: int, l_of_lm: np.ndarray):
+        self.i, self.j, self.slot = i, j, slot
+        self.n_centres, self.n_species, self.n_radial = n_centres, n_species, n_radial
+        self.l_of_lm = l_of_lm
+        n_lm = len(l_of_lm)
+        self.summer = _segment_sum_matrix(i * n_species + slot[j], n_centres * n_species)
+        index = np.arange(n_centres * n_species * n_radial * n_lm).reshape(n_centres, n_species, n_radial, n_lm)
+        self.values_source = np.concatenate([
+            index[:, :, :, l * l : (l + 1) ** 2].transpose(0, 3, 1, 2).ravel() for l in range(l_of_lm[-1] + 1)
+        ])
+        self._gradient_part = None
+
+    def gradient_part(self) -> tuple:
+        """``(pairs, minus_summer, pair_dest, sum_dest, n_rows, buffer_size)`` (built on first use)."""
+        if self._gradient_part is None:
+            i, j, slot = self.i, self.j, self.slot
+            n_c, n_s, n_r, l_of_lm = self.n_centres, self.n_species, self.n_radial, self.l_of_lm
+            n_lm, n_pairs = len(l_of_lm), len(i)
+            n_rows = n_pairs + n_c
+            centres = np.arange(n_c)
+            row = np.arange(n_pairs) + i + (j > i)  # neighbour pairs among the self pairs, by (i, j)
+            self_row = np.searchsorted(i * n_c + j, centres * (n_c + 1)) + centres
+            pairs = np.empty((n_rows, 2), dtype=np.int64)
+            pairs[row, 0], pairs[row, 1] = i, j
+            pairs[self_row, 0] = pairs[self_row, 1] = centres
+            # regions: gradients per l (n_rows, 3, 2l+1, S, nr) at n_rows·3·S·nr·l²; values per l
+            # (n_c, 2l+1, S, nr) at values_start + n_c·S·nr·l²; scratch (n_pairs, nr, n_lm)
+            sr = n_s * n_r
+            values_start = n_rows * 3 * n_lm * sr
+            scratch_start = values_start + n_c * n_lm * sr
+            l2, m = l_of_lm * l_of_lm, np.arange(n_lm) - l_of_lm * l_of_lm
+            width = 2 * l_of_lm + 1
+            x3, radial = np.arange(3)[None, :, None], np.arange(n_r)[:, None, None]
+            # gradient entry of (row, x, lm, slot, n): everything but row and slot, (nr, 3, n_lm)
+            g_fixed = n_rows * 3 * sr * l2 + (x3 * width + m) * sr + radial
+            g_row = 3 * width * sr  # (n_lm,) per row
+            pair_dest = np.empty((n_pairs, n_r, 4, n_lm), dtype=np.int64)
+            pair_dest[:, :, :3, :] = (row[:, None] * g_row)[:, None, None, :] + g_fixed[None] \
+                + (slot[j] * n_r)[:, None, None, None]
+            pair_dest[:, :, 3, :] = scratch_start + np.arange(n_pairs * n_r * n_lm).reshape(n_pairs, n_r, n_lm)
+            sum_dest = np.empty((n_c, n_s, n_r, 4, n_lm), dtype=np.int64)
+            species_part = (np.arange(n_s) * n_r)[None, :, None, None, None]
+            sum_dest[:, :, :, :3, :] = (self_row[:, None] * g_row)[:, None, None, None, :] + g_fixed[None, None] \
+                + species_part
+            sum_dest[:, :, :, 3, :] = (values_start + n_c * sr * l2 + m * sr)[None, None, None, :] \
+                + (centres[:, None] * width * sr)[:, None, None, :] + radial[None, None, :, 0, :] \
+                + species_part[:, :, :, 0, :]
+            minus_summer = -self.summer
+            self._gradient_part = (pairs, minus_summer, pair_dest.ravel(), sum_dest.ravel(), n_rows,
+                                   scratch_start + n_pairs * n_r * n_lm)
+        return self._gradient_part
+
+
+class TabulatedExpansion:
+    """The dense spherical expansion of molecules, equal to featomic's (see the module doc).
+
+    Parameters
+    ----------
+    hypers : dict
+        featomic ``SphericalExpansion`` hyper-parameters (ShiftedCosine cutoff, Gaussian density,
+        TensorProduct GTO basis), as :meth:`SphericalExpansion.hypers` gives them.
+    species : sequence of int
+        Neighbour-species slots (atomic numbers; sorted here).
+
+    The radial table is built on the first :meth:`compute` (about 0.1 s plus importing featomic)
+    and shared by every instance with equal hypers.
+    """
+
+    _MAX_LAYOUTS = 16
+    _CACHED_PAIRS = 20_000  # layouts of larger batches are not kept
+
+    def __init__(self, hypers: dict, species: Sequence[int]):
+        self.hypers = hypers
+        self.species = np.asarray(sorted(int(z) for z in species), dtype=np.int64)
+        self.max_angular = int(hypers["basis"]["max_angular"])
+        self.n_radial = int(hypers["basis"]["radial"]["max_radial"]) + 1
+        self._table = None
+        self._layouts: dict = {}
+        lookup = np.full(int(self.species.max(initial=0)) + 1, -1, dtype=np.int64)
+        lookup[self.species] = np.arange(len(self.species))
+        self._lookup = lookup
+
+    @property
+    def table(self) -> RadialTable:
+        if self._table is None:
+            self._table = radial_table(self.hypers)
+        return self._table
+
+    def _layout(self, i, j, slot, n_centres: int) -> _Layout:
+        ang = _angular(self.max_angular)
+        if len(i) > self._CACHED_PAIRS:
+            return _Layout(i, j, slot, n_centres, len(self.species), self.n_radial, ang.l_of_lm)
+        key = (n_centres, i.tobytes(), j.tobytes(), slot.tobytes())
+        layout = self._layouts.get(key)
+        if layout is None:
+            if len(self._layouts) >= self._MAX_LAYOUTS:
+                self._layouts.clear()
+            layout = self._layouts[key] = _Layout(i, j, slot, n_centres, len(self.species), self.n_radial,
+                                                  ang.l_of_lm)
+        return layout
+
+    def compute(self, frames: Sequence, offsets: np.ndarray, centre_species: np.ndarray, gradients: bool
+                ) -> tuple[list, np.ndarray | None, list | None]:
+        """Dense expansion values (and pair gradients) of NON-periodic ``frames``.
+
+        Parameters
+        ----------
+        frames : ``ase.Atoms`` (cells and pbc ignored: molecules); every element in ``species``.
+        offsets : ``(n_frames + 1,)`` int, first global atom index of each frame.
+        centre_species : ``(n_centres,)`` int, atomic numbers of all atoms in order.
+        gradients : also compute position gradients.
+
+        Returns
+        -------
+        ``(values, pairs, gradient_values)`` in the layout of
+        :class:`~mdplugin.descriptors.expansion.Expansion`: ``values[l]`` ``(n_centres, 2l+1,
+        n_species * n_radial)``; ``pairs`` ``(n_pairs, 2)`` and ``gradient_values[l]`` ``(n_pairs,
+        3, 2l+1, n_species * n_radial)`` (``None`` without gradients).
+        """
+        table = self.table
+        ang = _angular(self.max_angular)
+        l_of_lm = ang.l_of_lm
+        n_l, n_lm, n_r, n_s = self.max_angular + 1, len(l_of_lm), self.n_radial, len(self.species)
+        n_centres = int(offsets[-1])
+        slot = self._lookup[centre_species]  # species slot of every atom
+
+        i, j, d, r2 = _neighbour_pairs(frames, offsets, table.cutoff)
+        n_pairs = len(i)
+        layout = self._layout(i, j, slot, n_centres)
+
+        # radial part: G and G' from the cubic pieces, (n_pairs, nr·(L+1), 2), in one product
+        r = np.sqrt(r2)
+        x = r * (1.0 / table.step)
+        k = x.astype(np.int64)
+        np.minimum(k, table.n_intervals - 1, out=k)
+        powers_t = np.empty((n_pairs, 4))
+        powers_t[:, 0] = 1.0
+        np.subtract(x, k, out=powers_t[:, 1])
+        np.multiply(powers_t[:, 1], powers_t[:, 1], out=powers_t[:, 2])
+        np.multiply(powers_t[:, 2], powers_t[:, 1], out=powers_t[:, 3])
+        n_k = 2 if gradients else 1
+        weights = (powers_t @ (table.value_and_derivative if gradients else table.value_and_derivative[:, ::2]))
+        weights = weights.reshape(n_pairs, 4, n_k)
+        gd = table.coefficients[k] @ weights  # (n_pairs, nr·(L+1), 1|2): G, G'
+        rc, width = table.cutoff, table.smoothing_width
+        smooth = r > rc - width
+        if smooth.any():  # shifted-cosine cutoff: g = f·G, g' = f'·G + f·G'
+            s = np.pi * (np.where(smooth, r, rc - width) - rc + width) / width
+            fc = np.where(smooth, 0.5 * (1.0 + np.cos(s)), 1.0)[:, None]
+            if gradients:
+                gd[:, :, 1] *= fc
+                gd[:, :, 1] += gd[:, :, 0] * np.where(smooth, -0.5 * np.pi * np.sin(s) / width, 0.0)[:, None]
+            gd[:, :, 0] *= fc
+
+        # angular part: unit vector, monomials, one product with [S, dS/dx, dS/dy, dS/dz]
+        tiny = r < 1e-6
+        if tiny.any():  # coincident atoms: featomic's direction, +z seen from the lower index
+            r = np.where(tiny, 1.0, r)
+            z = np.zeros((n_pairs, 3))
+            z[:, 2] = np.where(i < j, 1.0, -1.0)
+            u = np.where(tiny[:, None], z, d / r[:, None])
+        else:
+            u = d / r[:, None]
+        e = ang.exponents
+        powers = np.empty((3, n_pairs, n_l))
+        powers[:, :, 0] = 1.0
+        ut = u.T
+        for p in range(1, n_l):
+            np.multiply(powers[:, :, p - 1], ut, out=powers[:, :, p])
+        mono = powers[0][:, e[:, 0]] * powers[1][:, e[:, 1]] * powers[2][:, e[:, 2]]  # (n_pairs, n_mono)
+        sh = (mono @ (ang.tables if gradients else ang.tables[:, :n_lm])).reshape(n_pairs, -1, n_lm)
+        y = sh[:, 0]  # (n_pairs, n_lm)
+
+        if not gradients:
+            contrib = gd.reshape(n_pairs, n_r, n_l)[:, :, l_of_lm] * y[:, None, :]  # (n_pairs, nr, n_lm)
+            sums = layout.summer @ contrib.reshape(n_pairs, n_r * n_lm)  # (n_c·S, nr·n_lm)
+            sums.reshape(n_centres, n_s, n_r, n_lm)[np.arange(n_centres), slot, :, 0] += table.self_contribution
+            buffer = sums.ravel()[layout.values_source]
+            values, start = [], 0
+            for l in range(n_l):
+                size = n_centres * (2 * l + 1) * n_s * n_r
+                values.append(buffer[start : start + size].reshape(n_centres, 2 * l + 1, n_s * n_r))
+                start += size
+            return values, None, None
+
+        # per pair, (nr, 4, n_lm) = H (nr, (L+1)·2) @ Q ((L+1)·2, 4·n_lm): rows x, y, z of
+        # dc/dd = g' û Y + g (∇S(û) − l Y û) / r, then −c = −g Y (Q is zero off l' = l(lm))
+        a_blk = np.empty((n_pairs, 7, n_lm))
+        np.multiply(u[:, :, None], y[:, None, :], out=a_blk[:, 0:3])  # û Y (times g')
+        np.multiply(a_blk[:, 0:3], l_of_lm, out=a_blk[:, 3:6])
+        np.subtract(sh[:, 1:], a_blk[:, 3:6], out=a_blk[:, 3:6])
+        np.multiply(a_blk[:, 3:6], (1.0 / r)[:, None, None], out=a_blk[:, 3:6])  # dY/dd (times g)
+        np.negative(y, out=a_blk[:, 6])  # −Y (times g)
+        q = np.zeros((n_pairs, 2 * n_l * 4 * n_lm))
+        q[:, ang.q_positions] = a_blk.reshape(n_pairs, 7 * n_lm)
+        block = gd.reshape(n_pairs, n_r, 2 * n_l) @ q.reshape(n_pairs, 2 * n_l, 4 * n_lm)  # (n_pairs, nr, 4·n_lm)
+
+        pairs, minus_summer, pair_dest, sum_dest, n_rows, size = layout.gradient_part()
+        sums = minus_summer @ block.reshape(n_pairs, n_r * 4 * n_lm)  # (n_c·S, nr·4·n_lm)
+        sums.reshape(n_centres, n_s, n_r, 4 * n_lm)[np.arange(n_centres), slot, :, 3 * n_lm] += table.self_contribution
+        out = np.zeros(size)
+        out[pair_dest] = block.ravel()
+        out[sum_dest] = sums.ravel()
+        grads, values, start = [], [], 0
+        for l in range(n_l):
+            chunk = n_rows * 3 * (2 * l + 1) * n_s * n_r
+            grads.append(out[start : start + chunk].reshape(n_rows, 3, 2 * l + 1, n_s * n_r))
+            start += chunk
+        for l in range(n_l):
+            chunk = n_centres * (2 * l + 1) * n_s * n_r
+            values.append(out[start : start + chunk].reshape(n_centres, 2 * l + 1, n_s * n_r))
+            start += chunk
+        return values, pairs, grads
