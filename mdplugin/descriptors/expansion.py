@@ -36,6 +36,7 @@ untouched).
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -139,12 +140,21 @@ def _clean_frames(frames: Sequence) -> list:
     return out
 
 
-def frame_element_check(frames: Sequence, species: Sequence[int]) -> None:
-    """Raise :class:`DataError` naming the first element of ``frames`` not in ``species``."""
-    known = np.asarray(sorted(species))
-    numbers = np.concatenate([np.asarray(atoms.numbers) for atoms in frames]) if len(frames) else np.zeros(0, int)
+@functools.lru_cache(maxsize=64)
+def _known_elements(species: tuple) -> tuple[np.ndarray, np.ndarray]:
+    """Sorted ``species`` and a boolean lookup table over atomic numbers (built once per species set)."""
+    known = np.asarray(sorted(species), dtype=np.int64)
     lookup = np.zeros(max(256, int(known.max(initial=0)) + 1), dtype=bool)
     lookup[known] = True
+    return known, lookup
+
+
+def frame_element_check(frames: Sequence, species: Sequence[int], numbers: np.ndarray | None = None) -> None:
+    """Raise :class:`DataError` naming the first element of ``frames`` not in ``species``
+    (``numbers``: the atomic numbers of all frames concatenated, when the caller has them)."""
+    known, lookup = _known_elements(tuple(int(z) for z in species))
+    if numbers is None:
+        numbers = np.concatenate([np.asarray(atoms.numbers) for atoms in frames]) if len(frames) else np.zeros(0, int)
     if numbers.size == 0 or (numbers.min() >= 0 and numbers.max() < len(lookup) and lookup[numbers].all()):
         return  # every element known: one vectorised check (the per-frame loop below names the culprit)
     from ase.data import chemical_symbols
@@ -316,13 +326,13 @@ class SphericalExpansion:
         :attr:`engine`)."""
         if self.engine == "featomic":
             return False
-        return not any(bool(np.any(atoms.pbc)) for atoms in systems)
+        return not any(atoms.pbc.any() for atoms in systems)
 
     def _compute_tabulated(self, systems, offsets, centre_frame, centre_atom, centre_species,
                            gradients: bool) -> Expansion:
-        from .tabulated import TabulatedExpansion
-
         if self._tabulated is None:
+            from .tabulated import TabulatedExpansion
+
             self._tabulated = TabulatedExpansion(self.hypers(), self.species)
         values, pairs, grads = self._tabulated.compute(systems, offsets, centre_species, gradients)
         return Expansion(
@@ -348,20 +358,29 @@ class SphericalExpansion:
             raise DataError("no frames to compute features for")
         if self.engine not in self.ENGINES:
             raise ConfigError(f"engine must be one of {', '.join(self.ENGINES)}, not {self.engine!r}")
-        frame_element_check(frames, self.species)
-        systems = _clean_frames(frames)
+        if len(frames) == 1:
+            centre_species = np.array(frames[0].numbers, dtype=np.int64)
+        else:
+            centre_species = np.concatenate([np.asarray(a.numbers) for a in frames]).astype(np.int64)
+        frame_element_check(frames, self.species, centre_species)
+        if len(frames) == 1:  # an MD step: skip the batch bookkeeping
+            n_centres = len(centre_species)
+            offsets = np.array([0, n_centres], dtype=np.int64)
+            sizes = offsets[1:]
+            centre_frame = np.zeros(n_centres, dtype=np.int64)
+            centre_atom = np.arange(n_centres)
+        else:
+            sizes = np.fromiter((len(a) for a in frames), dtype=np.int64, count=len(frames))
+            offsets = np.zeros(len(frames) + 1, dtype=np.int64)
+            np.cumsum(sizes, out=offsets[1:])
+            n_centres = int(offsets[-1])
+            centre_frame = np.repeat(np.arange(len(frames)), sizes)
+            centre_atom = np.arange(n_centres) - offsets[centre_frame]
 
-        sizes = np.fromiter((len(a) for a in frames), dtype=np.int64, count=len(frames))
-        offsets = np.zeros(len(frames) + 1, dtype=np.int64)
-        np.cumsum(sizes, out=offsets[1:])
-        n_centres = int(offsets[-1])
-        centre_frame = np.repeat(np.arange(len(frames)), sizes)
-        centre_atom = np.arange(n_centres) - offsets[centre_frame]
-        centre_species = np.concatenate([np.asarray(a.numbers) for a in frames]).astype(
-            np.int64
-        )
-
-        if self._use_tabulated(systems):
+        # molecules (no periodic direction) need no cleaning for the tabulated engine
+        molecules = self.engine != "featomic" and not any(atoms.pbc.any() for atoms in frames)
+        systems = frames if molecules else _clean_frames(frames)
+        if molecules or self._use_tabulated(systems):
             return self._compute_tabulated(systems, offsets, centre_frame, centre_atom, centre_species, gradients)
 
         tensor = self.calculator.compute(

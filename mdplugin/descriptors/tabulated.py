@@ -289,23 +289,22 @@ def radial_table(hypers: dict) -> RadialTable:
 
 @dataclass
 class _Angular:
-    exponents: np.ndarray  # (n_mono, 3)
-    tables: np.ndarray  # (n_mono, 4 * n_lm)
-    l_of_lm: np.ndarray  # (n_lm,)
-    q_positions: np.ndarray  # (7 * n_lm,): where [ûY (3), dY/dd (3), −Y] go in the (2(L+1), 4 n_lm) block
+    """Monomial tables of the real spherical harmonics for one ``max_angular`` (L).
 
-    @staticmethod
-    def q_layout(l_of_lm: np.ndarray) -> np.ndarray:
-        """Flat positions in the ``((L+1)·2, 4·n_lm)`` per-pair matrix ``Q`` (row ``l'·2 + k``:
-        ``k = 0`` multiplies g, ``k = 1`` g'; column ``x·n_lm + lm``, ``x = 3`` the value) of the
-        7 rows of ``(ûY, dY/dd, −Y)``."""
-        n_lm = len(l_of_lm)
-        lm = np.arange(n_lm)
-        width = 4 * n_lm
-        uy = (2 * l_of_lm + 1)[None, :] * width + np.arange(3)[:, None] * n_lm + lm  # rows k = 1
-        dy = (2 * l_of_lm)[None, :] * width + np.arange(3)[:, None] * n_lm + lm  # rows k = 0
-        minus_y = (2 * l_of_lm) * width + 3 * n_lm + lm
-        return np.concatenate([uy.ravel(), dy.ravel(), minus_y])
+    ``exponents`` ``(n_mono, 3)``: every monomial of degree ≤ L + 1 (the first ``n_values`` are
+    those of degree ≤ L).  ``value_table`` ``(n_values, n_lm)``: monomials → ``Y_lm(û)``.
+    ``gradient_table`` ``(n_mono, 7·n_lm)``: monomials → ``[û_x Y (3 rows), ∂_x S − l Y û_x
+    (3 rows), −Y]`` at a unit vector ``û`` (``S = r^l Y``: ``∇_d Y(d/r) = (∂S − l Y û) / r``).
+    ``q_positions`` ``(7·n_lm,)``: where those go in the per-pair matrix ``Q`` (rows ``3 l' + k``,
+    ``k`` = 0 for g, 1 for g', 2 for g/r; columns ``x·n_lm + lm``, ``x = 3`` the value).
+    """
+
+    exponents: np.ndarray
+    n_values: int
+    value_table: np.ndarray
+    gradient_table: np.ndarray
+    l_of_lm: np.ndarray
+    q_positions: np.ndarray
 
 
 _ANGULAR: dict = {}
@@ -313,11 +312,33 @@ _ANGULAR: dict = {}
 
 def _angular(max_angular: int) -> _Angular:
     got = _ANGULAR.get(max_angular)
-    if got is None:
-        exps, tables = solid_harmonic_tables(max_angular)
-        l_of_lm = np.repeat(np.arange(max_angular + 1), 2 * np.arange(max_angular + 1) + 1)
-        got = _ANGULAR[max_angular] = _Angular(exps, np.ascontiguousarray(tables.reshape(len(exps), -1)), l_of_lm,
-                                               _Angular.q_layout(l_of_lm))
+    if got is not None:
+        return got
+    exps_l, tables = solid_harmonic_tables(max_angular)  # (n_values, 4, n_lm)
+    exps = _monomial_exponents(max_angular + 1)
+    where = {tuple(int(v) for v in e): k for k, e in enumerate(exps)}
+    n_values, n_lm = len(exps_l), tables.shape[2]
+    l_of_lm = np.repeat(np.arange(max_angular + 1), 2 * np.arange(max_angular + 1) + 1)
+    gradient_table = np.zeros((len(exps), 7, n_lm))
+    for k, e in enumerate(exps_l):
+        for x in range(3):
+            up = e.copy()
+            up[x] += 1
+            kx = where[tuple(int(v) for v in up)]
+            gradient_table[kx, x] += tables[k, 0]  # û_x Y
+            gradient_table[kx, 3 + x] -= l_of_lm * tables[k, 0]  # − l Y û_x
+            gradient_table[k, 3 + x] += tables[k, 1 + x]  # ∂_x S
+        gradient_table[k, 6] -= tables[k, 0]  # −Y
+    lm = np.arange(n_lm)
+    width = 4 * n_lm
+    q_positions = np.concatenate([
+        ((3 * l_of_lm + 1)[None, :] * width + np.arange(3)[:, None] * n_lm + lm).ravel(),  # û Y · g'
+        ((3 * l_of_lm + 2)[None, :] * width + np.arange(3)[:, None] * n_lm + lm).ravel(),  # (∂S − l Y û) · g/r
+        (3 * l_of_lm) * width + 3 * n_lm + lm,  # −Y · g
+    ])
+    got = _ANGULAR[max_angular] = _Angular(
+        exponents=exps, n_values=n_values, value_table=np.ascontiguousarray(tables[:, 0]),
+        gradient_table=gradient_table.reshape(len(exps), 7 * n_lm), l_of_lm=l_of_lm, q_positions=q_positions)
     return got
 
 
@@ -349,26 +370,32 @@ def _neighbour_pairs(frames: Sequence, offsets: np.ndarray, cutoff: float
     frames or atoms).  Returns ``(i, j, d, d2)``: global atom indices ``(n_pairs,)``, the vectors
     ``d = r_j − r_i`` ``(n_pairs, 3)`` in Å and ``|d|²`` ``(n_pairs,)`` in Å²."""
     cutoff2 = cutoff * cutoff
-    if len(frames) == 1:
-        groups = [(len(frames[0]), None)]
-    else:
-        sizes = offsets[1:] - offsets[:-1]
-        groups = [(int(size), np.flatnonzero(sizes == size)) for size in np.unique(sizes)]
+    if len(frames) == 1:  # an MD step: 2-D arrays, no frame axis
+        pos = np.asarray(frames[0].positions, dtype=np.float64)
+        size = len(pos)
+        d = pos[None, :, :] - pos[:, None, :]  # d[i, j] = r_j − r_i
+        dd = d * d
+        d2 = dd[:, :, 0] + dd[:, :, 1]
+        d2 += dd[:, :, 2]
+        d2.ravel()[:: size + 1] = np.inf
+        a, b = np.nonzero(d2 < cutoff2)
+        return a, b, d[a, b], d2[a, b]
+    sizes = offsets[1:] - offsets[:-1]
     parts = []
-    for size, members in groups:
+    for size in np.unique(sizes):
+        size = int(size)
         if size < 2:
             continue
-        if members is None:
-            pos = np.asarray(frames[0].positions, dtype=np.float64)[None]
-        else:
-            pos = np.stack([np.asarray(frames[int(k)].positions, dtype=np.float64) for k in members])
+        members = np.flatnonzero(sizes == size)
+        pos = np.stack([np.asarray(frames[int(k)].positions, dtype=np.float64) for k in members])
         d = pos[:, None, :, :] - pos[:, :, None, :]  # d[f, i, j] = r_j − r_i
-        d2 = d[..., 0] * d[..., 0] + d[..., 1] * d[..., 1] + d[..., 2] * d[..., 2]
-        inside = d2 < cutoff2
+        dd = d * d
+        d2 = dd[..., 0] + dd[..., 1]
+        d2 += dd[..., 2]
         diagonal = np.arange(size)
-        inside[:, diagonal, diagonal] = False
-        f, a, b = np.nonzero(inside)
-        base = offsets[0] if members is None else offsets[members][f]
+        d2[:, diagonal, diagonal] = np.inf
+        f, a, b = np.nonzero(d2 < cutoff2)
+        base = offsets[members][f]
         parts.append((base + a, base + b, d[f, a, b], d2[f, a, b]))
     if not parts:
         return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros((0, 3)), np.zeros(0)
@@ -384,7 +411,8 @@ class _Layout:
 
     * ``summer @ X`` sums the rows of a per-pair ``X`` per (centre, neighbour species)
       (``minus_summer``: the negative sums);
-    * ``values_source`` gathers the per-l value arrays from sums shaped ``(n_c, S, nr, n_lm)``;
+    * ``values_source`` gathers the per-l value arrays from sums shaped ``(nr, n_c, S, n_lm)``
+      and ``self_values`` ``(n_c·S·nr,)`` is the centres' own density in the l = 0 array;
     * with gradients, ONE buffer holds ``[gradients | values | scratch]``: the per-pair block
       ``(n_pairs, nr, 4, n_lm)`` (x, y, z gradient, then minus the value) is scattered by
       ``pair_dest`` (its value part into the scratch), and the negative sums
@@ -392,20 +420,25 @@ class _Layout:
     * ``pairs`` ``(n_rows, 2)``: neighbour pairs and self pairs, sorted by (i, j).
     """
 
-    def __init__(self, i, j, slot, n_centres: int, n_species: int, n_radial: int, l_of_lm: np.ndarray):
+    def __init__(self, i, j, slot, n_centres: int, n_species: int, n_radial: int, l_of_lm: np.ndarray,
+                 self_contribution: np.ndarray):
         self.i, self.j, self.slot = i, j, slot
         self.n_centres, self.n_species, self.n_radial = n_centres, n_species, n_radial
         self.l_of_lm = l_of_lm
         n_lm = len(l_of_lm)
         self.summer = _segment_sum_matrix(i * n_species + slot[j], n_centres * n_species)
-        index = np.arange(n_centres * n_species * n_radial * n_lm).reshape(n_centres, n_species, n_radial, n_lm)
+        index = np.arange(n_radial * n_centres * n_species * n_lm).reshape(n_radial, n_centres, n_species, n_lm)
         self.values_source = np.concatenate([
-            index[:, :, :, l * l : (l + 1) ** 2].transpose(0, 3, 1, 2).ravel() for l in range(l_of_lm[-1] + 1)
+            index[:, :, :, l * l : (l + 1) ** 2].transpose(1, 3, 2, 0).ravel() for l in range(l_of_lm[-1] + 1)
         ])
+        own = np.zeros((n_centres, n_species, n_radial))
+        own[np.arange(n_centres), slot, :] = self_contribution
+        self.self_values = own.ravel()
         self._gradient_part = None
 
     def gradient_part(self) -> tuple:
-        """``(pairs, minus_summer, pair_dest, sum_dest, n_rows, buffer_size)`` (built on first use)."""
+        """``(pairs, minus_summer, pair_dest, sum_dest, n_rows, values_start, buffer_size)`` (built on
+        first use)."""
         if self._gradient_part is None:
             i, j, slot = self.i, self.j, self.slot
             n_c, n_s, n_r, l_of_lm = self.n_centres, self.n_species, self.n_radial, self.l_of_lm
@@ -441,7 +474,7 @@ class _Layout:
                 + species_part[:, :, :, 0, :]
             minus_summer = -self.summer
             self._gradient_part = (pairs, minus_summer, pair_dest.ravel(), sum_dest.ravel(), n_rows,
-                                   scratch_start + n_pairs * n_r * n_lm)
+                                   values_start, scratch_start + n_pairs * n_r * n_lm)
         return self._gradient_part
 
 
@@ -469,6 +502,7 @@ class TabulatedExpansion:
         self.max_angular = int(hypers["basis"]["max_angular"])
         self.n_radial = int(hypers["basis"]["radial"]["max_radial"]) + 1
         self._table = None
+        self._weights = None
         self._layouts: dict = {}
         lookup = np.full(int(self.species.max(initial=0)) + 1, -1, dtype=np.int64)
         lookup[self.species] = np.arange(len(self.species))
@@ -477,20 +511,29 @@ class TabulatedExpansion:
     @property
     def table(self) -> RadialTable:
         if self._table is None:
-            self._table = radial_table(self.hypers)
+            table = radial_table(self.hypers)
+            # [1, t, t², t³, 1/r, t/r, t²/r, t³/r] @ weights -> (coefficient q, g | g' | g/r)
+            weights = np.zeros((8, 4, 3))
+            for q in range(4):
+                weights[q, q, 0] = 1.0
+                weights[4 + q, q, 2] = 1.0
+            for q in range(1, 4):
+                weights[q - 1, q, 1] = q / table.step
+            self._weights = weights.reshape(8, 12)
+            self._table = table
         return self._table
 
     def _layout(self, i, j, slot, n_centres: int) -> _Layout:
-        ang = _angular(self.max_angular)
+        l_of_lm = _angular(self.max_angular).l_of_lm
+        args = (i, j, slot, n_centres, len(self.species), self.n_radial, l_of_lm, self.table.self_contribution)
         if len(i) > self._CACHED_PAIRS:
-            return _Layout(i, j, slot, n_centres, len(self.species), self.n_radial, ang.l_of_lm)
+            return _Layout(*args)
         key = (n_centres, i.tobytes(), j.tobytes(), slot.tobytes())
         layout = self._layouts.get(key)
         if layout is None:
             if len(self._layouts) >= self._MAX_LAYOUTS:
                 self._layouts.clear()
-            layout = self._layouts[key] = _Layout(i, j, slot, n_centres, len(self.species), self.n_radial,
-                                                  ang.l_of_lm)
+            layout = self._layouts[key] = _Layout(*args)
         return layout
 
     def compute(self, frames: Sequence, offsets: np.ndarray, centre_species: np.ndarray, gradients: bool
@@ -522,54 +565,66 @@ class TabulatedExpansion:
         n_pairs = len(i)
         layout = self._layout(i, j, slot, n_centres)
 
-        # radial part: G and G' from the cubic pieces, (n_pairs, nr·(L+1), 2), in one product
+        # radial part: the cubic piece of each pair, [1, t, t², t³] (and / r)
         r = np.sqrt(r2)
+        tiny = r < 1e-6
+        if tiny.any():  # coincident atoms: featomic's direction, +z seen from the lower index
+            z = np.zeros((n_pairs, 3))
+            z[:, 2] = np.where(i < j, 1.0, -1.0)
+            r_safe = np.where(tiny, 1.0, r)
+            u = np.where(tiny[:, None], z, d / r_safe[:, None])
+        else:
+            r_safe = r
+            u = d / r[:, None]
         x = r * (1.0 / table.step)
         k = x.astype(np.int64)
         np.minimum(k, table.n_intervals - 1, out=k)
-        powers_t = np.empty((n_pairs, 4))
+        powers_t = np.empty((n_pairs, 8 if gradients else 4))
         powers_t[:, 0] = 1.0
         np.subtract(x, k, out=powers_t[:, 1])
         np.multiply(powers_t[:, 1], powers_t[:, 1], out=powers_t[:, 2])
         np.multiply(powers_t[:, 2], powers_t[:, 1], out=powers_t[:, 3])
-        n_k = 2 if gradients else 1
-        weights = (powers_t @ (table.value_and_derivative if gradients else table.value_and_derivative[:, ::2]))
-        weights = weights.reshape(n_pairs, 4, n_k)
-        gd = table.coefficients[k] @ weights  # (n_pairs, nr·(L+1), 1|2): G, G'
+        if gradients:
+            np.multiply(powers_t[:, :4], (1.0 / r_safe)[:, None], out=powers_t[:, 4:])
+            weights = (powers_t @ self._weights).reshape(n_pairs, 4, 3)
+        else:
+            weights = powers_t[:, :, None]
+        gd = table.coefficients[k] @ weights  # (n_pairs, nr·(L+1), 1|3): g, g', g/r
         rc, width = table.cutoff, table.smoothing_width
         smooth = r > rc - width
-        if smooth.any():  # shifted-cosine cutoff: g = f·G, g' = f'·G + f·G'
+        if smooth.any():  # shifted-cosine cutoff: f·G, f'·G + f·G', f·G/r
             s = np.pi * (np.where(smooth, r, rc - width) - rc + width) / width
             fc = np.where(smooth, 0.5 * (1.0 + np.cos(s)), 1.0)[:, None]
             if gradients:
                 gd[:, :, 1] *= fc
                 gd[:, :, 1] += gd[:, :, 0] * np.where(smooth, -0.5 * np.pi * np.sin(s) / width, 0.0)[:, None]
+                gd[:, :, 2] *= fc
             gd[:, :, 0] *= fc
 
-        # angular part: unit vector, monomials, one product with [S, dS/dx, dS/dy, dS/dz]
-        tiny = r < 1e-6
-        if tiny.any():  # coincident atoms: featomic's direction, +z seen from the lower index
-            r = np.where(tiny, 1.0, r)
-            z = np.zeros((n_pairs, 3))
-            z[:, 2] = np.where(i < j, 1.0, -1.0)
-            u = np.where(tiny[:, None], z, d / r[:, None])
-        else:
-            u = d / r[:, None]
-        e = ang.exponents
-        powers = np.empty((3, n_pairs, n_l))
+        # angular part: monomials of û (degree ≤ L, or L + 1 with gradients), one product with a table
+        n_mono = len(ang.exponents) if gradients else ang.n_values
+        e = ang.exponents[:n_mono]
+        top = n_l + 1 if gradients else n_l
+        powers = np.empty((3, n_pairs, top))
         powers[:, :, 0] = 1.0
         ut = u.T
-        for p in range(1, n_l):
+        for p in range(1, top):
             np.multiply(powers[:, :, p - 1], ut, out=powers[:, :, p])
-        mono = powers[0][:, e[:, 0]] * powers[1][:, e[:, 1]] * powers[2][:, e[:, 2]]  # (n_pairs, n_mono)
-        sh = (mono @ (ang.tables if gradients else ang.tables[:, :n_lm])).reshape(n_pairs, -1, n_lm)
-        y = sh[:, 0]  # (n_pairs, n_lm)
+        mono = powers[0][:, e[:, 0]]
+        mono *= powers[1][:, e[:, 1]]
+        mono *= powers[2][:, e[:, 2]]  # (n_pairs, n_mono)
 
         if not gradients:
-            contrib = gd.reshape(n_pairs, n_r, n_l)[:, :, l_of_lm] * y[:, None, :]  # (n_pairs, nr, n_lm)
-            sums = layout.summer @ contrib.reshape(n_pairs, n_r * n_lm)  # (n_c·S, nr·n_lm)
-            sums.reshape(n_centres, n_s, n_r, n_lm)[np.arange(n_centres), slot, :, 0] += table.self_contribution
+            y = mono @ ang.value_table  # (n_pairs, n_lm)
+            contrib = gd.reshape(n_pairs, n_r, n_l).transpose(1, 0, 2)[:, :, l_of_lm]  # (nr, n_pairs, n_lm)
+            contrib *= y
+            if isinstance(layout.summer, np.ndarray):
+                sums = layout.summer @ contrib  # (nr, n_c·S, n_lm)
+            else:
+                sums = (layout.summer @ contrib.transpose(1, 0, 2).reshape(n_pairs, n_r * n_lm))
+                sums = sums.reshape(n_centres * n_s, n_r, n_lm).transpose(1, 0, 2)
             buffer = sums.ravel()[layout.values_source]
+            buffer[: n_centres * n_s * n_r] += layout.self_values
             values, start = [], 0
             for l in range(n_l):
                 size = n_centres * (2 * l + 1) * n_s * n_r
@@ -577,24 +632,18 @@ class TabulatedExpansion:
                 start += size
             return values, None, None
 
-        # per pair, (nr, 4, n_lm) = H (nr, (L+1)·2) @ Q ((L+1)·2, 4·n_lm): rows x, y, z of
-        # dc/dd = g' û Y + g (∇S(û) − l Y û) / r, then −c = −g Y (Q is zero off l' = l(lm))
-        a_blk = np.empty((n_pairs, 7, n_lm))
-        np.multiply(u[:, :, None], y[:, None, :], out=a_blk[:, 0:3])  # û Y (times g')
-        np.multiply(a_blk[:, 0:3], l_of_lm, out=a_blk[:, 3:6])
-        np.subtract(sh[:, 1:], a_blk[:, 3:6], out=a_blk[:, 3:6])
-        np.multiply(a_blk[:, 3:6], (1.0 / r)[:, None, None], out=a_blk[:, 3:6])  # dY/dd (times g)
-        np.negative(y, out=a_blk[:, 6])  # −Y (times g)
-        q = np.zeros((n_pairs, 2 * n_l * 4 * n_lm))
-        q[:, ang.q_positions] = a_blk.reshape(n_pairs, 7 * n_lm)
-        block = gd.reshape(n_pairs, n_r, 2 * n_l) @ q.reshape(n_pairs, 2 * n_l, 4 * n_lm)  # (n_pairs, nr, 4·n_lm)
+        # per pair, (nr, 4, n_lm) = H (nr, 3(L+1)) @ Q (3(L+1), 4·n_lm): rows x, y, z of
+        # dc/dd = g' û Y + (g / r) (∂S − l Y û), then −c = −g Y (Q is zero off l' = l(lm))
+        q = np.zeros((n_pairs, 3 * n_l * 4 * n_lm))
+        q[:, ang.q_positions] = mono @ ang.gradient_table
+        block = gd.reshape(n_pairs, n_r, 3 * n_l) @ q.reshape(n_pairs, 3 * n_l, 4 * n_lm)  # (n_pairs, nr, 4·n_lm)
 
-        pairs, minus_summer, pair_dest, sum_dest, n_rows, size = layout.gradient_part()
+        pairs, minus_summer, pair_dest, sum_dest, n_rows, values_start, size = layout.gradient_part()
         sums = minus_summer @ block.reshape(n_pairs, n_r * 4 * n_lm)  # (n_c·S, nr·4·n_lm)
-        sums.reshape(n_centres, n_s, n_r, 4 * n_lm)[np.arange(n_centres), slot, :, 3 * n_lm] += table.self_contribution
         out = np.zeros(size)
         out[pair_dest] = block.ravel()
         out[sum_dest] = sums.ravel()
+        out[values_start : values_start + n_centres * n_s * n_r] += layout.self_values
         grads, values, start = [], [], 0
         for l in range(n_l):
             chunk = n_rows * 3 * (2 * l + 1) * n_s * n_r
