@@ -46,6 +46,8 @@ __all__ = [
     "OrderedSum",
     "TreeSum",
     "max_rss_mib",
+    "PhaseTimer",
+    "wait_quietly",
 ]
 
 
@@ -115,6 +117,7 @@ def allgather_blocks(comm: Any, parts: Sequence) -> list:
     :func:`local_blocks`). Serial: ``list(parts)`` (the same objects, no copy)."""
     if comm.size == 1:
         return list(parts)
+    wait_quietly(comm)
     out: list = []
     for chunk in comm.allgather(list(parts)):
         out.extend(chunk)
@@ -134,10 +137,68 @@ def sum_over_ranks(comm: Any, value):
     return recv
 
 
+def wait_quietly(comm: Any) -> None:
+    """Wait, sleeping, until every rank of ``comm`` has called this (a nonblocking barrier
+    polled with short sleeps). Called before the collectives where one rank can wait long for
+    another (shared factorisations, the ordered sums, the gathers after uneven work): MPICH
+    busy-polls inside a blocking call, so without it a waiting rank burns its core (CPU time that
+    other jobs on a shared node lose) until the slower rank arrives. No-op on one rank or without
+    ``Ibarrier``."""
+    if comm.size == 1 or not hasattr(comm, "Ibarrier"):
+        return
+    request = comm.Ibarrier()
+    pause = 1e-5
+    while not request.Test():
+        time.sleep(pause)
+        pause = min(2.0 * pause, 1e-3)
+
+
 def max_rss_mib() -> float:
     """Peak resident memory of this process in MiB (``getrusage``; kB on Linux, bytes on macOS)."""
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return rss / (1024.0 * 1024.0) if sys.platform == "darwin" else rss / 1024.0
+
+
+class PhaseTimer:
+    """CPU and wall time of the phases of a fit on this rank (for finding waits and imbalance).
+
+    Enabled by the environment variable ``MDPLUGIN_FIT_TIMES`` (any non-empty value; otherwise
+    every call is a no-op): ``timer("phase")`` closes the phase that started at the previous call
+    (or at construction) and :meth:`report` prints one line per phase to stderr::
+
+        fit-times <label> rank r/P <phase> cpu <s> wall <s> faults <minor page faults>
+
+    Phases with the same name add up. CPU time is ``time.process_time`` (user + system): a rank
+    that waits in a blocking MPI call (MPICH busy-polls) shows cpu ≈ wall there, a rank that is
+    descheduled by other jobs shows wall > cpu.
+    """
+
+    def __init__(self, comm: Any, label: str = "fit"):
+        self.enabled = bool(os.environ.get("MDPLUGIN_FIT_TIMES"))
+        self.rank, self.size, self.label = int(comm.rank), int(comm.size), label
+        self.phases: dict[str, list[float]] = {}
+        self._last = self._now() if self.enabled else None
+
+    @staticmethod
+    def _now() -> tuple[float, float, float]:
+        return time.process_time(), time.perf_counter(), float(resource.getrusage(resource.RUSAGE_SELF).ru_minflt)
+
+    def __call__(self, phase: str) -> None:
+        if not self.enabled:
+            return
+        now = self._now()
+        got = self.phases.setdefault(phase, [0.0, 0.0, 0.0])
+        for i in range(3):
+            got[i] += now[i] - self._last[i]
+        self._last = now
+
+    def report(self) -> None:
+        if not self.enabled:
+            return
+        total = [sum(v[i] for v in self.phases.values()) for i in range(3)]
+        for phase, (cpu, wall, faults) in [*self.phases.items(), ("total", total)]:
+            print(f"fit-times {self.label} rank {self.rank}/{self.size} {phase:<24} cpu {cpu:7.2f} "
+                  f"wall {wall:7.2f} faults {faults:9.0f}", file=sys.stderr, flush=True)
 
 
 def gather_rows(comm: Any, arrays: dict, index: np.ndarray, offset: int, n_local: int, root: int | None = None):
@@ -154,6 +215,7 @@ def gather_rows(comm: Any, arrays: dict, index: np.ndarray, offset: int, n_local
         return {key: a[index - offset] for key, a in arrays.items()}
     mine = np.flatnonzero((index >= offset) & (index < offset + n_local))
     piece = (mine, {key: a[index[mine] - offset] for key, a in arrays.items()}) if len(mine) else None
+    wait_quietly(comm)
     pieces = comm.allgather(piece) if root is None else comm.gather(piece, root=root)
     if pieces is None:
         return None
@@ -182,9 +244,10 @@ def allgather_array(comm: Any, values: np.ndarray) -> np.ndarray:
     """Every rank's float array ``values`` (same shape on every rank): (size, *shape).
 
     For frequent small exchanges (a step of the distributed farthest-point sampling): a
-    nonblocking ``Iallgather`` polled with ``sched_yield``, so a rank that waits for a slower one
-    leaves its core to other processes instead of spinning in MPI (MPICH busy-polls in blocking
-    calls, which on a loaded machine turns every wait for a descheduled rank into CPU time).
+    nonblocking ``Iallgather`` polled with a few ``sched_yield`` then short sleeps (≤ 0.2 ms), so a
+    rank that waits for a slower one leaves its core to other processes instead of spinning in
+    MPI (MPICH busy-polls in blocking calls, which on a loaded machine turns every wait for a
+    descheduled rank into CPU time).
     Serial: ``values[None]``.
     """
     send = np.ascontiguousarray(values, dtype=float)
@@ -192,9 +255,15 @@ def allgather_array(comm: Any, values: np.ndarray) -> np.ndarray:
         return send[None]
     recv = np.empty((comm.size,) + send.shape)
     request = comm.Iallgather(send, recv)
-    pause = getattr(os, "sched_yield", None) or (lambda: time.sleep(0))
+    yield_core = getattr(os, "sched_yield", None) or (lambda: time.sleep(0))
+    polls, pause = 0, 2e-5
     while not request.Test():
-        pause()
+        if polls < 16:  # the other ranks are usually microseconds away: yield a few times,
+            yield_core()
+            polls += 1
+        else:  # then sleep (an idle core's sched_yield returns at once: spinning CPU time)
+            time.sleep(pause)
+            pause = min(2.0 * pause, 2e-4)
     return recv
 
 
@@ -234,6 +303,7 @@ def share_tasks(comm: Any, costs: Sequence[float], run: Callable[[int], Any]) ->
         else:
             light[i] = value
     out: list = [None] * len(costs)
+    wait_quietly(comm)
     for part in comm.allgather(light):
         for i, value in part.items():
             out[i] = value
@@ -359,6 +429,7 @@ class TreeSum:
         """The sum (collective: every rank must call it); a 0-d array for scalar sums."""
         comm = self.comm
         if comm.size > 1:
+            wait_quietly(comm)
             if comm.rank == 0:
                 for source in range(1, comm.size):
                     for lo, hi in comm.recv(source=source, tag=7302):

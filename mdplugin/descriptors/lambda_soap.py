@@ -222,6 +222,7 @@ def lambda_soap(
     fold: bool = True,
     chunk_size: int = 64,
     n_threads: int | None = None,
+    out: dict | None = None,
 ) -> dict[int, np.ndarray]:
     """λ-SOAP features (σ = +1) for every centre of ``expansion``.
 
@@ -229,16 +230,19 @@ def lambda_soap(
     :func:`feature_labels`.  Vectorised over centres (one GEMM and one batched matmul per
     (l1, l2) pair), in cache-sized chunks of ``chunk_size`` centres spread over
     ``n_threads`` threads (default: ``$OMP_NUM_THREADS`` if set, else the number of CPUs; numpy
-    releases the GIL).
+    releases the GIL). ``out``: optional ``{λ: float64 array of that shape}`` to write into
+    (e.g. a slice of a larger array: no new arrays); returned.
     """
     lambdas = tuple(sorted(set(int(x) for x in lambdas)))
     lmax = expansion.max_angular
     n = expansion.n_centres
     n_prop = expansion.values[0].shape[-1]
     plan = _coupling_plan(lambdas, lmax, n_prop, fold)
-    out = {
-        lam: np.empty((n, 2 * lam + 1, n_features(lam, lmax, n_prop, fold))) for lam in lambdas
-    }
+    shapes = {lam: (n, 2 * lam + 1, n_features(lam, lmax, n_prop, fold)) for lam in lambdas}
+    if out is None:
+        out = {lam: np.empty(shape) for lam, shape in shapes.items()}
+    elif any(out[lam].shape != shape or out[lam].dtype != np.float64 for lam, shape in shapes.items()):
+        raise ValueError(f"lambda_soap: out must hold float64 arrays of shapes {shapes}")
     slices = list(_chunks(n, chunk_size))
     if n_threads is None:
         n_threads = _default_threads()

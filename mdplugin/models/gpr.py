@@ -338,6 +338,22 @@ def _regularised_system(a: np.ndarray, k_mm: np.ndarray, regularizer: float) -> 
     return system
 
 
+def held_out_weights(
+    a: np.ndarray, b: np.ndarray, k_mm: np.ndarray, regularizer: float, jitter: float = 1e-10
+) -> np.ndarray | None:
+    """Weights ``(a + λ k_mm)⁻¹ b`` (m,) of the normal equations ``a`` (m, m), ``b`` (m,) (e.g.
+    without held-out rows, to score ``λ`` on them), or ``None`` when the system is not positive
+    definite even with jitter. One Cholesky factorisation; ``λ`` > 0 (else ``ValueError``)."""
+    regularizer = float(regularizer)
+    if not regularizer > 0:
+        raise ValueError(f"regularizer must be > 0, got {regularizer}")
+    try:
+        factor = _stable_cholesky(_regularised_system(a, k_mm, regularizer), jitter)
+    except np.linalg.LinAlgError:
+        return None
+    return cho_solve((factor, True), b, check_finite=False)
+
+
 def held_out_errors(
     a: np.ndarray,
     b: np.ndarray,
@@ -357,13 +373,7 @@ def held_out_errors(
     """
     errors = {}
     for reg in regularizers:
-        reg = float(reg)
-        if not reg > 0:
-            raise ValueError(f"regularizer must be > 0, got {reg}")
-        try:
-            factor = _stable_cholesky(_regularised_system(a, k_mm, reg), jitter)
-        except np.linalg.LinAlgError:
-            continue
-        w = cho_solve((factor, True), b, check_finite=False)
-        errors[reg] = float(np.mean((k_val @ w - y_val) ** 2))
+        w = held_out_weights(a, b, k_mm, reg, jitter)
+        if w is not None:
+            errors[float(reg)] = float(np.mean((k_val @ w - y_val) ** 2))
     return errors

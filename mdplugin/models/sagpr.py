@@ -49,7 +49,7 @@ from ase import Atoms
 from scipy.linalg import solve_triangular
 
 from ..descriptors.expansion import Expansion, SphericalExpansion
-from ..descriptors.lambda_soap import lambda_soap, shared_lambda_soap
+from ..descriptors.lambda_soap import lambda_soap, n_features, shared_lambda_soap
 from ..errors import ConfigError, DataError
 from ..tensors import (
     L0_BASIS,
@@ -60,6 +60,7 @@ from ..tensors import (
     vector_to_spherical,
 )
 from ..parallel import (
+    PhaseTimer,
     TreeSum,
     allgather_blocks,
     assign_tasks,
@@ -76,18 +77,41 @@ from .gpr import (
     _stable_cholesky,
     distributed_farthest_point_sampling_groups,
     factor_sparse_kernel,
-    held_out_errors,
+    held_out_weights,
     solve_projected_process_factored,
 )
 
 __all__ = ["SAGPRModel"]
 
 
-def _normalise_rows(x: np.ndarray) -> np.ndarray:
-    """Divide every centre's features (n, ...) by their Frobenius norm."""
+def _normalise_rows(x: np.ndarray, in_place: bool = False) -> np.ndarray:
+    """Divide every centre's features (n, ...) by their Frobenius norm: a new array, or ``x``
+    itself with ``in_place`` (then in cache-sized runs of rows, read from memory once)."""
     flat = x.reshape(len(x), -1)
-    norms = np.sqrt(np.einsum("ij,ij->i", flat, flat))
-    return x / np.maximum(norms, 1e-300).reshape((-1,) + (1,) * (x.ndim - 1))
+    if not in_place:
+        norms = np.sqrt(np.einsum("ij,ij->i", flat, flat))
+        return x / np.maximum(norms, 1e-300).reshape((-1,) + (1,) * (x.ndim - 1))
+    if not np.shares_memory(flat, x):
+        raise ValueError("in-place normalisation needs rows that are contiguous in memory")
+    step = max(1, (1 << 19) // max(flat.shape[1] * flat.itemsize, 1))
+    for start in range(0, len(flat), step):
+        rows = flat[start : start + step]
+        norms = np.sqrt(np.einsum("ij,ij->i", rows, rows))
+        rows /= np.maximum(norms, 1e-300)[:, None]
+    return x
+
+
+def _project_rows(x: np.ndarray, rows: np.ndarray, basis: np.ndarray, out: np.ndarray) -> None:
+    """``out[rows] = x[rows] @ basis`` over the last axis, for ``x`` (n, ..., F), ``basis`` (F, k),
+    ``out`` (n, ..., k), in runs of rows that fit in a core's cache (the gathered rows are read
+    back from cache by the product, not from memory). The runs depend only on ``rows``."""
+    width = int(np.prod(x.shape[1:-1], dtype=int))
+    step = max(1, (1 << 20) // max(width * x.shape[-1] * x.itemsize, 1))
+    buf = np.empty((min(step, len(rows)),) + x.shape[1:])
+    for start in range(0, len(rows), step):
+        r = rows[start : start + step]
+        xs = np.take(x, r, axis=0, out=buf[: len(r)])
+        out[r] = (xs.reshape(-1, x.shape[-1]) @ basis).reshape((len(r),) + out.shape[1:])
 
 
 def _frame_groups(frame: np.ndarray, n_frames: int) -> tuple[np.ndarray, np.ndarray]:
@@ -217,37 +241,57 @@ class SAGPRModel(SharedExpansionMixin, Model):
         value = {0: self.regularizer_l0, 1: self.regularizer_l1, 2: self.regularizer_l2}[lam]
         return None if value is None else float(value)
 
-    def _solve(self, a_mat, b_vec, kmm, k_val, y_val, reg, comm=None) -> tuple[ProjectedProcess, float]:
-        """The λ GPR (and its regulariser) from the summed normal equations ``a_mat`` (m, m),
-        ``b_vec`` (m,) and the symmetric scaled ``kmm`` (m, m).
+    def _solve(self, a_fit, b_fit, kmm, reg, comm=None, held_out=None, timer=None) -> tuple[ProjectedProcess, float]:
+        """The λ GPR (and its regulariser) from the summed normal equations ``a_fit`` (m, m),
+        ``b_fit`` (m,) and the symmetric scaled ``kmm`` (m, m).
 
-        ``reg`` None: chosen by the RMSE on the held-out rows ``k_val`` (v, m), ``y_val`` (v,),
-        fitted on the normal equations without them: every value of ``regularizer_grid``, then the
-        geometric midpoints between the best one and its neighbours in the grid; then refitted on
-        all rows. ``k_val`` None: no held-out rows (``reg`` or 1e-4 is used as given).
+        ``held_out`` None: ``a_fit``, ``b_fit`` hold every row and ``reg`` (or 1e-4) is used as
+        given. Otherwise ``(a_val, b_val, blocks, n_val)``: the normal equations of the held-out
+        rows (every rank), this rank's held-out kernel rows and targets ``[(k_val (v_b, m),
+        y_val (v_b,))]`` one pair per local block in block order, and the number of held-out
+        rows of all ranks; ``a_fit``, ``b_fit`` then hold the other rows. ``reg`` None: chosen
+        by the RMSE on the held-out rows of the fits without them: every value of
+        ``regularizer_grid``, then the geometric midpoints between the best one and its
+        neighbours in the grid; then refitted on all rows (``a_fit`` is overwritten by
+        ``a_fit + a_val``).
 
         With an MPI ``comm`` the Cholesky factorisations are shared among the ranks
         (:func:`~mdplugin.parallel.share_tasks`): the grid candidates together with ``K_MM``'s
-        factor, then the midpoints; every rank then solves the final system. Each is the
-        computation a serial fit does, so the model is the serial one.
+        factor, then the midpoints; every rank then solves the final system. The held-out errors
+        are summed block by block, each block's on the rank that holds its rows (the held-out
+        rows never travel). Each is the computation a serial fit does, so the model is the
+        serial one.
         """
         comm = resolve_comm(comm)
+        timer = timer or (lambda phase: None)
         jitter = self.jitter
-        if k_val is None:
+        if held_out is None:
             reg = 1e-4 if reg is None else float(reg)
             # K_MM's factor (for the variance) and the final system are independent
             kmm_factor, gpr = share_tasks(
                 comm, [1.0, 1.0],
                 lambda t: _stable_cholesky(kmm, jitter) if t == 0
-                else solve_projected_process_factored(a_mat, b_vec, kmm, None, reg, jitter),
+                else solve_projected_process_factored(a_fit, b_fit, kmm, None, reg, jitter),
             )
             gpr.kmm_factor = kmm_factor
+            timer("solve")
             return gpr, reg
-        a_fit = a_mat - k_val.T @ k_val  # replicated: sharing it by column blocks cost more than it saved
-        b_fit = b_vec - k_val.T @ y_val
+        a_val, b_val, blocks, n_val = held_out
 
-        def error(value: float) -> float | None:
-            return held_out_errors(a_fit, b_fit, kmm, k_val, y_val, [value], jitter).get(value)
+        def scores(values: list, weights: list) -> dict:
+            """Mean squared held-out error of each candidate (None: no positive-definite system)."""
+            ok = [i for i, w in enumerate(weights) if w is not None]
+            if not ok:
+                return {value: None for value in values}
+            w = np.stack([weights[i] for i in ok], axis=1)  # (m, candidates)
+            # per block, on the rank that holds it; summed in block order (any number of ranks)
+            sse = allgather_blocks(comm, [np.sum((kv @ w - yv[:, None]) ** 2, axis=0) for kv, yv in blocks])
+            total = np.zeros(len(ok))
+            for part in sse:
+                total += part
+            out = {value: None for value in values}
+            out.update({values[i]: float(total[j] / max(n_val, 1)) for j, i in enumerate(ok)})
+            return out
 
         def best_of(errors: dict) -> float | None:
             best, best_err = None, np.inf
@@ -263,17 +307,25 @@ class SAGPRModel(SharedExpansionMixin, Model):
         # one round: every grid candidate and K_MM's factor (all the size of one factorisation)
         done = share_tasks(
             comm, [1.0] * (len(grid) + 1),
-            lambda t: error(grid[t]) if t < len(grid) else _stable_cholesky(kmm, jitter),
+            lambda t: held_out_weights(a_fit, b_fit, kmm, grid[t], jitter) if t < len(grid)
+            else _stable_cholesky(kmm, jitter),
         )
-        errors, kmm_factor = dict(zip(grid, done[:-1])), done[-1]
+        kmm_factor = done[-1]
+        errors = scores(grid, done[:-1])
+        timer("regulariser grid")
         best = best_of(errors)
         if best is None:
             raise ConfigError("no regulariser of regularizer_grid gives a positive-definite system")
         i = grid.index(best)
         refine = [float(np.sqrt(best * grid[j])) for j in (i - 1, i + 1) if 0 <= j < len(grid)]
-        errors.update(zip(refine, share_tasks(comm, [1.0] * len(refine), lambda t: error(refine[t]))))
+        weights = share_tasks(comm, [1.0] * len(refine), lambda t: held_out_weights(a_fit, b_fit, kmm, refine[t], jitter))
+        errors.update(scores(refine, weights))
         reg = best_of(errors)
-        return solve_projected_process_factored(a_mat, b_vec, kmm, kmm_factor, reg, jitter), reg
+        timer("regulariser midpoints")
+        a_fit += a_val  # every row
+        gpr = solve_projected_process_factored(a_fit, b_fit + b_val, kmm, kmm_factor, reg, jitter)
+        timer("solve")
+        return gpr, reg
 
     def _to_spherical(self, y, n: int) -> dict[int, np.ndarray]:
         y = np.asarray(y, dtype=float)
@@ -297,14 +349,69 @@ class SAGPRModel(SharedExpansionMixin, Model):
     # features
     # ------------------------------------------------------------------------------------------
 
-    def _raw_features(self, exp: Expansion, shared: bool = False) -> dict:
+    def _raw_features(self, exp: Expansion, shared: bool = False, out: dict | None = None) -> dict:
         """Normalised full features: ``0`` (n, F0) invariant, and every target λ (n, 2λ+1, F).
         ``shared``: take the λ-SOAP features from (and leave them in) the expansion's cache
-        (:func:`~mdplugin.descriptors.lambda_soap.shared_lambda_soap`), for predictions."""
+        (:func:`~mdplugin.descriptors.lambda_soap.shared_lambda_soap`), for predictions.
+        ``out`` (not with ``shared``): ``{λ: (n, 2λ+1, F)}`` arrays (e.g. rows of the fit's
+        feature arrays) to compute and normalise the features in, without new arrays."""
         lams = tuple(sorted(set(self._lambdas()) | {0}))
-        feats = shared_lambda_soap(exp, lams) if shared else lambda_soap(exp, lams)
-        out = {lam: _normalise_rows(feats[lam]) for lam in lams}
-        out[0] = out[0][:, 0, :]
+        if out is not None:
+            feats = lambda_soap(exp, lams, out={lam: out[lam] for lam in lams})
+            result = {lam: _normalise_rows(feats[lam], in_place=True) for lam in lams}
+        else:
+            feats = shared_lambda_soap(exp, lams) if shared else lambda_soap(exp, lams)
+            result = {lam: _normalise_rows(feats[lam]) for lam in lams}
+        result[0] = result[0][:, 0, :]
+        return result
+
+    def _fit_features(self, frames: list, calc, comm, timer) -> tuple:
+        """This rank's share of the training features: the normalised full features ``raw``
+        {0: (n_local, F0), λ: (n_local, 2λ+1, F)} of its blocks (computed straight into one array
+        per λ: no per-block copies), their species and frames (n_local,), and the row range
+        (first, stop) of every local block."""
+        lams = tuple(sorted(set(self._lambdas()) | {0}))
+        starts = local_blocks(len(frames), self.chunk_size, comm)
+        n_atoms = sum(len(a) for start in starts for a in frames[start : start + self.chunk_size])
+        raw_full, raw = None, {}
+        species_parts, frame_parts, spans = [], [], []
+        pos = 0
+        for start in starts:
+            exp = calc.compute(frames[start : start + self.chunk_size])
+            n = len(exp.centre_species)
+            timer("expansion")
+            if raw_full is None:
+                widths = {lam: n_features(lam, exp.max_angular, exp.values[0].shape[-1]) for lam in lams}
+                raw_full = {lam: np.empty((max(n_atoms, n), 2 * lam + 1, widths[lam])) for lam in lams}
+            if pos + n > len(raw_full[0]):  # more centres than atoms: grow (never with featomic)
+                raw_full = {lam: np.concatenate([x, np.empty((pos + n - len(x),) + x.shape[1:])])
+                            for lam, x in raw_full.items()}
+            self._raw_features(exp, out={lam: x[pos : pos + n] for lam, x in raw_full.items()})
+            species_parts.append(exp.centre_species)
+            frame_parts.append(exp.centre_frame + start)
+            spans.append((pos, pos + n))
+            pos += n
+            timer("features")
+        if raw_full is not None:
+            raw = {lam: x[:pos] for lam, x in raw_full.items()}
+            raw[0] = raw[0][:, 0, :]
+        species_loc = np.concatenate(species_parts) if species_parts else np.zeros(0, dtype=int)
+        frame_loc = np.concatenate(frame_parts) if frame_parts else np.zeros(0, dtype=int)
+        return raw, species_loc, frame_loc, spans
+
+    def _fit_project(self, raw: dict, species: np.ndarray, spans: list) -> dict:
+        """:meth:`_project` of the fit's features ``raw`` (this rank's rows), block by block
+        (``spans``: row ranges) in cache-sized runs (:func:`_project_rows`): the same numbers on
+        any number of ranks, without a copy of the features."""
+        out = {}
+        for lam, x in raw.items():
+            k = self.projections_[lam][0].shape[1]
+            z = out[lam] = np.empty(x.shape[:-1] + (k,))
+            for lo, hi in spans:
+                for s_index, s in enumerate(self.species_):
+                    rows = lo + np.flatnonzero(species[lo:hi] == s)
+                    if len(rows):
+                        _project_rows(x, rows, self.projections_[lam][s_index], z)
         return out
 
     def _project(self, raw: dict, species: np.ndarray) -> dict:
@@ -553,6 +660,7 @@ class SAGPRModel(SharedExpansionMixin, Model):
         are summed / gathered across ranks; every rank ends with the same model.
         """
         comm = resolve_comm(comm)
+        timer = PhaseTimer(comm, f"sagpr-{self.target}")
         self._check_target()
         self.__dict__.pop("_sparse_block_cache", None)
         frames = list(frames)
@@ -563,35 +671,31 @@ class SAGPRModel(SharedExpansionMixin, Model):
             raise ConfigError(f"zeta must be a positive integer, got {self.zeta}")
         self.species_ = np.array(sorted({int(z) for a in frames for z in a.numbers}), dtype=int)
         calc = self._expansion()
+        timer("setup")
 
-        raw_parts, species_parts, frame_parts = [], [], []
-        for start in local_blocks(len(frames), self.chunk_size, comm):
-            chunk = frames[start : start + self.chunk_size]
-            exp = calc.compute(chunk)
-            raw_parts.append(self._raw_features(exp))
-            species_parts.append(exp.centre_species)
-            frame_parts.append(exp.centre_frame + start)
         # raw, species_loc, frame_loc: this rank's centres; species, frame: all centres
-        raw = {lam: np.concatenate([p[lam] for p in raw_parts]) for lam in raw_parts[0]} if raw_parts else {}
-        del raw_parts
-        species_loc = np.concatenate(species_parts) if species_parts else np.zeros(0, dtype=int)
-        frame_loc = np.concatenate(frame_parts) if frame_parts else np.zeros(0, dtype=int)
+        raw, species_loc, frame_loc, spans = self._fit_features(frames, calc, comm, timer)
         species = np.concatenate(allgather_blocks(comm, [species_loc]))
         frame = np.concatenate(allgather_blocks(comm, [frame_loc]))
         offset = int(np.searchsorted(frame, frame_loc[0])) if len(frame_loc) else 0
         n_frames = len(frames)
+        timer("gather species")
 
         # representative environments (FPS per species) and the PCA projections of their features
         sparse = self._representative_environments(raw.get(0), species_loc, species, comm)
         self.sparse_rank_ = np.concatenate([np.arange(len(chosen)) for chosen in sparse])
         sparse = np.concatenate(sparse)
         self.sparse_species_ = species[sparse].astype(int)
+        timer("fps")
         self._fit_projections(raw, sparse, species, offset, comm)
-        z = self._project(raw, species_loc)
+        timer("pca")
+        z = self._fit_project(raw, species_loc, spans)
         del raw
+        timer("project")
         self.sparse_ = {
             lam: np.ascontiguousarray(v) for lam, v in gather_rows(comm, z, sparse, offset, len(species_loc)).items()
         }
+        timer("gather sparse")
 
         # composition baseline of the λ = 0 part
         comp = self._composition(species, frame, n_frames)
@@ -608,6 +712,8 @@ class SAGPRModel(SharedExpansionMixin, Model):
         self.kernel_scale_ = {}
         self.signal_variance_ = {}
         self.regularizer_ = {}
+        chunk = max(int(self.chunk_size), 1)
+        n_blocks = -(-n_frames // chunk)
         for lam in self._lambdas():
             d = 2 * lam + 1
             yl = targets[lam]
@@ -618,44 +724,69 @@ class SAGPRModel(SharedExpansionMixin, Model):
             # every frame lives on one rank: the sum over ranks adds exact zeros elsewhere
             kscale = float(np.mean(sum_over_ranks(comm, np.trace(kaa, axis1=1, axis2=2))) / d)
             self.kernel_scale_[lam] = kscale if kscale > 0 else 1.0
+            timer("self kernel")
             m = len(self._sparse_columns(lam)) * d
-            # sums in a fixed tree over the blocks, the same on any number of ranks (bit-identical model)
-            n_blocks = -(-n_frames // max(int(self.chunk_size), 1))
-            a_mat = TreeSum(comm, (m, m), n_blocks)
-            b_vec = TreeSum(comm, m, n_blocks)
-            yy = TreeSum(comm, (), n_blocks)
             reg = self._regularizer(lam)
+            # every 5th frame held out of a_fit, b_fit to choose the regulariser (a_val, b_val:
+            # their own sums, whether or not ``reg`` is given, so that the model depends only on
+            # the regulariser; the held-out rows stay on their rank). Sums in a fixed tree over
+            # the blocks, the same on any number of ranks (bit-identical model)
+            split = n_frames >= 10
+            hold = reg is None and split  # keep the held-out rows to score the candidates
             held_out = np.zeros(n_frames, dtype=bool)
-            if reg is None:
-                held_out[::5] = n_frames >= 10
-            k_val, y_val = [], []
-            for start in local_blocks(n_frames, self.chunk_size, comm):
-                stop = min(n_frames, start + self.chunk_size)
+            held_out[::5] = split
+            a_fit, b_fit = TreeSum(comm, (m, m), n_blocks), TreeSum(comm, m, n_blocks)
+            a_val, b_val = (TreeSum(comm, (m, m), n_blocks), TreeSum(comm, m, n_blocks)) if split else (None, None)
+            yy = TreeSum(comm, (), n_blocks)
+            val_blocks = []
+            for start in local_blocks(n_frames, chunk, comm):
+                stop = min(n_frames, start + chunk)
                 sel = slice(np.searchsorted(frame_loc, start), np.searchsorted(frame_loc, stop))
                 zc = {key: v[sel] for key, v in z.items()}
                 k = self._structure_kernel(zc, species_loc[sel], frame_loc[sel] - start, stop - start, lam)
                 k /= self.kernel_scale_[lam]
                 yc = yl[start:stop].reshape(-1)
-                block = start // max(int(self.chunk_size), 1)
-                a_mat.add(block, k.T @ k)
-                b_vec.add(block, k.T @ yc)
+                block = start // chunk
                 yy.add(block, float(yc @ yc))
-                rows = np.repeat(held_out[start:stop], d)
-                if rows.any():
-                    k_val.append(k[rows])
-                    y_val.append(yc[rows])
-            a_mat, b_vec, yy = a_mat.result(), b_vec.result(), float(yy.result())
-            k_val, y_val = allgather_blocks(comm, k_val), allgather_blocks(comm, y_val)
-            kmm = self._sparse_kernel(lam) / self.kernel_scale_[lam]
-            kmm = 0.5 * (kmm + kmm.T)
-            held = (np.concatenate(k_val), np.concatenate(y_val)) if reg is None and k_val else (None, None)
-            gpr, reg = self._solve(a_mat, b_vec, kmm, *held, reg, comm=comm)  # no held-out rows: 1e-4
+                if split:
+                    rows = np.repeat(held_out[start:stop], d)
+                    k_val, y_val = k[rows], yc[rows]
+                    k, yc = k[~rows], yc[~rows]
+                    a_val.add(block, k_val.T @ k_val)
+                    b_val.add(block, k_val.T @ y_val)
+                    if hold:
+                        val_blocks.append((k_val, y_val))
+                    del k_val
+                a_fit.add(block, k.T @ k)
+                b_fit.add(block, k.T @ yc)
+                del k
+            timer("kernel + normal eqs")
+            a_fit, b_fit, yy = a_fit.result(), b_fit.result(), float(yy.result())
+            held, b_vec = None, b_fit
+            if split:
+                a_val, b_val = a_val.result(), b_val.result()
+                b_vec = b_fit + b_val
+                if hold:
+                    held = (a_val, b_val, val_blocks, int(held_out.sum()) * d)
+                else:  # every row
+                    a_fit += a_val
+                    b_fit = b_vec
+                del a_val
+            timer("tree sums")
+            kmm = self._sparse_kernel(lam)
+            kmm /= self.kernel_scale_[lam]
+            kmm += kmm.T  # symmetrised in place (numpy buffers the overlapping transpose)
+            kmm *= 0.5
+            timer("K_MM")
+            gpr, reg = self._solve(a_fit, b_fit, kmm, reg, comm=comm, held_out=held, timer=timer)  # no held-out rows: 1e-4
+            del a_fit, held, val_blocks
             self.regularizer_[lam] = reg
             self.gpr_[lam] = gpr
             # maximum-likelihood signal variance for this regulariser (in units of y_scale²)
             n_obs = n_frames * d
             self.signal_variance_[lam] = max((yy - float(b_vec @ gpr.weights)) / (reg * n_obs), 1e-12)
 
+        timer.report()
         self.training_fingerprint_ = fingerprint(frames, np.asarray(y, dtype=float))
         self.n_train_ = len(frames)
         self.is_fitted_ = True
