@@ -195,6 +195,24 @@ def test_engine_choice():
         SphericalExpansion([1], engine="numpy").compute([dce[:1]])
 
 
+def test_auto_engine_size_rule():
+    """"auto": the tabulated engine up to AUTO_MAX_ATOMS atoms per frame (fewer without gradients),
+    featomic beyond; both give the same numbers."""
+    water = read(TRAJ / "water.xyz", index=0)
+    grid = np.array([(a, b, c) for a in range(3) for b in range(3) for c in range(3)]) * 3.1
+    cluster = Atoms(numbers=np.tile(water.numbers, len(grid)),
+                    positions=np.concatenate([water.positions + p for p in grid]))  # 81 atoms
+    small, large = SphericalExpansion.AUTO_MAX_ATOMS
+    assert small < len(cluster) <= large
+    ref = SphericalExpansion([1, 8], engine="featomic", **MD_HYPERS)
+    for gradients, engine in ((False, "featomic"), (True, "tabulated")):
+        auto = SphericalExpansion([1, 8], **MD_HYPERS)
+        got = auto.compute([cluster], gradients=gradients)
+        assert (auto._tabulated is not None) == (engine == "tabulated")
+        assert (auto._calculator is not None) == (engine == "featomic")
+        assert_close(got, ref.compute([cluster], gradients=gradients))
+
+
 def test_tabulated_engine_is_shared_per_hypers():
     a = TabulatedExpansion(SphericalExpansion([1, 6], **MD_HYPERS).hypers(), [1, 6])
     b = TabulatedExpansion(SphericalExpansion([1, 6, 17], **MD_HYPERS).hypers(), [1, 6, 17])

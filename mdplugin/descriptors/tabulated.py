@@ -293,18 +293,19 @@ class _Angular:
 
     ``exponents`` ``(n_mono, 3)``: every monomial of degree ≤ L + 1 (the first ``n_values`` are
     those of degree ≤ L).  ``value_table`` ``(n_values, n_lm)``: monomials → ``Y_lm(û)``.
-    ``gradient_table`` ``(n_mono, 7·n_lm)``: monomials → ``[û_x Y (3 rows), ∂_x S − l Y û_x
-    (3 rows), −Y]`` at a unit vector ``û`` (``S = r^l Y``: ``∇_d Y(d/r) = (∂S − l Y û) / r``).
-    ``q_positions`` ``(7·n_lm,)``: where those go in the per-pair matrix ``Q`` (rows ``3 l' + k``,
-    ``k`` = 0 for g, 1 for g', 2 for g/r; columns ``x·n_lm + lm``, ``x = 3`` the value).
+    ``q_table`` ``(n_mono, 12·n_lm)``: monomials → per l the ``(3, 4, 2l+1)`` matrix ``Q_l``
+    (rows: the radial factor g, g' or g/r; columns: x, y, z, value; then m) with
+    ``Q[g', x] = û_x Y``, ``Q[g/r, x] = ∂_x S − l Y û_x`` and ``Q[g, value] = −Y`` at a unit vector
+    ``û`` (``S = r^l Y``: ``∇_d Y(d/r) = (∂S − l Y û) / r``), zero elsewhere.
+    ``columns`` ``(4·n_lm,)``: the (l, x, m) order of the products, as positions ``x·n_lm + lm``.
     """
 
     exponents: np.ndarray
     n_values: int
     value_table: np.ndarray
-    gradient_table: np.ndarray
+    q_table: np.ndarray
     l_of_lm: np.ndarray
-    q_positions: np.ndarray
+    columns: np.ndarray
 
 
 _ANGULAR: dict = {}
@@ -329,20 +330,27 @@ def _angular(max_angular: int) -> _Angular:
             gradient_table[kx, 3 + x] -= l_of_lm * tables[k, 0]  # − l Y û_x
             gradient_table[k, 3 + x] += tables[k, 1 + x]  # ∂_x S
         gradient_table[k, 6] -= tables[k, 0]  # −Y
-    lm = np.arange(n_lm)
-    width = 4 * n_lm
-    q_positions = np.concatenate([
-        ((3 * l_of_lm + 1)[None, :] * width + np.arange(3)[:, None] * n_lm + lm).ravel(),  # û Y · g'
-        ((3 * l_of_lm + 2)[None, :] * width + np.arange(3)[:, None] * n_lm + lm).ravel(),  # (∂S − l Y û) · g/r
-        (3 * l_of_lm) * width + 3 * n_lm + lm,  # −Y · g
+    # per l, the (3, 4, 2l+1) block Q_l: rows k (g, g', g/r), columns x (x, y, z, value) then m
+    q_table = np.zeros((len(exps), 12 * n_lm))
+    for l in range(max_angular + 1):
+        lms = slice(l * l, (l + 1) ** 2)
+        block = q_table[:, 12 * l * l : 12 * (l + 1) ** 2].reshape(len(exps), 3, 4, 2 * l + 1)
+        block[:, 1, :3, :] = gradient_table[:, 0:3, lms]  # û Y · g'
+        block[:, 2, :3, :] = gradient_table[:, 3:6, lms]  # (∂S − l Y û) · g/r
+        block[:, 0, 3, :] = gradient_table[:, 6, lms]  # −Y · g
+    # column (l, x, m) of a pair's (4·n_lm) result -> position x·n_lm + lm
+    columns = np.concatenate([
+        (np.arange(4)[:, None] * n_lm + np.arange(l * l, (l + 1) ** 2)[None, :]).ravel()
+        for l in range(max_angular + 1)
     ])
     got = _ANGULAR[max_angular] = _Angular(
         exponents=exps, n_values=n_values, value_table=np.ascontiguousarray(tables[:, 0]),
-        gradient_table=gradient_table.reshape(len(exps), 7 * n_lm), l_of_lm=l_of_lm, q_positions=q_positions)
+        q_table=q_table, l_of_lm=l_of_lm, columns=columns)
     return got
 
 
-_DENSE_SUM_LIMIT = 2_000_000
+_DENSE_SUM_LIMIT = 50_000  # keys × pairs: larger sums go through scipy CSR
+_PAIR_CHUNK = 1_000_000  # atom pairs per (F, N, N) distance step
 
 
 def _segment_sum_matrix(key: np.ndarray, n_keys: int, value: float = 1.0):
@@ -371,32 +379,26 @@ def _neighbour_pairs(frames: Sequence, offsets: np.ndarray, cutoff: float
     ``d = r_j − r_i`` ``(n_pairs, 3)`` in Å and ``|d|²`` ``(n_pairs,)`` in Å²."""
     cutoff2 = cutoff * cutoff
     if len(frames) == 1:  # an MD step: 2-D arrays, no frame axis
-        pos = np.asarray(frames[0].positions, dtype=np.float64)
-        size = len(pos)
-        d = pos[None, :, :] - pos[:, None, :]  # d[i, j] = r_j − r_i
-        dd = d * d
-        d2 = dd[:, :, 0] + dd[:, :, 1]
-        d2 += dd[:, :, 2]
+        pos = np.ascontiguousarray(np.asarray(frames[0].positions, dtype=np.float64).T)  # (3, N)
+        size = pos.shape[1]
+        d = pos[:, None, :] - pos[:, :, None]  # d[x, i, j] = (r_j − r_i)_x
+        d2 = d[0] * d[0]
+        d2 += d[1] * d[1]
+        d2 += d[2] * d[2]
         d2.ravel()[:: size + 1] = np.inf
         a, b = np.nonzero(d2 < cutoff2)
-        return a, b, d[a, b], d2[a, b]
+        return a, b, d[:, a, b].T, d2[a, b]
     sizes = offsets[1:] - offsets[:-1]
     parts = []
     for size in np.unique(sizes):
         size = int(size)
         if size < 2:
             continue
-        members = np.flatnonzero(sizes == size)
-        pos = np.stack([np.asarray(frames[int(k)].positions, dtype=np.float64) for k in members])
-        d = pos[:, None, :, :] - pos[:, :, None, :]  # d[f, i, j] = r_j − r_i
-        dd = d * d
-        d2 = dd[..., 0] + dd[..., 1]
-        d2 += dd[..., 2]
-        diagonal = np.arange(size)
-        d2[:, diagonal, diagonal] = np.inf
-        f, a, b = np.nonzero(d2 < cutoff2)
-        base = offsets[members][f]
-        parts.append((base + a, base + b, d[f, a, b], d2[f, a, b]))
+        same = np.flatnonzero(sizes == size)
+        chunk = max(1, _PAIR_CHUNK // (size * size))  # bounded (F, N, N, 3) temporaries
+        for start in range(0, len(same), chunk):
+            members = same[start : start + chunk]
+            parts.append(_group_pairs([frames[int(k)] for k in members], offsets[members], size, cutoff2))
     if not parts:
         return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros((0, 3)), np.zeros(0)
     if len(parts) == 1:
@@ -404,6 +406,20 @@ def _neighbour_pairs(frames: Sequence, offsets: np.ndarray, cutoff: float
     i, j, d, d2 = (np.concatenate([p[k] for p in parts]) for k in range(4))
     order = np.argsort(i * int(offsets[-1]) + j, kind="stable")
     return i[order], j[order], d[order], d2[order]
+
+
+def _group_pairs(frames: Sequence, bases: np.ndarray, size: int, cutoff2: float) -> tuple:
+    """:func:`_neighbour_pairs` of frames with ``size`` atoms each (first global atom ``bases``)."""
+    pos = np.stack([np.asarray(atoms.positions, dtype=np.float64).T for atoms in frames])  # (F, 3, N)
+    d = pos[:, :, None, :] - pos[:, :, :, None]  # d[f, x, i, j] = (r_j − r_i)_x
+    d2 = d[:, 0] * d[:, 0]
+    d2 += d[:, 1] * d[:, 1]
+    d2 += d[:, 2] * d[:, 2]
+    diagonal = np.arange(size)
+    d2[:, diagonal, diagonal] = np.inf
+    f, a, b = np.nonzero(d2 < cutoff2)
+    base = bases[f]
+    return base + a, base + b, d[f, :, a, b], d2[f, a, b]
 
 
 class _Layout:
@@ -421,10 +437,10 @@ class _Layout:
     """
 
     def __init__(self, i, j, slot, n_centres: int, n_species: int, n_radial: int, l_of_lm: np.ndarray,
-                 self_contribution: np.ndarray):
+                 columns: np.ndarray, self_contribution: np.ndarray):
         self.i, self.j, self.slot = i, j, slot
         self.n_centres, self.n_species, self.n_radial = n_centres, n_species, n_radial
-        self.l_of_lm = l_of_lm
+        self.l_of_lm, self.columns = l_of_lm, columns
         n_lm = len(l_of_lm)
         self.summer = _segment_sum_matrix(i * n_species + slot[j], n_centres * n_species)
         index = np.arange(n_radial * n_centres * n_species * n_lm).reshape(n_radial, n_centres, n_species, n_lm)
@@ -451,27 +467,30 @@ class _Layout:
             pairs[row, 0], pairs[row, 1] = i, j
             pairs[self_row, 0] = pairs[self_row, 1] = centres
             # regions: gradients per l (n_rows, 3, 2l+1, S, nr) at n_rows·3·S·nr·l²; values per l
-            # (n_c, 2l+1, S, nr) at values_start + n_c·S·nr·l²; scratch (n_pairs, nr, n_lm)
+            # (n_c, 2l+1, S, nr) at values_start + n_c·S·nr·l²; scratch (n_pairs, nr, n_lm).
+            # Every destination = a per-(pair or centre, species) part + a per-(n, column) part;
+            # columns c = (x, lm) in the products' (l, x, m) order.
             sr = n_s * n_r
             values_start = n_rows * 3 * n_lm * sr
             scratch_start = values_start + n_c * n_lm * sr
-            l2, m = l_of_lm * l_of_lm, np.arange(n_lm) - l_of_lm * l_of_lm
-            width = 2 * l_of_lm + 1
-            x3, radial = np.arange(3)[None, :, None], np.arange(n_r)[:, None, None]
-            # gradient entry of (row, x, lm, slot, n): everything but row and slot, (nr, 3, n_lm)
-            g_fixed = n_rows * 3 * sr * l2 + (x3 * width + m) * sr + radial
-            g_row = 3 * width * sr  # (n_lm,) per row
-            pair_dest = np.empty((n_pairs, n_r, 4, n_lm), dtype=np.int64)
-            pair_dest[:, :, :3, :] = (row[:, None] * g_row)[:, None, None, :] + g_fixed[None] \
-                + (slot[j] * n_r)[:, None, None, None]
-            pair_dest[:, :, 3, :] = scratch_start + np.arange(n_pairs * n_r * n_lm).reshape(n_pairs, n_r, n_lm)
-            sum_dest = np.empty((n_c, n_s, n_r, 4, n_lm), dtype=np.int64)
-            species_part = (np.arange(n_s) * n_r)[None, :, None, None, None]
-            sum_dest[:, :, :, :3, :] = (self_row[:, None] * g_row)[:, None, None, None, :] + g_fixed[None, None] \
-                + species_part
-            sum_dest[:, :, :, 3, :] = (values_start + n_c * sr * l2 + m * sr)[None, None, None, :] \
-                + (centres[:, None] * width * sr)[:, None, None, :] + radial[None, None, :, 0, :] \
-                + species_part[:, :, :, 0, :]
+            col = self.columns
+            x, lm = col // n_lm, col % n_lm
+            l = l_of_lm[lm]
+            l2, m, width = l * l, lm - l * l, 2 * l + 1
+            gradient = x < 3
+            radial = np.arange(n_r)[:, None]
+            # per (n, column): (nr, 4·n_lm)
+            fixed = np.where(gradient, n_rows * 3 * sr * l2 + (x * width + m) * sr, 0)[None, :] + radial
+            pair_fixed = np.where(gradient, fixed, scratch_start + radial * n_lm + lm)
+            sum_fixed = np.where(gradient, fixed, values_start + n_c * sr * l2 + m * sr + radial)
+            # per pair / per (centre, species): (n_pairs, 4·n_lm), (n_c, S, 4·n_lm)
+            pair_part = np.where(gradient, row[:, None] * (3 * width * sr) + (slot[j] * n_r)[:, None],
+                                 np.arange(n_pairs)[:, None] * (n_r * n_lm))
+            species = (np.arange(n_s) * n_r)[None, :, None]
+            sum_part = np.where(gradient, (self_row[:, None] * (3 * width * sr))[:, None, :],
+                                (centres[:, None] * (width * sr))[:, None, :]) + species
+            pair_dest = pair_part[:, None, :] + pair_fixed[None]  # (n_pairs, nr, 4·n_lm)
+            sum_dest = sum_part[:, :, None, :] + sum_fixed[None, None]  # (n_c, S, nr, 4·n_lm)
             minus_summer = -self.summer
             self._gradient_part = (pairs, minus_summer, pair_dest.ravel(), sum_dest.ravel(), n_rows,
                                    values_start, scratch_start + n_pairs * n_r * n_lm)
@@ -524,8 +543,9 @@ class TabulatedExpansion:
         return self._table
 
     def _layout(self, i, j, slot, n_centres: int) -> _Layout:
-        l_of_lm = _angular(self.max_angular).l_of_lm
-        args = (i, j, slot, n_centres, len(self.species), self.n_radial, l_of_lm, self.table.self_contribution)
+        ang = _angular(self.max_angular)
+        args = (i, j, slot, n_centres, len(self.species), self.n_radial, ang.l_of_lm, ang.columns,
+                self.table.self_contribution)
         if len(i) > self._CACHED_PAIRS:
             return _Layout(*args)
         key = (n_centres, i.tobytes(), j.tobytes(), slot.tobytes())
@@ -632,11 +652,15 @@ class TabulatedExpansion:
                 start += size
             return values, None, None
 
-        # per pair, (nr, 4, n_lm) = H (nr, 3(L+1)) @ Q (3(L+1), 4·n_lm): rows x, y, z of
-        # dc/dd = g' û Y + (g / r) (∂S − l Y û), then −c = −g Y (Q is zero off l' = l(lm))
-        q = np.zeros((n_pairs, 3 * n_l * 4 * n_lm))
-        q[:, ang.q_positions] = mono @ ang.gradient_table
-        block = gd.reshape(n_pairs, n_r, 3 * n_l) @ q.reshape(n_pairs, 3 * n_l, 4 * n_lm)  # (n_pairs, nr, 4·n_lm)
+        # per pair and l, (nr, 4, 2l+1) = H_l (nr, 3) @ Q_l (3, 4·(2l+1)): x, y, z of
+        # dc/dd = g' û Y + (g / r) (∂S − l Y û), then −c = −g Y
+        q = mono @ ang.q_table  # (n_pairs, 12·n_lm)
+        h = gd.reshape(n_pairs, n_r, n_l, 3)
+        block = np.empty((n_pairs, n_r, 4 * n_lm))  # columns (l, x, m)
+        for l in range(n_l):
+            w = 4 * (2 * l + 1)
+            np.matmul(h[:, :, l, :], q[:, 12 * l * l : 12 * (l + 1) ** 2].reshape(n_pairs, 3, w),
+                      out=block[:, :, 4 * l * l : 4 * (l + 1) ** 2])
 
         pairs, minus_summer, pair_dest, sum_dest, n_rows, values_start, size = layout.gradient_part()
         sums = minus_summer @ block.reshape(n_pairs, n_r * 4 * n_lm)  # (n_c·S, nr·4·n_lm)
