@@ -140,7 +140,7 @@ def main(argv=None) -> None:
         t0 = time.perf_counter()
         exp = expansion.compute([ml_atoms], gradients=True)
         t.append(time.perf_counter() - t0)
-    print(f"  of which featomic expansion with gradients ({', '.join(members)}): {ms(t):.2f} ms")
+    print(f"  of which spherical expansion with gradients ({', '.join(members)}): {ms(t):.2f} ms")
     for slot in members:
         model = models[slot]
         t = []
