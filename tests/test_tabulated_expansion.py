@@ -217,3 +217,22 @@ def test_tabulated_engine_is_shared_per_hypers():
     a = TabulatedExpansion(SphericalExpansion([1, 6], **MD_HYPERS).hypers(), [1, 6])
     b = TabulatedExpansion(SphericalExpansion([1, 6, 17], **MD_HYPERS).hypers(), [1, 6, 17])
     assert a.table is b.table
+
+
+def test_featomic_computes_when_the_table_is_not_exact(monkeypatch):
+    """If featomic's spline could not be reproduced (grid refinements exhausted), "auto" and
+    "tabulated" fall back to featomic (with a warning) instead of returning approximate numbers."""
+    import mdplugin.descriptors.tabulated as tabulated
+
+    monkeypatch.setattr(tabulated, "_MAX_REFINEMENTS", 1)
+    monkeypatch.setattr(tabulated, "_TABLES", {})
+    hypers = dict(MD_HYPERS, cutoff=4.7)
+    frames = read(TRAJ / "dce_train.xyz", ":2")
+    calc = SphericalExpansion([1, 6, 17], engine="tabulated", **hypers)
+    with pytest.warns(RuntimeWarning, match="could not reproduce"):
+        got = calc.compute(frames, gradients=True)
+    assert not calc._tabulated.exact and calc._calculator is not None
+    ref = SphericalExpansion([1, 6, 17], engine="featomic", **hypers).compute(frames, gradients=True)
+    for l in range(4):
+        np.testing.assert_array_equal(got.values[l], ref.values[l])
+        np.testing.assert_array_equal(got.gradient_values[l], ref.gradient_values[l])

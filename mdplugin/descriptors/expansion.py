@@ -340,11 +340,15 @@ class SphericalExpansion:
         return self.engine
 
     def _compute_tabulated(self, systems, offsets, centre_frame, centre_atom, centre_species,
-                           gradients: bool) -> Expansion:
+                           gradients: bool) -> Expansion | None:
+        """The expansion from the tabulated engine, or ``None`` when its radial table could not
+        reproduce featomic's spline for these hypers (then featomic computes it)."""
         if self._tabulated is None:
             from .tabulated import TabulatedExpansion
 
             self._tabulated = TabulatedExpansion(self.hypers(), self.species)
+        if not self._tabulated.exact:
+            return None
         values, pairs, grads = self._tabulated.compute(systems, offsets, centre_species, gradients)
         return Expansion(
             species=self.species,
@@ -394,7 +398,11 @@ class SphericalExpansion:
         molecules = tabulated and not any(atoms.pbc.any() for atoms in frames)
         systems = frames if molecules else _clean_frames(frames)
         if molecules or (tabulated and not any(atoms.pbc.any() for atoms in systems)):
-            return self._compute_tabulated(systems, offsets, centre_frame, centre_atom, centre_species, gradients)
+            expansion = self._compute_tabulated(systems, offsets, centre_frame, centre_atom, centre_species,
+                                                gradients)
+            if expansion is not None:
+                return expansion
+            systems = _clean_frames(frames)
 
         tensor = self.calculator.compute(
             systems, gradients=["positions"] if gradients else None
