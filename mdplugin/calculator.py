@@ -167,16 +167,19 @@ class MLCalculator(Calculator):
         bit-identical to the last calculation (several properties asked at one geometry), and
         ``["positions"]`` in the common MD case where only the positions moved."""
         old = self.atoms
-        if (old is None or len(old) != len(atoms)
-                or old.has("initial_magmoms") or atoms.has("initial_magmoms")
-                or old.has("initial_charges") or atoms.has("initial_charges")):
+        if old is None:
             return super().check_state(atoms, tol=tol)
-        same_rest = (np.array_equal(old.numbers, atoms.numbers)
-                     and np.array_equal(old.cell.array, atoms.cell.array)
-                     and np.array_equal(old.pbc, atoms.pbc))
+        now, then = atoms.arrays, old.arrays
+        if (now.keys() != then.keys() or "initial_magmoms" in now or "initial_charges" in now
+                or now["positions"].shape != then["positions"].shape):
+            return super().check_state(atoms, tol=tol)
+        # byte comparisons: a few µs cheaper than np.array_equal each, at every MD property request
+        same_rest = (now["numbers"].tobytes() == then["numbers"].tobytes()
+                     and atoms.cell.array.tobytes() == old.cell.array.tobytes()
+                     and atoms.pbc.tobytes() == old.pbc.tobytes())
         if not same_rest:
             return super().check_state(atoms, tol=tol)
-        return [] if np.array_equal(old.positions, atoms.positions) else ["positions"]
+        return [] if now["positions"].tobytes() == then["positions"].tobytes() else ["positions"]
 
     def calculate(self, atoms: Atoms | None = None, properties: Sequence[str] | None = None,
                   system_changes: Sequence[str] = all_changes) -> None:
