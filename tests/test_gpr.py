@@ -10,8 +10,10 @@ from mdplugin.models.gpr import (
     factor_sparse_kernel,
     farthest_point_sampling,
     held_out_errors,
+    held_out_weights,
     normal_equations,
     pack_lower,
+    scaled_symmetric_part,
     solve_projected_process,
     solve_projected_process_factored,
     unpack_lower,
@@ -149,6 +151,44 @@ def test_held_out_errors_are_those_of_explicit_fits():
         assert np.isclose(errors[reg], np.mean((knm[val] @ w - y[val]) ** 2), rtol=1e-6)
     # heavy regularisation underfits a smooth, nearly noise-free signal
     assert errors[10.0] > errors[1e-3]
+
+
+def test_held_out_weights_solve_the_system_and_reuse_a_buffer():
+    knm, y, kmm = _random_problem(6, m=6)
+    a, b = normal_equations(knm, y)
+    work = np.empty((6, 6), order="F")
+    for reg in (1e-3, 1.0):
+        w = held_out_weights(a, b, kmm, reg, work=work)  # the same scratch buffer each time
+        np.testing.assert_allclose((a + reg * kmm) @ w, b, rtol=1e-8, atol=1e-10)
+    # a system that no jitter makes positive definite: None, not an exception
+    assert held_out_weights(-np.eye(3), np.ones(3), np.eye(3), 1e-3) is None
+    with pytest.raises(ValueError):
+        held_out_weights(a, b, kmm, 0.0)
+
+
+def test_factor_of_a_singular_matrix_gets_jitter_and_a_clean_upper_triangle():
+    rng = np.random.default_rng(8)
+    x = rng.normal(size=(3, 8))
+    singular = x.T @ x  # rank 3 of 8: the factorisation needs the jitter retries
+    plain = solve_projected_process(singular, np.ones(8), np.eye(8), regularizer=1e-30, jitter=1e-13)
+    factor = plain.factor
+    assert np.all(np.triu(factor, 1) == 0.0) and np.all(np.isfinite(factor))
+    mean_diag = np.trace(singular) / 8
+    # L Lᵀ = the matrix plus a small multiple of its mean diagonal on the diagonal
+    extra = np.diag(factor @ factor.T - singular)
+    np.testing.assert_allclose(factor @ factor.T - np.diag(extra), singular, atol=1e-9 * mean_diag)
+    assert np.all(extra > 0) and np.all(extra < 1e-6 * mean_diag)
+
+
+@pytest.mark.parametrize("m", [1, 7, 300, 513])
+def test_scaled_symmetric_part_is_the_plain_expression(m):
+    rng = np.random.default_rng(m)
+    a = rng.normal(size=(m, m)) * 10.0 ** rng.integers(-5, 5, size=(m, m))
+    ref = a / 3.7
+    ref = 0.5 * (ref + ref.T)
+    got = scaled_symmetric_part(a.copy(), 3.7, tile=64)
+    np.testing.assert_array_equal(got, ref)  # bit for bit
+    np.testing.assert_array_equal(got, got.T)
 
 
 def test_packed_factors_round_trip_exactly_and_old_layout_loads():

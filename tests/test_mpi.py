@@ -22,6 +22,7 @@ import pytest
 
 from mdplugin.parallel import (
     OrderedSum,
+    PhaseTimer,
     SerialComm,
     TreeSum,
     allgather_blocks,
@@ -35,6 +36,7 @@ from mdplugin.parallel import (
     share_tasks,
     split_indices,
     sum_over_ranks,
+    wait_quietly,
 )
 
 from .fake_comm import run_ranks
@@ -135,6 +137,27 @@ def test_allgather_array():
     for g in got:
         np.testing.assert_array_equal(g, np.repeat([[0.5], [1.5], [2.5]], 4, axis=1))
     np.testing.assert_array_equal(allgather_array(SerialComm(), np.arange(3.0)), [[0.0, 1.0, 2.0]])
+
+def test_phase_timer_is_silent_unless_enabled(monkeypatch, capsys):
+    monkeypatch.delenv("MDPLUGIN_FIT_TIMES", raising=False)
+    timer = PhaseTimer(SerialComm(), "quiet")
+    timer("a")
+    timer.report()
+    assert capsys.readouterr().err == "" and timer.phases == {}
+    monkeypatch.setenv("MDPLUGIN_FIT_TIMES", "1")
+    timer = PhaseTimer(SerialComm(), "loud")
+    sum(range(10000))
+    timer("work")
+    timer("work")  # the same phase again: added
+    timer("other")
+    timer.report()
+    lines = capsys.readouterr().err.splitlines()
+    assert [line.split()[4] for line in lines] == ["work", "other", "total"]
+    assert all(line.startswith("fit-times loud rank 0/1 ") for line in lines)
+    cpu = {line.split()[4]: float(line.split()[6]) for line in lines}
+    assert cpu["total"] == pytest.approx(cpu["work"] + cpu["other"])
+    wait_quietly(SerialComm())  # one rank: returns at once
+
 
 def test_rank_offset():
     counts = [3, 0, 5, 2]

@@ -19,7 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.linalg import cho_solve, cholesky, solve_triangular
+from scipy.linalg import cho_solve, lapack, solve_triangular
 
 from ..parallel import allgather_array, resolve_comm
 
@@ -187,22 +187,58 @@ def _filter_directions(x: np.ndarray, k: int, n_sample: int = 512) -> np.ndarray
     return np.ascontiguousarray(vt.T)
 
 
+def scaled_symmetric_part(matrix: np.ndarray, scale: float = 1.0, tile: int = 256) -> np.ndarray:
+    """``0.5 * (matrix / scale + (matrix / scale).T)`` of a square C-ordered float array (m, m),
+    computed in place (and returned) in tiles that fit in a core's cache: the same numbers as
+    the plain expression, without its three temporary (m, m) arrays and its strided transpose
+    pass over memory."""
+    m = len(matrix)
+    if matrix.shape != (m, m) or not matrix.flags.c_contiguous or matrix.dtype != np.float64:
+        raise ValueError("scaled_symmetric_part needs a square C-contiguous float64 array")
+    scale = float(scale)
+    for i0 in range(0, m, tile):
+        i1 = min(m, i0 + tile)
+        for j0 in range(0, i0 + 1, tile):
+            j1 = min(m, j0 + tile)
+            upper = matrix[i0:i1, j0:j1] / scale
+            upper += matrix[j0:j1, i0:i1].T / scale
+            upper *= 0.5
+            matrix[i0:i1, j0:j1] = upper
+            matrix[j0:j1, i0:i1] = upper.T
+    return matrix
+
+
 def _stable_cholesky(matrix: np.ndarray, jitter: float) -> np.ndarray:
     """Lower Cholesky factor of a symmetric PSD matrix, adding relative jitter until it works."""
-    m = len(matrix)
-    scale = max(np.trace(matrix) / max(m, 1), np.finfo(float).tiny)
+    return _cholesky_of(lambda out: np.copyto(out, matrix), len(matrix), jitter)
+
+
+def _cholesky_of(fill, m: int, jitter: float, work: np.ndarray | None = None, clean: bool = True) -> np.ndarray:
+    """Lower Cholesky factor (m, m) of the symmetric PSD matrix that ``fill(out)`` writes into a
+    C-ordered (m, m) array, adding relative jitter (× the mean diagonal) until it works.
+
+    The matrix is built and factorised in place in ``work`` (an F-ordered (m, m) float64 buffer,
+    new if None; returned, holding the factor): ``out`` is ``work.T``, so for a symmetric matrix
+    the bytes are those of LAPACK's column-major copy, without a copy. ``clean`` False leaves the
+    strict upper triangle unspecified (for a factor only passed to ``cho_solve``)."""
+    if work is None:
+        work = np.empty((m, m), order="F")
+    elif work.shape != (m, m) or not work.flags.f_contiguous or work.dtype != np.float64:
+        raise ValueError("work must be an F-contiguous float64 (m, m) array")
+    view = work.T
+    fill(view)
+    diagonal = np.diag(view).copy()
+    scale = max(np.sum(diagonal) / max(m, 1), np.finfo(float).tiny)
     eps = jitter
-    diagonal = np.diag(matrix).copy()
-    # factorised in place, in LAPACK (column-major) order: for a C-ordered matrix ``matrix.T`` is
-    # a plain memory copy; only one triangle is read (the matrix is symmetric)
-    work = np.array(matrix.T, dtype=float, order="F")
     for _ in range(8):
-        np.fill_diagonal(work, diagonal + eps * scale)
-        try:
-            return cholesky(work, lower=True, overwrite_a=True, check_finite=False)
-        except np.linalg.LinAlgError:
-            work[...] = matrix.T  # a failed factorisation leaves ``work`` partly overwritten
-            eps = max(eps * 10.0, 1e-12)
+        np.fill_diagonal(view, diagonal + eps * scale)
+        factor, info = lapack.dpotrf(work, lower=1, clean=int(clean), overwrite_a=1)
+        if info == 0:
+            return factor
+        if info < 0:
+            raise ValueError(f"dpotrf: illegal argument {-info}")
+        fill(view)  # a failed factorisation leaves ``work`` partly overwritten
+        eps = max(eps * 10.0, 1e-12)
     raise np.linalg.LinAlgError("matrix is not positive definite even with jitter")
 
 
@@ -320,13 +356,16 @@ def solve_projected_process_factored(
     kmm_factor: np.ndarray,
     regularizer: float,
     jitter: float = 1e-10,
+    work: np.ndarray | None = None,
 ) -> ProjectedProcess:
     """:func:`solve_projected_process` with a precomputed symmetric ``k_mm`` (m, m) and its
     Cholesky factor ``kmm_factor`` (m, m) (from :func:`factor_sparse_kernel`): one Cholesky
-    factorisation (of ``a + λ k_mm``) instead of two. Raises ``ValueError`` for λ <= 0."""
+    factorisation (of ``a + λ k_mm``) instead of two. Raises ``ValueError`` for λ <= 0.
+    ``work``: an F-ordered (m, m) buffer to build and factorise the system in (it becomes the
+    returned process's ``factor``), instead of new arrays."""
     if not regularizer > 0:
         raise ValueError(f"regularizer must be > 0, got {regularizer}")
-    factor = _stable_cholesky(_regularised_system(a, k_mm, regularizer), jitter)
+    factor = _cholesky_of(_system_filler(a, k_mm, regularizer), len(a), jitter, work=work)
     weights = cho_solve((factor, True), b, check_finite=False)
     return ProjectedProcess(weights=weights, factor=factor, kmm_factor=kmm_factor, regularizer=float(regularizer))
 
@@ -338,17 +377,29 @@ def _regularised_system(a: np.ndarray, k_mm: np.ndarray, regularizer: float) -> 
     return system
 
 
+def _system_filler(a: np.ndarray, k_mm: np.ndarray, regularizer: float):
+    """``fill(out)`` writing :func:`_regularised_system` into ``out`` (for :func:`_cholesky_of`)."""
+
+    def fill(out: np.ndarray) -> None:
+        np.multiply(k_mm, regularizer, out=out)
+        out += a
+
+    return fill
+
+
 def held_out_weights(
-    a: np.ndarray, b: np.ndarray, k_mm: np.ndarray, regularizer: float, jitter: float = 1e-10
+    a: np.ndarray, b: np.ndarray, k_mm: np.ndarray, regularizer: float, jitter: float = 1e-10,
+    work: np.ndarray | None = None,
 ) -> np.ndarray | None:
     """Weights ``(a + λ k_mm)⁻¹ b`` (m,) of the normal equations ``a`` (m, m), ``b`` (m,) (e.g.
     without held-out rows, to score ``λ`` on them), or ``None`` when the system is not positive
-    definite even with jitter. One Cholesky factorisation; ``λ`` > 0 (else ``ValueError``)."""
+    definite even with jitter. One Cholesky factorisation; ``λ`` > 0 (else ``ValueError``).
+    ``work``: an F-ordered (m, m) scratch buffer (overwritten; reuse it for several λ)."""
     regularizer = float(regularizer)
     if not regularizer > 0:
         raise ValueError(f"regularizer must be > 0, got {regularizer}")
     try:
-        factor = _stable_cholesky(_regularised_system(a, k_mm, regularizer), jitter)
+        factor = _cholesky_of(_system_filler(a, k_mm, regularizer), len(a), jitter, work=work, clean=False)
     except np.linalg.LinAlgError:
         return None
     return cho_solve((factor, True), b, check_finite=False)

@@ -78,6 +78,7 @@ from .gpr import (
     distributed_farthest_point_sampling_groups,
     factor_sparse_kernel,
     held_out_weights,
+    scaled_symmetric_part,
     solve_projected_process_factored,
 )
 
@@ -304,11 +305,19 @@ class SAGPRModel(SharedExpansionMixin, Model):
         for value in grid:
             if not value > 0:
                 raise ConfigError(f"sagpr: regularizer_grid values must be > 0, got {value}")
+        # one scratch buffer for this rank's candidate systems (no new (m, m) arrays), which
+        # finally holds the factor of the final system
+        scratch: list = []
+
+        def weights(value: float) -> np.ndarray | None:
+            if not scratch:
+                scratch.append(np.empty(a_fit.shape, order="F"))
+            return held_out_weights(a_fit, b_fit, kmm, value, jitter, work=scratch[0])
+
         # one round: every grid candidate and K_MM's factor (all the size of one factorisation)
         done = share_tasks(
             comm, [1.0] * (len(grid) + 1),
-            lambda t: held_out_weights(a_fit, b_fit, kmm, grid[t], jitter) if t < len(grid)
-            else _stable_cholesky(kmm, jitter),
+            lambda t: weights(grid[t]) if t < len(grid) else _stable_cholesky(kmm, jitter),
         )
         kmm_factor = done[-1]
         errors = scores(grid, done[:-1])
@@ -318,12 +327,12 @@ class SAGPRModel(SharedExpansionMixin, Model):
             raise ConfigError("no regulariser of regularizer_grid gives a positive-definite system")
         i = grid.index(best)
         refine = [float(np.sqrt(best * grid[j])) for j in (i - 1, i + 1) if 0 <= j < len(grid)]
-        weights = share_tasks(comm, [1.0] * len(refine), lambda t: held_out_weights(a_fit, b_fit, kmm, refine[t], jitter))
-        errors.update(scores(refine, weights))
+        errors.update(scores(refine, share_tasks(comm, [1.0] * len(refine), lambda t: weights(refine[t]))))
         reg = best_of(errors)
         timer("regulariser midpoints")
         a_fit += a_val  # every row
-        gpr = solve_projected_process_factored(a_fit, b_fit + b_val, kmm, kmm_factor, reg, jitter)
+        work = scratch[0] if scratch else None
+        gpr = solve_projected_process_factored(a_fit, b_fit + b_val, kmm, kmm_factor, reg, jitter, work=work)
         timer("solve")
         return gpr, reg
 
@@ -773,10 +782,7 @@ class SAGPRModel(SharedExpansionMixin, Model):
                     b_fit = b_vec
                 del a_val
             timer("tree sums")
-            kmm = self._sparse_kernel(lam)
-            kmm /= self.kernel_scale_[lam]
-            kmm += kmm.T  # symmetrised in place (numpy buffers the overlapping transpose)
-            kmm *= 0.5
+            kmm = scaled_symmetric_part(self._sparse_kernel(lam), self.kernel_scale_[lam])
             timer("K_MM")
             gpr, reg = self._solve(a_fit, b_fit, kmm, reg, comm=comm, held_out=held, timer=timer)  # no held-out rows: 1e-4
             del a_fit, held, val_blocks
