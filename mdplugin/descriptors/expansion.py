@@ -221,6 +221,7 @@ class SphericalExpansion:
         self.engine = engine
         self._calculator = None
         self._tabulated = None
+        self._checked = None
         self._plans: dict = {}
 
     def hypers(self) -> dict:
@@ -377,7 +378,10 @@ class SphericalExpansion:
             centre_species = np.array(frames[0].numbers, dtype=np.int64)
         else:
             centre_species = np.concatenate([np.asarray(a.numbers) for a in frames]).astype(np.int64)
-        frame_element_check(frames, self.species, centre_species)
+        if len(frames) != 1 or centre_species.tobytes() != self._checked:
+            frame_element_check(frames, self.species, centre_species)
+            if len(frames) == 1:
+                self._checked = centre_species.tobytes()  # an MD step checks its molecule once
         if len(frames) == 1:  # an MD step: skip the batch bookkeeping
             n_centres = len(centre_species)
             offsets = np.array([0, n_centres], dtype=np.int64)

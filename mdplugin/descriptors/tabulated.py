@@ -604,8 +604,8 @@ class TabulatedExpansion:
 
         # radial part: the cubic piece of each pair, [1, t, t², t³] (and / r)
         r = np.sqrt(r2)
-        tiny = r < 1e-6
-        if tiny.any():  # coincident atoms: featomic's direction, +z seen from the lower index
+        if n_pairs and r.min() < 1e-6:  # coincident atoms: featomic's direction, +z seen from the lower index
+            tiny = r < 1e-6
             z = np.zeros((n_pairs, 3))
             z[:, 2] = np.where(i < j, 1.0, -1.0)
             r_safe = np.where(tiny, 1.0, r)
@@ -628,8 +628,8 @@ class TabulatedExpansion:
             weights = powers_t[:, :, None]
         gd = table.coefficients[k] @ weights  # (n_pairs, nr·(L+1), 1|3): g, g', g/r
         rc, width = table.cutoff, table.smoothing_width
-        smooth = r > rc - width
-        if smooth.any():  # shifted-cosine cutoff: f·G, f'·G + f·G', f·G/r
+        if n_pairs and r.max() > rc - width:  # shifted-cosine cutoff: f·G, f'·G + f·G', f·G/r
+            smooth = r > rc - width
             s = np.pi * (np.where(smooth, r, rc - width) - rc + width) / width
             fc = np.where(smooth, 0.5 * (1.0 + np.cos(s)), 1.0)[:, None]
             if gradients:
