@@ -523,8 +523,8 @@ class TabulatedExpansion:
     and shared by every instance with equal hypers.
     """
 
-    _MAX_LAYOUTS = 16
-    _CACHED_PAIRS = 20_000  # layouts of larger batches are not kept
+    _MAX_LAYOUTS = 8
+    _CACHED_PAIRS = 2048  # layouts of larger batches are not kept (~3 kB per pair with gradients)
 
     def __init__(self, hypers: dict, species: Sequence[int]):
         self.hypers = hypers
