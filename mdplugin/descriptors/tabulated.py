@@ -27,11 +27,27 @@ harmonics (orthonormal, ``m = −l..l``, for ``l = 1`` the order ``(y, z, x)``).
 * ``f`` and its derivative are featomic's formulas; pairs are ordered pairs ``i ≠ j`` of a frame with
   ``|d|² < cutoff²`` (featomic's neighbour-list test), and the gradient pairs are those plus every
   self pair ``(i, i)`` — exactly the set featomic reports.  ``dc_i/dr_i = −Σ_j dc_i/dr_j``.
-* ``Y_lm`` are real solid harmonics evaluated on the unit vector: all monomials of degree
-  ``≤ max_angular`` once, then one matrix product with a coefficient table (values and the three
-  derivative tables together).
+* ``Y_lm`` are real solid harmonics evaluated on the unit vector (signs and normalisation checked
+  against featomic and by quadrature in the tests): all monomials of ``û`` once, then one matrix
+  product with a coefficient table.
 
-Agreement with featomic is ~1e-14 relative (``tests/test_tabulated_expansion.py``).
+Agreement with featomic: ~1e-15 relative in the values, ~3e-14 in the gradients
+(``tests/test_tabulated_expansion.py``).  Should the probe grid fail to reproduce featomic's
+spline (a spline finer than 5120 intervals), :attr:`TabulatedExpansion.exact` is false and
+:class:`~mdplugin.descriptors.expansion.SphericalExpansion` uses featomic.
+
+How it is fast
+--------------
+Per batch: one ``(F, 3, N, N)`` distance step per group of equal-size frames; per pair the
+radial values ``(g, g', g/r)`` from its cubic piece (one batched product), the monomials of
+``û`` and one product with a table giving, per ``l``, the ``(3, 4(2l+1))`` matrix that turns
+``(g, g', g/r)`` into the gradient ``(x, y, z)`` and minus the value; one small product per ``l``
+and pair; the sums over neighbours of each (centre, species) — the values and the self-pair
+gradients — as ONE product with a 0/1 matrix (dense, or scipy CSR for large batches); and two
+scatters into one output buffer.  Where every number goes (the "layout") depends only on the
+pair set and is cached between the MD steps of one molecule.  For one 1,2-dichloroethane
+(8 atoms) with gradients this takes ~0.6 ms against ~5 ms for featomic plus the copy into dense
+arrays (``benchmarks/bench_expansion.py``).
 """
 
 from __future__ import annotations
