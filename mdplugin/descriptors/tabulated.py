@@ -405,7 +405,19 @@ def _neighbour_pairs(frames: Sequence, offsets: np.ndarray, cutoff: float
     frames or atoms).  Returns ``(i, j, d, d2)``: global atom indices ``(n_pairs,)``, the vectors
     ``d = r_j − r_i`` ``(n_pairs, 3)`` in Å and ``|d|²`` ``(n_pairs,)`` in Å²."""
     cutoff2 = cutoff * cutoff
-    if len(frames) == 1:  # an MD step: 2-D arrays, no frame axis
+    if len(frames) == 1 and len(frames[0]) <= _ALL_PAIRS_MAX_ATOMS:  # an MD step of a small molecule
+        pos = np.ascontiguousarray(np.asarray(frames[0].positions, dtype=np.float64).T)  # (3, N)
+        a, b = _all_pairs(pos.shape[1])
+        d = pos[:, b] - pos[:, a]  # (3, N(N−1)): r_j − r_i
+        d2 = d[0] * d[0]
+        d2 += d[1] * d[1]
+        d2 += d[2] * d[2]
+        inside = d2 < cutoff2
+        if inside.all():
+            return a, b, d.T, d2
+        keep = np.flatnonzero(inside)
+        return a[keep], b[keep], d[:, keep].T, d2[keep]
+    if len(frames) == 1:  # one larger frame: 2-D arrays, no frame axis
         pos = np.ascontiguousarray(np.asarray(frames[0].positions, dtype=np.float64).T)  # (3, N)
         size = pos.shape[1]
         d = pos[:, None, :] - pos[:, :, None]  # d[x, i, j] = (r_j − r_i)_x
@@ -433,6 +445,20 @@ def _neighbour_pairs(frames: Sequence, offsets: np.ndarray, cutoff: float
     i, j, d, d2 = (np.concatenate([p[k] for p in parts]) for k in range(4))
     order = np.argsort(i * int(offsets[-1]) + j, kind="stable")
     return i[order], j[order], d[order], d2[order]
+
+
+_ALL_PAIRS_MAX_ATOMS = 64
+_ALL_PAIRS: dict = {}
+
+
+def _all_pairs(size: int) -> tuple[np.ndarray, np.ndarray]:
+    """``(i, j)`` of every ordered pair ``i ≠ j`` of ``size`` atoms, sorted (cached per size)."""
+    got = _ALL_PAIRS.get(size)
+    if got is None:
+        i, j = np.nonzero(~np.eye(size, dtype=bool))
+        got = _ALL_PAIRS[size] = (i, j)
+        i.flags.writeable = j.flags.writeable = False
+    return got
 
 
 def _group_pairs(frames: Sequence, bases: np.ndarray, size: int, cutoff2: float) -> tuple:
