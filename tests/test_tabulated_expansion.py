@@ -236,3 +236,22 @@ def test_featomic_computes_when_the_table_is_not_exact(monkeypatch):
     for l in range(4):
         np.testing.assert_array_equal(got.values[l], ref.values[l])
         np.testing.assert_array_equal(got.gradient_values[l], ref.gradient_values[l])
+
+
+@pytest.mark.parametrize("gradients", [False, True])
+def test_a_frames_numbers_do_not_depend_on_its_batch(gradients):
+    """Bit-identical values and gradients for a frame alone, in a small batch and in a large one
+    (MPI fits split batches differently from serial ones and are meant to be bit-identical)."""
+    frames = read(TRAJ / "dce_train.xyz", ":300")
+    calc = SphericalExpansion([1, 6, 17], engine="tabulated", **MD_HYPERS)
+    alone = calc.compute(frames[7:8], gradients=gradients)
+    for batch, first in ((frames[5:9], 2), (frames, 7)):
+        exp = calc.compute(batch, gradients=gradients)
+        rows = slice(8 * first, 8 * first + 8)
+        for l in range(4):
+            np.testing.assert_array_equal(exp.values[l][rows], alone.values[l])
+        if gradients:
+            mine = (exp.pairs[:, 0] >= rows.start) & (exp.pairs[:, 0] < rows.stop)
+            np.testing.assert_array_equal(exp.pairs[mine] - rows.start, alone.pairs)
+            for l in range(4):
+                np.testing.assert_array_equal(exp.gradient_values[l][mine], alone.gradient_values[l])
