@@ -593,30 +593,39 @@ class SAGPRModel(SharedExpansionMixin, Model):
             groups.append((s_index, rows))
         return groups
 
-    def _predict_contracted(self, raw: dict, species: np.ndarray, frame: np.ndarray, n_frames: int) -> dict:
-        """Every λ GPR's mean prediction ``{λ: (n_frames, 2λ+1)}`` from the normalised full
-        features ``raw`` (:meth:`_raw_features`) through :meth:`_contracted_weights`."""
+    def _predict_contracted(self, exp: Expansion, species: np.ndarray, frame: np.ndarray, n_frames: int) -> dict:
+        """Every λ GPR's mean prediction ``{λ: (n_frames, 2λ+1)}`` through
+        :meth:`_contracted_weights`, from the expansion's shared λ-SOAP features: the
+        normalisation is applied to each atom's results (``1/|x^λ_i|``, ``1/|x⁰_i|``) instead of
+        to copies of the features."""
+        lams = tuple(sorted(set(self._lambdas()) | {0}))
+        feats = shared_lambda_soap(exp, lams)  # {λ: (n, 2λ+1, F_λ)}, unnormalised, read-only
+        inv_norm = {}
+        for lam, x in feats.items():
+            flat = x.reshape(len(x), -1)
+            inv_norm[lam] = 1.0 / np.maximum(np.sqrt(np.einsum("ij,ij->i", flat, flat)), 1e-300)
         groups = self._species_groups(species)
         n = len(species)
+        x0 = feats[0][:, 0, :]
         z0 = {}
-        if self.zeta == 2:  # the projected invariant features, shared by every λ
+        if self.zeta == 2:  # the projected normalised invariant features, shared by every λ
             for s_index, rows in groups:
-                z0[s_index] = raw[0][rows] @ self.projections_[0][s_index]
+                z0[s_index] = (x0[rows] @ self.projections_[0][s_index]) * inv_norm[0][rows, None]
         sph = {}
         for lam in self._lambdas():
             d = 2 * lam + 1
-            x = raw[lam] if lam else raw[0][:, None, :]  # (n, d, F_λ)
+            x = feats[lam]  # (n, d, F_λ)
             per_atom = np.zeros((n, d))
             weights = dict(self._contracted_weights(lam))
             for s_index, rows in groups:
                 q = weights[s_index]
                 if self.zeta == 1:
-                    per_atom[rows] = x[rows] @ q
+                    per_atom[rows] = (x[rows] @ q) * inv_norm[lam][rows, None]
                 elif lam == 0:
                     per_atom[rows, 0] = np.einsum("rk,rk->r", z0[s_index] @ q, z0[s_index])
                 else:
                     v = z0[s_index] @ q  # (r, F_λ)
-                    per_atom[rows] = np.matmul(x[rows], v[:, :, None])[:, :, 0]
+                    per_atom[rows] = np.matmul(x[rows], v[:, :, None])[:, :, 0] * inv_norm[lam][rows, None]
             sph[lam] = per_atom.sum(axis=0, keepdims=True) if n_frames == 1 else _sum_by_frame(per_atom, frame, n_frames)
         return sph
 
@@ -828,11 +837,10 @@ class SAGPRModel(SharedExpansionMixin, Model):
         """Predictions (and std) from a precomputed expansion with this model's hypers."""
         self._check_fitted()
         species, frame, n = exp.centre_species, exp.centre_frame, exp.n_frames
-        raw = self._raw_features(exp, shared=True)
         if not return_std and self.zeta in (1, 2):
-            sph, cov = self._predict_contracted(raw, species, frame, n), {}
+            sph, cov = self._predict_contracted(exp, species, frame, n), {}
         else:
-            sph, cov = self._predict_kernel(raw, species, frame, n, return_std)
+            sph, cov = self._predict_kernel(self._raw_features(exp, shared=True), species, frame, n, return_std)
         if 0 in sph:
             comp = self._composition(species, frame, n)
             sph[0] = sph[0] + (comp @ self.baseline_)[:, None]
