@@ -82,7 +82,9 @@ def distributed_farthest_point_sampling_groups(
     each, e.g. one matrix per species), as independent selections but with one exchange per step
     for all of them (fewer synchronisations of the ranks). Returns one index array per matrix."""
     comm = resolve_comm(comm)
-    groups = [_FPSGroup(x, n_filter) for x in xs]
+    # each rank's filter directions from its share of a 512-row subsample (any directions keep
+    # the selection exact; the subsample's SVD is then not repeated in full on every rank)
+    groups = [_FPSGroup(x, n_filter, n_sample=max(2 * n_filter, 512 // comm.size)) for x in xs]
     counts = [len(g.x) for g in groups]
     peaks = [g.max_sq for g in groups]
     widths = [g.x.shape[1] for g in groups]
@@ -121,11 +123,11 @@ class _FPSGroup:
     """One rank's state of a distributed farthest-point sampling (see
     :func:`distributed_farthest_point_sampling`)."""
 
-    def __init__(self, x: np.ndarray, n_filter: int):
+    def __init__(self, x: np.ndarray, n_filter: int, n_sample: int = 512):
         self.x = np.ascontiguousarray(x, dtype=float)
         self.sq = np.einsum("ij,ij->i", self.x, self.x)
         self.max_sq = float(self.sq.max()) if len(self.x) else 0.0
-        self.directions = _filter_directions(self.x, n_filter)  # (d, k) orthonormal, or None: no filter
+        self.directions = _filter_directions(self.x, n_filter, n_sample)  # (d, k) orthonormal, or None: no filter
         if self.directions is not None:
             self.x_lead = self.x @ self.directions
             self.sq_lead = np.einsum("ij,ij->i", self.x_lead, self.x_lead)
