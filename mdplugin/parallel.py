@@ -267,11 +267,12 @@ def allgather_array(comm: Any, values: np.ndarray) -> np.ndarray:
     return recv
 
 
-def assign_tasks(costs: Sequence[float], size: int) -> np.ndarray:
+def assign_tasks(costs: Sequence[float], size: int, start: np.ndarray | None = None) -> np.ndarray:
     """The rank (0 … size−1) that runs each task: longest task first, to the least loaded rank
-    (ties: the lowest rank). Depends only on ``costs`` (any units) and ``size``, so every rank
-    computes the same assignment."""
-    loads = np.zeros(max(int(size), 1))
+    (ties: the lowest rank). ``start`` (size,): the loads the ranks already carry (same units as
+    ``costs``, e.g. a :func:`share_tasks` ledger). Depends only on ``costs``, ``size`` and
+    ``start``, so every rank computes the same assignment."""
+    loads = np.zeros(max(int(size), 1)) if start is None else np.array(start, dtype=float)
     owner = np.zeros(len(costs), dtype=int)
     for i in sorted(range(len(costs)), key=lambda i: (-float(costs[i]), i)):
         owner[i] = int(np.argmin(loads))
@@ -279,19 +280,24 @@ def assign_tasks(costs: Sequence[float], size: int) -> np.ndarray:
     return owner
 
 
-def share_tasks(comm: Any, costs: Sequence[float], run: Callable[[int], Any]) -> list:
+def share_tasks(comm: Any, costs: Sequence[float], run: Callable[[int], Any], ledger: np.ndarray | None = None) -> list:
     """``[run(0), run(1), …]`` on every rank, each task run by one rank only.
 
-    ``costs`` (one per task, any units) balance the ranks (:func:`assign_tasks`). Results travel
+    ``costs`` (one per task, any units) balance the ranks (:func:`assign_tasks`). ``ledger``
+    (size,), optional: the cost every rank has carried in earlier rounds (same units), used as
+    the starting loads and updated in place, so that rounds with an odd number of equal tasks
+    do not all load the same rank. Results travel
     in one ``allgather`` (pickled, so any object), except numpy arrays of more than 64 kB, which
     are broadcast from their rank as raw buffers (``Bcast``: no pickling copies; same values,
     shape and memory order). ``run(i)`` must depend only on data every rank holds (or that the
     caller gathered on the task's rank) and be deterministic: its result is then bit for bit the
     serial one, whichever rank computes it. Serial: the tasks in order, in this process.
     """
+    owner = assign_tasks(costs, comm.size, ledger)
+    if ledger is not None:
+        np.add.at(ledger, owner, np.asarray(costs, dtype=float))
     if comm.size == 1:
         return [run(i) for i in range(len(costs))]
-    owner = assign_tasks(costs, comm.size)
     mine = {i: run(i) for i in range(len(costs)) if owner[i] == comm.rank}
     light = {}
     for i, value in mine.items():

@@ -132,6 +132,26 @@ def test_share_tasks_runs_each_task_once_and_returns_all_results_everywhere(size
             assert got.flags.f_contiguous == ref.flags.f_contiguous
 
 
+def test_share_tasks_ledger_carries_the_loads_over_rounds():
+    # round 1: three equal tasks on two ranks load rank 0 twice; round 2 starts from there
+    run_ranks_ledgers = run_ranks(2, lambda comm: _two_rounds(comm))
+    for got, ledger_after in run_ranks_ledgers:
+        assert got == [0, 1, 2, 10, 11, 12, 13]
+        np.testing.assert_array_equal(ledger_after, [4.0, 3.0])  # rank 0: 2 + 2, rank 1: 1 + 2
+    assign = assign_tasks([1.0] * 4, 2, np.array([2.0, 1.0]))
+    np.testing.assert_array_equal(assign, [1, 0, 1, 0])  # the lighter rank first
+    ledger = np.zeros(1)
+    serial = share_tasks(SerialComm(), [1.0, 2.0], lambda i: i, ledger)
+    assert serial == [0, 1] and ledger.tolist() == [3.0]
+
+
+def _two_rounds(comm):
+    ledger = np.zeros(comm.size)
+    first = share_tasks(comm, [1.0, 1.0, 1.0], lambda i: i, ledger)
+    second = share_tasks(comm, [1.0] * 4, lambda i: 10 + i, ledger)
+    return first + second, ledger.copy()
+
+
 def test_allgather_array():
     got = run_ranks(3, lambda comm: allgather_array(comm, np.full(4, comm.rank + 0.5)))
     for g in got:

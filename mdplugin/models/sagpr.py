@@ -242,7 +242,7 @@ class SAGPRModel(SharedExpansionMixin, Model):
         value = {0: self.regularizer_l0, 1: self.regularizer_l1, 2: self.regularizer_l2}[lam]
         return None if value is None else float(value)
 
-    def _solve(self, a_fit, b_fit, kmm, reg, comm=None, held_out=None, timer=None) -> tuple[ProjectedProcess, float]:
+    def _solve(self, a_fit, b_fit, kmm, reg, comm=None, held_out=None, timer=None, ledger=None) -> tuple[ProjectedProcess, float]:
         """The λ GPR (and its regulariser) from the summed normal equations ``a_fit`` (m, m),
         ``b_fit`` (m,) and the symmetric scaled ``kmm`` (m, m).
 
@@ -261,18 +261,21 @@ class SAGPRModel(SharedExpansionMixin, Model):
         factor, then the midpoints; every rank then solves the final system. The held-out errors
         are summed block by block, each block's on the rank that holds its rows (the held-out
         rows never travel). Each is the computation a serial fit does, so the model is the
-        serial one.
+        serial one. ``ledger``: the ranks' loads so far (:func:`~mdplugin.parallel.share_tasks`;
+        costs in floating-point operations, a factorisation ``m³/3``).
         """
         comm = resolve_comm(comm)
         timer = timer or (lambda phase: None)
         jitter = self.jitter
+        cost = float(len(kmm)) ** 3 / 3.0
         if held_out is None:
             reg = 1e-4 if reg is None else float(reg)
             # K_MM's factor (for the variance) and the final system are independent
             kmm_factor, gpr = share_tasks(
-                comm, [1.0, 1.0],
+                comm, [cost, cost],
                 lambda t: _stable_cholesky(kmm, jitter) if t == 0
                 else solve_projected_process_factored(a_fit, b_fit, kmm, None, reg, jitter),
+                ledger,
             )
             gpr.kmm_factor = kmm_factor
             timer("solve")
@@ -316,8 +319,9 @@ class SAGPRModel(SharedExpansionMixin, Model):
 
         # one round: every grid candidate and K_MM's factor (all the size of one factorisation)
         done = share_tasks(
-            comm, [1.0] * (len(grid) + 1),
+            comm, [cost] * (len(grid) + 1),
             lambda t: weights(grid[t]) if t < len(grid) else _stable_cholesky(kmm, jitter),
+            ledger,
         )
         kmm_factor = done[-1]
         errors = scores(grid, done[:-1])
@@ -327,7 +331,7 @@ class SAGPRModel(SharedExpansionMixin, Model):
             raise ConfigError("no regulariser of regularizer_grid gives a positive-definite system")
         i = grid.index(best)
         refine = [float(np.sqrt(best * grid[j])) for j in (i - 1, i + 1) if 0 <= j < len(grid)]
-        errors.update(scores(refine, share_tasks(comm, [1.0] * len(refine), lambda t: weights(refine[t]))))
+        errors.update(scores(refine, share_tasks(comm, [cost] * len(refine), lambda t: weights(refine[t]), ledger)))
         reg = best_of(errors)
         timer("regulariser midpoints")
         a_fit += a_val  # every row
@@ -439,7 +443,8 @@ class SAGPRModel(SharedExpansionMixin, Model):
             out[lam] = z
         return out
 
-    def _fit_projections(self, raw: dict, sparse: np.ndarray, species: np.ndarray, offset: int, comm=None) -> None:
+    def _fit_projections(self, raw: dict, sparse: np.ndarray, species: np.ndarray, offset: int, comm=None,
+                         ledger=None) -> None:
         """Principal directions (over the feature index) of the representative environments.
 
         ``raw`` {λ: (n_local, F) for λ = 0, (n_local, 2λ+1, F) otherwise}: this rank's normalised
@@ -447,7 +452,8 @@ class SAGPRModel(SharedExpansionMixin, Model):
         the representative environments, ``species`` (n,) the species of all centres. One
         randomised SVD per λ and species, of that species' representative environments in FPS
         order; with an MPI ``comm`` they are shared among the ranks, each rank gathering only the
-        rows of its own SVDs."""
+        rows of its own SVDs (``ledger``: see :func:`~mdplugin.parallel.share_tasks`; costs in
+        floating-point operations, ≈ 12 n F (k + 16) per randomised SVD)."""
         comm = resolve_comm(comm)
         n_local = len(next(iter(raw.values()))) if raw else 0
         widths = {lam: x.shape[-1] for lam, x in raw.items()}
@@ -461,15 +467,16 @@ class SAGPRModel(SharedExpansionMixin, Model):
                 k = n_feat if not self.n_components else min(int(self.n_components), n_feat)
                 jobs.append((lam, rows, len(rows) * (2 * lam + 1), n_feat, k))
         svd = [i for i, job in enumerate(jobs) if job[4] < job[3]]
-        costs = [float(n * f * (min(k, n, f) + 16)) for _, _, n, f, k in (jobs[i] for i in svd)]
-        owner = assign_tasks(costs, comm.size)
+        costs = [12.0 * n * f * (min(k, n, f) + 16) for _, _, n, f, k in (jobs[i] for i in svd)]
+        owner = assign_tasks(costs, comm.size, ledger)
         inputs = {}
         for t, i in enumerate(svd):
             lam, rows, _, n_feat, _ = jobs[i]
             got = gather_rows(comm, {lam: raw[lam]} if n_local else {}, rows, offset, n_local, root=int(owner[t]))
             if got is not None:
                 inputs[t] = got[lam].reshape(-1, n_feat)  # (rows·(2λ+1), F)
-        found = dict(zip(svd, share_tasks(comm, costs, lambda t: self._principal_directions(inputs.pop(t), jobs[svd[t]][4]))))
+        found = dict(zip(svd, share_tasks(
+            comm, costs, lambda t: self._principal_directions(inputs.pop(t), jobs[svd[t]][4]), ledger)))
         self.projections_ = {}
         for lam in sorted(widths):
             bases = [found[i] if i in found else np.eye(jobs[i][3]) for i in range(len(jobs)) if jobs[i][0] == lam]
@@ -705,7 +712,9 @@ class SAGPRModel(SharedExpansionMixin, Model):
         sparse = np.concatenate(sparse)
         self.sparse_species_ = species[sparse].astype(int)
         timer("fps")
-        self._fit_projections(raw, sparse, species, offset, comm)
+        # the ranks' shares of the SVDs and factorisations so far (flops): later rounds even them out
+        ledger = np.zeros(comm.size)
+        self._fit_projections(raw, sparse, species, offset, comm, ledger)
         timer("pca")
         z = self._fit_project(raw, species_loc, spans)
         del raw
@@ -793,7 +802,7 @@ class SAGPRModel(SharedExpansionMixin, Model):
             timer("tree sums")
             kmm = scaled_symmetric_part(self._sparse_kernel(lam), self.kernel_scale_[lam])
             timer("K_MM")
-            gpr, reg = self._solve(a_fit, b_fit, kmm, reg, comm=comm, held_out=held, timer=timer)  # no held-out rows: 1e-4
+            gpr, reg = self._solve(a_fit, b_fit, kmm, reg, comm=comm, held_out=held, timer=timer, ledger=ledger)  # no held-out rows: 1e-4
             del a_fit, held, val_blocks
             self.regularizer_[lam] = reg
             self.gpr_[lam] = gpr
