@@ -351,6 +351,11 @@ class SphericalExpansion:
         if not self._tabulated.exact:
             return None
         values, pairs, grads = self._tabulated.compute(systems, offsets, centre_species, gradients)
+        return self._result(values, centre_frame, centre_atom, centre_species, len(systems), pairs, grads)
+
+    def _result(self, values, centre_frame, centre_atom, centre_species, n_frames: int, pairs, grads
+                ) -> Expansion:
+        """The :class:`Expansion` of either engine (``pairs``, ``grads`` None without gradients)."""
         return Expansion(
             species=self.species,
             max_angular=self.max_angular,
@@ -358,7 +363,7 @@ class SphericalExpansion:
             centre_frame=centre_frame,
             centre_atom=centre_atom,
             centre_species=centre_species,
-            n_frames=len(systems),
+            n_frames=n_frames,
             pairs=pairs,
             gradient_values=grads,
         )
@@ -445,19 +450,7 @@ class SphericalExpansion:
             dense[gdest] = gflat
             grads = _split(dense, gsizes, [(n_pairs, 3, 2 * l + 1, width) for l in range(self.max_angular + 1)])
 
-        expansion = Expansion(
-            species=self.species,
-            max_angular=self.max_angular,
-            values=values,
-            centre_frame=centre_frame,
-            centre_atom=centre_atom,
-            centre_species=centre_species,
-            n_frames=len(frames),
-        )
-        if gradients:
-            expansion.pairs = pairs
-            expansion.gradient_values = grads
-        return expansion
+        return self._result(values, centre_frame, centre_atom, centre_species, len(frames), pairs, grads)
 
 
 def _labels_unchanged(reader: BlockReader, read: list, gradient: str | None = None) -> bool:
