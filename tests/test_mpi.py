@@ -21,6 +21,7 @@ import numpy as np
 import pytest
 
 from mdplugin.parallel import (
+    CpuLedger,
     OrderedSum,
     PhaseTimer,
     SerialComm,
@@ -132,24 +133,23 @@ def test_share_tasks_runs_each_task_once_and_returns_all_results_everywhere(size
             assert got.flags.f_contiguous == ref.flags.f_contiguous
 
 
-def test_share_tasks_ledger_carries_the_loads_over_rounds():
-    # round 1: three equal tasks on two ranks load rank 0 twice; round 2 starts from there
-    run_ranks_ledgers = run_ranks(2, lambda comm: _two_rounds(comm))
-    for got, ledger_after in run_ranks_ledgers:
+def test_cpu_ledger_assigns_the_same_tasks_on_every_rank():
+    ran = []
+
+    def run(comm):
+        ledger = CpuLedger(comm)
+        first = share_tasks(comm, [3e9, 3e9, 3e9], lambda i: (ran.append(i), i)[1], ledger)
+        owner = ledger.assign([1e9] * 4)
+        second = share_tasks(comm, [1e9] * 4, lambda i: 10 + i, owner=owner)
+        return first + second, owner
+
+    results = run_ranks(2, run)
+    assert sorted(ran) == [0, 1, 2]  # each task once
+    for got, owner in results:
         assert got == [0, 1, 2, 10, 11, 12, 13]
-        np.testing.assert_array_equal(ledger_after, [4.0, 3.0])  # rank 0: 2 + 2, rank 1: 1 + 2
-    assign = assign_tasks([1.0] * 4, 2, np.array([2.0, 1.0]))
-    np.testing.assert_array_equal(assign, [1, 0, 1, 0])  # the lighter rank first
-    ledger = np.zeros(1)
-    serial = share_tasks(SerialComm(), [1.0, 2.0], lambda i: i, ledger)
-    assert serial == [0, 1] and ledger.tolist() == [3.0]
-
-
-def _two_rounds(comm):
-    ledger = np.zeros(comm.size)
-    first = share_tasks(comm, [1.0, 1.0, 1.0], lambda i: i, ledger)
-    second = share_tasks(comm, [1.0] * 4, lambda i: 10 + i, ledger)
-    return first + second, ledger.copy()
+    np.testing.assert_array_equal(results[0][1], results[1][1])  # gathered loads: one assignment
+    np.testing.assert_array_equal(assign_tasks([1.0] * 4, 2, np.array([2.0, 1.0])), [1, 0, 1, 0])
+    assert CpuLedger(SerialComm()).assign([1.0, 2.0]).tolist() == [0, 0]
 
 
 def test_allgather_array():

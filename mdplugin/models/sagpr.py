@@ -60,6 +60,7 @@ from ..tensors import (
     vector_to_spherical,
 )
 from ..parallel import (
+    CpuLedger,
     PhaseTimer,
     TreeSum,
     allgather_blocks,
@@ -261,8 +262,8 @@ class SAGPRModel(SharedExpansionMixin, Model):
         factor, then the midpoints; every rank then solves the final system. The held-out errors
         are summed block by block, each block's on the rank that holds its rows (the held-out
         rows never travel). Each is the computation a serial fit does, so the model is the
-        serial one. ``ledger``: the ranks' loads so far (:func:`~mdplugin.parallel.share_tasks`;
-        costs in floating-point operations, a factorisation ``m³/3``).
+        serial one. ``ledger``: a :class:`~mdplugin.parallel.CpuLedger` (task costs in
+        floating-point operations, a factorisation ``m³/3``).
         """
         comm = resolve_comm(comm)
         timer = timer or (lambda phase: None)
@@ -452,7 +453,7 @@ class SAGPRModel(SharedExpansionMixin, Model):
         the representative environments, ``species`` (n,) the species of all centres. One
         randomised SVD per λ and species, of that species' representative environments in FPS
         order; with an MPI ``comm`` they are shared among the ranks, each rank gathering only the
-        rows of its own SVDs (``ledger``: see :func:`~mdplugin.parallel.share_tasks`; costs in
+        rows of its own SVDs (``ledger``: a :class:`~mdplugin.parallel.CpuLedger`; costs in
         floating-point operations, ≈ 12 n F (k + 16) per randomised SVD)."""
         comm = resolve_comm(comm)
         n_local = len(next(iter(raw.values()))) if raw else 0
@@ -468,7 +469,7 @@ class SAGPRModel(SharedExpansionMixin, Model):
                 jobs.append((lam, rows, len(rows) * (2 * lam + 1), n_feat, k))
         svd = [i for i, job in enumerate(jobs) if job[4] < job[3]]
         costs = [12.0 * n * f * (min(k, n, f) + 16) for _, _, n, f, k in (jobs[i] for i in svd)]
-        owner = assign_tasks(costs, comm.size, ledger)
+        owner = ledger.assign(costs) if ledger is not None else assign_tasks(costs, comm.size)
         inputs = {}
         for t, i in enumerate(svd):
             lam, rows, _, n_feat, _ = jobs[i]
@@ -476,7 +477,7 @@ class SAGPRModel(SharedExpansionMixin, Model):
             if got is not None:
                 inputs[t] = got[lam].reshape(-1, n_feat)  # (rows·(2λ+1), F)
         found = dict(zip(svd, share_tasks(
-            comm, costs, lambda t: self._principal_directions(inputs.pop(t), jobs[svd[t]][4]), ledger)))
+            comm, costs, lambda t: self._principal_directions(inputs.pop(t), jobs[svd[t]][4]), owner=owner)))
         self.projections_ = {}
         for lam in sorted(widths):
             bases = [found[i] if i in found else np.eye(jobs[i][3]) for i in range(len(jobs)) if jobs[i][0] == lam]
@@ -686,6 +687,7 @@ class SAGPRModel(SharedExpansionMixin, Model):
         """
         comm = resolve_comm(comm)
         timer = PhaseTimer(comm, f"sagpr-{self.target}")
+        ledger = CpuLedger(comm)  # the shared SVDs and factorisations go to the ranks that did least so far
         self._check_target()
         self.__dict__.pop("_sparse_block_cache", None)
         frames = list(frames)
@@ -712,8 +714,6 @@ class SAGPRModel(SharedExpansionMixin, Model):
         sparse = np.concatenate(sparse)
         self.sparse_species_ = species[sparse].astype(int)
         timer("fps")
-        # the ranks' shares of the SVDs and factorisations so far (flops): later rounds even them out
-        ledger = np.zeros(comm.size)
         self._fit_projections(raw, sparse, species, offset, comm, ledger)
         timer("pca")
         z = self._fit_project(raw, species_loc, spans)
