@@ -18,12 +18,14 @@ is distorted, since P ranks get a larger share of the cores than one process), t
 memory of every rank (``getrusage`` maxrss), and the largest relative difference between the predictions of the
 MPI and the one-thread serial model on 100 frames (0 when the arithmetic is the same: the parallel
 fit is designed to be bit-identical). The load average is printed before and after: on a shared
-machine the timings are only indicative.
+machine the timings are only indicative. ``--phases`` also prints, for every run and rank, the CPU
+and wall time of each phase of the λ-SOAP fit (``MDPLUGIN_FIT_TIMES=1``, :class:`mdplugin.parallel.PhaseTimer`):
+where a rank waits, which phase does not split, which rank carries more.
 
 Usage::
 
     OMP_NUM_THREADS=1 python benchmarks/bench_mpi_train.py [--frames 2000] [--ranks 2] \
-        [--targets energy dipole polarizability] [--no-threaded] [--repeat 3]
+        [--targets energy dipole polarizability] [--no-threaded] [--repeat 3] [--phases]
 """
 
 from __future__ import annotations
@@ -75,8 +77,10 @@ def _worker(argv: list[str]) -> int:
     return status
 
 
-def _run(cmd: list[str], threads: int) -> dict:
+def _run(cmd: list[str], threads: int, phases: bool = False) -> dict:
     env = {**os.environ, **{v: str(threads) for v in THREAD_VARS}}
+    if phases:
+        env["MDPLUGIN_FIT_TIMES"] = "1"
     load = os.getloadavg()[0]
     t0 = time.perf_counter()
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
@@ -86,8 +90,17 @@ def _run(cmd: list[str], threads: int) -> dict:
     fit = float(re.search(r" in ([0-9.]+) s ->", proc.stdout).group(1))
     ranks = sorted((json.loads(line[6:]) for line in proc.stdout.splitlines() if line.startswith("BENCH ")),
                    key=lambda r: r["rank"])
+    if phases:
+        print(f"  phases of: {' '.join(cmd[-8:])}")
+        print("\n".join("    " + line for line in sorted(proc.stderr.splitlines(), key=_rank_of) if line.startswith("fit-times")))
     return {"fit_s": fit, "wall_s": wall, "maxrss_mib": [r["maxrss_mib"] for r in ranks],
             "fit_cpu_s": [r["fit_cpu_s"] for r in ranks], "load_before": load}
+
+
+def _rank_of(line: str) -> str:
+    """Sort key of a ``fit-times`` line: its rank (stable: phases stay in order)."""
+    parts = line.split()
+    return parts[3] if len(parts) > 3 else ""
 
 
 def _mpiexec() -> str:
@@ -109,6 +122,8 @@ def main() -> None:
     parser.add_argument("--targets", nargs="+", default=["energy", "dipole", "polarizability"],
                         help="targets, space- or comma-separated (energy dipole polarizability)")
     parser.add_argument("--no-threaded", action="store_true", help="skip the threaded serial run")
+    parser.add_argument("--phases", action="store_true",
+                        help="print every rank's per-phase CPU and wall time of each λ-SOAP fit (MDPLUGIN_FIT_TIMES=1)")
     parser.add_argument("--repeat", type=int, default=1,
                         help="alternate the serial and MPI runs this many times and report the median CPU "
                              "speed-up (the machine's speed drifts with other jobs)")
@@ -148,12 +163,13 @@ def main() -> None:
         runs, pairs = {}, []
         for rep in range(max(1, args.repeat)):
             tag = f" #{rep + 1}" if args.repeat > 1 else ""
-            runs["serial 1 thread" + tag] = serial = _run(me + base + ["-o", str(work / f"{target}.serial.npz")], 1)
+            runs["serial 1 thread" + tag] = serial = _run(
+                me + base + ["-o", str(work / f"{target}.serial.npz")], 1, args.phases)
             if not args.no_threaded and rep == 0:
                 runs[f"serial {args.threads} threads"] = _run(
                     me + base + ["-o", str(work / f"{target}.threads.npz")], args.threads)
             runs[f"mpiexec -n {args.ranks}" + tag] = mpi = _run(
-                [mpiexec, "-n", str(args.ranks)] + me + base + ["-o", str(work / f"{target}.mpi.npz")], 1)
+                [mpiexec, "-n", str(args.ranks)] + me + base + ["-o", str(work / f"{target}.mpi.npz")], 1, args.phases)
             pairs.append(serial["fit_cpu_s"][0] / max(mpi["fit_cpu_s"]))
         ser, par = load_model(work / f"{target}.serial.npz"), load_model(work / f"{target}.mpi.npz")
         ys, yp = np.asarray(ser.predict(test)), np.asarray(par.predict(test))
