@@ -372,15 +372,9 @@ def solve_projected_process_factored(
     return ProjectedProcess(weights=weights, factor=factor, kmm_factor=kmm_factor, regularizer=float(regularizer))
 
 
-def _regularised_system(a: np.ndarray, k_mm: np.ndarray, regularizer: float) -> np.ndarray:
-    """``a + λ k_mm`` (both symmetric; the Cholesky factorisation reads one triangle)."""
-    system = np.multiply(k_mm, regularizer)
-    system += a
-    return system
-
-
 def _system_filler(a: np.ndarray, k_mm: np.ndarray, regularizer: float):
-    """``fill(out)`` writing :func:`_regularised_system` into ``out`` (for :func:`_cholesky_of`)."""
+    """``fill(out)`` writing the regularised system ``a + λ k_mm`` (both symmetric) into ``out``
+    (for :func:`_cholesky_of`)."""
 
     def fill(out: np.ndarray) -> None:
         np.multiply(k_mm, regularizer, out=out)

@@ -413,10 +413,12 @@ class SAGPRModel(SharedExpansionMixin, Model):
         frame_loc = np.concatenate(frame_parts) if frame_parts else np.zeros(0, dtype=int)
         return raw, species_loc, frame_loc, spans
 
-    def _fit_project(self, raw: dict, species: np.ndarray, spans: list) -> dict:
-        """:meth:`_project` of the fit's features ``raw`` (this rank's rows), block by block
-        (``spans``: row ranges) in cache-sized runs (:func:`_project_rows`): the same numbers on
-        any number of ranks, without a copy of the features."""
+    def _project(self, raw: dict, species: np.ndarray, spans: list | None = None) -> dict:
+        """Compressed features: ``0`` (n, k0) and λ (n, 2λ+1, kλ) (one basis per species), from the
+        normalised full features ``raw`` with centre species ``species`` (n,). Block by block
+        (``spans``: row ranges, default all rows) in cache-sized runs (:func:`_project_rows`): the
+        same numbers on any number of ranks, without a copy of the features."""
+        spans = [(0, len(species))] if spans is None else spans
         out = {}
         for lam, x in raw.items():
             k = self.projections_[lam][0].shape[1]
@@ -426,22 +428,6 @@ class SAGPRModel(SharedExpansionMixin, Model):
                     rows = lo + np.flatnonzero(species[lo:hi] == s)
                     if len(rows):
                         _project_rows(x, rows, self.projections_[lam][s_index], z)
-        return out
-
-    def _project(self, raw: dict, species: np.ndarray) -> dict:
-        """Compressed features: ``0`` (n, k0) and λ (n, 2λ+1, kλ) (one basis per species)."""
-        out = {}
-        for lam, x in raw.items():
-            k = self.projections_[lam][0].shape[1]
-            z = np.zeros(x.shape[:-1] + (k,))
-            for s_index, s in enumerate(self.species_):
-                rows = np.flatnonzero(species == s)
-                if len(rows):
-                    xs = x[rows]
-                    z[rows] = (xs.reshape(-1, xs.shape[-1]) @ self.projections_[lam][s_index]).reshape(
-                        xs.shape[:-1] + (k,)
-                    )
-            out[lam] = z
         return out
 
     def _fit_projections(self, raw: dict, sparse: np.ndarray, species: np.ndarray, offset: int, comm=None,
@@ -552,7 +538,7 @@ class SAGPRModel(SharedExpansionMixin, Model):
             yield rows, cols, k
 
     def _contracted_weights(self, lam: int) -> list:
-        """Per centre species: (species index, Q) with the GPR weights folded into the
+        """Per centre species (in the order of :attr:`species_`): Q, the GPR weights folded into the
         representative environments and the projections, so that a mean prediction needs no
         kernel row and no projected λ features (ζ = 1 or 2 only). With the projected features
         ``z = Pᵀ x`` of the kernel (:meth:`_project`) the λ GPR's mean is::
@@ -575,7 +561,7 @@ class SAGPRModel(SharedExpansionMixin, Model):
             position[used] = np.arange(len(used))
             weights = self.gpr_[lam].weights.reshape(len(used), d) * (self.y_scale_[lam] / self.kernel_scale_[lam])
             out = []
-            for s_index, (_, cols, b0, b) in enumerate(self._sparse_blocks(lam)):
+            for s_index, (_, cols, b0, b) in enumerate(self._sparse_blocks(lam)):  # species order
                 w = weights[position[cols]]  # (m_s, d)
                 bl = b0[:, None, :] if lam == 0 else b.reshape(len(cols), d, -1)  # (m_s, d, k_λ)
                 projection = self.projections_[lam][s_index]  # (F_λ, k_λ)
@@ -584,7 +570,7 @@ class SAGPRModel(SharedExpansionMixin, Model):
                 else:
                     t = np.einsum("cn,cnk,cj->kj", w, bl, b0, optimize=True)
                     q = t if lam == 0 else (projection @ t).T
-                out.append((s_index, np.ascontiguousarray(q)))
+                out.append(np.ascontiguousarray(q))
             cache[key] = out
         return cache[key]
 
@@ -624,7 +610,7 @@ class SAGPRModel(SharedExpansionMixin, Model):
             d = 2 * lam + 1
             x = feats[lam]  # (n, d, F_λ)
             per_atom = np.zeros((n, d))
-            weights = dict(self._contracted_weights(lam))
+            weights = self._contracted_weights(lam)  # per species index
             for s_index, rows in groups:
                 q = weights[s_index]
                 if self.zeta == 1:
@@ -716,7 +702,7 @@ class SAGPRModel(SharedExpansionMixin, Model):
         timer("fps")
         self._fit_projections(raw, sparse, species, offset, comm, ledger)
         timer("pca")
-        z = self._fit_project(raw, species_loc, spans)
+        z = self._project(raw, species_loc, spans)
         del raw
         timer("project")
         self.sparse_ = {
