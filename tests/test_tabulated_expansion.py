@@ -255,3 +255,113 @@ def test_a_frames_numbers_do_not_depend_on_its_batch(gradients):
             np.testing.assert_array_equal(exp.pairs[mine] - rows.start, alone.pairs)
             for l in range(4):
                 np.testing.assert_array_equal(exp.gradient_values[l][mine], alone.gradient_values[l])
+
+
+# --------------------------------------------------------------------------------------------
+# the radial table's disk cache
+# --------------------------------------------------------------------------------------------
+
+
+def _fresh_cache(monkeypatch, folder) -> None:
+    """Point the disk cache at ``folder`` and forget the tables of this process."""
+    import mdplugin.descriptors.tabulated as tabulated
+
+    monkeypatch.setenv("MDPLUGIN_CACHE", str(folder))
+    monkeypatch.setattr(tabulated, "_TABLES", {})
+
+
+def _assert_same_table(a, b) -> None:
+    for name in ("cutoff", "smoothing_width", "step", "grid_error"):
+        assert getattr(a, name) == getattr(b, name)
+    for name in ("coefficients", "self_contribution", "value_and_derivative"):
+        x, y = getattr(a, name), getattr(b, name)
+        assert x.dtype == y.dtype == np.float64 and x.shape == y.shape
+        np.testing.assert_array_equal(x, y)
+
+
+def test_radial_table_loaded_from_disk_equals_a_fresh_one(tmp_path, monkeypatch):
+    """A table written by one process and read by the next is bit for bit the freshly built one,
+    and reading it does not tabulate again."""
+    import mdplugin.descriptors.tabulated as tabulated
+
+    hypers = SphericalExpansion([1], **OTHER_HYPERS).hypers()
+    _fresh_cache(monkeypatch, tmp_path)
+    fresh = radial_table(hypers)
+    files = list(tmp_path.glob("radial-table-*.npz"))
+    assert len(files) == 1 and not list(tmp_path.glob("*.tmp"))
+    _fresh_cache(monkeypatch, tmp_path)
+    monkeypatch.setattr(tabulated, "_build_table", lambda *a: pytest.fail("tabulated again"))
+    loaded = radial_table(hypers)
+    assert loaded is not fresh
+    _assert_same_table(loaded, fresh)
+    # other hypers: another file
+    monkeypatch.undo()
+    _fresh_cache(monkeypatch, tmp_path)
+    radial_table(SphericalExpansion([1], **MD_HYPERS).hypers())
+    assert len(list(tmp_path.glob("radial-table-*.npz"))) == 2
+
+
+@pytest.mark.parametrize("damage", ["garbage", "truncated", "empty", "foreign", "wrong shape"])
+def test_a_damaged_cache_file_is_rebuilt(tmp_path, monkeypatch, damage):
+    import mdplugin.descriptors.tabulated as tabulated
+
+    hypers = SphericalExpansion([1], **MD_HYPERS).hypers()
+    _fresh_cache(monkeypatch, tmp_path)
+    fresh = radial_table(hypers)
+    (path,) = tmp_path.glob("radial-table-*.npz")
+    good = path.read_bytes()
+    if damage == "garbage":
+        path.write_bytes(b"not an npz file at all" * 100)
+    elif damage == "truncated":
+        path.write_bytes(good[: len(good) // 2])
+    elif damage == "empty":
+        path.write_bytes(b"")
+    else:
+        with np.load(path) as data:
+            arrays = dict(data)
+        if damage == "foreign":  # the file of other hypers (a hash collision, or a copied file)
+            arrays["identity"] = np.array(str(arrays["identity"]).replace('"radius":5.0', '"radius":6.0'))
+        else:
+            arrays["coefficients"] = arrays["coefficients"][:, :-1]
+        with open(path, "wb") as out:
+            np.savez(out, **arrays)
+    builds = []
+    build = tabulated._build_table
+    monkeypatch.setattr(tabulated, "_build_table", lambda *a: builds.append(1) or build(*a))
+    _fresh_cache(monkeypatch, tmp_path)
+    rebuilt = radial_table(hypers)
+    assert builds == [1]
+    _assert_same_table(rebuilt, fresh)
+    _fresh_cache(monkeypatch, tmp_path)  # the file was rewritten: read, not rebuilt
+    _assert_same_table(radial_table(hypers), fresh)
+    assert builds == [1]
+
+
+def test_cache_off_and_unwritable(tmp_path, monkeypatch):
+    hypers = SphericalExpansion([1], **MD_HYPERS).hypers()
+    _fresh_cache(monkeypatch, "off")
+    ref = radial_table(hypers)
+    blocker = tmp_path / "a_file"
+    blocker.write_text("")
+    _fresh_cache(monkeypatch, blocker / "cache")  # cannot be created: the table is simply not kept
+    _assert_same_table(radial_table(hypers), ref)
+    assert list(tmp_path.iterdir()) == [blocker]
+
+
+def test_a_cached_table_spares_importing_featomic(tmp_path):
+    """A new process that finds the table on disk computes the expansion without featomic."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "from ase.io import read\n"
+        "from mdplugin.descriptors.expansion import SphericalExpansion\n"
+        f"frames = read({str(TRAJ / 'dce_train.xyz')!r}, ':2')\n"
+        "SphericalExpansion([1, 6, 17], engine='tabulated').compute(frames, gradients=True)\n"
+        "print('featomic' in sys.modules)\n"
+    )
+    env = {**__import__("os").environ, "MDPLUGIN_CACHE": str(tmp_path), "OMP_NUM_THREADS": "1"}
+    first = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    second = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert first.stdout.split() == ["True"] and second.stdout.split() == ["False"]
