@@ -2,7 +2,7 @@
 
 ``run_ranks(size, fn)`` runs ``fn(comm)`` on ``size`` threads, each with its own ``ThreadComm``
 (``rank``, ``size``, ``allgather``, ``gather``, ``bcast``, ``Bcast``, ``Iallgather``,
-``send``/``recv``, ``Send``/``Recv``, ``Barrier``), and returns the results in rank order. Every rank calls the collectives in the same
+``send``/``recv``, ``Send``/``Recv``, ``Isend``/``Irecv``, ``Barrier``), and returns the results in rank order. Every rank calls the collectives in the same
 order, as with MPI. Numpy releases the GIL little here, so this checks logic, not speed.
 """
 
@@ -36,6 +36,30 @@ class _Done:
 
     def Wait(self) -> None:
         return None
+
+
+class _Receive:
+    """A nonblocking receive: complete once a matching message is in the queue (requests of one
+    (source, tag) must be tested in the order they were posted, as MPI matches them)."""
+
+    def __init__(self, box: queue.Queue, buf):
+        self.box, self.buf, self.done = box, buf, False
+
+    def Test(self) -> bool:
+        if not self.done:
+            try:
+                data = self.box.get_nowait()
+            except queue.Empty:
+                return False
+            self.buf[...] = data
+            self.done = True
+        return True
+
+    def Wait(self) -> None:
+        data = None if self.done else self.box.get(timeout=60)
+        if not self.done:
+            self.buf[...] = data
+            self.done = True
 
 
 class ThreadComm:
@@ -89,6 +113,13 @@ class ThreadComm:
 
     def Recv(self, buf, source: int, tag: int = 0) -> None:
         buf[...] = self.recv(source, tag)
+
+    def Isend(self, buf, dest: int, tag: int = 0):
+        self.Send(buf, dest, tag)
+        return _Done()
+
+    def Irecv(self, buf, source: int, tag: int = 0):
+        return _Receive(self._shared.queue(source, self.rank, tag), buf)
 
     def Barrier(self) -> None:
         self._shared.barrier.wait()

@@ -186,8 +186,10 @@ def test_rank_offset():
     assert rank_offset(SerialComm(), 7) == (0, 7)
 
 
-@pytest.mark.parametrize("root", [None, 1])
+@pytest.mark.parametrize("root", [None, 0, 1, 2])
 def test_gather_rows_from_split_arrays(root):
+    """Rows spread over 3 ranks (rank 1 without rows) gathered in the requested order, on every
+    rank or on one (a root with or without rows of its own); the rows travel as raw buffers."""
     rng = np.random.default_rng(5)
     a, b = rng.normal(size=(9, 2)), rng.normal(size=(9, 3, 4))
     cuts = [0, 4, 4, 9]  # rank 1 holds no row
