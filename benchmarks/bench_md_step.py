@@ -17,6 +17,7 @@ rounds so that a busy machine slows both alike; wall time and process CPU time a
 over all steps). Run::
 
     python benchmarks/bench_md_step.py [--train FILE] [--n-train 1000] [--tensor-model lsoap|rpr] [--n-components K]
+                                        [--tensor-precision single|double] [--models DIR]
 
 Target (issue 4): ML step ≤ 5 ms median, ≥ 5× faster than GFN2-xTB with finite-field polarizability.
 """
@@ -97,6 +98,9 @@ def main(argv=None) -> None:
     p.add_argument("--n-components", type=int, default=None,
                    help="λ-SOAP models: feature dimensions kept per species and λ (default: the model's, 128); "
                         "the step is bound by streaming the models' projections, so 64 is faster")
+    p.add_argument("--tensor-precision", choices=("single", "double"), default="single",
+                   help="MLCalculator's precision for the λ-SOAP models' large products (default single, "
+                        "the calculator's default)")
     p.add_argument("--models", type=Path, help="folder to cache/reuse the trained models")
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--ml-steps", type=int, default=100, help="ML steps per round")
@@ -112,9 +116,10 @@ def main(argv=None) -> None:
                                        args.n_components)
     for target, t in train_times.items():
         print(f"trained {target:<15} {type(models[target]).__name__:<16} in {t:6.1f} s")
-    ml = MLCalculator(energy=models["energy"], dipole=models["dipole"], polarizability=models["polarizability"])
+    ml = MLCalculator(energy=models["energy"], dipole=models["dipole"], polarizability=models["polarizability"],
+                      tensor_precision=args.tensor_precision)
     groups = [members for _, members in ml._groups.values()]
-    print(f"shared spherical expansions: {groups}")
+    print(f"shared spherical expansions: {groups}; tensor precision: {args.tensor_precision}")
     ref = make_oracle("tblite")
 
     atoms = read(args.train, index=0)
@@ -155,6 +160,8 @@ def main(argv=None) -> None:
             t0 = time.perf_counter()
             if slot == "energy":
                 model.predict_from_expansion(exp, forces=True)
+            elif args.tensor_model == "lsoap":
+                model.predict_from_expansion(exp, precision=args.tensor_precision)
             else:
                 model.predict_from_expansion(exp)
             t.append(time.perf_counter() - t0)

@@ -255,7 +255,8 @@ def run_md_command(args: Any) -> int:
     from .parallel import get_comm
 
     start = read_dataset(args.start, properties=[], index=0).frames[0]
-    calc = MLCalculator(energy=args.energy, dipole=args.dipole, polarizability=args.polarizability)
+    calc = MLCalculator(energy=args.energy, dipole=args.dipole, polarizability=args.polarizability,
+                        tensor_precision=getattr(args, "tensor_precision", "single"))
     seed, output = args.seed, Path(args.output)
     comm = get_comm()
     if getattr(args, "replicas", False) and comm.size > 1:

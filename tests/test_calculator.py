@@ -120,6 +120,26 @@ def test_nothing_is_recomputed_while_positions_do_not_change(energy_model):
         assert dip.calls_ == calls, change
 
 
+def test_md_steps_update_the_kept_structure_in_place_and_stay_correct(energy_model):
+    """When only the positions move (an MD step) the calculator updates its own copy of the
+    structure in place: every step's results are those of the new positions, and the copy is
+    never the caller's object (moving the caller's atoms afterwards is a change it sees)."""
+    atoms = dichloroethane(8, 0.08)
+    calc = MLCalculator(energy=energy_model, dipole=toy("dipole"))
+    atoms.calc = calc
+    rng = np.random.default_rng(3)
+    atoms.get_forces()
+    kept = calc.atoms
+    for _ in range(3):
+        atoms.positions += rng.normal(scale=0.02, size=atoms.positions.shape)
+        forces = atoms.get_forces()
+        assert calc.atoms is kept and calc.atoms is not atoms
+        np.testing.assert_array_equal(calc.atoms.positions, atoms.positions)
+        np.testing.assert_allclose(forces, energy_model.predict_forces([atoms.copy()])[0], atol=1e-10)
+        assert atoms.get_potential_energy() == pytest.approx(energy_model.predict([atoms.copy()])[0], abs=1e-10)
+        np.testing.assert_allclose(atoms.get_dipole_moment(), toy("dipole").predict([atoms])[0])
+
+
 def test_one_expansion_per_structure_for_models_with_equal_hypers(energy_model, monkeypatch):
     calc = MLCalculator(energy=energy_model)
     (expansion, members), = calc._groups.values()
@@ -213,5 +233,12 @@ def test_lambda_soap_models_share_the_energy_models_expansion(energy_model, monk
     mu = atoms.get_dipole_moment()  # first: the expansion is made with gradients for the energy
     forces = atoms.get_forces()
     assert len(calls) == 1 and calls[0]["gradients"]
-    assert np.allclose(mu, dip.predict([atoms])[0], atol=1e-10)
+    reference = dip.predict([atoms])[0]
+    # default tensor_precision="single": float32 rounding of the model's large products only
+    assert calc.tensor_precision == "single"
+    np.testing.assert_allclose(mu, reference, rtol=0, atol=1e-5 * np.abs(reference).max())
     assert np.allclose(forces, energy_model.predict_forces([atoms])[0], atol=1e-10)
+    atoms.calc = MLCalculator(energy=energy_model, dipole=dip, tensor_precision="double")
+    np.testing.assert_allclose(atoms.get_dipole_moment(), reference, rtol=0, atol=1e-10)
+    with pytest.raises(ConfigError, match="tensor_precision"):
+        MLCalculator(dipole=dip, tensor_precision="float16")

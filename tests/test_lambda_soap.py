@@ -12,6 +12,7 @@ from mdplugin.descriptors.lambda_soap import (
     n_features,
     power_spectrum,
     real_clebsch_gordan,
+    shared_inverse_norms,
     shared_lambda_soap,
 )
 from mdplugin.descriptors.soap import SoapPowerSpectrum
@@ -173,3 +174,34 @@ def test_shared_features_are_computed_once_per_expansion_and_read_only():
         np.testing.assert_array_equal(features, fresh[lam])
         with pytest.raises(ValueError):
             features[0, 0, 0] = 1.0
+
+
+def test_shared_inverse_norms_are_those_of_the_shared_features_and_read_only():
+    """The normalisation every model of a step applies is computed once per expansion: 1/|x^λ_i|
+    over all components and features, of the shared features themselves."""
+    exp = SphericalExpansion(SPECIES, **HYPERS).compute(_frames())
+    for lam in (0, 1, 2):
+        inverse = shared_inverse_norms(exp, lam)
+        assert shared_inverse_norms(exp, lam) is inverse
+        x = shared_lambda_soap(exp, (lam,))[lam]
+        np.testing.assert_allclose(inverse * np.linalg.norm(x.reshape(len(x), -1), axis=1), 1.0, rtol=1e-14)
+        with pytest.raises(ValueError):
+            inverse[0] = 1.0
+
+
+def test_centre_rows_group_the_centres_of_each_species():
+    """Slices where a species' centres are contiguous (one molecule), index arrays where not (a
+    batch); together they cover every centre once."""
+    calc = SphericalExpansion(SPECIES, **HYPERS)
+    frames = _frames()
+    for batch in (frames[:1], frames):
+        exp = calc.compute(batch)
+        rows = exp.centre_rows()
+        assert exp.centre_rows() is rows
+        assert sorted(rows) == sorted(set(exp.centre_species.tolist()))
+        covered = np.concatenate([np.arange(exp.n_centres)[r] for r in rows.values()])
+        assert sorted(covered.tolist()) == list(range(exp.n_centres))
+        for z, r in rows.items():
+            assert np.all(exp.centre_species[r] == z)
+    contiguous = calc.compute([Atoms("CCHHHH", positions=np.random.default_rng(0).normal(scale=1.2, size=(6, 3)))])
+    assert all(isinstance(r, slice) for r in contiguous.centre_rows().values())

@@ -114,6 +114,38 @@ def test_md_command_with_model_files(models, tmp_path, capsys):
     assert len(data) == 6
 
 
+def test_md_command_tensor_precision(models, tmp_path, monkeypatch):
+    """--tensor-precision reaches the λ-SOAP model (single by default), and the single-precision
+    dipoles equal the double ones to float32 rounding along the same trajectory (energies and
+    forces are double either way)."""
+    from mdplugin.models.sagpr import SAGPRModel
+
+    energy, dip, _, folder = models
+    frames = [dichloroethane(i, 0.06) for i in range(25)]
+    hypers = {k: getattr(energy, k) for k in ("cutoff", "max_radial", "max_angular", "gaussian_width", "smoothing_width")}
+    SAGPRModel(target="dipole", n_sparse=20, n_components=0, **hypers).fit(
+        frames, dip.predict(frames)).save(folder / "dip-lsoap.npz")
+    used = []
+    original = SAGPRModel.predict_from_expansion
+    monkeypatch.setattr(SAGPRModel, "predict_from_expansion",
+                        lambda self, exp, **kw: used.append(kw.get("precision")) or original(self, exp, **kw))
+    start = tmp_path / "start.xyz"
+    write_dataset(start, Dataset(frames=[dichloroethane(3, 0.1)]))
+    runs = {}
+    for precision in ("single", "double"):
+        out = tmp_path / f"{precision}.xyz"
+        extra = [] if precision == "single" else ["--tensor-precision", "double"]  # single is the default
+        used.clear()
+        assert main(["md", str(start), "--energy", str(folder / "energy.npz"), "--dipole", str(folder / "dip-lsoap.npz"),
+                     "--steps", "6", "--dt", "0.5", "--quiet", "-o", str(out)] + extra) == 0
+        assert used and set(used) == {precision}
+        runs[precision] = read_dataset(out, properties=["energy", "dipole"])
+    np.testing.assert_array_equal(runs["single"].energy, runs["double"].energy)
+    mu_single, mu_double = runs["single"].dipole, runs["double"].dipole
+    assert np.abs(mu_double).max() > 0.01
+    np.testing.assert_allclose(mu_single, mu_double, rtol=0, atol=1e-5 * np.abs(mu_double).max())
+
+
 def test_md_command_on_tblite_with_ml_dipole(models, tmp_path, capsys):
     pytest.importorskip("tblite")
     energy, dip, pol, folder = models

@@ -195,3 +195,34 @@ def test_contracted_prediction_equals_the_kernel_prediction(target, zeta):
     mean_kernel, _ = model.predict(test, return_std=True)
     assert np.abs(mean_fast).max() > 0.1 * np.abs(y).max()  # a real prediction, not zeros
     np.testing.assert_allclose(mean_fast, mean_kernel, rtol=1e-10, atol=1e-10 * np.abs(mean_kernel).max())
+
+
+@pytest.mark.parametrize("target", ["dipole", "polarizability"])
+def test_single_precision_mean_is_the_double_one_to_float32_rounding_and_covariant(target):
+    """precision="single" runs the products with the model's large matrices in float32: the mean
+    differs from the double one only by float32 rounding (~1e-6 relative, not exactly equal, so
+    the float32 path really ran), and still rotates with the molecule under rotations and
+    reflections; a bad precision is a clear error."""
+    from mdplugin.errors import ConfigError
+
+    frames = _data(30, 60)
+    truth = _point_charge_dipole if target == "dipole" else _bond_polarizability
+    model = build("lsoap", target=target, **SMALL).fit(frames, np.array([truth(f) for f in frames]))
+    rng = np.random.default_rng(61)
+    atoms = _data(1, 62)[0]
+    calc = model._expansion()
+    exp = calc.compute([atoms])
+    double = model.predict_from_expansion(exp)
+    single = model.predict_from_expansion(exp, precision="single")
+    scale = np.abs(double).max()
+    assert scale > 0.1 * np.abs(model.predict(frames)).max()  # a real prediction, not zeros
+    assert 0 < np.abs(single - double).max() < 1e-5 * scale
+    for reflection in (False, True):
+        rotation = T.random_rotation(rng, reflection=reflection)
+        turned = atoms.copy()
+        turned.positions = atoms.positions @ rotation.T
+        single_turned = model.predict_from_expansion(calc.compute([turned]), precision="single")
+        expected = double @ rotation.T if target == "dipole" else rotation @ double[0] @ rotation.T
+        np.testing.assert_allclose(single_turned.reshape(expected.shape), expected, atol=1e-5 * scale)
+    with pytest.raises(ConfigError, match="precision"):
+        model.predict_from_expansion(exp, precision="half")

@@ -106,6 +106,22 @@ class Expansion:
             v.reshape(v.shape[0], v.shape[1], s, r).transpose(0, 2, 1, 3) for v in self.values
         ]
 
+    def centre_rows(self) -> dict[int, slice | np.ndarray]:
+        """``{atomic number: rows}`` of the centres of each species present, in order of atomic
+        number; ``rows`` is a slice when those centres are contiguous (indexing then makes no
+        copy), else an int array. Computed once per expansion (the models of one MD step share it);
+        never modify the returned arrays."""
+        rows = self.__dict__.get("_centre_rows")
+        if rows is None:
+            rows = {}
+            for z in np.unique(self.centre_species):
+                index = np.flatnonzero(self.centre_species == z)
+                if index[-1] - index[0] + 1 == len(index):
+                    index = slice(int(index[0]), int(index[-1]) + 1)
+                rows[int(z)] = index
+            self.__dict__["_centre_rows"] = rows
+        return rows
+
     @property
     def gradients(self) -> list | None:
         """Per ``l``: ``(n_pairs, 3, n_species, 2l+1, n_radial)`` views, or ``None``."""

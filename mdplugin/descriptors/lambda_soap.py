@@ -45,6 +45,7 @@ __all__ = [
     "n_features",
     "lambda_soap",
     "shared_lambda_soap",
+    "shared_inverse_norms",
     "power_spectrum",
 ]
 
@@ -243,6 +244,9 @@ def lambda_soap(
         out = {lam: np.empty(shape) for lam, shape in shapes.items()}
     elif any(out[lam].shape != shape or out[lam].dtype != np.float64 for lam, shape in shapes.items()):
         raise ValueError(f"lambda_soap: out must hold float64 arrays of shapes {shapes}")
+    if n <= chunk_size:  # one chunk (an MD step): no thread pool to consider
+        _couple_chunk(expansion.values, out, plan, slice(0, n), n_prop, fold)
+        return out
     slices = list(_chunks(n, chunk_size))
     if n_threads is None:
         n_threads = _default_threads()
@@ -274,6 +278,20 @@ def shared_lambda_soap(expansion: Expansion, lambdas: Sequence[int]) -> dict[int
             features.setflags(write=False)
             cache[lam] = features
     return {int(lam): cache[int(lam)] for lam in lambdas}
+
+
+def shared_inverse_norms(expansion: Expansion, lam: int) -> np.ndarray:
+    """``1 / |x^λ_i|`` (n_centres,) of the :func:`shared_lambda_soap` features of order ``lam``
+    (norm over the 2λ+1 components and all features; floored at 1e-300), computed once per
+    expansion and kept on it, read-only, for every model of the step that normalises them."""
+    cache = expansion.__dict__.setdefault("_inverse_norm_cache", {})
+    lam = int(lam)
+    if lam not in cache:
+        flat = shared_lambda_soap(expansion, (lam,))[lam].reshape(expansion.n_centres, -1)
+        inverse = 1.0 / np.maximum(np.sqrt(np.einsum("ij,ij->i", flat, flat)), 1e-300)
+        inverse.setflags(write=False)
+        cache[lam] = inverse
+    return cache[lam]
 
 
 def _default_threads() -> int:

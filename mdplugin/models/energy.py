@@ -25,6 +25,7 @@ Hooks used by the ASE calculator to share one spherical expansion between models
 
 from __future__ import annotations
 
+from functools import lru_cache
 from typing import Sequence
 
 import numpy as np
@@ -32,7 +33,13 @@ import scipy.sparse
 from ase import Atoms
 
 from ..descriptors.expansion import Expansion, SphericalExpansion
-from ..descriptors.lambda_soap import _fold_index, power_spectrum, real_clebsch_gordan, shared_lambda_soap
+from ..descriptors.lambda_soap import (
+    _fold_index,
+    power_spectrum,
+    real_clebsch_gordan,
+    shared_inverse_norms,
+    shared_lambda_soap,
+)
 from ..errors import DataError
 from .shared_expansion import SharedExpansionMixin
 from .base import Model, check_species, fingerprint, register
@@ -49,44 +56,60 @@ def _normalise(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return x / norms[:, None], norms
 
 
+@lru_cache(maxsize=None)
 def _c0(l: int) -> np.ndarray:
     """Diagonal of the real Clebsch–Gordan matrix C^{l l 0}_{m m 0} (2l+1,) (it is diagonal)."""
     c = real_clebsch_gordan(l, l, 0)[:, :, 0]
-    return np.ascontiguousarray(np.diag(c))
+    diagonal = np.ascontiguousarray(np.diag(c))
+    diagonal.setflags(write=False)
+    return diagonal
 
 
-def _power_spectrum(exp: Expansion) -> tuple[np.ndarray, list[np.ndarray]]:
+def _power_spectrum(exp: Expansion) -> tuple[np.ndarray, np.ndarray]:
     """Invariant power spectrum (n, F) of :func:`~mdplugin.descriptors.lambda_soap.power_spectrum`
-    (the λ = 0 features, shared through the expansion's cache with the λ-SOAP models of the same
-    step), plus ``h^l = C^{ll0} c^l`` ((n, 2l+1, P) per l) for the backward pass."""
-    x = shared_lambda_soap(exp, (0,))[0][:, 0, :]
-    hs = [exp.values[l] * _c0(l)[None, :, None] for l in range(exp.max_angular + 1)]
-    return x, hs
+    (the λ = 0 features) and the inverse norms ``1/|x_i|`` (n,), both shared through the
+    expansion's cache with the λ-SOAP models of the same step; read-only."""
+    return shared_lambda_soap(exp, (0,))[0][:, 0, :], shared_inverse_norms(exp, 0)
 
 
-def _backward_forces(exp: Expansion, hs: list[np.ndarray], g: np.ndarray) -> np.ndarray:
-    """Forces (n, 3) = −Σ_pairs (∂E/∂c_i)·(∂c_i/∂r_j) from ``g = ∂E/∂x`` (n, F)."""
-    n, _ = g.shape
-    n_prop = hs[0].shape[2]
-    idx, wts = _fold_index(n_prop)
-    width = len(idx)
+@lru_cache(maxsize=None)
+def _symmetric_unfold(n_prop: int) -> tuple[np.ndarray, np.ndarray]:
+    """Index (P²,) into the folded upper triangle and weights (P²,) such that
+    ``g[:, index] * weights`` is ``G + Gᵀ`` (flattened (P, P)) for ``G`` the matrix whose folded
+    form is ``g`` (off-diagonal entries carry √2, see ``_fold_index``)."""
+    p, q = np.divmod(np.arange(n_prop * n_prop), n_prop)
+    low, high = np.minimum(p, q), np.maximum(p, q)
+    flat, weights = _fold_index(n_prop)
+    position = np.empty(n_prop * n_prop, dtype=np.int64)
+    position[flat] = np.arange(len(flat))
+    index = position[low * n_prop + high]
+    factor = np.where(p == q, 2.0, 1.0) * weights[index]
+    return index, factor
+
+
+def _backward_forces(exp: Expansion, g: np.ndarray) -> np.ndarray:
+    """Forces (n, 3) = −Σ_pairs (∂E/∂c_i)·(∂c_i/∂r_j) from ``g = ∂E/∂x`` (n, F): per l,
+    ``∂E/∂c^l_i = C^{ll0} c^l_i (G^l_i + G^lᵀ_i)`` with ``G^l_i`` the (P, P) matrix of ``g``'s
+    block l, contracted with the expansion's pair gradients."""
+    n = len(g)
+    n_prop = exp.values[0].shape[2]
+    index, factor = _symmetric_unfold(n_prop)
+    width = n_prop * (n_prop + 1) // 2
     pairs = exp.pairs
-    de = np.zeros((len(pairs), 3))
-    for l, h in enumerate(hs):
-        full = np.zeros((n, n_prop * n_prop))
-        full[:, idx] = g[:, l * width : (l + 1) * width] * wts
-        full = full.reshape(n, n_prop, n_prop)
-        sym = full + full.transpose(0, 2, 1)
-        b = np.matmul(h, sym)  # (n, m, P): ∂E/∂c^l
-        dc = exp.gradient_values[l]  # (pairs, 3, m, P)
-        k = len(pairs)
-        de += np.matmul(dc.reshape(k, 3, -1), b[pairs[:, 0]].reshape(k, -1, 1))[:, :, 0]
+    centre = pairs[:, 0]
+    k = len(pairs)
+    de = np.zeros((k, 3))
+    for l, c in enumerate(exp.values):
+        sym = (g[:, l * width : (l + 1) * width][:, index] * factor).reshape(n, n_prop, n_prop)
+        b = np.matmul(c, sym)  # (n, m, P)
+        b *= _c0(l)[None, :, None]  # ∂E/∂c^l
+        dc = exp.gradient_values[l].reshape(k, 3, -1)  # (pairs, 3, m·P)
+        de += np.einsum("kam,km->ka", dc, b.reshape(n, -1)[centre])
     f = np.empty((n, 3))
     j = pairs[:, 1]
     for a in range(3):
         f[:, a] = -np.bincount(j, weights=de[:, a], minlength=n)
     return f
-
 
 
 @register("soap")
@@ -317,8 +340,8 @@ class SoapEnergyModel(SharedExpansionMixin, Model):
         once, never forming the (pairs, 3, F) feature gradients.
         """
         self._check_fitted()
-        x, h = _power_spectrum(exp)
-        xn, norms = _normalise(x)
+        x, inverse_norms = _power_spectrum(exp)
+        xn = x * inverse_norms[:, None]
         species = exp.centre_species
         frame = exp.centre_frame
         n, z = len(x), self.zeta
@@ -327,9 +350,10 @@ class SoapEnergyModel(SharedExpansionMixin, Model):
         e_loc = np.zeros(n)
         v = np.zeros_like(xn) if forces else None
         k = np.zeros((n, len(self.sparse_species_))) if return_std else None
+        groups = exp.centre_rows()
         for sp, idx, xs, ws in self._species_blocks():
-            rows = np.flatnonzero(species == sp)
-            if len(rows) == 0:
+            rows = groups.get(sp)
+            if rows is None:
                 continue
             s = xn[rows] @ xs.T
             sw = s * ws if z == 2 else s ** (z - 1) * ws
@@ -337,13 +361,13 @@ class SoapEnergyModel(SharedExpansionMixin, Model):
             if forces:
                 v[rows] = sw @ xs
             if return_std:
-                k[rows[:, None], idx[None, :]] = s**z
+                k[np.arange(n)[rows][:, None], idx[None, :]] = s**z
         atomic = e_loc + self.baseline_[np.searchsorted(self.species_, species)]
         energy = np.array([atomic.sum()]) if one_frame else np.bincount(frame, weights=atomic, minlength=exp.n_frames)
         out = {"energy": energy}
         if forces:
-            g = (z / norms)[:, None] * (v - e_loc[:, None] * xn)  # dE/dx_i (n, F)
-            out["forces"] = _backward_forces(exp, h, g)
+            g = (z * inverse_norms)[:, None] * (v - e_loc[:, None] * xn)  # dE/dx_i (n, F)
+            out["forces"] = _backward_forces(exp, g)
         if return_std:
             if one_frame:
                 k_struct = k.sum(axis=0, keepdims=True)

@@ -49,7 +49,7 @@ from ase import Atoms
 from scipy.linalg import solve_triangular
 
 from ..descriptors.expansion import Expansion, SphericalExpansion
-from ..descriptors.lambda_soap import lambda_soap, n_features, shared_lambda_soap
+from ..descriptors.lambda_soap import lambda_soap, n_features, shared_inverse_norms, shared_lambda_soap
 from ..errors import ConfigError, DataError
 from ..tensors import (
     L0_BASIS,
@@ -84,6 +84,9 @@ from .gpr import (
 )
 
 __all__ = ["SAGPRModel"]
+
+#: ``precision`` of a mean prediction -> dtype of the products with the model's large matrices
+_PRECISIONS = {"double": np.float64, "single": np.float32}
 
 
 def _normalise_rows(x: np.ndarray, in_place: bool = False) -> np.ndarray:
@@ -355,9 +358,9 @@ class SAGPRModel(SharedExpansionMixin, Model):
         return {0: l0, 2: l2}
 
     def _composition(self, species: np.ndarray, frame: np.ndarray, n_frames: int) -> np.ndarray:
-        comp = np.zeros((n_frames, len(self.species_)))
-        np.add.at(comp, (frame, np.searchsorted(self.species_, species)), 1.0)
-        return comp
+        n_species = len(self.species_)
+        cell = frame * n_species + np.searchsorted(self.species_, species)
+        return np.bincount(cell, minlength=n_frames * n_species).reshape(n_frames, n_species).astype(float)
 
     # ------------------------------------------------------------------------------------------
     # features
@@ -537,7 +540,7 @@ class SAGPRModel(SharedExpansionMixin, Model):
                     k *= (k0 ** (zeta - 1))[:, None, :, None]
             yield rows, cols, k
 
-    def _contracted_weights(self, lam: int) -> list:
+    def _contracted_weights(self, lam: int, dtype=np.float64) -> list:
         """Per centre species (in the order of :attr:`species_`): Q, the GPR weights folded into the
         representative environments and the projections, so that a mean prediction needs no
         kernel row and no projected λ features (ζ = 1 or 2 only). With the projected features
@@ -551,9 +554,12 @@ class SAGPRModel(SharedExpansionMixin, Model):
         ``Q = (P^λ T_s)ᵀ`` (k_0, F_λ); ζ = 2, λ = 0: ``y = z⁰_i · (z⁰_i T_s)`` with ``Q = T_s``;
         ζ = 1: ``y_μ = x^λ_iμ · Q`` with ``Q = P^λ t_s`` (F_λ,). The same sum as the kernel
         prediction, at about ``F_λ (k_0 + 2λ+1)`` operations per atom instead of
-        ``(2λ+1)² M_s k_λ``; built once per fitted/loaded model."""
+        ``(2λ+1)² M_s k_λ``; built once per fitted/loaded model (and ``dtype``: a float32 copy
+        serves single-precision predictions)."""
         cache = self.__dict__.setdefault("_sparse_block_cache", {})  # emptied by fit and _set_state
-        key = ("contracted", lam)
+        key = ("contracted", lam, np.dtype(dtype).str)
+        if key not in cache and np.dtype(dtype) != np.float64:
+            cache[key] = [q.astype(dtype) for q in self._contracted_weights(lam)]
         if key not in cache:
             d = 2 * lam + 1
             used = self._sparse_columns(lam)
@@ -574,53 +580,56 @@ class SAGPRModel(SharedExpansionMixin, Model):
             cache[key] = out
         return cache[key]
 
-    def _species_groups(self, species: np.ndarray) -> list:
-        """(species index, rows) for every species of :attr:`species_` present in ``species``
-        (n,); rows is a slice when the atoms of that species are contiguous (no copies)."""
-        groups = []
-        for s_index, s in enumerate(self.species_):
-            rows = np.flatnonzero(species == s)
-            if len(rows) == 0:
-                continue
-            if rows[-1] - rows[0] + 1 == len(rows):
-                rows = slice(int(rows[0]), int(rows[-1]) + 1)
-            groups.append((s_index, rows))
-        return groups
+    def _invariant_projections(self, dtype) -> list:
+        """:attr:`projections_` [0] per species, as ``dtype`` (a cached copy for float32)."""
+        if np.dtype(dtype) == np.float64:
+            return self.projections_[0]
+        cache = self.__dict__.setdefault("_sparse_block_cache", {})  # emptied by fit and _set_state
+        key = ("projections0", np.dtype(dtype).str)
+        if key not in cache:
+            cache[key] = [p.astype(dtype) for p in self.projections_[0]]
+        return cache[key]
 
-    def _predict_contracted(self, exp: Expansion, species: np.ndarray, frame: np.ndarray, n_frames: int) -> dict:
+    def _predict_contracted(self, exp: Expansion, precision: str = "double") -> dict:
         """Every λ GPR's mean prediction ``{λ: (n_frames, 2λ+1)}`` through
         :meth:`_contracted_weights`, from the expansion's shared λ-SOAP features: the
-        normalisation is applied to each atom's results (``1/|x^λ_i|``, ``1/|x⁰_i|``) instead of
-        to copies of the features."""
+        normalisation is applied to each atom's results (``1/|x^λ_i|``, ``1/|x⁰_i|``, shared
+        too) instead of to copies of the features.
+
+        ``precision="single"``: the two products with the model's large matrices (the invariant
+        projection and Q, which an MD step reads from memory) run in float32 on float32 copies;
+        the features, norms and the final contraction stay float64. Relative error ~1e-6."""
+        dtype = _PRECISIONS[precision]
         lams = tuple(sorted(set(self._lambdas()) | {0}))
         feats = shared_lambda_soap(exp, lams)  # {λ: (n, 2λ+1, F_λ)}, unnormalised, read-only
-        inv_norm = {}
-        for lam, x in feats.items():
-            flat = x.reshape(len(x), -1)
-            inv_norm[lam] = 1.0 / np.maximum(np.sqrt(np.einsum("ij,ij->i", flat, flat)), 1e-300)
-        groups = self._species_groups(species)
-        n = len(species)
+        inv_norm = {lam: shared_inverse_norms(exp, lam) for lam in lams}
+        rows_of = exp.centre_rows()
+        groups = [(s_index, rows_of[z]) for s_index, z in enumerate(self.species_) if z in rows_of]
+        n = exp.n_centres
         x0 = feats[0][:, 0, :]
         z0 = {}
         if self.zeta == 2:  # the projected normalised invariant features, shared by every λ
+            projections = self._invariant_projections(dtype)
             for s_index, rows in groups:
-                z0[s_index] = (x0[rows] @ self.projections_[0][s_index]) * inv_norm[0][rows, None]
+                z = x0[rows].astype(dtype, copy=False) @ projections[s_index]
+                z0[s_index] = z * inv_norm[0][rows, None].astype(dtype, copy=False)
         sph = {}
         for lam in self._lambdas():
             d = 2 * lam + 1
             x = feats[lam]  # (n, d, F_λ)
             per_atom = np.zeros((n, d))
-            weights = self._contracted_weights(lam)  # per species index
+            weights = self._contracted_weights(lam, dtype)  # per species index
             for s_index, rows in groups:
                 q = weights[s_index]
                 if self.zeta == 1:
-                    per_atom[rows] = (x[rows] @ q) * inv_norm[lam][rows, None]
+                    per_atom[rows] = (x[rows].astype(dtype, copy=False) @ q) * inv_norm[lam][rows, None]
                 elif lam == 0:
                     per_atom[rows, 0] = np.einsum("rk,rk->r", z0[s_index] @ q, z0[s_index])
                 else:
-                    v = z0[s_index] @ q  # (r, F_λ)
+                    v = (z0[s_index] @ q).astype(np.float64, copy=False)  # (r, F_λ)
                     per_atom[rows] = np.matmul(x[rows], v[:, :, None])[:, :, 0] * inv_norm[lam][rows, None]
-            sph[lam] = per_atom.sum(axis=0, keepdims=True) if n_frames == 1 else _sum_by_frame(per_atom, frame, n_frames)
+            sph[lam] = (per_atom.sum(axis=0, keepdims=True) if exp.n_frames == 1
+                        else _sum_by_frame(per_atom, exp.centre_frame, exp.n_frames))
         return sph
 
     def _structure_kernel(self, z: dict, species, frame, n_frames: int, lam: int) -> np.ndarray:
@@ -828,12 +837,19 @@ class SAGPRModel(SharedExpansionMixin, Model):
                 cov[lam] = c * self.signal_variance_[lam] * self.y_scale_[lam] ** 2
         return sph, cov
 
-    def predict_from_expansion(self, exp: Expansion, return_std: bool = False):
-        """Predictions (and std) from a precomputed expansion with this model's hypers."""
+    def predict_from_expansion(self, exp: Expansion, return_std: bool = False, precision: str = "double"):
+        """Predictions (and std) from a precomputed expansion with this model's hypers.
+
+        ``precision``: ``"double"`` (default) or ``"single"``, the mean through float32 copies of
+        the model's large matrices (about twice faster in an MD step, where they are read from
+        memory; relative error ~1e-6, far below any model's error). The uncertainty
+        (``return_std=True``) is always computed in double precision, and so is then the mean."""
         self._check_fitted()
+        if precision not in _PRECISIONS:
+            raise ConfigError(f"precision must be one of {', '.join(_PRECISIONS)}, got {precision!r}")
         species, frame, n = exp.centre_species, exp.centre_frame, exp.n_frames
         if not return_std and self.zeta in (1, 2):
-            sph, cov = self._predict_contracted(exp, species, frame, n), {}
+            sph, cov = self._predict_contracted(exp, precision), {}
         else:
             sph, cov = self._predict_kernel(self._raw_features(exp, shared=True), species, frame, n, return_std)
         if 0 in sph:
