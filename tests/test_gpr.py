@@ -25,6 +25,30 @@ def _rbf(a, b, ell=1.0):
     return np.exp(-0.5 * d / ell**2)
 
 
+def _plain_fps(x: np.ndarray, n_select: int, start: int = 0) -> np.ndarray:
+    """Greedy farthest-point sampling updating every row at every step (the textbook algorithm)."""
+    n_select = min(n_select, len(x))
+    sq = np.einsum("ij,ij->i", x, x)
+    selected = [start]
+    min_d = sq + sq[start] - 2.0 * x @ x[start]
+    for _ in range(1, n_select):
+        selected.append(int(np.argmax(min_d)))
+        np.minimum(min_d, sq + sq[selected[-1]] - 2.0 * x @ x[selected[-1]], out=min_d)
+    return np.array(selected[:n_select], dtype=int)
+
+
+def test_fps_equals_the_plain_greedy_algorithm():
+    """The filtered FPS picks the rows of the textbook algorithm (clustered rows like invariant
+    features, and plain Gaussian rows where the filter directions explain little)."""
+    rng = np.random.default_rng(11)
+    for x in (_clustered(rng), rng.normal(size=(700, 80))):
+        for start in (0, 123):
+            np.testing.assert_array_equal(farthest_point_sampling(x, 150, start=start), _plain_fps(x, 150, start))
+    x = rng.normal(size=(10, 3))
+    np.testing.assert_array_equal(farthest_point_sampling(x, 25), _plain_fps(x, 10))  # all, in FPS order
+    assert len(farthest_point_sampling(x, 0)) == 0
+
+
 def test_fps_is_deterministic_and_spread():
     rng = np.random.default_rng(0)
     x = rng.normal(size=(300, 4))
@@ -52,7 +76,7 @@ def test_distributed_fps_on_one_rank_is_fps():
     x = _clustered(rng)
     for start in (0, 17):
         np.testing.assert_array_equal(
-            distributed_farthest_point_sampling(x, 200, start=start), farthest_point_sampling(x, 200, start=start))
+            distributed_farthest_point_sampling(x, 200, start=start), _plain_fps(x, 200, start=start))
     assert sorted(distributed_farthest_point_sampling(x[:30], 50).tolist()) == list(range(30))  # all, FPS order
     assert len(distributed_farthest_point_sampling(x, 0)) == 0
     with pytest.raises(ValueError):
