@@ -58,6 +58,7 @@ arrays (``benchmarks/bench_expansion.py``).
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -68,7 +69,7 @@ import threading
 import warnings
 from pathlib import Path
 from dataclasses import dataclass
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -597,6 +598,7 @@ class _Layout:
         self.l_of_lm, self.columns = l_of_lm, columns
         n_lm = len(l_of_lm)
         self.summer = _segment_sum_matrix(i * n_species + slot[j], n_centres * n_species)
+        self.minus_summer = -self.summer
         index = np.arange(n_centres * n_species * n_radial * n_lm).reshape(n_centres, n_species, n_radial, n_lm)
         self.values_source = np.concatenate([
             index[:, :, :, l * l : (l + 1) ** 2].transpose(0, 3, 1, 2).ravel() for l in range(l_of_lm[-1] + 1)
@@ -605,6 +607,19 @@ class _Layout:
         own[np.arange(n_centres), slot, :] = self_contribution
         self.self_values = own.ravel()
         self._gradient_part = None
+
+    def force_scatter(self):
+        """``(n_centres, n_pairs)`` CSR matrix ``D`` with ``D[i_p, p] = +1`` and ``D[j_p, p] = −1``:
+        ``D @ e`` gives the forces from per-pair ``e_p`` (:meth:`PairGradients.forces`)."""
+        if getattr(self, "_force_scatter", None) is None:
+            import scipy.sparse
+
+            n_pairs = len(self.i)
+            rows = np.concatenate([self.i, self.j])
+            signs = np.concatenate([np.ones(n_pairs), -np.ones(n_pairs)])
+            self._force_scatter = scipy.sparse.csr_matrix(
+                (signs, (rows, np.tile(np.arange(n_pairs), 2))), shape=(self.n_centres, n_pairs))
+        return self._force_scatter
 
     def gradient_part(self) -> tuple:
         """``(pairs, minus_summer, pair_dest, sum_dest, n_rows, values_start, buffer_size)`` (built on
@@ -645,10 +660,88 @@ class _Layout:
                                 (centres[:, None] * (width * sr))[:, None, :]) + species
             pair_dest = pair_part[:, None, :] + pair_fixed[None]  # (n_pairs, nr, 4·n_lm)
             sum_dest = sum_part[:, :, None, :] + sum_fixed[None, None]  # (n_c, S, nr, 4·n_lm)
-            minus_summer = -self.summer
+            minus_summer = self.minus_summer
             self._gradient_part = (pairs, minus_summer, pair_dest.ravel(), sum_dest.ravel(), n_rows,
                                    values_start, scratch_start + n_pairs * n_r * n_lm)
         return self._gradient_part
+
+
+@functools.lru_cache(maxsize=None)
+def _value_columns(max_angular: int) -> np.ndarray:
+    """Columns of a pair block ``(.., 4·n_lm)`` (order (l, x, m)) holding minus the value, in lm order."""
+    return np.concatenate([4 * l * l + 3 * (2 * l + 1) + np.arange(2 * l + 1) for l in range(max_angular + 1)])
+
+
+@functools.lru_cache(maxsize=None)
+def _gradient_columns(max_angular: int, n_radial: int) -> np.ndarray:
+    """Flat indices into a pair's block ``(nr, 4·n_lm)`` (columns (l, x, m)) of its x, y, z
+    gradients, in (x, radial, lm) order: ``(3·nr·n_lm,)``."""
+    n_lm = (max_angular + 1) ** 2
+    columns = np.stack([
+        np.concatenate([4 * l * l + x * (2 * l + 1) + np.arange(2 * l + 1) for l in range(max_angular + 1)])
+        for x in range(3)
+    ])  # (3, n_lm)
+    return (columns[:, None, :] + (4 * n_lm * np.arange(n_radial))[None, :, None]).ravel()
+
+
+class PairGradients(Sequence):
+    """Position gradients of a tabulated expansion, kept as the per-pair blocks they are computed
+    from (only the neighbour's species is non-zero in a pair's gradient).
+
+    As a sequence it is :attr:`Expansion.gradient_values <mdplugin.descriptors.expansion.Expansion>`:
+    item ``l`` is the dense ``(n_pairs + n_centres, 3, 2l+1, n_species·n_radial)`` array, all built
+    on first indexing (bit for bit what the dense path gave). :meth:`forces` contracts the
+    gradients with ``∂E/∂c`` without building them, which is what an MD step needs.
+    """
+
+    def __init__(self, block: np.ndarray, layout: "_Layout", max_angular: int):
+        self._block, self._layout, self._max_angular = block, layout, max_angular
+        self._dense: list | None = None
+
+    def __len__(self) -> int:
+        return self._max_angular + 1
+
+    def __getitem__(self, l):
+        return self._dense_arrays()[l]
+
+    def _dense_arrays(self) -> list:
+        if self._dense is None:
+            layout, block = self._layout, self._block
+            pairs, minus_summer, pair_dest, sum_dest, n_rows, values_start, size = layout.gradient_part()
+            sr = layout.n_species * layout.n_radial
+            sums = minus_summer @ block.reshape(len(block), -1)  # (n_c·S, nr·4·n_lm)
+            out = np.zeros(size)
+            out[pair_dest] = block.ravel()
+            out[sum_dest] = sums.ravel()
+            dense, start = [], 0
+            for l in range(self._max_angular + 1):
+                chunk = n_rows * 3 * (2 * l + 1) * sr
+                dense.append(out[start : start + chunk].reshape(n_rows, 3, 2 * l + 1, sr))
+                start += chunk
+            self._dense = dense
+        return self._dense
+
+    def forces(self, energy_gradient: Sequence[np.ndarray]) -> np.ndarray:
+        """``−Σ_i (∂E/∂c_i)·(∂c_i/∂r_j)`` (n_centres, 3), from ``energy_gradient[l]`` = ∂E/∂c^l
+        ``(n_centres, 2l+1, n_species·n_radial)``.
+
+        A pair p = (i, j) moves c_i by its block when r_j moves and by minus it when r_i moves
+        (the centre's own gradient is minus the sum over its pairs), so with
+        ``e_p = ∂E/∂c_i[species of j] · block_p``: ``F_j = −Σ_(p: j_p = j) e_p + Σ_(p: i_p = j) e_p``."""
+        layout = self._layout
+        n_c, n_s, n_r = layout.n_centres, layout.n_species, layout.n_radial
+        i, j = layout.i, layout.j
+        if len(i) == 0:
+            return np.zeros((n_c, 3))
+        n_lm = (self._max_angular + 1) ** 2
+        de_dc = np.empty((n_c, n_s, n_r, n_lm))
+        for l, g in enumerate(energy_gradient):
+            de_dc[:, :, :, l * l : (l + 1) ** 2] = g.reshape(n_c, 2 * l + 1, n_s, n_r).transpose(0, 2, 3, 1)
+        n_pairs = len(i)
+        per_pair = de_dc[i, layout.slot[j]].reshape(n_pairs, n_r * n_lm, 1)  # ∂E/∂c_i[species of j]
+        gradient = self._block.reshape(n_pairs, -1)[:, _gradient_columns(self._max_angular, n_r)]
+        e = np.matmul(gradient.reshape(n_pairs, 3, n_r * n_lm), per_pair)[:, :, 0]  # (n_pairs, 3)
+        return layout.force_scatter() @ e
 
 
 class TabulatedExpansion:
@@ -819,19 +912,15 @@ class TabulatedExpansion:
             np.matmul(h[:, :, l, :], q[:, 12 * l * l : 12 * (l + 1) ** 2].reshape(n_pairs, 3, w),
                       out=block[:, :, 4 * l * l : 4 * (l + 1) ** 2])
 
-        pairs, minus_summer, pair_dest, sum_dest, n_rows, values_start, size = layout.gradient_part()
-        sums = minus_summer @ block.reshape(n_pairs, n_r * 4 * n_lm)  # (n_c·S, nr·4·n_lm)
-        out = np.zeros(size)
-        out[pair_dest] = block.ravel()
-        out[sum_dest] = sums.ravel()
-        out[values_start : values_start + n_centres * n_s * n_r] += layout.self_values
-        grads, values, start = [], [], 0
+        pairs = layout.gradient_part()[0]
+        # the values: the negative sums of the blocks' value columns (the same sums, bit for bit, as
+        # in the dense gradient buffer); the gradients stay per pair until someone indexes them
+        value_part = block[:, :, _value_columns(self.max_angular)].reshape(n_pairs, n_r * n_lm)
+        buffer = (layout.minus_summer @ value_part).ravel()[layout.values_source]
+        buffer[: n_centres * n_s * n_r] += layout.self_values
+        values, start = [], 0
         for l in range(n_l):
-            chunk = n_rows * 3 * (2 * l + 1) * n_s * n_r
-            grads.append(out[start : start + chunk].reshape(n_rows, 3, 2 * l + 1, n_s * n_r))
-            start += chunk
-        for l in range(n_l):
-            chunk = n_centres * (2 * l + 1) * n_s * n_r
-            values.append(out[start : start + chunk].reshape(n_centres, 2 * l + 1, n_s * n_r))
-            start += chunk
-        return values, pairs, grads
+            size = n_centres * (2 * l + 1) * n_s * n_r
+            values.append(buffer[start : start + size].reshape(n_centres, 2 * l + 1, n_s * n_r))
+            start += size
+        return values, pairs, PairGradients(block, layout, self.max_angular)

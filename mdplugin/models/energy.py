@@ -73,10 +73,11 @@ def _power_spectrum(exp: Expansion) -> tuple[np.ndarray, np.ndarray]:
 
 
 @lru_cache(maxsize=None)
-def _symmetric_unfold(n_prop: int) -> tuple[np.ndarray, np.ndarray]:
-    """Index (P²,) into the folded upper triangle and weights (P²,) such that
-    ``g[:, index] * weights`` is ``G + Gᵀ`` (flattened (P, P)) for ``G`` the matrix whose folded
-    form is ``g`` (off-diagonal entries carry √2, see ``_fold_index``)."""
+def _symmetric_unfold(n_prop: int, n_blocks: int = 1) -> tuple[np.ndarray, np.ndarray]:
+    """Index (n_blocks·P²,) into ``n_blocks`` consecutive folded upper triangles (one per l) and
+    weights such that ``g[:, index] * weights`` is ``G + Gᵀ`` (flattened (n_blocks, P, P)) for
+    ``G`` the matrices whose folded form is ``g`` (off-diagonal entries carry √2, see
+    ``_fold_index``)."""
     p, q = np.divmod(np.arange(n_prop * n_prop), n_prop)
     low, high = np.minimum(p, q), np.maximum(p, q)
     flat, weights = _fold_index(n_prop)
@@ -84,25 +85,27 @@ def _symmetric_unfold(n_prop: int) -> tuple[np.ndarray, np.ndarray]:
     position[flat] = np.arange(len(flat))
     index = position[low * n_prop + high]
     factor = np.where(p == q, 2.0, 1.0) * weights[index]
-    return index, factor
+    width = len(flat)
+    return (np.concatenate([index + block * width for block in range(n_blocks)]), np.tile(factor, n_blocks))
 
 
 def _backward_forces(exp: Expansion, g: np.ndarray) -> np.ndarray:
     """Forces (n, 3) = −Σ_pairs (∂E/∂c_i)·(∂c_i/∂r_j) from ``g = ∂E/∂x`` (n, F): per l,
     ``∂E/∂c^l_i = C^{ll0} c^l_i (G^l_i + G^lᵀ_i)`` with ``G^l_i`` the (P, P) matrix of ``g``'s
-    block l, contracted with the expansion's pair gradients."""
+    block l, contracted with the expansion's position gradients (through their own
+    ``forces(∂E/∂c)`` when they have one: the tabulated engine's per-pair gradients)."""
     n = len(g)
     n_prop = exp.values[0].shape[2]
-    index, factor = _symmetric_unfold(n_prop)
-    width = n_prop * (n_prop + 1) // 2
+    index, factor = _symmetric_unfold(n_prop, len(exp.values))
+    sym = (g[:, index] * factor).reshape(n, len(exp.values), n_prop, n_prop)  # G^l + G^lᵀ, every l
+    de_dc = [np.matmul(c * _c0(l)[None, :, None], sym[:, l]) for l, c in enumerate(exp.values)]  # (n, m, P)
+    if hasattr(exp.gradient_values, "forces"):
+        return exp.gradient_values.forces(de_dc)
     pairs = exp.pairs
     centre = pairs[:, 0]
     k = len(pairs)
     de = np.zeros((k, 3))
-    for l, c in enumerate(exp.values):
-        sym = (g[:, l * width : (l + 1) * width][:, index] * factor).reshape(n, n_prop, n_prop)
-        b = np.matmul(c, sym)  # (n, m, P)
-        b *= _c0(l)[None, :, None]  # ∂E/∂c^l
+    for l, b in enumerate(de_dc):
         dc = exp.gradient_values[l].reshape(k, 3, -1)  # (pairs, 3, m·P)
         de += np.einsum("kam,km->ka", dc, b.reshape(n, -1)[centre])
     f = np.empty((n, 3))
