@@ -72,8 +72,11 @@ class Expansion:
     pairs : np.ndarray | None
         ``(n_pairs, 2)`` int, (centre i, neighbour j) global atom indices, sorted, when
         gradients were computed.
-    gradient_values : list[np.ndarray] | None
-        Per ``l``: ``(n_pairs, 3, 2l+1, n_species * n_radial)``: d values[l][i] / d r_j.
+    gradient_values : Sequence[np.ndarray] | None
+        Per ``l``: ``(n_pairs, 3, 2l+1, n_species * n_radial)``: d values[l][i] / d r_j. A list
+        from featomic; from the tabulated engine a
+        :class:`~mdplugin.descriptors.tabulated.PairGradients` sequence, which builds these
+        arrays on first indexing and can contract them with ∂E/∂c without building them.
     """
 
     species: tuple
