@@ -124,3 +124,26 @@ def test_pickle_payload_is_refused(tmp_path, saved):
     with pytest.raises(ModelFileError, match="pickled objects; refused"):
         load_model(evil2)
     assert not os.path.exists("/tmp/mdplugin-pwned")
+
+
+def test_models_follow_the_scikit_learn_parameter_protocol_without_importing_it():
+    """get_params/set_params/clone work as for a scikit-learn estimator, and importing the models
+    (every mdplugin command does) does not import scikit-learn (2–3 s of scipy.stats)."""
+    import subprocess
+    import sys
+
+    from sklearn.base import clone
+
+    from mdplugin.models import build
+
+    model = build("lsoap", target="dipole", n_sparse=7)
+    assert model.get_params()["n_sparse"] == 7
+    assert model.set_params(n_sparse=9, zeta=1) is model and model.n_sparse == 9 and model.zeta == 1
+    with pytest.raises(ValueError, match="n_spares"):
+        model.set_params(n_spares=3)
+    twin = clone(model)
+    assert twin is not model and twin.get_params() == model.get_params()
+    assert "n_sparse=9" in repr(model) and "cutoff" not in repr(model)  # only non-defaults shown
+    code = "import sys, mdplugin.models, mdplugin.cli; print('sklearn' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
