@@ -205,3 +205,15 @@ def test_centre_rows_group_the_centres_of_each_species():
             assert np.all(exp.centre_species[r] == z)
     contiguous = calc.compute([Atoms("CCHHHH", positions=np.random.default_rng(0).normal(scale=1.2, size=(6, 3)))])
     assert all(isinstance(r, slice) for r in contiguous.centre_rows().values())
+
+
+def test_no_centres_give_empty_features_of_the_right_shape():
+    """A batch without centres (nothing to couple) returns empty arrays, not an error."""
+    from mdplugin.descriptors.expansion import Expansion
+
+    values = [np.zeros((0, 2 * l + 1, 6)) for l in range(4)]
+    empty = Expansion(species=(1, 6), max_angular=3, values=values, centre_frame=np.zeros(0, int),
+                      centre_atom=np.zeros(0, int), centre_species=np.zeros(0, int), n_frames=0)
+    features = lambda_soap(empty, (0, 1, 2))
+    assert {lam: f.shape for lam, f in features.items()} == {
+        lam: (0, 2 * lam + 1, n_features(lam, 3, 6)) for lam in (0, 1, 2)}

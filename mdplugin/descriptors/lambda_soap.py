@@ -245,7 +245,8 @@ def lambda_soap(
     elif any(out[lam].shape != shape or out[lam].dtype != np.float64 for lam, shape in shapes.items()):
         raise ValueError(f"lambda_soap: out must hold float64 arrays of shapes {shapes}")
     if n <= chunk_size:  # one chunk (an MD step): no thread pool to consider
-        _couple_chunk(expansion.values, out, plan, slice(0, n), n_prop, fold)
+        if n:
+            _couple_chunk(expansion.values, out, plan, slice(0, n), n_prop, fold)
         return out
     slices = list(_chunks(n, chunk_size))
     if n_threads is None:
