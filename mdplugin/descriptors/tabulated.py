@@ -607,11 +607,13 @@ class _Layout:
         own[np.arange(n_centres), slot, :] = self_contribution
         self.self_values = own.ravel()
         self._gradient_part = None
+        self._pair_rows = None
+        self._force_scatter = None
 
     def force_scatter(self):
         """``(n_centres, n_pairs)`` CSR matrix ``D`` with ``D[i_p, p] = +1`` and ``D[j_p, p] = −1``:
         ``D @ e`` gives the forces from per-pair ``e_p`` (:meth:`PairGradients.forces`)."""
-        if getattr(self, "_force_scatter", None) is None:
+        if self._force_scatter is None:
             import scipy.sparse
 
             n_pairs = len(self.i)
@@ -620,6 +622,34 @@ class _Layout:
             self._force_scatter = scipy.sparse.csr_matrix(
                 (signs, (rows, np.tile(np.arange(n_pairs), 2))), shape=(self.n_centres, n_pairs))
         return self._force_scatter
+
+    def pair_rows(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``(pairs, row, self_row)`` (built on first use): ``pairs`` ``(n_pairs + n_centres, 2)`` the
+        neighbour and self pairs sorted by (i, j), and the rows of the neighbour pairs and of the
+        centres' self pairs in it."""
+        if self._pair_rows is None:
+            i, j, n_c = self.i, self.j, self.n_centres
+            centres = np.arange(n_c)
+            row = np.arange(len(i)) + i + (j > i)  # neighbour pairs among the self pairs, by (i, j)
+            self_row = np.searchsorted(i * n_c + j, centres * (n_c + 1)) + centres
+            pairs = np.empty((len(i) + n_c, 2), dtype=np.int64)
+            pairs[row, 0], pairs[row, 1] = i, j
+            pairs[self_row, 0] = pairs[self_row, 1] = centres
+            self._pair_rows = (pairs, row, self_row)
+        return self._pair_rows
+
+    def split_values(self, sums: np.ndarray) -> list:
+        """The per-l value arrays ``(n_centres, 2l+1, S·nr)`` from the neighbour sums ``(n_c·S,
+        nr·n_lm)`` (plus the centres' own density)."""
+        n_c, sr = self.n_centres, self.n_species * self.n_radial
+        buffer = sums.ravel()[self.values_source]
+        buffer[: n_c * sr] += self.self_values
+        values, start = [], 0
+        for l in range(self.l_of_lm[-1] + 1):
+            size = n_c * (2 * l + 1) * sr
+            values.append(buffer[start : start + size].reshape(n_c, 2 * l + 1, sr))
+            start += size
+        return values
 
     def gradient_part(self) -> tuple:
         """``(pairs, minus_summer, pair_dest, sum_dest, n_rows, values_start, buffer_size)`` (built on
@@ -630,11 +660,7 @@ class _Layout:
             n_lm, n_pairs = len(l_of_lm), len(i)
             n_rows = n_pairs + n_c
             centres = np.arange(n_c)
-            row = np.arange(n_pairs) + i + (j > i)  # neighbour pairs among the self pairs, by (i, j)
-            self_row = np.searchsorted(i * n_c + j, centres * (n_c + 1)) + centres
-            pairs = np.empty((n_rows, 2), dtype=np.int64)
-            pairs[row, 0], pairs[row, 1] = i, j
-            pairs[self_row, 0] = pairs[self_row, 1] = centres
+            pairs, row, self_row = self.pair_rows()
             # regions: gradients per l (n_rows, 3, 2l+1, S, nr) at n_rows·3·S·nr·l²; values per l
             # (n_c, 2l+1, S, nr) at values_start + n_c·S·nr·l²; scratch (n_pairs, nr, n_lm).
             # Every destination = a per-(pair or centre, species) part + a per-(n, column) part;
@@ -831,7 +857,7 @@ class TabulatedExpansion:
         table = self.table
         ang = _angular(self.max_angular)
         l_of_lm = ang.l_of_lm
-        n_l, n_lm, n_r, n_s = self.max_angular + 1, len(l_of_lm), self.n_radial, len(self.species)
+        n_l, n_lm, n_r = self.max_angular + 1, len(l_of_lm), self.n_radial
         n_centres = int(offsets[-1])
         slot = self._lookup[centre_species]  # species slot of every atom
 
@@ -893,14 +919,7 @@ class TabulatedExpansion:
             contrib = gd.reshape(n_pairs, n_r, n_l).transpose(1, 0, 2)[:, :, l_of_lm]  # (nr, n_pairs, n_lm)
             contrib *= y
             sums = layout.summer @ contrib.transpose(1, 0, 2).reshape(n_pairs, n_r * n_lm)  # (n_c·S, nr·n_lm)
-            buffer = sums.ravel()[layout.values_source]
-            buffer[: n_centres * n_s * n_r] += layout.self_values
-            values, start = [], 0
-            for l in range(n_l):
-                size = n_centres * (2 * l + 1) * n_s * n_r
-                values.append(buffer[start : start + size].reshape(n_centres, 2 * l + 1, n_s * n_r))
-                start += size
-            return values, None, None
+            return layout.split_values(sums), None, None
 
         # per pair and l, (nr, 4, 2l+1) = H_l (nr, 3) @ Q_l (3, 4·(2l+1)): x, y, z of
         # dc/dd = g' û Y + (g / r) (∂S − l Y û), then −c = −g Y
@@ -912,15 +931,8 @@ class TabulatedExpansion:
             np.matmul(h[:, :, l, :], q[:, 12 * l * l : 12 * (l + 1) ** 2].reshape(n_pairs, 3, w),
                       out=block[:, :, 4 * l * l : 4 * (l + 1) ** 2])
 
-        pairs = layout.gradient_part()[0]
         # the values: the negative sums of the blocks' value columns (the same sums, bit for bit, as
         # in the dense gradient buffer); the gradients stay per pair until someone indexes them
         value_part = block[:, :, _value_columns(self.max_angular)].reshape(n_pairs, n_r * n_lm)
-        buffer = (layout.minus_summer @ value_part).ravel()[layout.values_source]
-        buffer[: n_centres * n_s * n_r] += layout.self_values
-        values, start = [], 0
-        for l in range(n_l):
-            size = n_centres * (2 * l + 1) * n_s * n_r
-            values.append(buffer[start : start + size].reshape(n_centres, 2 * l + 1, n_s * n_r))
-            start += size
-        return values, pairs, PairGradients(block, layout, self.max_angular)
+        values = layout.split_values(layout.minus_summer @ value_part)
+        return values, layout.pair_rows()[0], PairGradients(block, layout, self.max_angular)

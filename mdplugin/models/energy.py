@@ -32,7 +32,7 @@ import numpy as np
 import scipy.sparse
 from ase import Atoms
 
-from ..descriptors.expansion import Expansion, SphericalExpansion
+from ..descriptors.expansion import Expansion
 from ..descriptors.lambda_soap import (
     _fold_index,
     power_spectrum,

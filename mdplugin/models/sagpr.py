@@ -48,7 +48,7 @@ import numpy as np
 from ase import Atoms
 from scipy.linalg import solve_triangular
 
-from ..descriptors.expansion import Expansion, SphericalExpansion
+from ..descriptors.expansion import Expansion
 from ..descriptors.lambda_soap import lambda_soap, n_features, shared_inverse_norms, shared_lambda_soap
 from ..errors import ConfigError, DataError
 from ..tensors import (
