@@ -45,6 +45,8 @@ L2_BASIS = np.array(
 
 #: basis matrix of the λ = 0 part, shape (1, 3, 3)
 L0_BASIS = np.eye(3)[None] / _SQ3
+_SPHERICAL_TO_VECTOR = np.argsort(_VECTOR_ORDER)
+_L0_FLAT, _L2_FLAT = L0_BASIS.reshape(1, 9), L2_BASIS.reshape(5, 9)  # rows: basis tensors, flattened
 
 
 def random_rotation(rng: np.random.Generator | int | None = None, reflection: bool = False) -> np.ndarray:
@@ -64,7 +66,7 @@ def vector_to_spherical(v: np.ndarray) -> np.ndarray:
 
 def spherical_to_vector(s: np.ndarray) -> np.ndarray:
     """λ = 1 spherical components (..., 3) in order (y, z, x) -> Cartesian vectors (..., 3)."""
-    return np.asarray(s)[..., np.argsort(_VECTOR_ORDER)]
+    return np.asarray(s)[..., _SPHERICAL_TO_VECTOR]
 
 
 def symmetric_to_spherical(a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -80,9 +82,8 @@ def symmetric_to_spherical(a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 def spherical_to_symmetric(l0: np.ndarray, l2: np.ndarray) -> np.ndarray:
     """(λ = 0 (..., 1), λ = 2 (..., 5)) -> symmetric tensors (..., 3, 3)."""
-    return np.einsum("...k,kij->...ij", np.asarray(l0), L0_BASIS) + np.einsum(
-        "...k,kij->...ij", np.asarray(l2), L2_BASIS
-    )
+    flat = np.asarray(l0) @ _L0_FLAT + np.asarray(l2) @ _L2_FLAT  # (..., 9)
+    return flat.reshape(*flat.shape[:-1], 3, 3)
 
 
 def wigner_d_real(rotation: np.ndarray, lam: int) -> np.ndarray:

@@ -183,6 +183,36 @@ def _coupling_plan(lambdas: tuple[int, ...], max_angular: int, n_prop: int, fold
     return tuple(plan)
 
 
+@lru_cache(maxsize=None)
+def _invariant_plan(max_angular: int, n_prop: int) -> tuple[np.ndarray, np.ndarray]:
+    """For :func:`_couple_invariant`: ``index``, ``weights`` (F₀,) folding the L (P, P) blocks
+    into the λ = 0 layout, the weights times each l's Clebsch–Gordan value ``C^{ll0}_{mm0}``
+    (the same for every m)."""
+    n_l = max_angular + 1
+    idx, w = _fold_index(n_prop)
+    index = (np.arange(n_l)[:, None] * (n_prop * n_prop) + idx[None, :]).ravel()
+    weights = np.concatenate([w * real_clebsch_gordan(l, l, 0)[0, 0, 0] for l in range(n_l)])
+    for array in (index, weights):
+        array.setflags(write=False)
+    return index, weights
+
+
+def _couple_invariant(values, out, sl, n_prop):
+    """Fill ``out[sl]`` ((c, 1, F₀)) with the folded λ = 0 features ``C^{ll0} Σ_m c^l_m ⊗ c^l_m``:
+    the (2l+1, P) blocks zero-padded to (2L−1, P) so that one batched product serves every l
+    (the Clebsch–Gordan matrix is diagonal), then one gather. numpy's batched matmul is several
+    times slower on transposed views, hence the contiguous transposed copy."""
+    index, weights = _invariant_plan(len(values) - 1, n_prop)
+    n_l = len(values)
+    first = values[0][sl]
+    c = first.shape[0]
+    padded = np.zeros((c, n_l, 2 * n_l - 1, n_prop))
+    for l, v in enumerate(values):
+        padded[:, l, : 2 * l + 1] = v[sl]
+    blocks = np.matmul(np.ascontiguousarray(padded.transpose(0, 1, 3, 2)), padded)  # (c, L, P, P)
+    np.multiply(np.take(blocks.reshape(c, -1), index, axis=1), weights, out=out[sl, 0, :])
+
+
 def _couple_chunk(values, out, plan, sl, n_prop, fold):
     """Fill ``out[λ][sl]`` for the centres in slice ``sl`` (all pairs)."""
     transposed = {}
@@ -238,15 +268,21 @@ def lambda_soap(
     lmax = expansion.max_angular
     n = expansion.n_centres
     n_prop = expansion.values[0].shape[-1]
-    plan = _coupling_plan(lambdas, lmax, n_prop, fold)
+    invariant = fold and 0 in lambdas  # λ = 0 by its own short path (_couple_invariant)
+    plan = _coupling_plan(tuple(lam for lam in lambdas if not (invariant and lam == 0)), lmax, n_prop, fold)
     shapes = {lam: (n, 2 * lam + 1, n_features(lam, lmax, n_prop, fold)) for lam in lambdas}
     if out is None:
         out = {lam: np.empty(shape) for lam, shape in shapes.items()}
     elif any(out[lam].shape != shape or out[lam].dtype != np.float64 for lam, shape in shapes.items()):
         raise ValueError(f"lambda_soap: out must hold float64 arrays of shapes {shapes}")
+    def fill(sl):
+        if invariant:
+            _couple_invariant(expansion.values, out[0], sl, n_prop)
+        _couple_chunk(expansion.values, out, plan, sl, n_prop, fold)
+
     if n <= chunk_size:  # one chunk (an MD step): no thread pool to consider
         if n:
-            _couple_chunk(expansion.values, out, plan, slice(0, n), n_prop, fold)
+            fill(slice(0, n))
         return out
     slices = list(_chunks(n, chunk_size))
     if n_threads is None:
@@ -255,15 +291,10 @@ def lambda_soap(
         from concurrent.futures import ThreadPoolExecutor
 
         with ThreadPoolExecutor(min(n_threads, len(slices))) as pool:
-            list(
-                pool.map(
-                    lambda sl: _couple_chunk(expansion.values, out, plan, sl, n_prop, fold),
-                    slices,
-                )
-            )
+            list(pool.map(fill, slices))
     else:
         for sl in slices:
-            _couple_chunk(expansion.values, out, plan, sl, n_prop, fold)
+            fill(sl)
     return out
 
 
@@ -273,6 +304,10 @@ def shared_lambda_soap(expansion: Expansion, lambdas: Sequence[int]) -> dict[int
     λ = 0, the dipole's λ = 0, 1 and the polarizability's λ = 0, 2) then share these features too.
     Returns ``{λ: (n_centres, 2λ+1, n_features(λ))}``; never write into the arrays."""
     cache = expansion.__dict__.setdefault("_lambda_soap_cache", {})
+    try:  # every λ already there (the later models of an MD step)
+        return {lam: cache[lam] for lam in lambdas}
+    except (KeyError, TypeError):
+        pass
     missing = tuple(sorted({int(lam) for lam in lambdas} - set(cache)))
     if missing:
         for lam, features in lambda_soap(expansion, missing).items():

@@ -350,8 +350,9 @@ class SoapEnergyModel(SharedExpansionMixin, Model):
         n, z = len(x), self.zeta
         one_frame = exp.n_frames == 1
         # per centre species: only the sparse points of that species (the kernel is zero across)
-        e_loc = np.zeros(n)
+        # with forces: v_i = Σ_M w S^(ζ-1) x_M, and then e_i = Σ_M w S^ζ = x̂_i · v_i in one product
         v = np.zeros_like(xn) if forces else None
+        e_loc = None if forces else np.zeros(n)
         k = np.zeros((n, len(self.sparse_species_))) if return_std else None
         groups = exp.centre_rows()
         for sp, idx, xs, ws in self._species_blocks():
@@ -360,11 +361,14 @@ class SoapEnergyModel(SharedExpansionMixin, Model):
                 continue
             s = xn[rows] @ xs.T
             sw = s * ws if z == 2 else s ** (z - 1) * ws
-            e_loc[rows] = np.einsum("im,im->i", sw, s)  # Σ_M w S^ζ
             if forces:
                 v[rows] = sw @ xs
+            else:
+                e_loc[rows] = np.einsum("im,im->i", sw, s)  # Σ_M w S^ζ
             if return_std:
                 k[np.arange(n)[rows][:, None], idx[None, :]] = s**z
+        if forces:
+            e_loc = np.einsum("if,if->i", v, xn)
         atomic = e_loc + self.baseline_[np.searchsorted(self.species_, species)]
         energy = np.array([atomic.sum()]) if one_frame else np.bincount(frame, weights=atomic, minlength=exp.n_frames)
         out = {"energy": energy}

@@ -590,6 +590,21 @@ class SAGPRModel(SharedExpansionMixin, Model):
             cache[key] = [p.astype(dtype) for p in self.projections_[0]]
         return cache[key]
 
+    def _contraction_plan(self, precision: str) -> tuple:
+        """``(lambdas, species, projections, weights)`` for :meth:`_predict_contracted` in
+        ``precision``: the λ of the model's GPRs, the species as Python ints, the invariant
+        projections per species (ζ = 2) and ``{λ: Q per species}``; built once per fitted/loaded
+        model and precision (an MD step then makes no cache lookups of its own)."""
+        cache = self.__dict__.setdefault("_sparse_block_cache", {})  # emptied by fit and _set_state
+        key = ("plan", precision)
+        if key not in cache:
+            dtype = _PRECISIONS[precision]
+            lams = self._lambdas()
+            projections = self._invariant_projections(dtype) if self.zeta == 2 else None
+            cache[key] = (lams, tuple(int(s) for s in self.species_), projections,
+                          {lam: self._contracted_weights(lam, dtype) for lam in lams})
+        return cache[key]
+
     def _predict_contracted(self, exp: Expansion, precision: str = "double") -> dict:
         """Every λ GPR's mean prediction ``{λ: (n_frames, 2λ+1)}`` through
         :meth:`_contracted_weights`, from the expansion's shared λ-SOAP features: the
@@ -598,37 +613,41 @@ class SAGPRModel(SharedExpansionMixin, Model):
 
         ``precision="single"``: the two products with the model's large matrices (the invariant
         projection and Q, which an MD step reads from memory) run in float32 on float32 copies;
-        the features, norms and the final contraction stay float64. Relative error ~1e-6."""
-        dtype = _PRECISIONS[precision]
-        lams = tuple(sorted(set(self._lambdas()) | {0}))
-        feats = shared_lambda_soap(exp, lams)  # {λ: (n, 2λ+1, F_λ)}, unnormalised, read-only
-        inv_norm = {lam: shared_inverse_norms(exp, lam) for lam in lams}
+        the features, norms and the final contraction stay float64. Relative error ~1e-6.
+
+        Only the products with the per-species matrices loop over species; the contraction with
+        the features and the normalisation run once over all centres (an MD step of a small
+        molecule is dominated by the number of numpy calls, not by their size)."""
+        lams, species, projections, weights = self._contraction_plan(precision)
+        feats = shared_lambda_soap(exp, (0, *lams) if lams[0] else lams)  # {λ: (n, 2λ+1, F_λ)}, read-only
+        inv0 = shared_inverse_norms(exp, 0)
         rows_of = exp.centre_rows()
-        groups = [(s_index, rows_of[z]) for s_index, z in enumerate(self.species_) if z in rows_of]
+        groups = [(s_index, rows_of[z]) for s_index, z in enumerate(species) if z in rows_of]
         n = exp.n_centres
-        x0 = feats[0][:, 0, :]
-        z0 = {}
-        if self.zeta == 2:  # the projected normalised invariant features, shared by every λ
-            projections = self._invariant_projections(dtype)
+        one_frame = exp.n_frames == 1
+        if self.zeta == 2:  # the projected invariant features (unnormalised), shared by every λ
+            x0 = feats[0][:, 0, :].astype(_PRECISIONS[precision], copy=False)
+            z0 = np.empty((n, projections[0].shape[1]), x0.dtype)
             for s_index, rows in groups:
-                z = x0[rows].astype(dtype, copy=False) @ projections[s_index]
-                z0[s_index] = z * inv_norm[0][rows, None].astype(dtype, copy=False)
+                z0[rows] = x0[rows] @ projections[s_index]
         sph = {}
-        for lam in self._lambdas():
-            d = 2 * lam + 1
-            x = feats[lam]  # (n, d, F_λ)
-            per_atom = np.zeros((n, d))
-            weights = self._contracted_weights(lam, dtype)  # per species index
-            for s_index, rows in groups:
-                q = weights[s_index]
-                if self.zeta == 1:
-                    per_atom[rows] = (x[rows].astype(dtype, copy=False) @ q) * inv_norm[lam][rows, None]
-                elif lam == 0:
-                    per_atom[rows, 0] = np.einsum("rk,rk->r", z0[s_index] @ q, z0[s_index])
-                else:
-                    v = (z0[s_index] @ q).astype(np.float64, copy=False)  # (r, F_λ)
-                    per_atom[rows] = np.matmul(x[rows], v[:, :, None])[:, :, 0] * inv_norm[lam][rows, None]
-            sph[lam] = (per_atom.sum(axis=0, keepdims=True) if exp.n_frames == 1
+        for lam in lams:
+            q = weights[lam]
+            if self.zeta == 1:
+                per_atom = np.zeros((n, 2 * lam + 1))
+                for s_index, rows in groups:
+                    per_atom[rows] = feats[lam][rows].astype(q[s_index].dtype, copy=False) @ q[s_index]
+                per_atom *= shared_inverse_norms(exp, lam)[:, None]
+            else:
+                t = np.empty((n, q[0].shape[1]), z0.dtype)  # z⁰_i Q_s: (n, k_0) for λ = 0, else (n, F_λ)
+                for s_index, rows in groups:
+                    t[rows] = z0[rows] @ q[s_index]
+                if lam == 0:  # y = z⁰ᵀ Q z⁰ / |x⁰|²
+                    per_atom = (np.einsum("nk,nk->n", t, z0) * inv0**2)[:, None]
+                else:  # y_μ = x^λ_μ · (z⁰ Q) / (|x^λ| |x⁰|)
+                    per_atom = np.matmul(feats[lam], t.astype(np.float64, copy=False)[:, :, None])[:, :, 0]
+                    per_atom *= (inv0 * shared_inverse_norms(exp, lam))[:, None]
+            sph[lam] = (per_atom.sum(axis=0, keepdims=True) if one_frame
                         else _sum_by_frame(per_atom, exp.centre_frame, exp.n_frames))
         return sph
 
