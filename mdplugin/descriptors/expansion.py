@@ -116,12 +116,7 @@ class Expansion:
         never modify the returned arrays."""
         rows = self.__dict__.get("_centre_rows")
         if rows is None:
-            rows = {}
-            for z in np.unique(self.centre_species):
-                index = np.flatnonzero(self.centre_species == z)
-                if index[-1] - index[0] + 1 == len(index):
-                    index = slice(int(index[0]), int(index[-1]) + 1)
-                rows[int(z)] = index
+            rows = _species_rows(self.centre_species)
             self.__dict__["_centre_rows"] = rows
         return rows
 
@@ -489,3 +484,28 @@ def _split(buffer: np.ndarray, sizes: Sequence[int], shapes: Sequence[tuple]) ->
         out.append(buffer[start : start + size].reshape(shape))
         start += size
     return out
+
+
+_SPECIES_ROWS: dict[bytes, dict] = {}
+
+
+def _species_rows(species: np.ndarray) -> dict[int, slice | np.ndarray]:
+    """:meth:`Expansion.centre_rows` of a species array, kept per species sequence when it is short
+    (every step of an MD run has the same one; at most 64 kept); the int arrays are read-only."""
+    species = np.ascontiguousarray(species)
+    key = species.dtype.str.encode() + species.tobytes() if len(species) <= 4096 else None
+    rows = _SPECIES_ROWS.get(key) if key is not None else None
+    if rows is None:
+        rows = {}
+        for z in np.unique(species):
+            index = np.flatnonzero(species == z)
+            if index[-1] - index[0] + 1 == len(index):
+                index = slice(int(index[0]), int(index[-1]) + 1)
+            else:
+                index.setflags(write=False)
+            rows[int(z)] = index
+        if key is not None:
+            if len(_SPECIES_ROWS) >= 64:
+                _SPECIES_ROWS.clear()
+            _SPECIES_ROWS[key] = rows
+    return rows

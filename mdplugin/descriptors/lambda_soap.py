@@ -324,7 +324,7 @@ def shared_inverse_norms(expansion: Expansion, lam: int) -> np.ndarray:
     lam = int(lam)
     if lam not in cache:
         flat = shared_lambda_soap(expansion, (lam,))[lam].reshape(expansion.n_centres, -1)
-        inverse = 1.0 / np.maximum(np.sqrt(np.einsum("ij,ij->i", flat, flat)), 1e-300)
+        inverse = 1.0 / np.maximum(np.sqrt(np.vecdot(flat, flat)), 1e-300)
         inverse.setflags(write=False)
         cache[lam] = inverse
     return cache[lam]

@@ -760,9 +760,7 @@ class PairGradients(Sequence):
         if len(i) == 0:
             return np.zeros((n_c, 3))
         n_lm = (self._max_angular + 1) ** 2
-        de_dc = np.empty((n_c, n_s, n_r, n_lm))
-        for l, g in enumerate(energy_gradient):
-            de_dc[:, :, :, l * l : (l + 1) ** 2] = g.reshape(n_c, 2 * l + 1, n_s, n_r).transpose(0, 2, 3, 1)
+        de_dc = np.concatenate(energy_gradient, axis=1).reshape(n_c, n_lm, n_s, n_r).transpose(0, 2, 3, 1)
         n_pairs = len(i)
         per_pair = de_dc[i, layout.slot[j]].reshape(n_pairs, n_r * n_lm, 1)  # ∂E/∂c_i[species of j]
         gradient = self._block.reshape(n_pairs, -1)[:, _gradient_columns(self._max_angular, n_r)]

@@ -51,18 +51,9 @@ __all__ = ["SoapEnergyModel"]
 
 def _normalise(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Row-normalised features (n, F) and the norms (n,)."""
-    norms = np.sqrt(np.einsum("ij,ij->i", x, x))
+    norms = np.sqrt(np.vecdot(x, x))
     norms = np.maximum(norms, 1e-300)
     return x / norms[:, None], norms
-
-
-@lru_cache(maxsize=None)
-def _c0(l: int) -> np.ndarray:
-    """Diagonal of the real Clebsch–Gordan matrix C^{l l 0}_{m m 0} (2l+1,) (it is diagonal)."""
-    c = real_clebsch_gordan(l, l, 0)[:, :, 0]
-    diagonal = np.ascontiguousarray(np.diag(c))
-    diagonal.setflags(write=False)
-    return diagonal
 
 
 def _power_spectrum(exp: Expansion) -> tuple[np.ndarray, np.ndarray]:
@@ -89,6 +80,15 @@ def _symmetric_unfold(n_prop: int, n_blocks: int = 1) -> tuple[np.ndarray, np.nd
     return (np.concatenate([index + block * width for block in range(n_blocks)]), np.tile(factor, n_blocks))
 
 
+@lru_cache(maxsize=None)
+def _symmetric_unfold_cg(n_prop: int, n_l: int) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`_symmetric_unfold` for the blocks l = 0 … n_l−1, each block's weights times its λ = 0
+    Clebsch–Gordan value ``C^{ll0}_{mm0}`` (the same for every m)."""
+    index, factor = _symmetric_unfold(n_prop, n_l)
+    cg = np.repeat([real_clebsch_gordan(l, l, 0)[0, 0, 0] for l in range(n_l)], n_prop * n_prop)
+    return index, factor * cg
+
+
 def _backward_forces(exp: Expansion, g: np.ndarray) -> np.ndarray:
     """Forces (n, 3) = −Σ_pairs (∂E/∂c_i)·(∂c_i/∂r_j) from ``g = ∂E/∂x`` (n, F): per l,
     ``∂E/∂c^l_i = C^{ll0} c^l_i (G^l_i + G^lᵀ_i)`` with ``G^l_i`` the (P, P) matrix of ``g``'s
@@ -96,9 +96,9 @@ def _backward_forces(exp: Expansion, g: np.ndarray) -> np.ndarray:
     ``forces(∂E/∂c)`` when they have one: the tabulated engine's per-pair gradients)."""
     n = len(g)
     n_prop = exp.values[0].shape[2]
-    index, factor = _symmetric_unfold(n_prop, len(exp.values))
-    sym = (g[:, index] * factor).reshape(n, len(exp.values), n_prop, n_prop)  # G^l + G^lᵀ, every l
-    de_dc = [np.matmul(c * _c0(l)[None, :, None], sym[:, l]) for l, c in enumerate(exp.values)]  # (n, m, P)
+    index, factor = _symmetric_unfold_cg(n_prop, len(exp.values))
+    sym = (g[:, index] * factor).reshape(n, len(exp.values), n_prop, n_prop)  # C^{ll0} (G^l + G^lᵀ), every l
+    de_dc = [np.matmul(c, sym[:, l]) for l, c in enumerate(exp.values)]  # (n, m, P)
     if hasattr(exp.gradient_values, "forces"):
         return exp.gradient_values.forces(de_dc)
     pairs = exp.pairs
@@ -368,7 +368,7 @@ class SoapEnergyModel(SharedExpansionMixin, Model):
             if return_std:
                 k[np.arange(n)[rows][:, None], idx[None, :]] = s**z
         if forces:
-            e_loc = np.einsum("if,if->i", v, xn)
+            e_loc = np.vecdot(v, xn)
         atomic = e_loc + self.baseline_[np.searchsorted(self.species_, species)]
         energy = np.array([atomic.sum()]) if one_frame else np.bincount(frame, weights=atomic, minlength=exp.n_frames)
         out = {"energy": energy}

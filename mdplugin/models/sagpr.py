@@ -94,14 +94,14 @@ def _normalise_rows(x: np.ndarray, in_place: bool = False) -> np.ndarray:
     itself with ``in_place`` (then in cache-sized runs of rows, read from memory once)."""
     flat = x.reshape(len(x), -1)
     if not in_place:
-        norms = np.sqrt(np.einsum("ij,ij->i", flat, flat))
+        norms = np.sqrt(np.vecdot(flat, flat))
         return x / np.maximum(norms, 1e-300).reshape((-1,) + (1,) * (x.ndim - 1))
     if not np.shares_memory(flat, x):
         raise ValueError("in-place normalisation needs rows that are contiguous in memory")
     step = max(1, (1 << 19) // max(flat.shape[1] * flat.itemsize, 1))
     for start in range(0, len(flat), step):
         rows = flat[start : start + step]
-        norms = np.sqrt(np.einsum("ij,ij->i", rows, rows))
+        norms = np.sqrt(np.vecdot(rows, rows))
         rows /= np.maximum(norms, 1e-300)[:, None]
     return x
 
@@ -643,7 +643,7 @@ class SAGPRModel(SharedExpansionMixin, Model):
                 for s_index, rows in groups:
                     t[rows] = z0[rows] @ q[s_index]
                 if lam == 0:  # y = z⁰ᵀ Q z⁰ / |x⁰|²
-                    per_atom = (np.einsum("nk,nk->n", t, z0) * inv0**2)[:, None]
+                    per_atom = (np.vecdot(t, z0) * inv0**2)[:, None]
                 else:  # y_μ = x^λ_μ · (z⁰ Q) / (|x^λ| |x⁰|)
                     per_atom = np.matmul(feats[lam], t.astype(np.float64, copy=False)[:, :, None])[:, :, 0]
                     per_atom *= (inv0 * shared_inverse_norms(exp, lam))[:, None]
