@@ -217,3 +217,36 @@ def test_no_centres_give_empty_features_of_the_right_shape():
     features = lambda_soap(empty, (0, 1, 2))
     assert {lam: f.shape for lam, f in features.items()} == {
         lam: (0, 2 * lam + 1, n_features(lam, 3, 6)) for lam in (0, 1, 2)}
+
+
+@pytest.mark.parametrize("lam", [0, 1, 2])
+def test_contraction_and_norms_without_the_features_equal_those_of_the_features(lam):
+    """An MD step's SA-GPR mean contracts per-centre weights with the λ-SOAP features, and
+    normalises by their norms, without forming them (lambda_contract): the same numbers as the
+    features give, for a batch of several compositions (full and folded blocks at max_angular 3),
+    and empty results for no centres."""
+    from mdplugin.descriptors.expansion import Expansion
+    from mdplugin.descriptors.lambda_contract import contract_lambda_soap, lambda_soap_squared_norms
+
+    exp = SphericalExpansion(SPECIES, **HYPERS).compute(_frames())
+    x = lambda_soap(exp, (lam,))[lam]
+    weights = np.random.default_rng(lam).normal(size=(exp.n_centres, x.shape[2]))
+    np.testing.assert_allclose(contract_lambda_soap(exp, lam, weights), np.einsum("imf,if->im", x, weights),
+                               rtol=0, atol=1e-13 * np.abs(x).max() * np.abs(weights).sum(axis=1).max())
+    np.testing.assert_allclose(lambda_soap_squared_norms(exp, lam), np.sum(x**2, axis=(1, 2)), rtol=1e-13)
+    values = [np.zeros((0, 2 * l + 1, 6)) for l in range(4)]
+    empty = Expansion(species=(1, 6), max_angular=3, values=values, centre_frame=np.zeros(0, int),
+                      centre_atom=np.zeros(0, int), centre_species=np.zeros(0, int), n_frames=0)
+    assert contract_lambda_soap(empty, lam, np.zeros((0, n_features(lam, 3, 6)))).shape == (0, 2 * lam + 1)
+    assert lambda_soap_squared_norms(empty, lam).shape == (0,)
+
+
+def test_shared_inverse_norms_with_and_without_the_features_agree():
+    """shared_inverse_norms takes the norms from the features when a model of the step formed
+    them, else from the Gram matrices (the λ-SOAP means in an MD step form no λ > 0 features)."""
+    calc = SphericalExpansion(SPECIES, **HYPERS)
+    without, with_features = calc.compute(_frames()), calc.compute(_frames())
+    shared_lambda_soap(with_features, (0, 1, 2))
+    for lam in (0, 1, 2):
+        np.testing.assert_allclose(shared_inverse_norms(without, lam), shared_inverse_norms(with_features, lam), rtol=1e-14)
+    assert "_lambda_soap_cache" not in without.__dict__  # no features were formed for the norms

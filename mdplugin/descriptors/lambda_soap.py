@@ -44,6 +44,7 @@ __all__ = [
     "feature_labels",
     "n_features",
     "lambda_soap",
+    "pad_values",
     "shared_lambda_soap",
     "shared_inverse_norms",
     "power_spectrum",
@@ -197,18 +198,25 @@ def _invariant_plan(max_angular: int, n_prop: int) -> tuple[np.ndarray, np.ndarr
     return index, weights
 
 
+def pad_values(values: Sequence[np.ndarray], sl: slice = slice(None)) -> np.ndarray:
+    """The expansion's per-l arrays ``(n, 2l+1, P)`` (centres ``sl``) zero-padded into one
+    ``(n, L, 2L−1, P)`` array, so that one batched product can serve every l."""
+    n_l = len(values)
+    first = values[0][sl]
+    padded = np.zeros((first.shape[0], n_l, 2 * n_l - 1, first.shape[-1]))
+    for l, v in enumerate(values):
+        padded[:, l, : 2 * l + 1] = v[sl]
+    return padded
+
+
 def _couple_invariant(values, out, sl, n_prop):
     """Fill ``out[sl]`` ((c, 1, F₀)) with the folded λ = 0 features ``C^{ll0} Σ_m c^l_m ⊗ c^l_m``:
     the (2l+1, P) blocks zero-padded to (2L−1, P) so that one batched product serves every l
     (the Clebsch–Gordan matrix is diagonal), then one gather. numpy's batched matmul is several
     times slower on transposed views, hence the contiguous transposed copy."""
     index, weights = _invariant_plan(len(values) - 1, n_prop)
-    n_l = len(values)
-    first = values[0][sl]
-    c = first.shape[0]
-    padded = np.zeros((c, n_l, 2 * n_l - 1, n_prop))
-    for l, v in enumerate(values):
-        padded[:, l, : 2 * l + 1] = v[sl]
+    padded = pad_values(values, sl)
+    c = padded.shape[0]
     blocks = np.matmul(np.ascontiguousarray(padded.transpose(0, 1, 3, 2)), padded)  # (c, L, P, P)
     np.multiply(np.take(blocks.reshape(c, -1), index, axis=1), weights, out=out[sl, 0, :])
 
@@ -319,12 +327,21 @@ def shared_lambda_soap(expansion: Expansion, lambdas: Sequence[int]) -> dict[int
 def shared_inverse_norms(expansion: Expansion, lam: int) -> np.ndarray:
     """``1 / |x^λ_i|`` (n_centres,) of the :func:`shared_lambda_soap` features of order ``lam``
     (norm over the 2λ+1 components and all features; floored at 1e-300), computed once per
-    expansion and kept on it, read-only, for every model of the step that normalises them."""
+    expansion and kept on it, read-only, for every model of the step that normalises them: from
+    the features when they were computed, else without them
+    (:func:`~.lambda_contract.lambda_soap_squared_norms`)."""
     cache = expansion.__dict__.setdefault("_inverse_norm_cache", {})
     lam = int(lam)
     if lam not in cache:
-        flat = shared_lambda_soap(expansion, (lam,))[lam].reshape(expansion.n_centres, -1)
-        inverse = 1.0 / np.maximum(np.sqrt(np.vecdot(flat, flat)), 1e-300)
+        features = expansion.__dict__.get("_lambda_soap_cache", {}).get(lam)
+        if features is not None:
+            flat = features.reshape(expansion.n_centres, -1)
+            squared = np.vecdot(flat, flat)
+        else:
+            from .lambda_contract import lambda_soap_squared_norms
+
+            squared = lambda_soap_squared_norms(expansion, lam)
+        inverse = 1.0 / np.maximum(np.sqrt(squared), 1e-300)
         inverse.setflags(write=False)
         cache[lam] = inverse
     return cache[lam]

@@ -49,6 +49,7 @@ from ase import Atoms
 from scipy.linalg import solve_triangular
 
 from ..descriptors.expansion import Expansion
+from ..descriptors.lambda_contract import contract_lambda_soap
 from ..descriptors.lambda_soap import lambda_soap, n_features, shared_inverse_norms, shared_lambda_soap
 from ..errors import ConfigError, DataError
 from ..tensors import (
@@ -619,34 +620,35 @@ class SAGPRModel(SharedExpansionMixin, Model):
         the features and the normalisation run once over all centres (an MD step of a small
         molecule is dominated by the number of numpy calls, not by their size)."""
         lams, species, projections, weights = self._contraction_plan(precision)
-        feats = shared_lambda_soap(exp, (0, *lams) if lams[0] else lams)  # {λ: (n, 2λ+1, F_λ)}, read-only
+        x0 = shared_lambda_soap(exp, (0,))[0][:, 0, :]  # (n, F_0), read-only
         inv0 = shared_inverse_norms(exp, 0)
         rows_of = exp.centre_rows()
         groups = [(s_index, rows_of[z]) for s_index, z in enumerate(species) if z in rows_of]
         n = exp.n_centres
         one_frame = exp.n_frames == 1
         if self.zeta == 2:  # the projected invariant features (unnormalised), shared by every λ
-            x0 = feats[0][:, 0, :].astype(_PRECISIONS[precision], copy=False)
+            x0 = x0.astype(_PRECISIONS[precision], copy=False)
             z0 = np.empty((n, projections[0].shape[1]), x0.dtype)
             for s_index, rows in groups:
                 z0[rows] = x0[rows] @ projections[s_index]
         sph = {}
         for lam in lams:
             q = weights[lam]
+            # per centre: the weights w_i of its features, y_iμ = x^λ_iμ · w_i / |x^λ_i| (/ |x⁰_i| for ζ = 2)
             if self.zeta == 1:
-                per_atom = np.zeros((n, 2 * lam + 1))
+                w = np.empty((n, len(q[0])))
                 for s_index, rows in groups:
-                    per_atom[rows] = feats[lam][rows].astype(q[s_index].dtype, copy=False) @ q[s_index]
-                per_atom *= shared_inverse_norms(exp, lam)[:, None]
+                    w[rows] = q[s_index]
+                scale = shared_inverse_norms(exp, lam)
             else:
-                t = np.empty((n, q[0].shape[1]), z0.dtype)  # z⁰_i Q_s: (n, k_0) for λ = 0, else (n, F_λ)
+                w = np.empty((n, q[0].shape[1]), z0.dtype)  # z⁰_i Q_s: (n, k_0) for λ = 0, else (n, F_λ)
                 for s_index, rows in groups:
-                    t[rows] = z0[rows] @ q[s_index]
-                if lam == 0:  # y = z⁰ᵀ Q z⁰ / |x⁰|²
-                    per_atom = (np.vecdot(t, z0) * inv0**2)[:, None]
-                else:  # y_μ = x^λ_μ · (z⁰ Q) / (|x^λ| |x⁰|)
-                    per_atom = np.matmul(feats[lam], t.astype(np.float64, copy=False)[:, :, None])[:, :, 0]
-                    per_atom *= (inv0 * shared_inverse_norms(exp, lam))[:, None]
+                    w[rows] = z0[rows] @ q[s_index]
+                scale = inv0 * (inv0 if lam == 0 else shared_inverse_norms(exp, lam))
+            if lam == 0:  # ζ = 2: y = z⁰ᵀ Q z⁰ / |x⁰|², ζ = 1: y = x⁰ · q / |x⁰|
+                per_atom = np.vecdot(w, z0 if self.zeta == 2 else x0)[:, None] * scale[:, None]
+            else:  # the λ features are not formed (lambda_contract)
+                per_atom = contract_lambda_soap(exp, lam, w) * scale[:, None]
             sph[lam] = (per_atom.sum(axis=0, keepdims=True) if one_frame
                         else _sum_by_frame(per_atom, exp.centre_frame, exp.n_frames))
         return sph

@@ -1,0 +1,110 @@
+"""Contractions and norms of λ-SOAP features without forming the features.
+
+A prediction linear in each centre's folded λ-SOAP features (:func:`.lambda_soap.lambda_soap`),
+``y_iμ = Σ_F x^λ_iμF w_iF`` (the SA-GPR mean, its weights folded into the representative
+environments), and the features' norms ``|x^λ_i|`` need only small matrices per centre. For each
+angular pair (l1, l2) of the layout of :func:`.lambda_soap.feature_labels`, with ``c^l`` the centre's
+expansion (2l+1, P), ``W`` the pair's weights as a (P, P) matrix and ``C`` the real Clebsch–Gordan
+coefficients::
+
+    Σ_F x_μF w_F = Σ_(m1, m2) C_(m1 m2 μ) (c^l1 W c^l2ᵀ)_(m1 m2)
+    |x_pair|²    = Σ_μ Σ_(m1, m2) C_(m1 m2 μ) (G^l1 C_μ G^l2)_(m1 m2),     G^l = c^l c^lᵀ
+
+A folded block (l1 = l2, its features symmetric in the two (species, radial) indices) takes
+``W = ½ (U + Uᵀ)`` with ``U`` its upper triangle times the fold weights. The (2l+1, P) blocks are
+zero-padded to (2L−1, P) (:func:`.lambda_soap.pad_values`) so that every pair goes through the same
+few batched products. For 1,2-dichloroethane this replaces writing and reading the 48,000 λ = 1, 2
+features of an MD step by products of (7, 15) matrices.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+import numpy as np
+
+from .expansion import Expansion
+from .lambda_soap import _fold_index, angular_pairs, n_features, pad_values, real_clebsch_gordan
+
+__all__ = ["contract_lambda_soap", "lambda_soap_squared_norms"]
+
+
+@lru_cache(maxsize=None)
+def _plan(lam: int, max_angular: int, n_prop: int) -> tuple:
+    """``(l1s, l2s, cg, cg_rows, unfold, scale)`` for the angular pairs of λ: their l's (K,), the
+    zero-padded Clebsch–Gordan coefficients as ``cg`` (K·M·M, 2λ+1) (rows (pair, m1, m2)) and
+    ``cg_rows`` (K, M, (2λ+1)·M) (M = 2L−1), and, when some block is folded, the feature column and
+    factor of every entry of the pairs' (P, P) weight matrices ``unfold``, ``scale`` (K·P²,); None
+    when the features are the pairs' full blocks in order."""
+    size = 2 * max_angular + 1
+    pairs = angular_pairs(lam, max_angular)
+    cg = np.zeros((len(pairs), size, size, 2 * lam + 1))
+    for k, (l1, l2) in enumerate(pairs):
+        cg[k, : 2 * l1 + 1, : 2 * l2 + 1] = real_clebsch_gordan(l1, l2, lam)
+    cg_rows = np.ascontiguousarray(cg.transpose(0, 1, 3, 2).reshape(len(pairs), size, -1))
+    unfold = scale = None
+    if any(l1 == l2 for l1, l2 in pairs):
+        flat, weights = _fold_index(n_prop)
+        p, q = np.divmod(np.arange(n_prop * n_prop), n_prop)
+        position = np.empty(n_prop * n_prop, dtype=np.int64)
+        position[flat] = np.arange(len(flat))
+        folded_column = position[np.minimum(p, q) * n_prop + np.maximum(p, q)]
+        folded_scale = np.where(p == q, 1.0, 0.5) * weights[folded_column]
+        unfold, scale, column = [], [], 0
+        for l1, l2 in pairs:
+            if l1 == l2:
+                unfold.append(column + folded_column)
+                scale.append(folded_scale)
+                column += len(flat)
+            else:
+                unfold.append(column + np.arange(n_prop * n_prop))
+                scale.append(np.ones(n_prop * n_prop))
+                column += n_prop * n_prop
+        unfold, scale = np.concatenate(unfold), np.concatenate(scale)
+        assert column == n_features(lam, max_angular, n_prop)
+    else:
+        assert len(pairs) * n_prop * n_prop == n_features(lam, max_angular, n_prop)
+    arrays = (np.array([l1 for l1, _ in pairs]), np.array([l2 for _, l2 in pairs]),
+              np.ascontiguousarray(cg.reshape(-1, 2 * lam + 1)), cg_rows, unfold, scale)
+    for array in arrays:
+        if array is not None:
+            array.setflags(write=False)
+    return arrays
+
+
+def _padded(expansion: Expansion) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(c, cᵀ, G)``: the padded expansion (n, L, M, P), its contiguous transpose (n, L, P, M)
+    (numpy's batched products are slow on transposed views) and the Gram matrices ``c cᵀ``
+    (n, L, M, M); computed once per expansion and kept on it (the models of one step share them)."""
+    cached = expansion.__dict__.get("_padded_values")
+    if cached is None:
+        padded = pad_values(expansion.values)
+        transposed = np.ascontiguousarray(padded.transpose(0, 1, 3, 2))
+        cached = (padded, transposed, np.matmul(padded, transposed))
+        expansion.__dict__["_padded_values"] = cached
+    return cached
+
+
+def contract_lambda_soap(expansion: Expansion, lam: int, weights: np.ndarray) -> np.ndarray:
+    """``y_iμ = Σ_F x^λ_iμF weights_iF`` (n_centres, 2λ+1) for the folded λ-SOAP features ``x^λ``
+    of ``expansion`` (σ = +1, unnormalised) and per-centre ``weights`` (n_centres, F_λ), without
+    forming the features: ``lambda_soap(expansion, (lam,))[lam] @ weights`` per centre."""
+    n, n_prop = expansion.n_centres, expansion.values[0].shape[-1]
+    l1s, l2s, cg, _, unfold, scale = _plan(int(lam), expansion.max_angular, n_prop)
+    if unfold is not None:
+        weights = np.take(weights, unfold, axis=1) * scale
+    w = np.ascontiguousarray(weights).reshape(n, len(l1s), n_prop, n_prop)
+    padded, transposed, _ = _padded(expansion)
+    products = np.matmul(np.matmul(padded[:, l1s], w), transposed[:, l2s])  # (n, K, M, M)
+    return products.reshape(n, len(cg)) @ cg
+
+
+def lambda_soap_squared_norms(expansion: Expansion, lam: int) -> np.ndarray:
+    """``|x^λ_i|²`` (n_centres,) of the folded λ-SOAP features (over the 2λ+1 components and all
+    features), from the Gram matrices ``c^l c^lᵀ`` without forming the features."""
+    n, n_prop = expansion.n_centres, expansion.values[0].shape[-1]
+    l1s, l2s, _, cg_rows, _, _ = _plan(int(lam), expansion.max_angular, n_prop)
+    gram = _padded(expansion)[2]
+    size = gram.shape[-1]
+    left = np.matmul(gram[:, l1s], cg_rows).reshape(n, len(l1s), (2 * lam + 1) * size, size)  # G^l1 C_μ
+    return np.vecdot(np.matmul(left, gram[:, l2s]).reshape(n, cg_rows.size), cg_rows.ravel())
