@@ -12,7 +12,7 @@ coefficients::
 
 A folded block (l1 = l2, its features symmetric in the two (species, radial) indices) takes
 ``W = ½ (U + Uᵀ)`` with ``U`` its upper triangle times the fold weights. The (2l+1, P) blocks are
-zero-padded to (2L−1, P) (:func:`.lambda_soap.pad_values`) so that every pair goes through the same
+zero-padded to (2L−1, P) (:func:`.lambda_soap.shared_padded_values`) so that every pair goes through the same
 few batched products. For 1,2-dichloroethane this replaces writing and reading the 48,000 λ = 1, 2
 features of an MD step by products of (7, 15) matrices.
 """
@@ -24,7 +24,7 @@ from functools import lru_cache
 import numpy as np
 
 from .expansion import Expansion
-from .lambda_soap import _fold_index, angular_pairs, n_features, pad_values, real_clebsch_gordan
+from .lambda_soap import _fold_index, angular_pairs, n_features, real_clebsch_gordan, shared_padded_values
 
 __all__ = ["contract_lambda_soap", "lambda_soap_squared_norms"]
 
@@ -73,16 +73,14 @@ def _plan(lam: int, max_angular: int, n_prop: int) -> tuple:
 
 
 def _padded(expansion: Expansion) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """``(c, cᵀ, G)``: the padded expansion (n, L, M, P), its contiguous transpose (n, L, P, M)
-    (numpy's batched products are slow on transposed views) and the Gram matrices ``c cᵀ``
-    (n, L, M, M); computed once per expansion and kept on it (the models of one step share them)."""
-    cached = expansion.__dict__.get("_padded_values")
-    if cached is None:
-        padded = pad_values(expansion.values)
-        transposed = np.ascontiguousarray(padded.transpose(0, 1, 3, 2))
-        cached = (padded, transposed, np.matmul(padded, transposed))
-        expansion.__dict__["_padded_values"] = cached
-    return cached
+    """``(c, cᵀ, G)``: the padded expansion (n, L, M, P) and its contiguous transpose (n, L, P, M)
+    (:func:`.lambda_soap.shared_padded_values`), and the Gram matrices ``c cᵀ`` (n, L, M, M), kept
+    on the expansion (the models of one step share them)."""
+    padded, transposed = shared_padded_values(expansion)
+    gram = expansion.__dict__.get("_padded_gram")
+    if gram is None:
+        gram = expansion.__dict__["_padded_gram"] = np.matmul(padded, transposed)
+    return padded, transposed, gram
 
 
 def contract_lambda_soap(expansion: Expansion, lam: int, weights: np.ndarray) -> np.ndarray:

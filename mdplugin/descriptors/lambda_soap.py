@@ -47,6 +47,7 @@ __all__ = [
     "pad_values",
     "shared_lambda_soap",
     "shared_inverse_norms",
+    "shared_padded_values",
     "power_spectrum",
 ]
 
@@ -209,16 +210,29 @@ def pad_values(values: Sequence[np.ndarray], sl: slice = slice(None)) -> np.ndar
     return padded
 
 
-def _couple_invariant(values, out, sl, n_prop):
-    """Fill ``out[sl]`` ((c, 1, F₀)) with the folded λ = 0 features ``C^{ll0} Σ_m c^l_m ⊗ c^l_m``:
-    the (2l+1, P) blocks zero-padded to (2L−1, P) so that one batched product serves every l
-    (the Clebsch–Gordan matrix is diagonal), then one gather. numpy's batched matmul is several
-    times slower on transposed views, hence the contiguous transposed copy."""
-    index, weights = _invariant_plan(len(values) - 1, n_prop)
-    padded = pad_values(values, sl)
-    c = padded.shape[0]
-    blocks = np.matmul(np.ascontiguousarray(padded.transpose(0, 1, 3, 2)), padded)  # (c, L, P, P)
-    np.multiply(np.take(blocks.reshape(c, -1), index, axis=1), weights, out=out[sl, 0, :])
+def shared_padded_values(expansion: Expansion) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`pad_values` of the whole expansion (n, L, 2L−1, P) and its contiguous transpose
+    (n, L, P, 2L−1), computed once per expansion and kept on it, read-only (the λ = 0 features
+    and the λ-SOAP means of one MD step share them, see :mod:`.lambda_contract`)."""
+    cached = expansion.__dict__.get("_padded_values")
+    if cached is None:
+        padded = pad_values(expansion.values)
+        cached = (padded, np.ascontiguousarray(padded.transpose(0, 1, 3, 2)))
+        for array in cached:
+            array.setflags(write=False)
+        expansion.__dict__["_padded_values"] = cached
+    return cached
+
+
+def _couple_invariant(padded, transposed, out):
+    """Fill ``out`` ((c, 1, F₀)) with the folded λ = 0 features ``C^{ll0} Σ_m c^l_m ⊗ c^l_m`` from
+    the zero-padded expansion (c, L, 2L−1, P) and its contiguous transpose (numpy's batched matmul
+    is several times slower on transposed views): one batched product serves every l (the
+    Clebsch–Gordan matrix is diagonal), then one gather."""
+    c, n_l, _, n_prop = padded.shape
+    index, weights = _invariant_plan(n_l - 1, n_prop)
+    blocks = np.matmul(transposed, padded)  # (c, L, P, P)
+    np.multiply(np.take(blocks.reshape(c, -1), index, axis=1), weights, out=out[:, 0, :])
 
 
 def _couple_chunk(values, out, plan, sl, n_prop, fold):
@@ -285,12 +299,15 @@ def lambda_soap(
         raise ValueError(f"lambda_soap: out must hold float64 arrays of shapes {shapes}")
     def fill(sl):
         if invariant:
-            _couple_invariant(expansion.values, out[0], sl, n_prop)
+            padded = pad_values(expansion.values, sl)
+            _couple_invariant(padded, np.ascontiguousarray(padded.transpose(0, 1, 3, 2)), out[0][sl])
         _couple_chunk(expansion.values, out, plan, sl, n_prop, fold)
 
     if n <= chunk_size:  # one chunk (an MD step): no thread pool to consider
+        if n and invariant:
+            _couple_invariant(*shared_padded_values(expansion), out[0])
         if n:
-            fill(slice(0, n))
+            _couple_chunk(expansion.values, out, plan, slice(0, n), n_prop, fold)
         return out
     slices = list(_chunks(n, chunk_size))
     if n_threads is None:
