@@ -608,9 +608,11 @@ class SAGPRModel(SharedExpansionMixin, Model):
 
     def _predict_contracted(self, exp: Expansion, precision: str = "double") -> dict:
         """Every λ GPR's mean prediction ``{λ: (n_frames, 2λ+1)}`` through
-        :meth:`_contracted_weights`, from the expansion's shared λ-SOAP features: the
-        normalisation is applied to each atom's results (``1/|x^λ_i|``, ``1/|x⁰_i|``, shared
-        too) instead of to copies of the features.
+        :meth:`_contracted_weights`, from the expansion's shared λ = 0 features: each centre's
+        weights ``w_i = Q_s z⁰_i`` are contracted with its λ > 0 features without forming them
+        (:func:`~mdplugin.descriptors.lambda_contract.contract_lambda_soap`), and the
+        normalisation is applied to each centre's result (``1/|x^λ_i|``, ``1/|x⁰_i|``, shared
+        by the models of the step).
 
         ``precision="single"``: the two products with the model's large matrices (the invariant
         projection and Q, which an MD step reads from memory) run in float32 on float32 copies;
