@@ -250,3 +250,14 @@ def test_shared_inverse_norms_with_and_without_the_features_agree():
     for lam in (0, 1, 2):
         np.testing.assert_allclose(shared_inverse_norms(without, lam), shared_inverse_norms(with_features, lam), rtol=1e-14)
     assert "_lambda_soap_cache" not in without.__dict__  # no features were formed for the norms
+
+
+@pytest.mark.parametrize("n_threads", [1, 2])
+def test_chunked_coupling_gives_the_one_chunk_features(n_threads):
+    """Training batches are coupled in chunks (and threads), an MD step in one chunk whose zero-padded
+    expansion is shared with the λ-SOAP means: the same numbers per centre either way."""
+    exp = SphericalExpansion(SPECIES, **HYPERS).compute(_frames())
+    whole = lambda_soap(exp, (0, 1, 2))
+    chunked = lambda_soap(exp, (0, 1, 2), chunk_size=5, n_threads=n_threads)
+    for lam in (0, 1, 2):
+        np.testing.assert_allclose(chunked[lam], whole[lam], rtol=0, atol=1e-15 * np.abs(whole[lam]).max())
