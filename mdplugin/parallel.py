@@ -14,10 +14,11 @@ The models' ``fit(..., comm=...)`` use the helpers below to share work by *block
   on every rank;
 * :func:`rank_offset` – where this rank's rows start in the rank-ordered concatenation;
 * :func:`allgather_array` – a small float array from every rank, waiting without spinning;
-* :class:`OrderedSum`, :class:`TreeSum` – sums over blocks that are bit for bit the serial ones.
+* :func:`gather_rows` – chosen rows of arrays whose rows are spread over the ranks, as raw buffers;
+* :class:`TreeSum` – a sum over blocks that is bit for bit the serial one on any number of ranks.
 
-With :class:`SerialComm` all three are no-ops that return their input, so a serial fit runs the
-exact same operations as before MPI support existed.
+With :class:`SerialComm` the gathers and sums are no-ops that return their input, so a serial fit
+runs the same operations as it would without MPI.
 """
 
 from __future__ import annotations
@@ -43,7 +44,6 @@ __all__ = [
     "share_tasks",
     "rank_offset",
     "allgather_array",
-    "OrderedSum",
     "TreeSum",
     "max_rss_mib",
     "PhaseTimer",
@@ -395,51 +395,6 @@ class _Buffer:
         self.shape, self.dtype, self.order = shape, dtype, order
 
 
-class OrderedSum:
-    """A running sum over blocks that gives, on every rank, bit for bit the serial sum.
-
-    Floating-point addition is not associative, and the regularised normal equations of the GPR
-    models amplify rounding: an ``Allreduce`` of per-rank partial sums changes predictions at the
-    1e-8–1e-6 relative level (as does changing the number of BLAS threads in a serial fit). This
-    accumulator keeps the serial order ``((0 + a₀) + a₁) + …`` instead: rank 0 adds its terms as
-    it goes, the other ranks keep theirs, then the running sum travels rank 0 → 1 → … (each rank
-    adding its terms in order) and the last rank broadcasts it. Cost: the terms of ranks > 0 are
-    kept until :meth:`result` (memory ``n_local_terms × size of the sum``) and ``size − 1``
-    point-to-point messages. Serial: exactly ``total = zeros; total += a`` per term.
-
-    ``shape=()`` sums scalars (0-d float64 arrays, the same IEEE additions as Python floats).
-    """
-
-    def __init__(self, comm: Any, shape: tuple | int):
-        self.comm = comm
-        self.total = np.zeros(shape)
-        self._terms: list[np.ndarray] = []
-
-    def add(self, term) -> None:
-        """Add one block's contribution (array of the accumulator's shape, or a float)."""
-        if self.comm.rank == 0:
-            self.total += term
-        else:
-            self._terms.append(np.array(term, dtype=float, copy=True) if np.ndim(term) == 0 else term)
-
-    def result(self) -> np.ndarray:
-        """The sum (collective: every rank must call it); a 0-d array for scalar sums."""
-        comm = self.comm
-        if comm.size == 1:
-            return self.total
-        rank, size = comm.rank, comm.size
-        total = self.total
-        if rank > 0:
-            comm.Recv(total, source=rank - 1, tag=7301)
-            for term in self._terms:
-                total += term
-            self._terms = []
-        if rank < size - 1:
-            comm.Send(total, dest=rank + 1, tag=7301)
-        comm.Bcast(total, root=size - 1)
-        return total
-
-
 def _tree_split(lo: int, hi: int) -> int:
     """Where :class:`TreeSum` splits the node ``[lo, hi)`` (hi − lo ≥ 2): at the rounded middle,
     as :func:`split_indices` splits ``range(n)`` between 2 ranks."""
@@ -471,10 +426,15 @@ class TreeSum:
     children are there, so it keeps at most ~log₂(blocks) partial sums; :meth:`result` sends each
     rank's complete nodes to rank 0 (one ``M × M`` matrix per rank on 2 ranks: the two halves),
     which merges them the same way and broadcasts the root. Every node is the same two numbers
-    added on whichever rank, so the sum does not depend on the number of ranks. Compared with
-    :class:`OrderedSum` (a sequential sum whose last rank adds all its terms after the others
-    finish), the work after the slowest rank's last block is one addition per tree level.
-    ``add`` takes ownership of array terms (they are summed in place).
+    added on whichever rank, so the sum does not depend on the number of ranks.
+
+    Why not ``Allreduce``: floating-point addition is not associative, and the regularised normal
+    equations of the GPR models amplify rounding, so an ``Allreduce`` of per-rank partial sums
+    would change predictions at the 1e-8–1e-6 relative level with the number of ranks (as does
+    changing the number of BLAS threads in a serial fit). Unlike a sequential sum passed from rank
+    to rank, the work left after the slowest rank's last block is one addition per tree level.
+    ``add`` takes ownership of array terms (they are summed in place); ``shape=()`` sums scalars
+    (0-d float64 arrays, the same IEEE additions as Python floats).
     """
 
     def __init__(self, comm: Any, shape: tuple | int, n_terms: int):

@@ -22,7 +22,6 @@ import pytest
 
 from mdplugin.parallel import (
     CpuLedger,
-    OrderedSum,
     PhaseTimer,
     SerialComm,
     TreeSum,
@@ -85,18 +84,26 @@ def test_serial_collectives_are_identity():
     np.testing.assert_array_equal(gather_rows(comm, {0: a}, idx, 0, len(a))[0], a[idx])
 
 
-def test_ordered_sum_serial_is_sequential_sum():
+def test_tree_sum_serial_edge_cases():
+    """One term is returned unchanged, scalars add as Python floats in the tree, no terms give
+    zeros, and a missing term is an error rather than a wrong sum."""
     rng = np.random.default_rng(1)
-    terms = [rng.normal(size=(5, 5)) * 10.0**k for k in range(-8, 8, 3)]
-    acc, ref = OrderedSum(SerialComm(), (5, 5)), np.zeros((5, 5))
-    scalar, ref_s = OrderedSum(SerialComm(), ()), 0.0
-    for t in terms:
-        acc.add(t)
-        ref += t
-        scalar.add(float(t[0, 0]))
-        ref_s += float(t[0, 0])
-    np.testing.assert_array_equal(acc.result(), ref)
-    assert float(scalar.result()) == ref_s
+    term = rng.normal(size=(5, 5))
+    one = TreeSum(SerialComm(), (5, 5), 1)
+    one.add(0, term.copy())
+    np.testing.assert_array_equal(one.result(), term)
+    values = [float(v) * 10.0**k for k, v in zip(range(-8, 8, 3), rng.normal(size=6))]
+    scalar = TreeSum(SerialComm(), (), len(values))
+    for i, v in enumerate(values):
+        scalar.add(i, v)
+    # the documented tree over 6 terms: ((0 + 1) + 2) + ((3 + 4) + 5)
+    assert float(scalar.result()) == ((values[0] + values[1]) + values[2]) + ((values[3] + values[4]) + values[5])
+    np.testing.assert_array_equal(TreeSum(SerialComm(), 4, 0).result(), np.zeros(4))
+    partial = TreeSum(SerialComm(), 3, 4)
+    for i in (0, 1, 3):
+        partial.add(i, np.ones(3))
+    with pytest.raises(RuntimeError, match="every block"):
+        partial.result()
 
 
 @pytest.mark.parametrize("size", [1, 2, 3, 5])
@@ -240,6 +247,36 @@ def test_tree_sum_is_the_same_on_any_number_of_ranks(n_terms):
         for total, scalar in run_ranks(size, run):
             np.testing.assert_array_equal(total, ref)
             assert scalar == float(_tree(scalars, 0, n_terms))
+
+@pytest.mark.parametrize("n_frames,chunk", [(14, 3), (5, 4)])  # 5 blocks; 2 blocks (a rank empty on 3)
+def test_energy_fit_on_thread_ranks_is_the_serial_fit(n_frames, chunk):
+    """The SOAP energy fit on 2 and 3 (thread-)ranks: the same representative environments (the
+    distributed FPS) and bit for bit the same normal equations (TreeSum) as the serial fit, so
+    the same model; water frames among the DCE ones give ranks without some species."""
+    from ase.build import molecule
+
+    from mdplugin.models.energy import SoapEnergyModel
+
+    from .conftest import dichloroethane
+    from .test_energy import pair_potential
+
+    frames = [molecule("H2O") if i % 4 == 1 else dichloroethane(i, 0.08) for i in range(n_frames)]
+    for i, a in enumerate(frames):
+        a.positions += np.random.default_rng(100 + i).normal(scale=0.05, size=a.positions.shape)
+    labels = [pair_potential(a) for a in frames]
+    energies, forces = [e for e, _ in labels], [f for _, f in labels]
+
+    def fit(comm=None):
+        model = SoapEnergyModel(n_sparse=12, max_radial=3, max_angular=2, chunk_size=chunk)
+        return model.fit(frames, energies, forces=forces, comm=comm)
+
+    serial = fit()
+    for size in (2, 3):
+        for model in run_ranks(size, fit):
+            np.testing.assert_array_equal(model.sparse_species_, serial.sparse_species_)
+            np.testing.assert_array_equal(model.sparse_features_, serial.sparse_features_)
+            np.testing.assert_array_equal(model.gpr_.weights, serial.gpr_.weights)
+
 
 # ------------------------------------------------------------------------------------------------
 # under mpiexec -n 2

@@ -43,8 +43,13 @@ from ..descriptors.lambda_soap import (
 from ..errors import DataError
 from .shared_expansion import SharedExpansionMixin
 from .base import Model, check_species, fingerprint, register
-from ..parallel import OrderedSum, allgather_blocks, local_blocks, resolve_comm
-from .gpr import ProjectedProcess, farthest_point_sampling, normal_equations, solve_projected_process
+from ..parallel import PhaseTimer, TreeSum, gather_rows, local_blocks, resolve_comm
+from .gpr import (
+    ProjectedProcess,
+    distributed_farthest_point_sampling_groups,
+    normal_equations,
+    solve_projected_process,
+)
 
 __all__ = ["SoapEnergyModel"]
 
@@ -208,11 +213,13 @@ class SoapEnergyModel(SharedExpansionMixin, Model):
         """Fit energies ``y`` (n,) eV and, if given, ``forces`` (list of (n_atoms, 3) eV/Å).
 
         ``comm`` (an mpi4py communicator, default serial): every rank passes all frames; each
-        computes features and normal-equation blocks for its share of the ``chunk_size`` blocks,
-        the FPS features are gathered (same sparse points as serial) and the normal equations
-        summed; every rank ends with the same model.
+        computes features and normal-equation blocks for its share of the ``chunk_size`` blocks.
+        The FPS is distributed over the ranks' features and only the chosen rows are gathered
+        (the serial sparse points); the blocks' normal equations are summed in a fixed tree
+        (:class:`~mdplugin.parallel.TreeSum`), so every rank ends with bit for bit the serial model.
         """
         comm = resolve_comm(comm)
+        timer = PhaseTimer(comm, "soap-energy")  # MDPLUGIN_FIT_TIMES=1: CPU/wall per phase to stderr
         self._check_target()
         frames = list(frames)
         energies = np.asarray(y, dtype=float).reshape(-1)
@@ -227,7 +234,7 @@ class SoapEnergyModel(SharedExpansionMixin, Model):
         else:
             forces = None
         self.species_ = np.array(sorted({int(z) for a in frames for z in a.numbers}), dtype=int)
-        expansion = self._expansion()
+        self._expansion()  # bad hypers raise here on every rank, before any collective
 
         # per-species baseline by ridge least squares on the composition
         comp = np.array([[np.count_nonzero(a.numbers == z) for z in self.species_] for a in frames], float)
@@ -240,48 +247,65 @@ class SoapEnergyModel(SharedExpansionMixin, Model):
         else:
             self.signal_std_ = float(self.signal_std)
 
-        # sparse points: FPS per species on normalised features of all training atoms
-        feats, zs = [], []
-        for start in local_blocks(len(frames), self.chunk_size, comm):
-            chunk = frames[start : start + self.chunk_size]
-            feats.append(power_spectrum(expansion.compute(chunk)))
-            zs.append(np.concatenate([a.numbers for a in chunk]))
-        feats, zs = allgather_blocks(comm, feats), allgather_blocks(comm, zs)
-        xn, _ = _normalise(np.concatenate(feats))
-        zs = np.concatenate(zs)
-        sparse_idx = []
-        for z in self.species_:
-            idx = np.flatnonzero(zs == z)
-            sel = farthest_point_sampling(xn[idx], self.n_sparse)
-            sparse_idx.append(idx[sel])
-        sparse_idx = np.concatenate(sparse_idx)
-        self.sparse_features_ = np.ascontiguousarray(xn[sparse_idx])
-        self.sparse_species_ = zs[sparse_idx].astype(int)
-        del feats, xn
+        # sparse points: FPS per species on the normalised features of all training atoms. Each
+        # rank keeps the rows of its blocks (the distributed FPS exchanges one row per step) and
+        # the chosen rows then travel as raw buffers: the serial choice on any number of ranks
+        chunk = max(int(self.chunk_size), 1)
+        starts = local_blocks(len(frames), chunk, comm)
+        timer("setup")
+        xn, offset = self._local_features(frames, starts, chunk)
+        timer("features")
+        zs = np.concatenate([a.numbers for a in frames]).astype(int)  # every atom, blocks in order
+        zs_local = zs[offset : offset + len(xn)]
+        chosen = distributed_farthest_point_sampling_groups(
+            [xn[zs_local == z] for z in self.species_], self.n_sparse, comm
+        )
+        sparse_idx = np.concatenate([np.flatnonzero(zs == z)[c] for z, c in zip(self.species_, chosen)])
+        timer("fps")
+        rows = gather_rows(comm, {"x": xn} if len(xn) else {}, sparse_idx, offset, len(xn))
+        self.sparse_features_ = np.ascontiguousarray(rows["x"])
+        self.sparse_species_ = zs[sparse_idx]
+        del xn, rows
+        timer("gather sparse")
 
         m = len(sparse_idx)
-        # the sums run in the serial block order on any number of ranks (bit-identical model)
-        a_mat = OrderedSum(comm, (m, m))
-        b_vec = OrderedSum(comm, m)
-        for start in local_blocks(len(frames), self.chunk_size, comm):
-            chunk = frames[start : start + self.chunk_size]
-            sl = slice(start, start + len(chunk))
-            k_e, k_f = self._design_rows(chunk, with_forces=forces is not None)
+        # one term per block (its energy and force rows), summed in a fixed tree over the blocks:
+        # the same additions on any number of ranks (bit-identical model)
+        n_blocks = len(range(0, len(frames), chunk))
+        a_mat, b_vec = TreeSum(comm, (m, m), n_blocks), TreeSum(comm, m, n_blocks)
+        for start in starts:
+            chunk_frames = frames[start : start + chunk]
+            sl = slice(start, start + len(chunk_frames))
+            k_e, k_f = self._design_rows(chunk_frames, with_forces=forces is not None)
             sigma_e = self.energy_noise * np.sqrt(n_atoms[sl])
             a, b = normal_equations(k_e / sigma_e[:, None], resid[sl] / sigma_e)
-            a_mat.add(a)
-            b_vec.add(b)
             if k_f is not None:
                 f = np.concatenate(forces[sl]).reshape(-1)
-                a, b = normal_equations(k_f / self.force_noise, f / self.force_noise)
-                a_mat.add(a)
-                b_vec.add(b)
+                a_f, b_f = normal_equations(k_f / self.force_noise, f / self.force_noise)
+                a += a_f
+                b += b_f
+            a_mat.add(start // chunk, a)
+            b_vec.add(start // chunk, b)
+        timer("normal equations")
         a_mat, b_vec = a_mat.result(), b_vec.result()
+        timer("tree sums")
         self.gpr_ = solve_projected_process(a_mat, b_vec, self._kmm(), regularizer=1.0 / self.signal_std_**2)
+        timer("solve")
+        timer.report()
         self.n_train_ = len(frames)
         self.training_fingerprint_ = fingerprint(frames, energies)
         self.is_fitted_ = True
         return self
+
+    def _local_features(self, frames: list, starts: list, chunk: int) -> tuple[np.ndarray, int]:
+        """Normalised invariant features (n_local, F) of the atoms of the blocks ``starts`` (this
+        rank's contiguous run of blocks of ``chunk`` frames, in order), and the global index of
+        their first atom (atoms of all frames in frame order). No blocks: an empty (0, 0) array."""
+        if not starts:
+            return np.zeros((0, 0)), 0
+        offset = int(sum(len(a) for a in frames[: starts[0]]))
+        parts = [_normalise(power_spectrum(self._expansion().compute(frames[s : s + chunk])))[0] for s in starts]
+        return (parts[0] if len(parts) == 1 else np.concatenate(parts)), offset
 
     def _design_rows(self, frames: Sequence[Atoms], with_forces: bool):
         """Energy rows (n_frames, M) and force rows (3·n_atoms, M) of K_NM for ``frames``.
