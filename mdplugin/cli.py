@@ -219,7 +219,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--replicas", action="store_true", help="under mpiexec: one independent replica per rank")
     p.add_argument("--max-uncertainty", type=float, metavar="STD",
                    help="stop with a clear error when a model's predicted standard deviation (energy_std eV, "
-                        "dipole_std e·Å, polarizability_std Å³) exceeds STD on a written frame")
+                        "dipole_std e·Å, polarizability_std Å³) exceeds STD on a frame that records it")
+    p.add_argument("--std-every", type=int, default=10, metavar="N",
+                   help="record the models' uncertainties (*_std) on every N-th written frame, the first "
+                        "included (default 10; 1: every frame, 0: never). An uncertainty costs about as much "
+                        "as 25 MD steps with the default λ-SOAP models")
     p.add_argument("--tensor-precision", choices=("single", "double"), default="single",
                    help="precision of the λ-SOAP dipole/polarizability models' large products (default single: "
                         "about twice faster, ~1e-6 relative change; energies and forces are always double)")

@@ -2,11 +2,14 @@
 
 :func:`run_md` integrates Newton's equations with ASE (velocity Verlet for NVE, or Langevin) and
 every ``interval`` steps appends one frame to an extended-XYZ trajectory with ``energy`` (eV),
-``forces`` (eV/Å, per atom), ``dipole`` (e·Å), ``polarizability`` (9, row-major, Å³), the model
-uncertainties (``energy_std``, ``dipole_std``, ``polarizability_std``) and ``time`` (fs),
-``temperature`` (K), ``total_energy`` (eV) — readable back by :func:`mdplugin.data.read_dataset`
-and by ``mdplugin spectrum``. Frames are appended and flushed as they are made, so a crash leaves a
-readable trajectory.
+``forces`` (eV/Å, per atom), ``dipole`` (e·Å), ``polarizability`` (9, row-major, Å³), ``time``
+(fs), ``temperature`` (K), ``total_energy`` (eV) and, on every ``uncertainty_every``-th written
+frame (default 10, starting with the first), the model uncertainties (``energy_std``,
+``dipole_std``, ``polarizability_std``) — readable back by :func:`mdplugin.data.read_dataset` and
+by ``mdplugin spectrum``. An uncertainty costs far more than the values (the GPR variances read
+the models' m × m factors: for the default λ-SOAP models about as much as 25 MD steps), hence the
+sparser default. Frames are appended and flushed as they are made, so a crash leaves a readable
+trajectory.
 
 ``mdplugin md`` calls :func:`run_md_command`.
 """
@@ -105,6 +108,7 @@ def run_md(
     progress: bool = True,
     initialize_velocities: bool = True,
     max_uncertainty: float | dict[str, float] | None = None,
+    uncertainty_every: int = 10,
 ) -> MDSummary:
     """Run MD and write the trajectory (see the module docstring).
 
@@ -120,10 +124,12 @@ def run_md(
     interval : write every ``interval`` steps.
     seed : random seed for the velocities and the Langevin noise.
     initialize_velocities : draw velocities at ``temperature_K`` (else keep the atoms' momenta).
-    max_uncertainty : hard limit on the model uncertainties, checked on every written frame: a
-        number applies to every ``*_std`` the calculator gives (largest component, in that
+    max_uncertainty : hard limit on the model uncertainties, checked on every frame that records
+        them: a number applies to every ``*_std`` the calculator gives (largest component, in that
         property's units), a dict sets one limit per key, e.g. ``{"energy_std": 0.05,
         "dipole_std": 0.1}`` (eV, e·Å). The offending frame is written, then the run stops.
+    uncertainty_every : record (and check) the ``*_std`` uncertainties on every N-th written
+        frame, the first one included (1: every frame; 0: never).
 
     Raises
     ------
@@ -142,6 +148,8 @@ def run_md(
         raise ConfigError(f"time step must be positive, got {dt_fs} fs")
     if interval < 1:
         raise ConfigError(f"interval must be >= 1, got {interval}")
+    if uncertainty_every < 0:
+        raise ConfigError(f"uncertainty_every must be >= 0 (0: never), got {uncertainty_every}")
     if thermostat not in ("langevin", "none"):
         raise ConfigError(f"unknown thermostat {thermostat!r} (use langevin or none)")
     atoms = atoms.copy()
@@ -164,7 +172,11 @@ def run_md(
     for name in _RECORDED:
         if name in getattr(calc, "implemented_properties", ()):
             record.append(name)
-    stds = [name for name in record if name.endswith("_std")]
+    stds = [name for name in record if name.endswith("_std")] if uncertainty_every else []
+    values_only = [name for name in record if not name.endswith("_std")]
+    record = stds + values_only  # uncertainties first: they come with the values
+    if max_uncertainty is not None and not uncertainty_every:
+        raise ConfigError("max_uncertainty needs the uncertainties: uncertainty_every must be >= 1")
     if max_uncertainty is None:
         limits: dict[str, float] = {}
     elif isinstance(max_uncertainty, dict):
@@ -189,7 +201,9 @@ def run_md(
 
         def observe() -> None:
             nonlocal n_frames
-            for name in record:  # values and uncertainties in one model call per slot
+            with_std = bool(stds) and n_frames % uncertainty_every == 0
+            names = record if with_std else values_only
+            for name in names:  # values and uncertainties in one model call per slot
                 calc.get_property(name, atoms)
             epot = float(atoms.get_potential_energy())
             ekin = float(atoms.get_kinetic_energy())
@@ -201,10 +215,10 @@ def run_md(
                     f"(the molecule fell apart); see {output}")
             temps.append(float(atoms.get_temperature()))
             etots.append(epot + ekin)
-            handle.write(_frame_text(atoms, calc, dyn.nsteps, dt_fs, epot, ekin, record))
+            handle.write(_frame_text(atoms, calc, dyn.nsteps, dt_fs, epot, ekin, names))
             handle.flush()
             n_frames += 1
-            for name, limit in limits.items():
+            for name, limit in (limits.items() if with_std else ()):
                 value = float(np.max(calc.get_property(name, atoms)))
                 if value > limit:
                     raise SimulationError(
@@ -268,6 +282,7 @@ def run_md_command(args: Any) -> int:
         friction_per_fs=args.friction, interval=args.interval, seed=seed,
         progress=not args.quiet and comm.rank == 0,
         max_uncertainty=getattr(args, "max_uncertainty", None),
+        uncertainty_every=getattr(args, "std_every", 10),
     )
     prefix = f"[rank {comm.rank}] " if comm.size > 1 else ""
     print(prefix + summary.text())

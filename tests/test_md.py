@@ -72,7 +72,8 @@ def test_trajectory_holds_all_properties_for_every_frame(models, tmp_path):
     energy, dip, pol, _ = models
     calc = MLCalculator(energy=energy, dipole=dip, polarizability=pol)
     out = tmp_path / "traj.xyz"
-    run_md(dichloroethane(), calc, steps=20, dt_fs=0.5, output=out, interval=5, progress=False)
+    run_md(dichloroethane(), calc, steps=20, dt_fs=0.5, output=out, interval=5, progress=False,
+           uncertainty_every=2)
     data = read_dataset(out, properties=["energy", "forces", "dipole", "polarizability"])
     assert len(data) == 5
     for i, atoms in enumerate(data.frames):
@@ -81,10 +82,36 @@ def test_trajectory_holds_all_properties_for_every_frame(models, tmp_path):
         assert data.energy[i] == pytest.approx(energy.predict([atoms])[0], abs=1e-5)
     import ase.io
 
-    info = ase.io.read(out, index=-1).info
-    for key in ("time", "temperature", "total_energy", "energy_std", "dipole_std", "polarizability_std"):
-        assert key in info
-    assert info["time"] == pytest.approx(20 * 0.5)
+    stds = ("energy_std", "dipole_std", "polarizability_std")
+    for i, frame in enumerate(ase.io.read(out, index=":")):
+        for key in ("time", "temperature", "total_energy"):
+            assert key in frame.info
+        # the uncertainties (costly) on every 2nd written frame, the first included, and right
+        assert all((key in frame.info) == (i % 2 == 0) for key in stds), (i, sorted(frame.info))
+        if i % 2 == 0:
+            _, mu_std = dip.predict([data.frames[i]], return_std=True)
+            assert np.allclose(frame.info["dipole_std"], mu_std[0], rtol=1e-6)
+    assert frame.info["time"] == pytest.approx(20 * 0.5)
+
+
+def test_uncertainties_every_tenth_frame_by_default_and_never_with_zero(models, tmp_path):
+    """run_md records *_std on every 10th written frame by default (each costs ~25 MD steps), on
+    none with uncertainty_every=0, and refuses an uncertainty limit it could not check."""
+    import ase.io
+
+    from mdplugin.errors import ConfigError
+
+    energy, dip, _, _ = models
+    calc = MLCalculator(energy=energy, dipole=dip)
+    out = tmp_path / "d.xyz"
+    run_md(dichloroethane(), calc, steps=12, dt_fs=0.5, output=out, progress=False)
+    has_std = ["dipole_std" in f.info and "energy_std" in f.info for f in ase.io.read(out, index=":")]
+    assert has_std == [i % 10 == 0 for i in range(13)]
+    run_md(dichloroethane(), calc, steps=3, dt_fs=0.5, output=out, progress=False, uncertainty_every=0)
+    assert not any("dipole_std" in f.info for f in ase.io.read(out, index=":"))
+    with pytest.raises(ConfigError, match="uncertainty_every"):
+        run_md(dichloroethane(), calc, steps=3, dt_fs=0.5, output=out, progress=False, uncertainty_every=0,
+               max_uncertainty=1.0)
 
 
 def test_langevin_approaches_the_target_temperature(tmp_path):
@@ -107,11 +134,14 @@ def test_md_command_with_model_files(models, tmp_path, capsys):
     out = tmp_path / "md.xyz"
     code = main(["md", str(start), "--energy", str(folder / "energy.npz"), "--dipole", str(folder / "dip.npz"),
                  "--polarizability", str(folder / "pol.npz"), "--steps", "10", "--dt", "0.5",
-                 "--interval", "2", "--quiet", "-o", str(out)])
+                 "--interval", "2", "--std-every", "3", "--quiet", "-o", str(out)])
     assert code == 0
     assert "steps/s" in capsys.readouterr().out
     data = read_dataset(out, properties=["energy", "forces", "dipole", "polarizability"])
     assert len(data) == 6
+    import ase.io
+
+    assert ["energy_std" in f.info for f in ase.io.read(out, index=":")] == [i % 3 == 0 for i in range(6)]
 
 
 def test_md_command_tensor_precision(models, tmp_path, monkeypatch):
