@@ -297,6 +297,7 @@ def lambda_soap(
         out = {lam: np.empty(shape) for lam, shape in shapes.items()}
     elif any(out[lam].shape != shape or out[lam].dtype != np.float64 for lam, shape in shapes.items()):
         raise ValueError(f"lambda_soap: out must hold float64 arrays of shapes {shapes}")
+
     def fill(sl):
         if invariant:
             padded = pad_values(expansion.values, sl)
