@@ -38,7 +38,7 @@ from ase import Atoms
 from ase.calculators.calculator import Calculator, PropertyNotImplementedError, all_changes
 
 from .errors import ConfigError, SimulationError
-from .models.base import Model, load_model
+from .models.base import TENSOR_PRECISIONS, Model, load_model
 
 __all__ = ["MLCalculator", "REFERENCE_CALCULATORS", "make_reference_calculator"]
 
@@ -109,8 +109,8 @@ class MLCalculator(Calculator):
     def __init__(self, energy: Any = None, dipole: Any = None, polarizability: Any = None,
                  tensor_precision: str = "single", **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        if tensor_precision not in ("single", "double"):
-            raise ConfigError(f"tensor_precision must be 'single' or 'double', got {tensor_precision!r}")
+        if tensor_precision not in TENSOR_PRECISIONS:
+            raise ConfigError(f"tensor_precision must be one of {', '.join(TENSOR_PRECISIONS)}, got {tensor_precision!r}")
         self.tensor_precision = tensor_precision
         self.slots: dict[str, Model | Calculator | None] = {
             "energy": _resolve("energy", energy),

@@ -11,10 +11,10 @@ import argparse
 import json
 import sys
 import time
-from pathlib import Path
 
 from . import __version__
 from .errors import ConfigError, MdpluginError
+from .models.base import TENSOR_PRECISIONS
 
 #: --model name on the command line -> registry name
 MODEL_CHOICES = ("soap", "lsoap", "rpr")
@@ -224,7 +224,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="record the models' uncertainties (*_std) on every N-th written frame, the first "
                         "included (default 10; 1: every frame, 0: never). An uncertainty costs about as much "
                         "as 25 MD steps with the default λ-SOAP models")
-    p.add_argument("--tensor-precision", choices=("single", "double"), default="single",
+    p.add_argument("--tensor-precision", choices=tuple(TENSOR_PRECISIONS), default="single",
                    help="precision of the λ-SOAP dipole/polarizability models' large products (default single: "
                         "about twice faster, ~1e-6 relative change; energies and forces are always double)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")

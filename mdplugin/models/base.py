@@ -48,6 +48,9 @@ _REGISTRY: dict[str, type["Model"]] = {}
 
 TARGETS = ("energy", "dipole", "polarizability")
 UNITS = {"energy": "eV", "forces": "eV/Å", "dipole": "e·Å", "polarizability": "Å³"}
+#: ``precision`` of the λ-SOAP means' large products (``MLCalculator(tensor_precision=...)``,
+#: ``mdplugin md --tensor-precision``) and the floating-point type each means
+TENSOR_PRECISIONS = {"single": np.float32, "double": np.float64}
 
 
 def register(name: str):

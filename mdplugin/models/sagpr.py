@@ -73,7 +73,7 @@ from ..parallel import (
     sum_over_ranks,
 )
 from .shared_expansion import SharedExpansionMixin
-from .base import Model, check_species, fingerprint, register
+from .base import TENSOR_PRECISIONS, Model, check_species, fingerprint, register
 from .gpr import (
     ProjectedProcess,
     _stable_cholesky,
@@ -87,7 +87,6 @@ from .gpr import (
 __all__ = ["SAGPRModel"]
 
 #: ``precision`` of a mean prediction -> dtype of the products with the model's large matrices
-_PRECISIONS = {"double": np.float64, "single": np.float32}
 
 
 def _normalise_rows(x: np.ndarray, in_place: bool = False) -> np.ndarray:
@@ -599,7 +598,7 @@ class SAGPRModel(SharedExpansionMixin, Model):
         cache = self.__dict__.setdefault("_sparse_block_cache", {})  # emptied by fit and _set_state
         key = ("plan", precision)
         if key not in cache:
-            dtype = _PRECISIONS[precision]
+            dtype = TENSOR_PRECISIONS[precision]
             lams = self._lambdas()
             projections = self._invariant_projections(dtype) if self.zeta == 2 else None
             cache[key] = (lams, tuple(int(s) for s in self.species_), projections,
@@ -629,7 +628,7 @@ class SAGPRModel(SharedExpansionMixin, Model):
         n = exp.n_centres
         one_frame = exp.n_frames == 1
         if self.zeta == 2:  # the projected invariant features (unnormalised), shared by every λ
-            x0 = x0.astype(_PRECISIONS[precision], copy=False)
+            x0 = x0.astype(TENSOR_PRECISIONS[precision], copy=False)
             z0 = np.empty((n, projections[0].shape[1]), x0.dtype)
             for s_index, rows in groups:
                 z0[rows] = x0[rows] @ projections[s_index]
@@ -868,8 +867,8 @@ class SAGPRModel(SharedExpansionMixin, Model):
         memory; relative error ~1e-6, far below any model's error). The uncertainty
         (``return_std=True``) is always computed in double precision, and so is then the mean."""
         self._check_fitted()
-        if precision not in _PRECISIONS:
-            raise ConfigError(f"precision must be one of {', '.join(_PRECISIONS)}, got {precision!r}")
+        if precision not in TENSOR_PRECISIONS:
+            raise ConfigError(f"precision must be one of {', '.join(TENSOR_PRECISIONS)}, got {precision!r}")
         species, frame, n = exp.centre_species, exp.centre_frame, exp.n_frames
         if not return_std and self.zeta in (1, 2):
             sph, cov = self._predict_contracted(exp, precision), {}
