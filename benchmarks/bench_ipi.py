@@ -30,6 +30,7 @@ Usage::
 
     python benchmarks/bench_ipi.py                       # 300 steps, 3 repeats
     python benchmarks/bench_ipi.py --steps 500 --repeats 5 --energy energy.npz --dipole d.npz
+    python benchmarks/bench_ipi.py --no-std --energy energy.npz --dipole d.npz --polarizability a.npz
 """
 
 from __future__ import annotations
@@ -236,6 +237,8 @@ def main(argv=None) -> int:
     p.add_argument("--polarizability", help="polarizability model file (default: RPR trained here)")
     p.add_argument("--n-train", type=int, default=20, help="frames for the default RPR models (default 20)")
     p.add_argument("--keep", help="keep the run folders in this directory")
+    p.add_argument("--no-std", action="store_true",
+                   help="run the client with --no-std (values only, no uncertainties: a production run)")
     args = p.parse_args(argv)
 
     work = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="bench-ipi-", dir="/tmp"))
@@ -254,6 +257,8 @@ def main(argv=None) -> int:
         steps = max(args.steps, 101) + 1
         client = [sys.executable, "-c", TIMED_CLIENT, "ipi", "--template", str(template_path), "--energy", args.energy,
                   "--dipole", str(dipole), "--polarizability", str(polarizability), "--unix", "--address", "ff"]
+        if args.no_std:
+            client.append("--no-std")
         dummy = [str(BIN / "i-pi-py_driver"), "-u", "-a", "ff", "-m", "dummy"]
         (work / "busy_driver.py").write_text(BUSY_DRIVER)
         rows = []
@@ -278,8 +283,9 @@ def main(argv=None) -> int:
         over_busy = statistics.median(r[1] - r[5] for r in rows)
         glue = statistics.median(r[3] - r[2] for r in rows)
         print()
-        print(f"1,2-dichloroethane, {steps - 1} NVT steps, energy={args.energy}, RPR dipole + polarizability "
-              f"with uncertainties; medians of {args.repeats} repeats")
+        models = "RPR (trained here)" if not (args.dipole and args.polarizability) else f"{dipole}, {polarizability}"
+        print(f"1,2-dichloroethane, {steps - 1} NVT steps, energy={args.energy}, dipole + polarizability: {models}, "
+              f"{'no uncertainties' if args.no_std else 'with uncertainties'}; medians of {args.repeats} repeats")
         print(f"  i-PI + dummy driver        {1e3 * t_dummy:8.2f} ms/step")
         print(f"  i-PI + mdplugin client     {1e3 * t_ml:8.2f} ms/step   ({t_ml / t_dummy:.2f} x dummy)")
         print(f"  model (inside the client)  {1e3 * t_model:8.2f} ms/step")
