@@ -86,8 +86,6 @@ from .gpr import (
 
 __all__ = ["SAGPRModel"]
 
-#: ``precision`` of a mean prediction -> dtype of the products with the model's large matrices
-
 
 def _normalise_rows(x: np.ndarray, in_place: bool = False) -> np.ndarray:
     """Divide every centre's features (n, ...) by their Frobenius norm: a new array, or ``x``
@@ -540,7 +538,7 @@ class SAGPRModel(SharedExpansionMixin, Model):
                     k *= (k0 ** (zeta - 1))[:, None, :, None]
             yield rows, cols, k
 
-    def _contracted_weights(self, lam: int, dtype=np.float64) -> list:
+    def _contracted_weights(self, lam: int) -> list:
         """Per centre species (in the order of :attr:`species_`): Q, the GPR weights folded into the
         representative environments and the projections, so that a mean prediction needs no
         kernel row and no projected λ features (ζ = 1 or 2 only). With the projected features
@@ -554,12 +552,9 @@ class SAGPRModel(SharedExpansionMixin, Model):
         ``Q = (P^λ T_s)ᵀ`` (k_0, F_λ); ζ = 2, λ = 0: ``y = z⁰_i · (z⁰_i T_s)`` with ``Q = T_s``;
         ζ = 1: ``y_μ = x^λ_iμ · Q`` with ``Q = P^λ t_s`` (F_λ,). The same sum as the kernel
         prediction, at about ``F_λ (k_0 + 2λ+1)`` operations per atom instead of
-        ``(2λ+1)² M_s k_λ``; built once per fitted/loaded model (and ``dtype``: a float32 copy
-        serves single-precision predictions)."""
+        ``(2λ+1)² M_s k_λ``; built once per fitted/loaded model."""
         cache = self.__dict__.setdefault("_sparse_block_cache", {})  # emptied by fit and _set_state
-        key = ("contracted", lam, np.dtype(dtype).str)
-        if key not in cache and np.dtype(dtype) != np.float64:
-            cache[key] = [q.astype(dtype) for q in self._contracted_weights(lam)]
+        key = ("contracted", lam)
         if key not in cache:
             d = 2 * lam + 1
             used = self._sparse_columns(lam)
@@ -580,29 +575,20 @@ class SAGPRModel(SharedExpansionMixin, Model):
             cache[key] = out
         return cache[key]
 
-    def _invariant_projections(self, dtype) -> list:
-        """:attr:`projections_` [0] per species, as ``dtype`` (a cached copy for float32)."""
-        if np.dtype(dtype) == np.float64:
-            return self.projections_[0]
-        cache = self.__dict__.setdefault("_sparse_block_cache", {})  # emptied by fit and _set_state
-        key = ("projections0", np.dtype(dtype).str)
-        if key not in cache:
-            cache[key] = [p.astype(dtype) for p in self.projections_[0]]
-        return cache[key]
-
     def _contraction_plan(self, precision: str) -> tuple:
         """``(lambdas, species, projections, weights)`` for :meth:`_predict_contracted` in
         ``precision``: the λ of the model's GPRs, the species as Python ints, the invariant
         projections per species (ζ = 2) and ``{λ: Q per species}``; built once per fitted/loaded
-        model and precision (an MD step then makes no cache lookups of its own)."""
+        model and precision (an MD step then makes no cache lookups of its own; ``"single"`` keeps
+        float32 copies of the projections and of Q)."""
         cache = self.__dict__.setdefault("_sparse_block_cache", {})  # emptied by fit and _set_state
         key = ("plan", precision)
         if key not in cache:
             dtype = TENSOR_PRECISIONS[precision]
             lams = self._lambdas()
-            projections = self._invariant_projections(dtype) if self.zeta == 2 else None
-            cache[key] = (lams, tuple(int(s) for s in self.species_), projections,
-                          {lam: self._contracted_weights(lam, dtype) for lam in lams})
+            projections = [p.astype(dtype, copy=False) for p in self.projections_[0]] if self.zeta == 2 else None
+            weights = {lam: [q.astype(dtype, copy=False) for q in self._contracted_weights(lam)] for lam in lams}
+            cache[key] = (lams, tuple(int(s) for s in self.species_), projections, weights)
         return cache[key]
 
     def _predict_contracted(self, exp: Expansion, precision: str = "double") -> dict:
