@@ -24,7 +24,7 @@ from functools import lru_cache
 import numpy as np
 
 from .expansion import Expansion
-from .lambda_soap import _fold_index, angular_pairs, n_features, real_clebsch_gordan, shared_padded_values
+from .lambda_soap import angular_pairs, n_features, real_clebsch_gordan, shared_padded_values, unfold_index
 
 __all__ = ["contract_lambda_soap", "lambda_soap_squared_norms"]
 
@@ -44,18 +44,16 @@ def _plan(lam: int, max_angular: int, n_prop: int) -> tuple:
     cg_rows = np.ascontiguousarray(cg.transpose(0, 1, 3, 2).reshape(len(pairs), size, -1))
     unfold = scale = None
     if any(l1 == l2 for l1, l2 in pairs):
-        flat, weights = _fold_index(n_prop)
-        p, q = np.divmod(np.arange(n_prop * n_prop), n_prop)
-        position = np.empty(n_prop * n_prop, dtype=np.int64)
-        position[flat] = np.arange(len(flat))
-        folded_column = position[np.minimum(p, q) * n_prop + np.maximum(p, q)]
-        folded_scale = np.where(p == q, 1.0, 0.5) * weights[folded_column]
+        folded_column, weights = unfold_index(n_prop)
+        diagonal = np.arange(n_prop * n_prop) % (n_prop + 1) == 0
+        folded_scale = np.where(diagonal, 1.0, 0.5) * weights  # W = ½ (U + Uᵀ)
+        n_folded = n_prop * (n_prop + 1) // 2
         unfold, scale, column = [], [], 0
         for l1, l2 in pairs:
             if l1 == l2:
                 unfold.append(column + folded_column)
                 scale.append(folded_scale)
-                column += len(flat)
+                column += n_folded
             else:
                 unfold.append(column + np.arange(n_prop * n_prop))
                 scale.append(np.ones(n_prop * n_prop))

@@ -43,6 +43,7 @@ __all__ = [
     "angular_pairs",
     "feature_labels",
     "n_features",
+    "unfold_index",
     "lambda_soap",
     "pad_values",
     "shared_lambda_soap",
@@ -115,6 +116,20 @@ def _fold_index(n: int) -> tuple[np.ndarray, np.ndarray]:
     p, q = np.triu_indices(n)
     weights = np.where(p == q, 1.0, math.sqrt(2.0))
     return p * n + q, weights
+
+
+@lru_cache(maxsize=None)
+def unfold_index(n: int) -> tuple[np.ndarray, np.ndarray]:
+    """For every entry (p, q) of an (n, n) matrix, row-major: the position of (min, max) in the
+    folded upper triangle of :func:`_fold_index`, and that entry's fold weight (1 on the diagonal,
+    √2 off it). Used to turn folded weights or gradients back into (n, n) matrices."""
+    flat, weights = _fold_index(n)
+    p, q = np.divmod(np.arange(n * n), n)
+    position = np.empty(n * n, dtype=np.int64)
+    position[flat] = np.arange(len(flat))
+    index = position[np.minimum(p, q) * n + np.maximum(p, q)]
+    index.setflags(write=False)
+    return index, weights[index]
 
 
 @lru_cache(maxsize=None)

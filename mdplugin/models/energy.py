@@ -34,11 +34,11 @@ from ase import Atoms
 
 from ..descriptors.expansion import Expansion
 from ..descriptors.lambda_soap import (
-    _fold_index,
     power_spectrum,
     real_clebsch_gordan,
     shared_inverse_norms,
     shared_lambda_soap,
+    unfold_index,
 )
 from ..errors import DataError
 from .shared_expansion import SharedExpansionMixin
@@ -73,15 +73,11 @@ def _symmetric_unfold(n_prop: int, n_blocks: int = 1) -> tuple[np.ndarray, np.nd
     """Index (n_blocks·P²,) into ``n_blocks`` consecutive folded upper triangles (one per l) and
     weights such that ``g[:, index] * weights`` is ``G + Gᵀ`` (flattened (n_blocks, P, P)) for
     ``G`` the matrices whose folded form is ``g`` (off-diagonal entries carry √2, see
-    ``_fold_index``)."""
-    p, q = np.divmod(np.arange(n_prop * n_prop), n_prop)
-    low, high = np.minimum(p, q), np.maximum(p, q)
-    flat, weights = _fold_index(n_prop)
-    position = np.empty(n_prop * n_prop, dtype=np.int64)
-    position[flat] = np.arange(len(flat))
-    index = position[low * n_prop + high]
-    factor = np.where(p == q, 2.0, 1.0) * weights[index]
-    width = len(flat)
+    :func:`~mdplugin.descriptors.lambda_soap.unfold_index`)."""
+    index, weights = unfold_index(n_prop)
+    diagonal = np.arange(n_prop * n_prop) % (n_prop + 1) == 0
+    factor = np.where(diagonal, 2.0, 1.0) * weights
+    width = n_prop * (n_prop + 1) // 2
     return (np.concatenate([index + block * width for block in range(n_blocks)]), np.tile(factor, n_blocks))
 
 
