@@ -665,15 +665,16 @@ class _Layout:
         return values
 
     def gradient_part(self) -> tuple:
-        """``(pairs, minus_summer, pair_dest, sum_dest, n_rows, values_start, buffer_size)`` (built on
-        first use)."""
+        """``(pair_dest, sum_dest, n_rows, buffer_size)`` for :class:`PairGradients`' dense arrays
+        (built on first use): where the per-pair blocks and their negative per-centre sums go in
+        one buffer."""
         if self._gradient_part is None:
             i, j, slot = self.i, self.j, self.slot
             n_c, n_s, n_r, l_of_lm = self.n_centres, self.n_species, self.n_radial, self.l_of_lm
             n_lm, n_pairs = len(l_of_lm), len(i)
             n_rows = n_pairs + n_c
             centres = np.arange(n_c)
-            pairs, row, self_row = self.pair_rows()
+            _, row, self_row = self.pair_rows()
             # regions: gradients per l (n_rows, 3, 2l+1, S, nr) at n_rows·3·S·nr·l²; values per l
             # (n_c, 2l+1, S, nr) at values_start + n_c·S·nr·l²; scratch (n_pairs, nr, n_lm).
             # Every destination = a per-(pair or centre, species) part + a per-(n, column) part;
@@ -699,9 +700,7 @@ class _Layout:
                                 (centres[:, None] * (width * sr))[:, None, :]) + species
             pair_dest = pair_part[:, None, :] + pair_fixed[None]  # (n_pairs, nr, 4·n_lm)
             sum_dest = sum_part[:, :, None, :] + sum_fixed[None, None]  # (n_c, S, nr, 4·n_lm)
-            minus_summer = self.minus_summer
-            self._gradient_part = (pairs, minus_summer, pair_dest.ravel(), sum_dest.ravel(), n_rows,
-                                   values_start, scratch_start + n_pairs * n_r * n_lm)
+            self._gradient_part = (pair_dest.ravel(), sum_dest.ravel(), n_rows, scratch_start + n_pairs * n_r * n_lm)
         return self._gradient_part
 
 
@@ -746,9 +745,9 @@ class PairGradients(Sequence):
     def _dense_arrays(self) -> list:
         if self._dense is None:
             layout, block = self._layout, self._block
-            pairs, minus_summer, pair_dest, sum_dest, n_rows, values_start, size = layout.gradient_part()
+            pair_dest, sum_dest, n_rows, size = layout.gradient_part()
             sr = layout.n_species * layout.n_radial
-            sums = minus_summer @ block.reshape(len(block), -1)  # (n_c·S, nr·4·n_lm)
+            sums = layout.minus_summer @ block.reshape(len(block), -1)  # (n_c·S, nr·4·n_lm)
             out = np.zeros(size)
             out[pair_dest] = block.ravel()
             out[sum_dest] = sums.ravel()
