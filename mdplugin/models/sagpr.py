@@ -42,15 +42,14 @@ atom with the default hyper-parameters) and processes kernels in chunks of ``chu
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import NamedTuple, Sequence
 
 import numpy as np
 from ase import Atoms
 from scipy.linalg import solve_triangular
 
 from ..descriptors.expansion import Expansion
-from ..descriptors.lambda_contract import contract_lambda_soap
-from ..descriptors.lambda_soap import lambda_soap, n_features, shared_inverse_norms, shared_lambda_soap
+from ..descriptors.lambda_soap import lambda_soap, n_features, shared_lambda_soap
 from ..errors import ConfigError, DataError
 from ..tensors import (
     L0_BASIS,
@@ -76,86 +75,45 @@ from .shared_expansion import SharedExpansionMixin
 from .base import TENSOR_PRECISIONS, Model, check_species, fingerprint, register
 from .gpr import (
     ProjectedProcess,
-    _stable_cholesky,
     distributed_farthest_point_sampling_groups,
     factor_sparse_kernel,
-    held_out_weights,
     scaled_symmetric_part,
-    solve_projected_process_factored,
 )
+from .sagpr_kernels import (
+    atom_kernel_blocks,
+    contracted_means,
+    fold_weights,
+    normalise_rows,
+    principal_directions,
+    project_rows,
+    structure_self_kernel,
+    sum_by_frame,
+)
+from .sagpr_solve import solve_regularized
 
 __all__ = ["SAGPRModel"]
 
 
-def _normalise_rows(x: np.ndarray, in_place: bool = False) -> np.ndarray:
-    """Divide every centre's features (n, ...) by their Frobenius norm: a new array, or ``x``
-    itself with ``in_place`` (then in cache-sized runs of rows, read from memory once)."""
-    flat = x.reshape(len(x), -1)
-    if not in_place:
-        norms = np.sqrt(np.vecdot(flat, flat))
-        return x / np.maximum(norms, 1e-300).reshape((-1,) + (1,) * (x.ndim - 1))
-    if not np.shares_memory(flat, x):
-        raise ValueError("in-place normalisation needs rows that are contiguous in memory")
-    step = max(1, (1 << 19) // max(flat.shape[1] * flat.itemsize, 1))
-    for start in range(0, len(flat), step):
-        rows = flat[start : start + step]
-        norms = np.sqrt(np.vecdot(rows, rows))
-        rows /= np.maximum(norms, 1e-300)[:, None]
-    return x
+class _Centres(NamedTuple):
+    """The training centres of a fit (:meth:`SAGPRModel._fit_environments`)."""
+
+    z: dict  #: this rank's compressed features {0: (n_local, k0), λ: (n_local, 2λ+1, kλ)}
+    species_loc: np.ndarray  #: (n_local,) their centre species
+    frame_loc: np.ndarray  #: (n_local,) their frames (sorted)
+    species: np.ndarray  #: (n,) the species of all centres (of all ranks, in frame order)
+    frame: np.ndarray  #: (n,) the frames of all centres
+    n_frames: int  #: number of training frames
 
 
-def _project_rows(x: np.ndarray, rows: np.ndarray, basis: np.ndarray, out: np.ndarray) -> None:
-    """``out[rows] = x[rows] @ basis`` over the last axis, for ``x`` (n, ..., F), ``basis`` (F, k),
-    ``out`` (n, ..., k), in runs of rows that fit in a core's cache (the gathered rows are read
-    back from cache by the product, not from memory). The runs depend only on ``rows``."""
-    width = int(np.prod(x.shape[1:-1], dtype=int))
-    step = max(1, (1 << 20) // max(width * x.shape[-1] * x.itemsize, 1))
-    buf = np.empty((min(step, len(rows)),) + x.shape[1:])
-    for start in range(0, len(rows), step):
-        r = rows[start : start + step]
-        xs = np.take(x, r, axis=0, out=buf[: len(r)])
-        out[r] = (xs.reshape(-1, x.shape[-1]) @ basis).reshape((len(r),) + out.shape[1:])
+class _NormalEquations(NamedTuple):
+    """One λ GPR's normal equations, summed over the blocks of all ranks
+    (:meth:`SAGPRModel._normal_equations`), in the form :func:`solve_regularized` takes them."""
 
-
-def _frame_groups(frame: np.ndarray, n_frames: int) -> tuple[np.ndarray, np.ndarray]:
-    """For rows sorted by frame: start index of every run and the frame of that run."""
-    if len(frame) == 0:
-        return np.zeros(0, dtype=int), np.zeros(0, dtype=int)
-    starts = np.flatnonzero(np.r_[True, frame[1:] != frame[:-1]])
-    return starts, frame[starts]
-
-
-def _sum_by_frame(values: np.ndarray, frame: np.ndarray, n_frames: int) -> np.ndarray:
-    """Sum rows (n, ...) sorted by frame into (n_frames, ...)."""
-    out = np.zeros((n_frames,) + values.shape[1:])
-    if len(frame):
-        starts, frames = _frame_groups(frame, n_frames)
-        sizes = np.diff(np.r_[starts, len(frame)])
-        if np.all(sizes == sizes[0]):
-            # every frame has as many rows (one MD step; a batch of one molecule): a reshaped sum,
-            # 10-30x faster than np.add.reduceat over the first axis
-            out[frames] = values.reshape((len(starts), int(sizes[0])) + values.shape[1:]).sum(axis=1)
-        else:
-            out[frames] = np.add.reduceat(values, starts, axis=0)
-    return out
-
-
-def _same_species_pairs(frame: np.ndarray, species: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """All ordered pairs (i, j) of centres in the same frame with the same species."""
-    if len(frame) == 0:
-        return np.zeros(0, dtype=int), np.zeros(0, dtype=int)
-    key = frame.astype(np.int64) * 256 + species
-    order = np.argsort(key, kind="stable")
-    sorted_key = key[order]
-    starts = np.flatnonzero(np.r_[True, sorted_key[1:] != sorted_key[:-1]])
-    sizes = np.diff(np.r_[starts, len(key)])
-    sq = sizes * sizes
-    group = np.repeat(np.arange(len(sizes)), sq)
-    within = np.arange(sq.sum()) - np.repeat(np.cumsum(sq) - sq, sq)
-    g = sizes[group]
-    i = order[starts[group] + within // g]
-    j = order[starts[group] + within % g]
-    return i, j
+    a_fit: np.ndarray  #: (m, m) Kᵀ K of the rows fitted (all but the held-out ones with ``held_out``)
+    b_fit: np.ndarray  #: (m,) Kᵀ y of the same rows
+    held_out: tuple | None  #: (a_val, b_val, blocks, n_val) of the held-out rows, or None
+    b_all: np.ndarray  #: (m,) Kᵀ y of every row
+    yy: float  #: yᵀ y of every row
 
 
 @register("lsoap")
@@ -244,104 +202,6 @@ class SAGPRModel(SharedExpansionMixin, Model):
         value = {0: self.regularizer_l0, 1: self.regularizer_l1, 2: self.regularizer_l2}[lam]
         return None if value is None else float(value)
 
-    def _solve(self, a_fit, b_fit, kmm, reg, comm=None, held_out=None, timer=None, ledger=None) -> tuple[ProjectedProcess, float]:
-        """The λ GPR (and its regulariser) from the summed normal equations ``a_fit`` (m, m),
-        ``b_fit`` (m,) and the symmetric scaled ``kmm`` (m, m).
-
-        ``held_out`` None: ``a_fit``, ``b_fit`` hold every row and ``reg`` (or 1e-4) is used as
-        given. Otherwise ``(a_val, b_val, blocks, n_val)``: the normal equations of the held-out
-        rows (every rank), this rank's held-out kernel rows and targets ``[(k_val (v_b, m),
-        y_val (v_b,))]`` one pair per local block in block order, and the number of held-out
-        rows of all ranks; ``a_fit``, ``b_fit`` then hold the other rows. ``reg`` None: chosen
-        by the RMSE on the held-out rows of the fits without them: every value of
-        ``regularizer_grid``, then the geometric midpoints between the best one and its
-        neighbours in the grid; then refitted on all rows (``a_fit`` is overwritten by
-        ``a_fit + a_val``).
-
-        With an MPI ``comm`` the Cholesky factorisations are shared among the ranks
-        (:func:`~mdplugin.parallel.share_tasks`): the grid candidates together with ``K_MM``'s
-        factor, then the midpoints; every rank then solves the final system. The held-out errors
-        are summed block by block, each block's on the rank that holds its rows (the held-out
-        rows never travel). Each is the computation a serial fit does, so the model is the
-        serial one. ``ledger``: a :class:`~mdplugin.parallel.CpuLedger` (task costs in
-        floating-point operations, a factorisation ``m³/3``).
-        """
-        comm = resolve_comm(comm)
-        timer = timer or (lambda phase: None)
-        jitter = self.jitter
-        cost = float(len(kmm)) ** 3 / 3.0
-        if held_out is None:
-            reg = 1e-4 if reg is None else float(reg)
-            # K_MM's factor (for the variance) and the final system are independent
-            kmm_factor, gpr = share_tasks(
-                comm, [cost, cost],
-                lambda t: _stable_cholesky(kmm, jitter) if t == 0
-                else solve_projected_process_factored(a_fit, b_fit, kmm, None, reg, jitter),
-                ledger,
-            )
-            gpr.kmm_factor = kmm_factor
-            timer("solve")
-            return gpr, reg
-        a_val, b_val, blocks, n_val = held_out
-
-        def scores(values: list, weights: list) -> dict:
-            """Mean squared held-out error of each candidate (None: no positive-definite system)."""
-            ok = [i for i, w in enumerate(weights) if w is not None]
-            if not ok:
-                return {value: None for value in values}
-            w = np.stack([weights[i] for i in ok], axis=1)  # (m, candidates)
-            # per block, on the rank that holds it; summed in block order (any number of ranks)
-            sse = allgather_blocks(comm, [np.sum((kv @ w - yv[:, None]) ** 2, axis=0) for kv, yv in blocks])
-            total = np.zeros(len(ok))
-            for part in sse:
-                total += part
-            out = {value: None for value in values}
-            out.update({values[i]: float(total[j] / max(n_val, 1)) for j, i in enumerate(ok)})
-            return out
-
-        def best_of(errors: dict) -> float | None:
-            best, best_err = None, np.inf
-            for value in sorted(errors):
-                if errors[value] is not None and errors[value] < best_err:
-                    best, best_err = value, errors[value]
-            return best
-
-        grid = sorted({float(r) for r in self.regularizer_grid})
-        for value in grid:
-            if not value > 0:
-                raise ConfigError(f"sagpr: regularizer_grid values must be > 0, got {value}")
-        # one scratch buffer for this rank's candidate systems (no new (m, m) arrays), which
-        # finally holds the factor of the final system
-        scratch: list = []
-
-        def weights(value: float) -> np.ndarray | None:
-            if not scratch:
-                scratch.append(np.empty(a_fit.shape, order="F"))
-            return held_out_weights(a_fit, b_fit, kmm, value, jitter, work=scratch[0])
-
-        # one round: every grid candidate and K_MM's factor (all the size of one factorisation)
-        done = share_tasks(
-            comm, [cost] * (len(grid) + 1),
-            lambda t: weights(grid[t]) if t < len(grid) else _stable_cholesky(kmm, jitter),
-            ledger,
-        )
-        kmm_factor = done[-1]
-        errors = scores(grid, done[:-1])
-        timer("regulariser grid")
-        best = best_of(errors)
-        if best is None:
-            raise ConfigError("no regulariser of regularizer_grid gives a positive-definite system")
-        i = grid.index(best)
-        refine = [float(np.sqrt(best * grid[j])) for j in (i - 1, i + 1) if 0 <= j < len(grid)]
-        errors.update(scores(refine, share_tasks(comm, [cost] * len(refine), lambda t: weights(refine[t]), ledger)))
-        reg = best_of(errors)
-        timer("regulariser midpoints")
-        a_fit += a_val  # every row
-        work = scratch[0] if scratch else None
-        gpr = solve_projected_process_factored(a_fit, b_fit + b_val, kmm, kmm_factor, reg, jitter, work=work)
-        timer("solve")
-        return gpr, reg
-
     def _to_spherical(self, y, n: int) -> dict[int, np.ndarray]:
         y = np.asarray(y, dtype=float)
         if self.target == "dipole":
@@ -373,10 +233,10 @@ class SAGPRModel(SharedExpansionMixin, Model):
         lams = tuple(sorted(set(self._lambdas()) | {0}))
         if out is not None:
             feats = lambda_soap(exp, lams, out={lam: out[lam] for lam in lams})
-            result = {lam: _normalise_rows(feats[lam], in_place=True) for lam in lams}
+            result = {lam: normalise_rows(feats[lam], in_place=True) for lam in lams}
         else:
             feats = shared_lambda_soap(exp, lams) if shared else lambda_soap(exp, lams)
-            result = {lam: _normalise_rows(feats[lam]) for lam in lams}
+            result = {lam: normalise_rows(feats[lam]) for lam in lams}
         result[0] = result[0][:, 0, :]
         return result
 
@@ -417,8 +277,8 @@ class SAGPRModel(SharedExpansionMixin, Model):
     def _project(self, raw: dict, species: np.ndarray, spans: list | None = None) -> dict:
         """Compressed features: ``0`` (n, k0) and λ (n, 2λ+1, kλ) (one basis per species), from the
         normalised full features ``raw`` with centre species ``species`` (n,). Block by block
-        (``spans``: row ranges, default all rows) in cache-sized runs (:func:`_project_rows`): the
-        same numbers on any number of ranks, without a copy of the features."""
+        (``spans``: row ranges, default all rows) in cache-sized runs
+        (:func:`~mdplugin.models.sagpr_kernels.project_rows`): the same numbers on any number of ranks, without a copy of the features."""
         spans = [(0, len(species))] if spans is None else spans
         out = {}
         for lam, x in raw.items():
@@ -428,7 +288,7 @@ class SAGPRModel(SharedExpansionMixin, Model):
                 for s_index, s in enumerate(self.species_):
                     rows = lo + np.flatnonzero(species[lo:hi] == s)
                     if len(rows):
-                        _project_rows(x, rows, self.projections_[lam][s_index], z)
+                        project_rows(x, rows, self.projections_[lam][s_index], z)
         return out
 
     def _fit_projections(self, raw: dict, sparse: np.ndarray, species: np.ndarray, offset: int, comm=None,
@@ -464,7 +324,7 @@ class SAGPRModel(SharedExpansionMixin, Model):
             if got is not None:
                 inputs[t] = got[lam].reshape(-1, n_feat)  # (rows·(2λ+1), F)
         found = dict(zip(svd, share_tasks(
-            comm, costs, lambda t: self._principal_directions(inputs.pop(t), jobs[svd[t]][4]), owner=owner)))
+            comm, costs, lambda t: principal_directions(inputs.pop(t), jobs[svd[t]][4]), owner=owner)))
         self.projections_ = {}
         for lam in sorted(widths):
             bases = [found[i] if i in found else np.eye(jobs[i][3]) for i in range(len(jobs)) if jobs[i][0] == lam]
@@ -487,19 +347,6 @@ class SAGPRModel(SharedExpansionMixin, Model):
         chosen = distributed_farthest_point_sampling_groups(xs, n_select, comm)  # one exchange per step
         return [np.flatnonzero(species == s)[c] for s, c in zip(self.species_, chosen)]
 
-    @staticmethod
-    def _principal_directions(xs: np.ndarray, k: int) -> np.ndarray:
-        """Leading right singular vectors (F, k) of ``xs`` (r, F), uncentred (so the projection
-        commutes with rotations); randomised SVD with a fixed seed (deterministic)."""
-        from sklearn.utils.extmath import randomized_svd
-
-        k_eff = min(k, *xs.shape)
-        _, sv, vt = randomized_svd(xs, k_eff, n_oversamples=16, n_iter=2, random_state=0)
-        basis = vt.T[:, sv > 1e-10 * max(sv.max(), 1e-300)]
-        if basis.shape[1] < k:
-            basis = np.pad(basis, ((0, 0), (0, k - basis.shape[1])))
-        return np.ascontiguousarray(basis)
-
     # ------------------------------------------------------------------------------------------
     # kernels
     # ------------------------------------------------------------------------------------------
@@ -519,40 +366,12 @@ class SAGPRModel(SharedExpansionMixin, Model):
             cache[lam] = blocks
         return cache[lam]
 
-    def _atom_kernel_blocks(self, z: dict, species: np.ndarray, lam: int):
-        """Yield (rows, cols, K) with K (len(rows), 2λ+1, len(cols), 2λ+1): kernel of the
-        centres ``rows`` with the representative environments ``cols`` of their species."""
-        zeta = self.zeta
-        for s, cols, b0, b in self._sparse_blocks(lam):
-            rows = np.flatnonzero(species == s)
-            if len(rows) == 0 or len(cols) == 0:
-                continue
-            k0 = z[0][rows] @ b0.T  # (r, m)
-            if lam == 0:
-                k = (k0**zeta)[:, None, :, None]
-            else:
-                d = 2 * lam + 1
-                a = z[lam][rows].reshape(len(rows) * d, -1)
-                k = (a @ b.T).reshape(len(rows), d, len(cols), d)
-                if zeta != 1:
-                    k *= (k0 ** (zeta - 1))[:, None, :, None]
-            yield rows, cols, k
-
     def _contracted_weights(self, lam: int) -> list:
-        """Per centre species (in the order of :attr:`species_`): Q, the GPR weights folded into the
-        representative environments and the projections, so that a mean prediction needs no
-        kernel row and no projected λ features (ζ = 1 or 2 only). With the projected features
-        ``z = Pᵀ x`` of the kernel (:meth:`_project`) the λ GPR's mean is::
-
-            ζ = 2:  y_μ = Σ_i z^λ_iμ · T_s z⁰_i,   T_s = Σ_(c,ν) w_cν b^λ_cν ⊗ b⁰_c   (k_λ, k_0)
-            ζ = 1:  y_μ = Σ_i z^λ_iμ · t_s,        t_s = Σ_(c,ν) w_cν b^λ_cν          (k_λ,)
-
-        (for λ = 0, ``z^λ = z⁰``), scaled by ``y_scale / kernel_scale``. Regrouped on the full
-        normalised features ``x``: ζ = 2, λ > 0: ``y_μ = x^λ_iμ · (z⁰_i Q)`` with
-        ``Q = (P^λ T_s)ᵀ`` (k_0, F_λ); ζ = 2, λ = 0: ``y = z⁰_i · (z⁰_i T_s)`` with ``Q = T_s``;
-        ζ = 1: ``y_μ = x^λ_iμ · Q`` with ``Q = P^λ t_s`` (F_λ,). The same sum as the kernel
-        prediction, at about ``F_λ (k_0 + 2λ+1)`` operations per atom instead of
-        ``(2λ+1)² M_s k_λ``; built once per fitted/loaded model."""
+        """Per centre species (in the order of :attr:`species_`): Q, the λ GPR's weights folded into
+        the representative environments and the projections
+        (:func:`~mdplugin.models.sagpr_kernels.fold_weights`: a mean prediction then needs no
+        kernel row and no projected λ features; ζ = 1 or 2 only), scaled by ``y_scale /
+        kernel_scale``; built once per fitted/loaded model."""
         cache = self.__dict__.setdefault("_sparse_block_cache", {})  # emptied by fit and _set_state
         key = ("contracted", lam)
         if key not in cache:
@@ -561,22 +380,12 @@ class SAGPRModel(SharedExpansionMixin, Model):
             position = np.full(len(self.sparse_species_), -1)
             position[used] = np.arange(len(used))
             weights = self.gpr_[lam].weights.reshape(len(used), d) * (self.y_scale_[lam] / self.kernel_scale_[lam])
-            out = []
-            for s_index, (_, cols, b0, b) in enumerate(self._sparse_blocks(lam)):  # species order
-                w = weights[position[cols]]  # (m_s, d)
-                bl = b0[:, None, :] if lam == 0 else b.reshape(len(cols), d, -1)  # (m_s, d, k_λ)
-                projection = self.projections_[lam][s_index]  # (F_λ, k_λ)
-                if self.zeta == 1:
-                    q = projection @ np.einsum("cn,cnk->k", w, bl)
-                else:
-                    t = np.einsum("cn,cnk,cj->kj", w, bl, b0, optimize=True)
-                    q = t if lam == 0 else (projection @ t).T
-                out.append(np.ascontiguousarray(q))
-            cache[key] = out
+            cache[key] = fold_weights(weights, position, self._sparse_blocks(lam), self.projections_[lam], lam, self.zeta)
         return cache[key]
 
     def _contraction_plan(self, precision: str) -> tuple:
-        """``(lambdas, species, projections, weights)`` for :meth:`_predict_contracted` in
+        """``(lambdas, species, projections, weights)`` for
+        :func:`~mdplugin.models.sagpr_kernels.contracted_means` in
         ``precision``: the λ of the model's GPRs, the species as Python ints, the invariant
         projections per species (ζ = 2) and ``{λ: Q per species}``; built once per fitted/loaded
         model and precision (an MD step then makes no cache lookups of its own; ``"single"`` keeps
@@ -591,55 +400,6 @@ class SAGPRModel(SharedExpansionMixin, Model):
             cache[key] = (lams, tuple(int(s) for s in self.species_), projections, weights)
         return cache[key]
 
-    def _predict_contracted(self, exp: Expansion, precision: str = "double") -> dict:
-        """Every λ GPR's mean prediction ``{λ: (n_frames, 2λ+1)}`` through
-        :meth:`_contracted_weights`, from the expansion's shared λ = 0 features: each centre's
-        weights ``w_i = Q_s z⁰_i`` are contracted with its λ > 0 features without forming them
-        (:func:`~mdplugin.descriptors.lambda_contract.contract_lambda_soap`), and the
-        normalisation is applied to each centre's result (``1/|x^λ_i|``, ``1/|x⁰_i|``, shared
-        by the models of the step).
-
-        ``precision="single"``: the two products with the model's large matrices (the invariant
-        projection and Q, which an MD step reads from memory) run in float32 on float32 copies;
-        the features, norms and the final contraction stay float64. Relative error ~1e-6.
-
-        Only the products with the per-species matrices loop over species; the contraction with
-        the features and the normalisation run once over all centres (an MD step of a small
-        molecule is dominated by the number of numpy calls, not by their size)."""
-        lams, species, projections, weights = self._contraction_plan(precision)
-        x0 = shared_lambda_soap(exp, (0,))[0][:, 0, :]  # (n, F_0), read-only
-        inv0 = shared_inverse_norms(exp, 0)
-        rows_of = exp.centre_rows()
-        groups = [(s_index, rows_of[z]) for s_index, z in enumerate(species) if z in rows_of]
-        n = exp.n_centres
-        one_frame = exp.n_frames == 1
-        if self.zeta == 2:  # the projected invariant features (unnormalised), shared by every λ
-            x0 = x0.astype(TENSOR_PRECISIONS[precision], copy=False)
-            z0 = np.empty((n, projections[0].shape[1]), x0.dtype)
-            for s_index, rows in groups:
-                z0[rows] = x0[rows] @ projections[s_index]
-        sph = {}
-        for lam in lams:
-            q = weights[lam]
-            # per centre: the weights w_i of its features, y_iμ = x^λ_iμ · w_i / |x^λ_i| (/ |x⁰_i| for ζ = 2)
-            if self.zeta == 1:
-                w = np.empty((n, len(q[0])))
-                for s_index, rows in groups:
-                    w[rows] = q[s_index]
-                scale = shared_inverse_norms(exp, lam)
-            else:
-                w = np.empty((n, q[0].shape[1]), z0.dtype)  # z⁰_i Q_s: (n, k_0) for λ = 0, else (n, F_λ)
-                for s_index, rows in groups:
-                    w[rows] = z0[rows] @ q[s_index]
-                scale = inv0 * (inv0 if lam == 0 else shared_inverse_norms(exp, lam))
-            if lam == 0:  # ζ = 2: y = z⁰ᵀ Q z⁰ / |x⁰|², ζ = 1: y = x⁰ · q / |x⁰|
-                per_atom = np.vecdot(w, z0 if self.zeta == 2 else x0)[:, None] * scale[:, None]
-            else:  # the λ features are not formed (lambda_contract)
-                per_atom = contract_lambda_soap(exp, lam, w) * scale[:, None]
-            sph[lam] = (per_atom.sum(axis=0, keepdims=True) if one_frame
-                        else _sum_by_frame(per_atom, exp.centre_frame, exp.n_frames))
-        return sph
-
     def _structure_kernel(self, z: dict, species, frame, n_frames: int, lam: int) -> np.ndarray:
         """K_xM (n_frames·(2λ+1), M·(2λ+1)), unscaled."""
         d = 2 * lam + 1
@@ -647,8 +407,8 @@ class SAGPRModel(SharedExpansionMixin, Model):
         used = self._sparse_columns(lam)
         position[used] = np.arange(len(used))
         out = np.zeros((n_frames, d, len(used), d))
-        for rows, cols, k in self._atom_kernel_blocks(z, species, lam):
-            out[:, :, position[cols], :] = _sum_by_frame(k, frame[rows], n_frames)
+        for rows, cols, k in atom_kernel_blocks(z, species, lam, self.zeta, self._sparse_blocks(lam)):
+            out[:, :, position[cols], :] = sum_by_frame(k, frame[rows], n_frames)
         return out.reshape(n_frames * d, len(used) * d)
 
     def _sparse_kernel(self, lam: int) -> np.ndarray:
@@ -659,22 +419,10 @@ class SAGPRModel(SharedExpansionMixin, Model):
         position[used] = np.arange(len(used))
         sp = {key: v[used] for key, v in self.sparse_.items()}
         out = np.zeros((len(used), d, len(used), d))
-        for rows, cols, k in self._atom_kernel_blocks(sp, self.sparse_species_[used], lam):
+        blocks = atom_kernel_blocks(sp, self.sparse_species_[used], lam, self.zeta, self._sparse_blocks(lam))
+        for rows, cols, k in blocks:
             out[np.ix_(rows, np.arange(d), position[cols], np.arange(d))] = k
         return out.reshape(len(used) * d, len(used) * d)
-
-    def _structure_self_kernel(self, z: dict, species, frame, n_frames: int, lam: int) -> np.ndarray:
-        """K_AA (n_frames, 2λ+1, 2λ+1): prior covariance of every structure, unscaled."""
-        i, j = _same_species_pairs(frame, species)
-        k0 = np.einsum("pk,pk->p", z[0][i], z[0][j])
-        if lam == 0:
-            k = (k0**self.zeta)[:, None, None]
-        else:
-            k = np.einsum("pak,pbk->pab", z[lam][i], z[lam][j])
-            if self.zeta != 1:
-                k *= (k0 ** (self.zeta - 1))[:, None, None]
-        order = np.argsort(frame[i], kind="stable")
-        return _sum_by_frame(k[order], frame[i][order], n_frames)
 
     # ------------------------------------------------------------------------------------------
     # fit
@@ -691,6 +439,23 @@ class SAGPRModel(SharedExpansionMixin, Model):
         comm = resolve_comm(comm)
         timer = PhaseTimer(comm, f"sagpr-{self.target}")
         ledger = CpuLedger(comm)  # the shared SVDs and factorisations go to the ranks that did least so far
+        frames, targets = self._fit_inputs(frames, y)
+        calc = self._expansion()
+        timer("setup")
+        centres = self._fit_environments(frames, calc, comm, timer, ledger)
+        targets = self._fit_baseline(targets, centres)
+        self.gpr_, self.y_scale_, self.kernel_scale_, self.signal_variance_, self.regularizer_ = {}, {}, {}, {}, {}
+        for lam in self._lambdas():
+            self._fit_lambda(lam, targets[lam], centres, comm, timer, ledger)
+        timer.report()
+        self.training_fingerprint_ = fingerprint(frames, np.asarray(y, dtype=float))
+        self.n_train_ = len(frames)
+        self.is_fitted_ = True
+        return self
+
+    def _fit_inputs(self, frames: Sequence[Atoms], y) -> tuple[list, dict[int, np.ndarray]]:
+        """The training frames as a list and their targets ``{λ: (n, 2λ+1)}``, checked; sets
+        ``species_`` and forgets the cached blocks of a previous fit."""
         self._check_target()
         self.__dict__.pop("_sparse_block_cache", None)
         frames = list(frames)
@@ -700,18 +465,22 @@ class SAGPRModel(SharedExpansionMixin, Model):
         if int(self.zeta) < 1:
             raise ConfigError(f"zeta must be a positive integer, got {self.zeta}")
         self.species_ = np.array(sorted({int(z) for a in frames for z in a.numbers}), dtype=int)
-        calc = self._expansion()
-        timer("setup")
+        return frames, targets
 
+    def _fit_environments(self, frames: list, calc, comm, timer, ledger) -> _Centres:
+        """The training centres (:class:`_Centres`) and the representative environments.
+
+        This rank's share of the normalised λ-SOAP features (its ``chunk_size`` blocks of
+        ``frames``, expansion ``calc``); the species and frames of all centres; the
+        representative environments by FPS per species (``sparse_rank_``, ``sparse_species_``);
+        the PCA projections of their features (``projections_``); this rank's compressed
+        features; and the compressed rows of the representative environments (``sparse_``)."""
         # raw, species_loc, frame_loc: this rank's centres; species, frame: all centres
         raw, species_loc, frame_loc, spans = self._fit_features(frames, calc, comm, timer)
         species = np.concatenate(allgather_blocks(comm, [species_loc]))
         frame = np.concatenate(allgather_blocks(comm, [frame_loc]))
         offset = int(np.searchsorted(frame, frame_loc[0])) if len(frame_loc) else 0
-        n_frames = len(frames)
         timer("gather species")
-
-        # representative environments (FPS per species) and the PCA projections of their features
         sparse = self._representative_environments(raw.get(0), species_loc, species, comm)
         self.sparse_rank_ = np.concatenate([np.arange(len(chosen)) for chosen in sparse])
         sparse = np.concatenate(sparse)
@@ -726,98 +495,110 @@ class SAGPRModel(SharedExpansionMixin, Model):
             lam: np.ascontiguousarray(v) for lam, v in gather_rows(comm, z, sparse, offset, len(species_loc)).items()
         }
         timer("gather sparse")
+        return _Centres(z, species_loc, frame_loc, species, frame, len(frames))
 
-        # composition baseline of the λ = 0 part
-        comp = self._composition(species, frame, n_frames)
+    def _fit_baseline(self, targets: dict[int, np.ndarray], centres: _Centres) -> dict[int, np.ndarray]:
+        """Fit the per-species composition baseline ``baseline_`` (n_species,) of the λ = 0 target
+        (zeros without one) and return ``targets`` with it removed."""
         self.baseline_ = np.zeros(len(self.species_))
-        if 0 in targets:
-            ridge = 1e-8 * max(np.trace(comp.T @ comp), 1.0)
-            self.baseline_ = np.linalg.solve(
-                comp.T @ comp + ridge * np.eye(len(self.species_)), comp.T @ targets[0][:, 0]
-            )
-            targets[0] = targets[0] - (comp @ self.baseline_)[:, None]
+        if 0 not in targets:
+            return targets
+        comp = self._composition(centres.species, centres.frame, centres.n_frames)
+        ridge = 1e-8 * max(np.trace(comp.T @ comp), 1.0)
+        self.baseline_ = np.linalg.solve(
+            comp.T @ comp + ridge * np.eye(len(self.species_)), comp.T @ targets[0][:, 0]
+        )
+        return {**targets, 0: targets[0] - (comp @ self.baseline_)[:, None]}
 
-        self.gpr_ = {}
-        self.y_scale_ = {}
-        self.kernel_scale_ = {}
-        self.signal_variance_ = {}
-        self.regularizer_ = {}
+    def _fit_lambda(self, lam: int, y: np.ndarray, centres: _Centres, comm, timer, ledger) -> None:
+        """Fit the λ GPR on its targets ``y`` (n_frames, 2λ+1) (baseline removed): the scales
+        ``y_scale_[λ]`` (target RMS) and ``kernel_scale_[λ]`` (mean prior variance of a training
+        structure), ``gpr_[λ]``, ``regularizer_[λ]`` and the maximum-likelihood
+        ``signal_variance_[λ]`` for that regulariser (in units of ``y_scale_[λ]²``)."""
+        d = 2 * lam + 1
+        n_frames = centres.n_frames
+        scale = float(np.sqrt(np.mean(y**2)))
+        self.y_scale_[lam] = scale if scale > 0 else 1.0
+        z, species_loc, frame_loc = centres.z, centres.species_loc, centres.frame_loc
+        kaa = structure_self_kernel(z, species_loc, frame_loc, n_frames, lam, self.zeta) if z else np.zeros((n_frames, d, d))
+        # every frame lives on one rank: the sum over ranks adds exact zeros elsewhere
+        kscale = float(np.mean(sum_over_ranks(comm, np.trace(kaa, axis1=1, axis2=2))) / d)
+        self.kernel_scale_[lam] = kscale if kscale > 0 else 1.0
+        timer("self kernel")
+        reg = self._regularizer(lam)
+        eqs = self._normal_equations(lam, y / self.y_scale_[lam], centres, reg is None, comm, timer)
+        kmm = scaled_symmetric_part(self._sparse_kernel(lam), self.kernel_scale_[lam])
+        timer("K_MM")
+        gpr, reg = solve_regularized(  # no held-out rows and no regulariser: 1e-4
+            eqs.a_fit, eqs.b_fit, kmm, reg, self.regularizer_grid, self.jitter,
+            comm=comm, held_out=eqs.held_out, timer=timer, ledger=ledger,
+        )
+        self.regularizer_[lam] = reg
+        self.gpr_[lam] = gpr
+        n_obs = n_frames * d
+        self.signal_variance_[lam] = max((eqs.yy - float(eqs.b_all @ gpr.weights)) / (reg * n_obs), 1e-12)
+
+    def _normal_equations(self, lam: int, y: np.ndarray, centres: _Centres, choose: bool, comm,
+                          timer) -> _NormalEquations:
+        """The λ GPR's normal equations (:class:`_NormalEquations`) for the scaled targets ``y``
+        (n_frames, 2λ+1), from the scaled kernel rows of this rank's blocks of ``chunk_size``
+        frames, summed in a fixed tree over the blocks, the same on any number of ranks
+        (bit-identical model).
+
+        With 10 frames or more every 5th frame is held out of ``a_fit``, ``b_fit`` and summed on
+        its own, whether or not the regulariser is to be chosen (``choose``), so that the model
+        depends only on the regulariser. ``choose``: they are kept apart in ``held_out``, with
+        this rank's held-out kernel rows and targets (which stay on their rank); otherwise they
+        are added back."""
+        d = 2 * lam + 1
+        n_frames = centres.n_frames
+        z, species_loc, frame_loc = centres.z, centres.species_loc, centres.frame_loc
         chunk = max(int(self.chunk_size), 1)
         n_blocks = -(-n_frames // chunk)
-        for lam in self._lambdas():
-            d = 2 * lam + 1
-            yl = targets[lam]
-            scale = float(np.sqrt(np.mean(yl**2)))
-            self.y_scale_[lam] = scale if scale > 0 else 1.0
-            yl = yl / self.y_scale_[lam]
-            kaa = self._structure_self_kernel(z, species_loc, frame_loc, n_frames, lam) if z else np.zeros((n_frames, d, d))
-            # every frame lives on one rank: the sum over ranks adds exact zeros elsewhere
-            kscale = float(np.mean(sum_over_ranks(comm, np.trace(kaa, axis1=1, axis2=2))) / d)
-            self.kernel_scale_[lam] = kscale if kscale > 0 else 1.0
-            timer("self kernel")
-            m = len(self._sparse_columns(lam)) * d
-            reg = self._regularizer(lam)
-            # every 5th frame held out of a_fit, b_fit to choose the regulariser (a_val, b_val:
-            # their own sums, whether or not ``reg`` is given, so that the model depends only on
-            # the regulariser; the held-out rows stay on their rank). Sums in a fixed tree over
-            # the blocks, the same on any number of ranks (bit-identical model)
-            split = n_frames >= 10
-            hold = reg is None and split  # keep the held-out rows to score the candidates
-            held_out = np.zeros(n_frames, dtype=bool)
-            held_out[::5] = split
-            a_fit, b_fit = TreeSum(comm, (m, m), n_blocks), TreeSum(comm, m, n_blocks)
-            a_val, b_val = (TreeSum(comm, (m, m), n_blocks), TreeSum(comm, m, n_blocks)) if split else (None, None)
-            yy = TreeSum(comm, (), n_blocks)
-            val_blocks = []
-            for start in local_blocks(n_frames, chunk, comm):
-                stop = min(n_frames, start + chunk)
-                sel = slice(np.searchsorted(frame_loc, start), np.searchsorted(frame_loc, stop))
-                zc = {key: v[sel] for key, v in z.items()}
-                k = self._structure_kernel(zc, species_loc[sel], frame_loc[sel] - start, stop - start, lam)
-                k /= self.kernel_scale_[lam]
-                yc = yl[start:stop].reshape(-1)
-                block = start // chunk
-                yy.add(block, float(yc @ yc))
-                if split:
-                    rows = np.repeat(held_out[start:stop], d)
-                    k_val, y_val = k[rows], yc[rows]
-                    k, yc = k[~rows], yc[~rows]
-                    a_val.add(block, k_val.T @ k_val)
-                    b_val.add(block, k_val.T @ y_val)
-                    if hold:
-                        val_blocks.append((k_val, y_val))
-                    del k_val
-                a_fit.add(block, k.T @ k)
-                b_fit.add(block, k.T @ yc)
-                del k
-            timer("kernel + normal eqs")
-            a_fit, b_fit, yy = a_fit.result(), b_fit.result(), float(yy.result())
-            held, b_vec = None, b_fit
+        m = len(self._sparse_columns(lam)) * d
+        split = n_frames >= 10
+        hold = choose and split  # keep the held-out rows to score the candidates
+        held_out = np.zeros(n_frames, dtype=bool)
+        held_out[::5] = split
+        a_fit, b_fit = TreeSum(comm, (m, m), n_blocks), TreeSum(comm, m, n_blocks)
+        a_val, b_val = (TreeSum(comm, (m, m), n_blocks), TreeSum(comm, m, n_blocks)) if split else (None, None)
+        yy = TreeSum(comm, (), n_blocks)
+        val_blocks = []
+        for start in local_blocks(n_frames, chunk, comm):
+            stop = min(n_frames, start + chunk)
+            sel = slice(np.searchsorted(frame_loc, start), np.searchsorted(frame_loc, stop))
+            zc = {key: v[sel] for key, v in z.items()}
+            k = self._structure_kernel(zc, species_loc[sel], frame_loc[sel] - start, stop - start, lam)
+            k /= self.kernel_scale_[lam]
+            yc = y[start:stop].reshape(-1)
+            block = start // chunk
+            yy.add(block, float(yc @ yc))
             if split:
-                a_val, b_val = a_val.result(), b_val.result()
-                b_vec = b_fit + b_val
+                rows = np.repeat(held_out[start:stop], d)
+                k_val, y_val = k[rows], yc[rows]
+                k, yc = k[~rows], yc[~rows]
+                a_val.add(block, k_val.T @ k_val)
+                b_val.add(block, k_val.T @ y_val)
                 if hold:
-                    held = (a_val, b_val, val_blocks, int(held_out.sum()) * d)
-                else:  # every row
-                    a_fit += a_val
-                    b_fit = b_vec
-                del a_val
-            timer("tree sums")
-            kmm = scaled_symmetric_part(self._sparse_kernel(lam), self.kernel_scale_[lam])
-            timer("K_MM")
-            gpr, reg = self._solve(a_fit, b_fit, kmm, reg, comm=comm, held_out=held, timer=timer, ledger=ledger)  # no held-out rows: 1e-4
-            del a_fit, held, val_blocks
-            self.regularizer_[lam] = reg
-            self.gpr_[lam] = gpr
-            # maximum-likelihood signal variance for this regulariser (in units of y_scale²)
-            n_obs = n_frames * d
-            self.signal_variance_[lam] = max((yy - float(b_vec @ gpr.weights)) / (reg * n_obs), 1e-12)
-
-        timer.report()
-        self.training_fingerprint_ = fingerprint(frames, np.asarray(y, dtype=float))
-        self.n_train_ = len(frames)
-        self.is_fitted_ = True
-        return self
+                    val_blocks.append((k_val, y_val))
+                del k_val
+            a_fit.add(block, k.T @ k)
+            b_fit.add(block, k.T @ yc)
+            del k
+        timer("kernel + normal eqs")
+        a_fit, b_fit, yy = a_fit.result(), b_fit.result(), float(yy.result())
+        held, b_all = None, b_fit
+        if split:
+            a_val, b_val = a_val.result(), b_val.result()
+            b_all = b_fit + b_val
+            if hold:
+                held = (a_val, b_val, val_blocks, int(held_out.sum()) * d)
+            else:  # every row
+                a_fit += a_val
+                b_fit = b_all
+            del a_val
+        timer("tree sums")
+        return _NormalEquations(a_fit, b_fit, held, b_all, yy)
 
     # ------------------------------------------------------------------------------------------
     # predict
@@ -834,7 +615,7 @@ class SAGPRModel(SharedExpansionMixin, Model):
             gpr: ProjectedProcess = self.gpr_[lam]
             sph[lam] = (k @ gpr.weights).reshape(n, d) * self.y_scale_[lam]
             if return_std:
-                kaa = self._structure_self_kernel(z, species, frame, n, lam) / self.kernel_scale_[lam]
+                kaa = structure_self_kernel(z, species, frame, n, lam, self.zeta) / self.kernel_scale_[lam]
                 v = solve_triangular(gpr.factor, k.T, lower=True, check_finite=False)
                 u = solve_triangular(gpr.kmm_factor, k.T, lower=True, check_finite=False)
                 v = v.reshape(-1, n, d)
@@ -857,7 +638,7 @@ class SAGPRModel(SharedExpansionMixin, Model):
             raise ConfigError(f"precision must be one of {', '.join(TENSOR_PRECISIONS)}, got {precision!r}")
         species, frame, n = exp.centre_species, exp.centre_frame, exp.n_frames
         if not return_std and self.zeta in (1, 2):
-            sph, cov = self._predict_contracted(exp, precision), {}
+            sph, cov = contracted_means(exp, self._contraction_plan(precision), self.zeta, precision), {}
         else:
             sph, cov = self._predict_kernel(self._raw_features(exp, shared=True), species, frame, n, return_std)
         if 0 in sph:
