@@ -36,6 +36,9 @@ Gaussian process on atom-centred contributions:
   the target's units (it includes the Nyström residual, i.e. the prior variance the
   representative environments cannot explain).
 
+Stateless kernels, row helpers and the contracted mean: :mod:`mdplugin.models.sagpr_kernels`; the
+solve with the regulariser choice: :mod:`mdplugin.models.sagpr_solve`.
+
 Memory: ``fit`` keeps the full λ-SOAP features of the training set in memory (about 100 kB per
 atom with the default hyper-parameters) and processes kernels in chunks of ``chunk_size`` frames.
 """
@@ -46,7 +49,6 @@ from typing import NamedTuple, Sequence
 
 import numpy as np
 from ase import Atoms
-from scipy.linalg import solve_triangular
 
 from ..descriptors.expansion import Expansion
 from ..descriptors.lambda_soap import lambda_soap, n_features, shared_lambda_soap
@@ -81,11 +83,14 @@ from .gpr import (
 )
 from .sagpr_kernels import (
     atom_kernel_blocks,
+    composition,
     contracted_means,
     fold_weights,
     normalise_rows,
+    posterior_covariance,
     principal_directions,
     project_rows,
+    structure_covariance,
     structure_self_kernel,
     sum_by_frame,
 )
@@ -215,15 +220,9 @@ class SAGPRModel(SharedExpansionMixin, Model):
         l0, l2 = symmetric_to_spherical(0.5 * (y + y.transpose(0, 2, 1)))
         return {0: l0, 2: l2}
 
-    def _composition(self, species: np.ndarray, frame: np.ndarray, n_frames: int) -> np.ndarray:
-        n_species = len(self.species_)
-        cell = frame * n_species + np.searchsorted(self.species_, species)
-        return np.bincount(cell, minlength=n_frames * n_species).reshape(n_frames, n_species).astype(float)
-
     # ------------------------------------------------------------------------------------------
     # features
     # ------------------------------------------------------------------------------------------
-
     def _raw_features(self, exp: Expansion, shared: bool = False, out: dict | None = None) -> dict:
         """Normalised full features: ``0`` (n, F0) invariant, and every target λ (n, 2λ+1, F).
         ``shared``: take the λ-SOAP features from (and leave them in) the expansion's cache
@@ -503,7 +502,7 @@ class SAGPRModel(SharedExpansionMixin, Model):
         self.baseline_ = np.zeros(len(self.species_))
         if 0 not in targets:
             return targets
-        comp = self._composition(centres.species, centres.frame, centres.n_frames)
+        comp = composition(centres.species, centres.frame, centres.n_frames, self.species_)
         ridge = 1e-8 * max(np.trace(comp.T @ comp), 1.0)
         self.baseline_ = np.linalg.solve(
             comp.T @ comp + ridge * np.eye(len(self.species_)), comp.T @ targets[0][:, 0]
@@ -616,13 +615,7 @@ class SAGPRModel(SharedExpansionMixin, Model):
             sph[lam] = (k @ gpr.weights).reshape(n, d) * self.y_scale_[lam]
             if return_std:
                 kaa = structure_self_kernel(z, species, frame, n, lam, self.zeta) / self.kernel_scale_[lam]
-                v = solve_triangular(gpr.factor, k.T, lower=True, check_finite=False)
-                u = solve_triangular(gpr.kmm_factor, k.T, lower=True, check_finite=False)
-                v = v.reshape(-1, n, d)
-                u = u.reshape(-1, n, d)
-                c = gpr.regularizer * np.einsum("kna,knb->nab", v, v)
-                # Nyström residual (PSD in exact arithmetic; variances are clipped at 0 below)
-                c += kaa - np.einsum("kna,knb->nab", u, u)
+                c = posterior_covariance(gpr, k, kaa)
                 cov[lam] = c * self.signal_variance_[lam] * self.y_scale_[lam] ** 2
         return sph, cov
 
@@ -642,7 +635,7 @@ class SAGPRModel(SharedExpansionMixin, Model):
         else:
             sph, cov = self._predict_kernel(self._raw_features(exp, shared=True), species, frame, n, return_std)
         if 0 in sph:
-            comp = self._composition(species, frame, n)
+            comp = composition(species, frame, n, self.species_)
             sph[0] = sph[0] + (comp @ self.baseline_)[:, None]
         if self.target == "dipole":
             y = spherical_to_vector(sph[1])
@@ -704,25 +697,8 @@ class SAGPRModel(SharedExpansionMixin, Model):
         species, frame = np.concatenate(species), np.concatenate(frame)
         out = {}
         for lam in self._lambdas():
-            d = 2 * lam + 1
-            cov = np.zeros((n, d, n, d))
-            for s in self.species_:
-                rows = np.flatnonzero(species == s)
-                if len(rows) == 0:
-                    continue
-                k0 = z[0][rows] @ z[0][rows].T
-                if lam == 0:
-                    k = (k0**self.zeta)[:, None, :, None]
-                else:
-                    a = z[lam][rows].reshape(len(rows) * d, -1)
-                    k = (a @ a.T).reshape(len(rows), d, len(rows), d)
-                    if self.zeta != 1:
-                        k = k * (k0 ** (self.zeta - 1))[:, None, :, None]
-                onehot = np.zeros((n, len(rows)))
-                onehot[frame[rows], np.arange(len(rows))] = 1.0
-                k = np.tensordot(onehot, k, axes=(1, 0))  # (n, d, r, d)
-                cov += np.tensordot(k, onehot, axes=(2, 1)).transpose(0, 1, 3, 2)
-            out[lam] = (cov.reshape(n * d, n * d) / self.kernel_scale_[lam], float(self.gpr_[lam].regularizer))
+            cov = structure_covariance(z, species, frame, n, lam, self.zeta, self.species_)
+            out[lam] = (cov / self.kernel_scale_[lam], float(self.gpr_[lam].regularizer))
         return out
 
     # ------------------------------------------------------------------------------------------

@@ -1,10 +1,11 @@
 """Stateless array functions of the λ-SOAP SA-GPR (:mod:`mdplugin.models.sagpr`).
 
 Row helpers (normalisation, projection in cache-sized runs, sums over the rows of a frame,
-same-species atom pairs), the atom-pair kernels between centres and representative
-environments, the principal directions of the compression, and the mean prediction through
-GPR weights folded into the representative environments (no kernel rows). None of them needs
-a fitted model: the model passes its arrays and hyper-parameters (``zeta``, ``λ``).
+composition counts, same-species atom pairs), the kernels (atom blocks between centres and
+representative environments, structure prior covariances), the posterior covariance, the
+principal directions of the compression, and the mean prediction through GPR weights folded
+into the representative environments (no kernel rows). None of them needs a fitted model: the
+model passes its arrays and hyper-parameters (``zeta``, ``λ``).
 
 Shapes: ``z`` is a dict of compressed features, ``z[0]`` (n, k0) invariant and ``z[λ]``
 (n, 2λ+1, kλ); ``species`` and ``frame`` (n,) the centre species and (frame-sorted) frame
@@ -16,19 +17,24 @@ from __future__ import annotations
 from typing import Iterator
 
 import numpy as np
+from scipy.linalg import solve_triangular
 
 from ..descriptors.expansion import Expansion
 from ..descriptors.lambda_contract import contract_lambda_soap
 from ..descriptors.lambda_soap import shared_inverse_norms, shared_lambda_soap
 from .base import TENSOR_PRECISIONS
+from .gpr import ProjectedProcess
 
 __all__ = [
     "normalise_rows",
     "project_rows",
     "sum_by_frame",
+    "composition",
     "same_species_pairs",
     "atom_kernel_blocks",
     "structure_self_kernel",
+    "structure_covariance",
+    "posterior_covariance",
     "principal_directions",
     "fold_weights",
     "contracted_means",
@@ -88,6 +94,14 @@ def sum_by_frame(values: np.ndarray, frame: np.ndarray, n_frames: int) -> np.nda
     return out
 
 
+def composition(species: np.ndarray, frame: np.ndarray, n_frames: int, species_list: np.ndarray) -> np.ndarray:
+    """Atoms of every species of the sorted ``species_list`` (n_s,) in every frame: (n_frames, n_s)
+    floats, from the species and frames (n,) of the centres."""
+    n_species = len(species_list)
+    cell = frame * n_species + np.searchsorted(species_list, species)
+    return np.bincount(cell, minlength=n_frames * n_species).reshape(n_frames, n_species).astype(float)
+
+
 def same_species_pairs(frame: np.ndarray, species: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """All ordered pairs (i, j) of centres in the same frame with the same species."""
     if len(frame) == 0:
@@ -145,6 +159,48 @@ def structure_self_kernel(
             k *= (k0 ** (zeta - 1))[:, None, None]
     order = np.argsort(frame[i], kind="stable")
     return sum_by_frame(k[order], frame[i][order], n_frames)
+
+
+def structure_covariance(
+    z: dict, species: np.ndarray, frame: np.ndarray, n_frames: int, lam: int, zeta: int, species_list: np.ndarray
+) -> np.ndarray:
+    """K (n_frames·(2λ+1), n_frames·(2λ+1)), unscaled: the kernel between every pair of
+    structures, the sum over their atom pairs of the same species (one of ``species_list``);
+    rows are frame-major, components in the spherical order."""
+    n, d = n_frames, 2 * lam + 1
+    cov = np.zeros((n, d, n, d))
+    for s in species_list:
+        rows = np.flatnonzero(species == s)
+        if len(rows) == 0:
+            continue
+        k0 = z[0][rows] @ z[0][rows].T
+        if lam == 0:
+            k = (k0**zeta)[:, None, :, None]
+        else:
+            a = z[lam][rows].reshape(len(rows) * d, -1)
+            k = (a @ a.T).reshape(len(rows), d, len(rows), d)
+            if zeta != 1:
+                k = k * (k0 ** (zeta - 1))[:, None, :, None]
+        onehot = np.zeros((n, len(rows)))
+        onehot[frame[rows], np.arange(len(rows))] = 1.0
+        k = np.tensordot(onehot, k, axes=(1, 0))  # (n, d, r, d)
+        cov += np.tensordot(k, onehot, axes=(2, 1)).transpose(0, 1, 3, 2)
+    return cov.reshape(n * d, n * d)
+
+
+def posterior_covariance(gpr: ProjectedProcess, k: np.ndarray, kaa: np.ndarray) -> np.ndarray:
+    """Posterior covariance (n, 2λ+1, 2λ+1) of ``n`` structures under the λ GPR ``gpr``, in units
+    of its signal variance, from their scaled kernel rows ``k`` (n·(2λ+1), M·(2λ+1)) and prior
+    covariances ``kaa`` (n, 2λ+1, 2λ+1); includes the Nyström residual ``kaa - K K_MM⁻¹ Kᵀ``."""
+    n, d = kaa.shape[:2]
+    v = solve_triangular(gpr.factor, k.T, lower=True, check_finite=False)
+    u = solve_triangular(gpr.kmm_factor, k.T, lower=True, check_finite=False)
+    v = v.reshape(-1, n, d)
+    u = u.reshape(-1, n, d)
+    c = gpr.regularizer * np.einsum("kna,knb->nab", v, v)
+    # Nyström residual (PSD in exact arithmetic; the callers clip the variances at 0)
+    c += kaa - np.einsum("kna,knb->nab", u, u)
+    return c
 
 
 def principal_directions(xs: np.ndarray, k: int) -> np.ndarray:
