@@ -226,3 +226,28 @@ def test_single_precision_mean_is_the_double_one_to_float32_rounding_and_covaria
         np.testing.assert_allclose(single_turned.reshape(expected.shape), expected, atol=1e-5 * scale)
     with pytest.raises(ConfigError, match="precision"):
         model.predict_from_expansion(exp, precision="half")
+
+
+@pytest.mark.parametrize("lam", [0, 1, 2])
+def test_structure_covariance_is_the_sum_over_same_species_atom_pairs(lam):
+    """The structure prior covariance (chunked, sparse frame sums) equals the brute-force double
+    sum over same-species atom pairs of the ζ-power atom kernel, for any chunk size."""
+    from mdplugin.models.sagpr_kernels import structure_covariance
+
+    rng = np.random.default_rng(lam)
+    n, d = 6, 2 * lam + 1
+    frame = np.repeat(np.arange(n), rng.integers(1, 5, size=n))
+    species = rng.choice([1, 6, 17], size=len(frame))
+    z = {0: rng.normal(size=(len(frame), 5))}
+    if lam:
+        z[lam] = rng.normal(size=(len(frame), d, 4))
+    for zeta in (1, 2, 3):
+        expected = np.zeros((n, d, n, d))
+        for i in range(len(frame)):
+            for j in np.flatnonzero(species == species[i]):
+                k0 = z[0][i] @ z[0][j]
+                block = np.full((d, d), k0**zeta) if lam == 0 else (z[lam][i] @ z[lam][j].T) * k0 ** (zeta - 1)
+                expected[frame[i], :, frame[j], :] += block
+        for chunk in (1, 3, 1024):
+            got = structure_covariance(z, species, frame, n, lam, zeta, np.array([1, 6, 8, 17]), chunk=chunk)
+            np.testing.assert_allclose(got, expected.reshape(n * d, n * d), rtol=1e-12, atol=1e-12)

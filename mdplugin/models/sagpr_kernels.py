@@ -162,30 +162,45 @@ def structure_self_kernel(
 
 
 def structure_covariance(
-    z: dict, species: np.ndarray, frame: np.ndarray, n_frames: int, lam: int, zeta: int, species_list: np.ndarray
+    z: dict, species: np.ndarray, frame: np.ndarray, n_frames: int, lam: int, zeta: int, species_list: np.ndarray,
+    chunk: int = 1024,
 ) -> np.ndarray:
     """K (n_frames·(2λ+1), n_frames·(2λ+1)), unscaled: the kernel between every pair of
     structures, the sum over their atom pairs of the same species (one of ``species_list``);
-    rows are frame-major, components in the spherical order."""
+    rows are frame-major, components in the spherical order.
+
+    The atom kernel is formed ``chunk`` centres at a time and summed over each structure's atoms
+    by a sparse (frame × centre) indicator, so memory stays at chunk·(2λ+1) × r·(2λ+1) for a
+    species with r centres and the sums cost O(r²) instead of O(n_frames·r²).
+    """
+    from scipy import sparse
+
     n, d = n_frames, 2 * lam + 1
-    cov = np.zeros((n, d, n, d))
+    cov = np.zeros((n * d, n * d))
     for s in species_list:
         rows = np.flatnonzero(species == s)
-        if len(rows) == 0:
+        r = len(rows)
+        if r == 0:
             continue
-        k0 = z[0][rows] @ z[0][rows].T
-        if lam == 0:
-            k = (k0**zeta)[:, None, :, None]
-        else:
-            a = z[lam][rows].reshape(len(rows) * d, -1)
-            k = (a @ a.T).reshape(len(rows), d, len(rows), d)
-            if zeta != 1:
-                k = k * (k0 ** (zeta - 1))[:, None, :, None]
-        onehot = np.zeros((n, len(rows)))
-        onehot[frame[rows], np.arange(len(rows))] = 1.0
-        k = np.tensordot(onehot, k, axes=(1, 0))  # (n, d, r, d)
-        cov += np.tensordot(k, onehot, axes=(2, 1)).transpose(0, 1, 3, 2)
-    return cov.reshape(n * d, n * d)
+        z0 = z[0][rows]
+        a = z[lam][rows].reshape(r * d, -1) if lam else None
+        # (frame, component) × (centre, component) indicator: sums a block over each frame's atoms
+        cols = np.arange(r * d)
+        sums = sparse.csr_matrix((np.ones(r * d), (np.repeat(frame[rows], d) * d + np.tile(np.arange(d), r), cols)),
+                                 shape=(n * d, r * d))
+        for start in range(0, r, chunk):
+            stop = min(r, start + chunk)
+            k0 = z0[start:stop] @ z0.T  # (c, r)
+            if lam == 0:
+                k = k0**zeta
+            else:
+                k = (a[start * d : stop * d] @ a.T).reshape(stop - start, d, r, d)
+                if zeta != 1:
+                    k *= (k0 ** (zeta - 1))[:, None, :, None]
+                k = k.reshape((stop - start) * d, r * d)
+            partial = (sums @ k.T).T  # (c·d, n·d): summed over the atoms of every column frame
+            cov += sums[:, start * d : stop * d] @ partial
+    return cov
 
 
 def posterior_covariance(gpr: ProjectedProcess, k: np.ndarray, kaa: np.ndarray) -> np.ndarray:
