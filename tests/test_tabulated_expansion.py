@@ -385,3 +385,25 @@ def test_pair_gradients_contract_forces_like_featomics_dense_gradients(name):
     forces = tab.gradient_values.forces(de_dc)
     assert np.abs(expected).max() > 0
     np.testing.assert_allclose(forces, expected, rtol=0, atol=1e-8 * np.abs(expected).max())
+
+
+@pytest.mark.parametrize("name", ["dce", "mixed", "lonely"])
+def test_both_engines_contract_gradients_into_the_same_forces(name):
+    """featomic's dense gradients (DenseGradients) and the tabulated per-pair blocks
+    (PairGradients) give the same −Σ (∂E/∂c)·(∂c/∂r) for any ∂E/∂c, and equal the contraction
+    of the dense arrays written out by hand."""
+    from mdplugin.descriptors.expansion import DenseGradients
+
+    frames, species = cases()[name]
+    ref = SphericalExpansion(species, engine="featomic", **MD_HYPERS).compute(frames, gradients=True)
+    tab = SphericalExpansion(species, engine="tabulated", **MD_HYPERS).compute(frames, gradients=True)
+    assert isinstance(ref.gradient_values, DenseGradients)
+    rng = np.random.default_rng(7)
+    de_dc = [rng.normal(size=v.shape) for v in ref.values]
+    expected = np.zeros((ref.n_centres, 3))
+    for l, grad in enumerate(ref.gradient_values):
+        for p, (i, j) in enumerate(ref.pairs):
+            expected[j] -= grad[p].reshape(3, -1) @ de_dc[l][i].ravel()
+    scale = np.abs(expected).max()
+    np.testing.assert_allclose(ref.gradient_values.forces(de_dc), expected, rtol=0, atol=1e-12 * scale)
+    np.testing.assert_allclose(tab.gradient_values.forces(de_dc), expected, rtol=0, atol=1e-10 * scale)

@@ -48,7 +48,7 @@ import numpy as np
 from ..errors import ConfigError, DataError
 from .raw_blocks import BlockReader
 
-__all__ = ["Expansion", "SphericalExpansion", "frame_element_check"]
+__all__ = ["DenseGradients", "Expansion", "SphericalExpansion", "frame_element_check"]
 
 
 @dataclass
@@ -73,10 +73,11 @@ class Expansion:
         ``(n_pairs, 2)`` int, (centre i, neighbour j) global atom indices, sorted, when
         gradients were computed.
     gradient_values : Sequence[np.ndarray] | None
-        Per ``l``: ``(n_pairs, 3, 2l+1, n_species * n_radial)``: d values[l][i] / d r_j. A list
-        from featomic; from the tabulated engine a
+        Per ``l``: ``(n_pairs, 3, 2l+1, n_species * n_radial)``: d values[l][i] / d r_j. From
+        featomic a :class:`DenseGradients` list; from the tabulated engine a
         :class:`~mdplugin.descriptors.tabulated.PairGradients` sequence, which builds these
-        arrays on first indexing and can contract them with ∂E/∂c without building them.
+        arrays on first indexing. Both contract with ∂E/∂c through ``forces(∂E/∂c)``, the
+        tabulated one without building the arrays.
     """
 
     species: tuple
@@ -130,6 +131,28 @@ class Expansion:
             g.reshape(g.shape[0], 3, g.shape[2], s, r).transpose(0, 1, 3, 2, 4)
             for g in self.gradient_values
         ]
+
+
+class DenseGradients(list):
+    """Position gradients as dense per-``l`` arrays (featomic's engine): a list of
+    ``(n_pairs, 3, 2l+1, n_species·n_radial)`` arrays, d values[l][i] / d r_j for every
+    (centre i, neighbour j) pair of ``pairs`` (n_pairs, 2), with the same :meth:`forces`
+    contraction as the tabulated engine's
+    :class:`~mdplugin.descriptors.tabulated.PairGradients`."""
+
+    def __init__(self, arrays: Sequence[np.ndarray], pairs: np.ndarray):
+        super().__init__(arrays)
+        self.pairs = pairs
+
+    def forces(self, energy_gradient: Sequence[np.ndarray]) -> np.ndarray:
+        """``−Σ_i (∂E/∂c_i)·(∂c_i/∂r_j)`` (n_centres, 3), from ``energy_gradient[l]`` = ∂E/∂c^l
+        ``(n_centres, 2l+1, n_species·n_radial)``."""
+        n = len(energy_gradient[0])
+        centre, neighbour = self.pairs[:, 0], self.pairs[:, 1]
+        per_pair = np.zeros((len(self.pairs), 3))
+        for grad, de_dc in zip(self, energy_gradient):
+            per_pair += np.einsum("kam,km->ka", grad.reshape(len(self.pairs), 3, -1), de_dc.reshape(n, -1)[centre])
+        return -np.stack([np.bincount(neighbour, weights=per_pair[:, a], minlength=n) for a in range(3)], axis=1)
 
 
 def _clean_frames(frames: Sequence) -> list:
@@ -462,7 +485,8 @@ class SphericalExpansion:
             gsizes = [n_pairs * 3 * (2 * l + 1) * width for l in range(self.max_angular + 1)]
             dense = np.zeros(sum(gsizes))
             dense[gdest] = gflat
-            grads = _split(dense, gsizes, [(n_pairs, 3, 2 * l + 1, width) for l in range(self.max_angular + 1)])
+            grads = DenseGradients(_split(dense, gsizes, [(n_pairs, 3, 2 * l + 1, width)
+                                                  for l in range(self.max_angular + 1)]), pairs)
 
         return self._result(values, centre_frame, centre_atom, centre_species, len(frames), pairs, grads)
 

@@ -93,27 +93,13 @@ def _symmetric_unfold_cg(n_prop: int, n_l: int) -> tuple[np.ndarray, np.ndarray]
 def _backward_forces(exp: Expansion, g: np.ndarray) -> np.ndarray:
     """Forces (n, 3) = −Σ_pairs (∂E/∂c_i)·(∂c_i/∂r_j) from ``g = ∂E/∂x`` (n, F): per l,
     ``∂E/∂c^l_i = C^{ll0} c^l_i (G^l_i + G^lᵀ_i)`` with ``G^l_i`` the (P, P) matrix of ``g``'s
-    block l, contracted with the expansion's position gradients (through their own
-    ``forces(∂E/∂c)`` when they have one: the tabulated engine's per-pair gradients)."""
+    block l, contracted with the expansion's position gradients by their ``forces(∂E/∂c)``."""
     n = len(g)
     n_prop = exp.values[0].shape[2]
     index, factor = _symmetric_unfold_cg(n_prop, len(exp.values))
     sym = (g[:, index] * factor).reshape(n, len(exp.values), n_prop, n_prop)  # C^{ll0} (G^l + G^lᵀ), every l
     de_dc = [np.matmul(c, sym[:, l]) for l, c in enumerate(exp.values)]  # (n, m, P)
-    if hasattr(exp.gradient_values, "forces"):
-        return exp.gradient_values.forces(de_dc)
-    pairs = exp.pairs
-    centre = pairs[:, 0]
-    k = len(pairs)
-    de = np.zeros((k, 3))
-    for l, b in enumerate(de_dc):
-        dc = exp.gradient_values[l].reshape(k, 3, -1)  # (pairs, 3, m·P)
-        de += np.einsum("kam,km->ka", dc, b.reshape(n, -1)[centre])
-    f = np.empty((n, 3))
-    j = pairs[:, 1]
-    for a in range(3):
-        f[:, a] = -np.bincount(j, weights=de[:, a], minlength=n)
-    return f
+    return exp.gradient_values.forces(de_dc)
 
 
 @register("soap")
