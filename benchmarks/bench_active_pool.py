@@ -70,12 +70,16 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--every", type=int, default=5)
     ap.add_argument("--candidates", type=int, default=200, help="pool frames IVR chooses from at each pick")
     ap.add_argument("--energy-weight", type=float, default=1.0, help="weight of the energy group in the IVR score")
+    ap.add_argument("--n-sparse", type=int, default=None,
+                    help="representative environments per species of the dipole model (default: bench_active's 100)")
     ap.add_argument("--strategies", default="ivr,random")
     ap.add_argument("--out", default="bench_active_pool")
     args = ap.parse_args(argv)
 
     from mdplugin.data import read_dataset
 
+    if args.n_sparse:
+        HYPERS["dipole"]["n_sparse"] = args.n_sparse
     pool = read_dataset(TRAJ / "dce_train.xyz")
     test = read_dataset(TRAJ / "dce_test.xyz")
     seeds = [int(s) for s in args.seeds.split(",")]
