@@ -39,6 +39,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from scipy.linalg import cho_factor, cho_solve, solve_triangular
 from threadpoolctl import threadpool_limits
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -62,8 +63,7 @@ class FullGP:
 
     def predict(self, train: np.ndarray, at: np.ndarray) -> np.ndarray:
         r, a = rows_of(train), rows_of(at)
-        factor = np.linalg.cholesky(self.kernel[np.ix_(r, r)] + self.noise * np.eye(len(r)))
-        w = np.linalg.solve(factor.T, np.linalg.solve(factor, self.y[r]))
+        w = cho_solve(cho_factor(self.kernel[np.ix_(r, r)] + self.noise * np.eye(len(r)), lower=True), self.y[r])
         return self.kernel[np.ix_(a, r)] @ w
 
 
@@ -84,9 +84,9 @@ def greedy_label_picks(gp: FullGP, initial, candidates, target, n: int) -> list[
     both = np.concatenate([candidates, target])
     r_t, r_b = rows_of(initial), rows_of(both)
     factor = np.linalg.cholesky(gp.kernel[np.ix_(r_t, r_t)] + gp.noise * np.eye(len(r_t)))
-    v = np.linalg.solve(factor, gp.kernel[np.ix_(r_t, r_b)])
+    v = solve_triangular(factor, gp.kernel[np.ix_(r_t, r_b)], lower=True)
     cov = gp.kernel[np.ix_(r_b, r_b)] - v.T @ v
-    mean = v.T @ np.linalg.solve(factor, gp.y[r_t])
+    mean = v.T @ solve_triangular(factor, gp.y[r_t], lower=True)
     y = gp.y[r_b]
     nc = 3 * len(candidates)
     picked: list[int] = []
