@@ -17,6 +17,7 @@ from __future__ import annotations
 from typing import Iterator
 
 import numpy as np
+from scipy import sparse
 from scipy.linalg import solve_triangular
 
 from ..descriptors.expansion import Expansion
@@ -31,6 +32,7 @@ __all__ = [
     "sum_by_frame",
     "composition",
     "same_species_pairs",
+    "atom_kernel",
     "atom_kernel_blocks",
     "structure_self_kernel",
     "structure_covariance",
@@ -121,6 +123,24 @@ def same_species_pairs(frame: np.ndarray, species: np.ndarray) -> tuple[np.ndarr
 
 
 
+def atom_kernel(
+    a0: np.ndarray, a: np.ndarray | None, b0: np.ndarray, b: np.ndarray | None, lam: int, zeta: int
+) -> np.ndarray:
+    """The λ-SOAP kernel (unscaled) between centres A and centres B of one species:
+    (r, 2λ+1, c, 2λ+1) ``(a0·b0)^(ζ−1) (a^λ b^λᵀ)``, or (r, 1, c, 1) ``(a0·b0)^ζ`` for λ = 0.
+
+    ``a0`` (r, k0), ``b0`` (c, k0): compressed invariant features; ``a`` (r, 2λ+1, kλ) or
+    (r·(2λ+1), kλ), ``b`` (c·(2λ+1), kλ): the λ ones (None for λ = 0)."""
+    k0 = a0 @ b0.T  # (r, c)
+    if lam == 0:
+        return (k0**zeta)[:, None, :, None]
+    d = 2 * lam + 1
+    k = (a.reshape(len(a0) * d, -1) @ b.T).reshape(len(a0), d, len(b0), d)
+    if zeta != 1:
+        k *= (k0 ** (zeta - 1))[:, None, :, None]
+    return k
+
+
 def atom_kernel_blocks(
     z: dict, species: np.ndarray, lam: int, zeta: int, sparse_blocks: list
 ) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
@@ -133,16 +153,7 @@ def atom_kernel_blocks(
         rows = np.flatnonzero(species == s)
         if len(rows) == 0 or len(cols) == 0:
             continue
-        k0 = z[0][rows] @ b0.T  # (r, m)
-        if lam == 0:
-            k = (k0**zeta)[:, None, :, None]
-        else:
-            d = 2 * lam + 1
-            a = z[lam][rows].reshape(len(rows) * d, -1)
-            k = (a @ b.T).reshape(len(rows), d, len(cols), d)
-            if zeta != 1:
-                k *= (k0 ** (zeta - 1))[:, None, :, None]
-        yield rows, cols, k
+        yield rows, cols, atom_kernel(z[0][rows], z[lam][rows] if lam else None, b0, b, lam, zeta)
 
 
 def structure_self_kernel(
@@ -173,8 +184,6 @@ def structure_covariance(
     by a sparse (frame × centre) indicator, so memory stays at chunk·(2λ+1) × r·(2λ+1) for a
     species with r centres and the sums cost O(r²) instead of O(n_frames·r²).
     """
-    from scipy import sparse
-
     n, d = n_frames, 2 * lam + 1
     cov = np.zeros((n * d, n * d))
     for s in species_list:
@@ -190,14 +199,8 @@ def structure_covariance(
                                  shape=(n * d, r * d))
         for start in range(0, r, chunk):
             stop = min(r, start + chunk)
-            k0 = z0[start:stop] @ z0.T  # (c, r)
-            if lam == 0:
-                k = k0**zeta
-            else:
-                k = (a[start * d : stop * d] @ a.T).reshape(stop - start, d, r, d)
-                if zeta != 1:
-                    k *= (k0 ** (zeta - 1))[:, None, :, None]
-                k = k.reshape((stop - start) * d, r * d)
+            part = a[start * d : stop * d] if lam else None
+            k = atom_kernel(z0[start:stop], part, z0, a, lam, zeta).reshape((stop - start) * d, r * d)
             partial = (sums @ k.T).T  # (c·d, n·d): summed over the atoms of every column frame
             cov += sums[:, start * d : stop * d] @ partial
     return cov
