@@ -185,14 +185,6 @@ class _DropCloseAtomWarnings(logging.Filter):
         return "very close to one another" not in record.getMessage()
 
 
-def _hermite(p0, m0, p1, m1, h: float, t):
-    """Cubic Hermite value and derivative (per unit r) at ``t`` (any real) from the end data."""
-    t2, t3 = t * t, t * t * t
-    value = (2 * t3 - 3 * t2 + 1) * p0 + (t3 - 2 * t2 + t) * h * m0 + (-2 * t3 + 3 * t2) * p1 + (t3 - t2) * h * m1
-    deriv = (6 * (t2 - t) * p0 + (3 * t2 - 4 * t + 1) * h * m0 - 6 * (t2 - t) * p1 + (3 * t2 - 2 * t) * h * m1) / h
-    return value, deriv
-
-
 def _probe(calculator, cutoff: float, radii: np.ndarray, max_angular: int, y_l0: np.ndarray
            ) -> tuple[np.ndarray, np.ndarray]:
     """featomic's ``G_nl(r)`` and ``G'_nl(r)`` at ``radii`` (all in (0, cutoff)): ``(len, L+1, n)`` each.
@@ -243,6 +235,7 @@ def _build_table(hypers: dict, max_angular: int, n_radial: int) -> RadialTable:
 
     import featomic
     from ase import Atoms
+    from scipy.interpolate import CubicHermiteSpline
 
     cutoff = float(hypers["cutoff"]["radius"])
     smoothing = float(hypers["cutoff"]["smoothing"]["width"])
@@ -266,11 +259,13 @@ def _build_table(hypers: dict, max_angular: int, n_radial: int) -> RadialTable:
         mids_r = (np.arange(n) + 0.5) * h
         mv, md = _probe(probe_calc, cutoff, mids_r, max_angular, y_l0)
         # end-point data from the cubic through (h/2, h) and (cutoff − h, cutoff − h/2)
-        v0, d0 = _hermite(mv[0], md[0], kv[0], kd[0], h / 2, -1.0)
-        v_end, d_end = _hermite(kv[-1], kd[-1], mv[-1], md[-1], h / 2, 2.0)
-        pv = np.concatenate([v0[None], kv, v_end[None]])  # (n + 1, L+1, nr) at k·h
-        pd = np.concatenate([d0[None], kd, d_end[None]])
-        predicted, _ = _hermite(pv[:-1], pd[:-1], pv[1:], pd[1:], h, 0.5)
+        first = CubicHermiteSpline([h / 2, h], np.stack([mv[0], kv[0]]), np.stack([md[0], kd[0]]))
+        last = CubicHermiteSpline([cutoff - h, cutoff - h / 2], np.stack([kv[-1], mv[-1]]),
+                                  np.stack([kd[-1], md[-1]]))
+        pv = np.concatenate([first(0.0)[None], kv, last(cutoff)[None]])  # (n + 1, L+1, nr) at k·h
+        pd = np.concatenate([first(0.0, 1)[None], kd, last(cutoff, 1)[None]])
+        spline = CubicHermiteSpline(np.arange(n + 1) * h, pv, pd)
+        predicted = spline(mids_r)
         scale = np.maximum(np.abs(pv).max(axis=(0, 2)), 1e-300)[None, :, None]
         error = float((np.abs(predicted - mv) / scale)[1:-1].max(initial=0.0))
         if error <= _GRID_TOLERANCE or attempt == _MAX_REFINEMENTS:
@@ -286,8 +281,8 @@ def _build_table(hypers: dict, max_angular: int, n_radial: int) -> RadialTable:
                       f"(mismatch {error:.1e} on {n} intervals); featomic computes these expansions",
                       RuntimeWarning, stacklevel=3)
     h = cutoff / n
-    p0, m0, p1, m1 = pv[:-1], pd[:-1] * h, pv[1:], pd[1:] * h
-    coefficients = np.stack([p0, m0, -3 * p0 - 2 * m0 + 3 * p1 - m1, 2 * p0 + m0 - 2 * p1 + m1], axis=1)
+    # scipy's piecewise coefficients of (r − r_k)^(3−m), as coefficients of t^q (t = (r − r_k)/h)
+    coefficients = np.stack([spline.c[3 - q] * h**q for q in range(4)], axis=1)
     coefficients = np.ascontiguousarray(coefficients.transpose(0, 3, 2, 1).reshape(n, n_radial * (max_angular + 1), 4))
 
     # the centre's own density: one isolated atom, l = 0 block of its own species
@@ -306,7 +301,7 @@ _TABLES: dict = {}
 _TABLES_LOCK = threading.Lock()
 
 #: format version of the tables kept on disk: bump it whenever :func:`_build_table` changes
-_TABLE_VERSION = 1
+_TABLE_VERSION = 2
 _TABLE_FIELDS = ("cutoff", "smoothing_width", "step", "coefficients", "self_contribution", "grid_error",
                  "value_and_derivative")
 
