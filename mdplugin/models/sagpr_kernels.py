@@ -73,7 +73,7 @@ def project_rows(x: np.ndarray, rows: np.ndarray, basis: np.ndarray, out: np.nda
         out[r] = (xs.reshape(-1, x.shape[-1]) @ basis).reshape((len(r),) + out.shape[1:])
 
 
-def _frame_groups(frame: np.ndarray, n_frames: int) -> tuple[np.ndarray, np.ndarray]:
+def _frame_groups(frame: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """For rows sorted by frame: start index of every run and the frame of that run."""
     if len(frame) == 0:
         return np.zeros(0, dtype=int), np.zeros(0, dtype=int)
@@ -85,7 +85,7 @@ def sum_by_frame(values: np.ndarray, frame: np.ndarray, n_frames: int) -> np.nda
     """Sum rows (n, ...) sorted by frame into (n_frames, ...)."""
     out = np.zeros((n_frames,) + values.shape[1:])
     if len(frame):
-        starts, frames = _frame_groups(frame, n_frames)
+        starts, frames = _frame_groups(frame)
         sizes = np.diff(np.r_[starts, len(frame)])
         if np.all(sizes == sizes[0]):
             # every frame has as many rows (one MD step; a batch of one molecule): a reshaped sum,
