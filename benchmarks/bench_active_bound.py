@@ -23,12 +23,27 @@ frames are the candidates. Then up to ``--picks`` frames by:
 * ``greedy-labels``: each pick the candidate whose label most lowers the RMSE on the target set,
   with the target set's labels known: an optimistic bound on what any selection could do here.
 
+Two more with ``--strategies`` (not in the default list):
+
+* ``ivr-refit``: ``ivr-pool`` as an active run does it, with the benchmark's dipole model refitted
+  on the initial frames and the picks before every pick (its projections and scales change);
+* ``ivr-loo``: ``ivr-pool`` with the integrated variance weighted, per pool frame, by a local
+  calibration from the labelled frames: the leave-one-out residual² / leave-one-out variance of
+  each labelled frame, averaged with the squared kernel correlation as weight (one pseudo-frame of
+  weight 1 at calibration 1). A label-aware score: where the labelled frames were predicted worse
+  than their variance says, variance counts more.
+
+``--evaluate model`` reports, instead of the full GP's RMSE, that of the benchmark's own λ-SOAP
+dipole model fitted on the initial frames and the picks (slower: one fit per point): whether the
+production model turns the same picks into the same accuracy.
+
 Prints the test RMSE (% of the std) at every ``--every`` picks, mean over seeds, the picks at which
 3 % (the issue's dipole target) is first reached (linear interpolation of the mean curve), and the
 ratio random / strategy; writes ``bench_active_bound.json`` and ``bench_active_bound.png`` into
 ``--out``.
 
-    python benchmarks/bench_active_bound.py [--seeds 0,1,2,3,4] [--out DIR]
+    python benchmarks/bench_active_bound.py [--seeds 0,1,2,3,4] [--strategies random,ivr-pool,...]
+        [--evaluate gp|model] [--out DIR]
 """
 
 from __future__ import annotations
@@ -46,6 +61,7 @@ ROOT = Path(__file__).resolve().parents[1]
 TRAJ = ROOT / "examples" / "trajectories"
 HYPERS = {"n_components": 64, "n_sparse": 100, "n_sparse_l0": 200, "regularizer_l1": 1e-4}
 STRATEGIES = ("random", "ivr-pool", "ivr-target", "greedy-labels")
+EXTRA_STRATEGIES = ("ivr-refit", "ivr-loo")
 TARGET_PERCENT = 3.0
 
 
@@ -108,6 +124,55 @@ def greedy_label_picks(gp: FullGP, initial, candidates, target, n: int) -> list[
     return [int(candidates[i]) for i in picked]
 
 
+def refit_ivr_picks(pool, used: np.ndarray, initial, candidates, integration, n: int) -> list[int]:
+    """``n`` candidates by IVR, the benchmark's dipole model refitted on the initial frames and
+    the picks before each pick (indices into ``used``, the pool frames of the kernel)."""
+    from mdplugin.data import Dataset
+    from mdplugin.models import build
+    from mdplugin.training import fit_on_dataset
+
+    picked: list[int] = []
+    for _ in range(n):
+        train = np.concatenate([initial, np.asarray(picked, dtype=int)])
+        left = np.setdiff1d(candidates, picked)
+        model = build("lsoap", target="dipole", **HYPERS)
+        fit_on_dataset(model, Dataset(frames=[pool.frames[i] for i in used[train]], dipole=pool.dipole[used[train]]))
+        order = np.concatenate([train, left, integration])
+        kernel, noise = model.prior_covariance([pool.frames[i] for i in used[order]])[1]
+        gp = FullGP(kernel, np.zeros(len(kernel)), noise)
+        k = len(train)
+        best = ivr_picks(gp, np.arange(k), k + np.arange(len(left)), k + len(left) + np.arange(len(integration)), 1)[0]
+        picked.append(int(order[best]))
+    return picked
+
+
+def loo_ivr_picks(gp: FullGP, initial, candidates, integration, n: int) -> list[int]:
+    """``n`` candidates by IVR with the pool variance weighted by the local leave-one-out
+    calibration of the labelled frames (module docstring, ``ivr-loo``)."""
+    pool = np.concatenate([candidates, integration])
+    r_pool = rows_of(pool)
+    k_diag = np.diag(gp.kernel)
+    picked: list[int] = []
+    for _ in range(n):
+        train = np.concatenate([initial, candidates[picked]]).astype(int)
+        r_t = rows_of(train)
+        a_inv = np.linalg.inv(gp.kernel[np.ix_(r_t, r_t)] + gp.noise * np.eye(len(r_t)))
+        z2 = ((a_inv @ gp.y[r_t]) ** 2 / np.diag(a_inv)).reshape(-1, 3).mean(axis=1)  # (T,)
+        k_tp = gp.kernel[np.ix_(r_t, r_pool)]
+        cov = gp.kernel[np.ix_(r_pool, r_pool)] - k_tp.T @ a_inv @ k_tp
+        corr = np.einsum("iaja->ij", k_tp.reshape(len(train), 3, len(pool), 3)) / 3.0
+        corr /= np.sqrt(np.outer(k_diag[r_t].reshape(-1, 3).mean(axis=1), k_diag[r_pool].reshape(-1, 3).mean(axis=1)))
+        w = corr**2
+        calib = np.repeat((1.0 + w.T @ z2) / (1.0 + w.sum(axis=0)), 3)  # (3P,)
+        g = cov[:, : 3 * len(candidates)].reshape(len(cov), len(candidates), 3)  # (3P, C, 3)
+        m = np.einsum("xia,x,xib->iab", g, calib, g)
+        b = np.stack([cov[3 * i:3 * i + 3, 3 * i:3 * i + 3] for i in range(len(candidates))]) + gp.noise * np.eye(3)
+        score = np.trace(np.linalg.solve(b, m), axis1=1, axis2=2)
+        score[picked] = -np.inf
+        picked.append(int(np.argmax(score)))
+    return [int(candidates[i]) for i in picked]
+
+
 def first_reach(picks: list[int], curve: list[float], level: float) -> float | None:
     """Picks (linear interpolation) at which ``curve`` first drops to ``level``; None if never."""
     for i in range(1, len(curve)):
@@ -120,7 +185,7 @@ def run_seed(seed: int, pool, test, args) -> dict[str, list[float]]:
     from mdplugin.data import Dataset
     from mdplugin.models import build
     from mdplugin.tensors import vector_to_spherical
-    from mdplugin.training import fit_on_dataset
+    from mdplugin.training import evaluate_model, fit_on_dataset
 
     rng = np.random.default_rng(seed)
     n_pool = len(pool)
@@ -144,17 +209,26 @@ def run_seed(seed: int, pool, test, args) -> dict[str, list[float]]:
     k_target, k_held = k_test[0::2], k_test[1::2]
     y_held = gp.y[rows_of(k_held)].reshape(-1, 3)
     std = float(np.sqrt(np.mean((y_held - y_held.mean(axis=0)) ** 2)))
-    picks = {
-        "random": list(k_cand[: args.picks]),
-        "ivr-pool": ivr_picks(gp, k_initial, k_cand, k_integ, args.picks),
-        "ivr-target": ivr_picks(gp, k_initial, k_cand, k_target, args.picks),
-        "greedy-labels": greedy_label_picks(gp, k_initial, k_cand, k_target, args.picks),
+    strategies = {
+        "random": lambda: list(k_cand[: args.picks]),
+        "ivr-pool": lambda: ivr_picks(gp, k_initial, k_cand, k_integ, args.picks),
+        "ivr-target": lambda: ivr_picks(gp, k_initial, k_cand, k_target, args.picks),
+        "greedy-labels": lambda: greedy_label_picks(gp, k_initial, k_cand, k_target, args.picks),
+        "ivr-refit": lambda: refit_ivr_picks(pool, used, k_initial, k_cand, k_integ, args.picks),
+        "ivr-loo": lambda: loo_ivr_picks(gp, k_initial, k_cand, k_integ, args.picks),
     }
+    held = test.subset(k_held - len(used))
     curves = {}
-    for name, chosen in picks.items():
+    for name in args.strategies.split(","):
+        chosen = strategies[name]()
         curves[name] = []
         for k in range(0, args.picks + 1, args.every):
             train = np.concatenate([k_initial, np.asarray(chosen[:k], dtype=int)])
+            if args.evaluate == "model":
+                model = fit_on_dataset(build("lsoap", target="dipole", **HYPERS),
+                                       Dataset(frames=[pool.frames[i] for i in used[train]], dipole=pool.dipole[used[train]]))
+                curves[name].append(float(evaluate_model(model, held)["rmse_percent_of_std"]))
+                continue
             err = gp.predict(train, k_held).reshape(-1, 3) - y_held
             curves[name].append(100.0 * float(np.sqrt(np.mean(err**2))) / std)
     return curves
@@ -168,8 +242,16 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--candidates", type=int, default=600, help="pool frames the strategies choose from")
     ap.add_argument("--integration", type=int, default=500, help="further pool frames for ivr-pool")
     ap.add_argument("--kernel-frames", choices=("initial", "all"), default="initial")
+    ap.add_argument("--strategies", default=",".join(STRATEGIES),
+                    help=f"comma-separated, of {', '.join(STRATEGIES + EXTRA_STRATEGIES)}; random first")
+    ap.add_argument("--evaluate", choices=("gp", "model"), default="gp",
+                    help="RMSE of the full GP (default) or of the benchmark's dipole model fitted on the same frames")
     ap.add_argument("--out", default="bench_active_bound")
     args = ap.parse_args(argv)
+    names = args.strategies.split(",")
+    unknown = sorted(set(names) - set(STRATEGIES + EXTRA_STRATEGIES))
+    if unknown or names[0] != "random":
+        ap.error(f"--strategies: unknown {unknown}" if unknown else "--strategies must start with random")
 
     from mdplugin.data import read_dataset
 
@@ -188,17 +270,17 @@ def main(argv: list[str] | None = None) -> None:
     print(f"\n{len(seeds)} seeds, {time.perf_counter() - t0:.0f} s. Dipole test RMSE, % of std, mean over seeds:")
     print(f"{'picks':>15}: " + " ".join(f"{p:5d}" for p in picks))
     reach = {}
-    for name in STRATEGIES:
+    for name in names:
         mean = np.mean([results["seeds"][s][name] for s in seeds], axis=0)
         reach[name] = first_reach(picks, list(mean), TARGET_PERCENT)
         results.setdefault("mean", {})[name] = mean.tolist()
         print(f"{name:>15}: " + " ".join(f"{v:5.2f}" for v in mean))
     per_seed = {name: [first_reach(picks, results["seeds"][s][name], TARGET_PERCENT) for s in seeds]
-                for name in STRATEGIES}
+                for name in names}
     results["picks_to_target"] = {"mean_curve": reach, "per_seed": per_seed}
     print(f"\npicks to {TARGET_PERCENT} % (None: not within --picks): mean curve, per seed, median; "
           "random / strategy for the mean curve and the median")
-    for name in STRATEGIES:
+    for name in names:
         r, base = reach[name], reach["random"]
         seed_r = per_seed[name]
         med = float(np.median(seed_r)) if None not in seed_r else None
@@ -215,12 +297,13 @@ def main(argv: list[str] | None = None) -> None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6, 4))
-    for name in STRATEGIES:
+    for name in names:
         ax.plot(picks, results["mean"][name], marker="o", label=name)
     ax.axhline(TARGET_PERCENT, color="grey", ls="--", lw=1)
     ax.set_xlabel("frames picked after the 10 initial ones")
     ax.set_ylabel("dipole RMSE, % of std (held-out half of dce_test)")
-    ax.set_title(f"DCE dipole, full GP with the λ-SOAP kernel, {len(seeds)} seeds")
+    what = "the λ-SOAP dipole model" if args.evaluate == "model" else "full GP with the λ-SOAP kernel"
+    ax.set_title(f"DCE dipole, {what}, {len(seeds)} seeds")
     ax.legend()
     fig.tight_layout()
     fig.savefig(out / "bench_active_bound.png", dpi=120)
