@@ -156,7 +156,8 @@ def loo_ivr_picks(gp: FullGP, initial, candidates, integration, n: int) -> list[
     for _ in range(n):
         train = np.concatenate([initial, candidates[picked]]).astype(int)
         r_t = rows_of(train)
-        a_inv = np.linalg.inv(gp.kernel[np.ix_(r_t, r_t)] + gp.noise * np.eye(len(r_t)))
+        a_inv = cho_solve(cho_factor(gp.kernel[np.ix_(r_t, r_t)] + gp.noise * np.eye(len(r_t)), lower=True),
+                          np.eye(len(r_t)))  # the diagonal of A⁻¹ gives the leave-one-out variances
         z2 = ((a_inv @ gp.y[r_t]) ** 2 / np.diag(a_inv)).reshape(-1, 3).mean(axis=1)  # (T,)
         k_tp = gp.kernel[np.ix_(r_t, r_pool)]
         cov = gp.kernel[np.ix_(r_pool, r_pool)] - k_tp.T @ a_inv @ k_tp

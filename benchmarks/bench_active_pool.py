@@ -11,7 +11,8 @@ oracle is called. For each seed both strategies start from the same 10 frames as
   :func:`mdplugin.active.selection.ivr_order` on the learner's posterior groups (energy with
   weight ``--energy-weight``, dipole with weight 1), as ``--selection ivr`` does in a run
   (``--selection-kernel pool``: the dipole scored with the kernel of a model whose projections
-  and scales are fitted on the training and candidate structures, label-free);
+  and scales are fitted on the training and candidate structures, label-free; ``initial``: with
+  the kernel of the model fitted on the 10 initial frames, kept for the whole run);
 * ``random``: one pool frame at random.
 
 The λ-SOAP dipole regulariser is ``bench_active.py``'s 1e-4 (``--dipole-regularizer``).
@@ -21,7 +22,7 @@ the picks at which both of issue 7's targets (dipole ≤ 3 %, forces ≤ 8 %) ar
 ``bench_active_pool.json`` goes into ``--out``.
 
     python benchmarks/bench_active_pool.py [--seeds 0,1,2,3,4] [--energy-weight 1]
-        [--selection-kernel model|pool] [--out DIR]
+        [--selection-kernel model|pool|initial] [--out DIR]
 """
 
 from __future__ import annotations
@@ -41,7 +42,6 @@ def pool_kernel_group(pool, chosen, candidates):
     """The dipole's IVR group with the kernel of a λ-SOAP model whose projections and scales come
     from the training *and* candidate structures (label-free: the kernel depends on no label, so
     the candidates get zero targets)."""
-    from mdplugin.active.selection import conditioned_group
     from mdplugin.data import Dataset
     from mdplugin.models import build
     from mdplugin.training import fit_on_dataset
@@ -50,9 +50,16 @@ def pool_kernel_group(pool, chosen, candidates):
     frames = train + [pool.frames[i] for i in candidates]
     targets = np.concatenate([pool.dipole[chosen], np.zeros((len(candidates), 3))])
     shadow = fit_on_dataset(build("lsoap", target="dipole", **HYPERS["dipole"]), Dataset(frames=frames, dipole=targets))
-    kernel, noise = shadow.prior_covariance(frames)[1]
+    return model_kernel_group(shadow, pool, chosen, candidates)
+
+
+def model_kernel_group(model, pool, chosen, candidates):
+    """The dipole's IVR group with ``model``'s kernel, conditioned on the frames ``chosen``."""
+    from mdplugin.active.selection import conditioned_group
+
+    kernel, noise = model.prior_covariance([pool.frames[i] for i in np.r_[chosen, candidates]])[1]
     rows = [np.arange(3 * i, 3 * i + 3) for i in range(len(candidates))]
-    return conditioned_group(kernel, 3 * len(train), noise, rows, 1.0, "dipole")
+    return conditioned_group(kernel, 3 * len(chosen), noise, rows, 1.0, "dipole")
 
 
 def run(strategy: str, seed: int, pool, test, args) -> list[dict]:
@@ -64,6 +71,7 @@ def run(strategy: str, seed: int, pool, test, args) -> list[dict]:
     rng = np.random.default_rng(seed + 1000)
     learner = Learner(ActiveConfig(targets=("energy", "dipole"), model="lsoap", hypers=HYPERS), oracle=None)
     curve = []
+    initial_model = None
     for k in range(args.picks + 1):
         learner.train(pool.subset(chosen))
         if k % args.every == 0:
@@ -81,6 +89,11 @@ def run(strategy: str, seed: int, pool, test, args) -> list[dict]:
         groups = learner.posterior_groups([pool.frames[i] for i in candidates])
         if args.selection_kernel == "pool":
             groups = [g for g in groups if g.name == "energy"] + [pool_kernel_group(pool, chosen, candidates)]
+        elif args.selection_kernel == "initial":
+            if initial_model is None:
+                initial_model = learner.models["dipole"]
+            groups = [g for g in groups if g.name == "energy"] + [
+                model_kernel_group(initial_model, pool, chosen, candidates)]
         for group in groups:
             if group.name == "energy":
                 group.weight = args.energy_weight
@@ -99,9 +112,10 @@ def main(argv: list[str] | None = None) -> None:
                     help="representative environments per species of the dipole model (default: bench_active's 100)")
     ap.add_argument("--dipole-regularizer", type=float, default=1e-4,
                     help="λ-SOAP dipole regulariser, as bench_active.py's (0: the automatic choice)")
-    ap.add_argument("--selection-kernel", choices=("model", "pool"), default="model",
-                    help="the dipole kernel IVR scores with: the learner's model (as in a run), or one whose "
-                         "projections and scales are fitted on the training and candidate structures")
+    ap.add_argument("--selection-kernel", choices=("model", "pool", "initial"), default="model",
+                    help="the dipole kernel IVR scores with: the learner's model (as in a run), one whose "
+                         "projections and scales are fitted on the training and candidate structures, or "
+                         "the model fitted on the 10 initial frames, kept for the whole run")
     ap.add_argument("--strategies", default="ivr,random")
     ap.add_argument("--out", default="bench_active_pool")
     args = ap.parse_args(argv)
