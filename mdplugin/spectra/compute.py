@@ -96,6 +96,15 @@ class SpectrumResult:
 # the shared engine
 
 
+def _frames(length: float, dt: float, what: str) -> int:
+    """A length in fs as a whole number of frames of ``dt`` fs; a ConfigError naming ``what`` when
+    the ratio overflows (e.g. a depth of 1e300 fs at a time step of 1e-300 fs)."""
+    ratio = length / dt
+    if not np.isfinite(ratio):
+        raise ConfigError(f"{what} of {length:g} fs is too many frames at a time step of {dt:g} fs")
+    return int(round(ratio))
+
+
 def _check_common(series: list[np.ndarray], dt: float, depth: float | None, block: float | None,
                   form: str, pad: int, names: list[str]) -> tuple[int, int]:
     """Validate and turn depth/block (fs) into frames. Returns (depth, block) in frames."""
@@ -113,12 +122,12 @@ def _check_common(series: list[np.ndarray], dt: float, depth: float | None, bloc
         raise ConfigError(f"zero-padding factor must be an integer >= 1, got {pad!r}")
     usable = min(len(s) for s in series) - (1 if form == "derivative" else 0)
     if depth is None:
-        d = min(usable // 6, int(round(DEFAULT_MAX_DEPTH_FS / dt)))
+        d = min(usable // 6, int(round(min(DEFAULT_MAX_DEPTH_FS / dt, usable))))
         d = max(d, min(usable - 1, 8))
     else:
         if not (np.isfinite(depth) and depth > 0):
             raise ConfigError(f"correlation depth must be a positive number of fs, got {depth!r}")
-        d = int(round(depth / dt))
+        d = _frames(depth, dt, "correlation depth")
     if d < 2:
         raise DataError(f"correlation depth of {d} frame(s) is too short (series of {usable + (form == 'derivative')} frames, dt {dt} fs)")
     for i, s in enumerate(series):
@@ -132,7 +141,7 @@ def _check_common(series: list[np.ndarray], dt: float, depth: float | None, bloc
     else:
         if not (np.isfinite(block) and block > 0):
             raise ConfigError(f"block length must be a positive number of fs, got {block!r}")
-        b = int(round(block / dt))
+        b = _frames(block, dt, "block length")
         if b < 2 * d:
             raise ConfigError(f"block length {block:g} fs is shorter than twice the correlation depth ({2 * d * dt:g} fs)")
     return d, b

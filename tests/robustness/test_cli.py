@@ -304,3 +304,20 @@ def test_spectrum_non_finite_depth_or_block(tmp_path, capsys, option, value):
     rc, _, err = _run(capsys, ["spectrum", "ir", tmp_path / "mu.npy", "--dt", "1", "--temperature", "300",
                                "-o", tmp_path / "s.csv", option, value])
     assert rc == 2, one_error_line(err)
+
+
+@pytest.mark.parametrize("dt, option, value", [("1e-300", "--depth", "1e300"), ("1e-300", "--block", "1e300"),
+                                               ("5e-324", None, None)])
+def test_spectrum_lengths_that_overflow_a_frame_count(tmp_path, capsys, dt, option, value):
+    """A depth or block of 1e300 fs at a time step of 1e-300 fs is an infinite number of frames: one
+    error line naming the option (exit 2), not an OverflowError (exit 1). Without --depth, the
+    default depth (at most 2 ps) at a subnormal time step is capped by the series, not overflowed."""
+    np.save(tmp_path / "mu.npy", MU)
+    argv = ["spectrum", "ir", tmp_path / "mu.npy", "--dt", dt, "--temperature", "300", "-o", tmp_path / "s.csv"]
+    rc, _, err = _run(capsys, argv + ([option, value] if option else []))
+    if option is None:
+        assert rc == 0, err
+        return
+    line = one_error_line(err)
+    assert rc == 2, line
+    assert ("correlation depth" if option == "--depth" else "block length") in line
