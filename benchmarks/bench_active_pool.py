@@ -38,28 +38,16 @@ from threadpoolctl import threadpool_limits
 from bench_active import HYPERS, TRAJ, evaluate, first_reaching
 
 
-def pool_kernel_group(pool, chosen, candidates):
-    """The dipole's IVR group with the kernel of a λ-SOAP model whose projections and scales come
-    from the training *and* candidate structures (label-free: the kernel depends on no label, so
-    the candidates get zero targets)."""
+def pool_kernel_model(pool, chosen, candidates):
+    """A λ-SOAP dipole model whose projections and scales come from the training *and* candidate
+    structures (label-free: its kernel depends on no label, so the candidates get zero targets)."""
     from mdplugin.data import Dataset
     from mdplugin.models import build
     from mdplugin.training import fit_on_dataset
 
-    train = [pool.frames[i] for i in chosen]  # the learner's training frames, in its order
-    frames = train + [pool.frames[i] for i in candidates]
+    frames = [pool.frames[i] for i in np.r_[chosen, candidates]]  # training frames in the learner's order
     targets = np.concatenate([pool.dipole[chosen], np.zeros((len(candidates), 3))])
-    shadow = fit_on_dataset(build("lsoap", target="dipole", **HYPERS["dipole"]), Dataset(frames=frames, dipole=targets))
-    return model_kernel_group(shadow, pool, chosen, candidates)
-
-
-def model_kernel_group(model, pool, chosen, candidates):
-    """The dipole's IVR group with ``model``'s kernel, conditioned on the frames ``chosen``."""
-    from mdplugin.active.selection import conditioned_group
-
-    kernel, noise = model.prior_covariance([pool.frames[i] for i in np.r_[chosen, candidates]])[1]
-    rows = [np.arange(3 * i, 3 * i + 3) for i in range(len(candidates))]
-    return conditioned_group(kernel, 3 * len(chosen), noise, rows, 1.0, "dipole")
+    return fit_on_dataset(build("lsoap", target="dipole", **HYPERS["dipole"]), Dataset(frames=frames, dipole=targets))
 
 
 def run(strategy: str, seed: int, pool, test, args) -> list[dict]:
@@ -86,14 +74,13 @@ def run(strategy: str, seed: int, pool, test, args) -> list[dict]:
             chosen.append(int(rng.choice(rest)))
             continue
         candidates = rng.choice(rest, min(args.candidates, len(rest)), replace=False)
-        groups = learner.posterior_groups([pool.frames[i] for i in candidates])
-        if args.selection_kernel == "pool":
-            groups = [g for g in groups if g.name == "energy"] + [pool_kernel_group(pool, chosen, candidates)]
-        elif args.selection_kernel == "initial":
-            if initial_model is None:
-                initial_model = learner.models["dipole"]
-            groups = [g for g in groups if g.name == "energy"] + [
-                model_kernel_group(initial_model, pool, chosen, candidates)]
+        if initial_model is None:
+            initial_model = learner.models["dipole"]
+        dipole_model = {"model": learner.models["dipole"], "initial": initial_model}.get(args.selection_kernel)
+        if dipole_model is None:  # "pool"
+            dipole_model = pool_kernel_model(pool, chosen, candidates)
+        groups = learner.posterior_groups([pool.frames[i] for i in candidates],
+                                          models={**learner.models, "dipole": dipole_model})
         for group in groups:
             if group.name == "energy":
                 group.weight = args.energy_weight

@@ -162,24 +162,27 @@ class Learner:
                 out[t] = np.asarray(calc.get_property(t, atoms))
         return out
 
-    def posterior_groups(self, frames: list[Atoms]) -> list:
+    def posterior_groups(self, frames: list[Atoms], models: dict[str, Model] | None = None) -> list:
         """The models' GP posterior over ``frames`` given the training frames, as
         :class:`~mdplugin.active.selection.PosteriorGroup` objects for integrated-variance-
         reduction selection: the energy model's atomic energies (a label observes every atom of
         its structure) and each λ GPR of a λ-SOAP dipole/polarizability model (a label observes
         the structure's 2λ+1 components). Every target has weight 1 (split evenly between the
         λ of the polarizability). Targets whose model has no such posterior (RPR) are left out
-        (an empty list when none has one).
+        (an empty list when none has one). ``models`` ({target: fitted model}, default the
+        learner's own) scores with other kernels, e.g. an earlier model's, still conditioned on
+        all the training frames.
         """
         from .selection import conditioned_group
 
         if not self.models or not self.train_frames:
             raise ConfigError("active: the learner has no trained models yet")
+        models = self.models if models is None else models
         train, n_train, n_pool = list(self.train_frames), len(self.train_frames), len(frames)
         both = train + list(frames)
         groups = []
         for t in self.config.targets:
-            model = self.models[t]
+            model = models[t]
             if t == "energy" and hasattr(model, "environment_covariance"):
                 k, frame, noise = model.environment_covariance(both)
                 order = np.r_[np.flatnonzero(frame < n_train), np.flatnonzero(frame >= n_train)]
