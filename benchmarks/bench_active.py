@@ -18,17 +18,26 @@ independent held-out set ``examples/trajectories/dce_test.xyz`` (500 frames, 300
 * **random (reference MD, same protocol)**: the same walkers, segments, temperature cycles and total
   number of steps, run with tblite instead of the models; a frame every ``--sample-every`` steps;
   the initial frames plus k frames drawn at random from that trajectory.
+* **random (one reference trajectory)** (``--plain-baseline``): the issue's baseline read literally:
+  one continuous tblite trajectory of the same length (``--steps``, the same temperature program, dt
+  and friction) from the active run's start structure (the first initial frame), no walkers; the
+  initial frames plus k frames drawn at random from it. A 2 ps trajectory of DCE mostly stays in the
+  conformer it starts in, so this baseline also measures what the active run's walkers explore.
 * **random (pool)** (``--pool-baseline``): the initial frames plus k frames drawn at random from the
   1200-frame reference pool (four 3 ps runs from both conformers at 300 and 600 K): the earlier
   baseline, a stronger one than the issue's (it covers what the test set covers by construction).
 
 Targets (issue 7): dipole RMSE ≤ 3 % and force RMSE ≤ 8 % of their standard deviations. The
 script prints, per seed and arm, the first number of oracle calls (after the initial 10) at which
-both targets are met, the median and range over seeds, and the ratio random / active; it writes
-``bench_active.json`` and ``bench_active.png`` (mean curves, min–max band) into ``--out``.
+both targets are met, the median over seeds, and the ratio random / active; it writes
+``bench_active.json`` and ``bench_active.png`` (mean curves and every seed's curve) into ``--out``.
+Seeds can run in separate processes (one per core) and be merged afterwards with ``--merge``.
 
     python benchmarks/bench_active.py [--out DIR] [--seeds 0,1,2] [--quick]
     python benchmarks/bench_active.py --selection density --reuse-random OUT/bench_active.json  # same random arm
+    python benchmarks/bench_active.py --seeds 0,1,2 --plain-baseline --out A &   # two processes ...
+    python benchmarks/bench_active.py --seeds 3,4 --plain-baseline --out B; wait
+    python benchmarks/bench_active.py --merge A/bench_active.json B/bench_active.json --out AB   # ... one table
 
 The session-2 figures of docs/benchmarks.md used ``--selection density --temperature-cycles 1
 --dipole-regularizer 0``.
@@ -104,10 +113,11 @@ def curve_of(initial, extra, calls_list: list[int], test, name: str) -> list[dic
     return out
 
 
-def reference_trajectory(initial, cfg, seed: int):
+def reference_trajectory(initial, cfg, seed: int, plain: bool = False):
     """Frames of a tblite Langevin run with the active run's protocol (walkers from the initial
     frames, segments, temperature ramp, dt, friction, total steps), one every ``sample_every``
-    steps, labelled with energy, forces and dipole."""
+    steps, labelled with energy, forces and dipole. ``plain``: one continuous trajectory from the
+    first initial frame (the active run's start structure) instead of walkers."""
     from ase import Atoms, units
     from ase.constraints import FixCom
     from ase.md.langevin import Langevin
@@ -123,9 +133,10 @@ def reference_trajectory(initial, cfg, seed: int):
                    friction=cfg.friction / units.fs, fixcm=False, rng=rng)
     frames, step = [], 0
     while step < cfg.steps:
-        if cfg.walkers or step == 0:
+        if (cfg.walkers and not plain) or step == 0:
             atoms.set_constraint()
-            atoms.set_positions(initial.frames[int(rng.integers(len(initial)))].positions)
+            start_frame = 0 if plain else int(rng.integers(len(initial)))
+            atoms.set_positions(initial.frames[start_frame].positions)
             thermalize_momenta(atoms, temperature_K=cfg.temperature_at(step), rng=rng)
             Stationary(atoms)
             ZeroRotation(atoms)
@@ -141,14 +152,34 @@ def reference_trajectory(initial, cfg, seed: int):
     return label_frames(frames, oracle, ["energy", "forces", "dipole"])
 
 
+def anti_fraction(data) -> float:
+    """Fraction of the frames of ``data`` (DCE) whose Cl–C–C–Cl dihedral is above 120° (anti)."""
+    numbers = data.frames[0].numbers
+    cl, c = np.flatnonzero(numbers == 17), np.flatnonzero(numbers == 6)
+    angles = np.array([f.get_dihedral(cl[0], c[0], c[1], cl[1]) for f in data.frames])
+    return float(np.mean(np.minimum(angles, 360.0 - angles) > 120.0))
+
+
 def summarise(per_seed: dict, arms: list[str]) -> dict:
+    """Per arm: the calls to both targets per seed (None: not within the curve) and their median.
+    A seed whose curve ended without meeting the targets counts as more than its last point, so
+    the median is a lower bound (``median_censored``) when such a seed sits at the middle."""
     out = {}
     for arm in arms:
-        reached = [per_seed[s][arm]["calls_to_targets"] for s in per_seed]
+        runs = [per_seed[s][arm] for s in per_seed]
+        reached = [r["calls_to_targets"] for r in runs]
+        bound = sorted((r["calls_to_targets"] if r["calls_to_targets"] is not None else r["curve"][-1]["calls"],
+                        r["calls_to_targets"] is None) for r in runs)
+        middle = bound[(len(bound) - 1) // 2: len(bound) // 2 + 1]
         ok = [r for r in reached if r is not None]
-        out[arm] = {"per_seed": reached, "median": float(np.median(ok)) if len(ok) == len(reached) else None,
+        out[arm] = {"per_seed": reached, "median": float(np.mean([b for b, _ in middle])),
+                    "median_censored": any(c for _, c in middle),
                     "min": min(ok) if ok else None, "max": max(ok) if ok else None}
     return out
+
+
+def median_text(arm: dict) -> str:
+    return ("> " if arm["median_censored"] else "") + f"{arm['median']:g}"
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -175,6 +206,9 @@ def main(argv: list[str] | None = None) -> None:
                          "the protocol of the session-2 figures)")
     ap.add_argument("--calls", default="0,5,10,15,20,25,30,35,40,45,50,60,70,80",
                     help="oracle calls at which the test errors are measured (random arms go further)")
+    ap.add_argument("--plain-baseline", action="store_true",
+                    help="also random frames of one continuous reference trajectory from the start structure "
+                         "(the issue's baseline read literally: no walkers)")
     ap.add_argument("--pool-baseline", action="store_true", help="also the random-from-pool baseline")
     ap.add_argument("--selection", choices=("max", "density", "ivr"), default="ivr",
                     help="how the active arm picks candidates (ActiveConfig.selection)")
@@ -185,6 +219,9 @@ def main(argv: list[str] | None = None) -> None:
                     help="take the random arm from an earlier run's bench_active.json instead of recomputing it; "
                          "refused unless that run had the same seeds, protocol (steps, segment, sample-every, "
                          "walkers, temperature cycles, initial frames), models and --calls")
+    ap.add_argument("--merge", nargs="+", default=None, metavar="JSON",
+                    help="no runs: merge the seeds of earlier runs' bench_active.json (same protocol and arms), "
+                         "print the summary and write the merged json and figure into --out")
     ap.add_argument("--quick", action="store_true",
                     help="smoke run: one seed, 300 steps, 4 calls, 100 test frames")
     args = ap.parse_args(argv)
@@ -200,13 +237,17 @@ def main(argv: list[str] | None = None) -> None:
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    if args.merge:
+        report(merged(args.merge), out)
+        return
     pool = read_dataset(TRAJ / "dce_train.xyz")
     test = read_dataset(TRAJ / "dce_test.xyz")
     if args.quick:
         test = test.subset(np.arange(0, len(test), 5))
     calls_list = [int(c) for c in args.calls.split(",")]
     seeds = [int(s) for s in args.seeds.split(",")]
-    arms = ["active"] + ([] if args.skip_random else ["random_md"]) + (["random_pool"] if args.pool_baseline else [])
+    arms = (["active"] + ([] if args.skip_random else ["random_md"]) + (["random_plain"] if args.plain_baseline else [])
+            + (["random_pool"] if args.pool_baseline else []))
     results: dict = {"args": vars(args), "n_initial": args.n_initial, "targets_pct": TARGETS, "hypers": HYPERS,
                      "load_average_start": os.getloadavg(), "seeds": {}}
     reused = None
@@ -263,7 +304,17 @@ def main(argv: list[str] | None = None) -> None:
             draw = ref.subset(np.random.default_rng(seed + 1).permutation(len(ref)))
             rcurve = curve_of(initial, draw, calls_list, test, "random")
             res["random_md"] = {"curve": rcurve, "reference_frames": len(ref), "reference_md_s": t_ref,
-                                "calls_to_targets": first_reaching(rcurve)}
+                                "anti_fraction": anti_fraction(ref), "calls_to_targets": first_reaching(rcurve)}
+        if args.plain_baseline:
+            t0 = time.perf_counter()
+            ref = reference_trajectory(initial, cfg, seed, plain=True)
+            t_ref = time.perf_counter() - t0
+            draw = ref.subset(np.random.default_rng(seed + 1).permutation(len(ref)))
+            print(f"  one reference trajectory: {anti_fraction(ref):.0%} of its frames anti "
+                  f"(test set {anti_fraction(test):.0%})", flush=True)
+            pcurve = curve_of(initial, draw, calls_list, test, "plain")
+            res["random_plain"] = {"curve": pcurve, "reference_frames": len(ref), "reference_md_s": t_ref,
+                                   "anti_fraction": anti_fraction(ref), "calls_to_targets": first_reaching(pcurve)}
         if args.pool_baseline:
             rest = pool.subset(perm[args.n_initial:])
             pcurve = curve_of(initial, rest, calls_list, test, "pool")
@@ -272,18 +323,44 @@ def main(argv: list[str] | None = None) -> None:
         print("  calls to targets: " + ", ".join(f"{a} {res[a]['calls_to_targets']}" for a in arms)
               + f" (active run {t_active:.0f} s, {summary.steps} steps)", flush=True)
         (out / "bench_active.json").write_text(json.dumps(results, indent=1))
-    results["summary"] = summarise(results["seeds"], arms)
     results["wall_time_s"] = time.perf_counter() - t_all
     results["load_average_end"] = os.getloadavg()
+    results["arms"] = arms
+    report(results, out)
+
+
+def merged(paths: list[str]) -> dict:
+    """The seeds of several runs' ``bench_active.json`` in one result (refused unless the runs
+    share their protocol, models and arms)."""
+    runs = [json.loads(Path(p).read_text()) for p in paths]
+    keys = lambda r: ({k: v for k, v in r["args"].items() if k not in ("seeds", "out", "merge")},  # noqa: E731
+                      r["hypers"], r.get("arms"))
+    for p, r in zip(paths[1:], runs[1:]):
+        if keys(r) != keys(runs[0]):
+            raise SystemExit(f"--merge: {p} differs from {paths[0]} in its protocol, models or arms")
+    seeds = {s: r["seeds"][s] for r in runs for s in r["seeds"]}
+    return dict(runs[0], seeds=dict(sorted(seeds.items(), key=lambda kv: int(kv[0]))), merged_from=paths,
+                wall_time_s=sum(r.get("wall_time_s", 0.0) for r in runs))
+
+
+def report(results: dict, out: Path) -> None:
+    """Print the summary, write ``bench_active.json`` and ``bench_active.png`` into ``out``."""
+    arms = results.get("arms") or list(next(iter(results["seeds"].values())))  # (older files: from the seeds)
+    args = argparse.Namespace(**results["args"])
+    results["summary"] = summarise(results["seeds"], arms)
     (out / "bench_active.json").write_text(json.dumps(results, indent=1))
     s = results["summary"]
     print(f"oracle calls (after {args.n_initial} initial frames) to reach dipole ≤ {TARGETS['dipole']} % and "
-          f"forces ≤ {TARGETS['forces']} % of std (None: not within the curve):")
+          f"forces ≤ {TARGETS['forces']} % of std:")
     for arm in arms:
-        print(f"  {arm:12s} per seed {s[arm]['per_seed']}  median {s[arm]['median']}  range {s[arm]['min']}–{s[arm]['max']}")
-    if "random_md" in s and s["active"]["median"] and s["random_md"]["median"]:
-        print(f"  ratio random (same protocol) / active, medians: {s['random_md']['median'] / s['active']['median']:.2f}")
-    print(f"total {results['wall_time_s']:.0f} s; load average {results['load_average_start']} -> {results['load_average_end']}")
+        per_seed = ", ".join("> last point" if r is None else str(r) for r in s[arm]["per_seed"])
+        print(f"  {arm:12s} per seed [{per_seed}]  median {median_text(s[arm])}")
+    for arm, name in (("random_md", "random (same protocol)"), ("random_plain", "random (one trajectory)")):
+        if arm in s and not s["active"]["median_censored"]:
+            ratio = s[arm]["median"] / s["active"]["median"]
+            print(f"  ratio {name} / active, medians: {'> ' if s[arm]['median_censored'] else ''}{ratio:.2f}")
+    print(f"total {results['wall_time_s']:.0f} s; load average {results['load_average_start']} -> "
+          f"{results.get('load_average_end')}")
     plot(results, arms, out / "bench_active.png", args.n_initial)
 
 
@@ -293,8 +370,9 @@ def plot(results: dict, arms: list[str], path: Path, n_initial: int) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    styles = {"active": "o-", "random_md": "s--", "random_pool": "^:"}
-    names = {"active": "active", "random_md": "random (tblite MD, same protocol)", "random_pool": "random (pool)"}
+    styles = {"active": "o-", "random_md": "s--", "random_plain": "d-.", "random_pool": "^:"}
+    names = {"active": "active", "random_md": "random (tblite MD, same protocol)",
+             "random_plain": "random (one tblite trajectory)", "random_pool": "random (pool)"}
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.4))
     for ax, key, name in ((axes[0], "dipole_pct", "dipole"), (axes[1], "forces_pct", "forces")):
         for arm in arms:
@@ -303,8 +381,9 @@ def plot(results: dict, arms: list[str], path: Path, n_initial: int) -> None:
             vals = [[p[key] for c in curves for p in c if p["calls"] == k] for k in calls]
             x = [k for k, v in zip(calls, vals) if len(v) == len(curves)]
             v = [v for v in vals if len(v) == len(curves)]
-            line, = ax.plot(x, [np.mean(a) for a in v], styles[arm], label=names[arm])
-            ax.fill_between(x, [min(a) for a in v], [max(a) for a in v], color=line.get_color(), alpha=0.15)
+            line, = ax.plot(x, [np.mean(a) for a in v], styles[arm], label=names[arm] + " (mean)")
+            for c in curves:  # every seed, to where its curve stops (both targets met twice, or the last call)
+                ax.plot([p["calls"] for p in c], [p[key] for p in c], "-", color=line.get_color(), lw=0.6, alpha=0.5)
         ax.axhline(TARGETS[name], color="grey", lw=1)
         ax.set_xlabel(f"oracle calls after {n_initial} initial frames")
         ax.set_ylabel(f"{name} RMSE, % of std (dce_test)")
