@@ -43,6 +43,7 @@ from ..descriptors.lambda_soap import (
 from ..errors import DataError
 from .shared_expansion import SharedExpansionMixin
 from .base import Model, check_species, fingerprint, register
+from .baseline import composition, fit_baseline
 from ..parallel import PhaseTimer, TreeSum, gather_rows, local_blocks, resolve_comm
 from .gpr import (
     ProjectedProcess,
@@ -219,10 +220,11 @@ class SoapEnergyModel(SharedExpansionMixin, Model):
         self._expansion()  # bad hypers raise here on every rank, before any collective
 
         # per-species baseline by ridge least squares on the composition
-        comp = np.array([[np.count_nonzero(a.numbers == z) for z in self.species_] for a in frames], float)
+        sizes = [len(a) for a in frames]
+        comp = composition(np.concatenate([a.numbers for a in frames]), np.repeat(np.arange(len(frames)), sizes),
+                           len(frames), self.species_)
         n_atoms = comp.sum(axis=1)
-        ridge = 1e-8 * max(np.trace(comp.T @ comp), 1.0)
-        self.baseline_ = np.linalg.solve(comp.T @ comp + ridge * np.eye(len(self.species_)), comp.T @ energies)
+        self.baseline_ = fit_baseline(comp, energies)
         resid = energies - comp @ self.baseline_
         if self.signal_std is None:
             self.signal_std_ = float(max(np.std(resid / np.sqrt(n_atoms)), 1e-3))

@@ -81,9 +81,9 @@ from .gpr import (
     factor_sparse_kernel,
     scaled_symmetric_part,
 )
+from .baseline import composition, fit_baseline
 from .sagpr_kernels import (
     atom_kernel_blocks,
-    composition,
     contracted_means,
     fold_weights,
     normalise_rows,
@@ -503,10 +503,7 @@ class SAGPRModel(SharedExpansionMixin, Model):
         if 0 not in targets:
             return targets
         comp = composition(centres.species, centres.frame, centres.n_frames, self.species_)
-        ridge = 1e-8 * max(np.trace(comp.T @ comp), 1.0)
-        self.baseline_ = np.linalg.solve(
-            comp.T @ comp + ridge * np.eye(len(self.species_)), comp.T @ targets[0][:, 0]
-        )
+        self.baseline_ = fit_baseline(comp, targets[0][:, 0])
         return {**targets, 0: targets[0] - (comp @ self.baseline_)[:, None]}
 
     def _fit_lambda(self, lam: int, y: np.ndarray, centres: _Centres, comm, timer, ledger) -> None:

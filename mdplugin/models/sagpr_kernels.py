@@ -1,7 +1,7 @@
 """Stateless array functions of the λ-SOAP SA-GPR (:mod:`mdplugin.models.sagpr`).
 
 Row helpers (normalisation, projection in cache-sized runs, sums over the rows of a frame,
-composition counts, same-species atom pairs), the kernels (atom blocks between centres and
+same-species atom pairs), the kernels (atom blocks between centres and
 representative environments, structure prior covariances), the posterior covariance, the
 principal directions of the compression, and the mean prediction through GPR weights folded
 into the representative environments (no kernel rows). None of them needs a fitted model: the
@@ -30,7 +30,6 @@ __all__ = [
     "normalise_rows",
     "project_rows",
     "sum_by_frame",
-    "composition",
     "same_species_pairs",
     "atom_kernel",
     "atom_kernel_blocks",
@@ -94,14 +93,6 @@ def sum_by_frame(values: np.ndarray, frame: np.ndarray, n_frames: int) -> np.nda
         else:
             out[frames] = np.add.reduceat(values, starts, axis=0)
     return out
-
-
-def composition(species: np.ndarray, frame: np.ndarray, n_frames: int, species_list: np.ndarray) -> np.ndarray:
-    """Atoms of every species of the sorted ``species_list`` (n_s,) in every frame: (n_frames, n_s)
-    floats, from the species and frames (n,) of the centres."""
-    n_species = len(species_list)
-    cell = frame * n_species + np.searchsorted(species_list, species)
-    return np.bincount(cell, minlength=n_frames * n_species).reshape(n_frames, n_species).astype(float)
 
 
 def same_species_pairs(frame: np.ndarray, species: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
