@@ -18,7 +18,7 @@ independent held-out set ``examples/trajectories/dce_test.xyz`` (500 frames, 300
 * **random (reference MD, same protocol)**: the same walkers, segments, temperature cycles and total
   number of steps, run with tblite instead of the models; a frame every ``--sample-every`` steps;
   the initial frames plus k frames drawn at random from that trajectory.
-* **random (one reference trajectory)** (``--plain-baseline``): the issue's baseline read literally:
+* **random (one reference trajectory)** (off with ``--no-plain-baseline``): the issue's baseline as written:
   one continuous tblite trajectory of the same length (``--steps``, the same temperature program, dt
   and friction) from the active run's start structure (the first initial frame), no walkers; the
   initial frames plus k frames drawn at random from it. A 2 ps trajectory of DCE mostly stays in the
@@ -33,10 +33,10 @@ both targets are met, the median over seeds, and the ratio random / active; it w
 ``bench_active.json`` and ``bench_active.png`` (mean curves and every seed's curve) into ``--out``.
 Seeds can run in separate processes (one per core) and be merged afterwards with ``--merge``.
 
-    python benchmarks/bench_active.py [--out DIR] [--seeds 0,1,2] [--quick]
+    python benchmarks/bench_active.py [--out DIR] [--seeds 0,1,2,3,4] [--quick]
     python benchmarks/bench_active.py --selection density --reuse-random OUT/bench_active.json  # same random arm
-    python benchmarks/bench_active.py --seeds 0,1,2 --plain-baseline --out A &   # two processes ...
-    python benchmarks/bench_active.py --seeds 3,4 --plain-baseline --out B; wait
+    python benchmarks/bench_active.py --seeds 0,1,2 --out A &   # two processes ...
+    python benchmarks/bench_active.py --seeds 3,4 --out B; wait
     python benchmarks/bench_active.py --merge A/bench_active.json B/bench_active.json --out AB   # ... one table
 
 The session-2 figures of docs/benchmarks.md used ``--selection density --temperature-cycles 1
@@ -185,7 +185,7 @@ def median_text(arm: dict) -> str:
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--out", default="bench-active-output")
-    ap.add_argument("--seeds", default="0,1,2", help="comma-separated seeds (initial frames, MD noise, draws)")
+    ap.add_argument("--seeds", default="0,1,2,3,4", help="comma-separated seeds (initial frames, MD noise, draws)")
     ap.add_argument("--n-initial", type=int, default=10)
     ap.add_argument("--max-calls", type=int, default=40)
     ap.add_argument("--steps", type=int, default=4000, help="MD steps of both arms (0.5 fs)")
@@ -206,9 +206,9 @@ def main(argv: list[str] | None = None) -> None:
                          "the protocol of the session-2 figures)")
     ap.add_argument("--calls", default="0,5,10,15,20,25,30,35,40,45,50,60,70,80",
                     help="oracle calls at which the test errors are measured (random arms go further)")
-    ap.add_argument("--plain-baseline", action="store_true",
-                    help="also random frames of one continuous reference trajectory from the start structure "
-                         "(the issue's baseline read literally: no walkers)")
+    ap.add_argument("--no-plain-baseline", dest="plain_baseline", action="store_false",
+                    help="leave out the arm of random frames of one continuous reference trajectory from the "
+                         "start structure (the issue's baseline as written: no walkers)")
     ap.add_argument("--pool-baseline", action="store_true", help="also the random-from-pool baseline")
     ap.add_argument("--selection", choices=("max", "density", "ivr"), default="ivr",
                     help="how the active arm picks candidates (ActiveConfig.selection)")
@@ -246,8 +246,9 @@ def main(argv: list[str] | None = None) -> None:
         test = test.subset(np.arange(0, len(test), 5))
     calls_list = [int(c) for c in args.calls.split(",")]
     seeds = [int(s) for s in args.seeds.split(",")]
-    arms = (["active"] + ([] if args.skip_random else ["random_md"]) + (["random_plain"] if args.plain_baseline else [])
-            + (["random_pool"] if args.pool_baseline else []))
+    randoms = ([] if args.skip_random else ["random_md"] + (["random_plain"] if args.plain_baseline else [])
+               + (["random_pool"] if args.pool_baseline else []))
+    arms = ["active"] + randoms
     results: dict = {"args": vars(args), "n_initial": args.n_initial, "targets_pct": TARGETS, "hypers": HYPERS,
                      "load_average_start": os.getloadavg(), "seeds": {}}
     reused = None
