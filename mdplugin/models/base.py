@@ -75,12 +75,16 @@ def get_model_class(name: str) -> type["Model"]:
 
 
 def build(name: str, **hypers) -> "Model":
-    """A new, unfitted model of kind ``name`` with the given hyper-parameters."""
+    """A new, unfitted model of kind ``name`` with the given hyper-parameters (a ``target`` the
+    model cannot learn is a :class:`ConfigError` here, before any data is read)."""
     cls = get_model_class(name)
     try:
-        return cls(**hypers)
+        model = cls(**hypers)
     except TypeError as exc:
         raise ConfigError(f"model {name!r}: {exc}") from None
+    if "target" in hypers:
+        model._check_target()
+    return model
 
 
 def check_species(frames: Sequence[Atoms], known: Sequence[int], what: str = "model") -> None:

@@ -90,6 +90,25 @@ def test_wrong_key_name_and_units_option(tmp_path, capsys):
     assert "invalid choice: 'si'" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("model, target", [("rpr", "energy"), ("lsoap", "energy"), ("soap", "dipole"),
+                                           ("soap", "polarizability")])
+def test_model_that_cannot_learn_the_target(tmp_path, capsys, model, target):
+    """A model asked for a target it cannot learn is one line naming both, before any data is read
+    (the dipole models used to fail inside ``fit`` with a TypeError about ``forces``)."""
+    from mdplugin.errors import ConfigError
+    from mdplugin.models import build
+
+    data = tmp_path / "ok.xyz"
+    data.write_text(VALID_TEXT)
+    out = tmp_path / "m.npz"
+    rc, _, err = _run(capsys, ["train", data, "--target", target, "--model", model, "-o", out])
+    line = one_error_line(err)
+    assert rc == 2 and f"model {model!r} cannot learn target {target!r}" in line, line
+    assert "TypeError" not in line and not out.exists()
+    with pytest.raises(ConfigError, match="cannot learn target"):
+        build(model, target=target)
+
+
 @FAST
 @given(cut=st.integers(1, len(VALID_TEXT) - 2))
 def test_truncated_data_through_the_command_line(capsys, cut):
