@@ -226,7 +226,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "as 25 MD steps with the default λ-SOAP models")
     p.add_argument("--tensor-precision", choices=tuple(TENSOR_PRECISIONS), default="single",
                    help="precision of the λ-SOAP dipole/polarizability models' large products (default single: "
-                        "about twice faster, ~1e-6 relative change; energies and forces are always double)")
+                        "≈ 0.9 ms faster per step on DCE, ~1e-6 relative change; energies and forces are always double)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("-o", "--output", required=True, help="trajectory to write (extended XYZ)")
     p.set_defaults(func=cmd_md)

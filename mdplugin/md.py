@@ -176,7 +176,8 @@ def run_md(
     values_only = [name for name in record if not name.endswith("_std")]
     record = stds + values_only  # uncertainties first: they come with the values
     if max_uncertainty is not None and not uncertainty_every:
-        raise ConfigError("max_uncertainty needs the uncertainties: uncertainty_every must be >= 1")
+        raise ConfigError("max_uncertainty (--max-uncertainty) needs the uncertainties: "
+                          "uncertainty_every (--std-every) must be >= 1")
     if max_uncertainty is None:
         limits: dict[str, float] = {}
     elif isinstance(max_uncertainty, dict):
@@ -186,6 +187,13 @@ def run_md(
         limits = {k: float(v) for k, v in max_uncertainty.items() if k in stds}
     else:
         limits = {name: float(max_uncertainty) for name in stds}
+    if isinstance(max_uncertainty, dict) and set(max_uncertainty) - set(limits):
+        absent = ", ".join(sorted(set(max_uncertainty) - set(limits)))
+        raise ConfigError(f"max_uncertainty: the calculator gives no {absent} "
+                          f"(it gives {', '.join(stds) or 'no uncertainties'})")
+    if max_uncertainty is not None and not limits:
+        raise ConfigError("max_uncertainty (--max-uncertainty): the calculator gives no uncertainties "
+                          "(only the ML models do; a reference method such as tblite has none)")
 
     output = Path(output)
     output.parent.mkdir(parents=True, exist_ok=True)

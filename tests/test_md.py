@@ -231,6 +231,26 @@ def test_uncertainty_limit_stops_the_run(models, tmp_path):
                max_uncertainty={"forces_std": 1.0})
 
 
+def test_uncertainty_limit_without_the_uncertainties_is_refused(models, tmp_path, capsys):
+    """A limit on an uncertainty nothing computes is a clear error, not a limit that never fires."""
+    from mdplugin.errors import ConfigError
+
+    energy, dip, pol, folder = models
+    out = tmp_path / "u.xyz"
+    with pytest.raises(ConfigError, match="gives no dipole_std .it gives energy_std"):
+        run_md(dichloroethane(), MLCalculator(energy=energy), steps=1, dt_fs=0.5, output=out, progress=False,
+               max_uncertainty={"dipole_std": 1.0})
+    with pytest.raises(ConfigError, match="gives no uncertainties"):
+        run_md(dichloroethane(), ElasticNetwork(), steps=1, dt_fs=0.5, output=out, progress=False,
+               max_uncertainty=1.0)
+    start = tmp_path / "start.xyz"
+    write_dataset(start, Dataset(frames=[dichloroethane()]))
+    code = main(["md", str(start), "--energy", str(folder / "energy.npz"), "--steps", "2", "--dt", "0.5",
+                 "--max-uncertainty", "0.1", "--std-every", "0", "--quiet", "-o", str(out)])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and "--max-uncertainty" in err[0] and "--std-every" in err[0], err
+
+
 def test_md_command_max_uncertainty_is_a_one_line_error(models, tmp_path, capsys):
     """`mdplugin md --max-uncertainty` stops the run with one line naming the step; frames so far stay readable."""
     energy, dip, pol, folder = models
