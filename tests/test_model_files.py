@@ -100,7 +100,7 @@ def test_newer_format_version(saved):
 def test_wrong_kind_or_target(saved):
     with pytest.raises(ModelFileError, match="expected 'rpr'"):
         load_model(saved, kind="rpr")
-    with pytest.raises(ModelFileError, match="expected a 'energy' model"):
+    with pytest.raises(ModelFileError, match="the model's target is 'dipole', expected 'energy'"):
         load_model(saved, target="energy")
 
 

@@ -273,7 +273,7 @@ def load_model(path: str | os.PathLike, kind: str | None = None, target: str | N
     if kind is not None and meta["kind"] != kind:
         raise ModelFileError(f"{path}: is a {meta['kind']!r} model, expected {kind!r}")
     if target is not None and meta.get("target") != target:
-        raise ModelFileError(f"{path}: is a {meta.get('target')!r} model, expected a {target!r} model")
+        raise ModelFileError(f"{path}: the model's target is {meta.get('target')!r}, expected {target!r}")
     try:
         cls = get_model_class(meta["kind"])
     except ConfigError:
