@@ -8,8 +8,8 @@ posterior variance is labelled; the models are retrained, and the run stops afte
 or 2000 steps. Then it resumes the run with a larger budget, as one would after a crash
 (``mdplugin active --resume RUN_DIR``).
 
-    python examples/active_learning.py [RUN_DIR]
-    MDPLUGIN_EXAMPLE_QUICK=1 python examples/active_learning.py RUN_DIR   # a reduced run (CI)
+    python examples/active_learning.py [-o RUN_DIR]       # run it again to resume with a larger budget
+    python examples/active_learning.py --quick -o RUN_DIR   # a reduced run (CI; or MDPLUGIN_EXAMPLE_QUICK=1)
 
 The same from the command line::
 
@@ -23,8 +23,8 @@ The same from the command line::
 
 from __future__ import annotations
 
+import argparse
 import os
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -37,6 +37,7 @@ QUICK = bool(os.environ.get("MDPLUGIN_EXAMPLE_QUICK"))
 
 
 def main(run_dir: str = "active-run") -> None:
+    """A new run in ``run_dir``, or, when it already holds one, the same run resumed."""
     pool = read_dataset(HERE / "trajectories" / "dce_train.xyz")
     picks = np.random.default_rng(0).permutation(len(pool))[:10]
     initial = pool.subset(picks)
@@ -67,9 +68,15 @@ def main(run_dir: str = "active-run") -> None:
                              overrides={"max_calls": 3, "steps": 60} if QUICK else {"max_calls": 30, "steps": 3000})
     else:
         summary = run_active(initial.frames[0], run_dir, config, oracle="tblite", initial=initial)
-    print(summary.text())
-    print(f"labels in {run_dir}/data.xyz, events in {run_dir}/log.csv, plot {run_dir}/active.png")
+    print(f"{summary.oracle_calls} oracle calls; labels in {run_dir}/data.xyz, events in {run_dir}/log.csv, "
+          f"plot {run_dir}/active.png")
 
 
 if __name__ == "__main__":
-    main(*sys.argv[1:])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("run_dir", nargs="?", help="run folder (the same as -o)")
+    parser.add_argument("-o", "--output", default=None, help="run folder (default active-run)")
+    parser.add_argument("--quick", action="store_true", help="reduced run for CI")
+    args = parser.parse_args()
+    QUICK = QUICK or args.quick
+    main(args.output or args.run_dir or "active-run")
