@@ -235,7 +235,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("kind", choices=("ir", "raman"))
     p.add_argument("series", nargs="+", help="trajectories (extxyz), i-PI extras files, or .npy/.txt arrays")
     p.add_argument("--dt", type=float, required=True, help="time between stored frames, fs")
-    p.add_argument("--temperature", type=float, help="temperature for quantum corrections, K")
+    p.add_argument("--temperature", type=float,
+                   help="temperature of the trajectory, K (required for ir and raman: absolute intensities "
+                        "scale with 1/(k_B T); it also sets the quantum correction)")
     p.add_argument("-o", "--output", required=True, help="CSV to write")
     p.add_argument("--plot", help="PNG to write")
     p.add_argument("--depth", type=float, help="correlation depth, fs (default: 1/6 of the shortest series, at most 2000)")

@@ -71,6 +71,18 @@ def test_lag_window_is_half_of_a_symmetric_window():
         lag_window("no-such-window", 5)
 
 
+def test_lag_window_with_parameters():
+    """A window with a parameter is written name:value (numpy's Kaiser window of the same β); the
+    name alone says how to give the parameter instead of scipy's message."""
+    np.testing.assert_allclose(lag_window("kaiser:8", 10), np.kaiser(21, 8.0)[10:])
+    w = lag_window("tukey:0.5", 10)  # flat over the inner half, tapering to 0 at the end
+    assert w[0] == pytest.approx(1.0) and w[5] == pytest.approx(1.0) and w[-1] == pytest.approx(0.0)
+    with pytest.raises(ConfigError, match="kaiser:VALUE"):
+        lag_window("kaiser", 10)
+    with pytest.raises(ConfigError, match="kaiser:x"):
+        lag_window("kaiser:x", 10)
+
+
 @pytest.mark.parametrize("window", ["hann", "blackman", "none"])
 def test_sinusoids_give_peaks_at_their_frequencies_and_areas_in_amplitude_ratio(window):
     rng = np.random.default_rng(3)

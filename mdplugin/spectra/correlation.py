@@ -33,13 +33,20 @@ def lag_window(name: str, depth: int) -> np.ndarray:
     """Lag window (depth + 1,): right half of a symmetric window of length ``2·depth + 1``.
 
     ``name`` is ``"hann"`` (default of the package), ``"none"`` (no window), or any window
-    :func:`scipy.signal.get_window` knows (``"hamming"``, ``"blackman"``, ``"bartlett"``, ...).
+    :func:`scipy.signal.get_window` knows (``"hamming"``, ``"blackman"``, ``"bartlett"``, ...); a
+    window with parameters is written ``name:p1[:p2]`` (``"kaiser:8"``, ``"tukey:0.5"``).
     """
-    key = WINDOW_ALIASES.get(name.lower(), name.lower())
+    base, *params = name.lower().split(":")
+    key = WINDOW_ALIASES.get(base, base)
     try:
-        full = scipy.signal.get_window(key, 2 * depth + 1, fftbins=False)
+        spec = (key, *(float(p) for p in params)) if params else key
+        full = scipy.signal.get_window(spec, 2 * depth + 1, fftbins=False)
     except (ValueError, TypeError) as exc:
-        raise ConfigError(f"unknown window {name!r} ({exc}); try hann, hamming, blackman, bartlett or none") from None
+        if "must have parameters" in str(exc):
+            raise ConfigError(f"window {name!r} needs its parameter(s): write it as {base}:VALUE "
+                              f"(e.g. kaiser:8)") from None
+        raise ConfigError(f"unknown window {name!r} ({exc}); try hann, hamming, blackman, bartlett, none "
+                          f"or a window with parameters such as kaiser:8") from None
     return np.asarray(full[depth:], dtype=float)
 
 
