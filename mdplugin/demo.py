@@ -240,7 +240,7 @@ def run_demo(output: str | os.PathLike = "demo-output", quick: bool = False, pro
     print(f"Raman peaks (cm⁻¹): {', '.join(f'{x:.0f}' for x in summary['raman_peaks_cm-1'])}")
     print(f"timings: training {timings['training_s']:.0f} s, MD {timings['md_s']:.0f} s, "
           f"spectra {timings['spectra_s']:.0f} s, total {timings['total_s']:.0f} s")
-    print(f"wrote {out}/: spectra.png ir.png raman.png ir.csv raman.csv parity.png models/ md_nve.xyz summary.json")
+    print(f"wrote {out}/: spectra.png ir.png raman.png ir.csv raman.csv parity.png models/ md_equilibration.xyz md_nve.xyz summary.json")
     return summary
 
 
