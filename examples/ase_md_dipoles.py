@@ -25,7 +25,7 @@ import ase.io
 import numpy as np
 from ase import units
 from ase.md.langevin import Langevin
-from ase.md.velocitydistribution import MaxwellBoltzmannDistribution, Stationary, ZeroRotation
+from ase.md.velocitydistribution import Stationary, ZeroRotation, thermalize_momenta
 from ase.md.verlet import VelocityVerlet
 
 from mdplugin.calculator import MLCalculator
@@ -59,12 +59,12 @@ def main(argv: list[str] | None = None) -> dict:
     atoms = read_dataset(DATA / "dce_test.xyz", index=0).frames[0].copy()
     atoms.calc = MLCalculator(energy=energy, dipole=dipole, polarizability=alpha)
     rng = np.random.default_rng(0)
-    MaxwellBoltzmannDistribution(atoms, temperature_K=300, rng=rng)
+    thermalize_momenta(atoms, temperature_K=300, rng=rng)
     Stationary(atoms)
     ZeroRotation(atoms)
 
     # 3. equilibrate (Langevin), then NVE, recording at every step
-    Langevin(atoms, dt * units.fs, temperature_K=300, friction=0.02 / units.fs, rng=rng).run(n_eq)
+    Langevin(atoms, dt * units.fs, temperature_K=300, friction=0.02 / units.fs, fixcm=False, rng=rng).run(n_eq)
     record: dict[str, list] = {k: [] for k in ("dipole", "dipole_std", "polarizability",
                                                "polarizability_std", "time", "total_energy")}
     dyn = VelocityVerlet(atoms, dt * units.fs)
