@@ -245,3 +245,46 @@ def test_cli_too_short_series_names_the_file(tmp_path, capsys):
                    "--temperature", "300", "--depth", "200", "-o", str(tmp_path / "x.csv")])
     err = capsys.readouterr().err.strip()
     assert status == 2 and "short.npy has 300 frames" in err and "\n" not in err
+
+
+@pytest.mark.parametrize("kind", ["ir", "raman"])
+def test_peak_labels_of_close_bands_do_not_overlap(kind):
+    """Bands 60-90 cm⁻¹ apart (closer than a label is wide on a 0-4000 cm⁻¹ axis) get labels that
+    do not overlap one another, and every label stays inside the figure."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from mdplugin.spectra import ir_spectrum, raman_spectrum
+    from mdplugin.spectra.plot import _annotate, _xmax
+
+    rng = np.random.default_rng(2)
+    n, dt = 40000, 0.5
+    t = np.arange(n) * dt
+    nus, amps = [60.0, 980.0, 1040.0, 1120.0, 1190.0, 2900.0, 2960.0], [0.5, 1.0, 0.8, 1.2, 0.6, 1.0, 0.9]
+    x = sum(a * np.cos(2 * np.pi * C_CM_PER_FS * nu * t + rng.uniform(0, 2 * np.pi)) for nu, a in zip(nus, amps))
+    noise = 0.05 * rng.normal(size=(n, 3))
+    if kind == "ir":
+        result, name = ir_spectrum([x[:, None] * np.array([1.0, 0.5, 0.2]) + noise], dt, temperature=300), "ir"
+    else:
+        alpha = np.zeros((n, 3, 3)) + np.eye(3) * 10
+        alpha[:, 0, 0] += x
+        alpha[:, 0, 1] = alpha[:, 1, 0] = 0.3 * x
+        result, name = raman_spectrum([alpha + 0.01 * rng.normal(size=(n, 3, 3))], dt, temperature=300), "unpolarized"
+    fig, ax = plt.subplots(figsize=(8, 3))
+    ax.plot(result.wavenumber, result.components[name])
+    xmax = _xmax([result])
+    top = _annotate(ax, result, name, xmax, "k", with_rho=kind == "raman")
+    ax.set_xlim(0, xmax)
+    ax.set_ylim(0, top * 1.03)
+    fig.canvas.draw()
+    boxes = [text.get_window_extent() for text in ax.texts]
+    assert len(boxes) >= 6, [text.get_text() for text in ax.texts]
+    for i in range(len(boxes)):
+        for j in range(i + 1, len(boxes)):
+            assert not boxes[i].overlaps(boxes[j]), (ax.texts[i].get_text(), ax.texts[j].get_text())
+    inside = fig.bbox
+    for text, box in zip(ax.texts, boxes):
+        assert inside.x0 <= box.x0 and box.x1 <= inside.x1 and box.y1 <= inside.y1, text.get_text()
+    plt.close(fig)
