@@ -152,6 +152,10 @@ def run_md(
         raise ConfigError(f"uncertainty_every must be >= 0 (0: never), got {uncertainty_every}")
     if thermostat not in ("langevin", "none"):
         raise ConfigError(f"unknown thermostat {thermostat!r} (use langevin or none)")
+    if not temperature_K >= 0 or not np.isfinite(temperature_K):
+        raise ConfigError(f"temperature must be a finite number >= 0 K, got {temperature_K}")
+    if not friction_per_fs >= 0 or not np.isfinite(friction_per_fs):
+        raise ConfigError(f"friction must be a finite number >= 0 per fs, got {friction_per_fs}")
     atoms = atoms.copy()
     atoms.calc = calc
     is_molecule = not np.any(atoms.pbc)
@@ -195,6 +199,11 @@ def run_md(
         raise ConfigError("max_uncertainty (--max-uncertainty): the calculator gives no uncertainties "
                           "(only the ML models do; a reference method such as tblite has none)")
 
+    # the first frame's properties before the output is opened: a structure or model the run
+    # cannot use (an unknown element, a wrong atom order) fails here, and an existing file of the
+    # same name is left as it was (the calculator keeps the results for the frame's first write)
+    for name in record:
+        calc.get_property(name, atoms)
     output = Path(output)
     output.parent.mkdir(parents=True, exist_ok=True)
     temps, etots = [], []

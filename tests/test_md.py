@@ -262,3 +262,33 @@ def test_md_command_max_uncertainty_is_a_one_line_error(models, tmp_path, capsys
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and "energy_std" in err[0] and "step" in err[0], err
     assert len(read_dataset(out, properties=["energy"])) >= 1
+
+
+def test_bad_temperature_or_friction_is_refused(tmp_path):
+    """A negative (or NaN) temperature or friction used to run and write NaN positions."""
+    from mdplugin.errors import ConfigError
+
+    for kwargs, word in (({"temperature_K": -3.0}, "temperature"), ({"temperature_K": float("nan")}, "temperature"),
+                         ({"friction_per_fs": -1.0}, "friction")):
+        with pytest.raises(ConfigError, match=word):
+            run_md(dichloroethane(), ElasticNetwork(), steps=2, dt_fs=0.5, output=tmp_path / "t.xyz",
+                   progress=False, **kwargs)
+        assert not (tmp_path / "t.xyz").exists()
+
+
+def test_a_run_that_cannot_start_leaves_an_existing_output_alone(models, tmp_path, capsys):
+    """`mdplugin md` on a structure the model cannot handle (an element it was not trained on) is one
+    error line, and a trajectory of the same name from an earlier run is not emptied."""
+    from ase import Atoms
+
+    energy, dip, pol, folder = models
+    out = tmp_path / "traj.xyz"
+    run_md(dichloroethane(), ElasticNetwork(), steps=4, dt_fs=0.5, output=out, progress=False)
+    before = out.read_bytes()
+    water = tmp_path / "water.xyz"
+    write_dataset(water, Dataset(frames=[Atoms("OH2", positions=[[0, 0, 0], [0.96, 0, 0], [-0.24, 0.93, 0]])]))
+    code = main(["md", str(water), "--energy", str(folder / "energy.npz"), "--steps", "2", "--dt", "0.5",
+                 "-o", str(out)])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and "O" in err[-1] and "md:" not in err[-1], err
+    assert out.read_bytes() == before
