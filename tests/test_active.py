@@ -492,3 +492,12 @@ def test_dipole_and_polarizability_only_the_oracle_drives_the_dynamics(tmp_path)
     for key in ("dipole", "polarizability"):
         assert (tmp_path / "run" / f"{key}.npz").exists()
     assert not (tmp_path / "run" / "energy.npz").exists()
+
+
+def test_cli_missing_start_file_is_one_line_like_other_commands(tmp_path):
+    run_dir = tmp_path / "runX"
+    bad = subprocess.run(_cli("nothere.xyz", "-o", str(run_dir)), capture_output=True, text=True, cwd=tmp_path,
+                         env=_env(0))
+    assert bad.returncode == 2
+    assert bad.stderr.strip() == "mdplugin: error: nothere.xyz: no such file"
+    assert not run_dir.exists()

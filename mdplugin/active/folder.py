@@ -45,10 +45,12 @@ def read_start(start: str | Path | Atoms) -> Atoms:
     positions (Å), cell and pbc only."""
     if isinstance(start, Atoms):
         return Atoms(numbers=start.numbers, positions=start.positions, cell=start.cell, pbc=start.pbc)
+    if not Path(start).exists():  # the same message as every other command's
+        raise DataError(f"{start}: no such file")
+    if Path(start).is_dir():
+        raise DataError(f"{start}: is a folder, not a structure file")
     try:
         atoms = ase.io.read(start, index=0, parallel=False)
-    except FileNotFoundError:
-        raise
     except Exception as exc:
         raise DataError(f"{start}: cannot read the start structure: {exc}") from None
     return Atoms(numbers=atoms.numbers, positions=atoms.positions, cell=atoms.cell, pbc=atoms.pbc)
