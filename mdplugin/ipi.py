@@ -132,6 +132,11 @@ class MdpluginDriver(ASEDriver):
         except Exception as exc:  # ASE raises many kinds of errors for unreadable files
             raise ConfigError(f"{self.template}: cannot read the template structure ({exc})") from None
         if self.calculator is not None:
+            given = [f"--{n}" for n in ("energy", "dipole", "polarizability")
+                     if _is_set(getattr(self, n)) and not (n == "energy" and self.energy == "tblite")]
+            if given:
+                raise ConfigError(f"{', '.join(given)}: not with a calculator of its own (--active serves the "
+                                  "run folder's models; leave these out)")
             self.ase_calculator = self.calculator
         else:
             if not _is_set(self.energy):
@@ -409,7 +414,9 @@ def run_client(driver, *, unix: bool = False, address: str = "localhost", port: 
     loop = ipi_driver_loop()
     sockets = _SocketModule(time.monotonic() + timeout, where, _known_headers(loop))
     loop.__globals__["socket"] = sockets  # this client's private copy of i-PI's script
-    gone = f"the i-PI server at {where} closed the connection mid-run (it died or was killed)"
+    gone = (f"the i-PI server at {where} closed the connection mid-run (it died or was killed; if its "
+            f"log says an extra is 'not among the quantities returned by the forcefield', its input asks "
+            f"for an output this client does not send, e.g. *_std with --no-std, or a property without a model)")
     try:
         loop(unix=unix, address=address, port=port if port is not None else 0, driver=_Guarded(driver),
              f_verbose=verbose, sockets_prefix=sockets_prefix, shm=shm)

@@ -186,6 +186,16 @@ def test_bad_atom_count_is_a_clear_error(models):
         driver.compute_structure(np.eye(3), np.zeros((3, 3)))
 
 
+def test_models_beside_a_calculator_of_its_own_are_refused(models):
+    """`mdplugin ipi --active RUN --dipole M` used to ignore the model silently."""
+    from ase.calculators.emt import EMT
+
+    for option, value in (("dipole", models["dipole"]), ("polarizability", models["polarizability"]),
+                          ("energy", models["dipole"])):
+        with pytest.raises(ConfigError, match=f"--{option}: not with a calculator of its own"):
+            MdpluginDriver(template=str(models["template"]), calculator=EMT(), **{option: str(value)})
+
+
 # ----------------------------------------------------------------------------------------------
 # real i-PI runs
 # ----------------------------------------------------------------------------------------------
