@@ -501,3 +501,22 @@ def test_cli_missing_start_file_is_one_line_like_other_commands(tmp_path):
     assert bad.returncode == 2
     assert bad.stderr.strip() == "mdplugin: error: nothere.xyz: no such file"
     assert not run_dir.exists()
+
+
+def test_oracle_factory_is_found_in_the_current_folder(tmp_path, monkeypatch):
+    """``--oracle module:function`` with the module in the current folder, which the ``mdplugin``
+    script (unlike ``python -m``) does not put on ``sys.path``."""
+    from mdplugin.active import resolve_oracle
+
+    (tmp_path / "toy_oracle_here.py").write_text("from tests.test_active import ToyOracle\n\n"
+                                                 "def make():\n    return ToyOracle()\n")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "path", [p for p in sys.path if os.path.abspath(p or ".") != str(tmp_path)])
+    try:
+        calc = resolve_oracle("toy_oracle_here:make")
+        assert type(calc).__name__ == "ToyOracle"
+        assert calc.get_potential_energy(water()) == pytest.approx(ToyOracle().get_potential_energy(water()))
+    finally:
+        sys.modules.pop("toy_oracle_here", None)
+    with pytest.raises(ConfigError, match="no module named 'nowhere_mod' on the Python path or in the current"):
+        resolve_oracle("nowhere_mod:make")

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import importlib
 import io
+import os
+import sys
 from pathlib import Path
+from typing import Callable
 
 import ase.io
 from ase import Atoms
@@ -16,7 +19,7 @@ from ..errors import ConfigError, DataError
 from .config import ActiveConfig
 from .store import RunStore
 
-__all__ = ["open_folder", "read_start", "resolve_oracle"]
+__all__ = ["open_folder", "oracle_factory", "read_start", "resolve_oracle"]
 
 
 def resolve_oracle(spec: str | Calculator) -> Calculator:
@@ -31,13 +34,45 @@ def resolve_oracle(spec: str | Calculator) -> Calculator:
     name, _, option = spec.partition(":")
     if name in ORACLES:
         return make_oracle(name, **({"method": option} if option else {}))
-    if option:
-        try:
-            factory = getattr(importlib.import_module(name), option)
-        except (ImportError, AttributeError) as exc:
-            raise ConfigError(f"active: cannot import oracle factory {spec!r}: {exc}") from None
-        return factory()
-    raise ConfigError(f"active: unknown oracle {spec!r} (use {', '.join(ORACLES)} or module:function)")
+    calc = oracle_factory(spec)()
+    if not hasattr(calc, "calculate"):
+        raise ConfigError(f"active: the oracle factory {spec!r} returned {type(calc).__name__}, not an ASE calculator")
+    return calc
+
+
+def _import(module: str):
+    """``importlib.import_module(module)``, also finding a module of the current folder (as
+    ``python -m`` would; the ``mdplugin`` script alone does not: the folder is added at the end
+    of ``sys.path``, so it never hides an installed package)."""
+    try:
+        return importlib.import_module(module)
+    except ModuleNotFoundError as exc:
+        cwd = os.getcwd()
+        top = module.split(".")[0]
+        if exc.name != top or any(os.path.abspath(p or ".") == cwd for p in sys.path):
+            raise
+        sys.path.append(cwd)
+        return importlib.import_module(module)
+
+
+def oracle_factory(spec: str) -> Callable[[], Calculator]:
+    """The factory a ``package.module:function`` oracle names, imported but not called (the
+    module is looked up on ``sys.path``, then in the current folder)."""
+    from ..oracle import ORACLES
+
+    name, _, option = spec.partition(":")
+    if not option or not name:
+        raise ConfigError(f"active: unknown oracle {spec!r} (use {', '.join(ORACLES)} or module:function)")
+    try:
+        factory = getattr(_import(name), option)
+    except ModuleNotFoundError as exc:
+        raise ConfigError(f"active: cannot import oracle factory {spec!r}: no module named {exc.name!r} "
+                          f"on the Python path or in the current folder {os.getcwd()}") from None
+    except (ImportError, AttributeError) as exc:
+        raise ConfigError(f"active: cannot import oracle factory {spec!r}: {exc}") from None
+    if not callable(factory):
+        raise ConfigError(f"active: oracle factory {spec!r} is not callable")
+    return factory
 
 
 def read_start(start: str | Path | Atoms) -> Atoms:
