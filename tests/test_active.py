@@ -520,3 +520,83 @@ def test_oracle_factory_is_found_in_the_current_folder(tmp_path, monkeypatch):
         sys.modules.pop("toy_oracle_here", None)
     with pytest.raises(ConfigError, match="no module named 'nowhere_mod' on the Python path or in the current"):
         resolve_oracle("nowhere_mod:make")
+
+
+class FailingOracle(ToyOracle):
+    """An oracle whose every calculation fails (an SCF that does not converge)."""
+
+    def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes):
+        raise RuntimeError("SCF did not converge")
+
+
+def _labelled_file(path: Path, n: int) -> Path:
+    from ase.calculators.singlepoint import SinglePointCalculator
+    from ase.io import write
+
+    frames = []
+    for a in rattled_waters(n, 0.05, seed=11):
+        calc = ToyOracle()
+        calc.calculate(a, ["energy", "forces", "dipole"])
+        a.calc = SinglePointCalculator(a, energy=calc.results["energy"], forces=calc.results["forces"],
+                                       dipole=calc.results["dipole"])
+        frames.append(a)
+    write(path, frames, format="extxyz")
+    return path
+
+
+def test_a_failed_start_leaves_no_run_folder_and_a_rerun_works(tmp_path):
+    from mdplugin.errors import DataError, MdpluginError
+
+    run_dir = tmp_path / "run5"
+    raw = tmp_path / "raw5.xyz"
+    water().write(raw)  # positions only
+    kw = dict(config=_config(steps=5, max_calls=1), say=lambda m: None)
+    with pytest.raises(DataError, match="raw5.xyz"):  # initial data without labels
+        run_active(water(), run_dir, initial=raw, oracle=toy_oracle(), **kw)
+    assert not run_dir.exists()
+    with pytest.raises(ConfigError, match="nowhere_mod"):  # an oracle that cannot be made
+        run_active(water(), run_dir, oracle="nowhere_mod:make", **kw)
+    assert not run_dir.exists()
+    with pytest.raises(RuntimeError, match="SCF"):  # the oracle fails on the first reference frame
+        run_active(water(), run_dir, oracle=FailingOracle(), **kw)
+    assert not run_dir.exists()
+    # a folder that existed keeps what was in it; only the run's files go
+    run_dir.mkdir()
+    (run_dir / "notes.txt").write_text("mine")
+    with pytest.raises(MdpluginError):
+        run_active(water(), run_dir, oracle="nowhere_mod:make", **kw)
+    assert sorted(p.name for p in run_dir.iterdir()) == ["notes.txt"]
+    # the same command with correct input works
+    s = run_active(water(), run_dir, initial=_labelled_file(tmp_path / "good.xyz", 4), oracle=toy_oracle(), **kw)
+    assert s.initial_frames == 4 and len(_keys(run_dir)) == 4 + s.oracle_calls
+    # a folder that holds labels is never removed by a failed start
+    keys = _keys(run_dir)
+    with pytest.raises(ConfigError, match="already holds"):
+        run_active(water(), run_dir, oracle="nowhere_mod:make", **kw)
+    assert _keys(run_dir) == keys and (run_dir / "config.json").exists()
+
+
+def test_a_folder_left_by_a_start_killed_before_its_first_label_is_taken_over(tmp_path):
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / "config.json").write_text('{"config": {}, "initial": "raw5.xyz", "oracle": "tblite"}')
+    (run_dir / "data.xyz").write_text("")
+    water().write(run_dir / "start.xyz")
+    s = _run(tmp_path, steps=5, max_calls=1)
+    assert s.initial_frames == 4
+    saved = RunStore(run_dir).read_config()
+    assert saved["initial"] is None and saved["config"]["steps"] == 5
+
+
+def test_cli_failed_start_then_rerun(tmp_path, capsys):
+    from mdplugin.cli import main
+
+    run_dir = tmp_path / "run5"
+    raw = tmp_path / "raw5.xyz"
+    water().write(raw)
+    opts = [o if o != "400" else "5" for o in RUN_OPTIONS]
+    assert main(["active", str(_start_file(tmp_path)), "-o", str(run_dir), *opts, "--initial", str(raw)]) == 2
+    assert "missing key 'energy'" in capsys.readouterr().err and not run_dir.exists()
+    good = _labelled_file(tmp_path / "good.xyz", 3)
+    assert main(["active", str(_start_file(tmp_path)), "-o", str(run_dir), *opts, "--initial", str(good)]) == 0
+    assert len(_keys(run_dir)) >= 3

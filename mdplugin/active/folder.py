@@ -14,12 +14,13 @@ from ase import Atoms
 from ase.calculators.calculator import Calculator
 
 from ..atomicio import atomic_write
-from ..data import Dataset
+from ..data import Dataset, read_dataset
 from ..errors import ConfigError, DataError
-from .config import ActiveConfig
-from .store import RunStore
+from .config import TARGETS, ActiveConfig
+from .store import RunStore, _complete_frames_length
 
-__all__ = ["open_folder", "oracle_factory", "read_start", "resolve_oracle"]
+__all__ = ["check_initial", "check_oracle", "discard_failed_start", "holds_labels", "open_folder", "oracle_factory",
+           "read_start", "resolve_oracle"]
 
 
 def resolve_oracle(spec: str | Calculator) -> Calculator:
@@ -91,13 +92,79 @@ def read_start(start: str | Path | Atoms) -> Atoms:
     return Atoms(numbers=atoms.numbers, positions=atoms.positions, cell=atoms.cell, pbc=atoms.pbc)
 
 
+#: files a run writes in its folder (the models as ``<target>.npz``)
+RUN_FILES = ("config.json", "start.xyz", "data.xyz", "log.csv", "state.npz", "active.png",
+             *(f"{t}.npz" for t in TARGETS))
+
+
+def holds_labels(run_dir: Path) -> bool:
+    """Whether ``run_dir/data.xyz`` holds at least one complete labelled frame."""
+    data = Path(run_dir) / "data.xyz"
+    return data.exists() and bool(_complete_frames_length(data.read_text())[1])
+
+
+def _unlabelled_leftover(run_dir: Path) -> bool:
+    """A run folder left by a start that failed (or was killed) before its first label: config.json
+    but no label and no checkpoint. A new start may take its place."""
+    return not (run_dir / "state.npz").exists() and not holds_labels(run_dir)
+
+
+def discard_failed_start(run_dir: str | Path, before: set[str] | None) -> None:
+    """Remove what a failed start created in ``run_dir`` (the run's own files that were not in
+    ``before``, then the folder itself if ``before`` is ``None``: it did not exist and is now empty).
+    Does nothing when the folder holds a label: labels are never removed."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir() or holds_labels(run_dir):
+        return
+    for name in RUN_FILES:
+        path = run_dir / name
+        if (before is None or name not in before) and path.is_file():
+            path.unlink()
+    if before is None:
+        try:
+            run_dir.rmdir()
+        except OSError:  # something else is in it: leave it
+            pass
+
+
+def check_initial(initial: str | Path | Dataset | None, config: ActiveConfig) -> Dataset | None:
+    """The initial labelled frames (read from a file), checked to have every label the run needs."""
+    if initial is None:
+        return None
+    data = initial if isinstance(initial, Dataset) else read_dataset(initial, properties=config.labels())
+    missing = [p for p in config.labels() if not data.has(p)]
+    if missing:
+        raise DataError(f"{data.source}: initial data lack {', '.join(missing)} labels")
+    if len(data) == 0:
+        raise DataError(f"{data.source}: no initial frames")
+    return data
+
+
+def check_oracle(oracle: str | Calculator) -> None:
+    """Raise :class:`ConfigError` if ``oracle`` cannot be made (a name, an importable
+    ``module:function`` factory, which is not called here, or an ASE calculator)."""
+    from ..oracle import ORACLES
+
+    if isinstance(oracle, str) and oracle.partition(":")[0] not in ORACLES:
+        oracle_factory(oracle)
+    else:
+        resolve_oracle(oracle)
+
+
 def open_folder(store: RunStore, start: str | Path | Atoms | None, config: ActiveConfig | None,
                 oracle: str | Calculator | None, initial: str | Path | Dataset | None, resume: bool,
-                overrides: dict | None, size: int) -> tuple[dict, str | None, Atoms, str | Path | None]:
+                overrides: dict | None, size: int
+                ) -> tuple[dict, str | None, Atoms, str | Path | None, Dataset | None]:
     """Create or reopen the run folder (rank 0 only; arguments as :func:`run_active`'s, ``size``
     the number of MPI ranks). Returns (config dict, oracle name or ``None`` for an object, start
-    structure, initial data spec: a file name or ``None``)."""
+    structure, initial data spec: a file name or ``None``, the initial frames read and checked:
+    a new run only, else ``None``).
+
+    A new run checks its inputs (start structure, oracle, initial data) before it creates anything;
+    a folder left by a start that failed before its first label (config.json, no label, no
+    checkpoint) is taken over."""
     run_dir = store.dir
+    data = None
     if resume:
         saved = store.read_config()
         cfg_dict = dict(saved["config"])
@@ -115,7 +182,8 @@ def open_folder(store: RunStore, start: str | Path | Atoms | None, config: Activ
         if initial is None:
             initial = saved.get("initial")
     else:
-        if (run_dir / "config.json").exists():
+        leftover = (run_dir / "config.json").exists()
+        if leftover and not _unlabelled_leftover(run_dir):
             raise ConfigError(f"{run_dir}: already holds an active-learning run (use --resume to continue it)")
         if start is None:
             raise ConfigError("active: a start structure is needed")
@@ -124,6 +192,10 @@ def open_folder(store: RunStore, start: str | Path | Atoms | None, config: Activ
             raise ConfigError(f"active: {size} MPI ranks need segment mode (--segment N, ActiveConfig(segment=N))")
         oracle = "tblite" if oracle is None else oracle
         start_atoms = read_start(start)
+        check_oracle(oracle)
+        data = check_initial(initial, config)
+        if leftover:
+            discard_failed_start(run_dir, set())
         run_dir.mkdir(parents=True, exist_ok=True)
         buf = io.StringIO()
         ase.io.write(buf, start_atoms, format="extxyz", parallel=False)
@@ -134,4 +206,4 @@ def open_folder(store: RunStore, start: str | Path | Atoms | None, config: Activ
                             "initial": str(initial) if isinstance(initial, (str, Path)) else None})
     store.open()
     return config.to_dict(), (oracle if isinstance(oracle, str) else None), start_atoms, \
-        (initial if not isinstance(initial, Dataset) else None)
+        (initial if not isinstance(initial, Dataset) else None), data

@@ -37,6 +37,7 @@ structure whose key is already in ``data.xyz`` is never sent to the oracle again
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -54,7 +55,7 @@ from ..models import load_model
 from ..parallel import resolve_comm
 from . import ranks
 from .config import ActiveConfig
-from .folder import open_folder, resolve_oracle
+from .folder import discard_failed_start, open_folder, resolve_oracle
 from .learner import Learner
 from .segments import SegmentMode
 from .selection import _distance_signature, select_candidates  # noqa: F401 (re-exported)
@@ -407,11 +408,29 @@ def run_active(start: str | Path | Atoms | None, run_dir: str | Path, config: Ac
 
 
 def _run_active(start, run_dir, config, oracle, initial, resume, overrides, say, on_train, comm) -> ActiveSummary:
-    say = say or (lambda msg: print(msg, flush=True))
     run_dir = Path(run_dir)
     store = RunStore(run_dir, writer=comm.rank == 0)
-    cfg_dict, oracle_name, start_atoms, initial_spec = ranks.on_root(
-        comm, lambda: open_folder(store, start, config, oracle, initial, resume, overrides, comm.size))
+    if resume or not store.writer:
+        return _run_in(store, start, config, oracle, initial, resume, overrides, say, on_train, comm)
+    # a new run that fails before its first label leaves no run folder behind (a plain re-run works)
+    before = set(os.listdir(run_dir)) if run_dir.is_dir() else None
+    try:
+        return _run_in(store, start, config, oracle, initial, resume, overrides, say, on_train, comm)
+    except BaseException:
+        discard_failed_start(run_dir, before)
+        raise
+
+
+def _run_in(store, start, config, oracle, initial, resume, overrides, say, on_train, comm) -> ActiveSummary:
+    say = say or (lambda msg: print(msg, flush=True))
+    run_dir = store.dir
+    read: dict[str, Dataset | None] = {}  # the initial frames open_folder read (rank 0, not broadcast)
+
+    def open_() -> tuple:
+        *opened, read["initial"] = open_folder(store, start, config, oracle, initial, resume, overrides, comm.size)
+        return tuple(opened)
+
+    cfg_dict, oracle_name, start_atoms, initial_spec = ranks.on_root(comm, open_)
     config = ActiveConfig.from_dict(cfg_dict)
     oracle = oracle if oracle is not None and not isinstance(oracle, str) else oracle_name
     oracle_calc = resolve_oracle(oracle)
@@ -426,8 +445,10 @@ def _run_active(start, run_dir, config, oracle, initial, resume, overrides, say,
 
     if state is None:
         def first_labels():
-            data = initial
-            if isinstance(initial_spec, (str, Path)):
+            data = read.get("initial")
+            if data is None:
+                data = initial
+            if not isinstance(data, Dataset) and isinstance(initial_spec, (str, Path)):
                 data = read_dataset(initial_spec, properties=config.labels())
             run.initial_data(start_atoms, data if isinstance(data, Dataset) else None)
             return store.keys()
