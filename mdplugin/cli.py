@@ -133,8 +133,19 @@ def cmd_spectrum(args) -> int:
 
     options = {k: v for k, v in vars(args).items()
                if k not in ("kind", "series", "dt", "output", "plot", "temperature", "func", "command", "debug")}
-    spectrum_command(args.kind, args.series, dt=args.dt, output=args.output, plot=args.plot,
-                     temperature=args.temperature, **options)
+    result = spectrum_command(args.kind, args.series, dt=args.dt, output=args.output, plot=args.plot,
+                              temperature=args.temperature, **options)
+    meta = result.meta
+    span = meta["depth_fs"] * 2.99792458e-5  # half width of a Hann-windowed line: 1/span cm^-1
+    width = 1.0 / span if span > 0 else float("inf")
+    peaks = ", ".join(f"{p:.0f}" for p in result.peaks(next(iter(result.components)))[:8])
+    print(f"wrote the {args.kind} spectrum of {meta['n_frames']} frames ({meta['n_series']} series, "
+          f"depth {meta['depth_fs']:g} fs: lines about {width:.0f} cm^-1 wide; peaks {peaks or 'none'} cm^-1) "
+          f"-> {args.output}" + (f", {args.plot}" if args.plot else ""))
+    if width > 100:
+        print(f"note: bands closer than about {width:.0f} cm^-1 merge at this correlation depth; longer series "
+              f"({meta['n_frames'] * meta['dt'] / meta['n_series']:g} fs each now) or a larger --depth give "
+              f"sharper bands")
     return 0
 
 

@@ -182,6 +182,21 @@ def test_cli_ir_writes_csv_and_png(tmp_path, capsys):
     assert png.stat().st_size > 10000
 
 
+def test_cli_reports_what_it_wrote_and_warns_on_short_series(tmp_path, capsys):
+    """The command says what it wrote, with the line width and the peaks; a series too short to
+    resolve bands gets a note."""
+    np.save(tmp_path / "long.npy", _mu_series(n=8000))
+    assert main(["spectrum", "ir", str(tmp_path / "long.npy"), "--dt", "0.5", "--temperature", "300",
+                 "-o", str(tmp_path / "a.csv")]) == 0
+    out = capsys.readouterr().out
+    assert "wrote the ir spectrum of 8000 frames" in out and str(tmp_path / "a.csv") in out
+    assert "1600, 3650, 3750" in out and "note:" not in out, out
+    np.save(tmp_path / "short.npy", _mu_series(n=300))
+    assert main(["spectrum", "ir", str(tmp_path / "short.npy"), "--dt", "0.5", "--temperature", "300",
+                 "-o", str(tmp_path / "b.csv")]) == 0
+    assert "note: bands closer than about" in capsys.readouterr().out
+
+
 def test_cli_raman_with_options(tmp_path):
     rng = np.random.default_rng(6)
     n, dt = 4000, 0.5

@@ -35,8 +35,9 @@ OPTIONS = dict(depth=None, window="hann", form="derivative", correction="harmoni
 
 
 def spectrum_command(kind: str, series: list[str], dt: float, output: str, plot: str | None,
-                     temperature: float | None, **options: Any) -> None:
-    """``mdplugin spectrum ir|raman``: read the series, compute the spectrum, write CSV (and PNG).
+                     temperature: float | None, **options: Any) -> SpectrumResult:
+    """``mdplugin spectrum ir|raman``: read the series, compute the spectrum, write CSV (and PNG);
+    returns the :class:`SpectrumResult`.
 
     ``options`` (all optional): ``depth`` (fs), ``window``, ``form`` (derivative|omega2),
     ``correction`` (none|harmonic|standard|schofield), ``pad`` (zero-padding factor),
@@ -65,3 +66,4 @@ def spectrum_command(kind: str, series: list[str], dt: float, output: str, plot:
     write_csv(result, output)
     if plot:
         plot_spectra([result], plot)
+    return result
