@@ -101,9 +101,13 @@ def cmd_evaluate(args) -> int:
     model = load_model(args.model)
     data = read_dataset(args.data, properties=_properties_for(model.target), keys=_key_map(args), units=args.units)
     result = evaluate_model(model, data)
-    if not args.json:
+    if not args.json:  # values in ASE units whatever --units read (data are converted on reading)
+        unit = {"energy": "eV", "dipole": "e·Å", "polarizability": "Å³"}[model.target]
+        units = {"rmse": unit, "mae": unit, "std": unit, "rmse_per_atom": "eV/atom", "forces_rmse": "eV/Å",
+                 "forces_mae": "eV/Å", "mean_std": unit}
         for key, value in result.items():
-            print(f"{key:>28}: {value}")
+            suffix = " %" if key.endswith("percent_of_std") else f" {units[key]}" if key in units else ""
+            print(f"{key:>28}: {value:.6g}{suffix}" if isinstance(value, float) else f"{key:>28}: {value}")
     else:
         print(json.dumps(result))
     return 0

@@ -280,6 +280,10 @@ def test_cli_train_evaluate_predict(synthetic, tmp_path, capsys):
     assert main(["evaluate", str(model), str(test), "--json"]) == 0
     result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert result["target"] == "dipole" and result["n"] == 60 and result["rmse_percent_of_std"] < 10
+    assert main(["evaluate", str(model), str(test)]) == 0  # the text form names the units
+    text = dict(line.split(":", 1) for line in capsys.readouterr().out.splitlines())
+    assert text["rmse".rjust(28)].strip() == f"{result['rmse']:.6g} e·Å"
+    assert text["rmse_percent_of_std".rjust(28)].strip().endswith(" %")
     out = tmp_path / "pred.xyz"
     with warnings.catch_warnings():
         warnings.simplefilter("error", IllDefinedFrameWarning)
