@@ -636,3 +636,17 @@ def test_plot_x_ticks_are_whole_oracle_calls(tmp_path):
         assert len(ticks) >= 2 and all(float(x).is_integer() for x in ticks)
         assert len(_lines(ax, "uncertainty (model std)")[0].get_xdata()) == 3
         assert not ax.texts
+
+
+def test_resume_budgets_are_new_totals_and_a_step_budget_needs_steps(tmp_path):
+    """As docs/active.md says: on resume ``steps`` is the new total, not an increment, and a run
+    that ended on its step budget does not go on when only ``max_calls`` is raised."""
+    confident = {"energy": 10.0, "dipole": 10.0}
+    s = _run(tmp_path, steps=20, thresholds=confident)
+    assert "step budget" in s.reason and s.steps == 20
+    more = run_active(None, tmp_path / "run", oracle=toy_oracle(), resume=True, overrides={"max_calls": 50},
+                      say=lambda m: None)
+    assert "step budget" in more.reason and more.steps == 20
+    more = run_active(None, tmp_path / "run", oracle=toy_oracle(), resume=True, overrides={"steps": 30},
+                      say=lambda m: None)
+    assert "step budget reached (30 steps)" in more.reason and more.steps == 30
