@@ -187,7 +187,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("label", help="label structures with a reference method (GFN2-xTB by default)")
     p.add_argument("input", help="structures to label (extended XYZ or any ASE format)")
     p.add_argument("-o", "--output", required=True, help="labelled extended XYZ to write")
-    p.add_argument("--oracle", default="tblite", help="reference method: tblite (GFN2-xTB, default) or pyscf")
+    p.add_argument("--oracle", default="tblite",
+                   help="reference method: tblite (GFN2-xTB, default), tblite:GFN1-xTB, pyscf (DFT; the [pyscf] "
+                        "extra), or package.module:function returning any ASE calculator (as for mdplugin active)")
     p.add_argument("--properties", default="energy,forces,dipole,polarizability",
                    help="comma-separated labels to compute (default: all four)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")

@@ -24,7 +24,9 @@ Typical use::
 from __future__ import annotations
 
 import contextlib
+import importlib
 import os
+import sys
 from typing import Any, Callable, Sequence
 
 import numpy as np
@@ -225,12 +227,53 @@ def _check_properties(properties: Sequence[str]) -> list[str]:
     return props
 
 
-def _as_calculator(oracle: str | Calculator) -> Calculator:
-    if isinstance(oracle, str):
-        return make_oracle(oracle)
-    if not hasattr(oracle, "calculate"):
-        raise ConfigError(f"an oracle must be a name ({', '.join(ORACLES)}) or an ASE calculator, got {oracle!r}")
-    return oracle
+def resolve_oracle(spec: str | Calculator) -> Calculator:
+    """An oracle from a name (``tblite``, ``pyscf``, ``tblite:GFN1-xTB``), an import path to a
+    factory (``package.module:function``, called with no argument) or an ASE calculator."""
+    if not isinstance(spec, str):
+        if not hasattr(spec, "calculate"):
+            raise ConfigError(f"the oracle must be a name or an ASE calculator, got {spec!r}")
+        return spec
+    name, _, option = spec.partition(":")
+    if name in ORACLES:
+        return make_oracle(name, **({"method": option} if option else {}))
+    calc = oracle_factory(spec)()
+    if not hasattr(calc, "calculate"):
+        raise ConfigError(f"the oracle factory {spec!r} returned {type(calc).__name__}, not an ASE calculator")
+    return calc
+
+
+def _import(module: str):
+    """``importlib.import_module(module)``, also finding a module of the current folder (as
+    ``python -m`` would; the ``mdplugin`` script alone does not: the folder is added at the end
+    of ``sys.path``, so it never hides an installed package)."""
+    try:
+        return importlib.import_module(module)
+    except ModuleNotFoundError as exc:
+        cwd = os.getcwd()
+        top = module.split(".")[0]
+        if exc.name != top or any(os.path.abspath(p or ".") == cwd for p in sys.path):
+            raise
+        sys.path.append(cwd)
+        return importlib.import_module(module)
+
+
+def oracle_factory(spec: str) -> Callable[[], Calculator]:
+    """The factory a ``package.module:function`` oracle names, imported but not called (the
+    module is looked up on ``sys.path``, then in the current folder)."""
+    name, _, option = spec.partition(":")
+    if not option or not name:
+        raise ConfigError(f"unknown oracle {spec!r} (use {', '.join(ORACLES)} or module:function)")
+    try:
+        factory = getattr(_import(name), option)
+    except ModuleNotFoundError as exc:
+        raise ConfigError(f"cannot import oracle factory {spec!r}: no module named {exc.name!r} "
+                          f"on the Python path or in the current folder {os.getcwd()}") from None
+    except (ImportError, AttributeError) as exc:
+        raise ConfigError(f"cannot import oracle factory {spec!r}: {exc}") from None
+    if not callable(factory):
+        raise ConfigError(f"oracle factory {spec!r} is not callable")
+    return factory
 
 
 def _label_one(calc: Calculator, atoms: Atoms, properties: list[str], index: int) -> dict[str, np.ndarray]:
@@ -264,7 +307,8 @@ def label_frames(frames: Sequence[Atoms], oracle: str | Calculator = "tblite",
     Parameters
     ----------
     frames : structures (only numbers, positions, cell and pbc are used).
-    oracle : a name from :data:`ORACLES` or an ASE calculator (with ``polarizability`` in its
+    oracle : a name (``tblite``, ``tblite:GFN1-xTB``, ``pyscf``), ``package.module:function``
+        (:func:`resolve_oracle`) or an ASE calculator (with ``polarizability`` in its
         ``implemented_properties`` if that is asked for, e.g. a :class:`FiniteFieldPolarizability`).
     properties : subset of energy (eV), forces (eV/Å), dipole (e·Å), polarizability (Å³).
     progress : show a tqdm progress bar (on rank 0).
@@ -277,7 +321,7 @@ def label_frames(frames: Sequence[Atoms], oracle: str | Calculator = "tblite",
     or an oracle that cannot compute them.
     """
     props = _check_properties(properties)
-    calc = _as_calculator(oracle)
+    calc = resolve_oracle(oracle)
     if comm is not None and comm.Get_size() == 1:
         comm = None
     rank, size = (comm.Get_rank(), comm.Get_size()) if comm is not None else (0, 1)
@@ -338,7 +382,7 @@ def label_file(input_path: str | os.PathLike, output_path: str | os.PathLike,
 
         comm = get_comm()
     props = _check_properties(properties)
-    calc = _as_calculator(oracle)  # fail on a bad oracle before reading
+    calc = resolve_oracle(oracle)  # fail on a bad oracle before reading
     structures = read_dataset(input_path, properties=[])
     data = label_frames(structures.frames, calc, props, progress=progress, comm=comm,
                         source=str(input_path))

@@ -123,3 +123,21 @@ def test_label_under_mpi_matches_serial(structures, tmp_path):
     serial = label_frames(frames, "tblite")
     np.testing.assert_allclose(data.energy, serial.energy, atol=1e-6)
     np.testing.assert_allclose(data.polarizability, serial.polarizability, atol=1e-5)
+
+
+def test_label_takes_the_oracle_specs_of_active(tmp_path, monkeypatch, capsys):
+    """`label --oracle` accepts `tblite:GFN1-xTB` and `module:function` (a module of the current
+    folder too), as `active --oracle` does; it used to know only tblite and pyscf."""
+    path = tmp_path / "one.xyz"
+    ase.io.write(path, dichloroethane())
+    (tmp_path / "my_label_oracle.py").write_text(
+        "from mdplugin.oracle import make_oracle\n\ndef make():\n    return make_oracle('tblite', method='GFN1-xTB')\n")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "path", [p for p in sys.path if p not in ("", ".", str(tmp_path))])
+    energies = {}
+    for name, oracle in (("gfn2", "tblite"), ("gfn1", "tblite:GFN1-xTB"), ("factory", "my_label_oracle:make")):
+        out = tmp_path / f"{name}.xyz"
+        assert main(["label", str(path), "-o", str(out), "--oracle", oracle, "--properties", "energy", "--quiet"]) == 0
+        energies[name] = read_dataset(out, properties=["energy"]).energy[0]
+    assert energies["gfn1"] == pytest.approx(energies["factory"], abs=1e-8)
+    assert abs(energies["gfn1"] - energies["gfn2"]) > 1.0  # another method, another total energy (eV)

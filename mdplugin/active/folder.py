@@ -2,12 +2,8 @@
 
 from __future__ import annotations
 
-import importlib
 import io
-import os
-import sys
 from pathlib import Path
-from typing import Callable
 
 import ase.io
 from ase import Atoms
@@ -16,64 +12,12 @@ from ase.calculators.calculator import Calculator
 from ..atomicio import atomic_write
 from ..data import Dataset, read_dataset
 from ..errors import ConfigError, DataError
+from ..oracle import oracle_factory, resolve_oracle
 from .config import TARGETS, ActiveConfig
 from .store import RunStore, _complete_frames_length
 
 __all__ = ["check_initial", "check_oracle", "discard_failed_start", "holds_labels", "open_folder", "oracle_factory",
            "read_start", "resolve_oracle"]
-
-
-def resolve_oracle(spec: str | Calculator) -> Calculator:
-    """An oracle from a name (``tblite``, ``pyscf``, ``tblite:GFN1-xTB``), an import path to a
-    factory (``package.module:function``, called with no argument) or an ASE calculator."""
-    if not isinstance(spec, str):
-        if not hasattr(spec, "calculate"):
-            raise ConfigError(f"active: the oracle must be a name or an ASE calculator, got {spec!r}")
-        return spec
-    from ..oracle import ORACLES, make_oracle
-
-    name, _, option = spec.partition(":")
-    if name in ORACLES:
-        return make_oracle(name, **({"method": option} if option else {}))
-    calc = oracle_factory(spec)()
-    if not hasattr(calc, "calculate"):
-        raise ConfigError(f"active: the oracle factory {spec!r} returned {type(calc).__name__}, not an ASE calculator")
-    return calc
-
-
-def _import(module: str):
-    """``importlib.import_module(module)``, also finding a module of the current folder (as
-    ``python -m`` would; the ``mdplugin`` script alone does not: the folder is added at the end
-    of ``sys.path``, so it never hides an installed package)."""
-    try:
-        return importlib.import_module(module)
-    except ModuleNotFoundError as exc:
-        cwd = os.getcwd()
-        top = module.split(".")[0]
-        if exc.name != top or any(os.path.abspath(p or ".") == cwd for p in sys.path):
-            raise
-        sys.path.append(cwd)
-        return importlib.import_module(module)
-
-
-def oracle_factory(spec: str) -> Callable[[], Calculator]:
-    """The factory a ``package.module:function`` oracle names, imported but not called (the
-    module is looked up on ``sys.path``, then in the current folder)."""
-    from ..oracle import ORACLES
-
-    name, _, option = spec.partition(":")
-    if not option or not name:
-        raise ConfigError(f"active: unknown oracle {spec!r} (use {', '.join(ORACLES)} or module:function)")
-    try:
-        factory = getattr(_import(name), option)
-    except ModuleNotFoundError as exc:
-        raise ConfigError(f"active: cannot import oracle factory {spec!r}: no module named {exc.name!r} "
-                          f"on the Python path or in the current folder {os.getcwd()}") from None
-    except (ImportError, AttributeError) as exc:
-        raise ConfigError(f"active: cannot import oracle factory {spec!r}: {exc}") from None
-    if not callable(factory):
-        raise ConfigError(f"active: oracle factory {spec!r} is not callable")
-    return factory
 
 
 def read_start(start: str | Path | Atoms) -> Atoms:
