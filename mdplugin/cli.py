@@ -323,9 +323,11 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--oracle", default=None,
                    help="reference method: tblite (GFN2-xTB, default), tblite:GFN1-xTB, pyscf (DFT; the "
                         "[pyscf] extra), or package.module:function returning any ASE calculator that "
-                        "computes the labels of the targets (energy+forces, dipole, polarizability)")
+                        "computes the labels of the targets (energy+forces, dipole, polarizability); the "
+                        "module is looked up on the Python path, then in the current folder")
     g.add_argument("--initial", metavar="DATA.xyz",
-                   help="labelled frames to start from (extended XYZ in ASE units); default: label "
+                   help="labelled frames to start from (extended XYZ in ASE units), labelled by the same "
+                        "method as --oracle (mixing methods is not detected); default: label "
                         "--n-initial frames of a short reference MD run with the oracle")
     g.add_argument("--n-initial", type=int, default=None,
                    help="frames labelled from the reference run when --initial is not given (default 10)")
