@@ -335,18 +335,23 @@ def merged(paths: list[str]) -> dict:
     share their protocol, models and arms)."""
     runs = [json.loads(Path(p).read_text()) for p in paths]
     keys = lambda r: ({k: v for k, v in r["args"].items() if k not in ("seeds", "out", "merge")},  # noqa: E731
-                      r["hypers"], r.get("arms"))
+                      r["hypers"], arms_of(r))
     for p, r in zip(paths[1:], runs[1:]):
         if keys(r) != keys(runs[0]):
             raise SystemExit(f"--merge: {p} differs from {paths[0]} in its protocol, models or arms")
     seeds = {s: r["seeds"][s] for r in runs for s in r["seeds"]}
-    return dict(runs[0], seeds=dict(sorted(seeds.items(), key=lambda kv: int(kv[0]))), merged_from=paths,
+    return dict(runs[0], arms=arms_of(runs[0]), seeds=dict(sorted(seeds.items(), key=lambda kv: int(kv[0]))), merged_from=paths,
                 wall_time_s=sum(r.get("wall_time_s", 0.0) for r in runs))
+
+
+def arms_of(results: dict) -> list[str]:
+    """The arms of a run's results (files written before the "arms" key: those of its first seed)."""
+    return results.get("arms") or list(next(iter(results["seeds"].values())))
 
 
 def report(results: dict, out: Path) -> None:
     """Print the summary, write ``bench_active.json`` and ``bench_active.png`` into ``out``."""
-    arms = results.get("arms") or list(next(iter(results["seeds"].values())))  # (older files: from the seeds)
+    arms = arms_of(results)
     args = argparse.Namespace(**results["args"])
     results["summary"] = summarise(results["seeds"], arms)
     (out / "bench_active.json").write_text(json.dumps(results, indent=1))

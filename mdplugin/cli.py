@@ -308,8 +308,8 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="Molecules with several conformers: one trajectory rarely leaves the basin it starts in "
                "within a few ps, so its structures miss the others. Short walkers from the labelled "
                "frames and a repeated temperature ramp cover them, as in the benchmark of docs/active.md "
-               "(more than 2.3x fewer oracle calls than random frames of one reference trajectory on "
-               "1,2-dichloroethane): --segment 100 --sample-every 5 --walkers --pool 200 "
+               "(more than 2x fewer oracle calls, in the median of ten seeds, than random frames of one "
+               "reference trajectory on 1,2-dichloroethane): --segment 100 --sample-every 5 --walkers --pool 200 "
                "--temperature 300:600 --temperature-cycles 10 --stop-factor 20, with low thresholds "
                "(--threshold-energy 0.003 --threshold-dipole 0.006) so that one structure per segment "
                "is labelled until --max-calls.")
