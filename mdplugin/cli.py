@@ -102,9 +102,11 @@ def cmd_evaluate(args) -> int:
     data = read_dataset(args.data, properties=_properties_for(model.target), keys=_key_map(args), units=args.units)
     result = evaluate_model(model, data)
     if not args.json:  # values in ASE units whatever --units read (data are converted on reading)
-        unit = {"energy": "eV", "dipole": "e·Å", "polarizability": "Å³"}[model.target]
-        units = {"rmse": unit, "mae": unit, "std": unit, "rmse_per_atom": "eV/atom", "forces_rmse": "eV/Å",
-                 "forces_mae": "eV/Å", "mean_std": unit}
+        from .models.base import UNITS
+
+        unit = UNITS[model.target]
+        units = {"rmse": unit, "mae": unit, "std": unit, "mean_std": unit, "rmse_per_atom": f"{UNITS['energy']}/atom",
+                 "forces_rmse": UNITS["forces"], "forces_mae": UNITS["forces"]}
         for key, value in result.items():
             suffix = " %" if key.endswith("percent_of_std") else f" {units[key]}" if key in units else ""
             print(f"{key:>28}: {value:.6g}{suffix}" if isinstance(value, float) else f"{key:>28}: {value}")
@@ -140,16 +142,11 @@ def cmd_spectrum(args) -> int:
     result = spectrum_command(args.kind, args.series, dt=args.dt, output=args.output, plot=args.plot,
                               temperature=args.temperature, **options)
     meta = result.meta
-    span = meta["depth_fs"] * 2.99792458e-5  # half width of a Hann-windowed line: 1/span cm^-1
-    width = 1.0 / span if span > 0 else float("inf")
-    peaks = ", ".join(f"{p:.0f}" for p in result.peaks(next(iter(result.components)))[:8])
-    print(f"wrote the {args.kind} spectrum of {meta['n_frames']} frames ({meta['n_series']} series, "
-          f"depth {meta['depth_fs']:g} fs: lines about {width:.0f} cm^-1 wide; peaks {peaks or 'none'} cm^-1) "
-          f"-> {args.output}" + (f", {args.plot}" if args.plot else ""))
-    if width > 100:
-        print(f"note: bands closer than about {width:.0f} cm^-1 merge at this correlation depth; longer series "
-              f"({meta['n_frames'] * meta['dt'] / meta['n_series']:g} fs each now) or a larger --depth give "
-              f"sharper bands")
+    print(f"wrote the {result.summary()} -> {args.output}" + (f", {args.plot}" if args.plot else ""))
+    if result.line_width > 100:
+        print(f"note: bands closer than about {result.line_width:.0f} cm^-1 merge at this correlation depth; "
+              f"longer series ({meta['n_frames'] * meta['dt'] / meta['n_series']:g} fs each now) or a larger "
+              f"--depth give sharper bands")
     return 0
 
 

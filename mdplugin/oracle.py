@@ -227,20 +227,34 @@ def _check_properties(properties: Sequence[str]) -> list[str]:
     return props
 
 
-def resolve_oracle(spec: str | Calculator) -> Calculator:
-    """An oracle from a name (``tblite``, ``pyscf``, ``tblite:GFN1-xTB``), an import path to a
-    factory (``package.module:function``, called with no argument) or an ASE calculator."""
+def oracle_maker(spec: str | Calculator) -> Callable[[], Calculator]:
+    """Check an oracle spec and return a function that makes the oracle: a name (``tblite``,
+    ``pyscf``, ``tblite:GFN1-xTB``) or an ASE calculator is built or taken here (a missing
+    package shows now); a ``package.module:function`` factory is imported here and called only by
+    the returned function."""
     if not isinstance(spec, str):
         if not hasattr(spec, "calculate"):
             raise ConfigError(f"the oracle must be a name or an ASE calculator, got {spec!r}")
-        return spec
+        return lambda: spec
     name, _, option = spec.partition(":")
     if name in ORACLES:
-        return make_oracle(name, **({"method": option} if option else {}))
-    calc = oracle_factory(spec)()
-    if not hasattr(calc, "calculate"):
-        raise ConfigError(f"the oracle factory {spec!r} returned {type(calc).__name__}, not an ASE calculator")
-    return calc
+        calc = make_oracle(name, **({"method": option} if option else {}))
+        return lambda: calc
+    factory = oracle_factory(spec)
+
+    def make() -> Calculator:
+        calc = factory()
+        if not hasattr(calc, "calculate"):
+            raise ConfigError(f"the oracle factory {spec!r} returned {type(calc).__name__}, not an ASE calculator")
+        return calc
+
+    return make
+
+
+def resolve_oracle(spec: str | Calculator) -> Calculator:
+    """An oracle from a name (``tblite``, ``pyscf``, ``tblite:GFN1-xTB``), an import path to a
+    factory (``package.module:function``, called with no argument) or an ASE calculator."""
+    return oracle_maker(spec)()
 
 
 def _import(module: str):

@@ -12,12 +12,12 @@ from ase.calculators.calculator import Calculator
 from ..atomicio import atomic_write
 from ..data import Dataset, read_dataset
 from ..errors import ConfigError, DataError
-from ..oracle import oracle_factory, resolve_oracle
+from ..oracle import oracle_factory, oracle_maker, resolve_oracle
 from .config import TARGETS, ActiveConfig
 from .store import RunStore, _complete_frames_length
 
-__all__ = ["check_initial", "check_oracle", "discard_failed_start", "holds_labels", "open_folder", "oracle_factory",
-           "read_start", "resolve_oracle"]
+__all__ = ["check_initial", "discard_failed_start", "holds_labels", "open_folder", "oracle_factory", "read_start",
+           "resolve_oracle"]
 
 
 def read_start(start: str | Path | Atoms) -> Atoms:
@@ -84,17 +84,6 @@ def check_initial(initial: str | Path | Dataset | None, config: ActiveConfig) ->
     return data
 
 
-def check_oracle(oracle: str | Calculator) -> None:
-    """Raise :class:`ConfigError` if ``oracle`` cannot be made (a name, an importable
-    ``module:function`` factory, which is not called here, or an ASE calculator)."""
-    from ..oracle import ORACLES
-
-    if isinstance(oracle, str) and oracle.partition(":")[0] not in ORACLES:
-        oracle_factory(oracle)
-    else:
-        resolve_oracle(oracle)
-
-
 def open_folder(store: RunStore, start: str | Path | Atoms | None, config: ActiveConfig | None,
                 oracle: str | Calculator | None, initial: str | Path | Dataset | None, resume: bool,
                 overrides: dict | None, size: int
@@ -136,7 +125,7 @@ def open_folder(store: RunStore, start: str | Path | Atoms | None, config: Activ
             raise ConfigError(f"active: {size} MPI ranks need segment mode (--segment N, ActiveConfig(segment=N))")
         oracle = "tblite" if oracle is None else oracle
         start_atoms = read_start(start)
-        check_oracle(oracle)
+        oracle_maker(oracle)  # checked (a factory imported, not called) before the folder is made
         data = check_initial(initial, config)
         if leftover:
             discard_failed_start(run_dir, set())

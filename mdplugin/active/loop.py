@@ -445,11 +445,10 @@ def _run_in(store, start, config, oracle, initial, resume, overrides, say, on_tr
 
     if state is None:
         def first_labels():
-            data = read.get("initial")
-            if data is None:
-                data = initial
-            if not isinstance(data, Dataset) and isinstance(initial_spec, (str, Path)):
-                data = read_dataset(initial_spec, properties=config.labels())
+            data = read.get("initial")  # a new run's frames, read and checked by open_folder
+            if data is None:  # a resumed run: its file, or the Dataset given
+                data = read_dataset(initial_spec, properties=config.labels()) \
+                    if isinstance(initial_spec, (str, Path)) else initial
             run.initial_data(start_atoms, data if isinstance(data, Dataset) else None)
             return store.keys()
 

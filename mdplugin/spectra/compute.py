@@ -91,6 +91,20 @@ class SpectrumResult:
             out.append(self.wavenumber[i] + shift * dnu)
         return np.array(out)
 
+    @property
+    def line_width(self) -> float:
+        """Half width (cm⁻¹) of a line at this correlation depth, about 1/(depth·c) for the Hann
+        window: bands closer than this merge (``inf`` for a zero depth)."""
+        span = self.meta["depth_fs"] * correlation.C_CM_PER_FS
+        return 1.0 / span if span > 0 else float("inf")
+
+    def summary(self) -> str:
+        """One line: frames, series, depth, line width and the first peaks (cm⁻¹)."""
+        peaks = ", ".join(f"{p:.0f}" for p in self.peaks()[:8])
+        return (f"{self.kind} spectrum of {self.meta['n_frames']} frames ({self.meta['n_series']} series, depth "
+                f"{self.meta['depth_fs']:g} fs: lines about {self.line_width:.0f} cm^-1 wide; peaks "
+                f"{peaks or 'none'} cm^-1)")
+
 
 # ----------------------------------------------------------------------------------------------
 # the shared engine
