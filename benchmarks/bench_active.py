@@ -67,7 +67,7 @@ TARGETS = {"dipole": 3.0, "forces": 8.0}  # % of the standard deviation
 
 
 def evaluate(models: dict, test) -> dict:
-    from mdplugin.training import evaluate_model
+    from mdplugin.models.training import evaluate_model
 
     e = evaluate_model(models["energy"], test)
     d = evaluate_model(models["dipole"], test)
@@ -78,7 +78,7 @@ def evaluate(models: dict, test) -> dict:
 def fit_models(data) -> dict:
     """The benchmark's models (the same for both strategies) fitted on ``data``."""
     from mdplugin.models import build
-    from mdplugin.training import fit_on_dataset
+    from mdplugin.models.training import fit_on_dataset
 
     return {"energy": fit_on_dataset(build("soap", target="energy"), data),
             "dipole": fit_on_dataset(build("lsoap", target="dipole", **HYPERS["dipole"]), data)}
@@ -93,7 +93,7 @@ def first_reaching(curve: list[dict]) -> int | None:
 
 def curve_of(initial, extra, calls_list: list[int], test, name: str) -> list[dict]:
     """Test errors of the models trained on ``initial`` + the first k frames of ``extra``."""
-    from mdplugin.data import Dataset
+    from mdplugin.structures.data import Dataset
 
     out = []
     for calls in calls_list:
@@ -123,7 +123,7 @@ def reference_trajectory(initial, cfg, seed: int, plain: bool = False):
     from ase.md.langevin import Langevin
     from ase.md.velocitydistribution import Stationary, ZeroRotation, thermalize_momenta
 
-    from mdplugin.oracle import label_frames, make_oracle
+    from mdplugin.oracles.label import label_frames, make_oracle
 
     oracle = make_oracle("tblite")
     rng = np.random.default_rng(seed + 104729)
@@ -233,7 +233,7 @@ def main(argv: list[str] | None = None) -> None:
         args.seeds, args.steps, args.max_calls, args.segment, args.calls = "0", 300, 4, 50, "0,2,4"
 
     from mdplugin.active import ActiveConfig, run_active
-    from mdplugin.data import read_dataset
+    from mdplugin.structures.data import read_dataset
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

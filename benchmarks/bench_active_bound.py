@@ -127,9 +127,9 @@ def greedy_label_picks(gp: FullGP, initial, candidates, target, n: int) -> list[
 def refit_ivr_picks(pool, used: np.ndarray, initial, candidates, integration, n: int) -> list[int]:
     """``n`` candidates by IVR, the benchmark's dipole model refitted on the initial frames and
     the picks before each pick (indices into ``used``, the pool frames of the kernel)."""
-    from mdplugin.data import Dataset
+    from mdplugin.structures.data import Dataset
     from mdplugin.models import build
-    from mdplugin.training import fit_on_dataset
+    from mdplugin.models.training import fit_on_dataset
 
     picked: list[int] = []
     for _ in range(n):
@@ -183,10 +183,10 @@ def first_reach(picks: list[int], curve: list[float], level: float) -> float | N
 
 
 def run_seed(seed: int, pool, test, args) -> dict[str, list[float]]:
-    from mdplugin.data import Dataset
+    from mdplugin.structures.data import Dataset
     from mdplugin.models import build
-    from mdplugin.tensors import vector_to_spherical
-    from mdplugin.training import evaluate_model, fit_on_dataset
+    from mdplugin.core.tensors import vector_to_spherical
+    from mdplugin.models.training import evaluate_model, fit_on_dataset
 
     rng = np.random.default_rng(seed)
     n_pool = len(pool)
@@ -254,7 +254,7 @@ def main(argv: list[str] | None = None) -> None:
     if unknown or names[0] != "random":
         ap.error(f"--strategies: unknown {unknown}" if unknown else "--strategies must start with random")
 
-    from mdplugin.data import read_dataset
+    from mdplugin.structures.data import read_dataset
 
     pool = read_dataset(TRAJ / "dce_train.xyz", properties=["dipole"])
     test = read_dataset(TRAJ / "dce_test.xyz", properties=["dipole"])

@@ -46,8 +46,8 @@ PHASES = ("segment", "label", "retrain", "other")
 def _worker(args: argparse.Namespace) -> None:
     """One rank of a timed run: prints (rank 0) one JSON line with the phase times."""
     from mdplugin.active import ActiveConfig, Learner, loop, ranks, run_active
-    from mdplugin.data import read_dataset
-    from mdplugin.parallel import get_comm
+    from mdplugin.structures.data import read_dataset
+    from mdplugin.learn.parallel import get_comm
 
     comm = get_comm()
     times: dict[str, float] = defaultdict(float)

@@ -41,9 +41,9 @@ from bench_active import HYPERS, TRAJ, evaluate, first_reaching
 def pool_kernel_model(pool, chosen, candidates):
     """A λ-SOAP dipole model whose projections and scales come from the training *and* candidate
     structures (label-free: its kernel depends on no label, so the candidates get zero targets)."""
-    from mdplugin.data import Dataset
+    from mdplugin.structures.data import Dataset
     from mdplugin.models import build
-    from mdplugin.training import fit_on_dataset
+    from mdplugin.models.training import fit_on_dataset
 
     frames = [pool.frames[i] for i in np.r_[chosen, candidates]]  # training frames in the learner's order
     targets = np.concatenate([pool.dipole[chosen], np.zeros((len(candidates), 3))])
@@ -107,7 +107,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--out", default="bench_active_pool")
     args = ap.parse_args(argv)
 
-    from mdplugin.data import read_dataset
+    from mdplugin.structures.data import read_dataset
 
     if args.n_sparse:
         HYPERS["dipole"]["n_sparse"] = args.n_sparse

@@ -62,8 +62,8 @@ def run_xtb(args: argparse.Namespace, workdir: Path):
     """GFN2-xTB MD (equilibration + NVE); returns (IR spectrum, seconds, summaries)."""
     from tblite.ase import TBLite
 
-    from mdplugin.data import read_dataset
-    from mdplugin.md import run_md
+    from mdplugin.structures.data import read_dataset
+    from mdplugin.engines.md import run_md
     from mdplugin.spectra import ir_spectrum, read_series
 
     start = read_dataset(ROOT / "examples" / "trajectories" / "dce_test.xyz", index=0).frames[0]
@@ -120,7 +120,7 @@ def main(argv: list[str] | None = None) -> int:
 
     demo_dir = None
     if args.run_demo:
-        from mdplugin.demo import run_demo
+        from mdplugin.cli.demo import run_demo
 
         run_demo(args.run_demo, quick=args.quick, progress=args.progress)
         demo_dir = Path(args.run_demo)

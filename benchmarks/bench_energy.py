@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """SOAP energy model on 1,2-dichloroethane: accuracy, training time and NVE energy drift.
 
-1. Train ``mdplugin.models.energy.SoapEnergyModel`` on ``--n-train`` frames (energies and forces)
+1. Train ``mdplugin.models.soap.SoapEnergyModel`` on ``--n-train`` frames (energies and forces)
    of ``--train`` (default ``examples/trajectories/dce_train.xyz``) and time it.
 2. Evaluate on the independent trajectory ``--test`` (default ``dce_test.xyz``): energy RMSE in
    meV/atom, force RMSE in eV/Å and as % of the force standard deviation.
@@ -43,11 +43,11 @@ def main(argv=None) -> None:
     p.add_argument("--save", type=Path, help="write the trained model here")
     args = p.parse_args(argv)
 
-    from mdplugin.calculator import MLCalculator
-    from mdplugin.data import read_dataset
-    from mdplugin.md import run_md
-    from mdplugin.models.energy import SoapEnergyModel
-    from mdplugin.training import evaluate_model, select_training
+    from mdplugin.engines.ase import MLCalculator
+    from mdplugin.structures.data import read_dataset
+    from mdplugin.engines.md import run_md
+    from mdplugin.models.soap import SoapEnergyModel
+    from mdplugin.models.training import evaluate_model, select_training
 
     train = read_dataset(args.train, properties=["energy", "forces"])
     train = select_training(train, min(args.n_train, len(train)), seed=0)

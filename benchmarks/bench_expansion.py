@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Spherical expansion of 1,2-dichloroethane: featomic path vs the tabulated numpy engine.
 
-Both engines of :class:`mdplugin.descriptors.expansion.SphericalExpansion` compute the same
+Both engines of :class:`mdplugin.features.expansion.SphericalExpansion` compute the same
 dense expansion (the MD hypers: cutoff 5 Å, max_radial 4, max_angular 3, species H, C, Cl) in
 the same process, alternating in rounds so that a busy machine slows both alike:
 
@@ -88,7 +88,7 @@ def main(argv=None) -> None:
 
     from ase.io import read
 
-    from mdplugin.descriptors.expansion import SphericalExpansion
+    from mdplugin.features.expansion import SphericalExpansion
 
     frames = read(args.data, index=f":{args.frames}")
     engines = {name: SphericalExpansion(SPECIES, engine=name, **HYPERS) for name in ("featomic", "tabulated")}

@@ -73,7 +73,7 @@ def dichloroethane() -> Atoms:
 def train_models(folder: Path, template: Atoms, n_train: int) -> tuple[Path, Path]:
     """RPR dipole and polarizability models on ``n_train`` displaced frames labelled with tblite."""
     from mdplugin.models import build
-    from mdplugin.oracle import label_frames
+    from mdplugin.oracles.label import label_frames
 
     rng = np.random.default_rng(0)
     frames = []
@@ -121,8 +121,8 @@ def ipi_input(init: str, steps: int, prefix: str, address: str) -> str:
 #: the mdplugin client, timing inside the process what its calculator takes per request
 TIMED_CLIENT = """
 import json, sys, time
-import mdplugin.ipi as ipi
-from mdplugin.cli import main
+import mdplugin.engines.ipi as ipi
+from mdplugin.cli.main import main
 
 model, pes, start = [], [], []
 evaluate, compute = ipi.MdpluginDriver._evaluate, ipi.MdpluginDriver.compute_structure

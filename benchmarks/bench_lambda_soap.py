@@ -29,8 +29,8 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from mdplugin.descriptors.expansion import SphericalExpansion  # noqa: E402
-from mdplugin.descriptors.lambda_soap import feature_labels, lambda_soap  # noqa: E402
+from mdplugin.features.expansion import SphericalExpansion  # noqa: E402
+from mdplugin.features.lambda_soap import feature_labels, lambda_soap  # noqa: E402
 
 HYPERS = dict(cutoff=4.5, max_radial=6, max_angular=4, gaussian_width=0.3, smoothing_width=0.5)
 SPECIES = [1, 6, 17]

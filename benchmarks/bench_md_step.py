@@ -3,13 +3,13 @@
 
 Both sides compute the same four properties on the same structure, in the same process:
 
-* **ML**: :class:`mdplugin.calculator.MLCalculator` with the SOAP energy model and λ-SOAP (default)
+* **ML**: :class:`mdplugin.engines.ase.MLCalculator` with the SOAP energy model and λ-SOAP (default)
   or RPR dipole and polarizability models, trained on ``--train`` (default
   ``examples/trajectories/dce_train.xyz``). Models with equal expansion hyper-parameters share one
   spherical expansion per step (``--shared``, the default, gives the λ-SOAP models the energy
   model's hypers).
 * **GFN2-xTB** (tblite): energy, forces and dipole, plus the polarizability by central finite
-  field differences (six extra dipole calculations, :func:`mdplugin.oracle.make_oracle`).
+  field differences (six extra dipole calculations, :func:`mdplugin.oracles.label.make_oracle`).
 
 A "step" moves the atoms (a small random displacement, so nothing is cached) and asks the calculator
 for the energy, forces, dipole and polarizability. ML and tblite measurements are interleaved in
@@ -43,9 +43,9 @@ PROPS = ("energy", "forces", "dipole", "polarizability")
 
 def train_models(path: Path, n_train: int, tensor_model: str, shared: bool, cache: Path | None,
                  n_components: int | None = None):
-    from mdplugin.data import read_dataset
+    from mdplugin.structures.data import read_dataset
     from mdplugin.models import build, load_model
-    from mdplugin.training import fit_on_dataset, select_training
+    from mdplugin.models.training import fit_on_dataset, select_training
 
     names = {"energy": "soap", "dipole": tensor_model, "polarizability": tensor_model}
     data = read_dataset(path, properties=list(PROPS))
@@ -109,8 +109,8 @@ def main(argv=None) -> None:
 
     from ase.io import read
 
-    from mdplugin.calculator import MLCalculator
-    from mdplugin.oracle import make_oracle
+    from mdplugin.engines.ase import MLCalculator
+    from mdplugin.oracles.label import make_oracle
 
     models, train_times = train_models(args.train, args.n_train, args.tensor_model, args.shared, args.models,
                                        args.n_components)

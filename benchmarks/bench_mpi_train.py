@@ -19,11 +19,11 @@ memory of every rank (``getrusage`` maxrss), and the largest relative difference
 MPI and the one-thread serial model on 100 frames (0 when the arithmetic is the same: the parallel
 fit is designed to be bit-identical). The load average is printed before and after: on a shared
 machine the timings are only indicative. ``--phases`` also prints, for every run and rank, the CPU
-and wall time of each phase of the λ-SOAP fit (``MDPLUGIN_FIT_TIMES=1``, :class:`mdplugin.parallel.PhaseTimer`):
+and wall time of each phase of the λ-SOAP fit (``MDPLUGIN_FIT_TIMES=1``, :class:`mdplugin.learn.parallel.PhaseTimer`):
 where a rank waits, which phase does not split, which rank carries more.
 
 The tabulated expansion's radial table is put in the disk cache (``$MDPLUGIN_CACHE``, see
-:func:`mdplugin.descriptors.tabulated.radial_table`) before the runs, so that every run finds it
+:func:`mdplugin.features.tabulated.radial_table`) before the runs, so that every run finds it
 there, as every run after a user's first does; ``--cold-cache`` switches the cache off for the
 runs instead (every process then imports featomic and tabulates, ≈ 0.5 s each).
 
@@ -58,11 +58,11 @@ THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
 
 def _worker(argv: list[str]) -> int:
     """Run ``mdplugin`` ARGV in this process, then print one JSON line with rank and peak memory."""
-    import mdplugin.training
-    from mdplugin.cli import main
-    from mdplugin.parallel import get_comm, max_rss_mib
+    import mdplugin.models.training
+    from mdplugin.cli.main import main
+    from mdplugin.learn.parallel import get_comm, max_rss_mib
 
-    fit, timing = mdplugin.training.fit_on_dataset, {}
+    fit, timing = mdplugin.models.training.fit_on_dataset, {}
 
     def timed_fit(*args, **kwargs):  # CPU and wall time of this rank's part of the fit
         # the ranks read the data file at their own pace: start every rank's clock together, so
@@ -74,7 +74,7 @@ def _worker(argv: list[str]) -> int:
         timing["fit_wall_s"] = time.perf_counter() - wall
         return out
 
-    mdplugin.training.fit_on_dataset = timed_fit  # cmd_train imports it at call time
+    mdplugin.models.training.fit_on_dataset = timed_fit  # cmd_train imports it at call time
     status = main(argv)
     comm = get_comm()
     print("BENCH " + json.dumps({"rank": comm.rank, "size": comm.size, "maxrss_mib": max_rss_mib(), **timing}),
@@ -120,7 +120,7 @@ def _mpiexec() -> str:
 def _warm_cache(targets: list[str]) -> str:
     """Tabulate (or find) the radial tables of the targets' models in the disk cache, in this
     process, as a user's first run would; returns the cache folder."""
-    from mdplugin.descriptors.tabulated import cache_dir, radial_table
+    from mdplugin.features.tabulated import cache_dir, radial_table
     from mdplugin.models import build
 
     for target in targets:
@@ -151,7 +151,7 @@ def main() -> None:
     args = parser.parse_args()
 
     from mdplugin import load_model
-    from mdplugin.data import read_dataset
+    from mdplugin.structures.data import read_dataset
 
     mpiexec = _mpiexec()
     work = Path(tempfile.mkdtemp(prefix="bench_mpi_"))

@@ -30,11 +30,11 @@ from pathlib import Path
 
 import numpy as np
 
-from mdplugin.data import read_dataset
-from mdplugin.metrics import regression_metrics
+from mdplugin.structures.data import read_dataset
+from mdplugin.learn.metrics import regression_metrics
 from mdplugin.models import build
 from mdplugin.models.rpr import IllDefinedFrameWarning
-from mdplugin.training import select_training
+from mdplugin.models.training import select_training
 
 HERE = Path(__file__).resolve().parent
 EXAMPLES = HERE.parent / "examples" / "trajectories"

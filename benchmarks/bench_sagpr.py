@@ -33,10 +33,10 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from mdplugin.data import read_dataset  # noqa: E402
-from mdplugin.metrics import regression_metrics  # noqa: E402
+from mdplugin.structures.data import read_dataset  # noqa: E402
+from mdplugin.learn.metrics import regression_metrics  # noqa: E402
 from mdplugin.models import build  # noqa: E402
-from mdplugin.tensors import symmetric_to_spherical  # noqa: E402
+from mdplugin.core.tensors import symmetric_to_spherical  # noqa: E402
 
 WATER = REPO.parent / "shared" / "data" / "tensoap-water" / "water_dimer.xyz"
 DCE_TRAIN = REPO / "examples" / "trajectories" / "dce_train.xyz"

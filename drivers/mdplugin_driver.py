@@ -11,10 +11,10 @@ or inside i-PI (no socket) with ``<ffdirect><pes>custom</pes><pes_path>drivers/m
 Parameters: ``template`` (structure file with the atom types, in i-PI's atom order), ``energy``
 (model file or ``tblite``), ``dipole`` and ``polarizability`` (model files, optional).
 Returns energies in Hartree, forces in Hartree/bohr and an extras JSON with ``dipole`` (e·bohr),
-``polarizability`` (9, bohr³, row-major) and ``*_std`` uncertainties: see ``mdplugin.ipi``.
+``polarizability`` (9, bohr³, row-major) and ``*_std`` uncertainties: see ``mdplugin.engines.ipi``.
 """
 
-from mdplugin.ipi import MdpluginDriver  # noqa: F401
+from mdplugin.engines.ipi import MdpluginDriver  # noqa: F401
 
 __DRIVER_NAME__ = "mdplugin"
 __DRIVER_CLASS__ = "MdpluginDriver"

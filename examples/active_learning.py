@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from mdplugin.active import ActiveConfig, run_active
-from mdplugin.data import read_dataset
+from mdplugin.structures.data import read_dataset
 
 HERE = Path(__file__).resolve().parent
 QUICK = bool(os.environ.get("MDPLUGIN_EXAMPLE_QUICK"))

@@ -2,7 +2,7 @@
 
 Trains a SOAP energy model and RPR dipole and polarizability models on the example data
 (1,2-dichloroethane, GFN2-xTB labels), attaches them to an ``ase.Atoms`` through
-:class:`mdplugin.calculator.MLCalculator`, runs Langevin equilibration then NVE with ASE's own
+:class:`mdplugin.engines.ase.MLCalculator`, runs Langevin equilibration then NVE with ASE's own
 integrators, and records the dipole, the polarizability and their uncertainties at every step.
 Writes ``traj.xyz`` (extended XYZ: positions, energy, forces, dipole, polarizability) and
 ``series.npz`` (dipole (n, 3) e·Å, polarizability (n, 3, 3) Å³, their std, time fs), then the IR
@@ -28,11 +28,11 @@ from ase.md.langevin import Langevin
 from ase.md.velocitydistribution import Stationary, ZeroRotation, thermalize_momenta
 from ase.md.verlet import VelocityVerlet
 
-from mdplugin.calculator import MLCalculator
-from mdplugin.data import read_dataset
+from mdplugin.engines.ase import MLCalculator
+from mdplugin.structures.data import read_dataset
 from mdplugin.models import build
 from mdplugin.spectra import ir_spectrum, plot_spectra, write_csv
-from mdplugin.training import fit_on_dataset, select_training
+from mdplugin.models.training import fit_on_dataset, select_training
 
 DATA = Path(__file__).resolve().parent / "trajectories"
 

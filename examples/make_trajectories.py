@@ -262,7 +262,7 @@ def label(raw: Path, out: Path, ranks: int = 1) -> None:
 
 def summary(out_dir: Path, names: list[str]) -> str:
     """Markdown table: frames, file size, and the gauche/anti fractions per temperature."""
-    from mdplugin.data import read_dataset
+    from mdplugin.structures.data import read_dataset
 
     lines = ["| file | frames | size | conformers (Cl–C–C–Cl) |", "|---|---|---|---|"]
     for name in names:

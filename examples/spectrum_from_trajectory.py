@@ -17,7 +17,7 @@ The same from the command line::
     mdplugin spectrum ir mu.xyz --dt 1.0 --temperature 300 -o ir.csv --plot ir.png
     mdplugin spectrum raman alpha.xyz --dt 1.0 --temperature 300 -o raman.csv --plot raman.png
 
-(the script runs these commands too, through :func:`mdplugin.cli.main`, and checks that they give
+(the script runs these commands too, through :func:`mdplugin.cli.main.main`, and checks that they give
 the same IR spectrum as the Python route). Formulas, units and options: docs/spectra.md.
 """
 
@@ -37,9 +37,9 @@ def make_reference_trajectory(path: Path, steps: int, interval: int, dt: float) 
     import tblite.ase  # noqa: F401  (before threadpoolctl limits the threads)
     from threadpoolctl import threadpool_limits
 
-    from mdplugin.calculator import make_reference_calculator
-    from mdplugin.data import read_dataset
-    from mdplugin.md import run_md
+    from mdplugin.engines.ase import make_reference_calculator
+    from mdplugin.structures.data import read_dataset
+    from mdplugin.engines.md import run_md
 
     start = read_dataset(DATA / "dce_test.xyz", index=0).frames[0]
     with threadpool_limits(1):
@@ -60,11 +60,11 @@ def main(argv: list[str] | None = None) -> dict:
 
     import ase.io
 
-    from mdplugin.cli import main as cli
-    from mdplugin.data import read_dataset
+    from mdplugin.cli.main import main as cli
+    from mdplugin.structures.data import read_dataset
     from mdplugin.models import build
     from mdplugin.spectra import ir_spectrum, plot_spectra, raman_spectrum, read_csv, write_csv
-    from mdplugin.training import fit_on_dataset, select_training
+    from mdplugin.models.training import fit_on_dataset, select_training
 
     if args.trajectory:
         if args.dt is None:

@@ -27,9 +27,9 @@ from pathlib import Path
 import numpy as np
 
 import mdplugin
-from mdplugin.data import read_dataset
+from mdplugin.structures.data import read_dataset
 from mdplugin.models import build
-from mdplugin.training import evaluate_model, fit_on_dataset, select_training
+from mdplugin.models.training import evaluate_model, fit_on_dataset, select_training
 
 DATA = Path(__file__).resolve().parent / "trajectories"
 

@@ -11,7 +11,7 @@ Public entry points::
 
 __version__ = "0.1.0"
 
-from .errors import MdpluginError  # noqa: E402
+from .core.errors import MdpluginError  # noqa: E402
 from .models.base import load_model  # noqa: E402
 
 __all__ = ["MdpluginError", "load_model", "__version__"]

@@ -20,7 +20,7 @@ def train_models(folder: Path, frames) -> tuple[Path, Path]:
     """RPR dipole and polarizability models fitted on ``frames`` labelled with tblite (GFN2-xTB,
     finite-field polarizability), saved in ``folder``: a few seconds, real project models."""
     from mdplugin.models import build
-    from mdplugin.oracle import label_frames
+    from mdplugin.oracles.label import label_frames
 
     data = label_frames(frames, "tblite", properties=["dipole", "polarizability"])
     paths = folder / "dipole.npz", folder / "polarizability.npz"

@@ -21,8 +21,8 @@ from ase.calculators.calculator import Calculator, all_changes
 
 from mdplugin.active import ActiveConfig, RunStore, run_active, structure_hash
 from mdplugin.active.store import LOG_COLUMNS
-from mdplugin.data import read_dataset
-from mdplugin.errors import ConfigError
+from mdplugin.structures.data import read_dataset
+from mdplugin.core.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -305,7 +305,7 @@ def test_wall_time_budget(tmp_path):
 def test_relative_threshold_is_a_multiple_of_the_training_error(tmp_path):
     from mdplugin.active import Learner, measure
     from mdplugin.models import build
-    from mdplugin.training import fit_on_dataset
+    from mdplugin.models.training import fit_on_dataset
 
     cfg = _config(thresholds={}, threshold_factor=2.5)
     _run(tmp_path, thresholds={}, threshold_factor=2.5, max_calls=0, n_initial=6)
@@ -436,7 +436,7 @@ def test_cli_errors_are_one_line(tmp_path):
 
 
 def test_cli_passes_temperature_cycles_to_the_run(tmp_path, capsys):
-    from mdplugin.cli import main
+    from mdplugin.cli.main import main
 
     run_dir = tmp_path / "run"
     assert main(["active", str(_start_file(tmp_path)), "-o", str(run_dir), *RUN_OPTIONS,
@@ -455,8 +455,8 @@ def test_cli_passes_temperature_cycles_to_the_run(tmp_path, capsys):
 # --------------------------------------------------------------------------------------------
 def test_ipi_driver_with_active_calculator_labels_unsure_structures(tmp_path):
     from mdplugin.active import ActiveCalculator
-    from mdplugin.ipi import MdpluginDriver
-    from mdplugin.units import BOHR, HARTREE
+    from mdplugin.engines.ipi import MdpluginDriver
+    from mdplugin.core.units import BOHR, HARTREE
 
     _run(tmp_path, steps=0, max_calls=2)  # initial frames and models only
     run_dir = tmp_path / "run"
@@ -545,7 +545,7 @@ def _labelled_file(path: Path, n: int) -> Path:
 
 
 def test_a_failed_start_leaves_no_run_folder_and_a_rerun_works(tmp_path):
-    from mdplugin.errors import DataError, MdpluginError
+    from mdplugin.core.errors import DataError, MdpluginError
 
     run_dir = tmp_path / "run5"
     raw = tmp_path / "raw5.xyz"
@@ -589,7 +589,7 @@ def test_a_folder_left_by_a_start_killed_before_its_first_label_is_taken_over(tm
 
 
 def test_cli_failed_start_then_rerun(tmp_path, capsys):
-    from mdplugin.cli import main
+    from mdplugin.cli.main import main
 
     run_dir = tmp_path / "run5"
     raw = tmp_path / "raw5.xyz"

@@ -60,7 +60,7 @@ def _predictions(models: dict) -> dict[str, np.ndarray]:
 def failing_on_rank1():
     """``--oracle`` factory: the toy oracle, except on MPI rank 1 where every call raises (a
     crashed reference code)."""
-    from mdplugin.parallel import get_comm
+    from mdplugin.learn.parallel import get_comm
     from tests.test_active import ToyOracle
 
     rank = get_comm().rank
@@ -78,7 +78,7 @@ def _driver(run_dir: str, mode: str) -> None:
     """One rank of a run (``mode``: ``new``, ``resume``, or ``abort``: rank 0 fails where rank 1
     waits for it)."""
     from mdplugin.active import run_active
-    from mdplugin.parallel import get_comm
+    from mdplugin.learn.parallel import get_comm
     from tests.test_active import ToyOracle, water
 
     comm = get_comm()

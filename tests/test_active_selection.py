@@ -104,7 +104,7 @@ def _rotated(frames, rng):
 
 @pytest.fixture(scope="module")
 def dce():
-    from mdplugin.data import read_dataset
+    from mdplugin.structures.data import read_dataset
 
     data = read_dataset(TRAJ / "dce_train.xyz")
     return data.subset(range(0, 120, 12)), data.subset(range(5, 400, 25))
@@ -112,7 +112,7 @@ def dce():
 
 def test_sagpr_prior_covariance_gives_the_models_posterior(dce):
     from mdplugin.models import build
-    from mdplugin.tensors import vector_to_spherical
+    from mdplugin.core.tensors import vector_to_spherical
 
     train, test = dce
     # every training environment is a representative one: the sparse GP is the full GP

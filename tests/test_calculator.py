@@ -7,10 +7,10 @@ import pytest
 from ase.calculators.calculator import Calculator, PropertyNotImplementedError, all_changes
 from scipy.spatial.transform import Rotation
 
-from mdplugin.calculator import MLCalculator
-from mdplugin.errors import ConfigError
+from mdplugin.engines.ase import MLCalculator
+from mdplugin.core.errors import ConfigError
 from mdplugin.models.base import Model
-from mdplugin.models.energy import SoapEnergyModel
+from mdplugin.models.soap import SoapEnergyModel
 
 from .conftest import dichloroethane
 from .test_energy import pair_potential
@@ -216,7 +216,7 @@ def test_model_files_and_bad_slots(energy_model, tmp_path):
 
 
 def test_lambda_soap_models_share_the_energy_models_expansion(energy_model, monkeypatch):
-    sagpr = pytest.importorskip("mdplugin.models.sagpr")
+    sagpr = pytest.importorskip("mdplugin.models.lsoap")
     frames = [dichloroethane(i, 0.08) for i in range(25)]
     hypers = {k: getattr(energy_model, k) for k in
               ("cutoff", "max_radial", "max_angular", "gaussian_width", "smoothing_width")}

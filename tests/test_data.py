@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 from ase import Atoms
 
-from mdplugin.data import Dataset, read_dataset, write_dataset
-from mdplugin.errors import DataError
-from mdplugin.units import BOHR
+from mdplugin.structures.data import Dataset, read_dataset, write_dataset
+from mdplugin.core.errors import DataError
+from mdplugin.core.units import BOHR
 
 from .robustness.helpers import labelled as _labelled
 

@@ -32,7 +32,7 @@ def test_generated_page_is_up_to_date(name: str, page: str) -> None:
 
 
 def test_cli_page_documents_every_subcommand() -> None:
-    from mdplugin.cli import build_parser
+    from mdplugin.cli.main import build_parser
 
     gen = _generator("gen_cli")
     text = (DOCS / "cli.md").read_text(encoding="utf-8")
@@ -45,9 +45,9 @@ def test_cli_page_documents_every_subcommand() -> None:
 
 def test_api_page_documents_the_model_interface() -> None:
     text = (DOCS / "api.md").read_text(encoding="utf-8")
-    for name in ("mdplugin.models.base.build", "mdplugin.models.base.load_model", "mdplugin.calculator.MLCalculator",
+    for name in ("mdplugin.models.base.build", "mdplugin.models.base.load_model", "mdplugin.engines.ase.MLCalculator",
                  "mdplugin.spectra.compute.ir_spectrum", "mdplugin.spectra.compute.raman_spectrum",
-                 "mdplugin.md.run_md"):
+                 "mdplugin.engines.md.run_md"):
         assert f'<a id="{name}"></a>' in text, name
 
 

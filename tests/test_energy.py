@@ -7,9 +7,9 @@ import pytest
 from ase import Atoms
 from scipy.spatial.transform import Rotation
 
-from mdplugin.errors import DataError
+from mdplugin.core.errors import DataError
 from mdplugin.models import build, load_model
-from mdplugin.models.energy import SoapEnergyModel
+from mdplugin.models.soap import SoapEnergyModel
 
 from .conftest import dichloroethane
 
@@ -79,8 +79,8 @@ def test_forces_are_exact_gradients_in_a_periodic_cell():
 
 
 def test_training_force_rows_are_the_predicted_forces(dce_model):
-    from mdplugin.descriptors.lambda_soap import power_spectrum
-    from mdplugin.models.energy import _power_spectrum
+    from mdplugin.features.lambda_soap import power_spectrum
+    from mdplugin.models.soap import _power_spectrum
 
     frames = [dichloroethane(200 + i, 0.08) for i in range(3)]
     exp = dce_model._expansion().compute(frames)

@@ -57,7 +57,7 @@ def test_ase_md_dipoles(tmp_path: Path) -> None:
     # NVE with analytic forces: the total energy is conserved to well under kT per atom (26 meV)
     n_atoms = 8
     assert np.ptp(s["total_energy"]) / n_atoms < 2e-3
-    from mdplugin.data import read_dataset
+    from mdplugin.structures.data import read_dataset
 
     traj = read_dataset(out / "traj.xyz", properties=["dipole", "polarizability"])
     assert len(traj) == n and np.allclose(traj.dipole, s["dipole"])
@@ -82,7 +82,7 @@ def test_make_trajectories_quick(tmp_path: Path) -> None:
     out = tmp_path / "data"
     run_example([str(EXAMPLES / "make_trajectories.py"), "--quick", "-o", str(out), "--raw-dir",
                  str(tmp_path / "raw"), "--sets", "dce_test"], tmp_path)
-    from mdplugin.data import read_dataset
+    from mdplugin.structures.data import read_dataset
 
     data = read_dataset(out / "dce_test.xyz")
     assert len(data) > 0
@@ -96,7 +96,7 @@ def test_dce_extra_is_like_the_other_dce_sets() -> None:
     folder = EXAMPLES / "trajectories"
     if not (folder / "dce_extra.xyz").exists():
         pytest.skip("examples/trajectories/dce_extra.xyz not generated")
-    from mdplugin.data import read_dataset
+    from mdplugin.structures.data import read_dataset
 
     extra, train = read_dataset(folder / "dce_extra.xyz"), read_dataset(folder / "dce_train.xyz")
     assert len(extra) > 0
@@ -146,7 +146,7 @@ def test_ipi_example(case: str, clients: int, beads: int, ipi_out: Path) -> None
     import ipi
 
     from mdplugin import load_model
-    from mdplugin.units import dipole_to_au, polarizability_to_au
+    from mdplugin.core.units import dipole_to_au, polarizability_to_au
 
     before = _listing(IPI_EXAMPLE)
     env = dict(os.environ, **{QUICK_ENV: "1", "OUT": str(ipi_out), "OMP_NUM_THREADS": "1"})

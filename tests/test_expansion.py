@@ -1,7 +1,7 @@
 """The dense spherical expansion equals featomic's TensorMap, read either way.
 
 ``SphericalExpansion(engine="featomic").compute`` reads featomic's blocks through metatensor's C API
-(:mod:`mdplugin.descriptors.raw_blocks`) and skips reading sample labels a block's size already
+(:mod:`mdplugin.features.raw_blocks`) and skips reading sample labels a block's size already
 determines. Both shortcuts are checked here against a reference built with metatensor's own Python
 operations (``keys_to_properties`` / ``keys_to_samples``), on systems where they could go wrong:
 atoms without neighbours of some species, several frames of different compositions, a periodic cell.
@@ -19,8 +19,8 @@ from ase import Atoms
 from ase.build import bulk
 from ase.io import read
 
-from mdplugin.descriptors.expansion import SphericalExpansion
-from mdplugin.descriptors.raw_blocks import BlockReader
+from mdplugin.features.expansion import SphericalExpansion
+from mdplugin.features.raw_blocks import BlockReader
 
 TRAJ = Path(__file__).resolve().parents[1] / "examples" / "trajectories"
 

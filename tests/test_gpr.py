@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from mdplugin.models.gpr import (
+from mdplugin.learn.gpr import (
     ProjectedProcess,
     distributed_farthest_point_sampling,
     distributed_farthest_point_sampling_groups,

@@ -23,9 +23,9 @@ from ase.io import write
 import ipi
 from ase.calculators.calculator import Calculator, all_changes
 from ipi.pes.dummy import Dummy_driver
-from mdplugin.errors import ConfigError
-from mdplugin.ipi import IPIConnectionError, MdpluginDriver, extras_json, make_calculator, run_client
-from mdplugin.units import BOHR, HARTREE
+from mdplugin.core.errors import ConfigError
+from mdplugin.engines.ipi import IPIConnectionError, MdpluginDriver, extras_json, make_calculator, run_client
+from mdplugin.core.units import BOHR, HARTREE
 
 from .conftest import dichloroethane
 from .ipi_utils import (DRIVER_FILE, client_command, env, free_port, ipi_input, process, train_models, wait,

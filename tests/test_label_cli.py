@@ -13,9 +13,9 @@ import pytest
 from ase import Atoms
 from ase.build import molecule
 
-from mdplugin.cli import main
-from mdplugin.data import read_dataset
-from mdplugin.oracle import label_frames
+from mdplugin.cli.main import main
+from mdplugin.structures.data import read_dataset
+from mdplugin.oracles.label import label_frames
 
 from .conftest import dichloroethane
 
@@ -131,7 +131,7 @@ def test_label_takes_the_oracle_specs_of_active(tmp_path, monkeypatch, capsys):
     path = tmp_path / "one.xyz"
     ase.io.write(path, dichloroethane())
     (tmp_path / "my_label_oracle.py").write_text(
-        "from mdplugin.oracle import make_oracle\n\ndef make():\n    return make_oracle('tblite', method='GFN1-xTB')\n")
+        "from mdplugin.oracles.label import make_oracle\n\ndef make():\n    return make_oracle('tblite', method='GFN1-xTB')\n")
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(sys, "path", [p for p in sys.path if p not in ("", ".", str(tmp_path))])
     energies = {}

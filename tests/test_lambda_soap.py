@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 from ase import Atoms
 
-from mdplugin import tensors as T
-from mdplugin.descriptors.expansion import SphericalExpansion
-from mdplugin.descriptors.lambda_soap import (
+from mdplugin.core import tensors as T
+from mdplugin.features.expansion import SphericalExpansion
+from mdplugin.features.lambda_soap import (
     feature_labels,
     lambda_soap,
     n_features,
@@ -15,8 +15,8 @@ from mdplugin.descriptors.lambda_soap import (
     shared_inverse_norms,
     shared_lambda_soap,
 )
-from mdplugin.descriptors.soap import SoapPowerSpectrum
-from mdplugin.errors import DataError
+from mdplugin.features.soap import SoapPowerSpectrum
+from mdplugin.core.errors import DataError
 
 from .conftest import dichloroethane
 
@@ -152,7 +152,7 @@ def test_unknown_element_is_named():
 
 def test_coupling_threads_follow_omp_num_threads(monkeypatch):
     """MPI ranks run with OMP_NUM_THREADS=1: the coupling must not start more threads than that."""
-    from mdplugin.descriptors import lambda_soap as module
+    from mdplugin.features import lambda_soap as module
 
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
     assert module._default_threads() == 1
@@ -209,7 +209,7 @@ def test_centre_rows_group_the_centres_of_each_species():
 
 def test_no_centres_give_empty_features_of_the_right_shape():
     """A batch without centres (nothing to couple) returns empty arrays, not an error."""
-    from mdplugin.descriptors.expansion import Expansion
+    from mdplugin.features.expansion import Expansion
 
     values = [np.zeros((0, 2 * l + 1, 6)) for l in range(4)]
     empty = Expansion(species=(1, 6), max_angular=3, values=values, centre_frame=np.zeros(0, int),
@@ -225,8 +225,8 @@ def test_contraction_and_norms_without_the_features_equal_those_of_the_features(
     normalises by their norms, without forming them (lambda_contract): the same numbers as the
     features give, for a batch of several compositions (full and folded blocks at max_angular 3),
     and empty results for no centres."""
-    from mdplugin.descriptors.expansion import Expansion
-    from mdplugin.descriptors.lambda_contract import contract_lambda_soap, lambda_soap_squared_norms
+    from mdplugin.features.expansion import Expansion
+    from mdplugin.features.lambda_contract import contract_lambda_soap, lambda_soap_squared_norms
 
     exp = SphericalExpansion(SPECIES, **HYPERS).compute(_frames())
     x = lambda_soap(exp, (lam,))[lam]

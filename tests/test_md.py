@@ -7,11 +7,11 @@ import numpy as np
 import pytest
 from ase.calculators.calculator import Calculator, all_changes
 
-from mdplugin.calculator import MLCalculator
-from mdplugin.cli import main
-from mdplugin.data import read_dataset, write_dataset, Dataset
-from mdplugin.md import largest_bond_gap, run_md
-from mdplugin.models.energy import SoapEnergyModel
+from mdplugin.engines.ase import MLCalculator
+from mdplugin.cli.main import main
+from mdplugin.structures.data import read_dataset, write_dataset, Dataset
+from mdplugin.engines.md import largest_bond_gap, run_md
+from mdplugin.models.soap import SoapEnergyModel
 
 from .conftest import dichloroethane
 from .test_calculator import ToyTensorModel
@@ -99,7 +99,7 @@ def test_uncertainties_every_tenth_frame_by_default_and_never_with_zero(models, 
     none with uncertainty_every=0, and refuses an uncertainty limit it could not check."""
     import ase.io
 
-    from mdplugin.errors import ConfigError
+    from mdplugin.core.errors import ConfigError
 
     energy, dip, _, _ = models
     calc = MLCalculator(energy=energy, dipole=dip)
@@ -148,7 +148,7 @@ def test_md_command_tensor_precision(models, tmp_path, monkeypatch):
     """--tensor-precision reaches the λ-SOAP model (single by default), and the single-precision
     dipoles equal the double ones to float32 rounding along the same trajectory (energies and
     forces are double either way)."""
-    from mdplugin.models.sagpr import SAGPRModel
+    from mdplugin.models.lsoap import SAGPRModel
 
     energy, dip, _, folder = models
     frames = [dichloroethane(i, 0.06) for i in range(25)]
@@ -201,7 +201,7 @@ def test_md_errors(models, tmp_path):
 def test_nve_with_a_model_trained_on_dce_data(examples_dir, tmp_path):
     """A SOAP model trained on 150 GFN2-xTB frames: short NVE from 300 K conserves energy and
     keeps the molecule (the 10 ps figure is in docs/benchmarks.md)."""
-    from mdplugin.training import select_training
+    from mdplugin.models.training import select_training
 
     data = select_training(read_dataset(examples_dir / "dce_train.xyz", properties=["energy", "forces"]), 150)
     model = SoapEnergyModel(n_sparse=100).fit(data.frames, data.energy, forces=data.forces)
@@ -214,7 +214,7 @@ def test_nve_with_a_model_trained_on_dce_data(examples_dir, tmp_path):
 
 
 def test_uncertainty_limit_stops_the_run(models, tmp_path):
-    from mdplugin.errors import ConfigError, SimulationError
+    from mdplugin.core.errors import ConfigError, SimulationError
 
     energy, dip, pol, _ = models
     calc = MLCalculator(energy=energy, dipole=dip)
@@ -233,7 +233,7 @@ def test_uncertainty_limit_stops_the_run(models, tmp_path):
 
 def test_uncertainty_limit_without_the_uncertainties_is_refused(models, tmp_path, capsys):
     """A limit on an uncertainty nothing computes is a clear error, not a limit that never fires."""
-    from mdplugin.errors import ConfigError
+    from mdplugin.core.errors import ConfigError
 
     energy, dip, pol, folder = models
     out = tmp_path / "u.xyz"
@@ -266,7 +266,7 @@ def test_md_command_max_uncertainty_is_a_one_line_error(models, tmp_path, capsys
 
 def test_bad_temperature_or_friction_is_refused(tmp_path):
     """A negative (or NaN) temperature or friction used to run and write NaN positions."""
-    from mdplugin.errors import ConfigError
+    from mdplugin.core.errors import ConfigError
 
     for kwargs, word in (({"temperature_K": -3.0}, "temperature"), ({"temperature_K": float("nan")}, "temperature"),
                          ({"friction_per_fs": -1.0}, "friction")):

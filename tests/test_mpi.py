@@ -1,4 +1,4 @@
-"""MPI: helpers of mdplugin.parallel (serial), and under a real ``mpiexec -n 2``: models trained on
+"""MPI: helpers of mdplugin.learn.parallel (serial), and under a real ``mpiexec -n 2``: models trained on
 two ranks equal the serial models, ``mdplugin train`` on two ranks writes the serial model, MD
 replicas give one independent trajectory per rank that ``mdplugin spectrum`` averages.
 
@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mdplugin.parallel import (
+from mdplugin.learn.parallel import (
     CpuLedger,
     PhaseTimer,
     SerialComm,
@@ -255,7 +255,7 @@ def test_energy_fit_on_thread_ranks_is_the_serial_fit(n_frames, chunk):
     the same model; water frames among the DCE ones give ranks without some species."""
     from ase.build import molecule
 
-    from mdplugin.models.energy import SoapEnergyModel
+    from mdplugin.models.soap import SoapEnergyModel
 
     from .conftest import dichloroethane
     from .test_energy import pair_potential
@@ -315,7 +315,7 @@ def fitted(tmp_path_factory):
 @pytest.mark.parametrize("target", ["energy", "dipole", "polarizability"])
 def test_two_ranks_train_the_serial_model(fitted, target, examples_dir):
     from mdplugin import load_model
-    from mdplugin.data import read_dataset
+    from mdplugin.structures.data import read_dataset
 
     assert int(np.load(fitted / "mpi" / "check.rank0.npz")["size"]) == 2
     assert int(np.load(fitted / "serial" / "check.rank0.npz")["size"]) == 1
@@ -343,7 +343,7 @@ def test_two_ranks_train_the_serial_model(fitted, target, examples_dir):
 @pytest.mark.slow  # mpiexec start-up and featomic import per rank: ~30-70 s on a loaded 2-core box
 def test_mpiexec_train_command_writes_the_serial_model(tmp_path, examples_dir):
     from mdplugin import load_model
-    from mdplugin.data import read_dataset, write_dataset
+    from mdplugin.structures.data import read_dataset, write_dataset
 
     mpiexec = mpiexec_path()
     data = read_dataset(examples_dir / "dce_train.xyz").subset(np.arange(30))
@@ -372,8 +372,8 @@ def _read_csv(path: Path) -> tuple[list[str], np.ndarray]:
 
 @pytest.mark.slow  # mpiexec start-up and featomic import per rank: ~30-70 s on a loaded 2-core box
 def test_md_replicas_one_trajectory_per_rank_averaged_by_spectrum(fitted, tmp_path, examples_dir):
-    from mdplugin.cli import main
-    from mdplugin.data import read_dataset
+    from mdplugin.cli.main import main
+    from mdplugin.structures.data import read_dataset
 
     mpiexec = mpiexec_path()
     start = tmp_path / "start.xyz"

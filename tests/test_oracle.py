@@ -12,15 +12,15 @@ from ase.calculators.calculator import CalculationFailed, Calculator, all_change
 
 from threadpoolctl import threadpool_limits
 
-from mdplugin.errors import ConfigError, OracleError
-from mdplugin.oracle import (
+from mdplugin.core.errors import ConfigError, OracleError
+from mdplugin.oracles.label import (
     COULOMB_CONSTANT,
     FiniteFieldPolarizability,
     label_frames,
     make_oracle,
     tblite_factory,
 )
-from mdplugin.tensors import random_rotation
+from mdplugin.core.tensors import random_rotation
 
 ALL = ["energy", "forces", "dipole", "polarizability"]
 
@@ -130,7 +130,7 @@ def test_ase_interface():
 
 @pytest.mark.skipif(importlib.util.find_spec("pyscf") is None, reason="PySCF not installed")
 def test_pyscf_water():
-    from mdplugin.oracle import pyscf_factory
+    from mdplugin.oracles.label import pyscf_factory
 
     factory = pyscf_factory(xc="hf", basis="sto-3g")
     limit = threadpool_limits(1)
@@ -207,7 +207,7 @@ def test_bad_requests():
 
 
 def test_example_data_are_complete_and_reproducible(examples_dir):
-    from mdplugin.data import read_dataset
+    from mdplugin.structures.data import read_dataset
 
     total = sum(p.stat().st_size for p in examples_dir.iterdir())
     assert total < 5e6

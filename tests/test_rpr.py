@@ -11,12 +11,12 @@ import pytest
 from ase import Atoms
 from scipy.spatial.transform import Rotation
 
-from mdplugin.cli import main
-from mdplugin.data import Dataset, read_dataset, write_dataset
-from mdplugin.errors import ConfigError, DataError, ModelFileError
+from mdplugin.cli.main import main
+from mdplugin.structures.data import Dataset, read_dataset, write_dataset
+from mdplugin.core.errors import ConfigError, DataError, ModelFileError
 from mdplugin.models import build, load_model
 from mdplugin.models.rpr import IllDefinedFrameWarning
-from mdplugin.tensors import random_rotation, rotate_tensors, rotate_vectors
+from mdplugin.core.tensors import random_rotation, rotate_tensors, rotate_vectors
 
 from .conftest import EXAMPLES, dichloroethane
 

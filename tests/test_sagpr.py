@@ -5,8 +5,8 @@ import pytest
 from ase import Atoms
 
 import mdplugin
-from mdplugin import tensors as T
-from mdplugin.errors import DataError
+from mdplugin.core import tensors as T
+from mdplugin.core.errors import DataError
 from mdplugin.models import build
 
 from .conftest import dichloroethane
@@ -168,7 +168,7 @@ def test_automatic_regulariser_is_a_candidate_and_refits_on_all_frames():
 
 
 def test_a_non_positive_regulariser_in_the_grid_is_a_config_error():
-    from mdplugin.errors import ConfigError
+    from mdplugin.core.errors import ConfigError
 
     frames = _data(12, 42)
     y = np.array([_point_charge_dipole(f) for f in frames])
@@ -203,7 +203,7 @@ def test_single_precision_mean_is_the_double_one_to_float32_rounding_and_covaria
     differs from the double one only by float32 rounding (~1e-6 relative, not exactly equal, so
     the float32 path really ran), and still rotates with the molecule under rotations and
     reflections; a bad precision is a clear error."""
-    from mdplugin.errors import ConfigError
+    from mdplugin.core.errors import ConfigError
 
     frames = _data(30, 60)
     truth = _point_charge_dipole if target == "dipole" else _bond_polarizability
@@ -232,7 +232,7 @@ def test_single_precision_mean_is_the_double_one_to_float32_rounding_and_covaria
 def test_structure_covariance_is_the_sum_over_same_species_atom_pairs(lam):
     """The structure prior covariance (chunked, sparse frame sums) equals the brute-force double
     sum over same-species atom pairs of the ζ-power atom kernel, for any chunk size."""
-    from mdplugin.models.sagpr_kernels import structure_covariance
+    from mdplugin.models.lsoap_kernels import structure_covariance
 
     rng = np.random.default_rng(lam)
     n, d = 6, 2 * lam + 1

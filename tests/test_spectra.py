@@ -7,11 +7,11 @@ import numpy as np
 import pytest
 from ase import units as ase_units
 
-from mdplugin.errors import ConfigError, DataError
+from mdplugin.core.errors import ConfigError, DataError
 from mdplugin.spectra import (autocorrelation, ir_spectrum, raman_spectrum, spectral_density)
 from mdplugin.spectra import factors
 from mdplugin.spectra.correlation import C_CM_PER_FS, correlation_sums, lag_window
-from mdplugin.tensors import random_rotation
+from mdplugin.core.tensors import random_rotation
 
 DT = 0.5  # fs
 

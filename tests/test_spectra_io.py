@@ -12,11 +12,11 @@ from ase import Atoms
 from ase.calculators.singlepoint import SinglePointCalculator
 from ase.io import write
 
-from mdplugin.cli import main
-from mdplugin.errors import ConfigError, DataError
+from mdplugin.cli.main import main
+from mdplugin.core.errors import ConfigError, DataError
 from mdplugin.spectra import autocorrelation, read_csv, read_series, spectral_density, spectrum_command
 from mdplugin.spectra.correlation import C_CM_PER_FS
-from mdplugin.units import BOHR
+from mdplugin.core.units import BOHR
 
 IPI_FLOAT = "%16.8e"  # i-PI's ipi_global_settings["floatformat"]
 

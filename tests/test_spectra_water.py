@@ -4,7 +4,7 @@ the harmonic answers of ase.vibrations on the same calculator.
 Design of the simulation (keeps the test near a minute):
 
 * GFN2-xTB (tblite) energies, forces and dipoles; the polarizability by central finite
-  differences of the dipole in a ±0.02 V/Å field (the convention of :mod:`mdplugin.oracle`),
+  differences of the dipole in a ±0.02 V/Å field (the convention of :mod:`mdplugin.oracles.label`),
   with one cached tblite calculator per field so every SCF restarts from the previous one.
 * Harmonic reference: ``ase.vibrations.Infrared`` (frequencies, intensities in km/mol) and the
   Raman activity and depolarisation ratio from finite differences of α along the normal modes.
@@ -31,7 +31,7 @@ from ase.md.verlet import VelocityVerlet
 from ase.optimize import BFGS
 from ase.vibrations import Infrared
 
-from mdplugin.oracle import COULOMB_CONSTANT, tblite_factory
+from mdplugin.oracles.label import COULOMB_CONSTANT, tblite_factory
 from mdplugin.spectra import ir_spectrum, raman_spectrum
 
 TEMPERATURE = 50.0  # K

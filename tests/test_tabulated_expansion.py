@@ -1,6 +1,6 @@
 """The tabulated numpy spherical expansion equals featomic's, for molecules.
 
-:mod:`mdplugin.descriptors.tabulated` computes the dense expansion without featomic (its radial
+:mod:`mdplugin.features.tabulated` computes the dense expansion without featomic (its radial
 functions are featomic's splines, read back once).  Here it is compared with the featomic path of
 :class:`SphericalExpansion` (values, pairs, gradients, centres) on molecules where the sample and
 pair sets are irregular, its gradients with finite differences of its own values, and its
@@ -18,9 +18,9 @@ from ase import Atoms
 from ase.build import bulk
 from ase.io import read
 
-from mdplugin.descriptors.expansion import SphericalExpansion
-from mdplugin.descriptors.tabulated import TabulatedExpansion, radial_table, solid_harmonic_tables
-from mdplugin.errors import ConfigError
+from mdplugin.features.expansion import SphericalExpansion
+from mdplugin.features.tabulated import TabulatedExpansion, radial_table, solid_harmonic_tables
+from mdplugin.core.errors import ConfigError
 
 TRAJ = Path(__file__).resolve().parents[1] / "examples" / "trajectories"
 MD_HYPERS = dict(cutoff=5.0, max_radial=4, max_angular=3, gaussian_width=0.3, smoothing_width=0.5)
@@ -222,7 +222,7 @@ def test_tabulated_engine_is_shared_per_hypers():
 def test_featomic_computes_when_the_table_is_not_exact(monkeypatch):
     """If featomic's spline could not be reproduced (grid refinements exhausted), "auto" and
     "tabulated" fall back to featomic (with a warning) instead of returning approximate numbers."""
-    import mdplugin.descriptors.tabulated as tabulated
+    import mdplugin.features.tabulated as tabulated
 
     monkeypatch.setattr(tabulated, "_MAX_REFINEMENTS", 1)
     monkeypatch.setattr(tabulated, "_TABLES", {})
@@ -264,7 +264,7 @@ def test_a_frames_numbers_do_not_depend_on_its_batch(gradients):
 
 def _fresh_cache(monkeypatch, folder) -> None:
     """Point the disk cache at ``folder`` and forget the tables of this process."""
-    import mdplugin.descriptors.tabulated as tabulated
+    import mdplugin.features.tabulated as tabulated
 
     monkeypatch.setenv("MDPLUGIN_CACHE", str(folder))
     monkeypatch.setattr(tabulated, "_TABLES", {})
@@ -282,7 +282,7 @@ def _assert_same_table(a, b) -> None:
 def test_radial_table_loaded_from_disk_equals_a_fresh_one(tmp_path, monkeypatch):
     """A table written by one process and read by the next is bit for bit the freshly built one,
     and reading it does not tabulate again."""
-    import mdplugin.descriptors.tabulated as tabulated
+    import mdplugin.features.tabulated as tabulated
 
     hypers = SphericalExpansion([1], **OTHER_HYPERS).hypers()
     _fresh_cache(monkeypatch, tmp_path)
@@ -303,7 +303,7 @@ def test_radial_table_loaded_from_disk_equals_a_fresh_one(tmp_path, monkeypatch)
 
 @pytest.mark.parametrize("damage", ["garbage", "truncated", "empty", "foreign", "wrong shape"])
 def test_a_damaged_cache_file_is_rebuilt(tmp_path, monkeypatch, damage):
-    import mdplugin.descriptors.tabulated as tabulated
+    import mdplugin.features.tabulated as tabulated
 
     hypers = SphericalExpansion([1], **MD_HYPERS).hypers()
     _fresh_cache(monkeypatch, tmp_path)
@@ -356,7 +356,7 @@ def test_a_cached_table_spares_importing_featomic(tmp_path):
     code = (
         "import sys\n"
         "from ase.io import read\n"
-        "from mdplugin.descriptors.expansion import SphericalExpansion\n"
+        "from mdplugin.features.expansion import SphericalExpansion\n"
         f"frames = read({str(TRAJ / 'dce_train.xyz')!r}, ':2')\n"
         "SphericalExpansion([1, 6, 17], engine='tabulated').compute(frames, gradients=True)\n"
         "print('featomic' in sys.modules)\n"
@@ -392,7 +392,7 @@ def test_both_engines_contract_gradients_into_the_same_forces(name):
     """featomic's dense gradients (DenseGradients) and the tabulated per-pair blocks
     (PairGradients) give the same −Σ (∂E/∂c)·(∂c/∂r) for any ∂E/∂c, and equal the contraction
     of the dense arrays written out by hand."""
-    from mdplugin.descriptors.expansion import DenseGradients
+    from mdplugin.features.expansion import DenseGradients
 
     frames, species = cases()[name]
     ref = SphericalExpansion(species, engine="featomic", **MD_HYPERS).compute(frames, gradients=True)

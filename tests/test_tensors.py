@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from ase import Atoms
 
-from mdplugin import tensors as T
+from mdplugin.core import tensors as T
 
 
 @pytest.mark.parametrize("reflection", [False, True])

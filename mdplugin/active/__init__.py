@@ -20,8 +20,8 @@ from .store import LOG_COLUMNS, RunStore, structure_hash
 
 
 def run_active_command(args) -> int:
-    """Handler of ``mdplugin active`` (see :mod:`mdplugin.active.command`)."""
-    from .command import run_active_command as _run
+    """Handler of ``mdplugin active`` (see :mod:`mdplugin.cli.active`)."""
+    from ..cli.active import run_active_command as _run
 
     return _run(args)
 

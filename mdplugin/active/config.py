@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, fields
 
-from ..errors import ConfigError
+from ..core.errors import ConfigError
 
 TARGETS = ("energy", "dipole", "polarizability")
 

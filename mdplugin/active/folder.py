@@ -9,10 +9,10 @@ import ase.io
 from ase import Atoms
 from ase.calculators.calculator import Calculator
 
-from ..atomicio import atomic_write
-from ..data import Dataset, read_dataset
-from ..errors import ConfigError, DataError
-from ..oracle import oracle_factory, oracle_maker, resolve_oracle
+from ..core.atomicio import atomic_write
+from ..structures.data import Dataset, read_dataset
+from ..core.errors import ConfigError, DataError
+from ..oracles.label import oracle_factory, oracle_maker, resolve_oracle
 from .config import TARGETS, ActiveConfig
 from .store import RunStore, _complete_frames_length
 

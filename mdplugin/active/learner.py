@@ -17,13 +17,13 @@ import numpy as np
 from ase import Atoms
 from ase.calculators.calculator import Calculator
 
-from ..calculator import MLCalculator
-from ..data import Dataset
-from ..errors import ConfigError, DataError
+from ..engines.ase import MLCalculator
+from ..structures.data import Dataset
+from ..core.errors import ConfigError, DataError
 from ..models import build
 from ..models.base import Model
-from ..oracle import label_frames
-from ..training import fit_on_dataset
+from ..oracles.label import label_frames
+from ..models.training import fit_on_dataset
 from .config import ActiveConfig
 
 

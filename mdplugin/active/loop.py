@@ -48,11 +48,11 @@ from ase import Atoms, units
 from ase.parallel import DummyMPI
 from ase.calculators.calculator import Calculator
 
-from ..data import Dataset, read_dataset
-from ..errors import DataError
-from ..md import largest_bond_gap
+from ..structures.data import Dataset, read_dataset
+from ..core.errors import DataError
+from ..engines.md import largest_bond_gap
 from ..models import load_model
-from ..parallel import resolve_comm
+from ..learn.parallel import resolve_comm
 from . import ranks
 from .config import ActiveConfig
 from .folder import discard_failed_start, open_folder, resolve_oracle
@@ -396,7 +396,7 @@ def run_active(start: str | Path | Atoms | None, run_dir: str | Path, config: Ac
     say : progress messages (default: print to stdout, flushed); rank 0 only under MPI.
     on_train : called as ``on_train(learner, oracle_calls)`` after every training (e.g. to follow
         the test error of the models as labels come in); on every rank under MPI.
-    comm : MPI communicator (``mpi4py.MPI.COMM_WORLD`` or :func:`mdplugin.parallel.get_comm`);
+    comm : MPI communicator (``mpi4py.MPI.COMM_WORLD`` or :func:`mdplugin.learn.parallel.get_comm`);
         ``None``: one process. Every rank calls ``run_active`` with the same arguments (an oracle
         object: one per rank); segment mode (``config.segment > 0``) is required with > 1 rank.
         An error on one rank where the others would wait forever ends the job with

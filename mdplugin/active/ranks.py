@@ -26,10 +26,10 @@ from typing import Any, Callable
 
 import numpy as np
 
-from ..data import Dataset
-from ..errors import DataError
+from ..structures.data import Dataset
+from ..core.errors import DataError
 from ..models.base import get_model_class
-from ..training import fit_on_dataset
+from ..models.training import fit_on_dataset
 
 __all__ = ["AllRanks", "abort_on_failure", "each", "fit_shared", "gather_candidates", "gather_walkers",
            "label_shares", "model_from_state", "model_state", "on_root", "portable", "rank_walker",

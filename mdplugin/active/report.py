@@ -75,7 +75,7 @@ def build_figure(store: RunStore):
 
 def plot_run(store: RunStore, path: str | Path | None = None) -> Path:
     """Write the plot of :func:`build_figure` (PNG, atomically) and return its path."""
-    from ..atomicio import atomic_write
+    from ..core.atomicio import atomic_write
 
     fig = build_figure(store)
     path = Path(path) if path else store.dir / "active.png"

@@ -15,7 +15,7 @@ from __future__ import annotations
 import numpy as np
 from ase import Atoms
 
-from ..parallel import split_indices
+from ..learn.parallel import split_indices
 from . import ranks
 from .selection import select_candidates
 from .store import structure_hash

@@ -30,7 +30,7 @@ from typing import Sequence
 import numpy as np
 from scipy.linalg import cho_factor, cho_solve, solve_triangular
 
-from ..errors import ConfigError
+from ..core.errors import ConfigError
 
 __all__ = ["PosteriorGroup", "conditioned_group", "ivr_order", "select_candidates"]
 

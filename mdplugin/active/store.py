@@ -3,7 +3,7 @@
 ``RUN_DIR/``
 
 * ``data.xyz`` — every labelled frame (extended XYZ, ASE units, labels in ``info``/``arrays`` as
-  :func:`mdplugin.data.read_dataset` reads them) plus ``active_hash`` (structure key),
+  :func:`mdplugin.structures.data.read_dataset` reads them) plus ``active_hash`` (structure key),
   ``active_step`` and ``active_origin``. A frame is appended and fsync'ed *before* it is used;
   a frame cut short by a kill is dropped on the next open (it was never reported written).
 * ``log.csv`` — one row per event, appended and fsync'ed (see :data:`LOG_COLUMNS`).
@@ -31,9 +31,9 @@ import ase.io
 import numpy as np
 from ase import Atoms
 
-from ..atomicio import append_durably, atomic_write
-from ..data import Dataset, read_dataset
-from ..errors import DataError
+from ..core.atomicio import append_durably, atomic_write
+from ..structures.data import Dataset, read_dataset
+from ..core.errors import DataError
 
 #: columns of log.csv, in order
 LOG_COLUMNS = (

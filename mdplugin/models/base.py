@@ -30,8 +30,8 @@ import numpy as np
 from ase import Atoms
 from ase.data import chemical_symbols
 
-from ..atomicio import atomic_write
-from ..errors import ConfigError, DataError, ModelFileError
+from ..core.atomicio import atomic_write
+from ..core.errors import ConfigError, DataError, ModelFileError
 from .params import ParamsMixin
 
 FORMAT = "mdplugin-model"
@@ -41,8 +41,8 @@ _META_KEY = "__metadata__"
 #: registry name -> module that defines it (imported on first use)
 _MODULES = {
     "rpr": "mdplugin.models.rpr",
-    "lsoap": "mdplugin.models.sagpr",
-    "soap": "mdplugin.models.energy",
+    "lsoap": "mdplugin.models.lsoap",
+    "soap": "mdplugin.models.soap",
 }
 _REGISTRY: dict[str, type["Model"]] = {}
 

@@ -1,7 +1,7 @@
 """RPR, rotate–predict–rotate (Martinka et al., JCP 161, 2024): dipoles and polarizabilities.
 
 Each structure is rotated to the principal axes of its inertia tensor
-(:mod:`mdplugin.descriptors.frames`), the vector/tensor components are learned there with a
+(:mod:`mdplugin.features.inertia`), the vector/tensor components are learned there with a
 kernel regressor on the body-frame Cartesian coordinates of the atoms, and the prediction is
 rotated back. RPR assumes **one molecule with a fixed atom order** (as along an MD trajectory):
 every frame must have the atomic numbers of the training frames in the same order.
@@ -48,7 +48,7 @@ likelihood value for the given regulariser. ``predict(return_std=True)`` rotates
 posterior covariance back (``D Σ Dᵀ``) and returns the standard deviation of every Cartesian
 component. ``regressor="krr"`` is the same mean without the variance. Dipoles are learned as
 Cartesian vectors, polarizabilities as their λ = 0 (trace) and λ = 2 parts
-(:mod:`mdplugin.tensors`); the mean trace is subtracted. When one axis serves every training
+(:mod:`mdplugin.core.tensors`); the mean trace is subtracted. When one axis serves every training
 frame (all prolate, or all oblate), the kernel is block-diagonal in the |m| = 0, 1, 2 subspaces
 of rotations about that axis and the GP is solved block by block, exactly (7× cheaper for the
 polarizability).
@@ -72,15 +72,15 @@ from ase.data import atomic_masses, chemical_symbols
 from scipy.linalg import cho_solve, cholesky, solve_triangular
 from scipy.special import i0e, i1e
 
-from ..descriptors.frames import (
+from ..features.inertia import (
     body_coordinates,
     inertia_frames,
     relative_gaps,
     stack_positions,
     third_moment_signs,
 )
-from ..errors import ConfigError, DataError, ModelFileError
-from ..tensors import L0_BASIS, L2_BASIS, spherical_to_symmetric, symmetric_to_spherical
+from ..core.errors import ConfigError, DataError, ModelFileError
+from ..core.tensors import L0_BASIS, L2_BASIS, spherical_to_symmetric, symmetric_to_spherical
 from .base import Model, fingerprint, register
 
 __all__ = ["RPRModel", "IllDefinedFrameWarning"]

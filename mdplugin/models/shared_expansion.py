@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ..descriptors.expansion import SphericalExpansion
+from ..features.expansion import SphericalExpansion
 
 
 class SharedExpansionMixin:
@@ -18,7 +18,7 @@ class SharedExpansionMixin:
     needs_gradients = False
 
     def expansion_hypers(self) -> dict:
-        """Keyword arguments of :class:`~mdplugin.descriptors.expansion.SphericalExpansion`
+        """Keyword arguments of :class:`~mdplugin.features.expansion.SphericalExpansion`
         (species included): models with equal hypers can share one expansion per MD step."""
         species = getattr(self, "species_", None)
         return {

@@ -16,7 +16,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from ..errors import ConfigError
+from ..core.errors import ConfigError
 from .compute import FORMS, SpectrumResult, ir_spectrum, raman_spectrum
 from .correlation import autocorrelation, spectral_density
 from .factors import CORRECTIONS

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..errors import ConfigError, DataError
+from ..core.errors import ConfigError, DataError
 from . import correlation, factors
 
 #: derivative forms: finite differences with sinc correction, or ω² times the dipole spectrum

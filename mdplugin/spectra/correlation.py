@@ -20,7 +20,7 @@ import numpy as np
 import scipy.fft
 import scipy.signal
 
-from ..errors import ConfigError, DataError
+from ..core.errors import ConfigError, DataError
 
 #: speed of light in cm/fs (turns frequencies in fs⁻¹ into wavenumbers in cm⁻¹)
 C_CM_PER_FS: float = 2.99792458e-5

@@ -25,7 +25,7 @@ from __future__ import annotations
 import numpy as np
 from scipy import constants as sc
 
-from ..errors import ConfigError
+from ..core.errors import ConfigError
 
 #: quantum correction factors understood by :func:`correction_ratio`
 CORRECTIONS = ("none", "harmonic", "standard", "schofield")

@@ -12,8 +12,8 @@ import os
 
 import numpy as np
 
-from ..atomicio import atomic_write
-from ..errors import DataError
+from ..core.atomicio import atomic_write
+from ..core.errors import DataError
 from .compute import SpectrumResult
 
 

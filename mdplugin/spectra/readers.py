@@ -25,8 +25,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import ConfigError, DataError
-from ..units import FROM_UNITS
+from ..core.errors import ConfigError, DataError
+from ..core.units import FROM_UNITS
 
 #: number of values per frame of the quantities i-PI extras may hold next to each other
 EXTRAS_SIZES = {"dipole": 3, "polarizability": 9, "dipole_std": 3, "polarizability_std": 9}
@@ -124,9 +124,9 @@ def _read_ipi_extras(path: Path, quantity: str, key: str) -> np.ndarray:
 
 
 def _read_ase(path: Path, quantity: str, key: str) -> np.ndarray:
-    """``key`` per frame of a trajectory, read with :func:`mdplugin.data.read_frames` (layout checked,
+    """``key`` per frame of a trajectory, read with :func:`mdplugin.structures.data.read_frames` (layout checked,
     unparsable frames named) from ``atoms.info`` or the SinglePointCalculator."""
-    from ..data import read_frames
+    from ..structures.data import read_frames
 
     values = []
     for i, atoms in enumerate(read_frames(path)):

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import numpy as np
 
-from mdplugin.data import read_dataset
+from mdplugin.structures.data import read_dataset
 from mdplugin.models import build
-from mdplugin.parallel import get_comm
+from mdplugin.learn.parallel import get_comm
 
 #: small hyper-parameters shared with tests/test_mpi.py (a fit takes a second)
 HYPERS = {

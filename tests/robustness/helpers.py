@@ -10,7 +10,7 @@ from typing import Iterator
 import numpy as np
 from hypothesis import HealthCheck, settings
 
-from mdplugin.data import Dataset, dataset_to_text
+from mdplugin.structures.data import Dataset, dataset_to_text
 
 from ..conftest import dichloroethane
 

@@ -4,7 +4,7 @@ and nothing else is (labels cost oracle calls)."""
 from __future__ import annotations
 
 from mdplugin.active.store import RunStore
-from mdplugin.data import dataset_to_text, read_dataset
+from mdplugin.structures.data import dataset_to_text, read_dataset
 
 import pytest
 

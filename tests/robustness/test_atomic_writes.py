@@ -16,9 +16,9 @@ import time
 import numpy as np
 import pytest
 
-from mdplugin.atomicio import append_durably, atomic_write
-from mdplugin.data import Dataset, read_dataset, write_dataset
-from mdplugin.errors import DataError
+from mdplugin.core.atomicio import append_durably, atomic_write
+from mdplugin.structures.data import Dataset, read_dataset, write_dataset
+from mdplugin.core.errors import DataError
 from mdplugin.models.base import load_model
 
 from ..conftest import dichloroethane
@@ -168,7 +168,7 @@ def test_killed_append_leaves_earlier_frames_and_a_clear_error(tmp_path):
     frame. The earlier frames are intact and the reader names the broken frame (documented)."""
     path = tmp_path / "data.xyz"
     write_dataset(path, _dataset(1, n=5))
-    from mdplugin.data import dataset_to_text
+    from mdplugin.structures.data import dataset_to_text
 
     text = dataset_to_text(_dataset(2, n=3))
     append_durably(path, text[: len(text) // 2])  # what a kill mid-append leaves

@@ -14,9 +14,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from mdplugin.cli import main
-from mdplugin.data import read_dataset
-from mdplugin.errors import DataError
+from mdplugin.cli.main import main
+from mdplugin.structures.data import read_dataset
+from mdplugin.core.errors import DataError
 
 from .helpers import FAST, QUICK, VALID_TEXT, frame_lines, one_error_line, scratch
 from .test_model_files import RAW as MODEL_BYTES
@@ -95,7 +95,7 @@ def test_wrong_key_name_and_units_option(tmp_path, capsys):
 def test_model_that_cannot_learn_the_target(tmp_path, capsys, model, target):
     """A model asked for a target it cannot learn is one line naming both, before any data is read
     (the dipole models used to fail inside ``fit`` with a TypeError about ``forces``)."""
-    from mdplugin.errors import ConfigError
+    from mdplugin.core.errors import ConfigError
     from mdplugin.models import build
 
     data = tmp_path / "ok.xyz"
@@ -254,7 +254,7 @@ def test_console_script_one_line_and_debug_traceback(tmp_path):
     """The real console script (the entry point of pyproject.toml), once plain and once with --debug."""
     data = tmp_path / "bad.xyz"
     data.write_text(BAD_DATA["NaN dipole in frame 2"][0])
-    script = "import sys; from mdplugin.cli import main; sys.exit(main())"
+    script = "import sys; from mdplugin.cli.main import main; sys.exit(main())"
     args = list(map(str, _train(data, tmp_path / "m.npz")))
     plain = subprocess.run([sys.executable, "-c", script, *args], capture_output=True, text=True, timeout=300)
     assert plain.returncode == 2

@@ -23,10 +23,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mdplugin.calculator import MLCalculator
-from mdplugin.errors import MdpluginError
-from mdplugin.ipi import MdpluginDriver, run_client
-from mdplugin.units import BOHR
+from mdplugin.engines.ase import MLCalculator
+from mdplugin.core.errors import MdpluginError
+from mdplugin.engines.ipi import MdpluginDriver, run_client
+from mdplugin.core.units import BOHR
 
 from ..conftest import dichloroethane
 from .helpers import one_error_line

@@ -13,11 +13,11 @@ import numpy as np
 import pytest
 from ase.calculators.calculator import Calculator, all_changes
 
-from mdplugin.calculator import MLCalculator
-from mdplugin.cli import main
-from mdplugin.data import read_dataset
-from mdplugin.errors import SimulationError
-from mdplugin.md import LOST_ATOM_DISTANCE, run_md
+from mdplugin.engines.ase import MLCalculator
+from mdplugin.cli.main import main
+from mdplugin.structures.data import read_dataset
+from mdplugin.core.errors import SimulationError
+from mdplugin.engines.md import LOST_ATOM_DISTANCE, run_md
 from mdplugin.models.base import Model, build, register
 from mdplugin.spectra.readers import read_series
 

@@ -13,7 +13,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from mdplugin.errors import ModelFileError
+from mdplugin.core.errors import ModelFileError
 from mdplugin.models import base
 from mdplugin.models.base import Model, build, load_model, register
 

@@ -16,9 +16,9 @@ from ase.data import chemical_symbols
 from hypothesis import assume, given
 from hypothesis import strategies as st
 
-from mdplugin.data import PROPERTIES, read_dataset
-from mdplugin.errors import DataError
-from mdplugin.units import BOHR, HARTREE
+from mdplugin.structures.data import PROPERTIES, read_dataset
+from mdplugin.core.errors import DataError
+from mdplugin.core.units import BOHR, HARTREE
 
 from .helpers import FAST, N_ATOMS, N_FRAMES, QUICK, VALID_TEXT, frame_lines, labelled, scratch
 

@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 from ase import Atoms
 
-from mdplugin.calculator import MLCalculator
-from mdplugin.cli import main
-from mdplugin.data import Dataset, write_dataset
-from mdplugin.errors import DataError, MdpluginError
+from mdplugin.engines.ase import MLCalculator
+from mdplugin.cli.main import main
+from mdplugin.structures.data import Dataset, write_dataset
+from mdplugin.core.errors import DataError, MdpluginError
 from mdplugin.models import build, load_model
 
 from ..conftest import dichloroethane

@@ -1,4 +1,4 @@
-"""Stateless array functions of the λ-SOAP SA-GPR (:mod:`mdplugin.models.sagpr`).
+"""Stateless array functions of the λ-SOAP SA-GPR (:mod:`mdplugin.models.lsoap`).
 
 Row helpers (normalisation, projection in cache-sized runs, sums over the rows of a frame,
 same-species atom pairs), the kernels (atom blocks between centres and
@@ -20,11 +20,11 @@ import numpy as np
 from scipy import sparse
 from scipy.linalg import solve_triangular
 
-from ..descriptors.expansion import Expansion
-from ..descriptors.lambda_contract import contract_lambda_soap
-from ..descriptors.lambda_soap import shared_inverse_norms, shared_lambda_soap
+from ..features.expansion import Expansion
+from ..features.lambda_contract import contract_lambda_soap
+from ..features.lambda_soap import shared_inverse_norms, shared_lambda_soap
 from .base import TENSOR_PRECISIONS
-from .gpr import ProjectedProcess
+from ..learn.gpr import ProjectedProcess
 
 __all__ = [
     "normalise_rows",
@@ -266,7 +266,7 @@ def contracted_means(exp: Expansion, plan: tuple, zeta: int, precision: str = "d
     """Every λ GPR's mean prediction ``{λ: (n_frames, 2λ+1)}`` (scaled, no baseline) through the
     folded weights of :func:`fold_weights`, from the expansion's shared λ = 0 features: each
     centre's weights ``w_i = Q_s z⁰_i`` are contracted with its λ > 0 features without forming
-    them (:func:`~mdplugin.descriptors.lambda_contract.contract_lambda_soap`), and the
+    them (:func:`~mdplugin.features.lambda_contract.contract_lambda_soap`), and the
     normalisation is applied to each centre's result (``1/|x^λ_i|``, ``1/|x⁰_i|``, shared by the
     models of the step).
 

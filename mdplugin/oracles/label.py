@@ -5,7 +5,7 @@ An oracle is any ASE calculator. The built-in ones are
 * ``"tblite"``: GFN2-xTB through tblite's ASE calculator (energy, forces, dipole) and the
   polarizability by central finite differences of the dipole in a uniform electric field
   (tblite's ``electric-field`` interaction);
-* ``"pyscf"``: Kohn–Sham DFT through PySCF (:mod:`mdplugin.pyscf_calculator`, the ``[pyscf]``
+* ``"pyscf"``: Kohn–Sham DFT through PySCF (:mod:`mdplugin.oracles.pyscf`, the ``[pyscf]``
   extra), with the same finite-field polarizability.
 
 Conventions (checked by the tests): the field ``F`` is in V/Å, the energy in a field is
@@ -15,7 +15,7 @@ Hartree·bohr = 14.3996 eV·Å/e².
 
 Typical use::
 
-    from mdplugin.oracle import make_oracle, label_file
+    from mdplugin.oracles.label import make_oracle, label_file
     calc = make_oracle("tblite")
     atoms.calc = calc; atoms.calc.get_property("polarizability", atoms)   # (3, 3) Å³
     label_file("frames.xyz", "labelled.xyz", oracle="tblite")
@@ -34,10 +34,10 @@ from ase import Atoms
 from ase.calculators.calculator import Calculator, all_changes
 from threadpoolctl import threadpool_limits
 
-from .atomicio import atomic_write
-from .data import PROPERTIES, Dataset, dataset_to_text, read_dataset, write_dataset
-from .errors import ConfigError, OracleError
-from .units import BOHR, HARTREE
+from ..core.atomicio import atomic_write
+from ..structures.data import PROPERTIES, Dataset, dataset_to_text, read_dataset, write_dataset
+from ..core.errors import ConfigError, OracleError
+from ..core.units import BOHR, HARTREE
 
 #: 1/(4πε₀) in eV·Å/e²: turns dμ/dF (e·Å²/V) into a polarizability volume (Å³)
 COULOMB_CONSTANT: float = HARTREE * BOHR
@@ -178,9 +178,9 @@ def tblite_factory(method: str = "GFN2-xTB", **options: Any) -> CalculatorFactor
 
 
 def pyscf_factory(**options: Any) -> CalculatorFactory:
-    """``factory(field)`` making PySCF DFT calculators; see :class:`mdplugin.pyscf_calculator.PySCF`."""
+    """``factory(field)`` making PySCF DFT calculators; see :class:`mdplugin.oracles.pyscf.PySCF`."""
     try:
-        from .pyscf_calculator import PySCF
+        from .pyscf import PySCF
     except ImportError as exc:
         raise ConfigError(f"the pyscf oracle needs PySCF: pip install 'mdplugin[pyscf]' ({exc})") from None
 
@@ -386,13 +386,13 @@ def label_file(input_path: str | os.PathLike, output_path: str | os.PathLike,
 
     Reads the structures of ``input_path`` (any labels in it are ignored), labels them in input
     order with :func:`label_frames` and writes extended XYZ with
-    :func:`mdplugin.data.write_dataset` (atomically; rank 0 only under MPI). Returns the data set.
+    :func:`mdplugin.structures.data.write_dataset` (atomically; rank 0 only under MPI). Returns the data set.
 
-    ``comm=None`` uses :func:`mdplugin.parallel.get_comm`: under ``mpiexec -n P mdplugin label``
+    ``comm=None`` uses :func:`mdplugin.learn.parallel.get_comm`: under ``mpiexec -n P mdplugin label``
     the frames are shared out across the P ranks; in a plain run it is serial.
     """
     if comm is None:
-        from .parallel import get_comm
+        from ..learn.parallel import get_comm
 
         comm = get_comm()
     props = _check_properties(properties)

@@ -37,7 +37,7 @@ class SoapFeatures:
 
 class SoapPowerSpectrum:
     """SOAP power spectrum with fixed species; hyper-parameters as
-    :class:`~mdplugin.descriptors.expansion.SphericalExpansion` (cutoff Å, featomic
+    :class:`~mdplugin.features.expansion.SphericalExpansion` (cutoff Å, featomic
     ``max_radial`` counted from 0, ``max_angular``, Gaussian width Å, smoothing width Å)."""
 
     def __init__(

@@ -5,14 +5,14 @@ Model (registry name ``"soap"``, target ``"energy"``)::
     E(A) = Σ_i e0[Z_i] + Σ_i Σ_M w_M k(x_i, x_M),      k(x, x') = δ(Z, Z') (x̂ · x̂')^ζ
 
 * ``x_i`` is the invariant SOAP power spectrum of atom ``i`` (the λ = 0 λ-SOAP features of
-  :func:`mdplugin.descriptors.lambda_soap.power_spectrum`, built in numpy from ONE featomic
+  :func:`mdplugin.features.lambda_soap.power_spectrum`, built in numpy from ONE featomic
   ``SphericalExpansion`` call); ``x̂ = x/|x|``.
 * ``x_M`` are M representative environments chosen by farthest-point sampling per species.
 * ``e0`` is a per-species baseline fitted by (ridge) least squares on the composition.
 * Forces are the exact negative gradients ``F_j = −Σ_i (∂E/∂x_i)·(∂x_i/∂r_j)`` through the
   position gradients of the expansion; the force rows of ``K_NM`` used in training are the same
   derivatives, so energies and forces are fitted jointly by the projected-process solver of
-  :mod:`mdplugin.models.gpr` (noise-weighted rows: energy noise ``energy_noise·√N`` eV per structure,
+  :mod:`mdplugin.learn.gpr` (noise-weighted rows: energy noise ``energy_noise·√N`` eV per structure,
   force noise ``force_noise`` eV/Å per component, prior std of an atomic energy ``signal_std`` eV).
 * The predictive standard deviation of the energy (eV) is the GPR posterior std of the sum of
   atomic terms (Nyström residual included).
@@ -32,20 +32,20 @@ import numpy as np
 import scipy.sparse
 from ase import Atoms
 
-from ..descriptors.expansion import Expansion
-from ..descriptors.lambda_soap import (
+from ..features.expansion import Expansion
+from ..features.lambda_soap import (
     power_spectrum,
     real_clebsch_gordan,
     shared_inverse_norms,
     shared_lambda_soap,
     unfold_index,
 )
-from ..errors import DataError
+from ..core.errors import DataError
 from .shared_expansion import SharedExpansionMixin
 from .base import Model, check_species, fingerprint, register
-from .baseline import composition, fit_baseline
-from ..parallel import PhaseTimer, TreeSum, gather_rows, local_blocks, resolve_comm
-from .gpr import (
+from ..learn.baseline import composition, fit_baseline
+from ..learn.parallel import PhaseTimer, TreeSum, gather_rows, local_blocks, resolve_comm
+from ..learn.gpr import (
     ProjectedProcess,
     distributed_farthest_point_sampling_groups,
     normal_equations,
@@ -63,7 +63,7 @@ def _normalise(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _power_spectrum(exp: Expansion) -> tuple[np.ndarray, np.ndarray]:
-    """Invariant power spectrum (n, F) of :func:`~mdplugin.descriptors.lambda_soap.power_spectrum`
+    """Invariant power spectrum (n, F) of :func:`~mdplugin.features.lambda_soap.power_spectrum`
     (the λ = 0 features) and the inverse norms ``1/|x_i|`` (n,), both shared through the
     expansion's cache with the λ-SOAP models of the same step; read-only."""
     return shared_lambda_soap(exp, (0,))[0][:, 0, :], shared_inverse_norms(exp, 0)
@@ -74,7 +74,7 @@ def _symmetric_unfold(n_prop: int, n_blocks: int = 1) -> tuple[np.ndarray, np.nd
     """Index (n_blocks·P²,) into ``n_blocks`` consecutive folded upper triangles (one per l) and
     weights such that ``g[:, index] * weights`` is ``G + Gᵀ`` (flattened (n_blocks, P, P)) for
     ``G`` the matrices whose folded form is ``g`` (off-diagonal entries carry √2, see
-    :func:`~mdplugin.descriptors.lambda_soap.unfold_index`)."""
+    :func:`~mdplugin.features.lambda_soap.unfold_index`)."""
     index, weights = unfold_index(n_prop)
     diagonal = np.arange(n_prop * n_prop) % (n_prop + 1) == 0
     factor = np.where(diagonal, 2.0, 1.0) * weights
@@ -199,7 +199,7 @@ class SoapEnergyModel(SharedExpansionMixin, Model):
         computes features and normal-equation blocks for its share of the ``chunk_size`` blocks.
         The FPS is distributed over the ranks' features and only the chosen rows are gathered
         (the serial sparse points); the blocks' normal equations are summed in a fixed tree
-        (:class:`~mdplugin.parallel.TreeSum`), so every rank ends with bit for bit the serial model.
+        (:class:`~mdplugin.learn.parallel.TreeSum`), so every rank ends with bit for bit the serial model.
         """
         comm = resolve_comm(comm)
         timer = PhaseTimer(comm, "soap-energy")  # MDPLUGIN_FIT_TIMES=1: CPU/wall per phase to stderr

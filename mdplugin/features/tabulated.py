@@ -2,7 +2,7 @@
 
 For a few small molecules featomic's ``SphericalExpansion`` is dominated by per-call overhead
 (building a ``TensorMap`` of 45 blocks, then copying it into dense arrays), not by arithmetic.
-This engine computes the same dense :class:`~mdplugin.descriptors.expansion.Expansion` directly
+This engine computes the same dense :class:`~mdplugin.features.expansion.Expansion` directly
 with vectorised numpy, for NON-periodic frames only.
 
 How it stays equal to featomic
@@ -39,7 +39,7 @@ importing featomic (≈ 0.5 s saved at the start of every command and of every M
 Agreement with featomic: ~1e-15 relative in the values, ~3e-14 in the gradients
 (``tests/test_tabulated_expansion.py``).  Should the probe grid fail to reproduce featomic's
 spline (a spline finer than 5120 intervals), :attr:`TabulatedExpansion.exact` is false and
-:class:`~mdplugin.descriptors.expansion.SphericalExpansion` uses featomic.
+:class:`~mdplugin.features.expansion.SphericalExpansion` uses featomic.
 
 How it is fast
 --------------
@@ -721,7 +721,7 @@ class PairGradients(Sequence):
     """Position gradients of a tabulated expansion, kept as the per-pair blocks they are computed
     from (only the neighbour's species is non-zero in a pair's gradient).
 
-    As a sequence it is :attr:`Expansion.gradient_values <mdplugin.descriptors.expansion.Expansion>`:
+    As a sequence it is :attr:`Expansion.gradient_values <mdplugin.features.expansion.Expansion>`:
     item ``l`` is the dense ``(n_pairs + n_centres, 3, 2l+1, n_species·n_radial)`` array, all built
     on first indexing (bit for bit what the dense path gave). :meth:`forces` contracts the
     gradients with ``∂E/∂c`` without building them, which is what an MD step needs.
@@ -852,7 +852,7 @@ class TabulatedExpansion:
         Returns
         -------
         ``(values, pairs, gradient_values)`` in the layout of
-        :class:`~mdplugin.descriptors.expansion.Expansion`: ``values[l]`` ``(n_centres, 2l+1,
+        :class:`~mdplugin.features.expansion.Expansion`: ``values[l]`` ``(n_centres, 2l+1,
         n_species * n_radial)``; ``pairs`` ``(n_pairs, 2)`` and ``gradient_values[l]`` ``(n_pairs,
         3, 2l+1, n_species * n_radial)`` (``None`` without gradients).
         """

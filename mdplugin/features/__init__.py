@@ -1,10 +1,10 @@
-"""Descriptors built from ONE featomic spherical expansion per batch of frames.
+"""Features built from ONE featomic spherical expansion per batch of frames.
 
 * :mod:`.expansion` — featomic ``SphericalExpansion`` as dense numpy arrays (fixed species).
 * :mod:`.lambda_soap` — λ-SOAP (equivariant power spectrum) features by real Clebsch–Gordan
   coupling, and the invariant power spectrum with position gradients.
 * :mod:`.soap` — the invariant SOAP power spectrum front end.
-* :mod:`.frames` — inertia frames for rotate–predict–rotate.
+* :mod:`.inertia` — inertia (principal-axis) frames for rotate–predict–rotate.
 
 Nothing here knows about targets.
 """

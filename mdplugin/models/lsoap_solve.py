@@ -1,4 +1,4 @@
-"""The solve of one λ GPR of the SA-GPR (:mod:`mdplugin.models.sagpr`) from its summed normal
+"""The solve of one λ GPR of the SA-GPR (:mod:`mdplugin.models.lsoap`) from its summed normal
 equations, with the regulariser chosen by the error on held-out rows.
 
 The candidates are a grid of noise-to-signal variance ratios, then the geometric midpoints
@@ -13,9 +13,9 @@ from typing import Sequence
 
 import numpy as np
 
-from ..errors import ConfigError
-from ..parallel import allgather_blocks, resolve_comm, share_tasks
-from .gpr import ProjectedProcess, _stable_cholesky, held_out_weights, solve_projected_process_factored
+from ..core.errors import ConfigError
+from ..learn.parallel import allgather_blocks, resolve_comm, share_tasks
+from ..learn.gpr import ProjectedProcess, _stable_cholesky, held_out_weights, solve_projected_process_factored
 
 __all__ = ["solve_regularized"]
 
@@ -38,11 +38,11 @@ def solve_regularized(
     ``a_fit + a_val``). ``jitter``: relative diagonal jitter of the Cholesky factorisations.
 
     With an MPI ``comm`` the Cholesky factorisations are shared among the ranks
-    (:func:`~mdplugin.parallel.share_tasks`): the grid candidates together with ``K_MM``'s
+    (:func:`~mdplugin.learn.parallel.share_tasks`): the grid candidates together with ``K_MM``'s
     factor, then the midpoints; every rank then solves the final system. The held-out errors
     are summed block by block, each block's on the rank that holds its rows (the held-out
     rows never travel). Each is the computation a serial fit does, so the model is the
-    serial one. ``ledger``: a :class:`~mdplugin.parallel.CpuLedger` (task costs in
+    serial one. ``ledger``: a :class:`~mdplugin.learn.parallel.CpuLedger` (task costs in
     floating-point operations, a factorisation ``m³/3``).
     """
     comm = resolve_comm(comm)

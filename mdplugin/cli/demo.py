@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from .errors import DataError
+from ..core.errors import DataError
 
 
 @dataclass(frozen=True)
@@ -65,7 +65,7 @@ def example_data_dir() -> Path:
     """The folder holding dce_train.xyz / dce_test.xyz (``$MDPLUGIN_EXAMPLES`` or the source tree)."""
     env = os.environ.get("MDPLUGIN_EXAMPLES")
     candidates = [Path(env)] if env else []
-    candidates.append(Path(__file__).resolve().parents[1] / "examples" / "trajectories")
+    candidates.append(Path(__file__).resolve().parents[2] / "examples" / "trajectories")
     for folder in candidates:
         if (folder / "dce_train.xyz").exists():
             return folder
@@ -80,8 +80,8 @@ def _stage(text: str) -> None:
 
 
 def _train(kind: str, target: str, train, test, hypers: dict[str, Any]) -> dict:
-    from .models import build
-    from .training import evaluate_model, fit_on_dataset
+    from ..models import build
+    from ..models.training import evaluate_model, fit_on_dataset
 
     model = build(kind, target=target, **hypers)
     t0 = time.perf_counter()
@@ -142,10 +142,10 @@ def _parity_plot(trained: dict, test, path: Path) -> None:
 
 def run_demo(output: str | os.PathLike = "demo-output", quick: bool = False, progress: bool = True) -> dict:
     """Run the demo (see the module docstring); returns the summary dict also written to summary.json."""
-    from .calculator import MLCalculator
-    from .data import read_dataset
-    from .md import run_md
-    from .spectra import ir_spectrum, plot_spectra, raman_spectrum, read_series, write_csv
+    from ..engines.ase import MLCalculator
+    from ..structures.data import read_dataset
+    from ..engines.md import run_md
+    from ..spectra import ir_spectrum, plot_spectra, raman_spectrum, read_series, write_csv
 
     settings = QUICK if quick else FULL
     out = Path(output)
@@ -226,7 +226,7 @@ def run_demo(output: str | os.PathLike = "demo-output", quick: bool = False, pro
         "raman_peaks_cm-1": [float(x) for x in raman.peaks("unpolarized")],
         "timings_s": timings,
     }
-    from .atomicio import atomic_write
+    from ..core.atomicio import atomic_write
 
     with atomic_write(out / "summary.json") as fh:
         json.dump(summary, fh, indent=2)

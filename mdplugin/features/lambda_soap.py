@@ -1,14 +1,14 @@
 """λ-SOAP (equivariant power spectrum) features by Clebsch–Gordan coupling in numpy.
 
 Given the dense spherical expansion ``c^l_i[m, (a, n)]`` of every atom ``i``
-(:mod:`mdplugin.descriptors.expansion`), the λ-SOAP features of order λ and parity σ = +1 are
+(:mod:`mdplugin.features.expansion`), the λ-SOAP features of order λ and parity σ = +1 are
 
     T^λ_i[μ, (l1, l2, a, n1, b, n2)] = Σ_{m1, m2} C^{l1 l2 λ}_{m1 m2 μ} c^{l1}_i[m1, (a, n1)] c^{l2}_i[m2, (b, n2)]
 
 with real Clebsch–Gordan coefficients ``C`` (built from :mod:`wigners` exactly as featomic
 builds them), ``l1 + l2 + λ`` even (σ = +1) and ``|l1 - l2| <= λ <= l1 + l2``.  They transform
 under a rotation or reflection R as ``T(R·) = D^λ(R) T``, with the real Wigner matrices of
-:func:`mdplugin.tensors.wigner_d_real` (σ = +1 means no extra sign under inversion).
+:func:`mdplugin.core.tensors.wigner_d_real` (σ = +1 means no extra sign under inversion).
 
 Relation to featomic's ``clebsch_gordan.EquivariantPowerSpectrum`` (``neighbors_to_properties
 =True``, properties ``(l_1, l_2, neighbor_1_type, n_1, neighbor_2_type, n_2)``):

@@ -26,9 +26,9 @@ import numpy as np
 from ase import Atoms
 from ase.data import chemical_symbols
 
-from .atomicio import append_durably, atomic_write
-from .errors import DataError
-from .units import FROM_UNITS
+from ..core.atomicio import append_durably, atomic_write
+from ..core.errors import DataError
+from ..core.units import FROM_UNITS
 
 #: properties a data set can carry, with the shape of one frame's value (None = per atom)
 PROPERTIES: dict[str, tuple[int, ...] | None] = {

@@ -1,7 +1,7 @@
 """A small ASE calculator for molecules with PySCF (Kohn–Sham DFT or Hartree–Fock).
 
-Optional: needs the ``[pyscf]`` extra. Used by :func:`mdplugin.oracle.make_oracle` ("pyscf") for
-accurate dipoles and, with :class:`mdplugin.oracle.FiniteFieldPolarizability`, finite-field
+Optional: needs the ``[pyscf]`` extra. Used by :func:`mdplugin.oracles.label.make_oracle` ("pyscf") for
+accurate dipoles and, with :class:`mdplugin.oracles.label.FiniteFieldPolarizability`, finite-field
 polarizabilities.
 
 A uniform electric field ``F`` (V/Å) enters the Hamiltonian as ``H(F) = H(0) − μ̂·F`` with
@@ -17,7 +17,7 @@ import numpy as np
 from ase import Atoms
 from ase.calculators.calculator import Calculator, CalculationFailed, all_changes
 
-from .units import BOHR, HARTREE
+from ..core.units import BOHR, HARTREE
 
 
 class PySCF(Calculator):

@@ -2,7 +2,7 @@
 
 ::
 
-    from mdplugin.calculator import MLCalculator
+    from mdplugin.engines.ase import MLCalculator
     atoms.calc = MLCalculator(energy="energy.npz", dipole="dipole.npz", polarizability="alpha.npz")
     atoms.get_forces(); atoms.get_dipole_moment(); atoms.calc.get_property("polarizability")
 
@@ -37,8 +37,8 @@ import numpy as np
 from ase import Atoms
 from ase.calculators.calculator import Calculator, PropertyNotImplementedError, all_changes
 
-from .errors import ConfigError, SimulationError
-from .models.base import TENSOR_PRECISIONS, Model, load_model
+from ..core.errors import ConfigError, SimulationError
+from ..models.base import TENSOR_PRECISIONS, Model, load_model
 
 __all__ = ["MLCalculator", "REFERENCE_CALCULATORS", "make_reference_calculator"]
 
@@ -95,7 +95,7 @@ class MLCalculator(Calculator):
     polarizability : model file, loaded polarizability model or ``None``.
     tensor_precision : ``"single"`` (default) or ``"double"``: precision of the products with the
         λ-SOAP dipole and polarizability models' large matrices when they share the step's
-        expansion (:meth:`~mdplugin.models.sagpr.SAGPRModel.predict_from_expansion`). Single
+        expansion (:meth:`~mdplugin.models.lsoap.SAGPRModel.predict_from_expansion`). Single
         precision halves the bytes an MD step reads from memory (about 0.7 ms of a 5 ms step) and
         changes the dipole and polarizability by ~1e-6 relative, three orders of magnitude below
         the models' own errors. Energies, forces and every uncertainty are always double.
@@ -134,7 +134,7 @@ class MLCalculator(Calculator):
             if isinstance(model, Model) and _shares_expansion(model):
                 key = json.dumps(model.expansion_hypers(), sort_keys=True)
                 if key not in self._groups:
-                    from .descriptors.expansion import SphericalExpansion
+                    from ..features.expansion import SphericalExpansion
 
                     self._groups[key] = (SphericalExpansion(**model.expansion_hypers()), [])
                 self._groups[key][1].append(slot)

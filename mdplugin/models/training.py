@@ -1,4 +1,4 @@
-"""Fit, evaluate and predict on :class:`~mdplugin.data.Dataset` objects (used by the CLI,
+"""Fit, evaluate and predict on :class:`~mdplugin.structures.data.Dataset` objects (used by the CLI,
 the demo, the benchmarks and active learning).
 
 Energy models take ``fit(frames, energies, forces=forces)`` and provide ``predict_forces(frames)``;
@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from .data import Dataset
-from .errors import DataError
-from .metrics import regression_metrics
-from .models.base import Model
+from ..structures.data import Dataset
+from ..core.errors import DataError
+from ..learn.metrics import regression_metrics
+from .base import Model
 
 
 def select_training(data: Dataset, n_train: int | None, seed: int = 0) -> Dataset:
@@ -30,7 +30,7 @@ def select_training(data: Dataset, n_train: int | None, seed: int = 0) -> Datase
 def fit_on_dataset(model: Model, data: Dataset, comm=None) -> Model:
     """Fit ``model`` on the labels of its target in ``data``.
 
-    ``comm``: an MPI communicator (:func:`mdplugin.parallel.get_comm`) shared by the ranks that
+    ``comm``: an MPI communicator (:func:`mdplugin.learn.parallel.get_comm`) shared by the ranks that
     all call this with the same data; models whose ``fit`` takes ``comm`` (SOAP energy, λ-SOAP)
     split the work and end with the serial model on every rank, others fit on every rank.
     """

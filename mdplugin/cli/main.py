@@ -1,7 +1,7 @@
 """``mdplugin <command>``: the command line (see ``mdplugin --help`` and docs/cli.md).
 
 Each handler is thin: it parses options and calls the public function of the module that owns the
-work. Every :class:`~mdplugin.errors.MdpluginError` (and any other failure) ends in one line on
+work. Every :class:`~mdplugin.core.errors.MdpluginError` (and any other failure) ends in one line on
 stderr and a non-zero exit status; ``--debug`` shows the traceback instead.
 """
 
@@ -12,9 +12,9 @@ import json
 import sys
 import time
 
-from . import __version__
-from .errors import ConfigError, MdpluginError
-from .models.base import TENSOR_PRECISIONS
+from .. import __version__
+from ..core.errors import ConfigError, MdpluginError
+from ..models.base import TENSOR_PRECISIONS
 
 #: --model name on the command line -> registry name
 MODEL_CHOICES = ("soap", "lsoap", "rpr")
@@ -63,7 +63,7 @@ def _add_data_options(p: argparse.ArgumentParser) -> None:
 # commands
 # ----------------------------------------------------------------------------------------------
 def cmd_label(args) -> int:
-    from .oracle import label_file
+    from ..oracles.label import label_file
 
     props = [p.strip() for p in args.properties.split(",") if p.strip()]
     label_file(args.input, args.output, oracle=args.oracle, properties=props, progress=not args.quiet)
@@ -71,15 +71,15 @@ def cmd_label(args) -> int:
 
 
 def cmd_train(args) -> int:
-    from .data import read_dataset
-    from .models import build
-    from .training import fit_on_dataset, select_training
+    from ..structures.data import read_dataset
+    from ..models import build
+    from ..models.training import fit_on_dataset, select_training
 
     data = read_dataset(args.data, properties=_properties_for(args.target), keys=_key_map(args), units=args.units)
     data = select_training(data, args.n_train, seed=args.seed)
     hypers = json_object(args.hypers, "--hypers")
     model = build(args.model, target=args.target, **hypers)
-    from .parallel import get_comm
+    from ..learn.parallel import get_comm
 
     comm = get_comm()  # under `mpiexec -n P`: the ranks share the fit, rank 0 writes the model
     t0 = time.perf_counter()
@@ -94,15 +94,15 @@ def cmd_train(args) -> int:
 
 
 def cmd_evaluate(args) -> int:
-    from .data import read_dataset
-    from .models import load_model
-    from .training import evaluate_model
+    from ..structures.data import read_dataset
+    from ..models import load_model
+    from ..models.training import evaluate_model
 
     model = load_model(args.model)
     data = read_dataset(args.data, properties=_properties_for(model.target), keys=_key_map(args), units=args.units)
     result = evaluate_model(model, data)
     if not args.json:  # values in ASE units whatever --units read (data are converted on reading)
-        from .models.base import UNITS
+        from ..models.base import UNITS
 
         unit = UNITS[model.target]
         units = {"rmse": unit, "mae": unit, "std": unit, "mean_std": unit, "rmse_per_atom": f"{UNITS['energy']}/atom",
@@ -116,10 +116,10 @@ def cmd_evaluate(args) -> int:
 
 
 def cmd_predict(args) -> int:
-    from .data import read_dataset
-    from .models import load_model
-    from .training import predict_dataset
-    from .data import write_dataset
+    from ..structures.data import read_dataset
+    from ..models import load_model
+    from ..models.training import predict_dataset
+    from ..structures.data import write_dataset
 
     model = load_model(args.model)
     data = read_dataset(args.data, properties=[])
@@ -129,13 +129,13 @@ def cmd_predict(args) -> int:
 
 
 def cmd_md(args) -> int:
-    from .md import run_md_command
+    from ..engines.md import run_md_command
 
     return run_md_command(args) or 0
 
 
 def cmd_spectrum(args) -> int:
-    from .spectra import spectrum_command
+    from ..spectra import spectrum_command
 
     options = {k: v for k, v in vars(args).items()
                if k not in ("kind", "series", "dt", "output", "plot", "temperature", "func", "command", "debug")}
@@ -151,13 +151,13 @@ def cmd_spectrum(args) -> int:
 
 
 def cmd_ipi(args) -> int:
-    from .ipi import run_ipi_command
+    from ..engines.ipi import run_ipi_command
 
     return run_ipi_command(args) or 0
 
 
 def cmd_active(args) -> int:
-    from .active import run_active_command
+    from ..active import run_active_command
 
     return run_active_command(args) or 0
 

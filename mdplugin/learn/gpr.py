@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.linalg import cho_solve, lapack, solve_triangular
 
-from ..parallel import allgather_array, resolve_comm
+from .parallel import allgather_array, resolve_comm
 
 
 def farthest_point_sampling(x: np.ndarray, n_select: int, start: int = 0) -> np.ndarray:
@@ -54,7 +54,7 @@ def distributed_farthest_point_sampling(
     distances ``(|x_i|² + |c|²) − 2 x_i·c`` are computed row by row (``einsum``; a BLAS
     matrix-vector product rounds a row differently depending on how many rows it is given), and
     every step exchanges only each rank's farthest row (distance, global index, the row: one small
-    :func:`~mdplugin.parallel.allgather_array`, which waits without spinning), never the rows
+    :func:`~mdplugin.learn.parallel.allgather_array`, which waits without spinning), never the rows
     themselves. It matches :func:`farthest_point_sampling` up to that rounding.
 
     Filter: the squared distance between the projections of two rows on ``n_filter`` orthonormal

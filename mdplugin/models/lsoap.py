@@ -3,7 +3,7 @@
 Grisafi, Wilkins, Csányi, Ceriotti, PRL 120, 036002 (2018), as a sparse (projected-process)
 Gaussian process on atom-centred contributions:
 
-* Features: λ-SOAP ``X^λ_i (2λ+1, F_λ)`` of every atom (:mod:`mdplugin.descriptors.lambda_soap`)
+* Features: λ-SOAP ``X^λ_i (2λ+1, F_λ)`` of every atom (:mod:`mdplugin.features.lambda_soap`)
   from one featomic spherical expansion, normalised by their full Frobenius norm.
 * Kernel between atoms ``i`` and ``j`` of the same centre species (zero otherwise)::
 
@@ -23,7 +23,7 @@ Gaussian process on atom-centred contributions:
 * Targets: dipole = λ = 1 (components ``(y, z, x)``); polarizability = λ = 0 (trace part, a
   per-species composition baseline removed first) + λ = 2 (symmetric traceless part), each
   a separate GPR with its own regulariser, rebuilt to a symmetric 3×3 tensor with
-  :mod:`mdplugin.tensors`.
+  :mod:`mdplugin.core.tensors`.
 * Scales: targets are divided by their training standard deviation and each kernel by the
   mean prior variance of a training structure, so the regularisers are dimensionless noise-
   to-signal variance ratios; by default each λ's regulariser is chosen from a small grid
@@ -36,8 +36,8 @@ Gaussian process on atom-centred contributions:
   the target's units (it includes the Nyström residual, i.e. the prior variance the
   representative environments cannot explain).
 
-Stateless kernels, row helpers and the contracted mean: :mod:`mdplugin.models.sagpr_kernels`; the
-solve with the regulariser choice: :mod:`mdplugin.models.sagpr_solve`.
+Stateless kernels, row helpers and the contracted mean: :mod:`mdplugin.models.lsoap_kernels`; the
+solve with the regulariser choice: :mod:`mdplugin.models.lsoap_solve`.
 
 Memory: ``fit`` keeps the full λ-SOAP features of the training set in memory (about 100 kB per
 atom with the default hyper-parameters) and processes kernels in chunks of ``chunk_size`` frames.
@@ -50,10 +50,10 @@ from typing import NamedTuple, Sequence
 import numpy as np
 from ase import Atoms
 
-from ..descriptors.expansion import Expansion
-from ..descriptors.lambda_soap import lambda_soap, n_features, shared_lambda_soap
-from ..errors import ConfigError, DataError
-from ..tensors import (
+from ..features.expansion import Expansion
+from ..features.lambda_soap import lambda_soap, n_features, shared_lambda_soap
+from ..core.errors import ConfigError, DataError
+from ..core.tensors import (
     L0_BASIS,
     L2_BASIS,
     spherical_to_symmetric,
@@ -61,7 +61,7 @@ from ..tensors import (
     symmetric_to_spherical,
     vector_to_spherical,
 )
-from ..parallel import (
+from ..learn.parallel import (
     CpuLedger,
     PhaseTimer,
     TreeSum,
@@ -75,14 +75,14 @@ from ..parallel import (
 )
 from .shared_expansion import SharedExpansionMixin
 from .base import TENSOR_PRECISIONS, Model, check_species, fingerprint, register
-from .gpr import (
+from ..learn.gpr import (
     ProjectedProcess,
     distributed_farthest_point_sampling_groups,
     factor_sparse_kernel,
     scaled_symmetric_part,
 )
-from .baseline import composition, fit_baseline
-from .sagpr_kernels import (
+from ..learn.baseline import composition, fit_baseline
+from .lsoap_kernels import (
     atom_kernel_blocks,
     contracted_means,
     fold_weights,
@@ -94,7 +94,7 @@ from .sagpr_kernels import (
     structure_self_kernel,
     sum_by_frame,
 )
-from .sagpr_solve import solve_regularized
+from .lsoap_solve import solve_regularized
 
 __all__ = ["SAGPRModel"]
 
@@ -226,7 +226,7 @@ class SAGPRModel(SharedExpansionMixin, Model):
     def _raw_features(self, exp: Expansion, shared: bool = False, out: dict | None = None) -> dict:
         """Normalised full features: ``0`` (n, F0) invariant, and every target λ (n, 2λ+1, F).
         ``shared``: take the λ-SOAP features from (and leave them in) the expansion's cache
-        (:func:`~mdplugin.descriptors.lambda_soap.shared_lambda_soap`), for predictions.
+        (:func:`~mdplugin.features.lambda_soap.shared_lambda_soap`), for predictions.
         ``out`` (not with ``shared``): ``{λ: (n, 2λ+1, F)}`` arrays (e.g. rows of the fit's
         feature arrays) to compute and normalise the features in, without new arrays."""
         lams = tuple(sorted(set(self._lambdas()) | {0}))
@@ -277,7 +277,7 @@ class SAGPRModel(SharedExpansionMixin, Model):
         """Compressed features: ``0`` (n, k0) and λ (n, 2λ+1, kλ) (one basis per species), from the
         normalised full features ``raw`` with centre species ``species`` (n,). Block by block
         (``spans``: row ranges, default all rows) in cache-sized runs
-        (:func:`~mdplugin.models.sagpr_kernels.project_rows`): the same numbers on any number of ranks, without a copy of the features."""
+        (:func:`~mdplugin.models.lsoap_kernels.project_rows`): the same numbers on any number of ranks, without a copy of the features."""
         spans = [(0, len(species))] if spans is None else spans
         out = {}
         for lam, x in raw.items():
@@ -299,7 +299,7 @@ class SAGPRModel(SharedExpansionMixin, Model):
         the representative environments, ``species`` (n,) the species of all centres. One
         randomised SVD per λ and species, of that species' representative environments in FPS
         order; with an MPI ``comm`` they are shared among the ranks, each rank gathering only the
-        rows of its own SVDs (``ledger``: a :class:`~mdplugin.parallel.CpuLedger`; costs in
+        rows of its own SVDs (``ledger``: a :class:`~mdplugin.learn.parallel.CpuLedger`; costs in
         floating-point operations, ≈ 12 n F (k + 16) per randomised SVD)."""
         comm = resolve_comm(comm)
         n_local = len(next(iter(raw.values()))) if raw else 0
@@ -333,7 +333,7 @@ class SAGPRModel(SharedExpansionMixin, Model):
     def _representative_environments(self, raw0, species_loc, species, comm) -> list:
         """Global indices of the representative environments, one array per centre species in FPS
         order: farthest-point sampling on the normalised invariant features, distributed over the
-        ranks of ``comm`` (:func:`~mdplugin.models.gpr.distributed_farthest_point_sampling`; each
+        ranks of ``comm`` (:func:`~mdplugin.learn.gpr.distributed_farthest_point_sampling`; each
         rank keeps its rows, a step exchanges only each rank's farthest row), so the choice is the
         serial one on any number of ranks.
 
@@ -368,7 +368,7 @@ class SAGPRModel(SharedExpansionMixin, Model):
     def _contracted_weights(self, lam: int) -> list:
         """Per centre species (in the order of :attr:`species_`): Q, the λ GPR's weights folded into
         the representative environments and the projections
-        (:func:`~mdplugin.models.sagpr_kernels.fold_weights`: a mean prediction then needs no
+        (:func:`~mdplugin.models.lsoap_kernels.fold_weights`: a mean prediction then needs no
         kernel row and no projected λ features; ζ = 1 or 2 only), scaled by ``y_scale /
         kernel_scale``; built once per fitted/loaded model."""
         cache = self.__dict__.setdefault("_sparse_block_cache", {})  # emptied by fit and _set_state
@@ -384,7 +384,7 @@ class SAGPRModel(SharedExpansionMixin, Model):
 
     def _contraction_plan(self, precision: str) -> tuple:
         """``(lambdas, species, projections, weights)`` for
-        :func:`~mdplugin.models.sagpr_kernels.contracted_means` in
+        :func:`~mdplugin.models.lsoap_kernels.contracted_means` in
         ``precision``: the λ of the model's GPRs, the species as Python ints, the invariant
         projections per species (ζ = 2) and ``{λ: Q per species}``; built once per fitted/loaded
         model and precision (an MD step then makes no cache lookups of its own; ``"single"`` keeps

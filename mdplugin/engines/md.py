@@ -5,7 +5,7 @@ every ``interval`` steps appends one frame to an extended-XYZ trajectory with ``
 ``forces`` (eV/Å, per atom), ``dipole`` (e·Å), ``polarizability`` (9, row-major, Å³), ``time``
 (fs), ``temperature`` (K), ``total_energy`` (eV) and, on every ``uncertainty_every``-th written
 frame (default 10, starting with the first), the model uncertainties (``energy_std``,
-``dipole_std``, ``polarizability_std``) — readable back by :func:`mdplugin.data.read_dataset` and
+``dipole_std``, ``polarizability_std``) — readable back by :func:`mdplugin.structures.data.read_dataset` and
 by ``mdplugin spectrum``. An uncertainty costs far more than the values (the GPR variances read
 the models' m × m factors: for the default λ-SOAP models about as much as 25 MD steps), hence the
 sparser default. Frames are appended and flushed as they are made, so a crash leaves a readable
@@ -28,7 +28,7 @@ import numpy as np
 from ase import Atoms, units
 from ase.calculators.calculator import Calculator
 
-from .errors import ConfigError, SimulationError
+from ..core.errors import ConfigError, SimulationError
 
 __all__ = ["MDSummary", "run_md", "run_md_command", "largest_bond_gap"]
 
@@ -115,7 +115,7 @@ def run_md(
     Parameters
     ----------
     atoms : starting structure (not modified; a copy is propagated).
-    calc : ASE calculator, usually :class:`mdplugin.calculator.MLCalculator`.
+    calc : ASE calculator, usually :class:`mdplugin.engines.ase.MLCalculator`.
     steps : number of MD steps; ``dt_fs`` time step in fs.
     output : extended-XYZ file to write (replaced if it exists); frames at steps 0, interval, ...
     temperature_K : initial Maxwell–Boltzmann temperature (K) and Langevin target.
@@ -281,9 +281,9 @@ def run_md(
 
 def run_md_command(args: Any) -> int:
     """``mdplugin md``: build the calculator from the options, run, print the summary."""
-    from .calculator import MLCalculator
-    from .data import read_dataset
-    from .parallel import get_comm
+    from .ase import MLCalculator
+    from ..structures.data import read_dataset
+    from ..learn.parallel import get_comm
 
     start = read_dataset(args.start, properties=[], index=0).frames[0]
     calc = MLCalculator(energy=args.energy, dipole=args.dipole, polarizability=args.polarizability,

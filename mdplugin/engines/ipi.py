@@ -4,7 +4,7 @@ Two pieces, both on i-PI's own code:
 
 * :class:`MdpluginDriver`, an i-PI PES (a subclass of ``ipi.pes._ase.ASEDriver``, itself a
   ``ipi.pes.dummy.Dummy_driver``). i-PI calls it with a cell and positions in bohr; it evaluates
-  an :class:`~mdplugin.calculator.MLCalculator` on the template structure and returns
+  an :class:`~mdplugin.engines.ase.MLCalculator` on the template structure and returns
 
   * the energy in Hartree, forces (n_atoms, 3) in Hartree/bohr, the virial (3, 3) in Hartree
     (zero: the models describe isolated molecules, so the energy does not depend on the cell);
@@ -44,11 +44,11 @@ import numpy as np
 from ase.calculators.calculator import all_changes
 from ipi.pes._ase import ASEDriver
 
-from .errors import ConfigError, MdpluginError
-from .units import BOHR, HARTREE
+from ..core.errors import ConfigError, MdpluginError
+from ..core.units import BOHR, HARTREE
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .calculator import MLCalculator
+    from .ase import MLCalculator
 
 #: i-PI's default prefix of UNIX-socket file names (``<simulation sockets_prefix=...>``)
 DEFAULT_SOCKETS_PREFIX = "/tmp/ipi_"
@@ -86,7 +86,7 @@ def make_calculator(energy: Any = "tblite", dipole: Any = None, polarizability: 
     Each slot takes a model file path or a loaded model; ``energy`` also takes ``"tblite"`` or
     any ASE calculator.
     """
-    from .calculator import MLCalculator
+    from .ase import MLCalculator
 
     kwargs = {"energy": energy}
     if _is_set(dipole):
@@ -450,7 +450,7 @@ def run_ipi_command(args) -> int:
         raise ConfigError("give --port for a TCP connection, or --unix for a UNIX socket")
     calculator = None
     if getattr(args, "active", None):  # on-the-fly active learning (mdplugin.active.ActiveCalculator)
-        from .active import ActiveCalculator
+        from ..active import ActiveCalculator
 
         calculator = ActiveCalculator(args.active)
     driver = MdpluginDriver(template=args.template, energy=args.energy, dipole=args.dipole,

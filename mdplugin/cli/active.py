@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from ..cli import json_object
-from ..errors import ConfigError, MdpluginError
-from .config import TARGETS, ActiveConfig
-from .loop import run_active
+from .main import json_object
+from ..core.errors import ConfigError, MdpluginError
+from ..active.config import TARGETS, ActiveConfig
+from ..active.loop import run_active
 
 
 def _temperature(text: str | None):
@@ -58,7 +58,7 @@ RESUMABLE = ("steps", "max_calls", "wall_time")
 def run_active_command(args) -> int:
     """Under ``mpiexec -n P`` the P ranks share the run (see :func:`mdplugin.active.run_active`);
     an error raised on every rank is reported by rank 0 alone (the others exit with its code)."""
-    from ..parallel import get_comm
+    from ..learn.parallel import get_comm
 
     comm = get_comm()
     try:

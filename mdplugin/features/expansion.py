@@ -6,7 +6,7 @@ which elements a batch happens to contain.  Two engines compute it:
 
 * ``"featomic"``: one call to featomic's ``SphericalExpansion``, whose sparse
   :class:`metatensor.TensorMap` is copied into the dense arrays.  Used for periodic cells.
-* ``"tabulated"`` (:mod:`mdplugin.descriptors.tabulated`): vectorised numpy for molecules
+* ``"tabulated"`` (:mod:`mdplugin.features.tabulated`): vectorised numpy for molecules
   (non-periodic frames).  Its radial functions are featomic's own splines, read back once per
   set of hyper-parameters, so it reproduces featomic's numbers (values to ~1e-15, gradients to
   ~3e-14 relative) with the same centres, pairs and layout: one DCE frame with gradients in
@@ -45,7 +45,7 @@ from typing import Sequence
 
 import numpy as np
 
-from ..errors import ConfigError, DataError
+from ..core.errors import ConfigError, DataError
 from .raw_blocks import BlockReader
 
 __all__ = ["DenseGradients", "Expansion", "SphericalExpansion", "frame_element_check"]
@@ -75,7 +75,7 @@ class Expansion:
     gradient_values : Sequence[np.ndarray] | None
         Per ``l``: ``(n_pairs, 3, 2l+1, n_species * n_radial)``: d values[l][i] / d r_j. From
         featomic a :class:`DenseGradients` list; from the tabulated engine a
-        :class:`~mdplugin.descriptors.tabulated.PairGradients` sequence, which builds these
+        :class:`~mdplugin.features.tabulated.PairGradients` sequence, which builds these
         arrays on first indexing. Both contract with ∂E/∂c through ``forces(∂E/∂c)``, the
         tabulated one without building the arrays.
     """
@@ -138,7 +138,7 @@ class DenseGradients(list):
     ``(n_pairs, 3, 2l+1, n_species·n_radial)`` arrays, d values[l][i] / d r_j for every
     (centre i, neighbour j) pair of ``pairs`` (n_pairs, 2), with the same :meth:`forces`
     contraction as the tabulated engine's
-    :class:`~mdplugin.descriptors.tabulated.PairGradients`."""
+    :class:`~mdplugin.features.tabulated.PairGradients`."""
 
     def __init__(self, arrays: Sequence[np.ndarray], pairs: np.ndarray):
         super().__init__(arrays)

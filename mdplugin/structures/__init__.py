@@ -1,0 +1,1 @@
+"""Structures and data sets: extended-XYZ reading and writing, key and unit mapping, validation."""
