@@ -46,8 +46,7 @@ def dce_frames(n: int) -> tuple[list, str]:
             for f in frames:
                 f.calc = None
             return frames, str(path.relative_to(REPO))
-    sys.path.insert(0, str(REPO / "tests"))
-    from conftest import dichloroethane
+    from tests.conftest import dichloroethane
 
     rng = np.random.default_rng(0)
     return [dichloroethane(rng, noise=0.1) for _ in range(n)], "perturbed geometries"

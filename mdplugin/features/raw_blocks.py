@@ -12,7 +12,7 @@ and no wrapper objects, and only what the caller asks for.
 
 If anything in that path is not as expected (another metatensor version, a non-CPU or non-float64
 array), it falls back to metatensor's Python API, which gives the same arrays
-(``tests/test_expansion.py`` checks that both paths agree exactly).
+(``tests/features/test_expansion.py`` checks that both paths agree exactly).
 """
 
 from __future__ import annotations

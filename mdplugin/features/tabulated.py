@@ -37,7 +37,7 @@ format version and featomic's version), so that later processes load it in milli
 importing featomic (≈ 0.5 s saved at the start of every command and of every MPI rank).
 
 Agreement with featomic: ~1e-15 relative in the values, ~3e-14 in the gradients
-(``tests/test_tabulated_expansion.py``).  Should the probe grid fail to reproduce featomic's
+(``tests/features/test_tabulated_expansion.py``).  Should the probe grid fail to reproduce featomic's
 spline (a spline finer than 5120 intervals), :attr:`TabulatedExpansion.exact` is false and
 :class:`~mdplugin.features.expansion.SphericalExpansion` uses featomic.
 

@@ -2,7 +2,7 @@
 
 The client must end with an :class:`MdpluginError` (one line on the command line), never hang and
 never leave anything behind (socket files, processes). A real i-PI server that is absent or killed
-mid-run is covered by tests/test_ipi.py; here a hand-written server speaks the i-PI wire protocol
+mid-run is covered by tests/engines/test_ipi.py; here a hand-written server speaks the i-PI wire protocol
 (12-byte headers, int32/float64 payloads) and breaks it on purpose.
 """
 

@@ -1,5 +1,5 @@
 """Model files are data, not code: damaged, altered or hostile files end in ModelFileError, never in
-another exception, never in running code (extends tests/test_model_files.py with fuzzing)."""
+another exception, never in running code (extends tests/models/test_model_files.py with fuzzing)."""
 
 from __future__ import annotations
 

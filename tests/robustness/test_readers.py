@@ -1,6 +1,6 @@
 """Bad data files: every malformed input ends in a DataError naming the file, the frame and the problem.
 
-Property-based (hypothesis) on top of tests/test_data.py: a valid 3-frame labelled file is truncated at
+Property-based (hypothesis) on top of tests/structures/test_data.py: a valid 3-frame labelled file is truncated at
 any byte, has a byte replaced, a line deleted or doubled, a label broken in one chosen frame, key names
 that do not exist, duplicated atoms and unknown elements. Whatever happens, ``read_dataset`` either
 returns a valid data set or raises :class:`DataError` — never another exception.

@@ -11,7 +11,7 @@ import sys
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 DRIVER_FILE = REPO / "drivers" / "mdplugin_driver.py"
 BIN = Path(sys.executable).parent
 

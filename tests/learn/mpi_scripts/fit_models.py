@@ -16,7 +16,7 @@ from mdplugin.structures.data import read_dataset
 from mdplugin.models import build
 from mdplugin.learn.parallel import get_comm
 
-#: small hyper-parameters shared with tests/test_mpi.py (a fit takes a second)
+#: small hyper-parameters shared with tests/learn/test_mpi.py (a fit takes a second)
 HYPERS = {
     "energy": dict(model="soap", n_sparse=30),
     "dipole": dict(model="lsoap", n_sparse=20, n_sparse_l0=40, max_radial=3, max_angular=3, n_components=24),

@@ -13,7 +13,7 @@ from mdplugin.core.errors import ConfigError, ModelFileError
 from mdplugin.models import base
 from mdplugin.models.base import Model, build, load_model, register
 
-EXAMPLES = Path(__file__).resolve().parents[1] / "examples" / "trajectories"
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "trajectories"
 
 
 @register("_test_mean")
@@ -45,7 +45,7 @@ class MeanModel(Model):
 
 @pytest.fixture
 def saved(tmp_path):
-    from .conftest import dichloroethane
+    from ..conftest import dichloroethane
 
     m = build("_test_mean", shift=1.5).fit([dichloroethane()], np.ones((1, 3)))
     path = tmp_path / "m.npz"

@@ -8,7 +8,7 @@ from mdplugin.structures.data import Dataset, read_dataset, write_dataset
 from mdplugin.core.errors import DataError
 from mdplugin.core.units import BOHR
 
-from .robustness.helpers import labelled as _labelled
+from ..robustness.helpers import labelled as _labelled
 
 
 def test_write_read_round_trip(tmp_path):

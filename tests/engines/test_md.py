@@ -13,8 +13,8 @@ from mdplugin.structures.data import read_dataset, write_dataset, Dataset
 from mdplugin.engines.md import largest_bond_gap, run_md
 from mdplugin.models.soap import SoapEnergyModel
 
-from .conftest import dichloroethane
-from .test_calculator import ToyTensorModel
+from ..conftest import dichloroethane
+from .test_ase import ToyTensorModel
 
 REFERENCE = dichloroethane()
 _D0 = np.linalg.norm(REFERENCE.positions[:, None] - REFERENCE.positions[None], axis=-1)

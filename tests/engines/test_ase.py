@@ -12,8 +12,8 @@ from mdplugin.core.errors import ConfigError
 from mdplugin.models.base import Model
 from mdplugin.models.soap import SoapEnergyModel
 
-from .conftest import dichloroethane
-from .test_energy import pair_potential
+from ..conftest import dichloroethane
+from ..models.test_soap import pair_potential
 
 
 class ToyTensorModel(Model):

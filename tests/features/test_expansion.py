@@ -6,7 +6,7 @@ determines. Both shortcuts are checked here against a reference built with metat
 operations (``keys_to_properties`` / ``keys_to_samples``), on systems where they could go wrong:
 atoms without neighbours of some species, several frames of different compositions, a periodic cell.
 (The tabulated engine, which "auto" uses for molecules, is compared with this path in
-``tests/test_tabulated_expansion.py``.)
+``tests/features/test_tabulated_expansion.py``.)
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from ase.io import read
 from mdplugin.features.expansion import SphericalExpansion
 from mdplugin.features.raw_blocks import BlockReader
 
-TRAJ = Path(__file__).resolve().parents[1] / "examples" / "trajectories"
+TRAJ = Path(__file__).resolve().parents[2] / "examples" / "trajectories"
 
 
 def reference_dense(calc: SphericalExpansion, frames, gradients: bool):

@@ -86,7 +86,7 @@ def test_distributed_fps_on_one_rank_is_fps():
 @pytest.mark.parametrize("bounds", [(0, 750, 1500), (0, 1, 1499, 1500), (0, 0, 400, 401, 1500), (0, 1500, 1500)])
 def test_distributed_fps_is_independent_of_how_the_rows_are_split(bounds):
     """Every split over (thread-)ranks, empty and one-row ranks included, selects the serial rows."""
-    from .fake_comm import run_ranks
+    from ..support.fake_comm import run_ranks
 
     x = _clustered(np.random.default_rng(4))
     serial = distributed_farthest_point_sampling(x, 150, start=900)
@@ -99,7 +99,7 @@ def test_distributed_fps_is_independent_of_how_the_rows_are_split(bounds):
 def test_distributed_fps_groups_are_independent_selections():
     """Several matrices (one per species in SA-GPR) share the per-step exchange, not the result;
     a rank may hold no row of a group."""
-    from .fake_comm import run_ranks
+    from ..support.fake_comm import run_ranks
 
     rng = np.random.default_rng(6)
     xs = [_clustered(rng, n=n, d=d) for n, d in ((900, 24), (40, 10), (300, 70))]

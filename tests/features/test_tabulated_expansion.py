@@ -22,7 +22,7 @@ from mdplugin.features.expansion import SphericalExpansion
 from mdplugin.features.tabulated import TabulatedExpansion, radial_table, solid_harmonic_tables
 from mdplugin.core.errors import ConfigError
 
-TRAJ = Path(__file__).resolve().parents[1] / "examples" / "trajectories"
+TRAJ = Path(__file__).resolve().parents[2] / "examples" / "trajectories"
 MD_HYPERS = dict(cutoff=5.0, max_radial=4, max_angular=3, gaussian_width=0.3, smoothing_width=0.5)
 OTHER_HYPERS = dict(cutoff=4.0, max_radial=6, max_angular=4, gaussian_width=0.4, smoothing_width=0.8)
 TOL = 1e-8  # relative to the largest |value| (or |gradient|) of the same l

@@ -39,8 +39,8 @@ from mdplugin.learn.parallel import (
     wait_quietly,
 )
 
-from .fake_comm import run_ranks
-from .mpi_utils import mpiexec_path
+from ..support.fake_comm import run_ranks
+from ..support.mpi_utils import mpiexec_path
 
 SCRIPTS = Path(__file__).resolve().parent / "mpi_scripts"
 N_FRAMES, CHUNK = 40, 7  # 6 blocks of frames: 3 per rank
@@ -257,8 +257,8 @@ def test_energy_fit_on_thread_ranks_is_the_serial_fit(n_frames, chunk):
 
     from mdplugin.models.soap import SoapEnergyModel
 
-    from .conftest import dichloroethane
-    from .test_energy import pair_potential
+    from ..conftest import dichloroethane
+    from ..models.test_soap import pair_potential
 
     frames = [molecule("H2O") if i % 4 == 1 else dichloroethane(i, 0.08) for i in range(n_frames)]
     for i, a in enumerate(frames):
@@ -299,7 +299,7 @@ def _relative_error(a, b) -> float:
 def fitted(tmp_path_factory):
     """Models fitted on 2 ranks and serially (same script, same one-thread BLAS)."""
     mpiexec = mpiexec_path()
-    data = Path(__file__).resolve().parents[1] / "examples" / "trajectories" / "dce_train.xyz"
+    data = Path(__file__).resolve().parents[2] / "examples" / "trajectories" / "dce_train.xyz"
     if not data.exists():
         pytest.skip("examples/trajectories/dce_train.xyz not generated yet")
     root = tmp_path_factory.mktemp("mpi_fit")
@@ -411,7 +411,7 @@ def test_mpiexec_label_writes_the_serial_file(tmp_path):
     import ase.io
     from ase.build import molecule
 
-    from .conftest import dichloroethane
+    from ..conftest import dichloroethane
 
     mpiexec = mpiexec_path()
     frames = [molecule("H2O"), dichloroethane(rng=1, noise=0.05), molecule("CH4"), molecule("NH3"),

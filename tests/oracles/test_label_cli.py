@@ -17,7 +17,7 @@ from mdplugin.cli.main import main
 from mdplugin.structures.data import read_dataset
 from mdplugin.oracles.label import label_frames
 
-from .conftest import dichloroethane
+from ..conftest import dichloroethane
 
 
 def _mdplugin(*args: str) -> subprocess.CompletedProcess:

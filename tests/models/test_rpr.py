@@ -18,7 +18,7 @@ from mdplugin.models import build, load_model
 from mdplugin.models.rpr import IllDefinedFrameWarning
 from mdplugin.core.tensors import random_rotation, rotate_tensors, rotate_vectors
 
-from .conftest import EXAMPLES, dichloroethane
+from ..conftest import EXAMPLES, dichloroethane
 
 # --------------------------------------------------------------------------------------------
 # synthetic but covariant labels on 1,2-dichloroethane geometries
@@ -93,7 +93,7 @@ def _real_frames():
     if (EXAMPLES / "dce_train.xyz").exists():
         data = read_dataset(EXAMPLES / "dce_train.xyz", properties=["dipole", "polarizability"], index=slice(0, 80))
     else:
-        from .conftest import SHARED_DATA
+        from ..conftest import SHARED_DATA
 
         path = SHARED_DATA / "tensoap-water" / "water_dimer.xyz"
         if not path.exists():

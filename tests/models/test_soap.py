@@ -11,7 +11,7 @@ from mdplugin.core.errors import DataError
 from mdplugin.models import build, load_model
 from mdplugin.models.soap import SoapEnergyModel
 
-from .conftest import dichloroethane
+from ..conftest import dichloroethane
 
 
 def pair_potential(atoms: Atoms) -> tuple[float, np.ndarray]:

@@ -10,7 +10,7 @@ from scipy.spatial.transform import Rotation
 
 from mdplugin.active.selection import PosteriorGroup, conditioned_group, ivr_order, select_candidates
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 TRAJ = ROOT / "examples" / "trajectories"
 
 

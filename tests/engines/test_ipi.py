@@ -27,8 +27,8 @@ from mdplugin.core.errors import ConfigError
 from mdplugin.engines.ipi import IPIConnectionError, MdpluginDriver, extras_json, make_calculator, run_client
 from mdplugin.core.units import BOHR, HARTREE
 
-from .conftest import dichloroethane
-from .ipi_utils import (DRIVER_FILE, client_command, env, free_port, ipi_input, process, train_models, wait,
+from ..conftest import dichloroethane
+from ..support.ipi_utils import (DRIVER_FILE, client_command, env, free_port, ipi_input, process, train_models, wait,
                         wait_for)
 
 STEPS = 20
@@ -330,7 +330,7 @@ def test_example_inputs_are_valid_ipi_inputs(case):
     from ipi.inputs.simulation import InputSimulation
     from ipi.utils.io.inputs import io_xml
 
-    folder = Path(__file__).resolve().parents[1] / "examples" / "ipi"
+    folder = Path(__file__).resolve().parents[2] / "examples" / "ipi"
     path = folder / case / "input.xml"
     with open(path) as handle:
         InputSimulation().parse(io_xml.xml_parse_file(handle).fields[0][1])

@@ -9,7 +9,7 @@ from mdplugin.core import tensors as T
 from mdplugin.core.errors import DataError
 from mdplugin.models import build
 
-from .conftest import dichloroethane
+from ..conftest import dichloroethane
 
 SMALL = dict(
     cutoff=3.5, max_radial=3, max_angular=3, n_sparse=30, n_components=40, chunk_size=7

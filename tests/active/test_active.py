@@ -24,7 +24,7 @@ from mdplugin.active.store import LOG_COLUMNS
 from mdplugin.structures.data import read_dataset
 from mdplugin.core.errors import ConfigError
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 #: small models: the loop's logic is under test, not the models' accuracy
 HYPERS = {"energy": {"n_sparse": 20, "max_radial": 2, "max_angular": 2, "cutoff": 3.0}}
@@ -360,7 +360,7 @@ def _start_file(tmp_path) -> Path:
     return path
 
 
-RUN_OPTIONS = ("--oracle", "tests.test_active:toy_oracle", "--targets", "energy,dipole", "--model", "rpr",
+RUN_OPTIONS = ("--oracle", "tests.active.test_active:toy_oracle", "--targets", "energy,dipole", "--model", "rpr",
                "--energy-hypers", '{"n_sparse": 20, "max_radial": 2, "max_angular": 2, "cutoff": 3.0}',
                "--threshold-energy", "1e-3", "--n-initial", "3", "--steps", "400", "--max-calls", "5",
                "--temperature", "300:600", "--seed", "1")
@@ -404,7 +404,7 @@ def test_sigkill_then_resume_loses_and_duplicates_no_label(tmp_path, moment, mod
     reported = _reported(lines)
     keys = _keys(run_dir)
     assert set(reported) <= set(keys) and len(keys) == len(set(keys))
-    done = subprocess.run(_cli("--resume", str(run_dir), "--oracle", "tests.test_active:toy_oracle"),
+    done = subprocess.run(_cli("--resume", str(run_dir), "--oracle", "tests.active.test_active:toy_oracle"),
                           cwd=ROOT, env=_env(0.0), capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     assert "resuming at step" in done.stdout and "oracle-call budget reached (5 calls)" in done.stdout
@@ -508,7 +508,7 @@ def test_oracle_factory_is_found_in_the_current_folder(tmp_path, monkeypatch):
     script (unlike ``python -m``) does not put on ``sys.path``."""
     from mdplugin.active import resolve_oracle
 
-    (tmp_path / "toy_oracle_here.py").write_text("from tests.test_active import ToyOracle\n\n"
+    (tmp_path / "toy_oracle_here.py").write_text("from tests.active.test_active import ToyOracle\n\n"
                                                  "def make():\n    return ToyOracle()\n")
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(sys, "path", [p for p in sys.path if os.path.abspath(p or ".") != str(tmp_path)])

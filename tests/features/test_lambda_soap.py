@@ -18,7 +18,7 @@ from mdplugin.features.lambda_soap import (
 from mdplugin.features.soap import SoapPowerSpectrum
 from mdplugin.core.errors import DataError
 
-from .conftest import dichloroethane
+from ..conftest import dichloroethane
 
 SPECIES = [1, 6, 17]
 HYPERS = dict(cutoff=3.5, max_radial=3, max_angular=3, gaussian_width=0.3)
