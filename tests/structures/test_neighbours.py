@@ -1,0 +1,61 @@
+"""The vesin neighbour search against ASE's, on molecules and periodic cells (triclinic, smaller
+than twice the cutoff, mixed periodicity)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from ase import Atoms
+from ase.build import molecule
+from ase.neighborlist import neighbor_list
+
+from mdplugin.core.errors import DataError
+from mdplugin.structures.neighbours import closest_pair, nearest_neighbour_distances, neighbour_pairs
+
+
+def _same_pairs(atoms: Atoms, cutoff: float) -> None:
+    pairs = neighbour_pairs(atoms, cutoff)
+    i, j, shifts, vectors = neighbor_list("ijSD", atoms, cutoff)
+    ours = sorted(zip(pairs.i, pairs.j, map(tuple, pairs.shifts)))
+    theirs = sorted(zip(i, j, map(tuple, shifts)))
+    assert ours == theirs
+    expected = atoms.positions[pairs.j] + pairs.shifts @ atoms.cell.array - atoms.positions[pairs.i]
+    np.testing.assert_allclose(pairs.vectors, expected, atol=1e-12)
+    np.testing.assert_allclose(pairs.distances, np.linalg.norm(expected, axis=1), atol=1e-12)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_random_triclinic_cells_match_ase(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    cell = np.diag(rng.uniform(2.5, 7.0, 3)) + np.triu(rng.uniform(-1.0, 1.0, (3, 3)), 1)
+    n = int(rng.integers(1, 12))
+    atoms = Atoms(numbers=rng.integers(1, 9, n), scaled_positions=rng.uniform(size=(n, 3)), cell=cell, pbc=True)
+    _same_pairs(atoms, 5.0)  # cells smaller than twice the cutoff: atoms see their own images
+
+
+def test_molecules_and_mixed_periodicity_match_ase() -> None:
+    _same_pairs(molecule("CH3CH2OH"), 3.0)
+    slab = Atoms("H3O", positions=[[0, 0, 0], [0.9, 0.3, 0.1], [0.2, 1.1, 0.4], [1.5, 1.5, 1.5]],
+                 cell=[[3, 0, 0], [0.4, 3.2, 0], [0, 0, 9]], pbc=[True, True, False])
+    _same_pairs(slab, 4.0)
+
+
+def test_closest_pair_and_nearest_neighbours() -> None:
+    water = molecule("H2O")
+    i, j, d = closest_pair(water, 1.2)
+    assert {i, j} == {0, 1} or {i, j} == {0, 2}
+    assert d == pytest.approx(np.linalg.norm(water.positions[1] - water.positions[0]))
+    assert closest_pair(water, 0.5) is None
+    nearest = nearest_neighbour_distances(water, 3.0)
+    assert nearest.shape == (3,) and np.all(np.isfinite(nearest))
+    lone = Atoms("H2", positions=[[0, 0, 0], [10, 0, 0]])
+    assert np.all(np.isinf(nearest_neighbour_distances(lone, 3.0)))
+
+
+def test_degenerate_cells_are_named() -> None:
+    flat = Atoms("H", positions=[[0, 0, 0]], cell=[[1, 0, 0], [2, 0, 0], [0, 0, 1]], pbc=True)
+    with pytest.raises(DataError, match="degenerate"):
+        neighbour_pairs(flat, 2.0)
+    missing = Atoms("H", positions=[[0, 0, 0]], cell=[[1, 0, 0], [0, 1, 0], [0, 0, 0]], pbc=True)
+    with pytest.raises(DataError, match="cell vector c is zero"):
+        neighbour_pairs(missing, 2.0)
