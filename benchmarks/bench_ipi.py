@@ -122,7 +122,7 @@ def ipi_input(init: str, steps: int, prefix: str, address: str) -> str:
 TIMED_CLIENT = """
 import json, sys, time
 import mdplugin.engines.ipi as ipi
-from mdplugin.cli.main import main
+from mdplugin.cli.parser import main
 
 model, pes, start = [], [], []
 evaluate, compute = ipi.MdpluginDriver._evaluate, ipi.MdpluginDriver.compute_structure

@@ -59,7 +59,7 @@ THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
 def _worker(argv: list[str]) -> int:
     """Run ``mdplugin`` ARGV in this process, then print one JSON line with rank and peak memory."""
     import mdplugin.models.training
-    from mdplugin.cli.main import main
+    from mdplugin.cli.parser import main
     from mdplugin.learn.parallel import get_comm, max_rss_mib
 
     fit, timing = mdplugin.models.training.fit_on_dataset, {}

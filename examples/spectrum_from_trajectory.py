@@ -17,7 +17,7 @@ The same from the command line::
     mdplugin spectrum ir mu.xyz --dt 1.0 --temperature 300 -o ir.csv --plot ir.png
     mdplugin spectrum raman alpha.xyz --dt 1.0 --temperature 300 -o raman.csv --plot raman.png
 
-(the script runs these commands too, through :func:`mdplugin.cli.main.main`, and checks that they give
+(the script runs these commands too, through :func:`mdplugin.cli.parser.main`, and checks that they give
 the same IR spectrum as the Python route). Formulas, units and options: docs/spectra.md.
 """
 
@@ -60,7 +60,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     import ase.io
 
-    from mdplugin.cli.main import main as cli
+    from mdplugin.cli.parser import main as cli
     from mdplugin.structures.data import read_dataset
     from mdplugin.models import build
     from mdplugin.spectra import ir_spectrum, plot_spectra, raman_spectrum, read_csv, write_csv

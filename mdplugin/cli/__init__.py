@@ -1,5 +1,5 @@
 """``mdplugin <command>``: the parser (:mod:`.main`) and one module per command. Nothing imports cli."""
 
-from .main import main
+from .parser import main
 
 __all__ = ["main"]

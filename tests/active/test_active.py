@@ -436,7 +436,7 @@ def test_cli_errors_are_one_line(tmp_path):
 
 
 def test_cli_passes_temperature_cycles_to_the_run(tmp_path, capsys):
-    from mdplugin.cli.main import main
+    from mdplugin.cli.parser import main
 
     run_dir = tmp_path / "run"
     assert main(["active", str(_start_file(tmp_path)), "-o", str(run_dir), *RUN_OPTIONS,
@@ -589,7 +589,7 @@ def test_a_folder_left_by_a_start_killed_before_its_first_label_is_taken_over(tm
 
 
 def test_cli_failed_start_then_rerun(tmp_path, capsys):
-    from mdplugin.cli.main import main
+    from mdplugin.cli.parser import main
 
     run_dir = tmp_path / "run5"
     raw = tmp_path / "raw5.xyz"

@@ -32,7 +32,7 @@ def test_generated_page_is_up_to_date(name: str, page: str) -> None:
 
 
 def test_cli_page_documents_every_subcommand() -> None:
-    from mdplugin.cli.main import build_parser
+    from mdplugin.cli.parser import build_parser
 
     gen = _generator("gen_cli")
     text = (DOCS / "cli.md").read_text(encoding="utf-8")

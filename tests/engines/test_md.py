@@ -8,7 +8,7 @@ import pytest
 from ase.calculators.calculator import Calculator, all_changes
 
 from mdplugin.engines.ase import MLCalculator
-from mdplugin.cli.main import main
+from mdplugin.cli.parser import main
 from mdplugin.structures.data import read_dataset, write_dataset, Dataset
 from mdplugin.engines.md import largest_bond_gap, run_md
 from mdplugin.models.soap import SoapEnergyModel

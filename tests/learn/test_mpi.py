@@ -372,7 +372,7 @@ def _read_csv(path: Path) -> tuple[list[str], np.ndarray]:
 
 @pytest.mark.slow  # mpiexec start-up and featomic import per rank: ~30-70 s on a loaded 2-core box
 def test_md_replicas_one_trajectory_per_rank_averaged_by_spectrum(fitted, tmp_path, examples_dir):
-    from mdplugin.cli.main import main
+    from mdplugin.cli.parser import main
     from mdplugin.structures.data import read_dataset
 
     mpiexec = mpiexec_path()

@@ -147,7 +147,7 @@ def test_models_follow_the_scikit_learn_parameter_protocol_without_importing_it(
     twin = clone(model)
     assert twin is not model and twin.get_params() == model.get_params()
     assert "n_sparse=9" in repr(model) and "cutoff" not in repr(model)  # only non-defaults shown
-    code = "import sys, mdplugin.models, mdplugin.cli.main; print('sklearn' in sys.modules)"
+    code = "import sys, mdplugin.models, mdplugin.cli.parser; print('sklearn' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
     # nor does fitting an energy model (its FPS filter takes numpy's SVD): every MPI rank saves ~1.7 s

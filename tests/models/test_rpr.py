@@ -11,7 +11,7 @@ import pytest
 from ase import Atoms
 from scipy.spatial.transform import Rotation
 
-from mdplugin.cli.main import main
+from mdplugin.cli.parser import main
 from mdplugin.structures.data import Dataset, read_dataset, write_dataset
 from mdplugin.core.errors import ConfigError, DataError, ModelFileError
 from mdplugin.models import build, load_model

@@ -13,7 +13,7 @@ import pytest
 from ase import Atoms
 from ase.build import molecule
 
-from mdplugin.cli.main import main
+from mdplugin.cli.parser import main
 from mdplugin.structures.data import read_dataset
 from mdplugin.oracles.label import label_frames
 

@@ -14,7 +14,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from mdplugin.cli.main import main
+from mdplugin.cli.parser import main
 from mdplugin.structures.data import read_dataset
 from mdplugin.core.errors import DataError
 
@@ -254,7 +254,7 @@ def test_console_script_one_line_and_debug_traceback(tmp_path):
     """The real console script (the entry point of pyproject.toml), once plain and once with --debug."""
     data = tmp_path / "bad.xyz"
     data.write_text(BAD_DATA["NaN dipole in frame 2"][0])
-    script = "import sys; from mdplugin.cli.main import main; sys.exit(main())"
+    script = "import sys; from mdplugin.cli.parser import main; sys.exit(main())"
     args = list(map(str, _train(data, tmp_path / "m.npz")))
     plain = subprocess.run([sys.executable, "-c", script, *args], capture_output=True, text=True, timeout=300)
     assert plain.returncode == 2

@@ -14,7 +14,7 @@ import pytest
 from ase.calculators.calculator import Calculator, all_changes
 
 from mdplugin.engines.ase import MLCalculator
-from mdplugin.cli.main import main
+from mdplugin.cli.parser import main
 from mdplugin.structures.data import read_dataset
 from mdplugin.core.errors import SimulationError
 from mdplugin.engines.md import LOST_ATOM_DISTANCE, run_md

@@ -8,7 +8,7 @@ import pytest
 from ase import Atoms
 
 from mdplugin.engines.ase import MLCalculator
-from mdplugin.cli.main import main
+from mdplugin.cli.parser import main
 from mdplugin.structures.data import Dataset, write_dataset
 from mdplugin.core.errors import DataError, MdpluginError
 from mdplugin.models import build, load_model

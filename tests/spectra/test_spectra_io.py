@@ -12,7 +12,7 @@ from ase import Atoms
 from ase.calculators.singlepoint import SinglePointCalculator
 from ase.io import write
 
-from mdplugin.cli.main import main
+from mdplugin.cli.parser import main
 from mdplugin.core.errors import ConfigError, DataError
 from mdplugin.spectra import autocorrelation, read_csv, read_series, spectral_density, spectrum_command
 from mdplugin.spectra.correlation import C_CM_PER_FS
