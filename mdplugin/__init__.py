@@ -9,8 +9,7 @@ Public entry points::
     model = mdplugin.load_model("dipole.npz")
 """
 
-__version__ = "0.1.0"
-
+from .core.version import __version__  # noqa: E402
 from .core.errors import MdpluginError  # noqa: E402
 from .models.base import load_model  # noqa: E402
 

@@ -19,12 +19,5 @@ from .onthefly import ActiveCalculator
 from .store import LOG_COLUMNS, RunStore, structure_hash
 
 
-def run_active_command(args) -> int:
-    """Handler of ``mdplugin active`` (see :mod:`mdplugin.cli.active`)."""
-    from ..cli.active import run_active_command as _run
-
-    return _run(args)
-
-
 __all__ = ["ActiveCalculator", "ActiveConfig", "ActiveSummary", "Learner", "LABELS_FOR", "LOG_COLUMNS", "RunStore", "TARGETS",
-           "measure", "resolve_oracle", "run_active", "run_active_command", "structure_hash"]
+           "measure", "resolve_oracle", "run_active", "structure_hash"]

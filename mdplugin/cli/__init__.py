@@ -1,4 +1,4 @@
-"""``mdplugin <command>``: the parser (:mod:`.main`) and one module per command. Nothing imports cli."""
+"""``mdplugin <command>``: the parser (:mod:`.parser`) and one module per command. Nothing imports cli."""
 
 from .parser import main
 

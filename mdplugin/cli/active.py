@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .parser import json_object
+from .options import json_object
 from ..core.errors import ConfigError, MdpluginError
 from ..active.config import TARGETS, ActiveConfig
 from ..active.loop import run_active

@@ -12,8 +12,9 @@ import json
 import sys
 import time
 
-from .. import __version__
+from ..core.version import __version__
 from ..core.errors import ConfigError, MdpluginError
+from .options import json_object
 from ..models.base import TENSOR_PRECISIONS
 
 #: --model name on the command line -> registry name
@@ -31,19 +32,6 @@ def _key_map(args) -> dict[str, str]:
         if value:
             keys[name] = value
     return keys
-
-
-def json_object(text: str | None, option: str) -> dict:
-    """The JSON object given to a command-line ``option`` ({} when empty); a one-line error otherwise."""
-    if not text:
-        return {}
-    try:
-        value = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise ConfigError(f"{option} is not valid JSON: {exc.msg}") from None
-    if not isinstance(value, dict):
-        raise ConfigError(f"{option} must be a JSON object, e.g. '{{\"regularizer\": 1e-6}}'")
-    return value
 
 
 def _properties_for(target: str) -> list[str]:
@@ -151,13 +139,13 @@ def cmd_spectrum(args) -> int:
 
 
 def cmd_ipi(args) -> int:
-    from ..engines.ipi import run_ipi_command
+    from .ipi import run_ipi_command
 
     return run_ipi_command(args) or 0
 
 
 def cmd_active(args) -> int:
-    from ..active import run_active_command
+    from .active import run_active_command
 
     return run_active_command(args) or 0
 

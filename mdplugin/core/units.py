@@ -21,54 +21,65 @@ KB: float = float(_ase_units.kB)
 DEBYE_PER_EA: float = 1.0 / float(_ase_units.Debye)
 
 
+#: factors from ASE units to atomic units, per quantity: eV -> Hartree, eV/Å -> Hartree/bohr,
+#: e·Å -> e·bohr, Å³ -> bohr³ (multiply an ASE-unit value by the factor; divide to go back)
+AU_PER_ASE: dict[str, float] = {
+    "energy": 1.0 / HARTREE,
+    "forces": BOHR / HARTREE,
+    "length": 1.0 / BOHR,
+    "dipole": 1.0 / BOHR,
+    "polarizability": 1.0 / BOHR**3,
+}
+
+
 def energy_to_au(e):
     """eV -> Hartree."""
-    return np.asarray(e) / HARTREE
+    return np.asarray(e) * AU_PER_ASE["energy"]
 
 
 def energy_from_au(e):
     """Hartree -> eV."""
-    return np.asarray(e) * HARTREE
+    return np.asarray(e) / AU_PER_ASE["energy"]
 
 
 def forces_to_au(f):
     """eV/Å -> Hartree/bohr."""
-    return np.asarray(f) * (BOHR / HARTREE)
+    return np.asarray(f) * AU_PER_ASE["forces"]
 
 
 def forces_from_au(f):
     """Hartree/bohr -> eV/Å."""
-    return np.asarray(f) * (HARTREE / BOHR)
+    return np.asarray(f) / AU_PER_ASE["forces"]
 
 
 def length_to_au(x):
     """Å -> bohr."""
-    return np.asarray(x) / BOHR
+    return np.asarray(x) * AU_PER_ASE["length"]
 
 
 def length_from_au(x):
     """bohr -> Å."""
-    return np.asarray(x) * BOHR
+    return np.asarray(x) / AU_PER_ASE["length"]
 
 
 def dipole_to_au(mu):
     """e·Å -> e·bohr."""
-    return np.asarray(mu) / BOHR
+    return np.asarray(mu) * AU_PER_ASE["dipole"]
 
 
 def dipole_from_au(mu):
     """e·bohr -> e·Å."""
-    return np.asarray(mu) * BOHR
+    return np.asarray(mu) / AU_PER_ASE["dipole"]
 
 
 def polarizability_to_au(alpha):
     """Å³ (polarizability volume) -> bohr³ (atomic units)."""
-    return np.asarray(alpha) / BOHR**3
+    return np.asarray(alpha) * AU_PER_ASE["polarizability"]
 
 
 def polarizability_from_au(alpha):
     """bohr³ (atomic units) -> Å³ (polarizability volume)."""
-    return np.asarray(alpha) * BOHR**3
+    return np.asarray(alpha) / AU_PER_ASE["polarizability"]
 
 
 #: converters from a file's unit system into ASE units, per property

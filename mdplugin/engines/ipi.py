@@ -45,7 +45,7 @@ from ase.calculators.calculator import all_changes
 from ipi.pes._ase import ASEDriver
 
 from ..core.errors import ConfigError, MdpluginError
-from ..core.units import BOHR, HARTREE
+from ..core.units import AU_PER_ASE, BOHR
 
 if TYPE_CHECKING:  # pragma: no cover
     from .ase import MLCalculator
@@ -53,19 +53,13 @@ if TYPE_CHECKING:  # pragma: no cover
 #: i-PI's default prefix of UNIX-socket file names (``<simulation sockets_prefix=...>``)
 DEFAULT_SOCKETS_PREFIX = "/tmp/ipi_"
 
-# ASE units -> atomic units
-_ENERGY = 1.0 / HARTREE
-_FORCE = BOHR / HARTREE
-_DIPOLE = 1.0 / BOHR
-_POLARIZABILITY = 1.0 / BOHR**3
-
-#: extras key -> (factor ASE -> atomic units)
+#: extras key -> factor ASE -> atomic units (:data:`mdplugin.core.units.AU_PER_ASE`)
 EXTRAS_UNITS = {
-    "dipole": _DIPOLE,
-    "polarizability": _POLARIZABILITY,
-    "dipole_std": _DIPOLE,
-    "polarizability_std": _POLARIZABILITY,
-    "energy_std": _ENERGY,
+    "dipole": AU_PER_ASE["dipole"],
+    "polarizability": AU_PER_ASE["polarizability"],
+    "dipole_std": AU_PER_ASE["dipole"],
+    "polarizability_std": AU_PER_ASE["polarizability"],
+    "energy_std": AU_PER_ASE["energy"],
 }
 
 
@@ -194,8 +188,8 @@ class MdpluginDriver(ASEDriver):
 
     def post_process(self, results: dict, structure=None):
         """Turn ASE-unit results into i-PI's return tuple in atomic units."""
-        energy = float(results["energy"]) * _ENERGY
-        forces = np.asarray(results["forces"], dtype=np.float64).reshape(-1, 3) * _FORCE
+        energy = float(results["energy"]) * AU_PER_ASE["energy"]
+        forces = np.asarray(results["forces"], dtype=np.float64).reshape(-1, 3) * AU_PER_ASE["forces"]
         virial = np.zeros((3, 3), dtype=np.float64)
         return energy, forces, virial, extras_json(results)
 
@@ -438,25 +432,3 @@ def run_client(driver, *, unix: bool = False, address: str = "localhost", port: 
         loop.__globals__["socket"] = socket
         if sockets.last is not None:
             sockets.last.close()
-
-
-def run_ipi_command(args) -> int:
-    """``mdplugin ipi``: build the PES from the command line and serve it until i-PI ends the run."""
-    shm = getattr(args, "shm", False)
-    unix = args.unix or shm
-    if unix and args.port is not None:
-        raise ConfigError("--port makes no sense with --unix (the address is the socket name)")
-    if not unix and args.port is None:
-        raise ConfigError("give --port for a TCP connection, or --unix for a UNIX socket")
-    calculator = None
-    if getattr(args, "active", None):  # on-the-fly active learning (mdplugin.active.ActiveCalculator)
-        from ..active import ActiveCalculator
-
-        calculator = ActiveCalculator(args.active)
-    driver = MdpluginDriver(template=args.template, energy=args.energy, dipole=args.dipole,
-                            polarizability=args.polarizability, std=getattr(args, "std", True),
-                            calculator=calculator)
-    run_client(driver, unix=unix, address=args.address, port=args.port,
-               sockets_prefix=getattr(args, "sockets_prefix", DEFAULT_SOCKETS_PREFIX),
-               timeout=args.timeout, shm=shm, verbose=getattr(args, "verbose", False))
-    return 0

@@ -32,6 +32,7 @@ from ase.data import chemical_symbols
 
 from ..core.atomicio import atomic_write
 from ..core.errors import ConfigError, DataError, ModelFileError
+from ..core.version import __version__
 from .params import ParamsMixin
 
 FORMAT = "mdplugin-model"
@@ -196,8 +197,6 @@ class Model(ParamsMixin):
         for name, a in arrays.items():
             if a.dtype == object:
                 raise ModelFileError(f"model state {name!r} is an object array; cannot be saved safely")
-        from .. import __version__
-
         meta = {
             "format": FORMAT,
             "format_version": FORMAT_VERSION,

@@ -353,7 +353,7 @@ class SAGPRModel(SharedExpansionMixin, Model):
         """Per centre species ``s``: (s, cols, x⁰ (m, k0), x^λ (m·(2λ+1), kλ)) of the representative
         environments the λ GPR uses, contiguous copies built once per fitted/loaded model (copying
         them on every call made up most of a one-frame prediction)."""
-        cache = self.__dict__.setdefault("_sparse_block_cache", {})  # emptied by fit and _set_state
+        cache = self._block_cache  # a new one in fit and _set_state
         if lam not in cache:
             n_max = self._n_sparse(lam)
             blocks = []
@@ -371,7 +371,7 @@ class SAGPRModel(SharedExpansionMixin, Model):
         (:func:`~mdplugin.models.lsoap_kernels.fold_weights`: a mean prediction then needs no
         kernel row and no projected λ features; ζ = 1 or 2 only), scaled by ``y_scale /
         kernel_scale``; built once per fitted/loaded model."""
-        cache = self.__dict__.setdefault("_sparse_block_cache", {})  # emptied by fit and _set_state
+        cache = self._block_cache  # a new one in fit and _set_state
         key = ("contracted", lam)
         if key not in cache:
             d = 2 * lam + 1
@@ -389,7 +389,7 @@ class SAGPRModel(SharedExpansionMixin, Model):
         projections per species (ζ = 2) and ``{λ: Q per species}``; built once per fitted/loaded
         model and precision (an MD step then makes no cache lookups of its own; ``"single"`` keeps
         float32 copies of the projections and of Q)."""
-        cache = self.__dict__.setdefault("_sparse_block_cache", {})  # emptied by fit and _set_state
+        cache = self._block_cache  # a new one in fit and _set_state
         key = ("plan", precision)
         if key not in cache:
             dtype = TENSOR_PRECISIONS[precision]
@@ -456,7 +456,7 @@ class SAGPRModel(SharedExpansionMixin, Model):
         """The training frames as a list and their targets ``{λ: (n, 2λ+1)}``, checked; sets
         ``species_`` and forgets the cached blocks of a previous fit."""
         self._check_target()
-        self.__dict__.pop("_sparse_block_cache", None)
+        self._block_cache = {}  # the representative environments' blocks, built on first use
         frames = list(frames)
         if len(frames) == 0:
             raise DataError("no training frames")
@@ -725,7 +725,7 @@ class SAGPRModel(SharedExpansionMixin, Model):
         return factor_sparse_kernel(self._sparse_kernel(lam) / self.kernel_scale_[lam], self.jitter)[1]
 
     def _set_state(self, arrays: dict[str, np.ndarray]) -> None:
-        self.__dict__.pop("_sparse_block_cache", None)
+        self._block_cache = {}  # the representative environments' blocks, built on first use
         self.baseline_ = np.asarray(arrays["baseline"], dtype=float)
         self.sparse_species_ = np.asarray(arrays["sparse_species"], dtype=int)
         self.sparse_rank_ = np.asarray(arrays["sparse_rank"], dtype=int)
