@@ -24,11 +24,24 @@ from scipy.linalg import cho_solve, lapack, solve_triangular
 from .parallel import allgather_array, resolve_comm
 
 
+# Farthest-point sampling: why not ``skmatter.sample_selection.FPS``. scikit-matter's FPS chooses
+# the same points in the same order (tests/learn/test_gpr.py checks it, on random and on real
+# features), but (1) it has no way to spread the rows over MPI ranks, which the models' fits need
+# (every rank keeps its own rows; a step exchanges one row per rank), and (2) it updates every
+# row at every step, where the filter below reads ~1 % of them: on the models' real features it is
+# 1.0-8.9x slower, 3.8x in total (``OMP_NUM_THREADS=1 python benchmarks/bench_fps.py``, 1000 DCE
+# frames and 1000 water dimers, 7 Dec 2026, commit d191885, load 1.9 on 2 cores: 1.35 s against
+# 5.11 s; for the default λ-SOAP fit of 1000 DCE frames 0.85 s against 3.6 s, of a ~10 s fit). Using
+# it for the one-process case would slow every serial fit and tie the serial and MPI models to two
+# codes' rounding; so the library is the reference of the tests, not the code path.
+
+
 def farthest_point_sampling(x: np.ndarray, n_select: int, start: int = 0) -> np.ndarray:
     """Indices of ``n_select`` rows of ``x`` (n, d) chosen by greedy farthest-point sampling.
 
     Deterministic: starts from row ``start`` and breaks ties by the lowest index. If
-    ``n_select >= n`` all indices are returned in FPS order.
+    ``n_select >= n`` all indices are returned in FPS order (the choice of
+    ``skmatter.sample_selection.FPS(initialize=start)``, faster: see the note above).
 
     The one-process case of :func:`distributed_farthest_point_sampling`: the squared distances
     are computed row by row and a step updates only the rows that an exact lower bound (along 32

@@ -25,28 +25,42 @@ def _rbf(a, b, ell=1.0):
     return np.exp(-0.5 * d / ell**2)
 
 
-def _plain_fps(x: np.ndarray, n_select: int, start: int = 0) -> np.ndarray:
-    """Greedy farthest-point sampling updating every row at every step (the textbook algorithm)."""
-    n_select = min(n_select, len(x))
-    sq = np.einsum("ij,ij->i", x, x)
-    selected = [start]
-    min_d = sq + sq[start] - 2.0 * x @ x[start]
-    for _ in range(1, n_select):
-        selected.append(int(np.argmax(min_d)))
-        np.minimum(min_d, sq + sq[selected[-1]] - 2.0 * x @ x[selected[-1]], out=min_d)
-    return np.array(selected[:n_select], dtype=int)
+def _skmatter_fps(x: np.ndarray, n_select: int, start: int = 0) -> np.ndarray:
+    """The reference: scikit-matter's greedy FPS (updates every row at every step)."""
+    from skmatter.sample_selection import FPS
+
+    return FPS(n_to_select=min(n_select, len(x)), initialize=start).fit(x).selected_idx_
 
 
-def test_fps_equals_the_plain_greedy_algorithm():
-    """The filtered FPS picks the rows of the textbook algorithm (clustered rows like invariant
-    features, and plain Gaussian rows where the filter directions explain little)."""
+def test_fps_chooses_what_skmatter_chooses():
+    """The filtered FPS picks the rows of scikit-matter's FPS, in the same order (clustered rows like
+    invariant features, and plain Gaussian rows where the filter directions explain little)."""
     rng = np.random.default_rng(11)
     for x in (_clustered(rng), rng.normal(size=(700, 80))):
         for start in (0, 123):
-            np.testing.assert_array_equal(farthest_point_sampling(x, 150, start=start), _plain_fps(x, 150, start))
+            np.testing.assert_array_equal(farthest_point_sampling(x, 150, start=start), _skmatter_fps(x, 150, start))
     x = rng.normal(size=(10, 3))
-    np.testing.assert_array_equal(farthest_point_sampling(x, 25), _plain_fps(x, 10))  # all, in FPS order
+    np.testing.assert_array_equal(farthest_point_sampling(x, 25), _skmatter_fps(x, 10))  # all, in FPS order
     assert len(farthest_point_sampling(x, 0)) == 0
+
+
+def test_fps_chooses_what_skmatter_chooses_on_real_features():
+    """The same on the SOAP energy model's normalised features of 150 DCE training frames, per
+    species (the rows the models really select from; benchmarks/bench_fps.py does 1000 frames)."""
+    from pathlib import Path
+
+    from ase.io import read
+
+    from mdplugin.features.expansion import SphericalExpansion
+    from mdplugin.features.lambda_soap import power_spectrum
+
+    frames = read(Path(__file__).resolve().parents[2] / "examples" / "trajectories" / "dce_train.xyz", index=":150")
+    x = power_spectrum(SphericalExpansion([1, 6, 17], cutoff=5.0, max_radial=4, max_angular=3).compute(frames))
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    z = np.concatenate([a.numbers for a in frames])
+    for species in (1, 6, 17):
+        rows = np.ascontiguousarray(x[z == species])
+        np.testing.assert_array_equal(distributed_farthest_point_sampling(rows, 120), _skmatter_fps(rows, 120))
 
 
 def test_fps_is_deterministic_and_spread():
@@ -76,7 +90,7 @@ def test_distributed_fps_on_one_rank_is_fps():
     x = _clustered(rng)
     for start in (0, 17):
         np.testing.assert_array_equal(
-            distributed_farthest_point_sampling(x, 200, start=start), _plain_fps(x, 200, start=start))
+            distributed_farthest_point_sampling(x, 200, start=start), _skmatter_fps(x, 200, start=start))
     assert sorted(distributed_farthest_point_sampling(x[:30], 50).tolist()) == list(range(30))  # all, FPS order
     assert len(distributed_farthest_point_sampling(x, 0)) == 0
     with pytest.raises(ValueError):
