@@ -3,7 +3,7 @@
 Active learning can only beat random frames by choosing better frames. This script measures how
 much better frames can be, with no dynamics and no oracle in the way: the λ-SOAP dipole model of
 ``bench_active.py`` (same hyper-parameters, regulariser 1e-4) becomes a full Gaussian process with
-the model's own structure kernel (``SAGPRModel.prior_covariance``), and every strategy picks frames
+the model's own structure kernel (``LambdaSoapModel.prior_covariance``), and every strategy picks frames
 from the same labelled pool, ``examples/trajectories/dce_train.xyz`` (1200 GFN2-xTB frames, 300 and
 600 K). ``dce_test.xyz`` is split in two: the even frames are the *target* set (structures from the
 test distribution; only ``greedy-labels`` sees their labels), the odd frames the held-out test set

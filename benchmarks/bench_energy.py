@@ -54,7 +54,7 @@ def main(argv=None) -> None:
     test = read_dataset(args.test, properties=["energy", "forces"])
     model = SoapEnergyModel(**json.loads(args.hypers))
     t0 = time.perf_counter()
-    model.fit(train.frames, train.energy, forces=train.forces)
+    model.fit(train.frames, {"energy": train.energy, "forces": train.forces})
     t_train = time.perf_counter() - t0
     print(f"hypers: {json.dumps(model.get_params())}")
     print(f"trained on {len(train)} frames ({len(model.sparse_species_)} sparse environments) in {t_train:.1f} s")

@@ -5,9 +5,9 @@ Both sides compute the same four properties on the same structure, in the same p
 
 * **ML**: :class:`mdplugin.engines.ase.MLCalculator` with the SOAP energy model and λ-SOAP (default)
   or RPR dipole and polarizability models, trained on ``--train`` (default
-  ``examples/trajectories/dce_train.xyz``). Models with equal expansion hyper-parameters share one
-  spherical expansion per step (``--shared``, the default, gives the λ-SOAP models the energy
-  model's hypers).
+  ``examples/trajectories/dce_train.xyz``). Models with equal featurizers share one set of
+  features per step (``--shared``, the default, gives the λ-SOAP models the energy model's hypers:
+  one spherical expansion serves all three).
 * **GFN2-xTB** (tblite): energy, forces and dipole, plus the polarizability by central finite
   field differences (six extra dipole calculations, :func:`mdplugin.oracles.label.make_oracle`).
 
@@ -118,8 +118,8 @@ def main(argv=None) -> None:
         print(f"trained {target:<15} {type(models[target]).__name__:<16} in {t:6.1f} s")
     ml = MLCalculator(energy=models["energy"], dipole=models["dipole"], polarizability=models["polarizability"],
                       tensor_precision=args.tensor_precision)
-    groups = [members for _, members in ml._groups.values()]
-    print(f"shared spherical expansions: {groups}; tensor precision: {args.tensor_precision}")
+    groups = [members for _, members in ml.feature_groups]
+    print(f"models sharing features: {groups}; tensor precision: {args.tensor_precision}")
     ref = make_oracle("tblite")
 
     atoms = read(args.train, index=0)
@@ -145,27 +145,24 @@ def main(argv=None) -> None:
     print(f"{'ML step (E, F, mu, alpha)':<28}{ms(ml_wall):>11.2f} ms{ms(ml_cpu):>11.2f} ms")
     print(f"{'GFN2-xTB + finite field':<28}{ms(ref_wall):>11.2f} ms{ms(ref_cpu):>11.2f} ms")
     print(f"speed-up (wall): {ms(ref_wall) / ms(ml_wall):.1f}x   (CPU): {ms(ref_cpu) / ms(ml_cpu):.1f}x")
-    # where the ML time goes: the shared expansion alone, and each model from a given expansion
-    key, (expansion, members) = next(iter(ml._groups.items()))
-    t = []
-    for _ in range(200):
-        t0 = time.perf_counter()
-        exp = expansion.compute([ml_atoms], gradients=True)
-        t.append(time.perf_counter() - t0)
-    print(f"  of which spherical expansion with gradients ({', '.join(members)}): {ms(t):.2f} ms")
-    for slot in members:
-        model = models[slot]
+    # where the ML time goes: each group's features alone, and each model from given features
+    for featurizer, members in ml.feature_groups:
+        gradients = "energy" in members
         t = []
         for _ in range(200):
             t0 = time.perf_counter()
-            if slot == "energy":
-                model.predict_from_expansion(exp, forces=True)
-            elif args.tensor_model == "lsoap":
-                model.predict_from_expansion(exp, precision=args.tensor_precision)
-            else:
-                model.predict_from_expansion(exp)
+            features = featurizer.compute([ml_atoms], gradients=gradients)
             t.append(time.perf_counter() - t0)
-        print(f"  of which {slot} model from the expansion: {ms(t):.2f} ms")
+        what = "with gradients" if gradients else "without gradients"
+        print(f"  of which {type(featurizer).__name__} {what} ({', '.join(members)}): {ms(t):.2f} ms")
+        for slot in members:
+            model = models[slot]
+            t = []
+            for _ in range(200):
+                t0 = time.perf_counter()
+                model.predict_from_features(features, forces=slot == "energy", precision=args.tensor_precision)
+                t.append(time.perf_counter() - t0)
+            print(f"  of which {slot} model from the features: {ms(t):.2f} ms")
     print(f"load average during the run: {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
 
 

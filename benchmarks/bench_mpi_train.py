@@ -125,7 +125,7 @@ def _warm_cache(targets: list[str]) -> str:
 
     for target in targets:
         model = build(MODEL_OF[target], target=target)
-        radial_table(model._expansion().hypers())
+        radial_table(model.featurizer().hypers())
     return f"warm ({cache_dir()})"
 
 

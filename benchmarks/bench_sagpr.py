@@ -42,7 +42,7 @@ WATER = REPO.parent / "shared" / "data" / "tensoap-water" / "water_dimer.xyz"
 DCE_TRAIN = REPO / "examples" / "trajectories" / "dce_train.xyz"
 DCE_TEST = REPO / "examples" / "trajectories" / "dce_test.xyz"
 
-#: water-dimer hyper-parameters (the DCE benchmark uses the defaults of SAGPRModel)
+#: water-dimer hyper-parameters (the DCE benchmark uses the defaults of LambdaSoapModel)
 WATER_HYPERS = dict(cutoff=5.5, max_radial=7, max_angular=4, gaussian_width=0.4,
                     n_sparse=400, n_sparse_l0=1600, n_components=400)
 SUMMARY: list[str] = []

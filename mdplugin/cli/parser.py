@@ -15,7 +15,7 @@ import time
 from ..core.version import __version__
 from ..core.errors import ConfigError, MdpluginError
 from .options import json_object
-from ..models.base import TENSOR_PRECISIONS
+from ..core.precision import TENSOR_PRECISIONS
 
 #: --model name on the command line -> registry name
 MODEL_CHOICES = ("soap", "lsoap", "rpr")

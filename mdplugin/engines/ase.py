@@ -17,19 +17,24 @@ Results (ASE units): ``energy`` and ``free_energy`` (eV), ``forces`` (n_atoms, 3
 Asking for a property no slot provides raises ASE's ``PropertyNotImplementedError`` naming the
 missing model.
 
+Features: the calculator never builds a model's features itself. Every model says which features it
+predicts from (``model.featurizer()``, a features-layer object); the calculator groups the models
+whose featurizers are equal, computes ONE set of features per structure and group through it — with
+position gradients when the group serves the energy slot and the forces are not yet computed at
+this structure — and hands it to each model's ``predict_from_features``, which returns a
+:class:`~mdplugin.models.contract.Prediction` whatever the model. The SOAP energy model and λ-SOAP
+models of equal hypers thus share one spherical expansion per MD step and its λ-SOAP features (the
+λ = 0 power spectrum serves the energy, dipole and polarizability models alike); two RPR models of
+one molecule share its inertia frames. :attr:`MLCalculator.feature_groups` shows the grouping.
+
 Efficiency: ASE's ``check_state`` means nothing is recomputed while positions, numbers and cell are
-unchanged; properties are computed when first asked for. Models that expose
-``expansion_hypers()`` and ``predict_from_expansion(expansion, ...)`` and have equal hypers share
-ONE spherical expansion per structure (computed with position gradients when the energy model is
-among them) and its λ-SOAP features (the λ = 0 power spectrum serves the energy, dipole and
-polarizability models alike), kept until the structure changes. Properties asked at an unchanged
-structure are served without copying the atoms again, and when only the positions moved (an MD
-step) the kept copy of the atoms is updated in place.
+unchanged; properties are computed when first asked for. Properties asked at an unchanged structure
+are served without copying the atoms again, and when only the positions moved (an MD step) the kept
+copy of the atoms is updated in place.
 """
 
 from __future__ import annotations
 
-import json
 import os
 from typing import Any, Sequence
 
@@ -38,7 +43,8 @@ from ase import Atoms
 from ase.calculators.calculator import Calculator, PropertyNotImplementedError, all_changes
 
 from ..core.errors import ConfigError, SimulationError
-from ..models.base import TENSOR_PRECISIONS, Model, load_model
+from ..core.precision import TENSOR_PRECISIONS
+from ..models.base import Model, load_model
 
 __all__ = ["MLCalculator", "REFERENCE_CALCULATORS", "make_reference_calculator"]
 
@@ -80,10 +86,6 @@ def _resolve(slot: str, value: Any) -> Model | Calculator | None:
                       f"got {type(value).__name__}")
 
 
-def _shares_expansion(model: Any) -> bool:
-    return hasattr(model, "expansion_hypers") and hasattr(model, "predict_from_expansion")
-
-
 class MLCalculator(Calculator):
     """ASE calculator combining an energy model (or any ASE calculator) with dipole and
     polarizability models (see the module docstring).
@@ -95,7 +97,7 @@ class MLCalculator(Calculator):
     polarizability : model file, loaded polarizability model or ``None``.
     tensor_precision : ``"single"`` (default) or ``"double"``: precision of the products with the
         λ-SOAP dipole and polarizability models' large matrices when they share the step's
-        expansion (:meth:`~mdplugin.models.lsoap.SAGPRModel.predict_from_expansion`). Single
+        expansion (:meth:`~mdplugin.models.lsoap.LambdaSoapModel.predict_from_features`). Single
         precision halves the bytes an MD step reads from memory (about 0.7 ms of a 5 ms step) and
         changes the dipole and polarizability by ~1e-6 relative, three orders of magnitude below
         the models' own errors. Energies, forces and every uncertainty are always double.
@@ -128,18 +130,25 @@ class MLCalculator(Calculator):
             if self.slots[slot] is not None:
                 provided += [slot, f"{slot}_std"]
         self.implemented_properties = provided
-        # groups of models sharing one spherical expansion: key -> (SphericalExpansion, [slots])
-        self._groups: dict[str, tuple[Any, list[str]]] = {}
+        # the models grouped by equal featurizers: [(featurizer, [slots])]
+        self._groups: list[tuple[Any, list[str]]] = []
         for slot, model in self.slots.items():
-            if isinstance(model, Model) and _shares_expansion(model):
-                key = json.dumps(model.expansion_hypers(), sort_keys=True)
-                if key not in self._groups:
-                    from ..features.expansion import SphericalExpansion
+            if isinstance(model, Model):
+                featurizer = model.featurizer()
+                group = next((g for g in self._groups if g[0] == featurizer), None)
+                if group is None:
+                    group = (featurizer, [])
+                    self._groups.append(group)
+                group[1].append(slot)
+        self._group_of = {slot: i for i, (_, slots) in enumerate(self._groups) for slot in slots}
+        # the current structure's features per group: index -> (features, with position gradients)
+        self._features: dict[int, tuple[Any, bool]] = {}
 
-                    self._groups[key] = (SphericalExpansion(**model.expansion_hypers()), [])
-                self._groups[key][1].append(slot)
-        self._group_of = {slot: key for key, (_, slots) in self._groups.items() for slot in slots}
-        self._expansions: dict[str, Any] = {}
+    @property
+    def feature_groups(self) -> list[tuple[Any, list[str]]]:
+        """The featurizers and the slots whose models share each one's features, e.g.
+        ``[(SphericalExpansion(...), ["energy", "dipole", "polarizability"])]``."""
+        return [(featurizer, list(slots)) for featurizer, slots in self._groups]
 
     # ------------------------------------------------------------------------------------------
     def _slot_of(self, name: str) -> str:
@@ -167,7 +176,7 @@ class MLCalculator(Calculator):
             # would copy the atoms twice (~70 µs each).
             self.atoms.arrays["positions"][...] = atoms.arrays["positions"]
             self.results = {}
-            self._expansions = {}
+            self._features = {}
         elif changes:
             return super().get_property(name, atoms, allow_calculation)
         # the structure of the last calculation (MD asks energy, forces, dipole, ... at one
@@ -204,7 +213,7 @@ class MLCalculator(Calculator):
     def calculate(self, atoms: Atoms | None = None, properties: Sequence[str] | None = None,
                   system_changes: Sequence[str] = all_changes) -> None:
         if system_changes:
-            self._expansions = {}
+            self._features = {}
             super().calculate(atoms, properties, system_changes)  # keeps a copy of the atoms
         properties = list(properties or ["energy"])
         todo: dict[str, bool] = {}  # slot -> uncertainty wanted
@@ -216,48 +225,49 @@ class MLCalculator(Calculator):
             self._compute_slot(slot, want_std)
 
     # ------------------------------------------------------------------------------------------
-    def _expansion_for(self, slot: str):
-        key = self._group_of[slot]
-        calc, members = self._groups[key]
-        exp = self._expansions.get(key)
-        gradients = "energy" in members
-        if exp is None:
-            exp = calc.compute([self.atoms], gradients=gradients)
-            self._expansions[key] = exp
-        return exp
+    def _features_for(self, slot: str, gradients: bool):
+        """The features of the current structure for ``slot``'s group, computed once per structure
+        (again only when position gradients are needed and the kept features lack them)."""
+        index = self._group_of[slot]
+        kept = self._features.get(index)
+        if kept is None or (gradients and not kept[1]):
+            featurizer, members = self._groups[index]
+            # the energy slot's forces come with its energy: one computation serves the whole MD step
+            gradients = gradients or ("energy" in members and "forces" not in self.results)
+            kept = (featurizer.compute([self.atoms], gradients=gradients), gradients)
+            self._features[index] = kept
+        return kept[0]
 
     def _compute_slot(self, slot: str, want_std: bool) -> None:
         """Fill the results of one slot; the ``*_std`` uncertainty only when ``want_std``."""
         model = self.slots[slot]
         atoms = self.atoms
+        if slot == "energy" and not isinstance(model, Model):  # an ASE calculator
+            energy = float(model.get_potential_energy(atoms))
+            forces = np.asarray(model.get_forces(atoms), dtype=float)
+            self._store_energy(energy, forces)
+            return
+        forces = slot == "energy" and "forces" not in self.results
+        features = self._features_for(slot, gradients=forces)
+        out = model.predict_from_features(features, return_std=want_std, forces=forces,
+                                          precision=self.tensor_precision)
         if slot == "energy":
-            if isinstance(model, Model):
-                if slot in self._group_of:
-                    out = model.predict_from_expansion(self._expansion_for(slot), return_std=want_std, forces=True)
-                    energy, forces = float(out["energy"][0]), out["forces"]
-                else:
-                    out = model.predict_energy_forces([atoms], return_std=want_std)
-                    energy, forces = float(out["energy"][0]), out["forces"][0]
-                if want_std:
-                    self.results["energy_std"] = float(out["energy_std"][0])
-            else:
-                energy = float(model.get_potential_energy(atoms))
-                forces = np.asarray(model.get_forces(atoms), dtype=float)
-            if not np.isfinite(energy) or not np.all(np.isfinite(forces)):
-                raise SimulationError("the energy model returned a non-finite energy or forces")
-            self.results["energy"] = energy
-            self.results["free_energy"] = energy
-            self.results["forces"] = np.asarray(forces, dtype=float).reshape(len(atoms), 3)
+            if want_std:
+                self.results["energy_std"] = float(out.std[0])
+            self._store_energy(float(out.values[0]), out.forces if forces else None)
             return
-        if slot in self._group_of:
-            out = model.predict_from_expansion(self._expansion_for(slot), return_std=want_std,
-                                               precision=self.tensor_precision)
-        else:
-            out = model.predict([atoms], return_std=want_std)
-        y, std = out if want_std else (out, None)
         shape = _SHAPES[slot]
-        self.results[slot] = np.asarray(y, dtype=float).reshape(shape)
-        if std is None:
+        self.results[slot] = np.asarray(out.values, dtype=float).reshape(shape)
+        if out.std is None:
             return
-        std = np.asarray(std, dtype=float)
+        std = np.asarray(out.std, dtype=float)
         self.results[f"{slot}_std"] = std.reshape(shape) if std.size == np.prod(shape) else std.reshape(-1)
+
+    def _store_energy(self, energy: float, forces: np.ndarray | None) -> None:
+        """The energy (and forces (n_atoms, 3) eV/Å, when computed) in the results, checked finite."""
+        if not np.isfinite(energy) or (forces is not None and not np.all(np.isfinite(forces))):
+            raise SimulationError("the energy model returned a non-finite energy or forces")
+        self.results["energy"] = energy
+        self.results["free_energy"] = energy
+        if forces is not None:
+            self.results["forces"] = np.asarray(forces, dtype=float).reshape(len(self.atoms), 3)

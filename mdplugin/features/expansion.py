@@ -261,6 +261,23 @@ class SphericalExpansion:
         self._checked = None
         self._plans: dict = {}
 
+    def _key(self) -> tuple:
+        return (self.species, self.cutoff, self.max_radial, self.max_angular, self.gaussian_width,
+                self.smoothing_width, self.engine)
+
+    def __eq__(self, other: object) -> bool:
+        """Equal species, hyper-parameters and engine: the same expansion (the ASE calculator
+        computes one per structure for all the models whose featurizers are equal)."""
+        return isinstance(other, SphericalExpansion) and other._key() == self._key()
+
+    def __hash__(self) -> int:
+        return hash(self._key())
+
+    def __repr__(self) -> str:
+        return (f"SphericalExpansion(species={list(self.species)}, cutoff={self.cutoff}, max_radial={self.max_radial}, "
+                f"max_angular={self.max_angular}, gaussian_width={self.gaussian_width}, "
+                f"smoothing_width={self.smoothing_width}, engine={self.engine!r})")
+
     def hypers(self) -> dict:
         """featomic hyper-parameters of the underlying calculator."""
         return {

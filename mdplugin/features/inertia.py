@@ -15,18 +15,25 @@ continuous through degeneracies; this module supplies the raw ingredients:
 * :func:`relative_gaps` — ``g12 = (λ2 − λ1)/λ3`` and ``g23 = (λ3 − λ2)/λ3`` (dimensionless);
 * :func:`frame_quality` — ``max(g12, g23)``: the relative gap of the best-defined axis (0 for a
   spherical top, where no axis is defined, 1 for a linear molecule);
-* :func:`third_moment_signs` — the classic (naive) sign rule, for comparison.
+* :func:`third_moment_signs` — the classic (naive) sign rule, for comparison;
+* :class:`InertiaFrames` — the featurizer a rotate–predict–rotate model hands the ASE calculator:
+  :class:`InertiaFeatures` (positions, centres of mass, axes, moments) of structures of one molecule.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
 from ase import Atoms
-from ase.data import atomic_masses
+from ase.data import atomic_masses, chemical_symbols
+
+from ..core.errors import ConfigError, DataError
 
 __all__ = [
+    "InertiaFeatures",
+    "InertiaFrames",
     "stack_positions",
     "inertia_frames",
     "body_coordinates",
@@ -97,3 +104,63 @@ def third_moment_signs(body: np.ndarray, numbers: np.ndarray) -> np.ndarray:
     m = atomic_masses[np.asarray(numbers)]
     third = np.einsum("a,nak->nk", m, np.asarray(body) ** 3)
     return np.where(third < 0.0, -1.0, 1.0)
+
+
+@dataclass(frozen=True)
+class InertiaFeatures:
+    """Principal-axis frames of ``n`` structures of one molecule (see :func:`inertia_frames`).
+
+    ``positions`` (n, n_atoms, 3) Å, ``numbers`` (n_atoms,), ``com`` (n, 3) Å, ``axes`` (n, 3, 3)
+    (eigenvectors as columns, increasing moment, arbitrary signs), ``moments`` (n, 3) amu·Å².
+    """
+
+    positions: np.ndarray
+    numbers: np.ndarray
+    com: np.ndarray
+    axes: np.ndarray
+    moments: np.ndarray
+
+    @classmethod
+    def of(cls, positions: np.ndarray, numbers: np.ndarray) -> "InertiaFeatures":
+        """The frames of stacked ``positions`` (n, n_atoms, 3) Å of a molecule of atoms ``numbers``."""
+        positions = np.asarray(positions, dtype=float)
+        numbers = np.asarray(numbers, dtype=int)
+        return cls(positions, numbers, *inertia_frames(positions, numbers))
+
+    @property
+    def n_frames(self) -> int:
+        return int(self.positions.shape[0])
+
+
+class InertiaFrames:
+    """Featurizer: :class:`InertiaFeatures` of structures of the molecule whose atoms are
+    ``numbers``, in that order. Featurizers of the same molecule are equal (the dipole and
+    polarizability models of one molecule share one computation per MD step). There are no
+    position gradients (``gradients=True`` is a :class:`ConfigError`)."""
+
+    def __init__(self, numbers: Sequence[int]):
+        self.numbers = tuple(int(z) for z in numbers)
+
+    def compute(self, frames: Sequence[Atoms] | Atoms, gradients: bool = False) -> InertiaFeatures:
+        if gradients:
+            raise ConfigError("inertia frames have no position gradients (a model on them gives no forces)")
+        frames = [frames] if isinstance(frames, Atoms) else list(frames)
+        if not frames:
+            raise DataError("no frames to compute features for")
+        want = np.array(self.numbers)
+        for i, atoms in enumerate(frames):
+            if len(atoms) != len(want) or not np.array_equal(atoms.numbers, want):
+                raise DataError(
+                    f"frame {i}: atoms {''.join(chemical_symbols[z] for z in atoms.numbers)} differ in number or "
+                    f"order from the molecule {''.join(chemical_symbols[z] for z in want)} (inertia frames need "
+                    "one molecule with a fixed atom order)")
+        return InertiaFeatures.of(stack_positions(frames)[0], want)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, InertiaFrames) and other.numbers == self.numbers
+
+    def __hash__(self) -> int:
+        return hash((InertiaFrames, self.numbers))
+
+    def __repr__(self) -> str:
+        return f"InertiaFrames({''.join(chemical_symbols[z] for z in self.numbers)})"

@@ -1,11 +1,29 @@
-"""The model interface, the registry, and model files.
+"""The model contract, the registry, and model files.
 
-Every model is a scikit-learn style estimator: hyper-parameters are the ``__init__`` arguments
-(JSON-serialisable, no work in ``__init__``), ``fit(frames, y)`` returns ``self``, learned state
-lives in attributes ending in ``_``, ``predict(frames, return_std=False)`` returns predictions (and a
-standard deviation in the target's units). ``get_params``/``set_params`` follow scikit-learn's protocol
-(``sklearn.base.clone`` works) through :class:`~mdplugin.models.params.ParamsMixin`, without importing
-scikit-learn, which would add 2–3 s to the start of every command.
+The contract every model follows (docs/models.md, docs/architecture.md):
+
+* **Parameters.** A model is a scikit-learn estimator (:class:`sklearn.base.BaseEstimator`):
+  hyper-parameters are the ``__init__`` arguments (JSON-serialisable, no work in ``__init__``),
+  ``get_params``/``set_params`` (an unknown name is a ``ValueError`` listing the valid ones),
+  ``sklearn.base.clone`` (an unfitted copy with equal parameters) and a ``repr`` of the
+  parameters that differ from their defaults. Learned state lives in attributes ending in ``_``.
+* **Fit.** ``fit(frames, targets, *, comm=None) -> self``: ``frames`` a list of ``ase.Atoms``;
+  ``targets`` a :class:`~mdplugin.models.contract.Targets`, a mapping with its keys
+  (``{"energy": e, "forces": f}``), or a bare array taken as the model's own target
+  (``model.fit(frames, dipoles)``); ``comm`` an mpi4py communicator shared by ranks that all pass
+  the same data (models that cannot split the work fit on every rank; every rank ends with the
+  serial model).
+* **Predict.** ``predict(frames, return_std=False)``: the target, (n,) eV, (n, 3) e·Å or
+  (n, 3, 3) Å³, and with ``return_std`` also its standard deviation (same shape and units); energy
+  models also ``predict_forces(frames)`` (a list of (n_atoms, 3) eV/Å).
+* **Features.** ``featurizer()`` returns the features-layer object the model predicts from (a
+  :class:`~mdplugin.features.expansion.SphericalExpansion`, :class:`~mdplugin.features.inertia.InertiaFrames`,
+  or :class:`~mdplugin.features.identity.Identity`); its ``compute(frames, gradients=False)`` makes
+  the features, and featurizers that compare equal make the same ones. The ASE calculator groups
+  models by featurizer, computes one set of features per structure (with position gradients when
+  forces are asked) and hands it to ``predict_from_features(features, *, return_std=False,
+  forces=False, stress=False, precision="double")``, which returns a
+  :class:`~mdplugin.models.contract.Prediction` for every model.
 
 Targets and shapes (ASE units): ``"energy"`` (n,) eV [forces list of (n_atoms, 3) eV/Å],
 ``"dipole"`` (n, 3) e·Å, ``"polarizability"`` (n, 3, 3) Å³.
@@ -13,6 +31,12 @@ Targets and shapes (ASE units): ``"energy"`` (n,) eV [forces list of (n_atoms, 3
 Model files are ``.npz`` archives of plain arrays plus one JSON metadata string, loaded with
 ``allow_pickle=False`` (opening a model file never runs code), written atomically, and protected by
 a SHA-256 checksum of the arrays.
+
+Import cost: deriving from ``BaseEstimator`` imports ``sklearn.base``, which adds 0.9-1.3 s to a
+process that already has numpy, scipy and ASE (``python -X importtime``, 7 Dec 2026, load 1.2-1.7
+on 2 cores); ``mdplugin md --help`` took 0.25 s without it and 1.2-1.6 s with it. So nothing on the
+way to the command-line parser imports this module: ``mdplugin`` and the CLI import models where a
+command needs them (docs/architecture.md).
 """
 
 from __future__ import annotations
@@ -29,11 +53,14 @@ from typing import ClassVar, Sequence
 import numpy as np
 from ase import Atoms
 from ase.data import chemical_symbols
+from sklearn.base import BaseEstimator  # 0.9-1.3 s of import: see the module docstring
 
 from ..core.atomicio import atomic_write
 from ..core.errors import ConfigError, DataError, ModelFileError
+from ..core.precision import TENSOR_PRECISIONS  # noqa: F401  (re-exported: older scripts import it here)
 from ..core.version import __version__
-from .params import ParamsMixin
+from ..features.identity import Identity
+from .contract import Prediction, Targets
 
 FORMAT = "mdplugin-model"
 FORMAT_VERSION = 1
@@ -49,9 +76,6 @@ _REGISTRY: dict[str, type["Model"]] = {}
 
 TARGETS = ("energy", "dipole", "polarizability")
 UNITS = {"energy": "eV", "forces": "eV/Å", "dipole": "e·Å", "polarizability": "Å³"}
-#: ``precision`` of the λ-SOAP means' large products (``MLCalculator(tensor_precision=...)``,
-#: ``mdplugin md --tensor-precision``) and the floating-point type each means
-TENSOR_PRECISIONS = {"single": np.float32, "double": np.float64}
 
 
 def register(name: str):
@@ -128,14 +152,21 @@ def _meta_checksum(meta: dict) -> str:
     return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
 
 
-class Model(ParamsMixin):
-    """Base class of every mdplugin model (see the module docstring for the contract)."""
+class Model(BaseEstimator):
+    """Base class of every mdplugin model (see the module docstring for the contract).
+
+    A subclass defines ``targets_supported``, ``__init__`` (hyper-parameters only), :meth:`fit`,
+    :meth:`predict`, :meth:`_get_state` and :meth:`_set_state`; a model with its own features
+    also :meth:`featurizer` and :meth:`predict_from_features` (the defaults hand it the structures
+    themselves and call :meth:`predict`).
+    """
 
     kind: ClassVar[str] = "base"
     targets_supported: ClassVar[tuple[str, ...]] = ()
 
     # --- to implement -------------------------------------------------------------------------
-    def fit(self, frames: Sequence[Atoms], y) -> "Model":  # pragma: no cover - interface
+    def fit(self, frames: Sequence[Atoms], targets, *, comm=None) -> "Model":  # pragma: no cover - interface
+        """Fit on ``frames`` and ``targets`` (:class:`Targets`, a mapping, or the target's array)."""
         raise NotImplementedError
 
     def predict(self, frames: Sequence[Atoms], return_std: bool = False):  # pragma: no cover
@@ -147,6 +178,43 @@ class Model(ParamsMixin):
 
     def _set_state(self, arrays: dict[str, np.ndarray]) -> None:  # pragma: no cover - interface
         raise NotImplementedError
+
+    # --- features (defaults for models that compute from the structures themselves) -----------
+    def featurizer(self):
+        """The features-layer object this model predicts from (``compute(frames, gradients=False)``
+        makes the features; equal featurizers make the same ones). Default: the structures
+        themselves (:class:`~mdplugin.features.identity.Identity`)."""
+        return Identity()
+
+    def predict_from_features(self, features, *, return_std: bool = False, forces: bool = False,
+                              stress: bool = False, precision: str = "double") -> Prediction:
+        """The prediction for the structures of ``features`` (made by :meth:`featurizer`).
+
+        ``forces`` (energy models; the features need position gradients), ``stress`` (energy
+        models of periodic cells; not implemented yet), ``return_std`` the standard deviation;
+        ``precision`` ``"double"`` or ``"single"`` for the models whose large products can run in
+        float32 (others compute in double). Default: :meth:`predict` (and ``predict_forces``) on
+        the structures of an :class:`~mdplugin.features.identity.Identity` featurizer."""
+        self._check_fitted()
+        self._check_asked(forces, stress)
+        frames = list(features.frames)
+        out = self.predict(frames, return_std=return_std)
+        values, std = out if return_std else (out, None)
+        f = np.concatenate([np.asarray(x, dtype=float) for x in self.predict_forces(frames)]) if forces else None
+        return Prediction(self.target_, np.asarray(values, dtype=float),
+                          None if std is None else np.asarray(std, dtype=float), forces=f)
+
+    def _check_asked(self, forces: bool, stress: bool) -> None:
+        """A :class:`ConfigError` when forces or stress are asked of a model that gives none."""
+        if forces and (self.target_ != "energy" or not hasattr(self, "predict_forces")):
+            raise ConfigError(f"a {self.target_!r} model ({self.kind!r}) gives no forces")
+        if stress:
+            raise ConfigError(f"the {self.kind!r} {self.target_} model gives no stress yet")
+
+    def _targets(self, targets) -> Targets:
+        """``targets`` (:class:`Targets`, mapping or the model's own array) as :class:`Targets`,
+        holding labels of the model's target (a :class:`DataError` otherwise)."""
+        return Targets.coerce(targets, self.target_)
 
     # --- shared -------------------------------------------------------------------------------
     @property

@@ -73,8 +73,10 @@ from ..learn.parallel import (
     share_tasks,
     sum_over_ranks,
 )
+from ..core.precision import TENSOR_PRECISIONS
+from .base import Model, check_species, fingerprint, register
+from .contract import Prediction
 from .shared_expansion import SharedExpansionMixin
-from .base import TENSOR_PRECISIONS, Model, check_species, fingerprint, register
 from ..learn.gpr import (
     ProjectedProcess,
     distributed_farthest_point_sampling_groups,
@@ -96,11 +98,11 @@ from .lsoap_kernels import (
 )
 from .lsoap_solve import solve_regularized
 
-__all__ = ["SAGPRModel"]
+__all__ = ["LambdaSoapModel"]
 
 
 class _Centres(NamedTuple):
-    """The training centres of a fit (:meth:`SAGPRModel._fit_environments`)."""
+    """The training centres of a fit (:meth:`LambdaSoapModel._fit_environments`)."""
 
     z: dict  #: this rank's compressed features {0: (n_local, k0), λ: (n_local, 2λ+1, kλ)}
     species_loc: np.ndarray  #: (n_local,) their centre species
@@ -112,7 +114,7 @@ class _Centres(NamedTuple):
 
 class _NormalEquations(NamedTuple):
     """One λ GPR's normal equations, summed over the blocks of all ranks
-    (:meth:`SAGPRModel._normal_equations`), in the form :func:`solve_regularized` takes them."""
+    (:meth:`LambdaSoapModel._normal_equations`), in the form :func:`solve_regularized` takes them."""
 
     a_fit: np.ndarray  #: (m, m) Kᵀ K of the rows fitted (all but the held-out ones with ``held_out``)
     b_fit: np.ndarray  #: (m,) Kᵀ y of the same rows
@@ -122,7 +124,7 @@ class _NormalEquations(NamedTuple):
 
 
 @register("lsoap")
-class SAGPRModel(SharedExpansionMixin, Model):
+class LambdaSoapModel(SharedExpansionMixin, Model):
     """Sparse λ-SOAP SA-GPR for ``target="dipole"`` or ``"polarizability"``.
 
     Parameters
@@ -426,8 +428,10 @@ class SAGPRModel(SharedExpansionMixin, Model):
     # ------------------------------------------------------------------------------------------
     # fit
     # ------------------------------------------------------------------------------------------
-    def fit(self, frames: Sequence[Atoms], y, comm=None) -> "SAGPRModel":
-        """Fit on ``frames`` (list of ``ase.Atoms``) and targets ``y`` ((n, 3) or (n, 3, 3)).
+    def fit(self, frames: Sequence[Atoms], targets, *, comm=None) -> "LambdaSoapModel":
+        """Fit on ``frames`` (list of ``ase.Atoms``) and their dipoles (n, 3) or polarizabilities
+        (n, 3, 3): ``targets`` a :class:`~mdplugin.models.contract.Targets`, a mapping with the
+        target's key, or the array itself.
 
         ``comm`` (an mpi4py communicator, default serial): every rank passes all frames; each
         computes λ-SOAP features and kernel blocks for its share of the ``chunk_size`` blocks.
@@ -436,10 +440,11 @@ class SAGPRModel(SharedExpansionMixin, Model):
         are summed / gathered across ranks; every rank ends with the same model.
         """
         comm = resolve_comm(comm)
-        timer = PhaseTimer(comm, f"sagpr-{self.target}")
+        timer = PhaseTimer(comm, f"lsoap-{self.target}")
         ledger = CpuLedger(comm)  # the shared SVDs and factorisations go to the ranks that did least so far
+        y = getattr(self._targets(targets), self.target)
         frames, targets = self._fit_inputs(frames, y)
-        calc = self._expansion()
+        calc = self.featurizer()
         timer("setup")
         centres = self._fit_environments(frames, calc, comm, timer, ledger)
         targets = self._fit_baseline(targets, centres)
@@ -616,14 +621,19 @@ class SAGPRModel(SharedExpansionMixin, Model):
                 cov[lam] = c * self.signal_variance_[lam] * self.y_scale_[lam] ** 2
         return sph, cov
 
-    def predict_from_expansion(self, exp: Expansion, return_std: bool = False, precision: str = "double"):
-        """Predictions (and std) from a precomputed expansion with this model's hypers.
+    def predict_from_features(self, exp: Expansion, *, return_std: bool = False, forces: bool = False,
+                              stress: bool = False, precision: str = "double") -> Prediction:
+        """Predictions (and std) from an expansion made by :meth:`featurizer`, as a
+        :class:`~mdplugin.models.contract.Prediction`: ``values`` (n_frames, 3) or (n_frames, 3, 3)
+        and with ``return_std`` ``std`` of the same shape (``forces``/``stress``: a
+        :class:`ConfigError`, this model gives none).
 
         ``precision``: ``"double"`` (default) or ``"single"``, the mean through float32 copies of
         the model's large matrices (about twice faster in an MD step, where they are read from
         memory; relative error ~1e-6, far below any model's error). The uncertainty
         (``return_std=True``) is always computed in double precision, and so is then the mean."""
         self._check_fitted()
+        self._check_asked(forces, stress)
         if precision not in TENSOR_PRECISIONS:
             raise ConfigError(f"precision must be one of {', '.join(TENSOR_PRECISIONS)}, got {precision!r}")
         species, frame, n = exp.centre_species, exp.centre_frame, exp.n_frames
@@ -637,15 +647,15 @@ class SAGPRModel(SharedExpansionMixin, Model):
         if self.target == "dipole":
             y = spherical_to_vector(sph[1])
             if not return_std:
-                return y
+                return Prediction("dipole", y)
             std = spherical_to_vector(np.sqrt(np.maximum(np.diagonal(cov[1], axis1=1, axis2=2), 0)))
-            return y, std
+            return Prediction("dipole", y, std)
         y = spherical_to_symmetric(sph[0], sph[2])
         if not return_std:
-            return y
+            return Prediction("polarizability", y)
         var = cov[0][:, 0, 0, None, None] * L0_BASIS[0] ** 2
         var = var + np.einsum("kij,nkl,lij->nij", L2_BASIS, cov[2], L2_BASIS)
-        return y, np.sqrt(np.maximum(var, 0.0))
+        return Prediction("polarizability", y, np.sqrt(np.maximum(var, 0.0)))
 
     def predict(self, frames: Sequence[Atoms], return_std: bool = False):
         """Dipoles (n, 3) or polarizabilities (n, 3, 3) in the units of the training targets;
@@ -654,19 +664,11 @@ class SAGPRModel(SharedExpansionMixin, Model):
         self._check_fitted()
         frames = list(frames)
         check_species(frames, self.species_, f"{self.target} model")
-        calc = self._expansion()
-        ys, stds = [], []
-        for start in range(0, len(frames), self.chunk_size):
-            out = self.predict_from_expansion(
-                calc.compute(frames[start : start + self.chunk_size]), return_std
-            )
-            if return_std:
-                ys.append(out[0])
-                stds.append(out[1])
-            else:
-                ys.append(out)
-        y = np.concatenate(ys)
-        return (y, np.concatenate(stds)) if return_std else y
+        calc = self.featurizer()
+        parts = [self.predict_from_features(calc.compute(frames[start : start + self.chunk_size]), return_std=return_std)
+                 for start in range(0, len(frames), self.chunk_size)]
+        y = np.concatenate([p.values for p in parts])
+        return (y, np.concatenate([p.std for p in parts])) if return_std else y
 
     def prior_covariance(self, frames: Sequence[Atoms]) -> dict[int, tuple[np.ndarray, float]]:
         """Prior covariance between the structures of ``frames`` under this fitted model's kernel
@@ -683,7 +685,7 @@ class SAGPRModel(SharedExpansionMixin, Model):
         frames = list(frames)
         check_species(frames, self.species_, f"{self.target} model")
         n = len(frames)
-        calc = self._expansion()
+        calc = self.featurizer()
         zs, species, frame = [], [], []
         for start in range(0, n, self.chunk_size):
             exp = calc.compute(frames[start : start + self.chunk_size])

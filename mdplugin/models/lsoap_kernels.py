@@ -23,7 +23,7 @@ from scipy.linalg import solve_triangular
 from ..features.expansion import Expansion
 from ..features.lambda_contract import contract_lambda_soap
 from ..features.lambda_soap import shared_inverse_norms, shared_lambda_soap
-from .base import TENSOR_PRECISIONS
+from ..core.precision import TENSOR_PRECISIONS
 from ..learn.gpr import ProjectedProcess
 
 __all__ = [
@@ -139,7 +139,7 @@ def atom_kernel_blocks(
     centres ``rows`` with the representative environments ``cols`` of their species.
 
     ``sparse_blocks``: per centre species ``(s, cols, x⁰ (m, k0), x^λ (m·(2λ+1), kλ) or None)``
-    of the representative environments (``SAGPRModel._sparse_blocks``)."""
+    of the representative environments (``LambdaSoapModel._sparse_blocks``)."""
     for s, cols, b0, b in sparse_blocks:
         rows = np.flatnonzero(species == s)
         if len(rows) == 0 or len(cols) == 0:
@@ -272,7 +272,7 @@ def contracted_means(exp: Expansion, plan: tuple, zeta: int, precision: str = "d
 
     ``plan``: ``(lambdas, species, projections, weights)``, the λ of the model's GPRs, its
     species as Python ints, the invariant projections per species (ζ = 2, else None) and
-    ``{λ: Q per species}``, in ``precision`` (``SAGPRModel._contraction_plan``).
+    ``{λ: Q per species}``, in ``precision`` (``LambdaSoapModel._contraction_plan``).
 
     ``precision="single"``: the two products with the model's large matrices (the invariant
     projection and Q, which an MD step reads from memory) run in float32 on float32 copies;

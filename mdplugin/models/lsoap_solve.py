@@ -87,7 +87,7 @@ def solve_regularized(
     grid = sorted({float(r) for r in grid})
     for value in grid:
         if not value > 0:
-            raise ConfigError(f"sagpr: regularizer_grid values must be > 0, got {value}")
+            raise ConfigError(f"lsoap: regularizer_grid values must be > 0, got {value}")
     # one scratch buffer for this rank's candidate systems (no new (m, m) arrays), which
     # finally holds the factor of the final system
     scratch: list = []

@@ -73,8 +73,9 @@ from scipy.linalg import cho_solve, cholesky, solve_triangular
 from scipy.special import i0e, i1e
 
 from ..features.inertia import (
+    InertiaFeatures,
+    InertiaFrames,
     body_coordinates,
-    inertia_frames,
     relative_gaps,
     stack_positions,
     third_moment_signs,
@@ -82,6 +83,7 @@ from ..features.inertia import (
 from ..core.errors import ConfigError, DataError, ModelFileError
 from ..core.tensors import L0_BASIS, L2_BASIS, spherical_to_symmetric, symmetric_to_spherical
 from .base import Model, fingerprint, register
+from .contract import Prediction
 
 __all__ = ["RPRModel", "IllDefinedFrameWarning"]
 
@@ -158,12 +160,13 @@ def _term_matrices(kind: str, max_m: int) -> dict:
 
 
 class _Frames:
-    """Body-frame data of a set of frames: coordinates, axes, blend weights, normalisation."""
+    """Body-frame data of a set of frames: coordinates, axes, blend weights, normalisation (from
+    their :class:`~mdplugin.features.inertia.InertiaFeatures`)."""
 
-    def __init__(self, positions: np.ndarray, numbers: np.ndarray, lo: float, hi: float,
+    def __init__(self, inertia: InertiaFeatures, lo: float, hi: float,
                  full_gap: tuple[float, float] | None = None, naive: bool = False, mass_power: float = 0.0):
-        com, axes, moments = inertia_frames(positions, numbers)
-        body = body_coordinates(positions, com, axes)
+        numbers, com, axes, moments = inertia.numbers, inertia.com, inertia.axes, inertia.moments
+        body = body_coordinates(inertia.positions, com, axes)
         if naive:
             signs = third_moment_signs(body, numbers)
             axes = axes * signs[:, None, :]
@@ -396,8 +399,12 @@ class RPRModel(Model):
             raise DataError("rpr: a molecule needs at least two atoms")
         return stack_positions(frames)[0]
 
-    def _prepare(self, positions: np.ndarray) -> _Frames:
-        return _Frames(positions, self.numbers_, *self.blend, full_gap=self.full_gap, naive=self.frame == "naive",
+    def _prepare(self, positions: np.ndarray | InertiaFeatures) -> _Frames:
+        """Body-frame data of stacked positions (n, n_atoms, 3) Å of the model's molecule, or of
+        their inertia features (the calculator's, :meth:`featurizer`)."""
+        if not isinstance(positions, InertiaFeatures):
+            positions = InertiaFeatures.of(positions, self.numbers_)
+        return _Frames(positions, *self.blend, full_gap=self.full_gap, naive=self.frame == "naive",
                        mass_power=0.0 if self.frame == "naive" else self.mass_power)
 
     def _targets_to_channels(self, y: np.ndarray, fr: _Frames) -> dict[str, np.ndarray]:
@@ -416,10 +423,13 @@ class RPRModel(Model):
         return np.einsum("nia,nab,njb->nij", fr.axes, body, fr.axes)
 
     # --- fit ---------------------------------------------------------------------------------
-    def fit(self, frames: Sequence[Atoms], y) -> "RPRModel":
-        """Fit on frames of one molecule and their lab-frame targets (n, 3) or (n, 3, 3)."""
+    def fit(self, frames: Sequence[Atoms], targets, *, comm=None) -> "RPRModel":
+        """Fit on frames of one molecule and their lab-frame dipoles (n, 3) or polarizabilities
+        (n, 3, 3): ``targets`` a :class:`~mdplugin.models.contract.Targets`, a mapping with the
+        target's key, or the array itself. ``comm`` is accepted for the common contract; the fit
+        (seconds) runs whole on every rank, with the same result on each."""
         self._check_options()
-        y = np.asarray(y, dtype=float)
+        y = np.asarray(getattr(self._targets(targets), self.target), dtype=float)
         want = (3,) if self.target == "dipole" else (3, 3)
         if y.shape != (len(frames),) + want:
             raise DataError(f"rpr: {self.target} targets must have shape (n, {', '.join(map(str, want))}), got {y.shape}")
@@ -618,19 +628,41 @@ class RPRModel(Model):
         self._check_fitted()
         return self._prepare(self._positions(frames, training=False)).quality
 
+    def featurizer(self) -> InertiaFrames:
+        """The principal-axis frames of the model's molecule (the dipole and polarizability RPR
+        models of one molecule share them in an MD step)."""
+        self._check_fitted()
+        return InertiaFrames(self.numbers_)
+
+    def predict_from_features(self, features: InertiaFeatures, *, return_std: bool = False, forces: bool = False,
+                              stress: bool = False, precision: str = "double") -> Prediction:
+        """:meth:`predict` from the inertia frames made by :meth:`featurizer`, as a
+        :class:`~mdplugin.models.contract.Prediction` (``forces``/``stress``: a :class:`ConfigError`;
+        ``precision`` is ignored, always double)."""
+        self._check_fitted()
+        self._check_asked(forces, stress)
+        y, std = self._predict_frames(self._prepare(features), return_std)
+        return Prediction(self.target, y, std)
+
     def predict(self, frames: Sequence[Atoms], return_std: bool = False, return_quality: bool = False):
         """Lab-frame predictions (n, 3) e·Å or (n, 3, 3) Å³; with ``return_std`` also the standard
         deviation of every Cartesian component (same shape); with ``return_quality`` also
         :meth:`frame_quality` (n,). Warns :class:`IllDefinedFrameWarning` for ill-defined frames.
         """
         self._check_fitted()
+        fr = self._prepare(self._positions(frames, training=False))
+        y, std = self._predict_frames(fr, return_std)
+        out = [y] + ([std] if return_std else []) + ([fr.quality] if return_quality else [])
+        return out[0] if len(out) == 1 else tuple(out)
+
+    def _predict_frames(self, fr: _Frames, return_std: bool) -> tuple[np.ndarray, np.ndarray | None]:
+        """Lab-frame predictions of prepared frames, and the std (None without ``return_std``)."""
         if return_std and self.regressor == "krr":
             raise ConfigError("rpr: regressor 'krr' gives no uncertainty; use regressor 'gpr'")
-        fr = self._prepare(self._positions(frames, training=False))
         bad = np.flatnonzero(fr.quality < self.degenerate_tol)
         if len(bad):
             warnings.warn(f"rpr: {len(bad)} frame(s) have an ill-defined inertia frame (nearly equal moments; "
-                          f"first: {bad[:5].tolist()})", IllDefinedFrameWarning, stacklevel=2)
+                          f"first: {bad[:5].tolist()})", IllDefinedFrameWarning, stacklevel=3)
         if not self._builtin:
             ch, cov = self._predict_estimator(fr, return_std)
         elif self.frame == "naive":
@@ -639,13 +671,7 @@ class RPRModel(Model):
             ch, cov = self._predict_axial(fr, return_std)
         if "l0" in ch:
             ch["l0"] = ch["l0"] + self.mean_l0_
-        y = self._channels_to_targets(ch, fr)
-        out = [y]
-        if return_std:
-            out.append(self._cartesian_std(cov, fr))
-        if return_quality:
-            out.append(fr.quality)
-        return out[0] if len(out) == 1 else tuple(out)
+        return self._channels_to_targets(ch, fr), (self._cartesian_std(cov, fr) if return_std else None)
 
     def _predict_naive(self, fr: _Frames, return_std: bool):
         train = self._inverse_distances(self._train_body_naive())

@@ -1,4 +1,4 @@
-"""The hook by which models built on one featomic spherical expansion share it in an MD step."""
+"""The featurizer of the models built on one spherical expansion (SOAP energy, λ-SOAP)."""
 
 from __future__ import annotations
 
@@ -6,20 +6,18 @@ from ..features.expansion import SphericalExpansion
 
 
 class SharedExpansionMixin:
-    """``expansion_hypers()`` and a cached :class:`SphericalExpansion` for expansion-based models.
+    """``featurizer()``: the :class:`~mdplugin.features.expansion.SphericalExpansion` of the model's
+    hyper-parameters and species, built once per set of them.
 
-    The ASE calculator groups models whose ``expansion_hypers()`` are equal and computes ONE expansion
-    per structure for all of them (with position gradients when any of them ``needs_gradients``).
+    Two models with equal hypers and species have equal featurizers, so the ASE calculator
+    computes ONE expansion per structure for both (with position gradients when forces are asked).
     The class using it defines ``cutoff``, ``max_radial``, ``max_angular``, ``gaussian_width`` and
     ``smoothing_width`` hyper-parameters and, once fitted, ``species_``.
     """
 
-    #: whether the calculator must compute the shared expansion with position gradients
-    needs_gradients = False
-
     def expansion_hypers(self) -> dict:
         """Keyword arguments of :class:`~mdplugin.features.expansion.SphericalExpansion`
-        (species included): models with equal hypers can share one expansion per MD step."""
+        (species included)."""
         species = getattr(self, "species_", None)
         return {
             "species": [int(z) for z in (species if species is not None else [])],
@@ -30,11 +28,11 @@ class SharedExpansionMixin:
             "smoothing_width": float(self.smoothing_width),
         }
 
-    def _expansion(self) -> SphericalExpansion:
-        """The featomic expansion for the current hypers, built once and cached."""
+    def featurizer(self) -> SphericalExpansion:
+        """The featomic expansion for the current hypers and species, built once and kept."""
         hypers = self.expansion_hypers()
         calc = getattr(self, "_expansion_calc", None)
-        if calc is None or getattr(self, "_expansion_key", None) != hypers:
+        if calc is None or self._expansion_key != hypers:
             calc = SphericalExpansion(**hypers)
             self._expansion_calc = calc
             self._expansion_key = hypers

@@ -19,8 +19,9 @@ Model (registry name ``"soap"``, target ``"energy"``)::
 
 Periodic cells work (featomic handles the images); the stress is not implemented yet.
 
-Hooks used by the ASE calculator to share one spherical expansion between models:
-:meth:`SoapEnergyModel.expansion_hypers` and :meth:`SoapEnergyModel.predict_from_expansion`.
+The ASE calculator shares one spherical expansion per structure between the models whose
+:meth:`~mdplugin.models.shared_expansion.SharedExpansionMixin.featurizer` are equal and predicts with
+:meth:`SoapEnergyModel.predict_from_features`.
 """
 
 from __future__ import annotations
@@ -41,8 +42,9 @@ from ..features.lambda_soap import (
     unfold_index,
 )
 from ..core.errors import DataError
-from .shared_expansion import SharedExpansionMixin
 from .base import Model, check_species, fingerprint, register
+from .contract import Prediction
+from .shared_expansion import SharedExpansionMixin
 from ..learn.baseline import composition, fit_baseline
 from ..learn.parallel import PhaseTimer, TreeSum, gather_rows, local_blocks, resolve_comm
 from ..learn.gpr import (
@@ -161,12 +163,6 @@ class SoapEnergyModel(SharedExpansionMixin, Model):
         self.chunk_size = chunk_size
 
     # ------------------------------------------------------------------------------------------
-    # features
-    # ------------------------------------------------------------------------------------------
-    #: the calculator computes the shared expansion with position gradients for this model
-    needs_gradients = True
-
-    # ------------------------------------------------------------------------------------------
     # kernel pieces
     # ------------------------------------------------------------------------------------------
     def _species_blocks(self) -> list[tuple[int, np.ndarray, np.ndarray, np.ndarray]]:
@@ -191,9 +187,10 @@ class SoapEnergyModel(SharedExpansionMixin, Model):
     # ------------------------------------------------------------------------------------------
     # fit
     # ------------------------------------------------------------------------------------------
-    def fit(self, frames: Sequence[Atoms], y, forces: Sequence[np.ndarray] | None = None,
-            comm=None) -> "SoapEnergyModel":
-        """Fit energies ``y`` (n,) eV and, if given, ``forces`` (list of (n_atoms, 3) eV/Å).
+    def fit(self, frames: Sequence[Atoms], targets, *, comm=None) -> "SoapEnergyModel":
+        """Fit the energies (n,) eV and, when ``targets`` has them (and ``use_forces``), the forces
+        (list of (n_atoms, 3) eV/Å): ``targets`` a :class:`~mdplugin.models.contract.Targets`, a
+        mapping ``{"energy": ..., "forces": ...}`` or the energies alone.
 
         ``comm`` (an mpi4py communicator, default serial): every rank passes all frames; each
         computes features and normal-equation blocks for its share of the ``chunk_size`` blocks.
@@ -204,8 +201,10 @@ class SoapEnergyModel(SharedExpansionMixin, Model):
         comm = resolve_comm(comm)
         timer = PhaseTimer(comm, "soap-energy")  # MDPLUGIN_FIT_TIMES=1: CPU/wall per phase to stderr
         self._check_target()
+        labels = self._targets(targets)
         frames = list(frames)
-        energies = np.asarray(y, dtype=float).reshape(-1)
+        energies = np.asarray(labels.energy, dtype=float).reshape(-1)
+        forces = labels.forces
         if len(frames) == 0:
             raise DataError("no training frames")
         if len(energies) != len(frames):
@@ -217,7 +216,7 @@ class SoapEnergyModel(SharedExpansionMixin, Model):
         else:
             forces = None
         self.species_ = np.array(sorted({int(z) for a in frames for z in a.numbers}), dtype=int)
-        self._expansion()  # bad hypers raise here on every rank, before any collective
+        self.featurizer()  # bad hypers raise here on every rank, before any collective
 
         # per-species baseline by ridge least squares on the composition
         sizes = [len(a) for a in frames]
@@ -288,7 +287,7 @@ class SoapEnergyModel(SharedExpansionMixin, Model):
         if not starts:
             return np.zeros((0, 0)), 0
         offset = int(sum(len(a) for a in frames[: starts[0]]))
-        parts = [_normalise(power_spectrum(self._expansion().compute(frames[s : s + chunk])))[0] for s in starts]
+        parts = [_normalise(power_spectrum(self.featurizer().compute(frames[s : s + chunk])))[0] for s in starts]
         return (parts[0] if len(parts) == 1 else np.concatenate(parts)), offset
 
     def _design_rows(self, frames: Sequence[Atoms], with_forces: bool):
@@ -296,7 +295,7 @@ class SoapEnergyModel(SharedExpansionMixin, Model):
 
         Force rows are ``−∂/∂r_{jα} Σ_i k(x_i, x_M)`` (the model's force is ``K_F w``).
         """
-        exp = self._expansion().compute(list(frames), gradients=with_forces)
+        exp = self.featurizer().compute(list(frames), gradients=with_forces)
         if with_forces:
             x, dx, pairs = power_spectrum(exp, gradients=True)
         else:
@@ -339,18 +338,21 @@ class SoapEnergyModel(SharedExpansionMixin, Model):
     # ------------------------------------------------------------------------------------------
     # predict
     # ------------------------------------------------------------------------------------------
-    def predict_from_expansion(self, exp: Expansion, return_std: bool = False, forces: bool = True) -> dict:
-        """Energies (and forces, std) from a precomputed expansion with this model's hypers.
+    def predict_from_features(self, exp: Expansion, *, return_std: bool = False, forces: bool = False,
+                              stress: bool = False, precision: str = "double") -> Prediction:
+        """Energies (and forces, std) from an expansion made by :meth:`featurizer`.
 
-        Returns a dict: ``"energy"`` (n_frames,) eV; with ``forces`` (the expansion must have
-        gradients) ``"forces"`` (n_centres, 3) eV/Å in the expansion's atom order; with
-        ``return_std`` ``"energy_std"`` (n_frames,) eV.
+        Returns a :class:`~mdplugin.models.contract.Prediction`: ``values`` (n_frames,) eV; with
+        ``forces`` (the expansion must have gradients) ``forces`` (n_centres, 3) eV/Å in the
+        expansion's atom order; with ``return_std`` ``std`` (n_frames,) eV. ``stress`` is not
+        implemented yet (a :class:`ConfigError`); ``precision`` is ignored (always double).
 
         The forces are back-propagated to the expansion coefficients
         (``∂E/∂c^l_i = (G_i + G_iᵀ) h^l_i``) and contracted with the expansion's position gradients
         once, never forming the (pairs, 3, F) feature gradients.
         """
         self._check_fitted()
+        self._check_asked(False, stress)
         x, inverse_norms = _power_spectrum(exp)
         xn = x * inverse_norms[:, None]
         species = exp.centre_species
@@ -379,10 +381,10 @@ class SoapEnergyModel(SharedExpansionMixin, Model):
             e_loc = np.vecdot(v, xn)
         atomic = e_loc + self.baseline_[np.searchsorted(self.species_, species)]
         energy = np.array([atomic.sum()]) if one_frame else np.bincount(frame, weights=atomic, minlength=exp.n_frames)
-        out = {"energy": energy}
+        out = Prediction("energy", energy)
         if forces:
             g = (z * inverse_norms)[:, None] * (v - e_loc[:, None] * xn)  # dE/dx_i (n, F)
-            out["forces"] = _backward_forces(exp, g)
+            out.forces = _backward_forces(exp, g)
         if return_std:
             if one_frame:
                 k_struct = k.sum(axis=0, keepdims=True)
@@ -394,37 +396,33 @@ class SoapEnergyModel(SharedExpansionMixin, Model):
             kxx_atoms = ((xn @ xn.T) * same) ** self.zeta
             kxx = np.bincount(frame, weights=kxx_atoms.sum(axis=1), minlength=exp.n_frames)
             var = self.gpr_.variance(k_struct, kxx)
-            out["energy_std"] = self.signal_std_ * np.sqrt(np.maximum(var, 0.0))
+            out.std = self.signal_std_ * np.sqrt(np.maximum(var, 0.0))
         return out
 
-    def _predict_all(self, frames: Sequence[Atoms], return_std: bool, forces: bool) -> dict:
+    def _predict_all(self, frames: Sequence[Atoms], return_std: bool, forces: bool) -> Prediction:
+        """:meth:`predict_from_features` of ``frames`` in blocks of ``chunk_size``, concatenated."""
         self._check_fitted()
         frames = list(frames)
         check_species(frames, self.species_, "energy model")
         parts = []
         for start in range(0, len(frames), self.chunk_size):
             chunk = frames[start : start + self.chunk_size]
-            exp = self._expansion().compute(chunk, gradients=forces)
-            parts.append(self.predict_from_expansion(exp, return_std=return_std, forces=forces))
-        return {key: np.concatenate([p[key] for p in parts]) for key in parts[0]}
+            exp = self.featurizer().compute(chunk, gradients=forces)
+            parts.append(self.predict_from_features(exp, return_std=return_std, forces=forces))
+        return Prediction("energy", np.concatenate([p.values for p in parts]),
+                          std=np.concatenate([p.std for p in parts]) if return_std else None,
+                          forces=np.concatenate([p.forces for p in parts]) if forces else None)
 
     def predict(self, frames: Sequence[Atoms], return_std: bool = False):
         """Energies (n,) eV, and their predictive std (n,) eV with ``return_std``."""
         out = self._predict_all(frames, return_std, forces=False)
-        return (out["energy"], out["energy_std"]) if return_std else out["energy"]
+        return (out.values, out.std) if return_std else out.values
 
     def predict_forces(self, frames: Sequence[Atoms]) -> list[np.ndarray]:
         """Forces, one (n_atoms, 3) array in eV/Å per frame."""
         frames = list(frames)
-        f = self._predict_all(frames, return_std=False, forces=True)["forces"]
+        f = self._predict_all(frames, return_std=False, forces=True).forces
         return np.split(f, np.cumsum([len(a) for a in frames])[:-1])
-
-    def predict_energy_forces(self, frames: Sequence[Atoms], return_std: bool = False) -> dict:
-        """Energies, forces (list) and optionally ``energy_std`` in one pass (one expansion)."""
-        frames = list(frames)
-        out = self._predict_all(frames, return_std, forces=True)
-        out["forces"] = np.split(out["forces"], np.cumsum([len(a) for a in frames])[:-1])
-        return out
 
     def environment_covariance(self, frames: Sequence[Atoms]) -> tuple[np.ndarray, np.ndarray, float]:
         """Prior covariance of the atomic energies of ``frames`` under this fitted model's kernel
@@ -439,7 +437,7 @@ class SoapEnergyModel(SharedExpansionMixin, Model):
         check_species(frames, self.species_, "energy model")
         xs, species, frame = [], [], []
         for start in range(0, len(frames), self.chunk_size):
-            exp = self._expansion().compute(frames[start : start + self.chunk_size])
+            exp = self.featurizer().compute(frames[start : start + self.chunk_size])
             xs.append(_normalise(power_spectrum(exp))[0])
             species.append(exp.centre_species)
             frame.append(exp.centre_frame + start)

@@ -1,8 +1,9 @@
 """Fit, evaluate and predict on :class:`~mdplugin.structures.data.Dataset` objects (used by the CLI,
 the demo, the benchmarks and active learning).
 
-Energy models take ``fit(frames, energies, forces=forces)`` and provide ``predict_forces(frames)``;
-dipole and polarizability models take ``fit(frames, y)``.
+Every model takes ``fit(frames, targets, comm=comm)`` with the data set's labels as
+:class:`~mdplugin.models.contract.Targets` (:func:`targets_of`); energy models also provide
+``predict_forces(frames)``.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from ..structures.data import Dataset
 from ..core.errors import DataError
 from ..learn.metrics import regression_metrics
 from .base import Model
+from .contract import Targets
 
 
 def select_training(data: Dataset, n_train: int | None, seed: int = 0) -> Dataset:
@@ -27,24 +29,21 @@ def select_training(data: Dataset, n_train: int | None, seed: int = 0) -> Datase
     return data.subset(idx)
 
 
+def targets_of(data: Dataset) -> Targets:
+    """The labels of ``data`` (energy, forces, dipole, polarizability; ``None`` where absent)."""
+    return Targets(energy=data.energy, forces=data.forces, dipole=data.dipole, polarizability=data.polarizability)
+
+
 def fit_on_dataset(model: Model, data: Dataset, comm=None) -> Model:
-    """Fit ``model`` on the labels of its target in ``data``.
+    """Fit ``model`` on the labels in ``data`` (a :class:`DataError` naming the file when it has none
+    of the model's target).
 
     ``comm``: an MPI communicator (:func:`mdplugin.learn.parallel.get_comm`) shared by the ranks that
-    all call this with the same data; models whose ``fit`` takes ``comm`` (SOAP energy, λ-SOAP)
-    split the work and end with the serial model on every rank, others fit on every rank.
+    all call this with the same data; the SOAP energy and λ-SOAP models split the work and end with
+    the serial model on every rank, the others fit on every rank.
     """
-    target = model.target
-    extra = {"comm": comm} if comm is not None and _fit_takes_comm(model) else {}
-    if target == "energy":
-        return model.fit(data.frames, data.get("energy"), forces=data.forces, **extra)
-    return model.fit(data.frames, data.get(target), **extra)
-
-
-def _fit_takes_comm(model: Model) -> bool:
-    import inspect
-
-    return "comm" in inspect.signature(model.fit).parameters
+    data.get(model.target)  # the file's name in the error when the labels are missing
+    return model.fit(data.frames, targets_of(data), comm=comm)
 
 
 def evaluate_model(model: Model, data: Dataset) -> dict:

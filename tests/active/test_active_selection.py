@@ -135,7 +135,7 @@ def test_energy_environment_covariance_is_invariant(dce):
     from mdplugin.models import build
 
     train, test = dce
-    model = build("soap", target="energy", n_sparse=50).fit(train.frames, train.energy, forces=train.forces)
+    model = build("soap", target="energy", n_sparse=50).fit(train.frames, {"energy": train.energy, "forces": train.forces})
     k, frame, noise = model.environment_covariance(test.frames)
     rng = np.random.default_rng(2)
     moved = _rotated(test.frames, rng)

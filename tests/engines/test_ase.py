@@ -10,6 +10,7 @@ from scipy.spatial.transform import Rotation
 from mdplugin.engines.ase import MLCalculator
 from mdplugin.core.errors import ConfigError
 from mdplugin.models.base import Model
+from mdplugin.models.contract import Targets
 from mdplugin.models.soap import SoapEnergyModel
 
 from ..conftest import dichloroethane
@@ -25,7 +26,7 @@ class ToyTensorModel(Model):
     def __init__(self, target: str = "dipole"):
         self.target = target
 
-    def fit(self, frames, y):
+    def fit(self, frames, targets=None, *, comm=None):
         self.is_fitted_ = True
         self.species_ = np.array([1, 6, 17])
         self.calls_ = 0
@@ -70,7 +71,7 @@ def energy_model():
     frames = [dichloroethane(i, 0.08) for i in range(30)]
     labels = [pair_potential(a) for a in frames]
     return SoapEnergyModel(n_sparse=30, energy_noise=1e-4, force_noise=1e-3).fit(
-        frames, [e for e, _ in labels], forces=[f for _, f in labels])
+        frames, Targets(energy=[e for e, _ in labels], forces=[f for _, f in labels]))
 
 
 def toy(target):
@@ -142,7 +143,7 @@ def test_md_steps_update_the_kept_structure_in_place_and_stay_correct(energy_mod
 
 def test_one_expansion_per_structure_for_models_with_equal_hypers(energy_model, monkeypatch):
     calc = MLCalculator(energy=energy_model)
-    (expansion, members), = calc._groups.values()
+    (expansion, members), = calc.feature_groups
     assert members == ["energy"]
     calls = []
     original = expansion.compute
@@ -220,10 +221,10 @@ def test_lambda_soap_models_share_the_energy_models_expansion(energy_model, monk
     frames = [dichloroethane(i, 0.08) for i in range(25)]
     hypers = {k: getattr(energy_model, k) for k in
               ("cutoff", "max_radial", "max_angular", "gaussian_width", "smoothing_width")}
-    dip = sagpr.SAGPRModel(target="dipole", n_sparse=20, n_components=0, **hypers)
+    dip = sagpr.LambdaSoapModel(target="dipole", n_sparse=20, n_components=0, **hypers)
     dip.fit(frames, toy("dipole").predict(frames))
     calc = MLCalculator(energy=energy_model, dipole=dip)
-    (expansion, members), = calc._groups.values()
+    (expansion, members), = calc.feature_groups
     assert sorted(members) == ["dipole", "energy"]
     calls = []
     original = expansion.compute
@@ -242,3 +243,79 @@ def test_lambda_soap_models_share_the_energy_models_expansion(energy_model, monk
     np.testing.assert_allclose(atoms.get_dipole_moment(), reference, rtol=0, atol=1e-10)
     with pytest.raises(ConfigError, match="tensor_precision"):
         MLCalculator(dipole=dip, tensor_precision="float16")
+
+
+def test_models_are_grouped_by_featurizer_and_each_group_computed_once(energy_model, monkeypatch):
+    """The calculator builds no features of its own: it groups the models by their featurizers
+    (the model's own objects; equal ones share), computes each group's features once per structure
+    and hands them to every member; each slot's result is the model's Prediction."""
+    from mdplugin.features.identity import Identity
+    from mdplugin.features.inertia import InertiaFrames
+    from mdplugin.models.rpr import RPRModel
+
+    frames = [dichloroethane(i, 0.08) for i in range(30)]
+    dip = RPRModel(target="dipole").fit(frames, toy("dipole").predict(frames))
+    pol = RPRModel(target="polarizability").fit(frames, toy("polarizability").predict(frames))
+    calc = MLCalculator(energy=energy_model, dipole=dip, polarizability=pol)
+    (expansion, e_slots), (inertia, t_slots) = calc.feature_groups
+    assert expansion is energy_model.featurizer() and e_slots == ["energy"]
+    assert isinstance(inertia, InertiaFrames) and t_slots == ["dipole", "polarizability"]
+    calls = {"expansion": [], "inertia": []}
+    for name, featurizer in (("expansion", expansion), ("inertia", inertia)):
+        original = featurizer.compute
+        monkeypatch.setattr(featurizer, "compute",
+                            lambda *a, _n=name, _o=original, **k: calls[_n].append(k) or _o(*a, **k))
+    atoms = dichloroethane(33, 0.08)
+    atoms.calc = calc
+    results = []
+    for _ in range(2):
+        atoms.positions[0, 0] += 0.01
+        results.append((atoms.copy(), atoms.get_dipole_moment(), calc.get_property("polarizability", atoms),
+                        atoms.get_forces(), calc.get_property("dipole_std", atoms)))
+    assert len(calls["expansion"]) == 2 and len(calls["inertia"]) == 2  # one per structure and group
+    assert all(k["gradients"] for k in calls["expansion"]) and not any(k["gradients"] for k in calls["inertia"])
+    for moved, mu, alpha, forces, mu_std in results:
+        np.testing.assert_allclose(mu, dip.predict([moved])[0], atol=1e-12)
+        np.testing.assert_allclose(mu_std, dip.predict([moved], return_std=True)[1][0], atol=1e-12)
+        np.testing.assert_allclose(alpha, pol.predict([moved])[0], atol=1e-12)
+        np.testing.assert_allclose(forces, energy_model.predict_forces([moved])[0], atol=1e-10)
+    # models that compute from the structures themselves (the default featurizer) share them too
+    both = MLCalculator(dipole=toy("dipole"), polarizability=toy("polarizability"))
+    assert both.feature_groups == [(Identity(), ["dipole", "polarizability"])]
+
+
+def test_calculator_in_a_periodic_box():
+    """A periodic cell: the energy, forces and λ-SOAP dipole of the calculator are the models'
+    (shared expansion with images), the forces are the energy's negative gradient, and moving an
+    atom by a lattice vector (across the cell wall) changes nothing."""
+    from mdplugin.models import build
+
+    from ..models.test_contract import labels, periodic_box
+
+    frames = [periodic_box(i) for i in range(16)]
+    y = [labels(a) for a in frames]
+    hypers = dict(cutoff=3.5, max_radial=3, max_angular=2)
+    energy = build("soap", n_sparse=12, **hypers).fit(frames, {"energy": [t["energy"] for t in y],
+                                                               "forces": [t["forces"] for t in y]})
+    dip = build("lsoap", target="dipole", n_sparse=10, n_components=0, **hypers).fit(frames, np.array([t["dipole"] for t in y]))
+    calc = MLCalculator(energy=energy, dipole=dip, tensor_precision="double")
+    assert [slots for _, slots in calc.feature_groups] == [["energy", "dipole"]]
+    atoms = periodic_box(99)
+    atoms.positions[0] += [0.0, 0.0, 3.7]  # near the cell face
+    atoms.calc = calc
+    e, f, mu = atoms.get_potential_energy(), atoms.get_forces(), atoms.get_dipole_moment()
+    assert e == pytest.approx(energy.predict([atoms])[0], abs=1e-10)
+    np.testing.assert_allclose(f, energy.predict_forces([atoms])[0], atol=1e-10)
+    np.testing.assert_allclose(mu, dip.predict([atoms])[0], atol=1e-10)
+    h = 1e-4
+    for j, k in ((0, 2), (3, 1)):
+        plus, minus = atoms.copy(), atoms.copy()
+        plus.positions[j, k] += h
+        minus.positions[j, k] -= h
+        fd = -(energy.predict([plus])[0] - energy.predict([minus])[0]) / (2 * h)
+        assert f[j, k] == pytest.approx(fd, abs=1e-6 * np.abs(f).max())
+    moved = atoms.copy()
+    moved.positions[0] -= atoms.cell[2]  # the same structure, the atom's image across the wall
+    moved.calc = MLCalculator(energy=energy, dipole=dip, tensor_precision="double")
+    assert moved.get_potential_energy() == pytest.approx(e, abs=1e-9)
+    np.testing.assert_allclose(moved.get_forces(), f, atol=1e-9)

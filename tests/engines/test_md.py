@@ -44,7 +44,7 @@ def models(tmp_path_factory):
     frames = [dichloroethane(i, 0.06) for i in range(40)]
     labels = [elastic_network(a) for a in frames]
     energy = SoapEnergyModel(n_sparse=40, energy_noise=1e-4, force_noise=1e-3).fit(
-        frames, [e for e, _ in labels], forces=[f for _, f in labels])
+        frames, {"energy": [e for e, _ in labels], "forces": [f for _, f in labels]})
     dip = ToyTensorModel("dipole").fit([], None)
     pol = ToyTensorModel("polarizability").fit([], None)
     folder = tmp_path_factory.mktemp("models")
@@ -148,16 +148,16 @@ def test_md_command_tensor_precision(models, tmp_path, monkeypatch):
     """--tensor-precision reaches the λ-SOAP model (single by default), and the single-precision
     dipoles equal the double ones to float32 rounding along the same trajectory (energies and
     forces are double either way)."""
-    from mdplugin.models.lsoap import SAGPRModel
+    from mdplugin.models.lsoap import LambdaSoapModel
 
     energy, dip, _, folder = models
     frames = [dichloroethane(i, 0.06) for i in range(25)]
     hypers = {k: getattr(energy, k) for k in ("cutoff", "max_radial", "max_angular", "gaussian_width", "smoothing_width")}
-    SAGPRModel(target="dipole", n_sparse=20, n_components=0, **hypers).fit(
+    LambdaSoapModel(target="dipole", n_sparse=20, n_components=0, **hypers).fit(
         frames, dip.predict(frames)).save(folder / "dip-lsoap.npz")
     used = []
-    original = SAGPRModel.predict_from_expansion
-    monkeypatch.setattr(SAGPRModel, "predict_from_expansion",
+    original = LambdaSoapModel.predict_from_features
+    monkeypatch.setattr(LambdaSoapModel, "predict_from_features",
                         lambda self, exp, **kw: used.append(kw.get("precision")) or original(self, exp, **kw))
     start = tmp_path / "start.xyz"
     write_dataset(start, Dataset(frames=[dichloroethane(3, 0.1)]))
@@ -204,7 +204,7 @@ def test_nve_with_a_model_trained_on_dce_data(examples_dir, tmp_path):
     from mdplugin.models.training import select_training
 
     data = select_training(read_dataset(examples_dir / "dce_train.xyz", properties=["energy", "forces"]), 150)
-    model = SoapEnergyModel(n_sparse=100).fit(data.frames, data.energy, forces=data.forces)
+    model = SoapEnergyModel(n_sparse=100).fit(data.frames, {"energy": data.energy, "forces": data.forces})
     summary = run_md(data.frames[0], MLCalculator(energy=model), steps=200, dt_fs=0.5,
                      output=tmp_path / "nve.xyz", temperature_K=300, thermostat="none", interval=20,
                      seed=2, progress=False)

@@ -268,7 +268,7 @@ def test_energy_fit_on_thread_ranks_is_the_serial_fit(n_frames, chunk):
 
     def fit(comm=None):
         model = SoapEnergyModel(n_sparse=12, max_radial=3, max_angular=2, chunk_size=chunk)
-        return model.fit(frames, energies, forces=forces, comm=comm)
+        return model.fit(frames, {"energy": energies, "forces": forces}, comm=comm)
 
     serial = fit()
     for size in (2, 3):

@@ -210,10 +210,10 @@ def test_single_precision_mean_is_the_double_one_to_float32_rounding_and_covaria
     model = build("lsoap", target=target, **SMALL).fit(frames, np.array([truth(f) for f in frames]))
     rng = np.random.default_rng(61)
     atoms = _data(1, 62)[0]
-    calc = model._expansion()
+    calc = model.featurizer()
     exp = calc.compute([atoms])
-    double = model.predict_from_expansion(exp)
-    single = model.predict_from_expansion(exp, precision="single")
+    double = model.predict_from_features(exp).values
+    single = model.predict_from_features(exp, precision="single").values
     scale = np.abs(double).max()
     assert scale > 0.1 * np.abs(model.predict(frames)).max()  # a real prediction, not zeros
     assert 0 < np.abs(single - double).max() < 1e-5 * scale
@@ -221,11 +221,11 @@ def test_single_precision_mean_is_the_double_one_to_float32_rounding_and_covaria
         rotation = T.random_rotation(rng, reflection=reflection)
         turned = atoms.copy()
         turned.positions = atoms.positions @ rotation.T
-        single_turned = model.predict_from_expansion(calc.compute([turned]), precision="single")
+        single_turned = model.predict_from_features(calc.compute([turned]), precision="single").values
         expected = double @ rotation.T if target == "dipole" else rotation @ double[0] @ rotation.T
         np.testing.assert_allclose(single_turned.reshape(expected.shape), expected, atol=1e-5 * scale)
     with pytest.raises(ConfigError, match="precision"):
-        model.predict_from_expansion(exp, precision="half")
+        model.predict_from_features(exp, precision="half")
 
 
 @pytest.mark.parametrize("lam", [0, 1, 2])

@@ -51,7 +51,7 @@ def dce_model():
     frames = [dichloroethane(i, 0.08) for i in range(60)]
     labels = [pair_potential(a) for a in frames]
     model = SoapEnergyModel(n_sparse=40, energy_noise=1e-4, force_noise=1e-3)
-    return model.fit(frames, [e for e, _ in labels], forces=[f for _, f in labels])
+    return model.fit(frames, {"energy": [e for e, _ in labels], "forces": [f for _, f in labels]})
 
 
 def test_forces_are_exact_gradients_for_a_molecule(dce_model):
@@ -66,7 +66,7 @@ def test_forces_are_exact_gradients_in_a_periodic_cell():
     rng = np.random.default_rng(0)
     frames = [periodic_cell(i) for i in range(8)]
     model = SoapEnergyModel(n_sparse=8, cutoff=4.0).fit(
-        frames, rng.normal(size=8), forces=[rng.normal(size=(6, 3)) for _ in frames])
+        frames, {"energy": rng.normal(size=8), "forces": [rng.normal(size=(6, 3)) for _ in frames]})
     atoms = periodic_cell(99)
     atoms.positions[0] += [0.0, 0.0, 3.8]  # an atom near the cell face: its images matter
     f = model.predict_forces([atoms])[0]
@@ -83,7 +83,7 @@ def test_training_force_rows_are_the_predicted_forces(dce_model):
     from mdplugin.models.soap import _power_spectrum
 
     frames = [dichloroethane(200 + i, 0.08) for i in range(3)]
-    exp = dce_model._expansion().compute(frames)
+    exp = dce_model.featurizer().compute(frames)
     assert np.allclose(_power_spectrum(exp)[0], power_spectrum(exp), rtol=1e-12, atol=1e-14)
     k_e, k_f = dce_model._design_rows(frames, with_forces=True)
     w = dce_model.gpr_.weights
@@ -128,7 +128,7 @@ def test_forces_improve_the_fit():
     rmse = {}
     for use in (False, True):
         m = SoapEnergyModel(n_sparse=30, energy_noise=1e-4, force_noise=1e-3, use_forces=use)
-        m.fit(frames, e, forces=[f for _, f in labels])
+        m.fit(frames, {"energy": e, "forces": [f for _, f in labels]})
         rmse[use] = np.sqrt(np.mean((np.concatenate(m.predict_forces(test)) - f_true) ** 2))
     assert rmse[True] < 0.5 * rmse[False]
 

@@ -63,7 +63,7 @@ class GrowingStdDipole(Model):
         self.target = target
         self.scale = scale
 
-    def fit(self, frames, y):
+    def fit(self, frames, targets=None, *, comm=None):
         self.ref_ = frames[0].positions.copy()
         self.charges_ = np.where(frames[0].numbers == 1, 0.1, -0.1)
         self.species_ = np.unique(frames[0].numbers)

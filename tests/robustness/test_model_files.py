@@ -33,8 +33,8 @@ class MeanModel(Model):
         self.target = target
         self.shift = shift
 
-    def fit(self, frames, y):
-        self.mean_ = np.asarray(y, dtype=float).mean(axis=0) + self.shift
+    def fit(self, frames, targets, *, comm=None):
+        self.mean_ = np.asarray(self._targets(targets).dipole, dtype=float).mean(axis=0) + self.shift
         self.table_ = np.arange(60, dtype=float).reshape(20, 3)
         self.species_ = np.unique(np.concatenate([a.numbers for a in frames]))
         self.is_fitted_ = True

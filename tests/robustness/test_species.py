@@ -46,7 +46,7 @@ def fitted(request, tmp_path_factory):
     rng = np.random.default_rng(0)
     model = build(kind, **QUICK_HYPERS[kind])
     if kind == "soap":
-        model.fit(frames, rng.normal(size=N_TRAIN), forces=[rng.normal(size=(8, 3)) for _ in frames])
+        model.fit(frames, {"energy": rng.normal(size=N_TRAIN), "forces": [rng.normal(size=(8, 3)) for _ in frames]})
     else:
         model.fit(frames, rng.normal(size=(N_TRAIN, 3)))
     path = tmp_path_factory.mktemp(kind) / "model.npz"

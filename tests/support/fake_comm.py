@@ -1,7 +1,7 @@
 """A thread-backed stand-in for an mpi4py communicator, to test collective algorithms serially.
 
 ``run_ranks(size, fn)`` runs ``fn(comm)`` on ``size`` threads, each with its own ``ThreadComm``
-(``rank``, ``size``, ``allgather``, ``gather``, ``bcast``, ``Bcast``, ``Iallgather``,
+(``rank``, ``size``, ``allgather``, ``allreduce``, ``Allreduce``, ``gather``, ``bcast``, ``Bcast``, ``Iallgather``,
 ``send``/``recv``, ``Send``/``Recv``, ``Isend``/``Irecv``, ``Barrier``), and returns the results in rank order. Every rank calls the collectives in the same
 order, as with MPI. Numpy releases the GIL little here, so this checks logic, not speed.
 """
@@ -96,6 +96,18 @@ class ThreadComm:
         data = self.allgather(buf if self.rank == root else None)[root]
         if self.rank != root:
             buf[...] = data
+
+    def allreduce(self, value):
+        """The sum over ranks (in rank order) of a Python number."""
+        return sum(self.allgather(value))
+
+    def Allreduce(self, sendbuf, recvbuf) -> None:
+        """The element-wise sum over ranks (in rank order) of ``sendbuf`` into ``recvbuf``."""
+        parts = self.allgather(np.array(sendbuf))
+        total = parts[0].copy()
+        for part in parts[1:]:
+            total += part
+        recvbuf[...] = total
 
     def Iallgather(self, sendbuf, recvbuf):
         """Every rank's ``sendbuf`` into ``recvbuf`` (size, ...); returns a completed request."""

@@ -29,7 +29,7 @@ def fit(target: str, data, chunk: int, comm=None):
     hypers = dict(HYPERS[target])
     model = build(hypers.pop("model"), target=target, chunk_size=chunk, **hypers)
     if target == "energy":
-        return model.fit(data.frames, data.energy, forces=data.forces, comm=comm)
+        return model.fit(data.frames, {"energy": data.energy, "forces": data.forces}, comm=comm)
     return model.fit(data.frames, data.get(target), comm=comm)
 
 
