@@ -32,11 +32,15 @@ Model files are ``.npz`` archives of plain arrays plus one JSON metadata string,
 ``allow_pickle=False`` (opening a model file never runs code), written atomically, and protected by
 a SHA-256 checksum of the arrays.
 
-Import cost: deriving from ``BaseEstimator`` imports ``sklearn.base``, which adds 0.9-1.3 s to a
-process that already has numpy, scipy and ASE (``python -X importtime``, 7 Dec 2026, load 1.2-1.7
-on 2 cores); ``mdplugin md --help`` took 0.25 s without it and 1.2-1.6 s with it. So nothing on the
-way to the command-line parser imports this module: ``mdplugin`` and the CLI import models where a
-command needs them (docs/architecture.md).
+Import cost: deriving from ``BaseEstimator`` imports ``sklearn.base`` (and with it ``scipy.stats``),
+which adds 0.9-1.3 s to a process that already has numpy, scipy and ASE (``python -X importtime -c
+"import numpy, scipy, ase, sklearn.base"``, 7 Dec 2026, commit d191885, load 1.2-1.7 on 2 cores;
+5.3 s at load 9); ``mdplugin md --help`` took 0.25 s without it and 1.2-1.6 s with it (best of 5,
+same conditions). So nothing on the way to the command-line parser imports this module:
+``mdplugin`` imports its layers on first use and the CLI imports the models inside the commands that
+need them (``md --help``, ``spectrum`` and ``label`` never import scikit-learn;
+tests/models/test_model_files.py checks the parser). Commands that use models pay it once per
+process (each MPI rank at the same time).
 """
 
 from __future__ import annotations
