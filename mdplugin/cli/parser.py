@@ -54,7 +54,15 @@ def cmd_label(args) -> int:
     from ..oracles.label import label_file
 
     props = [p.strip() for p in args.properties.split(",") if p.strip()]
-    label_file(args.input, args.output, oracle=args.oracle, properties=props, progress=not args.quiet)
+    oracle = args.oracle
+    if args.cluster_radius is not None:
+        from ..oracles.label import make_oracle, ORACLES
+
+        name, _, method = oracle.partition(":")
+        if name not in ORACLES:
+            raise ConfigError("--cluster-radius applies to the built-in oracles (tblite, pyscf)")
+        oracle = make_oracle(name, cluster_radius=args.cluster_radius, **({"method": method} if method else {}))
+    label_file(args.input, args.output, oracle=oracle, properties=props, progress=not args.quiet)
     return 0
 
 
@@ -177,6 +185,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "extra), or package.module:function returning any ASE calculator (as for mdplugin active)")
     p.add_argument("--properties", default="energy,forces,dipole,polarizability",
                    help="comma-separated labels to compute (default: all four)")
+    p.add_argument("--cluster-radius", type=float, metavar="R",
+                   help="periodic cells: the polarizability is the sum of each molecule's response in the cluster of "
+                        "molecules whose centres are within R Å of its own (default 4; docs/condensed.md)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_label)
 

@@ -2,9 +2,9 @@
 
 An oracle is any ASE calculator. The built-in ones are
 
-* ``"tblite"``: GFN2-xTB through tblite's ASE calculator (energy, forces, dipole) and the
-  polarizability by central finite differences of the dipole in a uniform electric field
-  (tblite's ``electric-field`` interaction);
+* ``"tblite"``: GFN2-xTB through tblite (:class:`mdplugin.oracles.tblite.TBLite`: energy,
+  forces, dipole) and the polarizability by central finite differences of the dipole in a uniform
+  electric field (tblite's ``electric-field`` interaction);
 * ``"pyscf"``: Kohn–Sham DFT through PySCF (:mod:`mdplugin.oracles.pyscf`, the ``[pyscf]``
   extra), with the same finite-field polarizability.
 
@@ -12,6 +12,12 @@ Conventions (checked by the tests): the field ``F`` is in V/Å, the energy in a 
 ``E(F) = E(0) − μ·F − ½ Fᵀ α F``, so ``μ = −dE/dF`` and ``α = dμ/dF``. ``dμ/dF`` comes out in
 e·Å²/V and is turned into a polarizability volume (Å³) by multiplying with ``1/(4πε₀)`` =
 Hartree·bohr = 14.3996 eV·Å/e².
+
+Periodic cells (docs/condensed.md): energy and forces come from the calculation on the cell; the
+dipole is the sum of the whole molecules' dipoles about their own centres of mass (continuous when
+atoms cross the wall, independent of the origin); the polarizability is the sum of each molecule's
+response in a cluster cut around it (:mod:`mdplugin.oracles.clusters`), because a uniform field
+on a cell is no periodic perturbation.
 
 Typical use::
 
@@ -38,6 +44,7 @@ from ..core.atomicio import atomic_write
 from ..structures.data import PROPERTIES, Dataset, dataset_to_text, read_dataset, write_dataset
 from ..core.errors import ConfigError, OracleError
 from ..core.units import BOHR, HARTREE
+from .clusters import DEFAULT_CLUSTER_RADIUS, cluster_polarizability
 
 #: 1/(4πε₀) in eV·Å/e²: turns dμ/dF (e·Å²/V) into a polarizability volume (Å³)
 COULOMB_CONSTANT: float = HARTREE * BOHR
@@ -64,9 +71,16 @@ class FiniteFieldPolarizability(Calculator):
     threads : limit the OpenMP/BLAS threads during a calculation (``None``: no limit). One thread
         is fastest for small molecules, and far faster than two on a busy machine.
 
+    cluster_radius : for a periodic cell, the radius (Å) of the cluster cut around each molecule
+        (:mod:`mdplugin.oracles.clusters`).
+
     Results: the base calculator's zero-field results (``energy``, ``free_energy``, ``forces``,
     ``dipole``, ...) and, when asked for, ``polarizability`` (3, 3) in Å³,
-    ``α_ij = [μ_i(+h e_j) − μ_i(−h e_j)] / 2h`` symmetrised, from six extra calculations.
+    ``α_ij = [μ_i(+h e_j) − μ_i(−h e_j)] / 2h`` symmetrised, from six extra calculations. For a
+    periodic cell a uniform field is not a periodic perturbation, so the six calculations are made
+    on a cluster around each molecule and ``α = Σ_m ∂μ_m/∂F`` (the molecules' own dipoles, the
+    convention of the cell dipole; :func:`mdplugin.oracles.clusters.cluster_polarizability`); the
+    calculator must then give ``charges`` and ``atomic_dipoles`` (the tblite oracle does).
     ``polarizability_asymmetry`` records ``max |α − αᵀ|`` before symmetrisation (Å³), a check
     of the numerical noise.
     """
@@ -75,10 +89,13 @@ class FiniteFieldPolarizability(Calculator):
 
     def __init__(self, calculator_factory: CalculatorFactory, field: float = DEFAULT_FIELD,
                  oracle_name: str | None = None, threads: int | None = None,
-                 **kwargs: Any) -> None:
+                 cluster_radius: float = DEFAULT_CLUSTER_RADIUS, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         if not field > 0:
             raise ConfigError(f"finite-field step must be positive, got {field!r} V/Å")
+        if not cluster_radius > 0:
+            raise ConfigError(f"the cluster radius must be positive, got {cluster_radius!r} Å")
+        self.cluster_radius = float(cluster_radius)
         self.calculator_factory = calculator_factory
         self.field = float(field)
         self.base = calculator_factory(None)
@@ -112,8 +129,21 @@ class FiniteFieldPolarizability(Calculator):
         calc.calculate(atoms.copy(), ["dipole"], all_changes)
         return np.asarray(calc.results["dipole"], dtype=float)
 
+    def charges_and_dipoles_in_field(self, atoms: Atoms, field: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Atomic charges (n,) in e and atomic dipoles (n, 3) in e·Å of ``atoms`` in the uniform
+        field ``field`` (3,) V/Å."""
+        calc = self.calculator_factory(np.asarray(field, dtype=float))
+        if "atomic_dipoles" not in getattr(calc, "implemented_properties", ()):
+            raise ConfigError(f"the polarizability of a periodic cell is computed on clusters from atomic charges and "
+                              f"atomic dipoles, which {self.oracle_name} does not give (use the tblite oracle)")
+        calc.calculate(atoms.copy(), ["charges", "atomic_dipoles"], all_changes)
+        return np.asarray(calc.results["charges"], float), np.asarray(calc.results["atomic_dipoles"], float)
+
     def polarizability(self, atoms: Atoms) -> tuple[np.ndarray, float]:
         """Symmetrised polarizability (3, 3) in Å³ and the asymmetry before symmetrising (Å³)."""
+        if np.any(atoms.pbc):
+            return cluster_polarizability(atoms, self.charges_and_dipoles_in_field, self.field,
+                                          self.cluster_radius, COULOMB_CONSTANT)
         h = self.field
         dmu_df = np.empty((3, 3))
         for j in range(3):
@@ -128,51 +158,24 @@ class FiniteFieldPolarizability(Calculator):
 # tblite
 
 
-class _TBLiteFieldArg:
-    """A field vector that tblite 0.8's ASE calculator can hand to its C library.
-
-    ``tblite.ase`` converts the field with ``field * Bohr / Hartree`` and passes the result to a
-    cffi function that wants a ``double *``; a NumPy array is refused there (TypeError). This
-    wrapper keeps the arithmetic and turns into a cffi ``double[3]`` at the final division.
-    """
-
-    def __init__(self, vector: np.ndarray) -> None:
-        self.vector = np.asarray(vector, dtype=float).reshape(3)
-
-    def __mul__(self, factor: float) -> "_TBLiteFieldArg":
-        return _TBLiteFieldArg(self.vector * factor)
-
-    def __truediv__(self, divisor: float):
-        from tblite.library import ffi
-
-        return ffi.new("double[3]", [float(x) for x in self.vector / divisor])
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, _TBLiteFieldArg) and np.array_equal(self.vector, other.vector)
-
-    def __repr__(self) -> str:
-        return f"field({self.vector.tolist()} V/Å)"
-
-
 def tblite_factory(method: str = "GFN2-xTB", **options: Any) -> CalculatorFactory:
     """``factory(field)`` making tblite ASE calculators (``field`` in V/Å or ``None``).
 
-    ``options`` go to :class:`tblite.ase.TBLite` (``accuracy``, ``electronic_temperature``,
-    ``charge``, ...); ``verbosity`` defaults to 0 and ``accuracy`` to 0.01 (100× tighter SCF
-    than tblite's default, which leaves ~1e-4 relative noise in the finite-field polarizability;
-    at 0.01 it is ~1e-6, for ~10 % more time).
+    The calculators are :class:`mdplugin.oracles.tblite.TBLite` (atomic charges and dipoles, the
+    continuous dipole of a cell); ``options`` go to it (``accuracy``, ``electronic_temperature``,
+    ``charge``, ``max_iterations``, ...); ``accuracy`` defaults to 0.01 (100× tighter SCF than
+    tblite's default, which leaves ~1e-4 relative noise in the finite-field polarizability; at
+    0.01 it is ~1e-6, for ~10 % more time).
     """
-    try:
-        from tblite.ase import TBLite
-    except ImportError as exc:  # pragma: no cover - tblite is a core dependency
-        raise ConfigError(f"the tblite oracle needs the tblite package ({exc})") from None
-    options.setdefault("verbosity", 0)
+    from .tblite import TBLite
+
     options.setdefault("accuracy", 0.01)
+    TBLite(method=method, **options)  # unknown options fail here, not at the first frame
 
     def factory(field: np.ndarray | None) -> Calculator:
         if field is None or not np.any(field):
             return TBLite(method=method, **options)
-        return TBLite(method=method, electric_field=_TBLiteFieldArg(field), **options)
+        return TBLite(method=method, electric_field=np.asarray(field, dtype=float), **options)
 
     return factory
 
@@ -191,14 +194,15 @@ def pyscf_factory(**options: Any) -> CalculatorFactory:
 
 
 def make_oracle(name: str = "tblite", field: float = DEFAULT_FIELD, threads: int | None | str = "auto",
-                **options: Any) -> Calculator:
+                cluster_radius: float = DEFAULT_CLUSTER_RADIUS, **options: Any) -> Calculator:
     """A reference calculator by name: ``"tblite"`` (GFN2-xTB) or ``"pyscf"`` (DFT).
 
     Returns a :class:`FiniteFieldPolarizability` around the named method, so it provides
     ``energy``, ``forces``, ``dipole`` and ``polarizability``; ``options`` go to the method
     (e.g. ``method="GFN1-xTB"`` for tblite, ``xc="pbe0", basis="aug-cc-pvdz"`` for pyscf);
     ``field`` is the finite-difference step in V/Å; ``threads`` limits OpenMP/BLAS threads
-    (``"auto"``: 1 for tblite, no limit for pyscf; ``None``: no limit).
+    (``"auto"``: 1 for tblite, no limit for pyscf; ``None``: no limit); ``cluster_radius`` (Å)
+    sizes the clusters of a periodic cell's polarizability.
     """
     if name == "tblite":
         threads = 1 if threads == "auto" else threads
@@ -210,7 +214,8 @@ def make_oracle(name: str = "tblite", field: float = DEFAULT_FIELD, threads: int
         label = "pyscf"
     else:
         raise ConfigError(f"unknown oracle {name!r} (known: {', '.join(ORACLES)})")
-    return FiniteFieldPolarizability(factory, field=field, oracle_name=label, threads=threads)
+    return FiniteFieldPolarizability(factory, field=field, oracle_name=label, threads=threads,
+                                     cluster_radius=cluster_radius)
 
 
 # --------------------------------------------------------------------------------------------
