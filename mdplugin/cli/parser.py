@@ -11,6 +11,7 @@ import argparse
 import json
 import sys
 import time
+import warnings
 
 from ..core.version import __version__
 from ..core.errors import ConfigError, MdpluginError
@@ -92,18 +93,17 @@ def cmd_train(args) -> int:
 def cmd_evaluate(args) -> int:
     from ..structures.data import read_dataset
     from ..models import load_model
-    from ..models.training import evaluate_model
+    from ..models.training import evaluate_model, metrics_in_units
 
     model = load_model(args.model)
     data = read_dataset(args.data, properties=_properties_for(model.target), keys=_key_map(args), units=args.units)
-    result = evaluate_model(model, data)
-    if not args.json:  # values in ASE units whatever --units read (data are converted on reading)
-        from ..models.base import UNITS
-
-        unit = UNITS[model.target]
-        units = {"rmse": unit, "mae": unit, "std": unit, "mean_std": unit, "rmse_per_atom": f"{UNITS['energy']}/atom",
-                 "forces_rmse": UNITS["forces"], "forces_mae": UNITS["forces"]}
+    # the errors in the units the labels were read in (--units), and the JSON says which
+    result = metrics_in_units(evaluate_model(model, data), args.units)
+    if not args.json:
+        units = result["units"]
         for key, value in result.items():
+            if key == "units":
+                continue
             suffix = " %" if key.endswith("percent_of_std") else f" {units[key]}" if key in units else ""
             print(f"{key:>28}: {value:.6g}{suffix}" if isinstance(value, float) else f"{key:>28}: {value}")
     else:
@@ -409,11 +409,18 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _print_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """Warnings of a command as one line each: ``mdplugin: warning: ...``."""
+    print(f"mdplugin: warning: {' '.join(str(message).split())}", file=sys.stderr)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        return int(args.func(args) or 0)
+        with warnings.catch_warnings():
+            warnings.showwarning = _print_warning
+            return int(args.func(args) or 0)
     except KeyboardInterrupt:
         print("mdplugin: interrupted", file=sys.stderr)
         return 130

@@ -26,3 +26,8 @@ class OracleError(MdpluginError):
 
 class SimulationError(MdpluginError):
     """A simulation went wrong (non-finite forces, atom lost, uncertainty above the hard limit)."""
+
+
+class DataWarning(UserWarning):
+    """Input was accepted after a documented repair (e.g. a polarizability symmetric only to
+    rounding, symmetrised); the command line prints it as one ``mdplugin: warning: ...`` line."""

@@ -75,3 +75,33 @@ def predict_dataset(model: Model, data: Dataset) -> Dataset:
         out.forces = model.predict_forces(data.frames)
     out.extras[f"{target}_std"] = np.asarray(std).reshape(len(data), -1) if np.ndim(std) > 1 else np.asarray(std)
     return out
+
+
+#: metric -> the property whose unit it carries (for the target's own metrics: the target)
+_METRIC_PROPERTY = {"rmse": None, "mae": None, "std": None, "mean_std": None,
+                    "rmse_per_atom": "energy", "forces_rmse": "forces", "forces_mae": "forces"}
+
+
+def metrics_in_units(result: dict, units: str = "ase") -> dict:
+    """``result`` of :func:`evaluate_model` (ASE units) in ``units`` (``"ase"`` or ``"atomic"``:
+    Hartree, Hartree/bohr, e·bohr, bohr³), with a ``"units"`` entry naming the unit of every
+    dimensioned metric (percentages and counts are unit-free)."""
+    from ..core.units import BOHR, HARTREE
+    from ..structures.data import UNIT_NAMES
+
+    if units not in UNIT_NAMES:
+        raise DataError(f"unknown units {units!r} (use 'ase' or 'atomic')")
+    to_atomic = {"energy": 1.0 / HARTREE, "forces": BOHR / HARTREE, "dipole": 1.0 / BOHR,
+                 "polarizability": 1.0 / BOHR**3}
+    target = result["target"]
+    out = dict(result)
+    names = {}
+    for key, prop in _METRIC_PROPERTY.items():
+        if key not in result:
+            continue
+        prop = prop or target
+        if units == "atomic":
+            out[key] = float(result[key]) * to_atomic[prop]
+        names[key] = UNIT_NAMES[units][prop] + ("/atom" if key == "rmse_per_atom" else "")
+    out["units"] = {"system": units, **names}
+    return out

@@ -8,7 +8,9 @@ On disk: extended XYZ with per-frame ``energy``, ``dipole`` (3), ``polarizabilit
 and per-atom ``forces``. Other key names are mapped with ``keys={"dipole": "mu"}``; files in atomic
 units (e·bohr, bohr³, Hartree, Hartree/bohr) are read with ``units="atomic"``. ASE's reader moves
 known properties (energy, forces, dipole, ...) into a ``SinglePointCalculator``; both places are read.
-An all-zero ``Lattice`` (as in the TENSOAP files) means an isolated molecule.
+An all-zero ``Lattice`` (as in the TENSOAP files) means an isolated molecule. Polarizabilities
+symmetric only to rounding are symmetrised (with one warning per file); the dipoles of periodic
+frames that follow each other in time must not jump by a polarization quantum.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import collections
 import io
 import itertools
 import os
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Mapping, Sequence
@@ -27,7 +30,7 @@ from ase import Atoms
 from ase.data import chemical_symbols
 
 from ..core.atomicio import append_durably, atomic_write
-from ..core.errors import DataError
+from ..core.errors import DataError, DataWarning
 from ..core.units import FROM_UNITS
 
 #: properties a data set can carry, with the shape of one frame's value (None = per atom)
@@ -40,6 +43,16 @@ PROPERTIES: dict[str, tuple[int, ...] | None] = {
 
 #: closest allowed distance between two atoms, Å
 MIN_DISTANCE = 0.1
+
+#: polarizabilities symmetric to this fraction of their largest component are symmetrised (public
+#: sets print them to a few digits: a bulk-water set has |α − αᵀ| up to 7e-4 of it); above, refused
+SYMMETRY_TOLERANCE = 2e-3
+
+#: name of each property's unit in the two unit systems of data files
+UNIT_NAMES = {
+    "ase": {"energy": "eV", "forces": "eV/Å", "dipole": "e·Å", "polarizability": "Å³"},
+    "atomic": {"energy": "Hartree", "forces": "Hartree/bohr", "dipole": "e·bohr", "polarizability": "bohr³"},
+}
 
 
 @dataclass
@@ -167,7 +180,8 @@ def _check_cell(atoms: Atoms, where: str) -> None:
             )
 
 
-def _convert(name: str, raw, atoms: Atoms, units: str, where: str, key: str) -> np.ndarray:
+def _convert(name: str, raw, atoms: Atoms, units: str, where: str, key: str,
+             asymmetry: dict | None = None) -> np.ndarray:
     try:
         value = np.asarray(raw, dtype=float)
     except (TypeError, ValueError):
@@ -183,9 +197,16 @@ def _convert(name: str, raw, atoms: Atoms, units: str, where: str, key: str) -> 
     if not np.all(np.isfinite(value)):
         raise DataError(f"{where}: {name} (key {key!r}) contains NaN or inf")
     if name == "polarizability":
-        asym = np.abs(value - value.T).max()
-        if asym > 1e-6 * max(1.0, np.abs(value).max()):
-            raise DataError(f"{where}: polarizability (key {key!r}) is not symmetric (max |α-αᵀ| = {asym:.3g})")
+        asym = float(np.abs(value - value.T).max())
+        scale = float(np.abs(value).max())
+        relative = asym / scale if scale > 0 else 0.0
+        if relative > SYMMETRY_TOLERANCE:
+            unit = UNIT_NAMES[units]["polarizability"]
+            raise DataError(f"{where}: polarizability (key {key!r}) is not symmetric: max |α-αᵀ| = {asym:.3g} {unit}, "
+                            f"{relative:.2g} of its largest component (up to {SYMMETRY_TOLERANCE:g} is taken as "
+                            f"rounding and symmetrised)")
+        if asymmetry is not None and asym > asymmetry.get("value", 0.0):
+            asymmetry.update(value=asym, relative=relative, where=where)
         value = 0.5 * (value + value.T)
     return FROM_UNITS[units][name](value)
 
@@ -290,6 +311,11 @@ def read_dataset(
     units : ``"ase"`` (eV, eV/Å, e·Å, Å³) or ``"atomic"`` (Hartree, Hartree/bohr, e·bohr, bohr³).
     index : ``":"`` for all frames, an int, or a slice.
 
+    Polarizabilities symmetric to :data:`SYMMETRY_TOLERANCE` of their largest component are
+    symmetrised (one :class:`~mdplugin.core.errors.DataWarning` per file names the largest
+    asymmetry), less symmetric ones refused. Dipoles of periodic frames must be continuous between
+    neighbouring frames (:func:`mdplugin.structures.continuity.check_dipole_continuity`).
+
     Raises
     ------
     DataError naming the file, the frame index and the problem.
@@ -313,6 +339,7 @@ def read_dataset(
 
     values: dict[str, list[np.ndarray]] = {p: [] for p in properties}
     clean: list[Atoms] = []
+    asymmetry: dict = {}
     for i, atoms in enumerate(frames):
         where = f"{path}: frame {i}"
         for p in properties:
@@ -321,7 +348,7 @@ def read_dataset(
                 present = sorted(set(atoms.info) | set(atoms.arrays) - {"numbers", "positions"}
                                  | set(getattr(atoms.calc, "results", {}) or {}))
                 raise DataError(f"{where}: missing key {key_of[p]!r} for {p} (keys present: {', '.join(present) or 'none'})")
-            values[p].append(_convert(p, raw, atoms, units, where, key_of[p]))
+            values[p].append(_convert(p, raw, atoms, units, where, key_of[p], asymmetry))
         out = Atoms(numbers=atoms.numbers, positions=atoms.positions)
         if not _is_molecule_cell(atoms):
             out.cell = atoms.cell
@@ -329,9 +356,18 @@ def read_dataset(
         _check_structure(out, where)
         clean.append(out)
 
+    if asymmetry.get("relative", 0.0) > 1e-12:
+        warnings.warn(DataWarning(
+            f"{path}: polarizabilities are symmetric only to rounding (largest |α-αᵀ| "
+            f"{asymmetry['value']:.3g} {UNIT_NAMES[units]['polarizability']}, {asymmetry['relative']:.2g} of the "
+            f"tensor, at {asymmetry['where'].split(': ')[-1]}): symmetrised"), stacklevel=2)
     data = Dataset(frames=clean, source=str(path))
     for p, vals in values.items():
         setattr(data, p, vals if p == "forces" else np.array(vals))
+    if data.dipole is not None and any(a.pbc.all() for a in clean):
+        from .continuity import check_dipole_continuity
+
+        check_dipole_continuity(clean, data.dipole, str(path))
     return data
 
 

@@ -90,7 +90,7 @@ def test_missing_file_and_unknown_property(tmp_path):
 
 
 def test_asymmetric_polarizability_is_refused(shared_data):
-    with pytest.raises(DataError, match="not symmetric"):
+    with pytest.raises(DataError, match=r"not symmetric: max \|α-αᵀ\| = [0-9.]+ bohr³, 0.13 of its largest"):
         read_dataset(shared_data / "tensoap-water" / "asymmetry_asymmetric.xyz", properties=["polarizability"],
                      keys={"polarizability": "alpha"}, units="atomic")
     d = read_dataset(shared_data / "tensoap-water" / "asymmetry_symmetric.xyz", properties=["polarizability"],
@@ -107,3 +107,75 @@ def test_written_files_have_normal_permissions(tmp_path):
     mask = os.umask(0)
     os.umask(mask)
     assert mode == 0o666 & ~mask
+
+
+def _rounded_polarizabilities(tmp_path, relative: float, name: str = "rounded.xyz"):
+    """Periodic water boxes whose polarizabilities (bohr³, key alpha) are symmetric only to
+    ``relative`` of their largest component, as a public set prints them."""
+    rng = np.random.default_rng(3)
+    frames = []
+    for k in range(4):
+        a = Atoms("OH2", positions=[[1, 1, 1], [1.96, 1, 1], [0.76, 1.93, 1]], cell=[4.0, 4.1, 4.2], pbc=True)
+        a.positions += rng.normal(scale=0.02, size=(3, 3))
+        alpha = np.diag([9.0, 10.0, 11.0]) + rng.normal(scale=0.5, size=(3, 3))
+        alpha = 0.5 * (alpha + alpha.T)
+        noise = np.zeros((3, 3))
+        noise[0, 1] = relative * np.abs(alpha).max() * (1.0 if k == 2 else 0.3)
+        a.info["alpha"] = (alpha + noise).reshape(9)
+        frames.append(a)
+    import ase.io
+
+    path = tmp_path / name
+    ase.io.write(path, frames, format="extxyz")
+    return path
+
+
+def test_rounding_asymmetry_is_symmetrised_with_one_warning(tmp_path):
+    from mdplugin.core.errors import DataWarning
+
+    path = _rounded_polarizabilities(tmp_path, 7e-4)
+    with pytest.warns(DataWarning) as record:
+        data = read_dataset(path, properties=["polarizability"], keys={"polarizability": "alpha"}, units="atomic")
+    assert len(record) == 1  # once per file, not once per frame
+    text = str(record[0].message)
+    assert str(path) in text and "bohr³" in text and "frame 2" in text and "symmetrised" in text
+    np.testing.assert_array_equal(data.polarizability, np.swapaxes(data.polarizability, 1, 2))
+    with pytest.raises(DataError, match=r"not symmetric: .* bohr³"):
+        read_dataset(_rounded_polarizabilities(tmp_path, 5e-3, "worse.xyz"), properties=["polarizability"],
+                     keys={"polarizability": "alpha"}, units="atomic")
+
+
+def _trajectory(n: int = 6, quantum_at: int | None = 3, charge_jump_at: int | None = None):
+    """A periodic water trajectory with small steps and a smooth dipole, with a jump of one
+    polarization quantum e·a (or of 0.4 e·b) between two neighbouring frames."""
+    cell = np.diag([5.0, 5.5, 6.0])
+    frames, dipoles = [], []
+    for k in range(n):
+        a = Atoms("OH2", positions=np.array([[1, 1, 1], [1.96, 1, 1], [0.76, 1.93, 1]]) + 0.02 * k,
+                  cell=cell, pbc=True)
+        mu = np.array([0.3, 0.1, -0.2]) + 0.01 * k
+        if quantum_at is not None and k >= quantum_at:
+            mu = mu + cell[0]
+        if charge_jump_at is not None and k >= charge_jump_at:
+            mu = mu + 0.4 * cell[1]
+        frames.append(a)
+        dipoles.append(mu)
+    return Dataset(frames=frames, dipole=np.array(dipoles))
+
+
+def test_dipole_jump_by_a_quantum_names_the_frames(tmp_path):
+    write_dataset(tmp_path / "jump.xyz", _trajectory())
+    with pytest.raises(DataError, match=r"jump.xyz: frames 2 and 3: the dipole jumps by \(\+1, \+0, \+0\) "
+                                        r"polarization quanta .* continuous in time"):
+        read_dataset(tmp_path / "jump.xyz")
+    write_dataset(tmp_path / "wrap.xyz", _trajectory(quantum_at=None, charge_jump_at=4))
+    with pytest.raises(DataError, match=r"frames 3 and 4: the dipole jumps by \(\+0.00, \+0.40, \+0.00\) e·"):
+        read_dataset(tmp_path / "wrap.xyz")
+    write_dataset(tmp_path / "smooth.xyz", _trajectory(quantum_at=None))
+    assert len(read_dataset(tmp_path / "smooth.xyz")) == 6
+    # independent snapshots (atoms far from each other's positions) are not compared
+    data = _trajectory()
+    for k, a in enumerate(data.frames):
+        a.positions = np.random.default_rng(k).uniform(0, 5, (3, 3))
+    write_dataset(tmp_path / "snapshots.xyz", data)
+    assert len(read_dataset(tmp_path / "snapshots.xyz", properties=["dipole"])) == 6
