@@ -267,6 +267,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--key", help="name of the dipole/polarizability in the files (default dipole / polarizability)")
     p.add_argument("--units", choices=("ase", "atomic"), default="ase",
                    help="units of XYZ and array series: ase (e*A, A^3, default) or atomic (e*bohr, bohr^3)")
+    p.add_argument("--cell-dipole", choices=("total", "polarization"),
+                   help="IR of a periodic trajectory whose cell changes (NPT): use the cell's dipole as stored (total) "
+                        "or scaled to the mean volume, M*<V>/V (polarization); required only then (docs/condensed.md)")
     p.set_defaults(func=cmd_spectrum)
 
     p = sub.add_parser("ipi", help="serve ML energies, forces, dipoles, polarizabilities to an i-PI server")

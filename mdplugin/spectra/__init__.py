@@ -31,7 +31,7 @@ __all__ = [
 
 #: options of :func:`spectrum_command` besides the fixed arguments, with their defaults
 OPTIONS = dict(depth=None, window="hann", form="derivative", correction="harmonic", pad=4, block=None,
-               max_wavenumber=None, laser=None, bose=False, key=None, units="ase")
+               max_wavenumber=None, laser=None, bose=False, key=None, units="ase", cell_dipole=None)
 
 
 def spectrum_command(kind: str, series: list[str], dt: float, output: str, plot: str | None,
@@ -42,7 +42,9 @@ def spectrum_command(kind: str, series: list[str], dt: float, output: str, plot:
     ``options`` (all optional): ``depth`` (fs), ``window``, ``form`` (derivative|omega2),
     ``correction`` (none|harmonic|standard|schofield), ``pad`` (zero-padding factor),
     ``block`` (fs), ``max_wavenumber`` (cm⁻¹), ``key`` (name of the quantity in the files),
-    ``units`` (ase|atomic, for XYZ and array files) and, for Raman, ``laser`` (cm⁻¹) and ``bose``.
+    ``units`` (ase|atomic, for XYZ and array files), ``cell_dipole`` (total|polarization: the
+    dipole of a periodic trajectory whose cell changes, :func:`read_series`) and, for Raman,
+    ``laser`` (cm⁻¹) and ``bose``.
     Unknown options raise a :class:`ConfigError`; ``None`` values mean the default.
     """
     unknown = sorted(set(options) - set(OPTIONS))
@@ -54,7 +56,8 @@ def spectrum_command(kind: str, series: list[str], dt: float, output: str, plot:
     if kind == "ir" and (opts["laser"] is not None or opts["bose"]):
         raise ConfigError("--laser and --bose apply to Raman spectra only")
     quantity = "dipole" if kind == "ir" else "polarizability"
-    data = [read_series(p, quantity, key=opts["key"], units=opts["units"]) for p in series]
+    data = [read_series(p, quantity, key=opts["key"], units=opts["units"], cell_dipole=opts["cell_dipole"])
+            for p in series]
     common = dict(depth=opts["depth"], window=opts["window"], form=opts["form"],
                   correction=opts["correction"], pad=opts["pad"], block=opts["block"],
                   max_wavenumber=opts["max_wavenumber"], names=[os.fspath(p) for p in series])

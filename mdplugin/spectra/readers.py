@@ -13,7 +13,9 @@ Formats (detected from the file, not only its name):
 * ``.npy`` arrays and text arrays (``.txt``, ``.dat``, anything ``numpy.loadtxt`` reads) of shape
   (n_frames, 3) for dipoles, (n_frames, 9) or (n_frames, 3, 3) for polarizabilities.
 
-All readers return ASE units: dipoles (n, 3) in e·Å, polarizabilities (n, 3, 3) in Å³.
+All readers return ASE units: dipoles (n, 3) in e·Å, polarizabilities (n, 3, 3) in Å³. Dipoles of
+periodic trajectories are checked for jumps, and a changing cell needs ``cell_dipole``
+(:func:`read_series`).
 """
 
 from __future__ import annotations
@@ -32,6 +34,9 @@ from ..core.units import FROM_UNITS
 EXTRAS_SIZES = {"dipole": 3, "polarizability": 9, "dipole_std": 3, "polarizability_std": 9}
 
 QUANTITIES = ("dipole", "polarizability")
+
+#: how the dipole of a cell that changes along a trajectory enters the IR spectrum (None: not said)
+CELL_DIPOLES = (None, "total", "polarization")
 
 
 def _shape(values: np.ndarray, quantity: str, where: str) -> np.ndarray:
@@ -123,13 +128,14 @@ def _read_ipi_extras(path: Path, quantity: str, key: str) -> np.ndarray:
     return FROM_UNITS["atomic"][quantity](array)
 
 
-def _read_ase(path: Path, quantity: str, key: str) -> np.ndarray:
+def _read_ase(path: Path, quantity: str, key: str) -> tuple[np.ndarray, list]:
     """``key`` per frame of a trajectory, read with :func:`mdplugin.structures.data.read_frames` (layout checked,
-    unparsable frames named) from ``atoms.info`` or the SinglePointCalculator."""
+    unparsable frames named) from ``atoms.info`` or the SinglePointCalculator; and the frames."""
     from ..structures.data import read_frames
 
     values = []
-    for i, atoms in enumerate(read_frames(path)):
+    frames = read_frames(path)
+    for i, atoms in enumerate(frames):
         raw = atoms.info.get(key)
         if raw is None and atoms.calc is not None:
             raw = getattr(atoms.calc, "results", {}).get(key)
@@ -141,7 +147,7 @@ def _read_ase(path: Path, quantity: str, key: str) -> np.ndarray:
         except (TypeError, ValueError):
             raise DataError(f"{path}: frame {i}: {key!r} is not numeric") from None
     _check_sizes(values, path, key)
-    return np.array(values)
+    return np.array(values), frames
 
 
 def _check_sizes(values: list, path: Path, key: str) -> None:
@@ -155,13 +161,23 @@ def _check_sizes(values: list, path: Path, key: str) -> None:
         raise DataError(f"{path}: frame {i}: {key!r} has {lengths[i]} values, other frames {common}{hint}")
 
 
-def read_series(path: str | os.PathLike, quantity: str, key: str | None = None, units: str = "ase") -> np.ndarray:
+def read_series(path: str | os.PathLike, quantity: str, key: str | None = None, units: str = "ase",
+                cell_dipole: str | None = None) -> np.ndarray:
     """One time series from a file: dipoles (n, 3) e·Å or polarizabilities (n, 3, 3) Å³.
 
     ``quantity`` is ``"dipole"`` or ``"polarizability"``; ``key`` the name in the file (defaults
     to the quantity); ``units`` (``"ase"`` or ``"atomic"``) the units of XYZ/ASE and array files
     (i-PI extras are always atomic units).
+
+    Dipoles of a periodic trajectory (XYZ/ASE files, which carry the cell) must be continuous:
+    a jump between neighbouring frames is a :class:`DataError`
+    (:func:`mdplugin.structures.continuity.check_dipole_continuity`). When the cell changes along
+    the trajectory (NPT), ``cell_dipole`` must say how the dipole enters the spectrum:
+    ``"total"`` (the cell's dipole as stored) or ``"polarization"`` (``M(t)·⟨V⟩/V(t)``, the
+    polarization times the mean volume); see docs/condensed.md.
     """
+    if cell_dipole not in CELL_DIPOLES:
+        raise ConfigError(f"unknown cell dipole {cell_dipole!r} (use {' or '.join(c for c in CELL_DIPOLES if c)})")
     if quantity not in QUANTITIES:
         raise ConfigError(f"unknown quantity {quantity!r} (use dipole or polarizability)")
     if units not in FROM_UNITS:
@@ -189,5 +205,29 @@ def read_series(path: str | os.PathLike, quantity: str, key: str | None = None, 
         except ValueError as exc:
             raise DataError(f"{path}: cannot read as a numeric text array ({str(exc).splitlines()[0]})") from None
         return FROM_UNITS[units][quantity](_shape(array, quantity, str(path)))
-    array = _read_ase(path, quantity, key)
-    return FROM_UNITS[units][quantity](_shape(array, quantity, str(path)))
+    array, frames = _read_ase(path, quantity, key)
+    values = FROM_UNITS[units][quantity](_shape(array, quantity, str(path)))
+    if quantity == "dipole" and any(a.pbc.all() for a in frames):
+        values = _periodic_dipoles(values, frames, path, cell_dipole)
+    return values
+
+
+def _periodic_dipoles(values: np.ndarray, frames: list, path: Path, cell_dipole: str | None) -> np.ndarray:
+    """The dipole series of a periodic trajectory, checked for jumps, for a changing cell scaled
+    as ``cell_dipole`` says."""
+    from ..structures.continuity import check_dipole_continuity
+
+    check_dipole_continuity(frames, values, str(path))
+    cells = np.array([a.cell.array for a in frames])
+    if np.abs(cells - cells[0]).max() <= 1e-6 * np.abs(cells[0]).max():
+        return values
+    volumes = np.abs(np.linalg.det(cells))
+    if cell_dipole is None:
+        raise DataError(
+            f"{path}: the cell changes along the trajectory (volume {volumes.min():.4g} to {volumes.max():.4g} Å³, "
+            f"NPT?): say how the dipole of a changing cell enters the IR spectrum, --cell-dipole total (the "
+            f"cell's dipole as stored, as the sum of whole molecules' dipoles is) or --cell-dipole polarization "
+            f"(M·<V>/V, the polarization at the mean volume); see docs/condensed.md")
+    if cell_dipole == "polarization":
+        return values * (volumes.mean() / volumes)[:, None]
+    return values
