@@ -23,7 +23,7 @@ Usage::
     python examples/liquid_water/make_data.py -o /work/data/water --ranks 2   # ~2 core-hours
     python examples/liquid_water/make_data.py --quick -o /tmp/water            # 8-molecule boxes, ~1 min
 
-Needs ``openmm`` (``pip install openmm``) for stage 1.
+Needs ``openmm`` (``pip install 'mdplugin[examples]'``) for stage 1.
 """
 
 from __future__ import annotations

@@ -11,7 +11,8 @@ convention (:func:`mdplugin.structures.molecules.molecular_dipole`, docs/condens
 Results (ASE units): ``energy``, ``free_energy`` (eV), ``forces`` (n, 3) eV/Å, ``stress`` (6,)
 eV/Å³ (3-D cells), ``charges`` (n,) e (Mulliken), ``atomic_dipoles`` (n, 3) e·Å and ``dipole``
 (3,) e·Å: tblite's own for a molecule (no periodic direction), the sum of the whole molecules'
-dipoles about their own centres of mass for a cell.
+dipoles about their own centres of mass for a cell (computed only when asked for, so that energy
+and forces of a cell without molecules, a crystal or a metal, need no molecules).
 """
 
 from __future__ import annotations
@@ -126,12 +127,12 @@ class TBLite(Calculator):
             virial = np.asarray(result.get("virial")) * HARTREE / atoms.get_volume()
             r["stress"] = virial.flat[[0, 4, 8, 5, 2, 1]]
         periodic = bool(atoms.pbc.any())
-        if periodic or "atomic_dipoles" in properties:
-            r["atomic_dipoles"] = _atomic_dipoles(result) * BOHR
-        if periodic:
-            r["dipole"] = molecular_dipole(atoms, r["charges"], r["atomic_dipoles"])
-        else:
+        if not periodic:
             r["dipole"] = np.asarray(result.get("dipole"), dtype=float) * BOHR
+        if "atomic_dipoles" in properties or (periodic and "dipole" in properties):
+            r["atomic_dipoles"] = _atomic_dipoles(result) * BOHR
+        if periodic and "dipole" in properties:  # only when asked: a crystal has no molecules
+            r["dipole"] = molecular_dipole(atoms, r["charges"], r["atomic_dipoles"])
 
 
 def _atomic_dipoles(result) -> np.ndarray:

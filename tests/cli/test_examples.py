@@ -196,7 +196,33 @@ def test_ipi_example(case: str, clients: int, beads: int, ipi_out: Path) -> None
         assert np.allclose(centroid, np.mean(bead_positions, axis=0), atol=1e-5)
 
 
-CHECKED = {"train_and_evaluate.py", "ase_md_dipoles.py", "spectrum_from_trajectory.py", "make_trajectories.py"}
+def test_liquid_water_data_quick(tmp_path: Path) -> None:
+    """examples/liquid_water/make_data.py --quick: two labelled 8-molecule boxes per set from
+    different seeds, periodic, with all four labels; the polarizability is molecular (about 0.3 Å³
+    per molecule) and the timings are written; a rerun labels nothing again."""
+    pytest.importorskip("openmm")
+    out = tmp_path / "water"
+    script = EXAMPLES / "liquid_water" / "make_data.py"
+    run_example([str(script), "--quick", "-o", str(out), "--ranks", "1"], tmp_path)
+    from mdplugin.structures.data import read_dataset
+
+    train, test = read_dataset(out / "train.xyz"), read_dataset(out / "test.xyz")
+    assert len(train) == 2 and len(test) == 2
+    for data in (train, test):
+        assert data.properties == ["energy", "forces", "dipole", "polarizability"]
+        assert all(a.pbc.all() and len(a) == 24 for a in data.frames)
+        per_molecule = np.trace(data.polarizability, axis1=1, axis2=2) / 3 / 8
+        assert np.all((per_molecule > 0.2) & (per_molecule < 0.45))
+    seen = {tuple(np.round(a.positions.ravel(), 4)) for a in train.frames}
+    assert not any(tuple(np.round(a.positions.ravel(), 4)) in seen for a in test.frames)
+    timings = json.loads((out / "timings.json").read_text())
+    assert timings["frames"] == {"train": 2, "test": 2} and len(timings["label_s"]) == 2
+    text = run_example([str(script), "--quick", "-o", str(out)], tmp_path)
+    assert "+ mdplugin" not in text and "+ mpiexec" not in text  # resumed: nothing labelled twice
+
+
+CHECKED = {"train_and_evaluate.py", "ase_md_dipoles.py", "spectrum_from_trajectory.py", "make_trajectories.py",
+           "make_data.py"}
 CHECKED_RUNNERS = {IPI_EXAMPLE / "run.sh"}
 
 

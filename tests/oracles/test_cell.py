@@ -188,3 +188,16 @@ def test_label_of_a_box_under_mpi_matches_serial(tmp_path):
     np.testing.assert_allclose(data.polarizability, serial.polarizability, atol=1e-5)
     for a, b in zip(data.forces, serial.forces):
         np.testing.assert_allclose(a, b, atol=1e-4)
+
+
+def test_crystal_gets_energy_and_forces_but_no_molecular_dipole():
+    from ase.build import bulk
+
+    from mdplugin.core.errors import OracleError
+
+    crystal = bulk("Si", "diamond", a=5.43)
+    crystal.positions[0] += [0.05, 0.0, -0.03]
+    data = label_frames([crystal], "tblite", ["energy", "forces"])
+    assert np.isfinite(data.energy[0]) and np.abs(data.forces[0]).max() > 1e-3
+    with pytest.raises(OracleError, match=r"frame 0: .*bonded to its own periodic image"):
+        label_frames([crystal], "tblite", ["dipole"])
