@@ -186,8 +186,41 @@ def make(out: Path, plan: list, ranks: int, start: Path, quick: bool) -> dict:
         counts[set_name] = len(data)
     log["frames"] = counts
     log["ranks"] = ranks
+    log["equilibration_ps"] = 1.0 if quick else EQUILIBRATION
     log_path.write_text(json.dumps(log, indent=1))
+    write_readme(out, log, plan)
     return log
+
+
+def write_readme(out: Path, log: dict, plan: list) -> None:
+    """``out/README.md``: how the files were made, with the times of both stages."""
+    commit = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"], capture_output=True,
+                            text=True).stdout.strip() or "unknown"
+    rows = "\n".join(f"| {s} | {box} | {seed} | {n} |" for s, box, seed, n in plan)
+    md = sum(log["md_s"].values())
+    label = sum(log["label_s"].values())
+    text = f"""# Liquid-water boxes labelled with GFN2-xTB
+
+Made by `examples/liquid_water/make_data.py` (mdplugin {commit}); `train.xyz` has {log['frames']['train']}
+boxes, `test.xyz` {log['frames']['test']}, from different seeds (independent trajectories):
+
+| set | box | seed | frames |
+|---|---|---|---|
+{rows}
+
+1. Structures: flexible TIP3P (OpenMM's tip3p.xml with rigidWater=False: harmonic O-H and H-O-H terms,
+   PME), Langevin at {TEMPERATURE:g} K (friction {FRICTION:g}/ps, {TIMESTEP:g} fs steps) from
+   water32_tip3p_300K.xyz (water64: it repeated twice along a), {log.get('equilibration_ps', EQUILIBRATION):g} ps of equilibration per
+   seed, then a frame every {INTERVAL:g} fs. Raw frames: raw/<box>_seed<seed>.xyz.
+2. Labels: `mpiexec -n {log['ranks']} mdplugin label CHUNK.xyz -o CHUNK_labelled.xyz` on chunks of {CHUNK}
+   frames: energy (eV) and forces (eV/Å) of GFN2-xTB on the periodic cell, the dipole (e·Å) as the sum of
+   whole molecules' dipoles about their centres of mass, the polarizability (Å³) as the sum of each
+   molecule's response in its 4 Å cluster (docs/condensed.md).
+
+Time: MD {md:.0f} s, labels {label:.0f} s of wall time on {log['ranks']} MPI ranks of a shared 2-core
+machine (per chunk in timings.json; load average {os.getloadavg()[0]:.1f} when this file was written).
+"""
+    (out / "README.md").write_text(text)
 
 
 def main() -> None:

@@ -21,6 +21,12 @@ KB: float = float(_ase_units.kB)
 DEBYE_PER_EA: float = 1.0 / float(_ase_units.Debye)
 
 
+#: the name of each property's unit in the two unit systems of data files and reports
+UNIT_NAMES: dict[str, dict[str, str]] = {
+    "ase": {"energy": "eV", "forces": "eV/Å", "dipole": "e·Å", "polarizability": "Å³"},
+    "atomic": {"energy": "Hartree", "forces": "Hartree/bohr", "dipole": "e·bohr", "polarizability": "bohr³"},
+}
+
 #: factors from ASE units to atomic units, per quantity: eV -> Hartree, eV/Å -> Hartree/bohr,
 #: e·Å -> e·bohr, Å³ -> bohr³ (multiply an ASE-unit value by the factor; divide to go back)
 AU_PER_ASE: dict[str, float] = {

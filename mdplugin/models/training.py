@@ -86,13 +86,10 @@ def metrics_in_units(result: dict, units: str = "ase") -> dict:
     """``result`` of :func:`evaluate_model` (ASE units) in ``units`` (``"ase"`` or ``"atomic"``:
     Hartree, Hartree/bohr, e·bohr, bohr³), with a ``"units"`` entry naming the unit of every
     dimensioned metric (percentages and counts are unit-free)."""
-    from ..core.units import BOHR, HARTREE
-    from ..structures.data import UNIT_NAMES
+    from ..core.units import AU_PER_ASE, UNIT_NAMES
 
     if units not in UNIT_NAMES:
         raise DataError(f"unknown units {units!r} (use 'ase' or 'atomic')")
-    to_atomic = {"energy": 1.0 / HARTREE, "forces": BOHR / HARTREE, "dipole": 1.0 / BOHR,
-                 "polarizability": 1.0 / BOHR**3}
     target = result["target"]
     out = dict(result)
     names = {}
@@ -101,7 +98,7 @@ def metrics_in_units(result: dict, units: str = "ase") -> dict:
             continue
         prop = prop or target
         if units == "atomic":
-            out[key] = float(result[key]) * to_atomic[prop]
+            out[key] = float(result[key]) * AU_PER_ASE[prop]
         names[key] = UNIT_NAMES[units][prop] + ("/atom" if key == "rmse_per_atom" else "")
     out["units"] = {"system": units, **names}
     return out

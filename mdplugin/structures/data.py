@@ -31,7 +31,7 @@ from ase.data import chemical_symbols
 
 from ..core.atomicio import append_durably, atomic_write
 from ..core.errors import DataError, DataWarning
-from ..core.units import FROM_UNITS
+from ..core.units import FROM_UNITS, UNIT_NAMES
 
 #: properties a data set can carry, with the shape of one frame's value (None = per atom)
 PROPERTIES: dict[str, tuple[int, ...] | None] = {
@@ -47,12 +47,6 @@ MIN_DISTANCE = 0.1
 #: polarizabilities symmetric to this fraction of their largest component are symmetrised (public
 #: sets print them to a few digits: a bulk-water set has |α − αᵀ| up to 7e-4 of it); above, refused
 SYMMETRY_TOLERANCE = 2e-3
-
-#: name of each property's unit in the two unit systems of data files
-UNIT_NAMES = {
-    "ase": {"energy": "eV", "forces": "eV/Å", "dipole": "e·Å", "polarizability": "Å³"},
-    "atomic": {"energy": "Hartree", "forces": "Hartree/bohr", "dipole": "e·bohr", "polarizability": "bohr³"},
-}
 
 
 @dataclass
