@@ -47,6 +47,8 @@ MIN_DISTANCE = 0.1
 #: polarizabilities symmetric to this fraction of their largest component are symmetrised (public
 #: sets print them to a few digits: a bulk-water set has |α − αᵀ| up to 7e-4 of it); above, refused
 SYMMETRY_TOLERANCE = 2e-3
+#: below this fraction the asymmetry is floating-point noise and symmetrised without a word
+SILENT_ASYMMETRY = 1e-6
 
 
 @dataclass
@@ -350,7 +352,7 @@ def read_dataset(
         _check_structure(out, where)
         clean.append(out)
 
-    if asymmetry.get("relative", 0.0) > 1e-12:
+    if asymmetry.get("relative", 0.0) > SILENT_ASYMMETRY:
         warnings.warn(DataWarning(
             f"{path}: polarizabilities are symmetric only to rounding (largest |α-αᵀ| "
             f"{asymmetry['value']:.3g} {UNIT_NAMES[units]['polarizability']}, {asymmetry['relative']:.2g} of the "
