@@ -27,6 +27,7 @@ from ase import Atoms
 from ase.data import atomic_masses
 
 from ..core.errors import ConfigError
+from ..core.units import BOHR, HARTREE
 from ..structures.molecules import Molecules, find_molecules
 from ..structures.neighbours import neighbour_pairs
 
@@ -99,7 +100,7 @@ def centre_dipole(cluster: Cluster, charges: np.ndarray, atomic_dipoles: np.ndar
 
 def cluster_polarizability(atoms: Atoms, charges_and_dipoles: Callable[[Atoms, np.ndarray], tuple[np.ndarray, np.ndarray]],
                            field: float, radius: float = DEFAULT_CLUSTER_RADIUS,
-                           coulomb_constant: float = 14.399645478425668) -> tuple[np.ndarray, float]:
+                           coulomb_constant: float = HARTREE * BOHR) -> tuple[np.ndarray, float]:
     """Polarizability (3, 3) in Å³ of a periodic cell as ``Σ_m ∂μ_m/∂F`` over its molecules'
     clusters, and ``max |α − αᵀ|`` (Å³) before symmetrising.
 
