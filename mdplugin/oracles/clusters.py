@@ -31,7 +31,8 @@ from ..core.units import BOHR, HARTREE
 from ..structures.molecules import Molecules, find_molecules
 from ..structures.neighbours import neighbour_pairs
 
-__all__ = ["DEFAULT_CLUSTER_RADIUS", "Cluster", "molecular_clusters", "cluster_polarizability"]
+__all__ = ["DEFAULT_CLUSTER_RADIUS", "Cluster", "molecule_centres", "molecular_clusters", "centre_dipole",
+           "cluster_polarizability"]
 
 #: molecules whose centres are within this distance (Å) of a molecule's centre form its cluster
 DEFAULT_CLUSTER_RADIUS: float = 4.0
