@@ -151,7 +151,7 @@ def main(argv=None) -> None:
         t = []
         for _ in range(200):
             t0 = time.perf_counter()
-            features = featurizer.compute([ml_atoms], gradients=gradients)
+            features = featurizer.features([ml_atoms], gradients=gradients)
             t.append(time.perf_counter() - t0)
         what = "with gradients" if gradients else "without gradients"
         print(f"  of which {type(featurizer).__name__} {what} ({', '.join(members)}): {ms(t):.2f} ms")

@@ -22,10 +22,10 @@ machine the timings are only indicative. ``--phases`` also prints, for every run
 and wall time of each phase of the λ-SOAP fit (``MDPLUGIN_FIT_TIMES=1``, :class:`mdplugin.learn.parallel.PhaseTimer`):
 where a rank waits, which phase does not split, which rank carries more.
 
-The tabulated expansion's radial table is put in the disk cache (``$MDPLUGIN_CACHE``, see
-:func:`mdplugin.features.tabulated.radial_table`) before the runs, so that every run finds it
+The expansion's radial spline is put in the disk cache (``$MDPLUGIN_CACHE``, see
+:func:`mdplugin.features.radial.radial_spline`) before the runs, so that every run finds it
 there, as every run after a user's first does; ``--cold-cache`` switches the cache off for the
-runs instead (every process then imports featomic and tabulates, ≈ 0.5 s each).
+runs instead (every process then builds featomic's spline, 5–15 s each).
 
 Usage::
 
@@ -118,14 +118,14 @@ def _mpiexec() -> str:
 
 
 def _warm_cache(targets: list[str]) -> str:
-    """Tabulate (or find) the radial tables of the targets' models in the disk cache, in this
+    """Build (or find) the radial splines of the targets' models in the disk cache, in this
     process, as a user's first run would; returns the cache folder."""
-    from mdplugin.features.tabulated import cache_dir, radial_table
+    from mdplugin.features.radial import cache_dir
     from mdplugin.models import build
 
     for target in targets:
         model = build(MODEL_OF[target], target=target)
-        radial_table(model.featurizer().hypers())
+        model.featurizer().spline  # noqa: B018 - builds or loads it
     return f"warm ({cache_dir()})"
 
 

@@ -26,11 +26,7 @@ LAYERS = {"core": 0, "structures": 1, "features": 2, "learn": 3, "models": 4, "e
 FACADE, ENTRY = 7.5, 9
 
 #: known import cycles, each with the owner who removes it. ONLY cycles listed here are allowed.
-KNOWN_CYCLES = {
-    # features/lambda_soap.py <-> features/lambda_contract.py: the engine colleague's rewrite of
-    # features/ (issue 22) removes it; delete this entry then.
-    frozenset({"mdplugin.features.lambda_soap", "mdplugin.features.lambda_contract"}),
-}
+KNOWN_CYCLES: set = set()
 
 
 def _module_name(path: Path) -> str:
@@ -210,11 +206,9 @@ def test_parser_sees_lazy_relative_and_submodule_imports():
     assert any(t.startswith("mdplugin.models") for t in GRAPH["mdplugin.cli.parser"])
 
 
-#: modules allowed to write into a ``__dict__`` for now: the features/ caches on the expansion
-#: object and the ctypes scratch of raw_blocks.py belong to the engine colleague's rewrite of
-#: features/ (issue 22), which removes them; delete the entries then.
-KNOWN_DICT_WRITES = {"mdplugin.features.expansion", "mdplugin.features.lambda_soap",
-                     "mdplugin.features.lambda_contract", "mdplugin.features.raw_blocks"}
+#: modules allowed to write into a ``__dict__`` (none: the features/ caches that lived on the
+#: expansion object are an explicit FeatureCache now)
+KNOWN_DICT_WRITES: set = set()
 
 
 def dict_writes(name: str) -> list[int]:

@@ -11,7 +11,8 @@ Each slot takes a model file path, a loaded :class:`~mdplugin.models.base.Model`
 (GFN2-xTB), so MD can run on a reference or third-party potential and still record ML dipoles and
 polarizabilities.
 
-Results (ASE units): ``energy`` and ``free_energy`` (eV), ``forces`` (n_atoms, 3) eV/Å,
+Results (ASE units): ``energy`` and ``free_energy`` (eV), ``forces`` (n_atoms, 3) eV/Å, ``stress``
+(6,) eV/Å³ in ASE's Voigt order for structures periodic in all three directions,
 ``dipole`` (3,) e·Å, ``polarizability`` (3, 3) Å³, and the model uncertainties ``energy_std``
 (eV), ``dipole_std`` (3,) e·Å, ``polarizability_std`` (3, 3) Å³ (when the models provide them).
 Asking for a property no slot provides raises ASE's ``PropertyNotImplementedError`` naming the
@@ -86,6 +87,28 @@ def _resolve(slot: str, value: Any) -> Model | Calculator | None:
                       f"got {type(value).__name__}")
 
 
+def _periodic_3d(atoms: Atoms | None) -> bool:
+    """Whether ``atoms`` is periodic in all three directions with a cell of non-zero volume."""
+    if atoms is None:
+        return False
+    return bool(np.all(atoms.pbc)) and abs(float(np.linalg.det(atoms.cell.array))) > 1e-9
+
+
+def full_to_voigt(stress: np.ndarray) -> np.ndarray:
+    """ASE's Voigt order ``(xx, yy, zz, yz, xz, xy)`` (6,) of a symmetric (3, 3) stress."""
+    s = np.asarray(stress, dtype=float)
+    return np.array([s[0, 0], s[1, 1], s[2, 2], s[1, 2], s[0, 2], s[0, 1]])
+
+
+def voigt_to_full(stress: np.ndarray) -> np.ndarray:
+    """The symmetric (3, 3) stress of ASE's Voigt (6,) form (a full (3, 3) one passes through)."""
+    s = np.asarray(stress, dtype=float)
+    if s.shape == (3, 3):
+        return s
+    xx, yy, zz, yz, xz, xy = s
+    return np.array([[xx, xy, xz], [xy, yy, yz], [xz, yz, zz]])
+
+
 class MLCalculator(Calculator):
     """ASE calculator combining an energy model (or any ASE calculator) with dipole and
     polarizability models (see the module docstring).
@@ -104,9 +127,18 @@ class MLCalculator(Calculator):
     """
 
     #: everything this class can provide; an instance lists only what its slots provide
-    all_properties = ("energy", "free_energy", "forces", "energy_std", "dipole", "dipole_std",
+    all_properties = ("energy", "free_energy", "forces", "stress", "energy_std", "dipole", "dipole_std",
                       "polarizability", "polarizability_std")
-    implemented_properties = list(all_properties)
+
+    @property
+    def implemented_properties(self) -> list[str]:
+        """What the slots provide; ``stress`` when the energy slot gives it (an ML energy model, or
+        an ASE calculator listing it) and the structure (the last one computed, or none yet) is
+        periodic in all three directions — never for a molecule or a slab."""
+        provided = list(self._provided)
+        if self._stress_capable and (self.atoms is None or _periodic_3d(self.atoms)):
+            provided.insert(3, "stress")
+        return provided
 
     def __init__(self, energy: Any = None, dipole: Any = None, polarizability: Any = None,
                  tensor_precision: str = "single", **kwargs: Any) -> None:
@@ -122,14 +154,18 @@ class MLCalculator(Calculator):
         if all(v is None for v in self.slots.values()):
             raise ConfigError("MLCalculator needs at least one of energy=, dipole=, polarizability=")
         provided = []
-        if self.slots["energy"] is not None:
+        energy = self.slots["energy"]
+        if energy is not None:
             provided += ["energy", "free_energy", "forces"]
-            if isinstance(self.slots["energy"], Model):
+            if isinstance(energy, Model):
                 provided.append("energy_std")
         for slot in ("dipole", "polarizability"):
             if self.slots[slot] is not None:
                 provided += [slot, f"{slot}_std"]
-        self.implemented_properties = provided
+        self._provided = provided
+        # the ML energy models give the stress with the forces; an ASE calculator when it lists it
+        self._stress_capable = energy is not None and (
+            energy.gives_stress if isinstance(energy, Model) else "stress" in getattr(energy, "implemented_properties", ()))
         # the models grouped by equal featurizers: [(featurizer, [slots])]
         self._groups: list[tuple[Any, list[str]]] = []
         for slot, model in self.slots.items():
@@ -152,11 +188,15 @@ class MLCalculator(Calculator):
 
     # ------------------------------------------------------------------------------------------
     def _slot_of(self, name: str) -> str:
-        if name in ("energy", "free_energy", "forces", "energy_std"):
+        if name in ("energy", "free_energy", "forces", "stress", "energy_std"):
             return "energy"
         return name.removesuffix("_std")
 
     def get_property(self, name: str, atoms: Atoms | None = None, allow_calculation: bool = True):
+        if name == "stress" and self._stress_capable and not _periodic_3d(atoms if atoms is not None else self.atoms):
+            raise PropertyNotImplementedError(
+                "stress: the structure is not periodic in all three directions (a molecule or a slab has no "
+                "stress tensor; give it a cell and pbc=True)")
         if name not in self.implemented_properties:
             if name in self.all_properties:
                 slot = self._slot_of(name)
@@ -234,7 +274,9 @@ class MLCalculator(Calculator):
             featurizer, members = self._groups[index]
             # the energy slot's forces come with its energy: one computation serves the whole MD step
             gradients = gradients or ("energy" in members and "forces" not in self.results)
-            kept = (featurizer.compute([self.atoms], gradients=gradients), gradients)
+            # featurizer.features: the structure's features as the models of the group share them (for
+            # an expansion, a FeatureCache: its λ-SOAP features are formed once for all of them)
+            kept = (featurizer.features([self.atoms], gradients=gradients), gradients)
             self._features[index] = kept
         return kept[0]
 
@@ -245,16 +287,21 @@ class MLCalculator(Calculator):
         if slot == "energy" and not isinstance(model, Model):  # an ASE calculator
             energy = float(model.get_potential_energy(atoms))
             forces = np.asarray(model.get_forces(atoms), dtype=float)
-            self._store_energy(energy, forces)
+            stress = None
+            if self._stress_capable and _periodic_3d(atoms):
+                stress = voigt_to_full(np.asarray(model.get_stress(atoms), dtype=float))
+            self._store_energy(energy, forces, stress)
             return
         forces = slot == "energy" and "forces" not in self.results
         features = self._features_for(slot, gradients=forces)
-        out = model.predict_from_features(features, return_std=want_std, forces=forces,
+        stress = forces and _periodic_3d(atoms)  # with the forces: the same pass over the pairs
+        out = model.predict_from_features(features, return_std=want_std, forces=forces, stress=stress,
                                           precision=self.tensor_precision)
         if slot == "energy":
             if want_std:
                 self.results["energy_std"] = float(out.std[0])
-            self._store_energy(float(out.values[0]), out.forces if forces else None)
+            self._store_energy(float(out.values[0]), out.forces if forces else None,
+                               out.stress[0] if stress else None)
             return
         shape = _SHAPES[slot]
         self.results[slot] = np.asarray(out.values, dtype=float).reshape(shape)
@@ -263,11 +310,15 @@ class MLCalculator(Calculator):
         std = np.asarray(out.std, dtype=float)
         self.results[f"{slot}_std"] = std.reshape(shape) if std.size == np.prod(shape) else std.reshape(-1)
 
-    def _store_energy(self, energy: float, forces: np.ndarray | None) -> None:
-        """The energy (and forces (n_atoms, 3) eV/Å, when computed) in the results, checked finite."""
-        if not np.isfinite(energy) or (forces is not None and not np.all(np.isfinite(forces))):
-            raise SimulationError("the energy model returned a non-finite energy or forces")
+    def _store_energy(self, energy: float, forces: np.ndarray | None, stress: np.ndarray | None = None) -> None:
+        """The energy (and forces (n_atoms, 3) eV/Å and stress (3, 3) eV/Å³, when computed) in the
+        results (the stress in ASE's Voigt form), checked finite."""
+        if (not np.isfinite(energy) or (forces is not None and not np.all(np.isfinite(forces)))
+                or (stress is not None and not np.all(np.isfinite(stress)))):
+            raise SimulationError("the energy model returned a non-finite energy, forces or stress")
         self.results["energy"] = energy
         self.results["free_energy"] = energy
         if forces is not None:
             self.results["forces"] = np.asarray(forces, dtype=float).reshape(len(self.atoms), 3)
+        if stress is not None:
+            self.results["stress"] = full_to_voigt(stress)

@@ -39,6 +39,10 @@ class Identity:
             raise DataError("no frames to compute features for")
         return Structures(tuple(frames))
 
+    def features(self, frames: Sequence[Atoms] | Atoms, gradients: bool = False) -> Structures:
+        """The features the models of an MD step share: :meth:`compute`'s (the featurizer protocol)."""
+        return self.compute(frames, gradients=gradients)
+
     def __eq__(self, other: object) -> bool:
         return isinstance(other, Identity)
 

@@ -43,6 +43,15 @@ __all__ = [
 ]
 
 
+def refuse_cells(atoms: Atoms, index: int, what: str = "frame") -> None:
+    """A :class:`DataError` when ``atoms`` (frame ``index``) is periodic with a cell: an inertia frame is
+    a molecule's, a periodic cell has no principal axes (its atoms' images are everywhere)."""
+    if np.any(atoms.pbc) and np.any(atoms.cell.array):
+        raise DataError(
+            f"{what} {index} is periodic: RPR rotates a molecule to the principal axes of its inertia tensor, "
+            "which a periodic cell does not have (use a λ-SOAP model, which does cells)")
+
+
 def stack_positions(frames: Sequence[Atoms]) -> tuple[np.ndarray, np.ndarray]:
     """Positions (n, n_atoms, 3) Å and atomic numbers (n_atoms,) of frames of one molecule.
 
@@ -149,12 +158,17 @@ class InertiaFrames:
             raise DataError("no frames to compute features for")
         want = np.array(self.numbers)
         for i, atoms in enumerate(frames):
+            refuse_cells(atoms, i)
             if len(atoms) != len(want) or not np.array_equal(atoms.numbers, want):
                 raise DataError(
                     f"frame {i}: atoms {''.join(chemical_symbols[z] for z in atoms.numbers)} differ in number or "
                     f"order from the molecule {''.join(chemical_symbols[z] for z in want)} (inertia frames need "
                     "one molecule with a fixed atom order)")
         return InertiaFeatures.of(stack_positions(frames)[0], want)
+
+    def features(self, frames: Sequence[Atoms] | Atoms, gradients: bool = False) -> InertiaFeatures:
+        """The features the models of an MD step share: :meth:`compute`'s (the featurizer protocol)."""
+        return self.compute(frames, gradients=gradients)
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, InertiaFrames) and other.numbers == self.numbers

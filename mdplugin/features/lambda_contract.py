@@ -12,8 +12,9 @@ coefficients::
 
 A folded block (l1 = l2, its features symmetric in the two (species, radial) indices) takes
 ``W = ½ (U + Uᵀ)`` with ``U`` its upper triangle times the fold weights. The (2l+1, P) blocks are
-zero-padded to (2L−1, P) (:func:`.lambda_soap.shared_padded_values`) so that every pair goes through the same
-few batched products. For 1,2-dichloroethane this replaces writing and reading the 48,000 λ = 1, 2
+zero-padded to (2L−1, P) (:func:`.lambda_soap.padded_and_transposed`) so that every pair goes through the
+same few batched products. The functions take those padded arrays (and the Gram matrices) from the
+caller — :class:`~mdplugin.features.cache.FeatureCache` computes them once per structure. For 1,2-dichloroethane this replaces writing and reading the 48,000 λ = 1, 2
 features of an MD step by products of (7, 15) matrices.
 """
 
@@ -23,10 +24,9 @@ from functools import lru_cache
 
 import numpy as np
 
-from .expansion import Expansion
-from .lambda_soap import angular_pairs, n_features, real_clebsch_gordan, shared_padded_values, unfold_index
+from .lambda_soap import angular_pairs, n_features, real_clebsch_gordan, unfold_index
 
-__all__ = ["contract_lambda_soap", "lambda_soap_squared_norms"]
+__all__ = ["contract_lambda_soap", "lambda_soap_squared_norms", "gram_matrices"]
 
 
 @lru_cache(maxsize=None)
@@ -70,37 +70,57 @@ def _plan(lam: int, max_angular: int, n_prop: int) -> tuple:
     return arrays
 
 
-def _padded(expansion: Expansion) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """``(c, cᵀ, G)``: the padded expansion (n, L, M, P) and its contiguous transpose (n, L, P, M)
-    (:func:`.lambda_soap.shared_padded_values`), and the Gram matrices ``c cᵀ`` (n, L, M, M), kept
-    on the expansion (the models of one step share them)."""
-    padded, transposed = shared_padded_values(expansion)
-    gram = expansion.__dict__.get("_padded_gram")
-    if gram is None:
-        gram = expansion.__dict__["_padded_gram"] = np.matmul(padded, transposed)
-    return padded, transposed, gram
+def gram_matrices(padded: np.ndarray, transposed: np.ndarray) -> np.ndarray:
+    """The Gram matrices ``c^l c^lᵀ`` (n, L, M, M) of the padded expansion (n, L, M, P) and its
+    contiguous transpose (n, L, P, M)."""
+    return np.matmul(padded, transposed)
 
 
-def contract_lambda_soap(expansion: Expansion, lam: int, weights: np.ndarray) -> np.ndarray:
+def contract_lambda_soap(padded: np.ndarray, transposed: np.ndarray, lam: int, weights: np.ndarray) -> np.ndarray:
     """``y_iμ = Σ_F x^λ_iμF weights_iF`` (n_centres, 2λ+1) for the folded λ-SOAP features ``x^λ``
-    of ``expansion`` (σ = +1, unnormalised) and per-centre ``weights`` (n_centres, F_λ), without
-    forming the features: ``lambda_soap(expansion, (lam,))[lam] @ weights`` per centre."""
-    n, n_prop = expansion.n_centres, expansion.values[0].shape[-1]
-    l1s, l2s, cg, _, unfold, scale = _plan(int(lam), expansion.max_angular, n_prop)
+    (σ = +1, unnormalised) of the expansion whose padded form is ``padded`` (n, L, M, P) with its
+    contiguous transpose ``transposed`` (:func:`.lambda_soap.padded_and_transposed`), and per-centre
+    ``weights`` (n_centres, F_λ), without forming the features: ``lambda_soap(expansion,
+    (lam,))[lam] @ weights`` per centre."""
+    n, n_l, _, n_prop = padded.shape
+    l1s, l2s, cg, _, unfold, scale = _plan(int(lam), n_l - 1, n_prop)
     if unfold is not None:
         weights = np.take(weights, unfold, axis=1) * scale
     w = np.ascontiguousarray(weights).reshape(n, len(l1s), n_prop, n_prop)
-    padded, transposed, _ = _padded(expansion)
     products = np.matmul(np.matmul(padded[:, l1s], w), transposed[:, l2s])  # (n, K, M, M)
     return products.reshape(n, len(cg)) @ cg
 
 
-def lambda_soap_squared_norms(expansion: Expansion, lam: int) -> np.ndarray:
+@lru_cache(maxsize=None)
+def _norm_form(lam: int, max_angular: int) -> tuple[np.ndarray, np.ndarray]:
+    """``(index, form)``: the entries ``index`` (G,) of the flattened padded Gram matrices
+    (L+1, M, M) that are not padding, and the symmetric quadratic form ``form`` (G, G) with
+    ``|x^λ_i|² = g_iᵀ form g_i`` for ``g_i`` those entries of centre i's Gram matrices.
+
+    For an angular pair (l1, l2) and every (species, radial) pair (a, b), the features are
+    ``t_μab = Σ_(m1 m2) C_(m1 m2 μ) c^l1_(m1 a) c^l2_(m2 b)``, so ``Σ_(μ a b) t² = Σ C_(m1 m2 μ)
+    C_(m1' m2' μ) G^l1_(m1 m1') G^l2_(m2 m2')``: a fixed quadratic form in the Gram entries, summed over
+    the pairs l1 ≤ l2 of λ (folding keeps the norms)."""
+    size, n_l = 2 * max_angular + 1, max_angular + 1
+    start = np.cumsum([0] + [(2 * l + 1) ** 2 for l in range(n_l)])
+    index = np.concatenate([l * size * size + (np.arange(2 * l + 1)[:, None] * size + np.arange(2 * l + 1)).ravel()
+                            for l in range(n_l)])
+    form = np.zeros((start[-1], start[-1]))
+    for l1, l2 in angular_pairs(lam, max_angular):
+        cg = real_clebsch_gordan(l1, l2, lam)  # (2l1+1, 2l2+1, 2λ+1)
+        block = np.einsum("acm,bdm->abcd", cg, cg).reshape((2 * l1 + 1) ** 2, (2 * l2 + 1) ** 2)
+        form[start[l1] : start[l1 + 1], start[l2] : start[l2 + 1]] += block
+    form = 0.5 * (form + form.T)
+    for array in (index, form):
+        array.setflags(write=False)
+    return index, form
+
+
+def lambda_soap_squared_norms(gram: np.ndarray, n_prop: int, lam: int) -> np.ndarray:
     """``|x^λ_i|²`` (n_centres,) of the folded λ-SOAP features (over the 2λ+1 components and all
-    features), from the Gram matrices ``c^l c^lᵀ`` without forming the features."""
-    n, n_prop = expansion.n_centres, expansion.values[0].shape[-1]
-    l1s, l2s, _, cg_rows, _, _ = _plan(int(lam), expansion.max_angular, n_prop)
-    gram = _padded(expansion)[2]
-    size = gram.shape[-1]
-    left = np.matmul(gram[:, l1s], cg_rows).reshape(n, len(l1s), (2 * lam + 1) * size, size)  # G^l1 C_μ
-    return np.vecdot(np.matmul(left, gram[:, l2s]).reshape(n, cg_rows.size), cg_rows.ravel())
+    features) of an expansion with ``n_prop`` = n_species·n_radial, from its Gram matrices ``gram``
+    (n, L, M, M) (:func:`gram_matrices`), without forming the features: one quadratic form in the
+    Gram entries per centre (:func:`_norm_form`), one (n, G) × (G, G) product (G = Σ_l (2l+1)²)."""
+    index, form = _norm_form(int(lam), gram.shape[1] - 1)
+    g = np.take(gram.reshape(len(gram), int(np.prod(gram.shape[1:]))), index, axis=1)
+    return np.vecdot(g @ form, g)

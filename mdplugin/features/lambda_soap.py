@@ -34,7 +34,6 @@ from typing import Sequence
 
 import numpy as np
 
-from .expansion import Expansion
 
 _N_CPUS = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
@@ -46,9 +45,7 @@ __all__ = [
     "unfold_index",
     "lambda_soap",
     "pad_values",
-    "shared_lambda_soap",
-    "shared_inverse_norms",
-    "shared_padded_values",
+    "padded_and_transposed",
     "power_spectrum",
 ]
 
@@ -225,18 +222,15 @@ def pad_values(values: Sequence[np.ndarray], sl: slice = slice(None)) -> np.ndar
     return padded
 
 
-def shared_padded_values(expansion: Expansion) -> tuple[np.ndarray, np.ndarray]:
-    """:func:`pad_values` of the whole expansion (n, L, 2L−1, P) and its contiguous transpose
-    (n, L, P, 2L−1), computed once per expansion and kept on it, read-only (the λ = 0 features
-    and the λ-SOAP means of one MD step share them, see :mod:`.lambda_contract`)."""
-    cached = expansion.__dict__.get("_padded_values")
-    if cached is None:
-        padded = pad_values(expansion.values)
-        cached = (padded, np.ascontiguousarray(padded.transpose(0, 1, 3, 2)))
-        for array in cached:
-            array.setflags(write=False)
-        expansion.__dict__["_padded_values"] = cached
-    return cached
+def padded_and_transposed(values: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`pad_values` of all centres (n, L, 2L−1, P) and its contiguous transpose
+    (n, L, P, 2L−1), both read-only (the λ = 0 features and the λ-SOAP contractions of one step share
+    them through :class:`~mdplugin.features.cache.FeatureCache`)."""
+    padded = pad_values(values)
+    out = (padded, np.ascontiguousarray(padded.transpose(0, 1, 3, 2)))
+    for array in out:
+        array.setflags(write=False)
+    return out
 
 
 def _couple_invariant(padded, transposed, out):
@@ -285,21 +279,24 @@ def _couple_chunk(values, out, plan, sl, n_prop, fold):
 
 
 def lambda_soap(
-    expansion: Expansion,
+    expansion,
     lambdas: Sequence[int] = (0, 1, 2),
     fold: bool = True,
     chunk_size: int = 64,
     n_threads: int | None = None,
     out: dict | None = None,
+    padded: tuple | None = None,
 ) -> dict[int, np.ndarray]:
-    """λ-SOAP features (σ = +1) for every centre of ``expansion``.
+    """λ-SOAP features (σ = +1) for every centre of ``expansion`` (an
+    :class:`~mdplugin.features.expansion.Expansion`).
 
     Returns ``{λ: array (n_centres, 2λ+1, n_features(λ))}`` in the layout of
     :func:`feature_labels`.  Vectorised over centres (one GEMM and one batched matmul per
     (l1, l2) pair), in cache-sized chunks of ``chunk_size`` centres spread over
     ``n_threads`` threads (default: ``$OMP_NUM_THREADS`` if set, else the number of CPUs; numpy
     releases the GIL). ``out``: optional ``{λ: float64 array of that shape}`` to write into
-    (e.g. a slice of a larger array: no new arrays); returned.
+    (e.g. a slice of a larger array: no new arrays); returned. ``padded``: the expansion's
+    :func:`padded_and_transposed` arrays when the caller has them (a feature cache).
     """
     lambdas = tuple(sorted(set(int(x) for x in lambdas)))
     lmax = expansion.max_angular
@@ -321,7 +318,7 @@ def lambda_soap(
 
     if n <= chunk_size:  # one chunk (an MD step): no thread pool to consider
         if n and invariant:
-            _couple_invariant(*shared_padded_values(expansion), out[0])
+            _couple_invariant(*(padded or padded_and_transposed(expansion.values)), out[0])
         if n:
             _couple_chunk(expansion.values, out, plan, slice(0, n), n_prop, fold)
         return out
@@ -339,47 +336,6 @@ def lambda_soap(
     return out
 
 
-def shared_lambda_soap(expansion: Expansion, lambdas: Sequence[int]) -> dict[int, np.ndarray]:
-    """:func:`lambda_soap` (folded) for ``lambdas``, each λ computed once per expansion object and
-    kept on it, read-only: the models that share one expansion in an MD step (the energy model's
-    λ = 0, the dipole's λ = 0, 1 and the polarizability's λ = 0, 2) then share these features too.
-    Returns ``{λ: (n_centres, 2λ+1, n_features(λ))}``; never write into the arrays."""
-    cache = expansion.__dict__.setdefault("_lambda_soap_cache", {})
-    try:  # every λ already there (the later models of an MD step)
-        return {lam: cache[lam] for lam in lambdas}
-    except (KeyError, TypeError):
-        pass
-    missing = tuple(sorted({int(lam) for lam in lambdas} - set(cache)))
-    if missing:
-        for lam, features in lambda_soap(expansion, missing).items():
-            features.setflags(write=False)
-            cache[lam] = features
-    return {int(lam): cache[int(lam)] for lam in lambdas}
-
-
-def shared_inverse_norms(expansion: Expansion, lam: int) -> np.ndarray:
-    """``1 / |x^λ_i|`` (n_centres,) of the :func:`shared_lambda_soap` features of order ``lam``
-    (norm over the 2λ+1 components and all features; floored at 1e-300), computed once per
-    expansion and kept on it, read-only, for every model of the step that normalises them: from
-    the features when they were computed, else without them
-    (:func:`~.lambda_contract.lambda_soap_squared_norms`)."""
-    cache = expansion.__dict__.setdefault("_inverse_norm_cache", {})
-    lam = int(lam)
-    if lam not in cache:
-        features = expansion.__dict__.get("_lambda_soap_cache", {}).get(lam)
-        if features is not None:
-            flat = features.reshape(expansion.n_centres, -1)
-            squared = np.vecdot(flat, flat)
-        else:
-            from .lambda_contract import lambda_soap_squared_norms
-
-            squared = lambda_soap_squared_norms(expansion, lam)
-        inverse = 1.0 / np.maximum(np.sqrt(squared), 1e-300)
-        inverse.setflags(write=False)
-        cache[lam] = inverse
-    return cache[lam]
-
-
 def _default_threads() -> int:
     """``$OMP_NUM_THREADS`` if set to a positive integer (so MPI ranks run with one thread each, as
     the BLAS does), else the number of CPUs this process may use."""
@@ -394,7 +350,7 @@ def _chunks(n: int, size: int):
         yield slice(start, min(n, start + size))
 
 
-def power_spectrum(expansion: Expansion, gradients: bool = False, chunk_size: int = 256):
+def power_spectrum(expansion, gradients: bool = False, chunk_size: int = 256):
     """Invariant SOAP power spectrum (the folded λ = 0 λ-SOAP features).
 
     Returns ``features (n_centres, F)``; with ``gradients=True`` returns

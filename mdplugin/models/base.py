@@ -167,6 +167,8 @@ class Model(BaseEstimator):
 
     kind: ClassVar[str] = "base"
     targets_supported: ClassVar[tuple[str, ...]] = ()
+    #: whether :meth:`predict_from_features` gives the stress of periodic cells (``stress=True``)
+    gives_stress: ClassVar[bool] = False
 
     # --- to implement -------------------------------------------------------------------------
     def fit(self, frames: Sequence[Atoms], targets, *, comm=None) -> "Model":  # pragma: no cover - interface
@@ -195,7 +197,7 @@ class Model(BaseEstimator):
         """The prediction for the structures of ``features`` (made by :meth:`featurizer`).
 
         ``forces`` (energy models; the features need position gradients), ``stress`` (energy
-        models of periodic cells; not implemented yet), ``return_std`` the standard deviation;
+        models whose :attr:`gives_stress` is true, for periodic cells), ``return_std`` the standard deviation;
         ``precision`` ``"double"`` or ``"single"`` for the models whose large products can run in
         float32 (others compute in double). Default: :meth:`predict` (and ``predict_forces``) on
         the structures of an :class:`~mdplugin.features.identity.Identity` featurizer."""
@@ -212,8 +214,8 @@ class Model(BaseEstimator):
         """A :class:`ConfigError` when forces or stress are asked of a model that gives none."""
         if forces and (self.target_ != "energy" or not hasattr(self, "predict_forces")):
             raise ConfigError(f"a {self.target_!r} model ({self.kind!r}) gives no forces")
-        if stress:
-            raise ConfigError(f"the {self.kind!r} {self.target_} model gives no stress yet")
+        if stress and not self.gives_stress:
+            raise ConfigError(f"the {self.kind!r} {self.target_} model gives no stress")
 
     def _targets(self, targets) -> Targets:
         """``targets`` (:class:`Targets`, mapping or the model's own array) as :class:`Targets`,

@@ -50,8 +50,9 @@ from typing import NamedTuple, Sequence
 import numpy as np
 from ase import Atoms
 
+from ..features.cache import FeatureCache, as_feature_cache
 from ..features.expansion import Expansion
-from ..features.lambda_soap import lambda_soap, n_features, shared_lambda_soap
+from ..features.lambda_soap import lambda_soap, n_features
 from ..core.errors import ConfigError, DataError
 from ..core.tensors import (
     L0_BASIS,
@@ -93,12 +94,25 @@ from .lsoap_kernels import (
     principal_directions,
     project_rows,
     structure_covariance,
+    structure_kernel_row,
     structure_self_kernel,
     sum_by_frame,
 )
 from .lsoap_solve import solve_regularized
 
 __all__ = ["LambdaSoapModel"]
+
+
+def _chunks(n: int, size: int):
+    for start in range(0, n, size):
+        yield start, min(n, start + size)
+
+
+def _centres(exp: Expansion, rows) -> Expansion:
+    """The expansion of the centres ``rows`` (a slice or sorted indices) of ``exp`` alone."""
+    return Expansion(species=exp.species, max_angular=exp.max_angular, values=[v[rows] for v in exp.values],
+                     centre_frame=exp.centre_frame[rows], centre_atom=exp.centre_atom[rows],
+                     centre_species=exp.centre_species[rows], n_frames=exp.n_frames)
 
 
 class _Centres(NamedTuple):
@@ -225,10 +239,10 @@ class LambdaSoapModel(SharedExpansionMixin, Model):
     # ------------------------------------------------------------------------------------------
     # features
     # ------------------------------------------------------------------------------------------
-    def _raw_features(self, exp: Expansion, shared: bool = False, out: dict | None = None) -> dict:
+    def _raw_features(self, exp: Expansion | FeatureCache, out: dict | None = None) -> dict:
         """Normalised full features: ``0`` (n, F0) invariant, and every target λ (n, 2λ+1, F).
-        ``shared``: take the λ-SOAP features from (and leave them in) the expansion's cache
-        (:func:`~mdplugin.features.lambda_soap.shared_lambda_soap`), for predictions.
+        A :class:`~mdplugin.features.cache.FeatureCache` ``exp``: the λ-SOAP features come from
+        (and stay in) the cache shared by the models of a step.
         ``out`` (not with ``shared``): ``{λ: (n, 2λ+1, F)}`` arrays (e.g. rows of the fit's
         feature arrays) to compute and normalise the features in, without new arrays."""
         lams = tuple(sorted(set(self._lambdas()) | {0}))
@@ -236,44 +250,84 @@ class LambdaSoapModel(SharedExpansionMixin, Model):
             feats = lambda_soap(exp, lams, out={lam: out[lam] for lam in lams})
             result = {lam: normalise_rows(feats[lam], in_place=True) for lam in lams}
         else:
-            feats = shared_lambda_soap(exp, lams) if shared else lambda_soap(exp, lams)
+            feats = exp.lambda_soap(lams) if isinstance(exp, FeatureCache) else lambda_soap(exp, lams)
             result = {lam: normalise_rows(feats[lam]) for lam in lams}
         result[0] = result[0][:, 0, :]
         return result
 
+    #: centres whose λ-SOAP features are formed at once while fitting (memory: at most this many
+    #: rows of full features exist; a 96-atom water box has 96)
+    FIT_CENTRES_PER_CHUNK = 4096
+
     def _fit_features(self, frames: list, calc, comm, timer) -> tuple:
-        """This rank's share of the training features: the normalised full features ``raw``
-        {0: (n_local, F0), λ: (n_local, 2λ+1, F)} of its blocks (computed straight into one array
-        per λ: no per-block copies), their species and frames (n_local,), and the row range
-        (first, stop) of every local block."""
-        lams = tuple(sorted(set(self._lambdas()) | {0}))
+        """First pass over this rank's blocks of ``chunk_size`` frames: the normalised invariant
+        features ``x0`` (n_local, F0) (the farthest-point sampling needs them all), their species
+        and frames (n_local,), and the row range (first, stop) of every local block. The λ > 0
+        features are not kept (:meth:`_sparse_rows`, :meth:`_fit_project` form them again, chunk by
+        chunk)."""
         starts = local_blocks(len(frames), self.chunk_size, comm)
-        n_atoms = sum(len(a) for start in starts for a in frames[start : start + self.chunk_size])
-        raw_full, raw = None, {}
+        x0 = None
         species_parts, frame_parts, spans = [], [], []
         pos = 0
+        n_atoms = sum(len(a) for start in starts for a in frames[start : start + self.chunk_size])
         for start in starts:
             exp = calc.compute(frames[start : start + self.chunk_size])
-            n = len(exp.centre_species)
+            n = exp.n_centres
             timer("expansion")
-            if raw_full is None:
-                widths = {lam: n_features(lam, exp.max_angular, exp.values[0].shape[-1]) for lam in lams}
-                raw_full = {lam: np.empty((max(n_atoms, n), 2 * lam + 1, widths[lam])) for lam in lams}
-            if pos + n > len(raw_full[0]):  # more centres than atoms: grow (never with featomic)
-                raw_full = {lam: np.concatenate([x, np.empty((pos + n - len(x),) + x.shape[1:])])
-                            for lam, x in raw_full.items()}
-            self._raw_features(exp, out={lam: x[pos : pos + n] for lam, x in raw_full.items()})
+            if x0 is None:
+                x0 = np.empty((n_atoms, n_features(0, exp.max_angular, exp.values[0].shape[-1])))
+            for lo, hi in _chunks(n, self.FIT_CENTRES_PER_CHUNK):
+                rows = x0[pos + lo : pos + hi, None, :]
+                lambda_soap(_centres(exp, slice(lo, hi)), (0,), out={0: rows})
+                normalise_rows(rows, in_place=True)
             species_parts.append(exp.centre_species)
             frame_parts.append(exp.centre_frame + start)
             spans.append((pos, pos + n))
             pos += n
             timer("features")
-        if raw_full is not None:
-            raw = {lam: x[:pos] for lam, x in raw_full.items()}
-            raw[0] = raw[0][:, 0, :]
         species_loc = np.concatenate(species_parts) if species_parts else np.zeros(0, dtype=int)
         frame_loc = np.concatenate(frame_parts) if frame_parts else np.zeros(0, dtype=int)
-        return raw, species_loc, frame_loc, spans
+        return x0, species_loc, frame_loc, spans
+
+    def _fit_blocks(self, frames: list, calc, spans: list, comm):
+        """This rank's blocks again: ``(first row, expansion)`` of each (second and third passes)."""
+        for (lo, _), start in zip(spans, local_blocks(len(frames), self.chunk_size, comm)):
+            yield lo, calc.compute(frames[start : start + self.chunk_size])
+
+    def _sparse_rows(self, frames: list, calc, spans: list, x0: np.ndarray, rows: np.ndarray, comm) -> dict:
+        """The normalised features ``{0: (r, F0), λ: (r, 2λ+1, F)}`` of this rank's local rows
+        ``rows`` (sorted): the expansion of their blocks again, the λ features of those centres only."""
+        out = {0: x0[rows]}
+        lams = tuple(lam for lam in sorted(set(self._lambdas())) if lam)
+        if not lams:
+            return out
+        parts = {lam: [] for lam in lams}
+        for lo, exp in self._fit_blocks(frames, calc, spans, comm):
+            mine = rows[(rows >= lo) & (rows < lo + exp.n_centres)] - lo
+            if len(mine):
+                feats = lambda_soap(_centres(exp, mine), lams)
+                for lam in lams:
+                    parts[lam].append(normalise_rows(feats[lam], in_place=True))
+        for lam in lams:
+            out[lam] = np.concatenate(parts[lam]) if parts[lam] else np.zeros((0, 2 * lam + 1, 0))
+        return out
+
+    def _fit_project(self, frames: list, calc, spans: list, x0: np.ndarray, species_loc: np.ndarray, comm) -> dict:
+        """Third pass: the compressed features ``{0: (n_local, k0), λ: (n_local, 2λ+1, kλ)}`` of this
+        rank's centres, each chunk of λ features formed, normalised and projected at once."""
+        z = self._project({0: x0}, species_loc, spans)
+        lams = tuple(lam for lam in sorted(set(self._lambdas())) if lam)
+        for lam in lams:
+            z[lam] = np.empty((len(species_loc), 2 * lam + 1, self.projections_[lam][0].shape[1]))
+        if not lams:
+            return z
+        for lo, exp in self._fit_blocks(frames, calc, spans, comm):
+            for a, b in _chunks(exp.n_centres, self.FIT_CENTRES_PER_CHUNK):
+                feats = lambda_soap(_centres(exp, slice(a, b)), lams)
+                for lam in lams:
+                    x = normalise_rows(feats[lam], in_place=True)
+                    z[lam][lo + a : lo + b] = self._project({lam: x}, species_loc[lo + a : lo + b])[lam]
+        return z
 
     def _project(self, raw: dict, species: np.ndarray, spans: list | None = None) -> dict:
         """Compressed features: ``0`` (n, k0) and λ (n, 2λ+1, kλ) (one basis per species), from the
@@ -408,6 +462,13 @@ class LambdaSoapModel(SharedExpansionMixin, Model):
         used = self._sparse_columns(lam)
         position[used] = np.arange(len(used))
         out = np.zeros((n_frames, d, len(used), d))
+        if n_frames == 1:  # one (large) structure: sum over its atoms first (structure_kernel_row)
+            for s, cols, b0, b in self._sparse_blocks(lam):
+                rows = np.flatnonzero(species == s)
+                if len(rows) and len(cols):
+                    out[0][:, position[cols], :] = structure_kernel_row(
+                        z[0][rows], z[lam][rows] if lam else None, b0, b, lam, self.zeta)
+            return out.reshape(d, len(used) * d)
         for rows, cols, k in atom_kernel_blocks(z, species, lam, self.zeta, self._sparse_blocks(lam)):
             out[:, :, position[cols], :] = sum_by_frame(k, frame[rows], n_frames)
         return out.reshape(n_frames * d, len(used) * d)
@@ -480,20 +541,28 @@ class LambdaSoapModel(SharedExpansionMixin, Model):
         the PCA projections of their features (``projections_``); this rank's compressed
         features; and the compressed rows of the representative environments (``sparse_``)."""
         # raw, species_loc, frame_loc: this rank's centres; species, frame: all centres
-        raw, species_loc, frame_loc, spans = self._fit_features(frames, calc, comm, timer)
+        x0, species_loc, frame_loc, spans = self._fit_features(frames, calc, comm, timer)
         species = np.concatenate(allgather_blocks(comm, [species_loc]))
         frame = np.concatenate(allgather_blocks(comm, [frame_loc]))
         offset = int(np.searchsorted(frame, frame_loc[0])) if len(frame_loc) else 0
         timer("gather species")
-        sparse = self._representative_environments(raw.get(0), species_loc, species, comm)
+        sparse = self._representative_environments(x0, species_loc, species, comm)
         self.sparse_rank_ = np.concatenate([np.arange(len(chosen)) for chosen in sparse])
         sparse = np.concatenate(sparse)
         self.sparse_species_ = species[sparse].astype(int)
         timer("fps")
-        self._fit_projections(raw, sparse, species, offset, comm, ledger)
+        # the principal directions need the full features of the representative environments only:
+        # numbered compactly (sorted global rows; each rank's are a contiguous run), formed again
+        ordered = np.sort(sparse)
+        first = int(np.searchsorted(ordered, offset))
+        local = ordered[first : int(np.searchsorted(ordered, offset + len(species_loc)))]
+        rows = self._sparse_rows(frames, calc, spans, x0, local - offset, comm) if len(local) else {}
+        timer("sparse features")
+        self._fit_projections(rows, np.searchsorted(ordered, sparse), species[ordered], first, comm, ledger)
+        del rows
         timer("pca")
-        z = self._project(raw, species_loc, spans)
-        del raw
+        z = self._fit_project(frames, calc, spans, x0, species_loc, comm)
+        del x0
         timer("project")
         self.sparse_ = {
             lam: np.ascontiguousarray(v) for lam, v in gather_rows(comm, z, sparse, offset, len(species_loc)).items()
@@ -604,11 +673,25 @@ class LambdaSoapModel(SharedExpansionMixin, Model):
     # ------------------------------------------------------------------------------------------
     # predict
     # ------------------------------------------------------------------------------------------
+    def _shared_projection(self, features: FeatureCache) -> dict:
+        """The compressed features ``{0: (n, k0), λ: (n, 2λ+1, kλ)}`` of the centres of ``features``:
+        the λ-SOAP features of the shared cache projected, then divided by the cache's norms (the
+        projection is linear: no normalised copy of the full features is made)."""
+        lams = tuple(sorted(set(self._lambdas()) | {0}))
+        raw = features.lambda_soap(lams)
+        raw = {lam: (x[:, 0, :] if lam == 0 else x) for lam, x in raw.items()}
+        z = self._project(raw, features.centre_species)
+        for lam in lams:
+            inverse = features.inverse_norms(lam)
+            z[lam] *= inverse.reshape((-1,) + (1,) * (z[lam].ndim - 1))
+        return z
+
     def _predict_kernel(self, raw: dict, species: np.ndarray, frame: np.ndarray, n: int,
-                        return_std: bool) -> tuple[dict, dict]:
+                        return_std: bool, projected: bool = False) -> tuple[dict, dict]:
         """Every λ GPR's mean ``{λ: (n, 2λ+1)}`` (scaled, no baseline) and, with ``return_std``,
-        posterior covariance ``{λ: (n, 2λ+1, 2λ+1)}``, through the kernel rows."""
-        z = self._project(raw, species)
+        posterior covariance ``{λ: (n, 2λ+1, 2λ+1)}``, through the kernel rows. ``raw``: the
+        normalised full features, or (``projected``) the compressed ones."""
+        z = raw if projected else self._project(raw, species)
         sph, cov = {}, {}
         for lam in self._lambdas():
             d = 2 * lam + 1
@@ -621,10 +704,11 @@ class LambdaSoapModel(SharedExpansionMixin, Model):
                 cov[lam] = c * self.signal_variance_[lam] * self.y_scale_[lam] ** 2
         return sph, cov
 
-    def predict_from_features(self, exp: Expansion, *, return_std: bool = False, forces: bool = False,
-                              stress: bool = False, precision: str = "double") -> Prediction:
-        """Predictions (and std) from an expansion made by :meth:`featurizer`, as a
-        :class:`~mdplugin.models.contract.Prediction`: ``values`` (n_frames, 3) or (n_frames, 3, 3)
+    def predict_from_features(self, features: FeatureCache | Expansion, *, return_std: bool = False,
+                              forces: bool = False, stress: bool = False, precision: str = "double") -> Prediction:
+        """Predictions (and std) from an expansion made by :meth:`featurizer` (or the
+        :class:`~mdplugin.features.cache.FeatureCache` around it that the models of an MD step share),
+        as a :class:`~mdplugin.models.contract.Prediction`: ``values`` (n_frames, 3) or (n_frames, 3, 3)
         and with ``return_std`` ``std`` of the same shape (``forces``/``stress``: a
         :class:`ConfigError`, this model gives none).
 
@@ -636,11 +720,13 @@ class LambdaSoapModel(SharedExpansionMixin, Model):
         self._check_asked(forces, stress)
         if precision not in TENSOR_PRECISIONS:
             raise ConfigError(f"precision must be one of {', '.join(TENSOR_PRECISIONS)}, got {precision!r}")
-        species, frame, n = exp.centre_species, exp.centre_frame, exp.n_frames
+        features = as_feature_cache(features)
+        species, frame, n = features.centre_species, features.centre_frame, features.n_frames
         if not return_std and self.zeta in (1, 2):
-            sph, cov = contracted_means(exp, self._contraction_plan(precision), self.zeta, precision), {}
+            sph, cov = contracted_means(features, self._contraction_plan(precision), self.zeta, precision), {}
         else:
-            sph, cov = self._predict_kernel(self._raw_features(exp, shared=True), species, frame, n, return_std)
+            sph, cov = self._predict_kernel(self._shared_projection(features), species, frame, n, return_std,
+                                            projected=True)
         if 0 in sph:
             comp = composition(species, frame, n, self.species_)
             sph[0] = sph[0] + (comp @ self.baseline_)[:, None]

@@ -20,10 +20,8 @@ import numpy as np
 from scipy import sparse
 from scipy.linalg import solve_triangular
 
-from ..features.expansion import Expansion
-from ..features.lambda_contract import contract_lambda_soap
-from ..features.lambda_soap import shared_inverse_norms, shared_lambda_soap
 from ..core.precision import TENSOR_PRECISIONS
+from ..features.cache import FeatureCache
 from ..learn.gpr import ProjectedProcess
 
 __all__ = [
@@ -33,6 +31,7 @@ __all__ = [
     "same_species_pairs",
     "atom_kernel",
     "atom_kernel_blocks",
+    "structure_kernel_row",
     "structure_self_kernel",
     "structure_covariance",
     "posterior_covariance",
@@ -132,6 +131,24 @@ def atom_kernel(
     return k
 
 
+def structure_kernel_row(
+    a0: np.ndarray, a: np.ndarray | None, b0: np.ndarray, b: np.ndarray | None, lam: int, zeta: int
+) -> np.ndarray:
+    """The kernel (unscaled) between ONE structure — the sum over its centres A of one species — and
+    representative environments B of that species: (2λ+1, c, 2λ+1), ``Σ_i atom_kernel(a_i, b)``.
+
+    Summed before the λ features meet B: ``Σ_i S_iM z_iμ · b_Mν = Σ_k U_Mμk b_Mνk`` with
+    ``S = (a0 b0ᵀ)^(ζ−1)`` and ``U = Sᵀ z`` (one (c, r) × (r, (2λ+1) kλ) product), instead of the
+    (r·(2λ+1)) × (c·(2λ+1)) products of every atom: (2λ+1)× fewer operations for a large structure."""
+    k0 = a0 @ b0.T  # (r, c)
+    if lam == 0:
+        return (k0**zeta).sum(axis=0)[None, :, None]
+    d = 2 * lam + 1
+    s = k0 if zeta == 2 else (np.ones_like(k0) if zeta == 1 else k0 ** (zeta - 1))
+    u = (s.T @ a.reshape(len(a0), -1)).reshape(len(b0), d, -1)  # (c, d, kλ)
+    return np.einsum("cmk,cnk->mcn", u, b.reshape(len(b0), d, -1))
+
+
 def atom_kernel_blocks(
     z: dict, species: np.ndarray, lam: int, zeta: int, sparse_blocks: list
 ) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
@@ -148,19 +165,64 @@ def atom_kernel_blocks(
 
 
 def structure_self_kernel(
-    z: dict, species: np.ndarray, frame: np.ndarray, n_frames: int, lam: int, zeta: int
+    z: dict, species: np.ndarray, frame: np.ndarray, n_frames: int, lam: int, zeta: int,
+    max_pairs: int = 1 << 16,
 ) -> np.ndarray:
-    """K_AA (n_frames, 2λ+1, 2λ+1): prior covariance of every structure, unscaled."""
-    i, j = same_species_pairs(frame, species)
-    k0 = np.einsum("pk,pk->p", z[0][i], z[0][j])
-    if lam == 0:
-        k = (k0**zeta)[:, None, None]
-    else:
-        k = np.einsum("pak,pbk->pab", z[lam][i], z[lam][j])
-        if zeta != 1:
-            k *= (k0 ** (zeta - 1))[:, None, None]
-    order = np.argsort(frame[i], kind="stable")
-    return sum_by_frame(k[order], frame[i][order], n_frames)
+    """K_AA (n_frames, 2λ+1, 2λ+1): prior covariance of every structure, unscaled: the sum over the
+    ordered pairs (i, j) of centres of the same frame and species of ``(z⁰_i·z⁰_j)^(ζ−1) z^λ_i z^λ_jᵀ``
+    (``(z⁰_i·z⁰_j)^ζ`` for λ = 0).
+
+    Memory and time stay linear in the centres of a large structure: for ζ = 1 or 2 the sum over
+    the pairs of a (frame, species) group of ``g`` centres is a product of sums over its centres,
+    ``Σ_ij (z⁰_i·z⁰_j) z_iμ·z_jν = Σ_ab T_μab T_νab`` with ``T_μ = Σ_i z⁰_i ⊗ z_iμ`` (ζ = 2), which
+    costs ``g·k0·kλ`` instead of ``g²(k0 + kλ)``; groups of fewer than 64 centres (molecules), and
+    every group for another ζ, go through their pairs, ``max_pairs`` at a time."""
+    d = 2 * lam + 1
+    out = np.zeros((n_frames, d, d))
+    if len(frame) == 0:
+        return out
+    key = frame.astype(np.int64) * 256 + species
+    order = np.argsort(key, kind="stable")
+    starts = np.flatnonzero(np.r_[True, key[order][1:] != key[order][:-1]])
+    sizes = np.diff(np.r_[starts, len(order)])
+    big = (sizes >= 64) & (zeta in (1, 2))
+    z0 = z[0]
+    for start, size in zip(starts[big], sizes[big]):
+        rows = order[start : start + size]
+        f = int(frame[rows[0]])
+        if lam == 0:
+            if zeta == 1:
+                total = z0[rows].sum(axis=0)
+                out[f, 0, 0] += total @ total
+            else:
+                gram = z0[rows].T @ z0[rows]  # (k0, k0)
+                out[f, 0, 0] += np.vecdot(gram.ravel(), gram.ravel())
+            continue
+        zl = z[lam][rows]  # (g, d, kλ)
+        if zeta == 1:
+            total = zl.sum(axis=0)  # (d, kλ)
+            out[f] += total @ total.T
+        else:
+            t = (z0[rows].T @ zl.reshape(size, -1)).reshape(-1, d, zl.shape[2])  # (k0, d, kλ), one product
+            t = t.transpose(1, 0, 2).reshape(d, -1)  # T_μ flattened: (d, k0·kλ)
+            out[f] += t @ t.T
+    if big.all():
+        return out
+    small = np.repeat(~big, sizes)
+    rows = order[small]
+    i, j = same_species_pairs(frame[rows], species[rows])
+    i, j = rows[i], rows[j]
+    for start in range(0, len(i), max_pairs):
+        a, b = i[start : start + max_pairs], j[start : start + max_pairs]
+        k0 = np.einsum("pk,pk->p", z0[a], z0[b])
+        if lam == 0:
+            k = (k0**zeta)[:, None, None]
+        else:
+            k = np.einsum("pak,pbk->pab", z[lam][a], z[lam][b])
+            if zeta != 1:
+                k *= (k0 ** (zeta - 1))[:, None, None]
+        np.add.at(out, frame[a], k)
+    return out
 
 
 def structure_covariance(
@@ -262,11 +324,12 @@ def fold_weights(
     return out
 
 
-def contracted_means(exp: Expansion, plan: tuple, zeta: int, precision: str = "double") -> dict:
+def contracted_means(features: FeatureCache, plan: tuple, zeta: int, precision: str = "double") -> dict:
     """Every λ GPR's mean prediction ``{λ: (n_frames, 2λ+1)}`` (scaled, no baseline) through the
-    folded weights of :func:`fold_weights`, from the expansion's shared λ = 0 features: each
-    centre's weights ``w_i = Q_s z⁰_i`` are contracted with its λ > 0 features without forming
-    them (:func:`~mdplugin.features.lambda_contract.contract_lambda_soap`), and the
+    folded weights of :func:`fold_weights`, from the shared λ = 0 features of ``features`` (the
+    step's :class:`~mdplugin.features.cache.FeatureCache`): each centre's weights
+    ``w_i = Q_s z⁰_i`` are contracted with its λ > 0 features without forming them
+    (:meth:`~mdplugin.features.cache.FeatureCache.contract`), and the
     normalisation is applied to each centre's result (``1/|x^λ_i|``, ``1/|x⁰_i|``, shared by the
     models of the step).
 
@@ -282,12 +345,12 @@ def contracted_means(exp: Expansion, plan: tuple, zeta: int, precision: str = "d
     the features and the normalisation run once over all centres (an MD step of a small
     molecule is dominated by the number of numpy calls, not by their size)."""
     lams, species, projections, weights = plan
-    x0 = shared_lambda_soap(exp, (0,))[0][:, 0, :]  # (n, F_0), read-only
-    inv0 = shared_inverse_norms(exp, 0)
-    rows_of = exp.centre_rows()
+    x0 = features.power_spectrum()  # (n, F_0), read-only
+    inv0 = features.inverse_norms(0)
+    rows_of = features.centre_rows()
     groups = [(s_index, rows_of[z]) for s_index, z in enumerate(species) if z in rows_of]
-    n = exp.n_centres
-    one_frame = exp.n_frames == 1
+    n = features.n_centres
+    one_frame = features.n_frames == 1
     if zeta == 2:  # the projected invariant features (unnormalised), shared by every λ
         x0 = x0.astype(TENSOR_PRECISIONS[precision], copy=False)
         z0 = np.empty((n, projections[0].shape[1]), x0.dtype)
@@ -301,16 +364,16 @@ def contracted_means(exp: Expansion, plan: tuple, zeta: int, precision: str = "d
             w = np.empty((n, len(q[0])))
             for s_index, rows in groups:
                 w[rows] = q[s_index]
-            scale = shared_inverse_norms(exp, lam)
+            scale = features.inverse_norms(lam)
         else:
             w = np.empty((n, q[0].shape[1]), z0.dtype)  # z⁰_i Q_s: (n, k_0) for λ = 0, else (n, F_λ)
             for s_index, rows in groups:
                 w[rows] = z0[rows] @ q[s_index]
-            scale = inv0 * (inv0 if lam == 0 else shared_inverse_norms(exp, lam))
+            scale = inv0 * (inv0 if lam == 0 else features.inverse_norms(lam))
         if lam == 0:  # ζ = 2: y = z⁰ᵀ Q z⁰ / |x⁰|², ζ = 1: y = x⁰ · q / |x⁰|
             per_atom = np.vecdot(w, z0 if zeta == 2 else x0)[:, None] * scale[:, None]
         else:  # the λ features are not formed (lambda_contract)
-            per_atom = contract_lambda_soap(exp, lam, w) * scale[:, None]
+            per_atom = features.contract(lam, w) * scale[:, None]
         sph[lam] = (per_atom.sum(axis=0, keepdims=True) if one_frame
-                    else sum_by_frame(per_atom, exp.centre_frame, exp.n_frames))
+                    else sum_by_frame(per_atom, features.centre_frame, features.n_frames))
     return sph

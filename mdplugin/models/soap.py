@@ -33,17 +33,13 @@ import numpy as np
 import scipy.sparse
 from ase import Atoms
 
+from ..features.cache import FeatureCache, as_feature_cache
 from ..features.expansion import Expansion
-from ..features.lambda_soap import (
-    power_spectrum,
-    real_clebsch_gordan,
-    shared_inverse_norms,
-    shared_lambda_soap,
-    unfold_index,
-)
+from ..features.lambda_soap import power_spectrum, real_clebsch_gordan, unfold_index
 from ..core.errors import DataError
 from .base import Model, check_species, fingerprint, register
 from .contract import Prediction
+from .lsoap_kernels import structure_self_kernel
 from .shared_expansion import SharedExpansionMixin
 from ..learn.baseline import composition, fit_baseline
 from ..learn.parallel import PhaseTimer, TreeSum, gather_rows, local_blocks, resolve_comm
@@ -64,11 +60,11 @@ def _normalise(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return x / norms[:, None], norms
 
 
-def _power_spectrum(exp: Expansion) -> tuple[np.ndarray, np.ndarray]:
+def _power_spectrum(features: FeatureCache) -> tuple[np.ndarray, np.ndarray]:
     """Invariant power spectrum (n, F) of :func:`~mdplugin.features.lambda_soap.power_spectrum`
     (the λ = 0 features) and the inverse norms ``1/|x_i|`` (n,), both shared through the
-    expansion's cache with the λ-SOAP models of the same step; read-only."""
-    return shared_lambda_soap(exp, (0,))[0][:, 0, :], shared_inverse_norms(exp, 0)
+    feature cache with the λ-SOAP models of the same step; read-only."""
+    return features.power_spectrum(), features.inverse_norms(0)
 
 
 @lru_cache(maxsize=None)
@@ -93,16 +89,17 @@ def _symmetric_unfold_cg(n_prop: int, n_l: int) -> tuple[np.ndarray, np.ndarray]
     return index, factor * cg
 
 
-def _backward_forces(exp: Expansion, g: np.ndarray) -> np.ndarray:
-    """Forces (n, 3) = −Σ_pairs (∂E/∂c_i)·(∂c_i/∂r_j) from ``g = ∂E/∂x`` (n, F): per l,
-    ``∂E/∂c^l_i = C^{ll0} c^l_i (G^l_i + G^lᵀ_i)`` with ``G^l_i`` the (P, P) matrix of ``g``'s
-    block l, contracted with the expansion's position gradients by their ``forces(∂E/∂c)``."""
+def _backward_forces(exp: Expansion, g: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Forces (n, 3) = −Σ_pairs (∂E/∂c_i)·(∂c_i/∂r_j) and the strain derivative ∂E/∂ε
+    (n_frames, 3, 3) from ``g = ∂E/∂x`` (n, F): per l, ``∂E/∂c^l_i = C^{ll0} c^l_i (G^l_i + G^lᵀ_i)``
+    with ``G^l_i`` the (P, P) matrix of ``g``'s block l, contracted with the expansion's pair
+    derivatives in one pass (:meth:`~mdplugin.features.expansion.PairGradients.forces_and_strain`)."""
     n = len(g)
     n_prop = exp.values[0].shape[2]
     index, factor = _symmetric_unfold_cg(n_prop, len(exp.values))
     sym = (g[:, index] * factor).reshape(n, len(exp.values), n_prop, n_prop)  # C^{ll0} (G^l + G^lᵀ), every l
     de_dc = [np.matmul(c, sym[:, l]) for l, c in enumerate(exp.values)]  # (n, m, P)
-    return exp.gradient_values.forces(de_dc)
+    return exp.pair_gradients.forces_and_strain(de_dc)
 
 
 @register("soap")
@@ -131,6 +128,7 @@ class SoapEnergyModel(SharedExpansionMixin, Model):
     """
 
     targets_supported = ("energy",)
+    gives_stress = True
 
     def __init__(
         self,
@@ -338,22 +336,27 @@ class SoapEnergyModel(SharedExpansionMixin, Model):
     # ------------------------------------------------------------------------------------------
     # predict
     # ------------------------------------------------------------------------------------------
-    def predict_from_features(self, exp: Expansion, *, return_std: bool = False, forces: bool = False,
-                              stress: bool = False, precision: str = "double") -> Prediction:
-        """Energies (and forces, std) from an expansion made by :meth:`featurizer`.
+    def predict_from_features(self, features: FeatureCache | Expansion, *, return_std: bool = False,
+                              forces: bool = False, stress: bool = False, precision: str = "double") -> Prediction:
+        """Energies (and forces, stress, std) from an expansion made by :meth:`featurizer` (or the
+        :class:`~mdplugin.features.cache.FeatureCache` around it that the models of an MD step share).
 
         Returns a :class:`~mdplugin.models.contract.Prediction`: ``values`` (n_frames,) eV; with
-        ``forces`` (the expansion must have gradients) ``forces`` (n_centres, 3) eV/Å in the
-        expansion's atom order; with ``return_std`` ``std`` (n_frames,) eV. ``stress`` is not
-        implemented yet (a :class:`ConfigError`); ``precision`` is ignored (always double).
+        ``forces`` or ``stress`` (the expansion must have gradients) ``forces`` (n_centres, 3) eV/Å
+        in the expansion's atom order and ``stress`` (n_frames, 3, 3) eV/Å³, ``(1/V) ∂E/∂ε`` under a
+        homogeneous strain ε of positions and cell (ASE's sign: positive under tension; ``nan`` for
+        frames not periodic in all three directions); with ``return_std`` ``std`` (n_frames,) eV.
+        ``precision`` is ignored (always double).
 
-        The forces are back-propagated to the expansion coefficients
-        (``∂E/∂c^l_i = (G_i + G_iᵀ) h^l_i``) and contracted with the expansion's position gradients
-        once, never forming the (pairs, 3, F) feature gradients.
+        The forces and the stress are back-propagated to the expansion coefficients
+        (``∂E/∂c^l_i = (G_i + G_iᵀ) h^l_i``) and contracted with the expansion's pair derivatives
+        in one pass, never forming the (pairs, 3, F) feature gradients.
         """
         self._check_fitted()
-        self._check_asked(False, stress)
-        x, inverse_norms = _power_spectrum(exp)
+        features = as_feature_cache(features)
+        exp = features.expansion
+        forces = forces or stress
+        x, inverse_norms = _power_spectrum(features)
         xn = x * inverse_norms[:, None]
         species = exp.centre_species
         frame = exp.centre_frame
@@ -364,7 +367,7 @@ class SoapEnergyModel(SharedExpansionMixin, Model):
         v = np.zeros_like(xn) if forces else None
         e_loc = None if forces else np.zeros(n)
         k = np.zeros((n, len(self.sparse_species_))) if return_std else None
-        groups = exp.centre_rows()
+        groups = features.centre_rows()
         for sp, idx, xs, ws in self._species_blocks():
             rows = groups.get(sp)
             if rows is None:
@@ -384,22 +387,23 @@ class SoapEnergyModel(SharedExpansionMixin, Model):
         out = Prediction("energy", energy)
         if forces:
             g = (z * inverse_norms)[:, None] * (v - e_loc[:, None] * xn)  # dE/dx_i (n, F)
-            out.forces = _backward_forces(exp, g)
+            out.forces, strain = _backward_forces(exp, g)
+            if stress:
+                strain = 0.5 * (strain + strain.transpose(0, 2, 1))  # exact for a rotation-invariant energy
+                out.stress = strain / exp.volumes[:, None, None]
         if return_std:
             if one_frame:
                 k_struct = k.sum(axis=0, keepdims=True)
-                same = species[:, None] == species[None, :]
             else:
                 onehot = (frame[None, :] == np.arange(exp.n_frames)[:, None]).astype(float)
                 k_struct = onehot @ k
-                same = (frame[:, None] == frame[None, :]) & (species[:, None] == species[None, :])
-            kxx_atoms = ((xn @ xn.T) * same) ** self.zeta
-            kxx = np.bincount(frame, weights=kxx_atoms.sum(axis=1), minlength=exp.n_frames)
+            # Σ over same-species atom pairs of each structure, linear in the atoms of a large one
+            kxx = structure_self_kernel({0: xn}, species, frame, exp.n_frames, 0, self.zeta)[:, 0, 0]
             var = self.gpr_.variance(k_struct, kxx)
             out.std = self.signal_std_ * np.sqrt(np.maximum(var, 0.0))
         return out
 
-    def _predict_all(self, frames: Sequence[Atoms], return_std: bool, forces: bool) -> Prediction:
+    def _predict_all(self, frames: Sequence[Atoms], return_std: bool, forces: bool, stress: bool = False) -> Prediction:
         """:meth:`predict_from_features` of ``frames`` in blocks of ``chunk_size``, concatenated."""
         self._check_fitted()
         frames = list(frames)
@@ -407,11 +411,12 @@ class SoapEnergyModel(SharedExpansionMixin, Model):
         parts = []
         for start in range(0, len(frames), self.chunk_size):
             chunk = frames[start : start + self.chunk_size]
-            exp = self.featurizer().compute(chunk, gradients=forces)
-            parts.append(self.predict_from_features(exp, return_std=return_std, forces=forces))
+            exp = self.featurizer().compute(chunk, gradients=forces or stress)
+            parts.append(self.predict_from_features(exp, return_std=return_std, forces=forces, stress=stress))
         return Prediction("energy", np.concatenate([p.values for p in parts]),
                           std=np.concatenate([p.std for p in parts]) if return_std else None,
-                          forces=np.concatenate([p.forces for p in parts]) if forces else None)
+                          forces=np.concatenate([p.forces for p in parts]) if forces else None,
+                          stress=np.concatenate([p.stress for p in parts]) if stress else None)
 
     def predict(self, frames: Sequence[Atoms], return_std: bool = False):
         """Energies (n,) eV, and their predictive std (n,) eV with ``return_std``."""

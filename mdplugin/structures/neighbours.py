@@ -20,7 +20,7 @@ from ase import Atoms
 
 from ..core.errors import DataError
 
-__all__ = ["Pairs", "system_arrays", "neighbour_pairs", "closest_pair", "nearest_neighbour_distances"]
+__all__ = ["Pairs", "system_arrays", "neighbour_pairs", "batch_pairs", "sorted_pairs", "pair_vectors", "VerletPairs", "closest_pair", "nearest_neighbour_distances"]
 
 
 @dataclass(frozen=True)
@@ -85,6 +85,141 @@ def neighbour_pairs(atoms: Atoms, cutoff: float, full_list: bool = True) -> Pair
     finder = NeighborList(cutoff=float(cutoff), full_list=full_list)
     i, j, shifts, vectors, distances = finder.compute(positions, box, periodic, "ijSDd")
     return Pairs(i.astype(np.int64), j.astype(np.int64), shifts.astype(np.int64), vectors, distances)
+
+
+def sorted_pairs(positions: np.ndarray, box: np.ndarray, periodic: np.ndarray, cutoff: float
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """vesin's pairs (full list) of one structure (:func:`system_arrays`) in a canonical order — by
+    centre, neighbour, then image — as ``(i, j, shift_vectors)`` with ``shift_vectors = S @ box``
+    (n_pairs, 3) Å; :func:`pair_vectors` gives their vectors. The order and the vectors depend only on
+    the structure, not on how it was searched (a batch, a Verlet list)."""
+    from vesin import NeighborList
+
+    if len(positions) == 0:
+        empty = np.zeros(0, dtype=np.int64)
+        return empty, empty, np.zeros((0, 3))
+    i, j, shifts = NeighborList(cutoff=float(cutoff), full_list=True).compute(positions, box, periodic, "ijS")
+    order = np.lexsort((shifts[:, 2], shifts[:, 1], shifts[:, 0], j, i))
+    return i[order].astype(np.int64), j[order].astype(np.int64), shifts[order].astype(np.float64) @ box
+
+
+def pair_vectors(positions: np.ndarray, i: np.ndarray, j: np.ndarray, shift_vectors: np.ndarray
+                 ) -> tuple[np.ndarray, np.ndarray]:
+    """``(vectors, distances)``: ``r_j − r_i + shift`` (n_pairs, 3) Å and their lengths (n_pairs,)."""
+    vectors = positions[j] - positions[i]
+    vectors += shift_vectors
+    return vectors, np.sqrt(np.einsum("px,px->p", vectors, vectors))
+
+
+def batch_pairs(frames, cutoff: float) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Neighbour pairs (full list) of every frame of a batch: ``(i, j, frame, vectors, distances)``
+    with ``i``, ``j`` global atom indices (atoms of all frames in order), ``frame`` (n_pairs,) the
+    frame of each pair, ``vectors`` (n_pairs, 3) Å and ``distances`` (n_pairs,) Å; frame by frame
+    in frame order.
+
+    Molecules are searched together, in ONE vesin call on the molecules laid side by side more than
+    a cutoff apart (a call per molecule costs more in vesin's Python wrapper than the search of a
+    small molecule). Every frame's pairs are in :func:`sorted_pairs`' order with the vectors of
+    :func:`pair_vectors`, so a frame's pairs and vectors do not depend on the batch it is in (nor on
+    a :class:`VerletPairs` list). Cells are searched one by one.
+    A bad cell raises :class:`DataError` naming its frame."""
+    sizes = np.array([len(a) for a in frames], dtype=np.int64)
+    offsets = np.concatenate([[0], np.cumsum(sizes)])
+    arrays = []
+    for k, atoms in enumerate(frames):
+        try:
+            arrays.append(system_arrays(atoms))
+        except DataError as exc:
+            raise DataError(f"frame {k}: {exc}") from None
+    molecule = np.array([not periodic.any() for _, _, periodic in arrays], dtype=bool)
+    parts = []
+    if molecule.any():
+        parts.append(_molecule_pairs([arrays[k][0] for k in np.flatnonzero(molecule)], offsets,
+                                     np.flatnonzero(molecule), cutoff))
+    cells = np.flatnonzero(~molecule)
+    for k in cells:
+        positions, box, periodic = arrays[k]
+        i, j, shift_vectors = sorted_pairs(positions, box, periodic, cutoff)
+        vectors, distances = pair_vectors(positions, i, j, shift_vectors)
+        parts.append((i + offsets[k], j + offsets[k], np.full(len(i), k, dtype=np.int64), vectors, distances))
+    if len(parts) == 1:
+        return parts[0]
+    i, j, frame, vectors, distances = (np.concatenate([part[q] for part in parts]) for q in range(5))
+    if len(cells) and molecule.any():  # frame order
+        order = np.argsort(frame, kind="stable")
+        i, j, frame, vectors, distances = i[order], j[order], frame[order], vectors[order], distances[order]
+    return i, j, frame, vectors, distances
+
+
+def _molecule_pairs(positions: list, offsets: np.ndarray, frames: np.ndarray, cutoff: float) -> tuple:
+    """:func:`batch_pairs` of molecules ``frames`` (their ``positions``) in one vesin search."""
+    from vesin import NeighborList
+
+    if len(positions) == 1:  # one molecule (an MD step): searched where it is
+        own = laid = positions[0]
+        local, owner = np.arange(len(own)), np.zeros(len(own), dtype=np.int64)
+    else:
+        lower = [p.min(axis=0) if len(p) else np.zeros(3) for p in positions]
+        width = np.array([p.max(axis=0)[0] - lo[0] if len(p) else 0.0 for p, lo in zip(positions, lower)])
+        start = np.concatenate([[0.0], np.cumsum(width + 2.0 * cutoff + 1.0)[:-1]])
+        laid = np.concatenate([p - lo + [s, 0.0, 0.0] for p, lo, s in zip(positions, lower, start)])
+        own = np.concatenate(positions)
+        local = np.concatenate([np.arange(len(p)) for p in positions])
+        owner = np.repeat(np.arange(len(positions)), [len(p) for p in positions])
+    if len(laid) == 0:
+        empty = np.zeros(0, dtype=np.int64)
+        return empty, empty, empty, np.zeros((0, 3)), np.zeros(0)
+    a, b = NeighborList(cutoff=float(cutoff), full_list=True).compute(laid, np.zeros((3, 3)), False, "ij")
+    a, b = a.astype(np.int64), b.astype(np.int64)
+    order = np.lexsort((b, a))  # by centre, then neighbour: within a molecule, the same order alone or batched
+    a, b = a[order], b[order]
+    vectors, distances = pair_vectors(own, a, b, np.zeros((len(a), 3)))  # from the molecule's own positions
+    keep = distances < cutoff
+    if len(positions) == 1:
+        base = offsets[frames[0]]
+        frame = np.full(int(keep.sum()), frames[0], dtype=np.int64)
+        return (base + a)[keep], (base + b)[keep], frame, vectors[keep], distances[keep]
+    mine = owner[a]
+    base = offsets[frames][mine]
+    return (base + local[a])[keep], (base + local[b])[keep], frames[mine][keep], vectors[keep], distances[keep]
+
+
+def _largest_displacement(positions: np.ndarray, reference: np.ndarray) -> float:
+    if len(positions) == 0:
+        return 0.0
+    step = positions - reference
+    return float(np.sqrt(np.einsum("px,px->p", step, step).max()))
+
+
+class VerletPairs:
+    """Neighbour pairs of one structure followed along an MD run: the list is searched with a skin
+    (``cutoff + skin``) and reused while no atom has moved by more than ``skin / 2`` (and numbers,
+    cell and periodicity are unchanged), only the vectors being recomputed — the classic Verlet
+    list. Every pair closer than ``cutoff`` is always among the pairs returned; pairs between
+    ``cutoff`` and ``cutoff + skin`` come along (their distance says so; the expansion gives them
+    zero weight).
+
+    A search of a 1536-atom water box with vesin takes ~10–20 ms; recomputing the vectors of the
+    kept list ~2 ms (``benchmarks/condensed.py``)."""
+
+    def __init__(self, cutoff: float, skin: float = 0.4):
+        self.cutoff, self.skin = float(cutoff), float(skin)
+        self._key: tuple | None = None
+        self._reference: np.ndarray | None = None
+        self._list: tuple | None = None
+        self.searches = 0  #: how many times the list was searched (not reused)
+
+    def pairs(self, atoms: Atoms) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """``(i, j, vectors, distances)`` of ``atoms`` (full list, sorted by centre)."""
+        positions, box, periodic = system_arrays(atoms)
+        key = (np.asarray(atoms.numbers).tobytes(), box.tobytes(), periodic.tobytes())
+        if (self._key != key or self._reference is None or len(self._reference) != len(positions)
+                or _largest_displacement(positions, self._reference) > 0.5 * self.skin):
+            self._list = sorted_pairs(positions, box, periodic, self.cutoff + self.skin)
+            self._key, self._reference = key, positions.copy()
+            self.searches += 1
+        i, j, shift_vectors = self._list
+        return (i, j) + pair_vectors(positions, i, j, shift_vectors)
 
 
 def closest_pair(atoms: Atoms, within: float) -> tuple[int, int, float] | None:

@@ -12,8 +12,6 @@ from mdplugin.features.lambda_soap import (
     n_features,
     power_spectrum,
     real_clebsch_gordan,
-    shared_inverse_norms,
-    shared_lambda_soap,
 )
 from mdplugin.features.soap import SoapPowerSpectrum
 from mdplugin.core.errors import DataError
@@ -40,7 +38,11 @@ def test_matches_featomic_equivariant_power_spectrum(fold):
     frames = _frames()
     calc = SphericalExpansion(SPECIES, **HYPERS)
     ours = lambda_soap(calc.compute(frames), fold=fold)
-    eps = EquivariantPowerSpectrum(calc.calculator, neighbor_types=SPECIES)
+    import featomic
+
+    # featomic's coupling takes only its native TensorProduct (Gto) basis, whose spline agrees with
+    # the engine's to ~1e-9 relative (tests/features/test_radial.py): hence the tolerance below
+    eps = EquivariantPowerSpectrum(featomic.SphericalExpansion(**calc.hypers()), neighbor_types=SPECIES)
     keys = Labels(["o3_lambda", "o3_sigma"], np.array([[0, 1], [1, 1], [2, 1]], dtype=np.int32))
     ref = eps.compute(frames, neighbors_to_properties=True, selected_keys=keys)
     offsets = np.cumsum([0] + [len(f) for f in frames])
@@ -60,7 +62,7 @@ def test_matches_featomic_equivariant_power_spectrum(fold):
             samples = block.samples.values
             rows = offsets[samples[:, 0]] + samples[:, 1]
             expected = block.values[:, :, cols] * weights
-            np.testing.assert_allclose(ours[lam][rows], expected, rtol=0, atol=1e-10)
+            np.testing.assert_allclose(ours[lam][rows], expected, rtol=0, atol=1e-8 * np.abs(expected).max())
             n_checked += len(rows)
     assert n_checked == 3 * sum(len(f) for f in frames)
 
@@ -162,51 +164,6 @@ def test_coupling_threads_follow_omp_num_threads(monkeypatch):
     assert module._default_threads() == module._N_CPUS
 
 
-def test_shared_features_are_computed_once_per_expansion_and_read_only():
-    """Models sharing one expansion in an MD step share its λ-SOAP features: each λ is computed
-    once, equals lambda_soap's, and cannot be modified by one model behind another's back."""
-    exp = SphericalExpansion(SPECIES, **HYPERS).compute(_frames())
-    first = shared_lambda_soap(exp, (0, 1))
-    second = shared_lambda_soap(exp, (0, 2))
-    assert second[0] is first[0]
-    fresh = lambda_soap(exp, (0, 1, 2))
-    for lam, features in [(0, first[0]), (1, first[1]), (2, second[2])]:
-        np.testing.assert_array_equal(features, fresh[lam])
-        with pytest.raises(ValueError):
-            features[0, 0, 0] = 1.0
-
-
-def test_shared_inverse_norms_are_those_of_the_shared_features_and_read_only():
-    """The normalisation every model of a step applies is computed once per expansion: 1/|x^λ_i|
-    over all components and features, of the shared features themselves."""
-    exp = SphericalExpansion(SPECIES, **HYPERS).compute(_frames())
-    for lam in (0, 1, 2):
-        inverse = shared_inverse_norms(exp, lam)
-        assert shared_inverse_norms(exp, lam) is inverse
-        x = shared_lambda_soap(exp, (lam,))[lam]
-        np.testing.assert_allclose(inverse * np.linalg.norm(x.reshape(len(x), -1), axis=1), 1.0, rtol=1e-14)
-        with pytest.raises(ValueError):
-            inverse[0] = 1.0
-
-
-def test_centre_rows_group_the_centres_of_each_species():
-    """Slices where a species' centres are contiguous (one molecule), index arrays where not (a
-    batch); together they cover every centre once."""
-    calc = SphericalExpansion(SPECIES, **HYPERS)
-    frames = _frames()
-    for batch in (frames[:1], frames):
-        exp = calc.compute(batch)
-        rows = exp.centre_rows()
-        assert exp.centre_rows() is rows
-        assert sorted(rows) == sorted(set(exp.centre_species.tolist()))
-        covered = np.concatenate([np.arange(exp.n_centres)[r] for r in rows.values()])
-        assert sorted(covered.tolist()) == list(range(exp.n_centres))
-        for z, r in rows.items():
-            assert np.all(exp.centre_species[r] == z)
-    contiguous = calc.compute([Atoms("CCHHHH", positions=np.random.default_rng(0).normal(scale=1.2, size=(6, 3)))])
-    assert all(isinstance(r, slice) for r in contiguous.centre_rows().values())
-
-
 def test_no_centres_give_empty_features_of_the_right_shape():
     """A batch without centres (nothing to couple) returns empty arrays, not an error."""
     from mdplugin.features.expansion import Expansion
@@ -217,39 +174,6 @@ def test_no_centres_give_empty_features_of_the_right_shape():
     features = lambda_soap(empty, (0, 1, 2))
     assert {lam: f.shape for lam, f in features.items()} == {
         lam: (0, 2 * lam + 1, n_features(lam, 3, 6)) for lam in (0, 1, 2)}
-
-
-@pytest.mark.parametrize("lam", [0, 1, 2])
-def test_contraction_and_norms_without_the_features_equal_those_of_the_features(lam):
-    """An MD step's SA-GPR mean contracts per-centre weights with the λ-SOAP features, and
-    normalises by their norms, without forming them (lambda_contract): the same numbers as the
-    features give, for a batch of several compositions (full and folded blocks at max_angular 3),
-    and empty results for no centres."""
-    from mdplugin.features.expansion import Expansion
-    from mdplugin.features.lambda_contract import contract_lambda_soap, lambda_soap_squared_norms
-
-    exp = SphericalExpansion(SPECIES, **HYPERS).compute(_frames())
-    x = lambda_soap(exp, (lam,))[lam]
-    weights = np.random.default_rng(lam).normal(size=(exp.n_centres, x.shape[2]))
-    np.testing.assert_allclose(contract_lambda_soap(exp, lam, weights), np.einsum("imf,if->im", x, weights),
-                               rtol=0, atol=1e-13 * np.abs(x).max() * np.abs(weights).sum(axis=1).max())
-    np.testing.assert_allclose(lambda_soap_squared_norms(exp, lam), np.sum(x**2, axis=(1, 2)), rtol=1e-13)
-    values = [np.zeros((0, 2 * l + 1, 6)) for l in range(4)]
-    empty = Expansion(species=(1, 6), max_angular=3, values=values, centre_frame=np.zeros(0, int),
-                      centre_atom=np.zeros(0, int), centre_species=np.zeros(0, int), n_frames=0)
-    assert contract_lambda_soap(empty, lam, np.zeros((0, n_features(lam, 3, 6)))).shape == (0, 2 * lam + 1)
-    assert lambda_soap_squared_norms(empty, lam).shape == (0,)
-
-
-def test_shared_inverse_norms_with_and_without_the_features_agree():
-    """shared_inverse_norms takes the norms from the features when a model of the step formed
-    them, else from the Gram matrices (the λ-SOAP means in an MD step form no λ > 0 features)."""
-    calc = SphericalExpansion(SPECIES, **HYPERS)
-    without, with_features = calc.compute(_frames()), calc.compute(_frames())
-    shared_lambda_soap(with_features, (0, 1, 2))
-    for lam in (0, 1, 2):
-        np.testing.assert_allclose(shared_inverse_norms(without, lam), shared_inverse_norms(with_features, lam), rtol=1e-14)
-    assert "_lambda_soap_cache" not in without.__dict__  # no features were formed for the norms
 
 
 @pytest.mark.parametrize("n_threads", [1, 2])

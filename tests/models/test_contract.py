@@ -151,6 +151,9 @@ def test_prediction_from_shared_features(fitted, kind, target):
     assert out.std.shape == out.values.shape and out.stress is None
     if energy:
         np.testing.assert_allclose(out.forces, np.concatenate(model.predict_forces(tests)), atol=1e-10)
+        stressed = model.predict_from_features(features, stress=True)  # tests/engines/test_stress.py checks it
+        assert stressed.stress.shape == (len(tests), 3, 3)
+        assert np.isnan(stressed.stress[:2]).all() and np.isfinite(stressed.stress[2]).all()  # molecules, box
     else:
         assert out.forces is None
         with pytest.raises(ConfigError, match="no forces"):

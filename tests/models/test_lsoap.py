@@ -251,3 +251,47 @@ def test_structure_covariance_is_the_sum_over_same_species_atom_pairs(lam):
         for chunk in (1, 3, 1024):
             got = structure_covariance(z, species, frame, n, lam, zeta, np.array([1, 6, 8, 17]), chunk=chunk)
             np.testing.assert_allclose(got, expected.reshape(n * d, n * d), rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("zeta", [1, 2, 3])
+@pytest.mark.parametrize("lam", [0, 1, 2])
+def test_structure_self_kernel_equals_the_sum_over_atom_pairs(zeta, lam):
+    """The prior variance of a structure is the sum over its same-species atom pairs; large groups
+    (a 1536-atom box has ~1000 O and 500 H) take the linear-cost product form, small ones (molecules)
+    their pairs: both equal the brute-force double sum."""
+    from mdplugin.models.lsoap_kernels import structure_self_kernel
+
+    rng = np.random.default_rng(lam * 10 + zeta)
+    sizes = [150, 3, 7, 70]  # atoms per frame: large and small groups in one batch
+    frame = np.repeat(np.arange(len(sizes)), sizes)
+    species = rng.choice([1, 8], len(frame))
+    d = 2 * lam + 1
+    z = {0: rng.normal(size=(len(frame), 6))}
+    if lam:
+        z[lam] = rng.normal(size=(len(frame), d, 5))
+    got = structure_self_kernel(z, species, frame, len(sizes), lam, zeta)
+    want = np.zeros_like(got)
+    for f in range(len(sizes)):
+        for s in (1, 8):
+            rows = np.flatnonzero((frame == f) & (species == s))
+            k0 = z[0][rows] @ z[0][rows].T
+            if lam == 0:
+                want[f, 0, 0] += np.sum(k0**zeta)
+            else:
+                want[f] += np.einsum("ij,iak,jbk->ab", k0 ** (zeta - 1), z[lam][rows], z[lam][rows])
+    np.testing.assert_allclose(got, want, rtol=1e-11, atol=1e-11 * np.abs(want).max())
+
+
+@pytest.mark.parametrize("zeta", [1, 2, 3])
+@pytest.mark.parametrize("lam", [0, 1, 2])
+def test_structure_kernel_row_is_the_sum_of_the_atom_kernels(zeta, lam):
+    from mdplugin.models.lsoap_kernels import atom_kernel, structure_kernel_row
+
+    rng = np.random.default_rng(lam + 7 * zeta)
+    d = 2 * lam + 1
+    a0, b0 = rng.normal(size=(40, 6)), rng.normal(size=(9, 6))
+    a = rng.normal(size=(40, d, 5)) if lam else None
+    b = rng.normal(size=(9 * d, 5)) if lam else None
+    want = atom_kernel(a0, a, b0, b, lam, zeta).sum(axis=0)
+    np.testing.assert_allclose(structure_kernel_row(a0, a, b0, b, lam, zeta), want, rtol=1e-11,
+                               atol=1e-11 * np.abs(want).max())

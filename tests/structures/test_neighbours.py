@@ -59,3 +59,53 @@ def test_degenerate_cells_are_named() -> None:
     missing = Atoms("H", positions=[[0, 0, 0]], cell=[[1, 0, 0], [0, 1, 0], [0, 0, 0]], pbc=True)
     with pytest.raises(DataError, match="cell vector c is zero"):
         neighbour_pairs(missing, 2.0)
+
+
+def _within(i, j, vectors, distances, cutoff) -> set:
+    keep = distances < cutoff
+    return {(int(a), int(b), tuple(np.round(v, 9))) for a, b, v in zip(i[keep], j[keep], vectors[keep])}
+
+
+def test_verlet_list_reuses_its_search_and_never_misses_a_pair() -> None:
+    """Atoms diffusing in a small triclinic cell (own images within the cutoff): at every step the
+    pairs within the cutoff equal a fresh search's, vectors and all, while the list is searched again
+    only every few steps (when an atom has moved by half the skin)."""
+    from mdplugin.structures.neighbours import VerletPairs, pair_vectors, sorted_pairs, system_arrays
+
+    rng = np.random.default_rng(3)
+    cell = [[4.2, 0.0, 0.0], [0.9, 3.8, 0.0], [-0.6, 0.5, 4.4]]
+    atoms = Atoms(numbers=rng.integers(1, 9, 14), scaled_positions=rng.uniform(size=(14, 3)), cell=cell, pbc=True)
+    verlet = VerletPairs(cutoff=3.5, skin=0.4)
+    for step in range(60):
+        atoms.positions += rng.normal(scale=0.03, size=atoms.positions.shape)
+        got = verlet.pairs(atoms)
+        positions, box, periodic = system_arrays(atoms)
+        fresh = sorted_pairs(positions, box, periodic, 3.5)
+        assert _within(*got, 3.5) == _within(fresh[0], fresh[1], *pair_vectors(positions, *fresh), 3.5)
+    assert 3 <= verlet.searches <= 30
+
+
+def test_verlet_list_searches_again_when_the_structure_changes() -> None:
+    from mdplugin.structures.neighbours import VerletPairs
+
+    atoms = molecule("CH3CH2OH")
+    verlet = VerletPairs(cutoff=3.0)
+    verlet.pairs(atoms)
+    verlet.pairs(atoms)
+    assert verlet.searches == 1
+    other = atoms.copy()
+    other.numbers[0] = 7
+    verlet.pairs(other)
+    assert verlet.searches == 2
+    boxed = other.copy()
+    boxed.cell = np.eye(3) * 6.0
+    boxed.pbc = True
+    verlet.pairs(boxed)
+    assert verlet.searches == 3
+    boxed.set_cell(np.eye(3) * 6.1, scale_atoms=False)  # NPT: the cell moved
+    verlet.pairs(boxed)
+    assert verlet.searches == 4
+    moved = boxed.copy()
+    moved.positions[2] += [0.25, 0.0, 0.0]  # more than half the skin
+    verlet.pairs(moved)
+    assert verlet.searches == 5

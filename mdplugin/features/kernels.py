@@ -1,0 +1,174 @@
+"""Compiled per-pair kernels of the spherical expansion (numba).
+
+Every neighbour pair ``p`` (centre ``i``, neighbour ``j`` of species slot ``s``, vector
+``d = r_j + S·cell − r_i``, length ``r``) adds ``G_nl(r) Y_lm(d̂)`` to the coefficients of ``i``,
+with ``G_nl = f_c(r) R_nl(r)`` (the shifted-cosine cutoff times featomic's radial spline, see
+:mod:`.radial`) and the real spherical harmonics ``Y`` (and their gradients ``∂Y/∂d``) from
+sphericart. The coefficient buffer holds the per-l blocks ``(n_centres, 2l+1, n_species,
+n_radial)`` one after the other (``offsets[l]`` is where block l starts): the dense layout of
+:class:`~mdplugin.features.expansion.Expansion`.
+
+Why compiled: each pair touches ``(L+1)² · n_radial`` numbers of one centre; numpy would need
+``(n_pairs, (L+1)², n_radial)`` temporaries and a scatter-add, several times slower and
+proportionally larger in memory. The loops here run over pairs once, keep a pair's radial values
+in a small local array, and write each coefficient in place. The force/virial contraction
+(:func:`contract_pairs`) recomputes the radial part per pair instead of storing the
+``(n_pairs, 3, (L+1)², n_radial)`` gradients: an MD step's memory stays O(pairs).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+__all__ = ["expand_pairs", "contract_pairs", "dense_pair_gradients"]
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _radial(coef, inv_step, n_int, rc, width, r, g, dg, with_derivative):
+    """``g[l, n] = f_c(r) R_nl(r)`` and, ``with_derivative``, ``dg[l, n] = d g / d r``, from the
+    cubics ``coef`` (L+1, n_intervals, n_radial, 4) on each l's grid (``inv_step``, ``n_int`` (L+1,))."""
+    fc = 1.0
+    dfc = 0.0
+    if r >= rc:
+        fc = 0.0
+    elif r > rc - width:
+        s = np.pi * (r - rc + width) / width
+        fc = 0.5 * (1.0 + np.cos(s))
+        dfc = -0.5 * np.pi / width * np.sin(s)
+    for l in range(coef.shape[0]):
+        x = r * inv_step[l]
+        k = int(x)
+        if k > n_int[l] - 1:
+            k = n_int[l] - 1
+        t = x - k
+        for n in range(coef.shape[2]):
+            c0 = coef[l, k, n, 0]
+            c1 = coef[l, k, n, 1]
+            c2 = coef[l, k, n, 2]
+            c3 = coef[l, k, n, 3]
+            value = c0 + t * (c1 + t * (c2 + t * c3))
+            g[l, n] = fc * value
+            if with_derivative:
+                dg[l, n] = dfc * value + fc * (c1 + t * (2.0 * c2 + 3.0 * t * c3)) * inv_step[l]
+
+
+@njit(cache=True, nogil=True)
+def expand_pairs(centre, slot, r, y, coef, inv_step, n_int, rc, width, n_species, offsets, out):
+    """Add every pair's ``G_nl(r) Y_lm`` to ``out`` (flat per-l blocks, see the module doc).
+
+    ``centre``, ``slot`` (n_pairs,) int: row of the centre, species slot of the neighbour; ``r``
+    (n_pairs,) Å; ``y`` (n_pairs, (L+1)²) spherical harmonics of the pair vectors; ``coef``,
+    ``inv_step``, ``n_int``: the spline's cubics (:meth:`~.radial.RadialSpline.coefficients`); ``offsets`` (L+1,) int."""
+    n_l, n_r = coef.shape[0], coef.shape[2]
+    g = np.empty((n_l, n_r))
+    sr = n_species * n_r
+    for p in range(len(r)):
+        if r[p] >= rc:  # a Verlet list's skin
+            continue
+        _radial(coef, inv_step, n_int, rc, width, r[p], g, g, False)
+        c, s = centre[p], slot[p]
+        for l in range(n_l):
+            width_l = 2 * l + 1
+            base = offsets[l] + c * width_l * sr + s * n_r
+            for m in range(width_l):
+                value = y[p, l * l + m]
+                b = base + m * sr
+                for n in range(n_r):
+                    out[b + n] += g[l, n] * value
+
+
+@njit(cache=True, nogil=True)
+def contract_pairs(centre, neighbour, slot, frame, vectors, r, y, dy, coef, inv_step, n_int, rc, width, n_species,
+                   offsets, de_dc, forces, strain):
+    """Contract ``de_dc = ∂E/∂c`` (flat, the layout of the coefficients) with every pair's
+    derivative ``∂c_i/∂d_p`` without storing it: ``e_p = Σ ∂E/∂c_i · ∂c_i/∂d_p`` (3,), then
+    ``forces[i] += e_p``, ``forces[j] −= e_p`` (so ``forces`` = −∂E/∂r, eV/Å for E in eV) and
+    ``strain[frame, a, b] += e_p,a d_p,b`` (∂E/∂ε, the derivative under a homogeneous strain ε of
+    positions and cell).
+
+    ``dy`` (n_pairs, 3, (L+1)²): ∂Y_lm(d̂)/∂d (Å⁻¹); ``frame`` (n_pairs,) row of ``strain``."""
+    n_l, n_r = coef.shape[0], coef.shape[2]
+    g = np.empty((n_l, n_r))
+    dg = np.empty((n_l, n_r))
+    sr = n_species * n_r
+    for p in range(len(r)):
+        rp = r[p]
+        if rp <= 0.0 or rp >= rc:
+            continue
+        _radial(coef, inv_step, n_int, rc, width, rp, g, dg, True)
+        c, s = centre[p], slot[p]
+        ux, uy, uz = vectors[p, 0] / rp, vectors[p, 1] / rp, vectors[p, 2] / rp
+        ex = 0.0
+        ey = 0.0
+        ez = 0.0
+        for l in range(n_l):
+            width_l = 2 * l + 1
+            base = offsets[l] + c * width_l * sr + s * n_r
+            for m in range(width_l):
+                b = base + m * sr
+                a_sum = 0.0  # Σ_n ∂E/∂c · dG/dr
+                b_sum = 0.0  # Σ_n ∂E/∂c · G
+                for n in range(n_r):
+                    w = de_dc[b + n]
+                    a_sum += w * dg[l, n]
+                    b_sum += w * g[l, n]
+                lm = l * l + m
+                radial_part = a_sum * y[p, lm]
+                ex += radial_part * ux + b_sum * dy[p, 0, lm]
+                ey += radial_part * uy + b_sum * dy[p, 1, lm]
+                ez += radial_part * uz + b_sum * dy[p, 2, lm]
+        j = neighbour[p]
+        forces[c, 0] += ex
+        forces[c, 1] += ey
+        forces[c, 2] += ez
+        forces[j, 0] -= ex
+        forces[j, 1] -= ey
+        forces[j, 2] -= ez
+        f = frame[p]
+        for b in range(3):
+            db = vectors[p, b]
+            strain[f, 0, b] += ex * db
+            strain[f, 1, b] += ey * db
+            strain[f, 2, b] += ez * db
+
+
+@njit(cache=True, nogil=True)
+def dense_pair_gradients(centre, slot, vectors, r, y, dy, coef, inv_step, n_int, rc, width, n_species, row, self_row,
+                         offsets, out, strain_out, with_strain):
+    """Write every pair's derivative as dense gradients (featomic's position and strain gradients).
+
+    ``out``: flat per-l blocks ``(n_rows, 3, 2l+1, n_species, n_radial)`` (``offsets[l]``): the pair
+    adds ``∂c_i/∂d`` to its row ``row[p]`` (the (centre, neighbour) row: d c_i / d r_j) and
+    subtracts it from the centre's own row ``self_row[p]`` (d c_i / d r_i). ``strain_out`` (with
+    ``with_strain``): flat per-l blocks ``(n_centres, 3, 3, 2l+1, n_species, n_radial)`` (offsets
+    ``9/3 · offsets``: the caller gives them in ``offsets[L+1:]``) of ``∂c_i/∂ε_ba`` — featomic's
+    ``strain`` gradient, components (xyz_2 = b, xyz_1 = a): ``Σ_p ∂c_i/∂d_p,a d_p,b``."""
+    n_l, n_r = coef.shape[0], coef.shape[2]
+    g = np.empty((n_l, n_r))
+    dg = np.empty((n_l, n_r))
+    sr = n_species * n_r
+    for p in range(len(r)):
+        rp = r[p]
+        if rp <= 0.0 or rp >= rc:
+            continue
+        _radial(coef, inv_step, n_int, rc, width, rp, g, dg, True)
+        c, s = centre[p], slot[p]
+        u0, u1, u2 = vectors[p, 0] / rp, vectors[p, 1] / rp, vectors[p, 2] / rp
+        for l in range(n_l):
+            width_l = 2 * l + 1
+            for m in range(width_l):
+                lm = l * l + m
+                yy = y[p, lm]
+                for n in range(n_r):
+                    radial_part = dg[l, n] * yy
+                    for a in range(3):
+                        ua = u0 if a == 0 else (u1 if a == 1 else u2)
+                        value = radial_part * ua + g[l, n] * dy[p, a, lm]
+                        inner = (a * width_l + m) * sr + s * n_r + n
+                        out[offsets[l] + row[p] * 3 * width_l * sr + inner] += value
+                        out[offsets[l] + self_row[p] * 3 * width_l * sr + inner] -= value
+                        if with_strain:
+                            base = offsets[n_l + l] + c * 9 * width_l * sr + m * sr + s * n_r + n
+                            for b in range(3):
+                                strain_out[base + (b * 3 + a) * width_l * sr] += value * vectors[p, b]
