@@ -75,6 +75,7 @@ from scipy.special import i0e, i1e
 from ..features.inertia import (
     InertiaFeatures,
     InertiaFrames,
+    refuse_cells,
     body_coordinates,
     relative_gaps,
     stack_positions,
@@ -387,6 +388,7 @@ class RPRModel(Model):
             raise DataError("rpr: no frames given")
         numbers = np.asarray(frames[0].numbers) if training else self.numbers_
         for i, atoms in enumerate(frames):
+            refuse_cells(atoms, i, "training frame" if training else "frame")
             if len(atoms) != len(numbers) or not np.array_equal(atoms.numbers, numbers):
                 want = "".join(chemical_symbols[z] for z in numbers)
                 got = "".join(chemical_symbols[z] for z in atoms.numbers)

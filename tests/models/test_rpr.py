@@ -252,6 +252,21 @@ def test_wrong_molecule_or_atom_order_is_a_clear_error(fitted):
         build("rpr").fit([dichloroethane(), swapped], np.zeros((2, 3)))
 
 
+def test_a_periodic_frame_is_refused_with_the_reason(fitted):
+    """RPR's frame is a molecule's principal axes: a cell has none. Refused when predicting and when
+    training, naming the frame and the reason; a molecule with pbc set but no cell is fine."""
+    cell = dichloroethane()
+    cell.cell = np.eye(3) * 9.0
+    cell.pbc = True
+    with pytest.raises(DataError, match="frame 0 is periodic: RPR rotates a molecule to the principal axes"):
+        fitted["dipole"].predict([cell])
+    with pytest.raises(DataError, match="training frame 1 is periodic"):
+        build("rpr").fit([dichloroethane(), cell], np.zeros((2, 3)))
+    no_cell = dichloroethane()
+    no_cell.pbc = True  # no cell: a molecule
+    fitted["dipole"].predict([no_cell])
+
+
 def test_bad_options_and_shapes():
     frames = random_frames(4, seed=5)
     with pytest.raises(ConfigError, match="cannot learn target 'energy'"):
