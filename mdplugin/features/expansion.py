@@ -273,9 +273,9 @@ class SphericalExpansion:
     def __init__(
         self,
         species: Sequence[int],
-        cutoff: float = 4.5,
-        max_radial: int = 6,
-        max_angular: int = 4,
+        cutoff: float = 5.0,
+        max_radial: int = 4,
+        max_angular: int = 3,
         gaussian_width: float = 0.3,
         smoothing_width: float = 0.5,
     ):

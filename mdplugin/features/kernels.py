@@ -59,23 +59,37 @@ def expand_pairs(centre, slot, r, y, coef, inv_step, n_int, rc, width, n_species
 
     ``centre``, ``slot`` (n_pairs,) int: row of the centre, species slot of the neighbour; ``r``
     (n_pairs,) Å; ``y`` (n_pairs, (L+1)²) spherical harmonics of the pair vectors; ``coef``,
-    ``inv_step``, ``n_int``: the spline's cubics (:meth:`~.radial.RadialSpline.coefficients`); ``offsets`` (L+1,) int."""
+    ``inv_step``, ``n_int``: the spline's cubics (:meth:`~.radial.RadialSpline.coefficients`);
+    ``offsets`` (L+1,) int. The pairs of one centre are summed in a small local array, added to
+    ``out`` when the centre changes (pairs come sorted by centre)."""
     n_l, n_r = coef.shape[0], coef.shape[2]
     g = np.empty((n_l, n_r))
+    acc = np.zeros((n_species, n_l * n_l, n_r))
     sr = n_species * n_r
-    for p in range(len(r)):
-        if r[p] >= rc:  # a Verlet list's skin
+    current = -1
+    for p in range(len(r) + 1):
+        c = centre[p] if p < len(r) else -1
+        if c != current:
+            if current >= 0:  # flush the finished centre
+                for l in range(n_l):
+                    width_l = 2 * l + 1
+                    for s in range(n_species):
+                        base = offsets[l] + current * width_l * sr + s * n_r
+                        for m in range(width_l):
+                            b = base + m * sr
+                            for n in range(n_r):
+                                out[b + n] += acc[s, l * l + m, n]
+                                acc[s, l * l + m, n] = 0.0
+            current = c
+        if p == len(r) or r[p] >= rc:  # the end, or a Verlet list's skin
             continue
         _radial(coef, inv_step, n_int, rc, width, r[p], g, g, False)
-        c, s = centre[p], slot[p]
+        s = slot[p]
         for l in range(n_l):
-            width_l = 2 * l + 1
-            base = offsets[l] + c * width_l * sr + s * n_r
-            for m in range(width_l):
+            for m in range(2 * l + 1):
                 value = y[p, l * l + m]
-                b = base + m * sr
                 for n in range(n_r):
-                    out[b + n] += g[l, n] * value
+                    acc[s, l * l + m, n] += g[l, n] * value
 
 
 @njit(cache=True, nogil=True)
@@ -89,8 +103,11 @@ def contract_pairs(centre, neighbour, slot, frame, vectors, r, y, dy, coef, inv_
 
     ``dy`` (n_pairs, 3, (L+1)²): ∂Y_lm(d̂)/∂d (Å⁻¹); ``frame`` (n_pairs,) row of ``strain``."""
     n_l, n_r = coef.shape[0], coef.shape[2]
+    n_lm = n_l * n_l
     g = np.empty((n_l, n_r))
     dg = np.empty((n_l, n_r))
+    a_lm = np.empty(n_lm)  # Σ_n ∂E/∂c_lmn · dG_ln/dr
+    b_lm = np.empty(n_lm)  # Σ_n ∂E/∂c_lmn · G_ln
     sr = n_species * n_r
     for p in range(len(r)):
         rp = r[p]
@@ -98,26 +115,33 @@ def contract_pairs(centre, neighbour, slot, frame, vectors, r, y, dy, coef, inv_
             continue
         _radial(coef, inv_step, n_int, rc, width, rp, g, dg, True)
         c, s = centre[p], slot[p]
-        ux, uy, uz = vectors[p, 0] / rp, vectors[p, 1] / rp, vectors[p, 2] / rp
-        ex = 0.0
-        ey = 0.0
-        ez = 0.0
         for l in range(n_l):
             width_l = 2 * l + 1
             base = offsets[l] + c * width_l * sr + s * n_r
             for m in range(width_l):
                 b = base + m * sr
-                a_sum = 0.0  # Σ_n ∂E/∂c · dG/dr
-                b_sum = 0.0  # Σ_n ∂E/∂c · G
+                a_sum = 0.0
+                b_sum = 0.0
                 for n in range(n_r):
                     w = de_dc[b + n]
                     a_sum += w * dg[l, n]
                     b_sum += w * g[l, n]
-                lm = l * l + m
-                radial_part = a_sum * y[p, lm]
-                ex += radial_part * ux + b_sum * dy[p, 0, lm]
-                ey += radial_part * uy + b_sum * dy[p, 1, lm]
-                ez += radial_part * uz + b_sum * dy[p, 2, lm]
+                a_lm[l * l + m] = a_sum
+                b_lm[l * l + m] = b_sum
+        # ∂c/∂d = dG/dr Y d̂ + G ∂Y/∂d: the radial part along d̂, the angular part from sphericart
+        radial_part = 0.0
+        ex = 0.0
+        ey = 0.0
+        ez = 0.0
+        for lm in range(n_lm):
+            radial_part += a_lm[lm] * y[p, lm]
+            ex += b_lm[lm] * dy[p, 0, lm]
+            ey += b_lm[lm] * dy[p, 1, lm]
+            ez += b_lm[lm] * dy[p, 2, lm]
+        radial_part /= rp
+        ex += radial_part * vectors[p, 0]
+        ey += radial_part * vectors[p, 1]
+        ez += radial_part * vectors[p, 2]
         j = neighbour[p]
         forces[c, 0] += ex
         forces[c, 1] += ey

@@ -43,9 +43,9 @@ class SoapPowerSpectrum:
     def __init__(
         self,
         species: Sequence[int],
-        cutoff: float = 4.5,
-        max_radial: int = 6,
-        max_angular: int = 4,
+        cutoff: float = 5.0,
+        max_radial: int = 4,
+        max_angular: int = 3,
         gaussian_width: float = 0.3,
         smoothing_width: float = 0.5,
     ):

@@ -148,6 +148,10 @@ class LambdaSoapModel(SharedExpansionMixin, Model):
     cutoff : neighbour cutoff, Å.
     max_radial : featomic ``max_radial`` (``max_radial + 1`` GTO radial functions).
     max_angular : highest l of the spherical expansion.
+        The expansion defaults (5 Å, max_radial 4, max_angular 3, widths 0.3 and 0.5 Å) are the
+        ``soap`` energy model's, so that the energy, dipole and polarizability models of an MD step
+        share ONE expansion and its λ = 0 features (docs/models.md: accuracy and cost measured by
+        ``benchmarks/bench_shared_basis.py``).
     gaussian_width, smoothing_width : atomic Gaussian width and cutoff smoothing width, Å.
     zeta : ζ, the power of the invariant kernel is ζ − 1 (ζ = 1: linear λ-SOAP kernel).
     n_sparse : representative environments per centre species (FPS) of the λ = 1, 2 GPRs.
@@ -173,9 +177,9 @@ class LambdaSoapModel(SharedExpansionMixin, Model):
     def __init__(
         self,
         target: str = "dipole",
-        cutoff: float = 4.5,
-        max_radial: int = 6,
-        max_angular: int = 4,
+        cutoff: float = 5.0,
+        max_radial: int = 4,
+        max_angular: int = 3,
         gaussian_width: float = 0.3,
         smoothing_width: float = 0.5,
         zeta: int = 2,
