@@ -1,103 +1,31 @@
-"""MPI helpers over mpi4py; everything works unchanged without MPI (one rank).
+"""Collectives over the ranks by *blocks of frames*: the same blocks a serial fit uses, so every
+per-frame number is computed by identical code on any number of ranks.
 
-``get_comm()`` returns ``MPI.COMM_WORLD`` when mpi4py is importable and the job has more than one
-rank, else a serial stand-in with the same small interface (rank, size, allreduce, Allreduce,
-bcast, gather, allgather, Barrier).
-
-The models' ``fit(..., comm=...)`` use the helpers below to share work by *blocks of frames*
-(the same blocks a serial fit uses, so every per-frame number is computed by identical code):
-
-* :func:`local_blocks` – the block start indices a rank handles (contiguous, in order);
+* :func:`split_indices`, :func:`local_blocks` – which frames / blocks a rank handles (contiguous,
+  in order);
 * :func:`allgather_blocks` – every rank's per-block results, concatenated in block order;
 * :func:`sum_over_ranks` – element-wise sums (``Allreduce``) of float arrays / scalars;
-* :func:`share_tasks` – independent tasks (factorisations, SVDs) each run on one rank, results
-  on every rank;
 * :func:`rank_offset` – where this rank's rows start in the rank-ordered concatenation;
 * :func:`allgather_array` – a small float array from every rank, waiting without spinning;
 * :func:`gather_rows` – chosen rows of arrays whose rows are spread over the ranks, as raw buffers;
 * :class:`TreeSum` – a sum over blocks that is bit for bit the serial one on any number of ranks.
 
-With :class:`SerialComm` the gathers and sums are no-ops that return their input, so a serial fit
-runs the same operations as it would without MPI.
+With :class:`~.comm.SerialComm` they are no-ops that return their input, so a serial fit runs the
+same operations as it would without MPI.
 """
 
 from __future__ import annotations
 
 import os
-import resource
-import sys
 import time
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
-__all__ = [
-    "SerialComm",
-    "get_comm",
-    "resolve_comm",
-    "split_indices",
-    "local_blocks",
-    "allgather_blocks",
-    "sum_over_ranks",
-    "gather_rows",
-    "assign_tasks",
-    "share_tasks",
-    "rank_offset",
-    "allgather_array",
-    "TreeSum",
-    "max_rss_mib",
-    "PhaseTimer",
-    "CpuLedger",
-    "wait_quietly",
-]
+from .comm import wait_quietly, wait_sleeping
 
-
-class SerialComm:
-    """The one-rank communicator used when MPI is absent."""
-
-    rank = 0
-    size = 1
-
-    def Get_rank(self) -> int:
-        return 0
-
-    def Get_size(self) -> int:
-        return 1
-
-    def allreduce(self, value, op=None):
-        return value
-
-    def Allreduce(self, sendbuf, recvbuf, op=None):
-        recvbuf[...] = sendbuf
-
-    def bcast(self, value, root: int = 0):
-        return value
-
-    def gather(self, value, root: int = 0):
-        return [value]
-
-    def allgather(self, value):
-        return [value]
-
-    def Barrier(self) -> None:
-        return None
-
-    barrier = Barrier
-
-
-def get_comm():
-    """MPI.COMM_WORLD if running under mpiexec with > 1 rank, else :class:`SerialComm`."""
-    try:
-        from mpi4py import MPI
-    except ImportError:
-        return SerialComm()
-    comm = MPI.COMM_WORLD
-    return comm if comm.Get_size() > 1 else SerialComm()
-
-
-def resolve_comm(comm: Any = None):
-    """``comm`` itself, or a :class:`SerialComm` for ``None`` (the models' default: serial)."""
-    return SerialComm() if comm is None else comm
+__all__ = ["split_indices", "local_blocks", "allgather_blocks", "sum_over_ranks", "rank_offset",
+           "allgather_array", "gather_rows", "TreeSum"]
 
 
 def split_indices(n: int, rank: int, size: int) -> np.ndarray:
@@ -136,70 +64,6 @@ def sum_over_ranks(comm: Any, value):
     recv = np.empty_like(send)
     comm.Allreduce(send, recv)
     return recv
-
-
-def wait_quietly(comm: Any) -> None:
-    """Wait, sleeping, until every rank of ``comm`` has called this (a nonblocking barrier
-    polled with short sleeps). Called before the collectives where one rank can wait long for
-    another (shared factorisations, the ordered sums, the gathers after uneven work): MPICH
-    busy-polls inside a blocking call, so without it a waiting rank burns its core (CPU time that
-    other jobs on a shared node lose) until the slower rank arrives. No-op on one rank or without
-    ``Ibarrier``."""
-    if comm.size == 1 or not hasattr(comm, "Ibarrier"):
-        return
-    request = comm.Ibarrier()
-    pause = 1e-5
-    while not request.Test():
-        time.sleep(pause)
-        pause = min(2.0 * pause, 1e-3)
-
-
-def max_rss_mib() -> float:
-    """Peak resident memory of this process in MiB (``getrusage``; kB on Linux, bytes on macOS)."""
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return rss / (1024.0 * 1024.0) if sys.platform == "darwin" else rss / 1024.0
-
-
-class PhaseTimer:
-    """CPU and wall time of the phases of a fit on this rank (for finding waits and imbalance).
-
-    Enabled by the environment variable ``MDPLUGIN_FIT_TIMES`` (any non-empty value; otherwise
-    every call is a no-op): ``timer("phase")`` closes the phase that started at the previous call
-    (or at construction) and :meth:`report` prints one line per phase to stderr::
-
-        fit-times <label> rank r/P <phase> cpu <s> wall <s> faults <minor page faults>
-
-    Phases with the same name add up. CPU time is ``time.process_time`` (user + system): a rank
-    that waits in a blocking MPI call (MPICH busy-polls) shows cpu ≈ wall there, a rank that is
-    descheduled by other jobs shows wall > cpu.
-    """
-
-    def __init__(self, comm: Any, label: str = "fit"):
-        self.enabled = bool(os.environ.get("MDPLUGIN_FIT_TIMES"))
-        self.rank, self.size, self.label = int(comm.rank), int(comm.size), label
-        self.phases: dict[str, list[float]] = {}
-        self._last = self._now() if self.enabled else None
-
-    @staticmethod
-    def _now() -> tuple[float, float, float]:
-        return time.process_time(), time.perf_counter(), float(resource.getrusage(resource.RUSAGE_SELF).ru_minflt)
-
-    def __call__(self, phase: str) -> None:
-        if not self.enabled:
-            return
-        now = self._now()
-        got = self.phases.setdefault(phase, [0.0, 0.0, 0.0])
-        for i in range(3):
-            got[i] += now[i] - self._last[i]
-        self._last = now
-
-    def report(self) -> None:
-        if not self.enabled:
-            return
-        total = [sum(v[i] for v in self.phases.values()) for i in range(3)]
-        for phase, (cpu, wall, faults) in [*self.phases.items(), ("total", total)]:
-            print(f"fit-times {self.label} rank {self.rank}/{self.size} {phase:<24} cpu {cpu:7.2f} "
-                  f"wall {wall:7.2f} faults {faults:9.0f}", file=sys.stderr, flush=True)
 
 
 def gather_rows(comm: Any, arrays: dict, index: np.ndarray, offset: int, n_local: int, root: int | None = None):
@@ -241,7 +105,7 @@ def gather_rows(comm: Any, arrays: dict, index: np.ndarray, offset: int, n_local
         return out
     if comm.rank != root:  # send this rank's rows; wait sleeping (MPI would spin until the root takes them)
         requests = [comm.Isend(own_rows(key), dest=root, tag=7311) for source, _, key in keys if source == comm.rank]
-        _wait_sleeping(requests)
+        wait_sleeping(requests)
         return None
     incoming = []  # post every receive first, so that no sender waits while the root copies its own rows
     for source, positions, key in keys:
@@ -252,19 +116,10 @@ def gather_rows(comm: Any, arrays: dict, index: np.ndarray, offset: int, n_local
     for source, positions, key in keys:
         if source == comm.rank:
             out[key][positions] = own_rows(key)
-    _wait_sleeping([request for *_, request in incoming])
+    wait_sleeping([request for *_, request in incoming])
     for positions, key, rows, _ in incoming:
         out[key][positions] = rows
     return out
-
-
-def _wait_sleeping(requests: list) -> None:
-    """Complete the nonblocking MPI ``requests``, polling with sleeps of at most 0.2 ms."""
-    pause = 1e-5
-    for request in requests:
-        while not request.Test():
-            time.sleep(pause)
-            pause = min(2.0 * pause, 2e-4)
 
 
 def rank_offset(comm: Any, n_local: int) -> tuple[int, int]:
@@ -301,98 +156,6 @@ def allgather_array(comm: Any, values: np.ndarray) -> np.ndarray:
             time.sleep(pause)
             pause = min(2.0 * pause, 2e-4)
     return recv
-
-
-def assign_tasks(costs: Sequence[float], size: int, start: np.ndarray | None = None) -> np.ndarray:
-    """The rank (0 … size−1) that runs each task: longest task first, to the least loaded rank
-    (ties: the lowest rank). ``start`` (size,): the loads the ranks already carry (same units as
-    ``costs``, e.g. the CPU seconds of :class:`CpuLedger`). Depends only on ``costs``, ``size`` and
-    ``start``, so every rank computes the same assignment."""
-    loads = np.zeros(max(int(size), 1)) if start is None else np.array(start, dtype=float)
-    owner = np.zeros(len(costs), dtype=int)
-    for i in sorted(range(len(costs)), key=lambda i: (-float(costs[i]), i)):
-        owner[i] = int(np.argmin(loads))
-        loads[owner[i]] += float(costs[i])
-    return owner
-
-
-class CpuLedger:
-    """The CPU time every rank has spent since a common start (e.g. the start of a fit), as the
-    starting loads of :func:`share_tasks`: a round's tasks then go first to the ranks that have
-    done least so far (uneven earlier rounds, jitter retries, a slower core even out).
-
-    Task costs are given in floating-point operations and turned into seconds with
-    ``flops_per_second`` (one core's rate on dense linear algebra; only the balance depends on it,
-    never the results). The loads are gathered (:meth:`loads`), so every rank computes the same
-    assignment.
-    """
-
-    def __init__(self, comm: Any, flops_per_second: float = 3e10):
-        self.comm = comm
-        self.rate = float(flops_per_second)
-        self.start = time.process_time()
-
-    def loads(self) -> np.ndarray:
-        """CPU seconds of every rank since the start (size,): the same array on every rank."""
-        mine = time.process_time() - self.start
-        if self.comm.size == 1:
-            return np.array([mine])
-        wait_quietly(self.comm)
-        return np.array(self.comm.allgather(float(mine)), dtype=float)
-
-    def assign(self, costs: Sequence[float]) -> np.ndarray:
-        """:func:`assign_tasks` of tasks costing ``costs`` flops, from the ranks' loads now
-        (collective: every rank must call it)."""
-        seconds = np.asarray(costs, dtype=float) / self.rate
-        return assign_tasks(seconds, self.comm.size, self.loads())
-
-
-def share_tasks(comm: Any, costs: Sequence[float], run: Callable[[int], Any], ledger: CpuLedger | None = None,
-                owner: np.ndarray | None = None) -> list:
-    """``[run(0), run(1), …]`` on every rank, each task run by one rank only.
-
-    ``costs`` (one per task, any units) balance the ranks (:func:`assign_tasks`). ``ledger``
-    (a :class:`CpuLedger`; ``costs`` then in flops): the tasks go first to the ranks that have
-    spent the least CPU time so far. ``owner``: the assignment itself (e.g. from
-    ``ledger.assign`` called earlier to gather each task's input on its rank). Results travel
-    in one ``allgather`` (pickled, so any object), except numpy arrays of more than 64 kB, which
-    are broadcast from their rank as raw buffers (``Bcast``: no pickling copies; same values,
-    shape and memory order). ``run(i)`` must depend only on data every rank holds (or that the
-    caller gathered on the task's rank) and be deterministic: its result is then bit for bit the
-    serial one, whichever rank computes it. Serial: the tasks in order, in this process.
-    """
-    if comm.size == 1:
-        return [run(i) for i in range(len(costs))]
-    if owner is None:
-        owner = ledger.assign(costs) if ledger is not None else assign_tasks(costs, comm.size)
-    mine = {i: run(i) for i in range(len(costs)) if owner[i] == comm.rank}
-    light = {}
-    for i, value in mine.items():
-        if isinstance(value, np.ndarray) and value.nbytes > 65536:
-            if not (value.flags.c_contiguous or value.flags.f_contiguous):
-                value = mine[i] = np.ascontiguousarray(value)
-            order = "C" if value.flags.c_contiguous else "F"
-            light[i] = _Buffer(value.shape, value.dtype.str, order)
-        else:
-            light[i] = value
-    out: list = [None] * len(costs)
-    wait_quietly(comm)
-    for part in comm.allgather(light):
-        for i, value in part.items():
-            out[i] = value
-    for i, value in enumerate(out):
-        if isinstance(value, _Buffer):
-            buf = mine[i] if owner[i] == comm.rank else np.empty(value.shape, dtype=value.dtype, order=value.order)
-            comm.Bcast(np.ravel(buf, order="K"), root=int(owner[i]))
-            out[i] = buf
-    return out
-
-
-class _Buffer:
-    """Placeholder for an array result of :func:`share_tasks` that follows as a raw buffer."""
-
-    def __init__(self, shape: tuple, dtype: str, order: str):
-        self.shape, self.dtype, self.order = shape, dtype, order
 
 
 def _tree_split(lo: int, hi: int) -> int:
