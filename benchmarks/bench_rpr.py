@@ -33,7 +33,7 @@ import numpy as np
 from mdplugin.structures.data import read_dataset
 from mdplugin.learn.metrics import regression_metrics
 from mdplugin.models import build
-from mdplugin.models.rpr import IllDefinedFrameWarning
+from mdplugin.models.rpr import IllDefinedAxesWarning
 from mdplugin.models.training import select_training
 
 HERE = Path(__file__).resolve().parent
@@ -60,7 +60,7 @@ def run(target: str, train, test, hypers: dict) -> dict:
     out["train_s"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     with warnings.catch_warnings(record=True):
-        warnings.simplefilter("always", IllDefinedFrameWarning)
+        warnings.simplefilter("always", IllDefinedAxesWarning)
         y, std, quality = model.predict(test.frames, return_std=True, return_quality=True)
     out["predict_s_per_frame"] = (time.perf_counter() - t0) / len(test)
     out["rmse_percent_of_std"] = regression_metrics(y_test, y)["rmse_percent_of_std"]

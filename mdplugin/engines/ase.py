@@ -26,7 +26,7 @@ this structure — and hands it to each model's ``predict_from_features``, which
 :class:`~mdplugin.models.contract.Prediction` whatever the model. The SOAP energy model and λ-SOAP
 models of equal hypers thus share one spherical expansion per MD step and its λ-SOAP features (the
 λ = 0 power spectrum serves the energy, dipole and polarizability models alike); two RPR models of
-one molecule share its inertia frames. :attr:`MLCalculator.feature_groups` shows the grouping.
+one molecule share its principal axes. :attr:`MLCalculator.feature_groups` shows the grouping.
 
 Efficiency: ASE's ``check_state`` means nothing is recomputed while positions, numbers and cell are
 unchanged; properties are computed when first asked for. Properties asked at an unchanged structure

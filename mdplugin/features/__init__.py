@@ -9,8 +9,8 @@
   coupling, and the invariant power spectrum with position gradients; :mod:`.lambda_contract` —
   contractions and norms of λ-SOAP features without forming them.
 * :mod:`.soap` — the invariant SOAP power spectrum front end.
-* :mod:`.inertia` — inertia (principal-axis) frames for rotate–predict–rotate, and their
-  featurizer :class:`~.inertia.InertiaFrames`.
+* :mod:`.inertia` — principal axes of inertia for rotate–predict–rotate, and their
+  featurizer :class:`~.inertia.PrincipalAxes`.
 * :mod:`.identity` — the identity featurizer (the structures themselves), for models that
   compute their own descriptors.
 

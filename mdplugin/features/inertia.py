@@ -1,22 +1,22 @@
-"""Principal-axis (inertia) frames of molecules, for rotate–predict–rotate models.
+"""Principal axes of inertia of molecules, for rotate–predict–rotate models.
 
-The inertia tensor of a frame about its centre of mass is ``I = Σ_a m_a (|r_a|² 1 − r_a r_aᵀ)``
-(amu·Å², standard atomic masses of :data:`ase.data.atomic_masses`, so a frame's own ``masses``
-array is ignored and the frame is a function of the positions only). Its eigenvectors, sorted by
-increasing moment ``λ1 ≤ λ2 ≤ λ3``, are the columns of ``axes``; body-frame coordinates are
+The inertia tensor of a structure about its centre of mass is ``I = Σ_a m_a (|r_a|² 1 − r_a r_aᵀ)``
+(amu·Å², standard atomic masses of :data:`ase.data.atomic_masses`, so a structure's own ``masses``
+array is ignored and the axes are a function of the positions only). Its eigenvectors, sorted by
+increasing moment ``λ1 ≤ λ2 ≤ λ3``, are the columns of ``axes``; body coordinates are
 ``x_b = axesᵀ (r − r_com)``.
 
 The eigenvectors are defined only up to sign, and their order is ill-defined when two moments are
 (nearly) equal. :mod:`mdplugin.models.rpr` makes its predictions independent of the sign and
 continuous through degeneracies; this module supplies the raw ingredients:
 
-* :func:`inertia_frames` — centres of mass, sorted axes and moments of many frames at once;
-* :func:`body_coordinates` — positions in the principal-axis frame;
+* :func:`principal_axes` — centres of mass, sorted axes and moments of many structures at once;
+* :func:`body_coordinates` — positions along the principal axes;
 * :func:`relative_gaps` — ``g12 = (λ2 − λ1)/λ3`` and ``g23 = (λ3 − λ2)/λ3`` (dimensionless);
-* :func:`frame_quality` — ``max(g12, g23)``: the relative gap of the best-defined axis (0 for a
+* :func:`axes_quality` — ``max(g12, g23)``: the relative gap of the best-defined axis (0 for a
   spherical top, where no axis is defined, 1 for a linear molecule);
 * :func:`third_moment_signs` — the classic (naive) sign rule, for comparison;
-* :class:`InertiaFrames` — the featurizer a rotate–predict–rotate model hands the ASE calculator:
+* :class:`PrincipalAxes` — the featurizer a rotate–predict–rotate model hands the ASE calculator:
   :class:`InertiaFeatures` (positions, centres of mass, axes, moments) of structures of one molecule.
 """
 
@@ -33,12 +33,12 @@ from ..core.errors import ConfigError, DataError
 
 __all__ = [
     "InertiaFeatures",
-    "InertiaFrames",
+    "PrincipalAxes",
     "stack_positions",
-    "inertia_frames",
+    "principal_axes",
     "body_coordinates",
     "relative_gaps",
-    "frame_quality",
+    "axes_quality",
     "third_moment_signs",
 ]
 
@@ -53,9 +53,10 @@ def refuse_cells(atoms: Atoms, index: int, what: str = "frame") -> None:
 
 
 def stack_positions(frames: Sequence[Atoms]) -> tuple[np.ndarray, np.ndarray]:
-    """Positions (n, n_atoms, 3) Å and atomic numbers (n_atoms,) of frames of one molecule.
+    """Positions (n, n_atoms, 3) Å and atomic numbers (n_atoms,) of structures (``frames``) of one
+    molecule.
 
-    All frames must have the same atomic numbers in the same order (raises ``ValueError``
+    All structures must have the same atomic numbers in the same order (raises ``ValueError``
     naming the first frame that differs).
     """
     if len(frames) == 0:
@@ -67,7 +68,7 @@ def stack_positions(frames: Sequence[Atoms]) -> tuple[np.ndarray, np.ndarray]:
     return np.stack([np.asarray(a.positions, dtype=float) for a in frames]), numbers
 
 
-def inertia_frames(positions: np.ndarray, numbers: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def principal_axes(positions: np.ndarray, numbers: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Centres of mass, principal axes and moments of inertia.
 
     ``positions`` (n, n_atoms, 3) Å, ``numbers`` (n_atoms,). Returns ``com`` (n, 3) Å, ``axes``
@@ -85,7 +86,8 @@ def inertia_frames(positions: np.ndarray, numbers: np.ndarray) -> tuple[np.ndarr
 
 
 def body_coordinates(positions: np.ndarray, com: np.ndarray, axes: np.ndarray) -> np.ndarray:
-    """Body-frame coordinates ``axesᵀ (r − com)``, shape (n, n_atoms, 3), Å."""
+    """Coordinates along the principal axes (body coordinates) ``axesᵀ (r − com)``, shape
+    (n, n_atoms, 3), Å."""
     return np.einsum("nij,nai->naj", axes, np.asarray(positions) - com[:, None, :])
 
 
@@ -98,7 +100,7 @@ def relative_gaps(moments: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return g12, g23
 
 
-def frame_quality(moments: np.ndarray) -> np.ndarray:
+def axes_quality(moments: np.ndarray) -> np.ndarray:
     """``max(g12, g23)`` (n,): relative gap of the best-defined principal axis (0 … 1)."""
     g12, g23 = relative_gaps(moments)
     return np.maximum(g12, g23)
@@ -117,7 +119,7 @@ def third_moment_signs(body: np.ndarray, numbers: np.ndarray) -> np.ndarray:
 
 @dataclass(frozen=True)
 class InertiaFeatures:
-    """Principal-axis frames of ``n`` structures of one molecule (see :func:`inertia_frames`).
+    """Principal axes of ``n`` structures of one molecule (see :func:`principal_axes`).
 
     ``positions`` (n, n_atoms, 3) Å, ``numbers`` (n_atoms,), ``com`` (n, 3) Å, ``axes`` (n, 3, 3)
     (eigenvectors as columns, increasing moment, arbitrary signs), ``moments`` (n, 3) amu·Å².
@@ -131,17 +133,17 @@ class InertiaFeatures:
 
     @classmethod
     def of(cls, positions: np.ndarray, numbers: np.ndarray) -> "InertiaFeatures":
-        """The frames of stacked ``positions`` (n, n_atoms, 3) Å of a molecule of atoms ``numbers``."""
+        """The axes of stacked ``positions`` (n, n_atoms, 3) Å of a molecule of atoms ``numbers``."""
         positions = np.asarray(positions, dtype=float)
         numbers = np.asarray(numbers, dtype=int)
-        return cls(positions, numbers, *inertia_frames(positions, numbers))
+        return cls(positions, numbers, *principal_axes(positions, numbers))
 
     @property
     def n_frames(self) -> int:
         return int(self.positions.shape[0])
 
 
-class InertiaFrames:
+class PrincipalAxes:
     """Featurizer: :class:`InertiaFeatures` of structures of the molecule whose atoms are
     ``numbers``, in that order. Featurizers of the same molecule are equal (the dipole and
     polarizability models of one molecule share one computation per MD step). There are no
@@ -152,7 +154,7 @@ class InertiaFrames:
 
     def compute(self, frames: Sequence[Atoms] | Atoms, gradients: bool = False) -> InertiaFeatures:
         if gradients:
-            raise ConfigError("inertia frames have no position gradients (a model on them gives no forces)")
+            raise ConfigError("principal axes have no position gradients (a model on them gives no forces)")
         frames = [frames] if isinstance(frames, Atoms) else list(frames)
         if not frames:
             raise DataError("no frames to compute features for")
@@ -162,7 +164,7 @@ class InertiaFrames:
             if len(atoms) != len(want) or not np.array_equal(atoms.numbers, want):
                 raise DataError(
                     f"frame {i}: atoms {''.join(chemical_symbols[z] for z in atoms.numbers)} differ in number or "
-                    f"order from the molecule {''.join(chemical_symbols[z] for z in want)} (inertia frames need "
+                    f"order from the molecule {''.join(chemical_symbols[z] for z in want)} (principal axes need "
                     "one molecule with a fixed atom order)")
         return InertiaFeatures.of(stack_positions(frames)[0], want)
 
@@ -171,10 +173,10 @@ class InertiaFrames:
         return self.compute(frames, gradients=gradients)
 
     def __eq__(self, other: object) -> bool:
-        return isinstance(other, InertiaFrames) and other.numbers == self.numbers
+        return isinstance(other, PrincipalAxes) and other.numbers == self.numbers
 
     def __hash__(self) -> int:
-        return hash((InertiaFrames, self.numbers))
+        return hash((PrincipalAxes, self.numbers))
 
     def __repr__(self) -> str:
-        return f"InertiaFrames({''.join(chemical_symbols[z] for z in self.numbers)})"
+        return f"PrincipalAxes({''.join(chemical_symbols[z] for z in self.numbers)})"

@@ -17,7 +17,7 @@ The contract every model follows (docs/models.md, docs/architecture.md):
   (n, 3, 3) Å³, and with ``return_std`` also its standard deviation (same shape and units); energy
   models also ``predict_forces(frames)`` (a list of (n_atoms, 3) eV/Å).
 * **Features.** ``featurizer()`` returns the features-layer object the model predicts from (a
-  :class:`~mdplugin.features.expansion.SphericalExpansion`, :class:`~mdplugin.features.inertia.InertiaFrames`,
+  :class:`~mdplugin.features.expansion.SphericalExpansion`, :class:`~mdplugin.features.inertia.PrincipalAxes`,
   or :class:`~mdplugin.features.identity.Identity`); its ``compute(frames, gradients=False)`` makes
   the features, and featurizers that compare equal make the same ones. The ASE calculator groups
   models by featurizer, computes one set of features per structure (with position gradients when

@@ -2,31 +2,25 @@
 
 Each structure is rotated to the principal axes of its inertia tensor
 (:mod:`mdplugin.features.inertia`), the vector/tensor components are learned there with a
-kernel regressor on the body-frame Cartesian coordinates of the atoms, and the prediction is
-rotated back. RPR assumes **one molecule with a fixed atom order** (as along an MD trajectory):
-every frame must have the atomic numbers of the training frames in the same order.
+kernel regressor on the atoms' body coordinates (their coordinates along the principal axes),
+and the prediction is rotated back. RPR assumes **one molecule with a fixed atom order** (as
+along an MD trajectory): every structure must have the atomic numbers of the training
+structures in the same order.
 
 Why the naive version is poor, and what this one does
 -----------------------------------------------------
 The eigenvectors of the inertia tensor have arbitrary signs, and the order (and the directions)
 of two of them are ill-defined when their moments are (nearly) equal: in anti
 1,2-dichloroethane the two large moments differ by 3 % and cross all the time at 300–600 K. A
-fixed sign rule (third moments) and a sorted order make the body-frame target jump inside an MD
-trajectory (``frame="naive"``, kept for comparison).
+fixed sign rule (third moments) and a sorted order make the body components of the target jump
+inside an MD trajectory (``frame="naive"``, kept for comparison).
 
 The default ``frame="axial"`` uses only what is well defined: **one** principal axis, the one
 with the largest relative gap to its neighbour (``λ1`` for prolate, ``λ3`` for oblate tops), and
 a kernel that is *exactly* equivariant under the whole residual ambiguity group of that axis —
 every rotation about it, the reflections through planes containing it, and its sign flip
-(the group O(1)×O(2)). For the Gaussian kernel on body-frame coordinates the group integral is
-analytic (modified Bessel functions):
-
-    K(x, x') = (1/4) Σ_{C} (1/2π) ∫ dθ  k(x, R_θ C x') D(R_θ) D(C)
-             = (1/4) Σ_{C} e^{(−|x|²−|x'|²)/2ℓ² + a_C/ℓ²} Σ_m I_m(|Z_C|/ℓ²) (A_m cos mφ_C − B_m sin mφ_C) D(C)
-
-with ``a_C`` the axial and ``Z_C = |Z_C| e^{iφ_C}`` the complex in-plane overlap of ``x`` and
-``C x'``, and ``D(R_θ) = Σ_m A_m cos mθ + B_m sin mθ`` the Fourier series of the representation.
-Consequences:
+(the group O(1)×O(2)), analytic for the Gaussian kernel on body coordinates
+(:mod:`mdplugin.learn.axial_kernel` has the formula and the code). Consequences:
 
 * predictions do not depend on the eigenvector signs nor on the directions of the two other axes,
   so they are exactly covariant under rotations *and* reflections, and continuous wherever the
@@ -37,282 +31,65 @@ Consequences:
 * optionally (``full_gap=(lo, hi)``) a third component uses all three axes, averaged over their
   8 sign choices only, with weight ``smoothstep(min(g12, g23))``; it is off by default because
   the one-axis kernel was more accurate on 1,2-dichloroethane and water (its in-plane axes turn
-  fast wherever ``g23`` is small, which hurts a fixed frame);
-* a frame is **ill-defined** only when all three moments are nearly equal (spherical top):
-  ``frame_quality = max(g12, g23) < degenerate_tol``; ``predict`` then warns
-  (:class:`IllDefinedFrameWarning`) and :meth:`RPRModel.frame_quality` exposes the number per frame.
+  fast wherever ``g23`` is small, which hurts fixed axes);
+* the axes of a structure are **ill-defined** only when all three moments are nearly equal
+  (spherical top): ``axes_quality = max(g12, g23) < degenerate_tol``; ``predict`` then warns
+  (:class:`IllDefinedAxesWarning`) and :meth:`RPRModel.axes_quality` gives the number per structure.
 
 The model is a Gaussian process (``regressor="gpr"``, default) with that matrix-valued kernel,
 normalised to unit prior variance of the λ = 0 part; the signal variance is the maximum-
-likelihood value for the given regulariser. ``predict(return_std=True)`` rotates the body-frame
-posterior covariance back (``D Σ Dᵀ``) and returns the standard deviation of every Cartesian
-component. ``regressor="krr"`` is the same mean without the variance. Dipoles are learned as
-Cartesian vectors, polarizabilities as their λ = 0 (trace) and λ = 2 parts
+likelihood value for the given regulariser. ``predict(return_std=True)`` rotates the posterior
+covariance of the body components back (``D Σ Dᵀ``) and returns the standard deviation of every
+Cartesian component. ``regressor="krr"`` is the same mean without the variance. Dipoles are
+learned as Cartesian vectors, polarizabilities as their λ = 0 (trace) and λ = 2 parts
 (:mod:`mdplugin.core.tensors`); the mean trace is subtracted. When one axis serves every training
-frame (all prolate, or all oblate), the kernel is block-diagonal in the |m| = 0, 1, 2 subspaces
-of rotations about that axis and the GP is solved block by block, exactly (7× cheaper for the
-polarizability).
+structure (all prolate, or all oblate), the kernel is block-diagonal in the |m| = 0, 1, 2
+subspaces of rotations about that axis and the GP is solved block by block, exactly (7× cheaper
+for the polarizability).
 
 Any scikit-learn regressor can be used in memory (``regressor=<estimator>``): the training set is
 symmetry-completed over the 8 sign choices of the sorted principal axes (features: flattened
-body-frame coordinates) and predictions are averaged over the same 8 frames, which makes them
+body coordinates) and predictions are averaged over the same 8 sign choices, which makes them
 exactly covariant but only approximately continuous near degenerate moments. Such a model
 cannot be saved (model files never pickle).
+
+The hyper-parameter ``frame`` (``"axial"`` or ``"naive"``) keeps its name: model files store it.
 """
 
 from __future__ import annotations
 
 import warnings
-from functools import lru_cache
 from typing import Sequence
 
 import numpy as np
 from ase import Atoms
-from ase.data import atomic_masses, chemical_symbols
+from ase.data import chemical_symbols
 from scipy.linalg import cho_solve, cholesky, solve_triangular
-from scipy.special import i0e, i1e
 
-from ..features.inertia import (
-    InertiaFeatures,
-    InertiaFrames,
-    refuse_cells,
-    body_coordinates,
-    relative_gaps,
-    stack_positions,
-    third_moment_signs,
-)
 from ..core.errors import ConfigError, DataError, ModelFileError
 from ..core.tensors import L0_BASIS, L2_BASIS, spherical_to_symmetric, symmetric_to_spherical
+from ..features.inertia import InertiaFeatures, PrincipalAxes, refuse_cells, stack_positions
+from ..learn.axial_kernel import (
+    CHANNEL_DIMS,
+    SIGN_CHOICES,
+    AxialInputs,
+    block_bases,
+    kernel_block,
+    representation,
+    self_kernels,
+)
 from .base import Model, fingerprint, register
 from .contract import Prediction
 
-__all__ = ["RPRModel", "IllDefinedFrameWarning"]
+__all__ = ["RPRModel", "IllDefinedAxesWarning", "IllDefinedFrameWarning"]
 
 
-class IllDefinedFrameWarning(UserWarning):
-    """Some frames have (nearly) equal moments of inertia: no principal axis is well defined."""
+class IllDefinedAxesWarning(UserWarning):
+    """Some structures have (nearly) equal moments of inertia: no principal axis is well defined."""
 
 
-# --------------------------------------------------------------------------------------------
-# representations: Cartesian vector (dipole), λ = 0 and λ = 2 (polarizability)
-# --------------------------------------------------------------------------------------------
-
-
-def _rep(rotations: np.ndarray, kind: str) -> np.ndarray:
-    """Representation matrices (..., d, d) of orthogonal matrices (..., 3, 3)."""
-    r = np.asarray(rotations, dtype=float)
-    if kind == "vector":
-        return r
-    if kind == "l0":
-        return np.ones(r.shape[:-2] + (1, 1))
-    if kind == "l2":
-        return np.einsum("mij,...ia,kab,...jb->...mk", L2_BASIS, r, L2_BASIS, r)
-    raise ValueError(kind)
-
-
-_DIMS = {"vector": 3, "l0": 1, "l2": 5}
-_MAX_M = {"vector": 1, "l0": 0, "l2": 2}
-
-
-def _rot_x(theta: float) -> np.ndarray:
-    c, s = np.cos(theta), np.sin(theta)
-    return np.array([[1.0, 0.0, 0.0], [0.0, c, -s], [0.0, s, c]])
-
-
-#: coset representatives of O(1)×O(2) modulo rotations about body axis 1: diag(s, 1, f)
-_COSETS = [(s, f) for s in (1.0, -1.0) for f in (1.0, -1.0)]
-#: body-coordinate order of the two candidate axes: axis of λ1 first, or axis of λ3 first
-_ORDERS = {1: np.array([0, 1, 2]), 3: np.array([2, 0, 1])}
-#: kernel components: the full principal-axis frame (up to signs), or one axis (λ1 or λ3)
-_COMPONENTS = ("full", 1, 3)
-
-
-@lru_cache(maxsize=None)
-def _term_matrices(kind: str, max_m: int) -> dict:
-    """Fixed matrices of the analytic group integral, per (component, coset): m -> (G_cos, G_sin).
-
-    ``G_cos = Pᵀ A_m D(C) P`` and ``G_sin = −Pᵀ B_m D(C) P`` in the common (sorted) body frame,
-    with ``P`` the reordering of the component and ``D(R_θ) = Σ_m A_m cos mθ + B_m sin mθ`` about
-    the first axis of the component (m = 0 … ``max_m``; zero above the representation's order).
-    Also ``"full"``: ``D(S)`` for the 8 sign matrices ``S``.
-    """
-    n_theta = 8
-    thetas = 2.0 * np.pi * np.arange(n_theta) / n_theta
-    d_theta = _rep(np.array([_rot_x(t) for t in thetas]), kind)
-    out = {}
-    for comp, order in _ORDERS.items():
-        perm = np.eye(3)[order]  # x_c = perm @ x
-        d_perm = _rep(perm, kind)
-        for s, f in _COSETS:
-            d_c = _rep(np.diag([s, 1.0, f]), kind)
-            terms = []
-            for m in range(max_m + 1):
-                a_m = (1.0 if m == 0 else 2.0) * np.mean(d_theta * np.cos(m * thetas)[:, None, None], axis=0)
-                b_m = 2.0 * np.mean(d_theta * np.sin(m * thetas)[:, None, None], axis=0)
-                terms.append((d_perm.T @ a_m @ d_c @ d_perm, -(d_perm.T @ b_m @ d_c @ d_perm)))
-            out[comp, s, f] = terms
-    out["full"] = [_rep(np.diag(sg), kind) for sg in _SIGNS]
-    return out
-
-
-# --------------------------------------------------------------------------------------------
-# prepared frames
-# --------------------------------------------------------------------------------------------
-
-
-class _Frames:
-    """Body-frame data of a set of frames: coordinates, axes, blend weights, normalisation (from
-    their :class:`~mdplugin.features.inertia.InertiaFeatures`)."""
-
-    def __init__(self, inertia: InertiaFeatures, lo: float, hi: float,
-                 full_gap: tuple[float, float] | None = None, naive: bool = False, mass_power: float = 0.0):
-        numbers, com, axes, moments = inertia.numbers, inertia.com, inertia.axes, inertia.moments
-        body = body_coordinates(inertia.positions, com, axes)
-        if naive:
-            signs = third_moment_signs(body, numbers)
-            axes = axes * signs[:, None, :]
-            body = body * signs[:, None, :]
-        self.axes = axes
-        if mass_power:
-            m = atomic_masses[np.asarray(numbers)]
-            body = body * ((m / m.mean()) ** mass_power)[None, :, None]
-        self.body = body  # kernel input: body-frame coordinates (mass-weighted if asked)
-        self.moments = moments
-        g12, g23 = relative_gaps(moments)
-        self.quality = np.maximum(g12, g23)
-        total = g12 + g23
-        t = np.where(total > 0, g12 / np.where(total > 0, total, 1.0), 0.5)
-        p1 = _smoothstep(t, lo, hi)
-        p_full = _smoothstep(np.minimum(g12, g23), *full_gap) if full_gap is not None else np.zeros_like(t)
-        self.p = {"full": p_full, 1: (1.0 - p_full) * p1, 3: (1.0 - p_full) * (1.0 - p1)}
-
-
-def _smoothstep(x: np.ndarray, lo: float, hi: float) -> np.ndarray:
-    """C¹ step from 0 (x <= lo) to 1 (x >= hi)."""
-    u = np.clip((np.asarray(x, dtype=float) - lo) / (hi - lo), 0.0, 1.0)
-    return u * u * (3.0 - 2.0 * u)
-
-
-def _pair_terms(xa: np.ndarray, xb: np.ndarray, inv_l2: float, paired: bool, max_m: int = 2):
-    """Invariants of all pairs (n, m), or of matching pairs (n,) when ``paired``.
-
-    Returns ``base`` = −(|x|² + |x'|²)/2ℓ², ``ax`` = (axial overlap)/ℓ² and, per in-plane
-    reflection ``f`` = ±1, ``(r, Bessel_m, cos mφ, sin mφ)`` with ``r = |Z_f|/ℓ²`` and the
-    exponentially scaled Bessel functions ``e^{−r} I_m(r)``, m = 0 … ``max_m`` (≤ 2).
-    """
-    sq_a = np.einsum("nai,nai->n", xa, xa)
-    sq_b = np.einsum("nai,nai->n", xb, xb)
-    wa = xa[..., 1] + 1j * xa[..., 2]
-    wb = xb[..., 1] + 1j * xb[..., 2]
-    if paired:
-        ax = np.einsum("na,na->n", xa[..., 0], xb[..., 0])
-        zs = {1.0: np.einsum("na,na->n", wa.conj(), wb), -1.0: np.einsum("na,na->n", wa.conj(), wb.conj())}
-        base = -0.5 * (sq_a + sq_b)
-    else:
-        ax = xa[..., 0] @ xb[..., 0].T
-        zs = {1.0: wa.conj() @ wb.T, -1.0: wa.conj() @ wb.conj().T}
-        base = -0.5 * (sq_a[:, None] + sq_b[None, :])
-    planes = {}
-    for f, z in zs.items():
-        absz = np.abs(z)
-        r = absz * inv_l2
-        safe = np.where(absz > 0, absz, 1.0)
-        c = np.where(absz > 0, z.real / safe, 1.0)
-        s = np.where(absz > 0, z.imag / safe, 0.0)
-        b0, b1 = i0e(r), i1e(r)
-        if max_m >= 2:
-            small = r < 1e-3  # I_2 by recurrence I_2 = I_0 − (2/r) I_1, series for tiny r
-            b2 = np.where(small, 0.125 * r * r * np.exp(-r), b0 - 2.0 * b1 / np.where(small, 1.0, r))
-            planes[f] = (r, (b0, b1, b2), (None, c, c * c - s * s), (None, s, 2.0 * s * c))
-        else:
-            planes[f] = (r, (b0, b1), (None, c), (None, s))
-    return base * inv_l2, ax * inv_l2, planes
-
-
-_SIGNS = np.array([[a, b, c] for a in (1.0, -1.0) for b in (1.0, -1.0) for c in (1.0, -1.0)])
-
-
-def _axis_overlaps(xa: np.ndarray, xb: np.ndarray, inv_l2: float, paired: bool):
-    """``base`` = −(|x|² + |x'|²)/2ℓ² and the per-axis overlaps Σ_a x_ak x'_ak / ℓ² (3, ...)."""
-    sq_a = np.einsum("nai,nai->n", xa, xa)
-    sq_b = np.einsum("nai,nai->n", xb, xb)
-    if paired:
-        ov = np.einsum("nak,nak->kn", xa, xb)
-        base = -0.5 * (sq_a + sq_b)
-    else:
-        ov = np.stack([xa[..., k] @ xb[..., k].T for k in range(3)])
-        base = -0.5 * (sq_a[:, None] + sq_b[None, :])
-    return base * inv_l2, ov * inv_l2
-
-
-def _scalar_norm(fr: _Frames, comp, inv_l2: float) -> np.ndarray:
-    """κ_c(x) = K_c(x, x) of the λ = 0 part (n,), used to normalise the kernel."""
-    if comp == "full":
-        base, ov = _axis_overlaps(fr.body, fr.body, inv_l2, paired=True)
-        return sum(np.exp(base + np.tensordot(sg, ov, axes=1)) for sg in _SIGNS) / len(_SIGNS)
-    x = fr.body[..., _ORDERS[comp]]
-    base, ax, planes = _pair_terms(x, x, inv_l2, paired=True, max_m=0)
-    return 0.25 * sum(np.exp(base + s * ax + planes[f][0]) * planes[f][1][0] for s, f in _COSETS)
-
-
-def _kernel_block(fa: _Frames, ia: np.ndarray, fb: _Frames, ib: np.ndarray, kinds: Sequence[str],
-                  inv_l2: float, kappa_a: dict, kappa_b: dict, paired: bool = False,
-                  bases: dict[str, list[np.ndarray]] | None = None) -> dict:
-    """Body-frame kernels between frames ``ia`` of ``fa`` and ``ib`` of ``fb``, per channel.
-
-    Returns ``{kind: (n, m, d, d)}``, or ``(n, d, d)`` when ``paired`` (then ``ia`` and ``ib``
-    have equal length). With ``bases`` (per kind, a list of orthonormal ``u`` (d, d_b)) also
-    ``{(kind, b): uᵀ K u}`` of shape (n, m, d_b, d_b) for every block ``b``.
-    """
-    max_m = max(_MAX_M[k] for k in kinds)
-    mats = {k: _term_matrices(k, max_m) for k in kinds}
-    coefs: list[np.ndarray] = []
-    cols: dict[str, list[np.ndarray]] = {k: [] for k in kinds}
-
-    def add(coef, key, m=None, sin=False):
-        coefs.append(coef)
-        for k in kinds:
-            g = mats[k][key] if m is None else mats[k][key][m][int(sin)]
-            cols[k].append(g.ravel())
-
-    for comp in _COMPONENTS:
-        pa, pb = fa.p[comp][ia], fb.p[comp][ib]
-        if not (pa.any() and pb.any()):
-            continue
-        ka, kb = kappa_a[comp][ia], kappa_b[comp][ib]
-        if paired:
-            scale = 0.25 * np.sqrt(pa * pb / (ka * kb))
-        else:
-            scale = 0.25 * np.sqrt(np.outer(pa / ka, pb / kb))
-        if comp == "full":
-            base, ov = _axis_overlaps(fa.body[ia], fb.body[ib], inv_l2, paired)
-            for i, sg in enumerate(_SIGNS):
-                coefs.append(0.5 * scale * np.exp(base + np.tensordot(sg, ov, axes=1)))
-                for k in kinds:
-                    cols[k].append(mats[k]["full"][i].ravel())
-            continue
-        order = _ORDERS[comp]
-        base, ax, planes = _pair_terms(fa.body[ia][..., order], fb.body[ib][..., order], inv_l2, paired, max_m)
-        for s, f in _COSETS:
-            r, bess, cos_m, sin_m = planes[f]
-            w = scale * np.exp(base + s * ax + r)
-            for m in range(max_m + 1):
-                wb = w * bess[m]
-                add(wb * cos_m[m] if m else wb, (comp, s, f), m, False)
-                if m > 0:
-                    add(wb * sin_m[m], (comp, s, f), m, True)
-    shape = coefs[0].shape
-    c = np.empty((len(coefs), coefs[0].size))
-    for i, x in enumerate(coefs):
-        c[i] = x.ravel()
-    del coefs
-    out: dict = {k: (c.T @ np.array(cols[k])).reshape(shape + (_DIMS[k], _DIMS[k])) for k in kinds}
-    for k, us in (bases or {}).items():
-        d = _DIMS[k]
-        for b, u in enumerate(us):
-            g = np.array([(u.T @ col.reshape(d, d) @ u).ravel() for col in cols[k]])
-            out[k, b] = (c.T @ g).reshape(shape + (u.shape[1], u.shape[1]))
-    return out
+#: the former name of :class:`IllDefinedAxesWarning`
+IllDefinedFrameWarning = IllDefinedAxesWarning
 
 
 # --------------------------------------------------------------------------------------------
@@ -332,15 +109,15 @@ class RPRModel(Model):
     frame : ``"axial"`` (default, see the module docstring) or ``"naive"`` (sorted axes,
         third-moment signs, Gaussian kernel ridge on inverse distances; for comparison).
     length_scale : Gaussian length scale, Å per atom: the kernel is
-        ``exp(−|x − x'|² / (2 n_atoms ℓ²))`` on body-frame coordinates (axial), or
+        ``exp(−|x − x'|² / (2 n_atoms ℓ²))`` on body coordinates (axial), or
         ``exp(−|d − d'|² / (2 ℓ²))`` on inverse distances in 1/Å (naive; ``None`` = median
         heuristic).
     regularizer : noise-to-signal variance ratio λ added to the kernel diagonal.
     blend : ``(lo, hi)`` range of ``t = g12/(g12+g23)`` over which the two candidate axes are blended.
-    full_gap : ``(lo, hi)`` range of ``min(g12, g23)`` over which the full-frame component is
+    full_gap : ``(lo, hi)`` range of ``min(g12, g23)`` over which the three-axis component is
         switched on, or ``None`` (default: one-axis kernel only).
-    mass_power : weight the body-frame coordinates in the kernel by ``(m_a / mean m)^p``.
-    degenerate_tol : frames with ``max(g12, g23)`` below this are reported as ill-defined.
+    mass_power : weight the body coordinates in the kernel by ``(m_a / mean m)^p``.
+    degenerate_tol : structures with ``max(g12, g23)`` below this have ill-defined axes (reported).
     """
 
     targets_supported = ("dipole", "polarizability")
@@ -401,24 +178,24 @@ class RPRModel(Model):
             raise DataError("rpr: a molecule needs at least two atoms")
         return stack_positions(frames)[0]
 
-    def _prepare(self, positions: np.ndarray | InertiaFeatures) -> _Frames:
-        """Body-frame data of stacked positions (n, n_atoms, 3) Å of the model's molecule, or of
+    def _prepare(self, positions: np.ndarray | InertiaFeatures) -> AxialInputs:
+        """Kernel inputs of stacked positions (n, n_atoms, 3) Å of the model's molecule, or of
         their inertia features (the calculator's, :meth:`featurizer`)."""
         if not isinstance(positions, InertiaFeatures):
             positions = InertiaFeatures.of(positions, self.numbers_)
-        return _Frames(positions, *self.blend, full_gap=self.full_gap, naive=self.frame == "naive",
+        return AxialInputs(positions, *self.blend, full_gap=self.full_gap, naive=self.frame == "naive",
                        mass_power=0.0 if self.frame == "naive" else self.mass_power)
 
-    def _targets_to_channels(self, y: np.ndarray, fr: _Frames) -> dict[str, np.ndarray]:
-        """Lab-frame targets -> body-frame channel arrays (n, d)."""
+    def _targets_to_channels(self, y: np.ndarray, fr: AxialInputs) -> dict[str, np.ndarray]:
+        """Lab targets -> channel arrays (n, d) of their body components."""
         if self.target == "dipole":
             return {"vector": np.einsum("nij,ni->nj", fr.axes, y)}
         body = np.einsum("nia,nij,njb->nab", fr.axes, y, fr.axes)
         l0, l2 = symmetric_to_spherical(body)
         return {"l0": l0, "l2": l2}
 
-    def _channels_to_targets(self, ch: dict[str, np.ndarray], fr: _Frames) -> np.ndarray:
-        """Body-frame channel arrays -> lab-frame targets."""
+    def _channels_to_targets(self, ch: dict[str, np.ndarray], fr: AxialInputs) -> np.ndarray:
+        """Channel arrays of body components -> lab targets."""
         if self.target == "dipole":
             return np.einsum("nij,nj->ni", fr.axes, ch["vector"])
         body = spherical_to_symmetric(ch["l0"], ch["l2"])
@@ -426,7 +203,7 @@ class RPRModel(Model):
 
     # --- fit ---------------------------------------------------------------------------------
     def fit(self, frames: Sequence[Atoms], targets, *, comm=None) -> "RPRModel":
-        """Fit on frames of one molecule and their lab-frame dipoles (n, 3) or polarizabilities
+        """Fit on frames of one molecule and their lab dipoles (n, 3) or polarizabilities
         (n, 3, 3): ``targets`` a :class:`~mdplugin.models.contract.Targets`, a mapping with the
         target's key, or the array itself. ``comm`` is accepted for the common contract; the fit
         (seconds) runs whole on every rank, with the same result on each."""
@@ -445,8 +222,8 @@ class RPRModel(Model):
         fr = self._prepare(positions)
         if np.any(fr.quality < self.degenerate_tol):
             bad = np.flatnonzero(fr.quality < self.degenerate_tol)
-            warnings.warn(f"rpr: {len(bad)} training frame(s) have an ill-defined inertia frame "
-                          f"(first: {bad[:5].tolist()})", IllDefinedFrameWarning, stacklevel=2)
+            warnings.warn(f"rpr: {len(bad)} training frame(s) have ill-defined principal axes "
+                          f"(first: {bad[:5].tolist()})", IllDefinedAxesWarning, stacklevel=2)
         targets = self._targets_to_channels(y, fr)
         self.mean_l0_ = float(targets["l0"].mean()) if "l0" in targets else 0.0
         if "l0" in targets:
@@ -463,10 +240,10 @@ class RPRModel(Model):
         self.is_fitted_ = True
         return self
 
-    def _fit_axial(self, fr: _Frames, targets: dict[str, np.ndarray]) -> None:
+    def _fit_axial(self, fr: AxialInputs, targets: dict[str, np.ndarray]) -> None:
         n_atoms = fr.body.shape[1]
         self.inv_l2_ = 1.0 / (n_atoms * float(self.length_scale) ** 2)
-        self._cache = {"frames": fr}
+        self._cache = {"inputs": fr}
         self.weights_, self.signal_var_ = {}, {}
         factors = self._train_factors()
         for kind in self._channels():
@@ -481,50 +258,30 @@ class RPRModel(Model):
             self.weights_[kind] = weights
             self.signal_var_[kind] = max(fit / y.size, np.finfo(float).tiny)
 
-    def _kappa(self, fr: _Frames) -> dict:
-        """κ_c (n,) per component c; a component no frame of ``fr`` uses (p_c = 0 for all) is never
-        read by :func:`_kernel_block` and gets ones instead of its (costly) self-kernel."""
-        return {c: _scalar_norm(fr, c, self.inv_l2_) if fr.p[c].any() else np.ones(len(fr.body))
-                for c in _COMPONENTS}
+    def _kappa(self, fr: AxialInputs) -> dict:
+        """The kernel's normalising self-kernels κ_c (n,) of ``fr`` per component."""
+        return self_kernels(fr, self.inv_l2_)
 
-    def _train_frames(self) -> _Frames:
-        if "frames" not in self._cache:
-            self._cache["frames"] = self._prepare(self.train_positions_)
-        return self._cache["frames"]
+    def _train_inputs(self) -> AxialInputs:
+        if "inputs" not in self._cache:
+            self._cache["inputs"] = self._prepare(self.train_positions_)
+        return self._cache["inputs"]
 
     def _train_kappa(self) -> dict:
         if "kappa" not in self._cache:
-            self._cache["kappa"] = self._kappa(self._train_frames())
+            self._cache["kappa"] = self._kappa(self._train_inputs())
         return self._cache["kappa"]
 
     def _blocks(self, kind: str) -> list[np.ndarray]:
-        """Orthonormal bases (d, d_b) of independent blocks of the channel ``kind``.
-
-        When a single one-axis component carries every training frame, the kernel is block-
-        diagonal in the |m| subspaces of rotations about that axis (m = 0, 1, 2): each block is an
-        independent, much smaller GP. Otherwise one block (the identity).
-        """
-        fr = self._train_frames()
-        d = _DIMS[kind]
-        active = [c for c in _COMPONENTS if fr.p[c].any()]
-        if len(active) != 1 or active[0] == "full" or d == 1:
-            return [np.eye(d)]
-        mats = _term_matrices(kind, _MAX_M[kind])
-        # A_m (m >= 1) and A_0 are the projectors on the |m| subspaces (about the component axis)
-        blocks = []
-        for m, (g_cos, _) in enumerate(mats[active[0], 1.0, 1.0]):
-            w, v = np.linalg.eigh(0.5 * (g_cos + g_cos.T))  # C = identity coset: g_cos = Pᵀ A_m P
-            basis = v[:, w > 0.5]
-            if basis.shape[1]:
-                blocks.append(basis)
-        assert sum(b.shape[1] for b in blocks) == d
-        return blocks
+        """Bases of the independent blocks of the channel's GP on the training structures
+        (:func:`~mdplugin.learn.axial_kernel.block_bases`)."""
+        return block_bases(self._train_inputs(), kind)
 
     def _train_factors(self) -> dict[str, list[tuple[np.ndarray, np.ndarray]]]:
         """Per channel, a list of (basis (d, d_b), Cholesky factor (n d_b, n d_b) of K_b + λ I) on the
         training set (cached; rebuilt after loading a model file)."""
         if "factors" not in self._cache:
-            fr = self._train_frames()
+            fr = self._train_inputs()
             n = len(fr.body)
             idx = np.arange(n)
             kap = self._train_kappa()
@@ -534,7 +291,7 @@ class RPRModel(Model):
                   for kind in kinds for b, u in enumerate(bases[kind])}
             for start in range(0, n, 256):
                 rows = idx[start:start + 256]
-                blocks = _kernel_block(fr, rows, fr, idx, kinds, self.inv_l2_, kap, kap, bases=bases)
+                blocks = kernel_block(fr, rows, fr, idx, kinds, self.inv_l2_, kap, kap, bases=bases)
                 for kind in kinds:
                     for b, u in enumerate(bases[kind]):
                         ks[kind, b][rows] = blocks[kind, b].transpose(0, 2, 1, 3)
@@ -560,7 +317,7 @@ class RPRModel(Model):
         sq = (da**2).sum(1)[:, None] + (db**2).sum(1)[None, :] - 2.0 * da @ db.T
         return np.exp(-0.5 * np.maximum(sq, 0.0) / self.naive_sigma_**2)
 
-    def _fit_naive(self, fr: _Frames, targets: dict[str, np.ndarray]) -> None:
+    def _fit_naive(self, fr: AxialInputs, targets: dict[str, np.ndarray]) -> None:
         desc = self._inverse_distances(fr.body)
         if self.length_scale is None:
             sub = desc[:: max(1, len(desc) // 300)]
@@ -581,23 +338,23 @@ class RPRModel(Model):
 
     # --- any scikit-learn estimator --------------------------------------------------------------
     def _flip_channels(self, ch: dict[str, np.ndarray], signs: np.ndarray) -> dict[str, np.ndarray]:
-        return {k: v @ _rep(np.diag(signs), k).T for k, v in ch.items()}
+        return {k: v @ representation(np.diag(signs), k).T for k, v in ch.items()}
 
-    def _fit_estimator(self, fr: _Frames, targets: dict[str, np.ndarray]) -> None:
+    def _fit_estimator(self, fr: AxialInputs, targets: dict[str, np.ndarray]) -> None:
         from sklearn.base import clone
 
         x_aug, y_aug = [], []
-        for signs in _SIGNS:
+        for signs in SIGN_CHOICES:
             x_aug.append((fr.body * signs).reshape(len(fr.body), -1))
             flipped = self._flip_channels(targets, signs)
             y_aug.append(np.concatenate([flipped[k] for k in self._channels()], axis=1))
         self.estimator_ = clone(self.regressor).fit(np.concatenate(x_aug), np.concatenate(y_aug))
 
-    def _predict_estimator(self, fr: _Frames, return_std: bool):
-        sizes = [_DIMS[k] for k in self._channels()]
+    def _predict_estimator(self, fr: AxialInputs, return_std: bool):
+        sizes = [CHANNEL_DIMS[k] for k in self._channels()]
         total = {k: 0.0 for k in self._channels()}
         var_total = {k: 0.0 for k in self._channels()}
-        for signs in _SIGNS:
+        for signs in SIGN_CHOICES:
             x = (fr.body * signs).reshape(len(fr.body), -1)
             if return_std:
                 try:
@@ -611,60 +368,65 @@ class RPRModel(Model):
             parts = np.split(out, np.cumsum(sizes)[:-1], axis=1)
             ch = self._flip_channels(dict(zip(self._channels(), parts)), signs)
             for k in ch:
-                total[k] = total[k] + ch[k] / len(_SIGNS)
+                total[k] = total[k] + ch[k] / len(SIGN_CHOICES)
             if return_std:
                 std = np.broadcast_to(std, out.shape) if std.shape[1] == 1 else std
                 sparts = np.split(std, np.cumsum(sizes)[:-1], axis=1)
                 for k, s in zip(self._channels(), sparts):
-                    rep = _rep(np.diag(signs), k)
+                    rep = representation(np.diag(signs), k)
                     cov = np.einsum("ij,nj,kj->nik", rep, s**2, rep)
-                    var_total[k] = var_total[k] + cov / len(_SIGNS)
+                    var_total[k] = var_total[k] + cov / len(SIGN_CHOICES)
         return total, (var_total if return_std else None)
 
     # --- predict -------------------------------------------------------------------------------
-    def frame_quality(self, frames: Sequence[Atoms]) -> np.ndarray:
-        """``max(g12, g23)`` per frame (n,): relative gap of the best-defined principal axis.
+    def axes_quality(self, frames: Sequence[Atoms]) -> np.ndarray:
+        """``max(g12, g23)`` per structure (n,): relative gap of the best-defined principal axis.
 
-        Below ``degenerate_tol`` the frame is ill-defined (all moments nearly equal).
+        Below ``degenerate_tol`` the structure's axes are ill-defined (all moments nearly equal).
         """
         self._check_fitted()
         return self._prepare(self._positions(frames, training=False)).quality
 
-    def featurizer(self) -> InertiaFrames:
-        """The principal-axis frames of the model's molecule (the dipole and polarizability RPR
+    def frame_quality(self, frames: Sequence[Atoms]) -> np.ndarray:
+        """The former name of :meth:`axes_quality`."""
+        return self.axes_quality(frames)
+
+    def featurizer(self) -> PrincipalAxes:
+        """The principal axes of the model's molecule (the dipole and polarizability RPR
         models of one molecule share them in an MD step)."""
         self._check_fitted()
-        return InertiaFrames(self.numbers_)
+        return PrincipalAxes(self.numbers_)
 
     def predict_from_features(self, features: InertiaFeatures, *, return_std: bool = False, forces: bool = False,
                               stress: bool = False, precision: str = "double") -> Prediction:
-        """:meth:`predict` from the inertia frames made by :meth:`featurizer`, as a
+        """:meth:`predict` from the principal axes made by :meth:`featurizer`, as a
         :class:`~mdplugin.models.contract.Prediction` (``forces``/``stress``: a :class:`ConfigError`;
         ``precision`` is ignored, always double)."""
         self._check_fitted()
         self._check_asked(forces, stress)
-        y, std = self._predict_frames(self._prepare(features), return_std)
+        y, std = self._predict_inputs(self._prepare(features), return_std)
         return Prediction(self.target, y, std)
 
     def predict(self, frames: Sequence[Atoms], return_std: bool = False, return_quality: bool = False):
-        """Lab-frame predictions (n, 3) e·Å or (n, 3, 3) Å³; with ``return_std`` also the standard
+        """Lab predictions (n, 3) e·Å or (n, 3, 3) Å³; with ``return_std`` also the standard
         deviation of every Cartesian component (same shape); with ``return_quality`` also
-        :meth:`frame_quality` (n,). Warns :class:`IllDefinedFrameWarning` for ill-defined frames.
+        :meth:`axes_quality` (n,). Warns :class:`IllDefinedAxesWarning` for structures with ill-defined
+        axes.
         """
         self._check_fitted()
         fr = self._prepare(self._positions(frames, training=False))
-        y, std = self._predict_frames(fr, return_std)
+        y, std = self._predict_inputs(fr, return_std)
         out = [y] + ([std] if return_std else []) + ([fr.quality] if return_quality else [])
         return out[0] if len(out) == 1 else tuple(out)
 
-    def _predict_frames(self, fr: _Frames, return_std: bool) -> tuple[np.ndarray, np.ndarray | None]:
-        """Lab-frame predictions of prepared frames, and the std (None without ``return_std``)."""
+    def _predict_inputs(self, fr: AxialInputs, return_std: bool) -> tuple[np.ndarray, np.ndarray | None]:
+        """Lab predictions of prepared structures, and the std (None without ``return_std``)."""
         if return_std and self.regressor == "krr":
             raise ConfigError("rpr: regressor 'krr' gives no uncertainty; use regressor 'gpr'")
         bad = np.flatnonzero(fr.quality < self.degenerate_tol)
         if len(bad):
-            warnings.warn(f"rpr: {len(bad)} frame(s) have an ill-defined inertia frame (nearly equal moments; "
-                          f"first: {bad[:5].tolist()})", IllDefinedFrameWarning, stacklevel=3)
+            warnings.warn(f"rpr: {len(bad)} frame(s) have ill-defined principal axes (nearly equal moments; "
+                          f"first: {bad[:5].tolist()})", IllDefinedAxesWarning, stacklevel=3)
         if not self._builtin:
             ch, cov = self._predict_estimator(fr, return_std)
         elif self.frame == "naive":
@@ -675,7 +437,7 @@ class RPRModel(Model):
             ch["l0"] = ch["l0"] + self.mean_l0_
         return self._channels_to_targets(ch, fr), (self._cartesian_std(cov, fr) if return_std else None)
 
-    def _predict_naive(self, fr: _Frames, return_std: bool):
+    def _predict_naive(self, fr: AxialInputs, return_std: bool):
         train = self._inverse_distances(self._train_body_naive())
         k = self._naive_kernel(self._inverse_distances(fr.body), train)
         ch = {kind: k @ w for kind, w in self.weights_.items()}
@@ -684,7 +446,7 @@ class RPRModel(Model):
             factor = self._naive_factor(train)
             v = solve_triangular(factor, k.T, lower=True, check_finite=False)
             var = np.maximum(1.0 - np.einsum("ij,ij->j", v, v), 0.0) + self.regularizer
-            cov = {kind: np.einsum("n,d,de->nde", var, np.atleast_1d(self.signal_var_[kind]), np.eye(_DIMS[kind]))
+            cov = {kind: np.einsum("n,d,de->nde", var, np.atleast_1d(self.signal_var_[kind]), np.eye(CHANNEL_DIMS[kind]))
                    for kind in self.weights_}
         return ch, cov
 
@@ -702,24 +464,24 @@ class RPRModel(Model):
             self._cache["naive_factor"] = cholesky(k, lower=True, check_finite=False)
         return self._cache["naive_factor"]
 
-    def _predict_axial(self, fr: _Frames, return_std: bool, block: int = 256):
-        train = self._train_frames()
+    def _predict_axial(self, fr: AxialInputs, return_std: bool, block: int = 256):
+        train = self._train_inputs()
         kap_t = self._train_kappa()
         kap_x = self._kappa(fr)
         n, n_train = len(fr.body), len(train.body)
         it = np.arange(n_train)
         kinds = self._channels()
         factors = self._train_factors() if return_std else None
-        ch = {k: np.empty((n, _DIMS[k])) for k in kinds}
-        cov = {k: np.empty((n, _DIMS[k], _DIMS[k])) for k in kinds} if return_std else None
+        ch = {k: np.empty((n, CHANNEL_DIMS[k])) for k in kinds}
+        cov = {k: np.empty((n, CHANNEL_DIMS[k], CHANNEL_DIMS[k])) for k in kinds} if return_std else None
         for start in range(0, n, block):
             rows = np.arange(start, min(start + block, n))
-            kxs = _kernel_block(fr, rows, train, it, kinds, self.inv_l2_, kap_x, kap_t,
+            kxs = kernel_block(fr, rows, train, it, kinds, self.inv_l2_, kap_x, kap_t,
                                 bases={k: [u for u, _ in factors[k]] for k in kinds} if return_std else None)
-            priors = (_kernel_block(fr, rows, fr, rows, kinds, self.inv_l2_, kap_x, kap_x, paired=True)
+            priors = (kernel_block(fr, rows, fr, rows, kinds, self.inv_l2_, kap_x, kap_x, paired=True)
                       if return_std else None)
             for kind in kinds:
-                d = _DIMS[kind]
+                d = CHANNEL_DIMS[kind]
                 ch[kind][rows] = kxs[kind].transpose(0, 2, 1, 3).reshape(len(rows) * d, n_train * d) \
                     .dot(self.weights_[kind].ravel()).reshape(len(rows), d)
                 if return_std:
@@ -733,12 +495,12 @@ class RPRModel(Model):
                     cov[kind][rows] = self.signal_var_[kind] * post
         return ch, cov
 
-    def _cartesian_std(self, cov: dict[str, np.ndarray], fr: _Frames) -> np.ndarray:
-        """Body-frame channel covariances -> std of every lab-frame Cartesian component."""
+    def _cartesian_std(self, cov: dict[str, np.ndarray], fr: AxialInputs) -> np.ndarray:
+        """Channel covariances of body components -> std of every lab Cartesian component."""
         if self.target == "dipole":
             lab = np.einsum("nia,nab,njb->nij", fr.axes, cov["vector"], fr.axes)
             return np.sqrt(np.maximum(np.einsum("nii->ni", lab), 0.0))
-        d2 = _rep(fr.axes, "l2")
+        d2 = representation(fr.axes, "l2")
         lab2 = np.einsum("nia,nab,njb->nij", d2, cov["l2"], d2)
         b0 = L0_BASIS[0]
         var = cov["l0"][:, 0, 0][:, None, None] * b0[None] ** 2 + np.einsum("kij,nkl,lij->nij", L2_BASIS, lab2, L2_BASIS)
@@ -779,7 +541,7 @@ class RPRModel(Model):
         self.weights_, self.signal_var_ = {}, {}
         for kind in self._channels():
             w = np.asarray(arrays[f"weights_{kind}"], dtype=float)
-            if self.frame != "naive" and w.shape != (len(self.train_positions_), _DIMS[kind]):
+            if self.frame != "naive" and w.shape != (len(self.train_positions_), CHANNEL_DIMS[kind]):
                 raise ValueError(f"weights_{kind} has shape {w.shape}")
             self.weights_[kind] = w
             sv = np.asarray(arrays[f"signal_var_{kind}"], dtype=float)

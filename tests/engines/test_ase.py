@@ -250,7 +250,7 @@ def test_models_are_grouped_by_featurizer_and_each_group_computed_once(energy_mo
     (the model's own objects; equal ones share), computes each group's features once per structure
     and hands them to every member; each slot's result is the model's Prediction."""
     from mdplugin.features.identity import Identity
-    from mdplugin.features.inertia import InertiaFrames
+    from mdplugin.features.inertia import PrincipalAxes
     from mdplugin.models.rpr import RPRModel
 
     frames = [dichloroethane(i, 0.08) for i in range(30)]
@@ -259,7 +259,7 @@ def test_models_are_grouped_by_featurizer_and_each_group_computed_once(energy_mo
     calc = MLCalculator(energy=energy_model, dipole=dip, polarizability=pol)
     (expansion, e_slots), (inertia, t_slots) = calc.feature_groups
     assert expansion is energy_model.featurizer() and e_slots == ["energy"]
-    assert isinstance(inertia, InertiaFrames) and t_slots == ["dipole", "polarizability"]
+    assert isinstance(inertia, PrincipalAxes) and t_slots == ["dipole", "polarizability"]
     calls = {"expansion": [], "inertia": []}
     for name, featurizer in (("expansion", expansion), ("inertia", inertia)):
         original = featurizer.compute

@@ -18,7 +18,7 @@ from sklearn.utils.validation import check_is_fitted
 from mdplugin.core import tensors as T
 from mdplugin.core.errors import ConfigError, DataError
 from mdplugin.features.expansion import SphericalExpansion
-from mdplugin.features.inertia import InertiaFrames
+from mdplugin.features.inertia import PrincipalAxes
 from mdplugin.models import Prediction, Targets, build, load_model
 from mdplugin.models.base import _MODULES
 
@@ -186,7 +186,7 @@ def test_featurizers_are_equal_exactly_when_the_features_can_be_shared(fitted):
     other = clone(dipole).set_params(cutoff=4.0).fit(*fitted["lsoap", "dipole"][1:])
     assert other.featurizer() != dipole.featurizer()
     rpr_mu, rpr_alpha = fitted["rpr", "dipole"][0], fitted["rpr", "polarizability"][0]
-    assert rpr_mu.featurizer() == rpr_alpha.featurizer() == InertiaFrames(dichloroethane().numbers)
+    assert rpr_mu.featurizer() == rpr_alpha.featurizer() == PrincipalAxes(dichloroethane().numbers)
     assert rpr_mu.featurizer() != energy.featurizer()
 
 

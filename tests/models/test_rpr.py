@@ -15,7 +15,7 @@ from mdplugin.cli.parser import main
 from mdplugin.structures.data import Dataset, read_dataset, write_dataset
 from mdplugin.core.errors import ConfigError, DataError, ModelFileError
 from mdplugin.models import build, load_model
-from mdplugin.models.rpr import IllDefinedFrameWarning
+from mdplugin.models.rpr import IllDefinedAxesWarning
 from mdplugin.core.tensors import random_rotation, rotate_tensors, rotate_vectors
 
 from ..conftest import EXAMPLES, dichloroethane
@@ -210,8 +210,8 @@ def test_ill_defined_frame_is_reported(fitted):
     top = spherical_top()
     assert np.ptp(top.get_moments_of_inertia()) < 1e-8 * top.get_moments_of_inertia().max()
     model = fitted["dipole"]
-    assert model.frame_quality([top])[0] < model.degenerate_tol
-    with pytest.warns(IllDefinedFrameWarning, match="ill-defined"):
+    assert model.axes_quality([top])[0] < model.degenerate_tol
+    with pytest.warns(IllDefinedAxesWarning, match="ill-defined"):
         y, q = model.predict([top], return_quality=True)
     assert np.all(np.isfinite(y)) and q[0] < model.degenerate_tol
 
@@ -301,7 +301,7 @@ def test_cli_train_evaluate_predict(synthetic, tmp_path, capsys):
     assert text["rmse_percent_of_std".rjust(28)].strip().endswith(" %")
     out = tmp_path / "pred.xyz"
     with warnings.catch_warnings():
-        warnings.simplefilter("error", IllDefinedFrameWarning)
+        warnings.simplefilter("error", IllDefinedAxesWarning)
         assert main(["predict", str(model), str(test), "-o", str(out)]) == 0
     pred = read_dataset(out, properties=["dipole"])
     assert np.allclose(pred.dipole, load_model(model).predict(frames[100:]), atol=1e-6)
