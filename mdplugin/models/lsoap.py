@@ -36,8 +36,8 @@ Gaussian process on atom-centred contributions:
   the target's units (it includes the Nyström residual, i.e. the prior variance the
   representative environments cannot explain).
 
-Stateless kernels, row helpers and the contracted mean: :mod:`mdplugin.models.lsoap_kernels`; the
-solve with the regulariser choice: :mod:`mdplugin.models.lsoap_solve`.
+Stateless kernels, row helpers and the contracted mean: :mod:`mdplugin.learn.lambda_kernels`; the
+solve with the regulariser choice: :mod:`mdplugin.learn.regularizer`.
 
 Memory: ``fit`` keeps the full λ-SOAP features of the training set in memory (about 100 kB per
 atom with the default hyper-parameters) and processes kernels in chunks of ``chunk_size`` frames.
@@ -85,7 +85,7 @@ from ..learn.gpr import (
     scaled_symmetric_part,
 )
 from ..learn.baseline import composition, fit_baseline
-from .lsoap_kernels import (
+from ..learn.lambda_kernels import (
     atom_kernel_blocks,
     contracted_means,
     fold_weights,
@@ -98,7 +98,7 @@ from .lsoap_kernels import (
     structure_self_kernel,
     sum_by_frame,
 )
-from .lsoap_solve import solve_regularized
+from ..learn.regularizer import solve_regularized
 
 __all__ = ["LambdaSoapModel"]
 
@@ -337,7 +337,7 @@ class LambdaSoapModel(SharedExpansionMixin, Model):
         """Compressed features: ``0`` (n, k0) and λ (n, 2λ+1, kλ) (one basis per species), from the
         normalised full features ``raw`` with centre species ``species`` (n,). Block by block
         (``spans``: row ranges, default all rows) in cache-sized runs
-        (:func:`~mdplugin.models.lsoap_kernels.project_rows`): the same numbers on any number of ranks, without a copy of the features."""
+        (:func:`~mdplugin.learn.lambda_kernels.project_rows`): the same numbers on any number of ranks, without a copy of the features."""
         spans = [(0, len(species))] if spans is None else spans
         out = {}
         for lam, x in raw.items():
@@ -428,7 +428,7 @@ class LambdaSoapModel(SharedExpansionMixin, Model):
     def _contracted_weights(self, lam: int) -> list:
         """Per centre species (in the order of :attr:`species_`): Q, the λ GPR's weights folded into
         the representative environments and the projections
-        (:func:`~mdplugin.models.lsoap_kernels.fold_weights`: a mean prediction then needs no
+        (:func:`~mdplugin.learn.lambda_kernels.fold_weights`: a mean prediction then needs no
         kernel row and no projected λ features; ζ = 1 or 2 only), scaled by ``y_scale /
         kernel_scale``; built once per fitted/loaded model."""
         cache = self._block_cache  # a new one in fit and _set_state
@@ -444,7 +444,7 @@ class LambdaSoapModel(SharedExpansionMixin, Model):
 
     def _contraction_plan(self, precision: str) -> tuple:
         """``(lambdas, species, projections, weights)`` for
-        :func:`~mdplugin.models.lsoap_kernels.contracted_means` in
+        :func:`~mdplugin.learn.lambda_kernels.contracted_means` in
         ``precision``: the λ of the model's GPRs, the species as Python ints, the invariant
         projections per species (ζ = 2) and ``{λ: Q per species}``; built once per fitted/loaded
         model and precision (an MD step then makes no cache lookups of its own; ``"single"`` keeps

@@ -39,7 +39,7 @@ from ..features.lambda_soap import power_spectrum, real_clebsch_gordan, unfold_i
 from ..core.errors import DataError
 from .base import Model, check_species, fingerprint, register
 from .contract import Prediction
-from .lsoap_kernels import structure_self_kernel
+from ..learn.lambda_kernels import structure_self_kernel
 from .shared_expansion import SharedExpansionMixin
 from ..learn.baseline import composition, fit_baseline
 from ..learn.parallel import PhaseTimer, TreeSum, gather_rows, local_blocks, resolve_comm

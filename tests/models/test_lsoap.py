@@ -232,7 +232,7 @@ def test_single_precision_mean_is_the_double_one_to_float32_rounding_and_covaria
 def test_structure_covariance_is_the_sum_over_same_species_atom_pairs(lam):
     """The structure prior covariance (chunked, sparse frame sums) equals the brute-force double
     sum over same-species atom pairs of the ζ-power atom kernel, for any chunk size."""
-    from mdplugin.models.lsoap_kernels import structure_covariance
+    from mdplugin.learn.lambda_kernels import structure_covariance
 
     rng = np.random.default_rng(lam)
     n, d = 6, 2 * lam + 1
@@ -259,7 +259,7 @@ def test_structure_self_kernel_equals_the_sum_over_atom_pairs(zeta, lam):
     """The prior variance of a structure is the sum over its same-species atom pairs; large groups
     (a 1536-atom box has ~1000 O and 500 H) take the linear-cost product form, small ones (molecules)
     their pairs: both equal the brute-force double sum."""
-    from mdplugin.models.lsoap_kernels import structure_self_kernel
+    from mdplugin.learn.lambda_kernels import structure_self_kernel
 
     rng = np.random.default_rng(lam * 10 + zeta)
     sizes = [150, 3, 7, 70]  # atoms per frame: large and small groups in one batch
@@ -285,7 +285,7 @@ def test_structure_self_kernel_equals_the_sum_over_atom_pairs(zeta, lam):
 @pytest.mark.parametrize("zeta", [1, 2, 3])
 @pytest.mark.parametrize("lam", [0, 1, 2])
 def test_structure_kernel_row_is_the_sum_of_the_atom_kernels(zeta, lam):
-    from mdplugin.models.lsoap_kernels import atom_kernel, structure_kernel_row
+    from mdplugin.learn.lambda_kernels import atom_kernel, structure_kernel_row
 
     rng = np.random.default_rng(lam + 7 * zeta)
     d = 2 * lam + 1

@@ -1,4 +1,4 @@
-"""Stateless array functions of the λ-SOAP SA-GPR (:mod:`mdplugin.models.lsoap`).
+"""The λ-SOAP SA-GPR's kernel maths: stateless array functions of :mod:`mdplugin.models.lsoap`.
 
 Row helpers (normalisation, projection in cache-sized runs, sums over the rows of a frame,
 same-species atom pairs), the kernels (atom blocks between centres and
@@ -22,7 +22,7 @@ from scipy.linalg import solve_triangular
 
 from ..core.precision import TENSOR_PRECISIONS
 from ..features.cache import FeatureCache
-from ..learn.gpr import ProjectedProcess
+from .gpr import ProjectedProcess
 
 __all__ = [
     "normalise_rows",

@@ -1,5 +1,5 @@
-"""The solve of one λ GPR of the SA-GPR (:mod:`mdplugin.models.lsoap`) from its summed normal
-equations, with the regulariser chosen by the error on held-out rows.
+"""The solve of a projected-process GPR from its summed normal equations, with the regulariser
+chosen by the error on held-out rows (each λ GPR of :mod:`mdplugin.models.lsoap`).
 
 The candidates are a grid of noise-to-signal variance ratios, then the geometric midpoints
 between the best one and its neighbours; each costs one Cholesky factorisation (``K_MM`` is
@@ -14,8 +14,8 @@ from typing import Sequence
 import numpy as np
 
 from ..core.errors import ConfigError
-from ..learn.parallel import allgather_blocks, resolve_comm, share_tasks
-from ..learn.gpr import ProjectedProcess, _stable_cholesky, held_out_weights, solve_projected_process_factored
+from .gpr import ProjectedProcess, _stable_cholesky, held_out_weights, solve_projected_process_factored
+from .parallel import allgather_blocks, resolve_comm, share_tasks
 
 __all__ = ["solve_regularized"]
 
