@@ -48,7 +48,7 @@ class SegmentMode:
                 candidates = self.rescored_pool(candidates)
             calls, _ = self.counts()
             picked = select_candidates(candidates, min(cfg.batch, cfg.max_calls - calls), cfg.selection,
-                                       learner=self.learner, numbers=self.atoms.numbers)
+                                       learner=self.learner, template=self.atoms)
             if self.size > 1:
                 self.label_batch(picked)
                 if cfg.pool:

@@ -28,17 +28,28 @@ from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
+from ase import Atoms
 from scipy.linalg import cho_factor, cho_solve, solve_triangular
 
 from ..core.errors import ConfigError
+from ..structures.neighbours import pair_distances
 
 __all__ = ["PosteriorGroup", "conditioned_group", "ivr_order", "select_candidates"]
 
 
-def _distance_signature(positions: np.ndarray) -> np.ndarray:
-    """Sorted interatomic distances (Å): a rotation-, reflection- and permutation-invariant signature."""
-    d = np.linalg.norm(positions[:, None] - positions[None], axis=-1)
-    return np.sort(d[np.triu_indices(len(positions), 1)])
+def _distance_signature(positions: np.ndarray, template: Atoms | None = None) -> np.ndarray:
+    """Sorted interatomic distances (Å) of the structure at ``positions`` with the cell of
+    ``template`` (minimum image; none given: a molecule): a rotation-, reflection-,
+    permutation- and (in a cell) wrap-invariant signature.
+
+    Dense on purpose (:func:`~mdplugin.structures.neighbours.pair_distances`): the signature
+    compares whole structures, so every pair counts, not only neighbours within a cutoff (whose
+    number changes from structure to structure); it is computed once per candidate when a batch
+    is picked, never in an MD step."""
+    atoms = Atoms(positions=positions)
+    if template is not None:
+        atoms.cell, atoms.pbc = template.cell, template.pbc
+    return np.sort(pair_distances(atoms))
 
 
 @dataclass
@@ -144,7 +155,7 @@ def ivr_order(groups: Sequence[PosteriorGroup], eligible: Sequence[int], n: int)
 
 
 def select_candidates(candidates: list[dict], n: int, selection: str = "max", learner=None,
-                      numbers: np.ndarray | None = None) -> list[dict]:
+                      numbers: np.ndarray | None = None, template: Atoms | None = None) -> list[dict]:
     """Up to ``n`` of the candidates over their threshold (``ratio`` > 1).
 
     ``selection="max"``: the most uncertain first, then each the farthest (distance between
@@ -164,22 +175,28 @@ def select_candidates(candidates: list[dict], n: int, selection: str = "max", le
     :class:`~mdplugin.active.learner.Learner`) and the atomic ``numbers`` (n_atoms,) of the
     candidates' structures. Without a GP model (no group from
     :meth:`~mdplugin.active.learner.Learner.posterior_groups`) it falls back to ``density``.
+
+    ``template``: a structure of the run (its atomic numbers, cell and periodicity are the
+    candidates'); in a cell the signature takes minimum-image distances.
     """
     r = np.array([c["ratio"] for c in candidates], dtype=float)
     over = np.flatnonzero(r > 1.0)
     if n <= 0 or not len(over):
         return []
     if selection == "ivr":
+        if template is not None and numbers is None:
+            numbers = template.numbers
         if learner is None or numbers is None:
             raise ConfigError("active: selection 'ivr' needs the learner and the atomic numbers")
-        from ase import Atoms
-
         frames = [Atoms(numbers=numbers, positions=c["positions"]) for c in candidates]
+        if template is not None:
+            for frame in frames:
+                frame.cell, frame.pbc = template.cell, template.pbc
         groups = learner.posterior_groups(frames)
         if groups:
             return [candidates[i] for i in ivr_order(groups, over, n)]
         selection = "density"  # no target has a GP posterior (e.g. RPR models only)
-    sig = np.array([_distance_signature(c["positions"]) for c in candidates])
+    sig = np.array([_distance_signature(c["positions"], template) for c in candidates])
     if selection == "density":
         d = np.linalg.norm(sig[:, None] - sig[None], axis=-1)
         if len(sig) > 1:

@@ -29,6 +29,7 @@ from ase import Atoms, units
 from ase.calculators.calculator import Calculator
 
 from ..core.errors import ConfigError, SimulationError
+from ..structures.neighbours import largest_nearest_neighbour_distance
 
 __all__ = ["MDSummary", "run_md", "run_md_command", "largest_bond_gap"]
 
@@ -68,13 +69,11 @@ class MDSummary:
         )
 
 
-def largest_bond_gap(atoms: Atoms) -> float:
-    """Largest nearest-neighbour distance over the atoms of a molecule, Å (inf for one atom)."""
-    if len(atoms) < 2:
-        return float("inf")
-    d = np.linalg.norm(atoms.positions[:, None] - atoms.positions[None], axis=-1)
-    np.fill_diagonal(d, np.inf)
-    return float(d.min(axis=1).max())
+def largest_bond_gap(atoms: Atoms, cutoff: float = LOST_ATOM_DISTANCE) -> float:
+    """Largest nearest-neighbour distance over the atoms, Å (images count in a cell); ``inf`` when
+    an atom has no neighbour within ``cutoff`` Å (the lost-atom test) or for a single atom
+    (:func:`~mdplugin.structures.neighbours.largest_nearest_neighbour_distance`)."""
+    return largest_nearest_neighbour_distance(atoms, cutoff)
 
 
 def _frame_text(atoms: Atoms, calc: Calculator, step: int, dt_fs: float, epot: float, ekin: float,

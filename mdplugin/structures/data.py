@@ -32,6 +32,7 @@ from ase.data import chemical_symbols
 from ..core.atomicio import append_durably, atomic_write
 from ..core.errors import DataError, DataWarning
 from ..core.units import FROM_UNITS, UNIT_NAMES
+from .neighbours import closest_pair
 
 #: properties a data set can carry, with the shape of one frame's value (None = per atom)
 PROPERTIES: dict[str, tuple[int, ...] | None] = {
@@ -137,21 +138,10 @@ def _check_structure(atoms: Atoms, where: str) -> None:
     _check_cell(atoms, where)
     if len(atoms) < 2:
         return
-    if not atoms.pbc.any():  # a molecule: a k-d tree is ~100x faster than ASE's neighbour list
-        from scipy.spatial import cKDTree
-
-        pairs = cKDTree(pos).query_pairs(MIN_DISTANCE, output_type="ndarray")
-        i, j = pairs[:, 0], pairs[:, 1]
-        d = np.linalg.norm(pos[i] - pos[j], axis=1)
-    else:
-        from ase.neighborlist import neighbor_list
-
-        i, j, d = neighbor_list("ijd", atoms, MIN_DISTANCE, self_interaction=False)
-    if len(d):
-        k = int(np.argmin(d))
-        raise DataError(
-            f"{where}: atoms {i[k]} and {j[k]} are {d[k]:.3g} Å apart (closer than {MIN_DISTANCE} Å)"
-        )
+    close = closest_pair(atoms, MIN_DISTANCE)  # images count in a cell
+    if close is not None:
+        i, j, d = close
+        raise DataError(f"{where}: atoms {i} and {j} are {d:.3g} Å apart (closer than {MIN_DISTANCE} Å)")
 
 
 def _check_cell(atoms: Atoms, where: str) -> None:

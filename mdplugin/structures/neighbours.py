@@ -1,7 +1,8 @@
 """Neighbour pairs of molecules and periodic cells, from vesin.
 
 One module answers every "which atoms are near which" question of the package (features, data
-checks, MD safety checks), on `vesin <https://luthaf.fr/vesin>`_'s cell-list neighbour search:
+checks, MD safety checks, the structure signature of active learning), on
+`vesin <https://luthaf.fr/vesin>`_'s cell-list neighbour search:
 
     pairs = neighbour_pairs(atoms, cutoff=5.0)          # full list: (i, j) and (j, i)
     pairs.i, pairs.j, pairs.shifts, pairs.vectors, pairs.distances
@@ -9,6 +10,9 @@ checks, MD safety checks), on `vesin <https://luthaf.fr/vesin>`_'s cell-list nei
 A molecule (no periodic direction, or an all-zero cell) is searched without images; a cell is
 searched with its images in the periodic directions (an atom sees its own images when the cell is
 smaller than twice the cutoff). ``vectors[k] = r[j] + shifts[k] @ cell − r[i]`` (Å).
+
+:func:`pair_distances` is the one dense question, every pair's distance (minimum image in a
+cell), for a whole-structure signature; everything else is a cutoff search.
 """
 
 from __future__ import annotations
@@ -20,7 +24,8 @@ from ase import Atoms
 
 from ..core.errors import DataError
 
-__all__ = ["Pairs", "system_arrays", "neighbour_pairs", "batch_pairs", "sorted_pairs", "pair_vectors", "VerletPairs", "closest_pair", "nearest_neighbour_distances"]
+__all__ = ["Pairs", "system_arrays", "neighbour_pairs", "batch_pairs", "sorted_pairs", "pair_vectors", "VerletPairs",
+           "closest_pair", "nearest_neighbour_distances", "largest_nearest_neighbour_distance", "pair_distances"]
 
 
 @dataclass(frozen=True)
@@ -239,3 +244,26 @@ def nearest_neighbour_distances(atoms: Atoms, cutoff: float) -> np.ndarray:
     nearest = np.full(len(atoms), np.inf)
     np.minimum.at(nearest, pairs.i, pairs.distances)
     return nearest
+
+
+def largest_nearest_neighbour_distance(atoms: Atoms, cutoff: float) -> float:
+    """The largest distance from an atom to its nearest neighbour, Å: ``inf`` when some atom has
+    no neighbour within ``cutoff`` Å (or for fewer than two atoms). Images count in a cell, so a
+    molecule split by the cell wall is whole. Costs one cutoff search (no n × n distances)."""
+    if len(atoms) < 2:
+        return float("inf")
+    return float(nearest_neighbour_distances(atoms, cutoff).max())
+
+
+def pair_distances(atoms: Atoms) -> np.ndarray:
+    """Distances of all ``n (n − 1) / 2`` pairs ``i < j`` (row-major order), Å: the minimum-image
+    distance in a cell (ASE's ``find_mic``, exact for triclinic cells), the plain one for a
+    molecule. Dense by design: a fingerprint of the whole structure, not a neighbour search."""
+    from ase.geometry import get_distances
+
+    positions, box, periodic = system_arrays(atoms)
+    i, j = np.triu_indices(len(positions), 1)
+    if not periodic.any():
+        return np.linalg.norm(positions[j] - positions[i], axis=1)
+    _, d = get_distances(positions, cell=box, pbc=periodic)
+    return d[i, j]

@@ -169,3 +169,30 @@ def test_ivr_selection_with_a_learner_is_invariant_and_respects_the_threshold(dc
     rng = np.random.default_rng(4)
     moved = [dict(c, positions=a.positions) for c, a in zip(cands, _rotated(test.frames, rng))]
     assert [c["step"] for c in select_candidates(moved, 3, "ivr", learner=learner, numbers=numbers)] == picks
+
+
+@pytest.mark.parametrize("selection", ["max", "density"])
+def test_selection_in_a_periodic_cell_sees_structures_across_the_wall(selection):
+    """In a cell the structure signature takes minimum-image distances: candidates whose atoms are
+    moved by lattice vectors (wrapped across the cell wall) are picked exactly as before; without
+    the cell (the former code) the wrapped structures look like other structures."""
+    from ase import Atoms
+
+    rng = np.random.default_rng(2)
+    cell = np.array([[9.0, 0.0, 0.0], [1.0, 8.5, 0.0], [-0.7, 0.6, 9.2]])
+    template = Atoms("C2H2O2", cell=cell, pbc=True)
+    base = rng.normal(size=(6, 3)) * 1.0
+    cands = [{"positions": base * rng.uniform(0.8, 1.3) + rng.normal(scale=0.2, size=(6, 3)), "ratio": r,
+              "u": {}, "predicted": {}, "step": i} for i, r in enumerate([2.0, 3.5, 1.4, 5.0, 1.1, 2.6, 0.7, 1.9])]
+    picks = [c["step"] for c in select_candidates(cands, 3, selection, template=template)]
+    wrapped = []
+    for c in cands:
+        shifts = rng.integers(-1, 2, size=(6, 3)) @ cell  # each atom to one of its images
+        wrapped.append(dict(c, positions=c["positions"] + shifts))
+    assert [c["step"] for c in select_candidates(wrapped, 3, selection, template=template)] == picks
+    from mdplugin.active.selection import _distance_signature
+
+    for c, w in zip(cands, wrapped):
+        np.testing.assert_allclose(_distance_signature(w["positions"], template),
+                                   _distance_signature(c["positions"], template), atol=1e-12)
+    assert not np.allclose(_distance_signature(wrapped[0]["positions"]), _distance_signature(cands[0]["positions"]))

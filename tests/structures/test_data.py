@@ -179,3 +179,19 @@ def test_dipole_jump_by_a_quantum_names_the_frames(tmp_path):
         a.positions = np.random.default_rng(k).uniform(0, 5, (3, 3))
     write_dataset(tmp_path / "snapshots.xyz", data)
     assert len(read_dataset(tmp_path / "snapshots.xyz", properties=["dipole"])) == 6
+
+
+def test_atoms_too_close_across_the_cell_wall_are_named(tmp_path):
+    """Two atoms 0.05 Å apart through the cell wall are as close as two atoms side by side (the
+    check searches images); far apart inside the cell is fine."""
+    cell = np.diag([5.0, 5.0, 5.0])
+    close = Atoms("H2", positions=[[0.02, 1.0, 1.0], [4.97, 1.0, 1.0]], cell=cell, pbc=True)
+    close.write(tmp_path / "close.xyz")
+    with pytest.raises(DataError, match=r"frame 0: atoms 0 and 1 are 0.05 Å apart"):
+        read_dataset(tmp_path / "close.xyz", properties=[])
+    apart = Atoms("H2", positions=[[0.02, 1.0, 1.0], [2.5, 1.0, 1.0]], cell=cell, pbc=True)
+    apart.write(tmp_path / "apart.xyz")
+    assert len(read_dataset(tmp_path / "apart.xyz", properties=[])) == 1
+    # the same positions as a molecule: 4.95 Å apart, fine
+    Atoms("H2", positions=close.positions).write(tmp_path / "molecule.xyz")
+    assert len(read_dataset(tmp_path / "molecule.xyz", properties=[])) == 1

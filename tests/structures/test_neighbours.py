@@ -109,3 +109,48 @@ def test_verlet_list_searches_again_when_the_structure_changes() -> None:
     moved.positions[2] += [0.25, 0.0, 0.0]  # more than half the skin
     verlet.pairs(moved)
     assert verlet.searches == 5
+
+
+def _split_by_the_wall(rng: np.random.Generator) -> tuple[Atoms, Atoms]:
+    """Ethanol in a triclinic cell, moved so that the cell wall cuts it, and wrapped (atoms on both
+    sides of the cell), and the same molecule whole in a cell far larger than it."""
+    mol = molecule("CH3CH2OH")
+    cell = np.array([[10.0, 0.0, 0.0], [1.5, 9.5, 0.0], [-1.0, 1.2, 9.8]])  # heights > 2 x its size
+    split = Atoms(mol.numbers, positions=mol.positions - mol.positions.mean(0), cell=cell, pbc=True)
+    split.positions += rng.uniform(-0.3, 0.3, 3)  # the centre near the corner: every wall cuts it
+    split.wrap()
+    assert np.ptp(split.positions, axis=0).max() > 5.0  # atoms really are on both sides
+    whole = Atoms(mol.numbers, positions=mol.positions, cell=np.eye(3) * 30.0, pbc=True)
+    return split, whole
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_a_molecule_across_the_wall_is_whole(seed: int) -> None:
+    """The lost-atom test and the structure signature see a molecule cut by the cell wall as the
+    molecule it is (the former dense codes saw atoms a cell length apart)."""
+    from mdplugin.structures.neighbours import largest_nearest_neighbour_distance, pair_distances
+
+    split, whole = _split_by_the_wall(np.random.default_rng(seed))
+    gap = largest_nearest_neighbour_distance(whole, 4.0)
+    assert gap < 1.6  # every atom of ethanol has a bonded neighbour
+    assert largest_nearest_neighbour_distance(split, 4.0) == pytest.approx(gap, abs=1e-12)
+    np.testing.assert_allclose(np.sort(pair_distances(split)), np.sort(pair_distances(whole)), atol=1e-12)
+    # the same positions without the cell: atoms far apart (what the dense code measured)
+    assert largest_nearest_neighbour_distance(Atoms(split.numbers, split.positions), 4.0) == np.inf
+
+
+def test_pair_distances_are_minimum_image_in_triclinic_cells() -> None:
+    import itertools
+
+    from mdplugin.structures.neighbours import pair_distances
+
+    rng = np.random.default_rng(11)
+    cell = np.array([[4.0, 0.0, 0.0], [2.5, 3.5, 0.0], [1.0, 1.2, 3.8]])  # strongly skewed
+    atoms = Atoms("H7", scaled_positions=rng.uniform(size=(7, 3)), cell=cell, pbc=True)
+    images = np.array(list(itertools.product(range(-3, 4), repeat=3))) @ cell
+    i, j = np.triu_indices(7, 1)
+    brute = [np.linalg.norm(atoms.positions[b] + images - atoms.positions[a], axis=1).min() for a, b in zip(i, j)]
+    np.testing.assert_allclose(pair_distances(atoms), brute, atol=1e-12)
+    mol = molecule("H2O")
+    np.testing.assert_allclose(pair_distances(mol), [np.linalg.norm(mol.positions[b] - mol.positions[a])
+                                                     for a, b in zip(*np.triu_indices(3, 1))])
