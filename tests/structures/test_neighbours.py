@@ -154,3 +154,26 @@ def test_pair_distances_are_minimum_image_in_triclinic_cells() -> None:
     mol = molecule("H2O")
     np.testing.assert_allclose(pair_distances(mol), [np.linalg.norm(mol.positions[b] - mol.positions[a])
                                                      for a, b in zip(*np.triu_indices(3, 1))])
+
+
+@pytest.mark.parametrize("n", [1, 2, 9, 48, 49])
+def test_small_molecules_dense_path_equals_the_vesin_search(n: int) -> None:
+    """Molecules of at most DENSE_MAX_ATOMS atoms are measured densely (vesin's call overhead);
+    the answers are vesin's."""
+    from mdplugin.structures.neighbours import DENSE_MAX_ATOMS
+
+    rng = np.random.default_rng(n)
+    atoms = Atoms(numbers=np.ones(n, int), positions=rng.uniform(0, 2.2 * n ** (1 / 3), (n, 3)))
+    cutoff = 1.5
+    pairs = neighbour_pairs(atoms, cutoff)
+    expected = np.full(n, np.inf)
+    np.minimum.at(expected, pairs.i, pairs.distances)
+    np.testing.assert_allclose(nearest_neighbour_distances(atoms, cutoff), expected, atol=1e-12)
+    got = closest_pair(atoms, cutoff)
+    if len(pairs) == 0:
+        assert got is None
+    else:
+        k = int(np.argmin(pairs.distances))
+        assert got[2] == pytest.approx(pairs.distances[k], abs=1e-12)
+        assert {got[0], got[1]} == {int(pairs.i[k]), int(pairs.j[k])}
+    assert (n <= DENSE_MAX_ATOMS) == (n != 49)
