@@ -8,7 +8,7 @@ an oracle failing on one rank ends every rank with an error instead of a hang, a
 while the others wait for it aborts the job (``MPI_Abort``).
 
 This file is also the per-rank driver: ``mpiexec -n 2 python tests/active/test_active_mpi.py RUN_DIR
-[resume|abort]`` (the toy oracle of tests/active/test_active.py, tiny models), and holds the failing oracle
+[resume|abort]`` (the toy oracle of tests/active/helpers.py, tiny models), and holds the failing oracle
 factory of the ``mdplugin active`` command-line test.
 """
 
@@ -31,7 +31,7 @@ ONE_THREAD = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THRE
 
 def _config(**kw):
     from mdplugin.active import ActiveConfig
-    from tests.active.test_active import HYPERS
+    from tests.active.helpers import HYPERS
 
     base = dict(targets=("energy", "dipole"), model="rpr", hypers=HYPERS, steps=400, max_calls=6,
                 n_initial=3, initial_stride=5, temperature=(300, 600), seed=5, thresholds={"energy": 1e-3},
@@ -41,7 +41,7 @@ def _config(**kw):
 
 
 def _probe_frames():
-    from tests.active.test_active import rattled_waters
+    from tests.active.helpers import rattled_waters
 
     return rattled_waters(5, 0.05, seed=11)
 
@@ -61,7 +61,7 @@ def failing_on_rank1():
     """``--oracle`` factory: the toy oracle, except on MPI rank 1 where every call raises (a
     crashed reference code)."""
     from mdplugin.learn.parallel import get_comm
-    from tests.active.test_active import ToyOracle
+    from tests.active.helpers import ToyOracle
 
     rank = get_comm().rank
 
@@ -79,7 +79,7 @@ def _driver(run_dir: str, mode: str) -> None:
     waits for it)."""
     from mdplugin.active import run_active
     from mdplugin.learn.parallel import get_comm
-    from tests.active.test_active import ToyOracle, water
+    from tests.active.helpers import ToyOracle, water
 
     comm = get_comm()
     learners = []
@@ -185,7 +185,7 @@ def test_two_ranks_hold_identical_models_equal_to_the_saved_ones(two_rank_run):
 
 def test_resume_on_two_then_one_rank_duplicates_no_label(two_rank_run, tmp_path):
     from mdplugin.active import run_active
-    from tests.active.test_active import ToyOracle
+    from tests.active.helpers import ToyOracle
 
     root, _ = two_rank_run
     run_dir = tmp_path / "run"
@@ -210,7 +210,7 @@ def test_resume_on_two_then_one_rank_duplicates_no_label(two_rank_run, tmp_path)
 def test_an_oracle_failing_on_one_rank_ends_every_rank(tmp_path):
     """``mpiexec -n 2 mdplugin active``: rank 1's oracle fails; every rank ends (no hang), rank 0
     reports the error once."""
-    from tests.active.test_active import water
+    from tests.active.helpers import water
 
     water().write(tmp_path / "start.xyz")
     cli = ["-m", "mdplugin", "active", str(tmp_path / "start.xyz"), "-o", str(tmp_path / "run"),

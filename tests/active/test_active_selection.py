@@ -171,6 +171,70 @@ def test_ivr_selection_with_a_learner_is_invariant_and_respects_the_threshold(dc
     assert [c["step"] for c in select_candidates(moved, 3, "ivr", learner=learner, numbers=numbers)] == picks
 
 
+# --- max and density selection (sorted interatomic distances) ------------------------------------
+
+
+def _candidates(rng, n: int, ratios) -> list[dict]:
+    return [{"positions": rng.normal(size=(n, 3)) * 1.5, "ratio": r, "u": {}, "predicted": {}, "step": i}
+            for i, r in enumerate(ratios)]
+
+
+def test_selection_is_most_uncertain_then_farthest_and_invariant():
+    from scipy.spatial.transform import Rotation
+
+    rng = np.random.default_rng(5)
+    ratios = [0.5, 3.0, 1.5, 7.0, 2.0, 0.9, 1.2]
+    cands = _candidates(rng, 5, ratios)
+    assert select_candidates(cands, 0) == [] and select_candidates(_candidates(rng, 5, [0.2, 1.0]), 3) == []
+    one = select_candidates(cands, 1)
+    assert [c["step"] for c in one] == [3]  # the most uncertain
+    picks = select_candidates(cands, 3)
+    assert picks[0]["step"] == 3 and all(c["ratio"] > 1 for c in picks) and len({c["step"] for c in picks}) == 3
+
+    def sig(c):
+        d = np.linalg.norm(c["positions"][:, None] - c["positions"][None], axis=-1)
+        return np.sort(d[np.triu_indices(5, 1)])
+
+    over = [c for c in cands if c["ratio"] > 1]
+    dist_to_first = {c["step"]: np.linalg.norm(sig(c) - sig(picks[0])) for c in over}
+    assert picks[1]["step"] == max(dist_to_first, key=dist_to_first.get)  # the farthest from the first
+    # the same picks after rotating/reflecting and permuting the atoms of every candidate
+    moved = []
+    for c in cands:
+        q = Rotation.random(random_state=rng).as_matrix() * rng.choice([-1.0, 1.0])
+        moved.append(dict(c, positions=(c["positions"] @ q.T + rng.normal(size=3))[rng.permutation(5)]))
+    assert [c["step"] for c in select_candidates(moved, 3)] == [c["step"] for c in picks]
+
+
+def test_density_selection_prefers_uncertain_and_representative_structures():
+    from scipy.spatial.transform import Rotation
+
+    rng = np.random.default_rng(11)
+    base = rng.normal(size=(5, 3)) * 1.5
+
+    def around(shape, n, ratio, scale=0.01):
+        return [{"positions": shape + rng.normal(scale=scale, size=shape.shape), "ratio": ratio, "u": {},
+                 "predicted": {}} for _ in range(n)]
+
+    dense = around(base, 10, 2.0)  # many moderately uncertain structures in one region
+    outlier = around(base * 1.3, 1, 3.0)  # the single most uncertain, alone
+    second = around(base * 0.8, 8, 1.8)  # a smaller, less uncertain region
+    cands = dense + outlier + second
+    for i, c in enumerate(cands):
+        c["step"] = i
+    assert select_candidates(cands, 1, "max")[0]["step"] == 10  # the outlier
+    one = select_candidates(cands, 1, "density")[0]["step"]
+    assert one < 10  # a structure of the dense region
+    two = [c["step"] for c in select_candidates(cands, 2, "density")]
+    assert two[0] == one and two[1] >= 11  # then the other region: the first pick took most of the dense one's
+    # the same picks after rotating/reflecting and permuting every candidate's atoms
+    moved = [dict(c, positions=(c["positions"] @ (Rotation.random(random_state=rng).as_matrix()
+                                                   * rng.choice([-1.0, 1.0])).T)[rng.permutation(5)])
+             for c in cands]
+    assert [c["step"] for c in select_candidates(moved, 2, "density")] == two
+    assert select_candidates(around(base, 4, 0.9), 2, "density") == []  # none over the threshold
+
+
 @pytest.mark.parametrize("selection", ["max", "density"])
 def test_selection_in_a_periodic_cell_sees_structures_across_the_wall(selection):
     """In a cell the structure signature takes minimum-image distances: candidates whose atoms are

@@ -38,7 +38,6 @@ def test_equivariant_under_the_axis_group(axis, kinds):
     ka, kb = self_kernels(fa, inv_l2), self_kernels(fb, inv_l2)
     idx = np.arange(3)
     k = kernel_block(fa, idx, fb, idx, kinds, inv_l2, ka, kb)
-    along = 0 if axis == 1 else 2  # the body coordinate of the chosen axis
     for theta, s, f in [(0.7, 1.0, 1.0), (2.1, -1.0, 1.0), (-1.3, 1.0, -1.0), (3.0, -1.0, -1.0)]:
         g = _rot_x(theta) @ np.diag([s, 1.0, f])  # rotation about x, then a sign flip / mirror
         if axis == 3:  # the same group about the z axis
