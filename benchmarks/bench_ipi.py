@@ -11,8 +11,9 @@ every step):
 3. the model's own time, measured inside the client of run 2 while it runs (the calculator call
    for energy, forces, dipole, polarizability and their uncertainties, per request), and the
    time of the whole PES call (``MdpluginDriver.compute_structure``: plus unit conversion, the
-   Atoms update and the extras JSON). Measuring in the run itself keeps the machine's load out
-   of the difference.
+   Atoms update and the extras JSON), by a timing subclass of the PES served like ``mdplugin ipi``
+   serves it (i-PI's driver in a child process behind the client's relay). Measuring in the run
+   itself keeps the machine's load out of the difference.
 
 i-PI's own per-step wall time (``Average timings`` at verbosity medium, blocks of 100 steps after
 step 0) is the measure of a run. The client's overhead over the model's own time is
@@ -118,34 +119,48 @@ def ipi_input(init: str, steps: int, prefix: str, address: str) -> str:
 """
 
 
-#: the mdplugin client, timing inside the process what its calculator takes per request
-TIMED_CLIENT = """
-import json, sys, time
-import mdplugin.engines.ipi as ipi
-from mdplugin.cli.parser import main
+#: the PES of mdplugin's client, timing inside i-PI's driver process what its calculator takes per
+#: request (a subclass of mdplugin's PES, served by run_client like `mdplugin ipi` serves the PES)
+TIMED_PES = """
+import atexit, json, time
+from mdplugin.engines.ipi.mdplugin_pes import MdpluginDriver
 
+__DRIVER_NAME__ = "timed"
+__DRIVER_CLASS__ = "TimedDriver"
 model, pes, start = [], [], []
-evaluate, compute = ipi.MdpluginDriver._evaluate, ipi.MdpluginDriver.compute_structure
 
-def timed_evaluate(self, atoms):
-    t0 = time.perf_counter()
-    out = evaluate(self, atoms)
-    model.append(time.perf_counter() - t0)
-    return out
 
-def timed_compute(self, cell, pos):
-    t0 = time.perf_counter()
-    out = compute(self, cell, pos)
-    start.append(t0)
-    pes.append(time.perf_counter() - t0)
-    return out
+class TimedDriver(MdpluginDriver):
+    def _evaluate(self, atoms):
+        t0 = time.perf_counter()
+        out = super()._evaluate(atoms)
+        model.append(time.perf_counter() - t0)
+        return out
 
-ipi.MdpluginDriver._evaluate = timed_evaluate
-ipi.MdpluginDriver.compute_structure = timed_compute
-status = main(sys.argv[1:])
-with open("client_times.json", "w") as f:
-    json.dump({"model": model, "pes": pes, "start": start}, f)
-sys.exit(status)
+    def compute_structure(self, cell, pos):
+        t0 = time.perf_counter()
+        out = super().compute_structure(cell, pos)
+        start.append(t0)
+        pes.append(time.perf_counter() - t0)
+        return out
+
+
+@atexit.register
+def _dump():
+    with open("client_times.json", "w") as f:
+        json.dump({"model": model, "pes": pes, "start": start}, f)
+"""
+
+#: the client: mdplugin ipi's options and run_client, with the timed PES
+TIMED_CLIENT = """
+import sys
+from mdplugin.cli.ipi import pes_options
+from mdplugin.cli.parser import build_parser
+from mdplugin.engines.ipi import run_client
+
+args = build_parser().parse_args(sys.argv[2:])
+run_client(pes_options(args), unix=True, address=args.address, sockets_prefix=args.sockets_prefix,
+           timeout=args.timeout, pes_file=sys.argv[1])
 """
 
 
@@ -255,7 +270,9 @@ def main(argv=None) -> int:
             print(f"trained RPR dipole/polarizability models on {args.n_train} tblite frames "
                   f"in {time.perf_counter() - t0:.1f} s")
         steps = max(args.steps, 101) + 1
-        client = [sys.executable, "-c", TIMED_CLIENT, "ipi", "--template", str(template_path), "--energy", args.energy,
+        (work / "timed_pes.py").write_text(TIMED_PES)
+        client = [sys.executable, "-c", TIMED_CLIENT, str(work / "timed_pes.py"), "ipi", "--template",
+                  str(template_path), "--energy", args.energy,
                   "--dipole", str(dipole), "--polarizability", str(polarizability), "--unix", "--address", "ff"]
         if args.no_std:
             client.append("--no-std")

@@ -1,2 +1,2 @@
-"""Where the models meet MD engines: the ASE calculator (:mod:`.ase`), the i-PI client
-(:mod:`.ipi`) and mdplugin's own MD driver (:mod:`.md`)."""
+"""Where the models meet MD engines: the ASE calculator (:mod:`.ase`), the i-PI PES and
+client (:mod:`.ipi`) and mdplugin's own MD driver (:mod:`.md`)."""

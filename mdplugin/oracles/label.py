@@ -30,9 +30,7 @@ Typical use::
 from __future__ import annotations
 
 import contextlib
-import importlib
 import os
-import sys
 from typing import Any, Callable, Sequence
 
 import numpy as np
@@ -43,6 +41,7 @@ from threadpoolctl import threadpool_limits
 from ..core.atomicio import atomic_write
 from ..structures.data import PROPERTIES, Dataset, dataset_to_text, read_dataset, write_dataset
 from ..core.errors import ConfigError, OracleError
+from ..core.plugins import import_object
 from ..core.units import BOHR, HARTREE
 from .clusters import DEFAULT_CLUSTER_RADIUS, cluster_polarizability
 
@@ -262,34 +261,13 @@ def resolve_oracle(spec: str | Calculator) -> Calculator:
     return oracle_maker(spec)()
 
 
-def _import(module: str):
-    """``importlib.import_module(module)``, also finding a module of the current folder (as
-    ``python -m`` would; the ``mdplugin`` script alone does not: the folder is added at the end
-    of ``sys.path``, so it never hides an installed package)."""
-    try:
-        return importlib.import_module(module)
-    except ModuleNotFoundError as exc:
-        cwd = os.getcwd()
-        top = module.split(".")[0]
-        if exc.name != top or any(os.path.abspath(p or ".") == cwd for p in sys.path):
-            raise
-        sys.path.append(cwd)
-        return importlib.import_module(module)
-
-
 def oracle_factory(spec: str) -> Callable[[], Calculator]:
     """The factory a ``package.module:function`` oracle names, imported but not called (the
     module is looked up on ``sys.path``, then in the current folder)."""
     name, _, option = spec.partition(":")
     if not option or not name:
         raise ConfigError(f"unknown oracle {spec!r} (use {', '.join(ORACLES)} or module:function)")
-    try:
-        factory = getattr(_import(name), option)
-    except ModuleNotFoundError as exc:
-        raise ConfigError(f"cannot import oracle factory {spec!r}: no module named {exc.name!r} "
-                          f"on the Python path or in the current folder {os.getcwd()}") from None
-    except (ImportError, AttributeError) as exc:
-        raise ConfigError(f"cannot import oracle factory {spec!r}: {exc}") from None
+    factory = import_object(spec, "oracle factory")
     if not callable(factory):
         raise ConfigError(f"oracle factory {spec!r} is not callable")
     return factory

@@ -37,3 +37,37 @@ def test_ipi_driver_with_active_calculator_labels_unsure_structures(tmp_path):
         driver.compute_structure(np.eye(3) * 20 / BOHR, x.positions / BOHR)
     assert len(_keys(run_dir)) <= n0 + 2
 
+
+
+def test_mdplugin_ipi_active_learns_during_a_real_ipi_run(tmp_path, monkeypatch):
+    """``mdplugin ipi --active RUN_DIR`` against a real i-PI server: i-PI's driver builds the
+    ActiveCalculator of the run folder, labels structures with the run's oracle during the NVT run
+    (data.xyz grows, within the call budget), and the run ends normally."""
+    import os
+
+    from mdplugin.active import run_active
+
+    from ..support.ipi_utils import client_command, ipi_input, process, wait
+    from .helpers import ROOT, _config
+
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])))
+    run_dir = tmp_path / "run"
+    run_active(water(), run_dir, _config(steps=0, max_calls=3), oracle="tests.active.helpers:toy_oracle",
+               say=lambda m: None)  # initial labels and models only; the oracle saved by name
+    n0 = len(_keys(run_dir))
+    start = water()
+    start.cell = [15.0, 15.0, 15.0]
+    start.center()
+    start.write(tmp_path / "start.xyz")
+    prefix = f"{tmp_path}/"
+    (tmp_path / "input.xml").write_text(ipi_input(init=str(tmp_path / "start.xyz"), steps=30, sockets_prefix=prefix,
+                                                  address="otf", extras=False, temperature=600.0))
+    argv = ["--template", str(tmp_path / "start.xyz"), "--active", str(run_dir), "--unix", "--address", "otf",
+            "--sockets-prefix", prefix]
+    with process(["i-pi", "input.xml"], tmp_path, tmp_path / "ipi.log") as server, \
+            process(client_command(argv), tmp_path, tmp_path / "client.log") as client:
+        assert wait(client) == 0, (tmp_path / "client.log").read_text()[-3000:]
+        assert wait(server) == 0, (tmp_path / "ipi.log").read_text()[-3000:]
+    keys = _keys(run_dir)
+    assert n0 < len(keys) <= n0 + 3 and len(keys) == len(set(keys))
+    assert "label written" in (tmp_path / "client.log").read_text()
