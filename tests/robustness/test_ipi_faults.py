@@ -12,6 +12,7 @@ has a light calculator (tests/support/ipi_calculators.py) that the driver import
 from __future__ import annotations
 
 import contextlib
+import glob
 import os
 import shutil
 import signal
@@ -296,6 +297,33 @@ def test_mdplugin_ipi_server_gone_mid_run_leaves_nothing(template):
         time.sleep(0.2)
         assert not _group_alive(proc.pid), "a process of the client's group survived"
         assert set(os.listdir(server.folder)) <= before, "the client left files in the socket folder"
+        assert not glob.glob(f"/tmp/mdplugin-ipi-{proc.pid}-*"), "the client left its relay folder"
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        server.close()
+
+
+def test_mdplugin_ipi_terminated_leaves_nothing(template):
+    """`mdplugin ipi` ended by SIGTERM (a job script's kill) in the middle of a run: i-PI's driver
+    process ends too and the client's relay folder is removed."""
+    atoms, path = template
+    server = FakeServer()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "mdplugin", "ipi", "--template", str(path), "--energy", "tblite", "--unix",
+         "--address", server.address, "--sockets-prefix", server.prefix, "--timeout", "120"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        server.accept()
+        server.handshake()
+        assert glob.glob(f"/tmp/mdplugin-ipi-{proc.pid}-*"), "no relay folder while serving"
+        proc.send_signal(signal.SIGTERM)
+        proc.communicate(timeout=60)
+        assert proc.returncode != 0
+        time.sleep(0.2)
+        assert not _group_alive(proc.pid), "i-PI's driver process survived the client"
+        assert not glob.glob(f"/tmp/mdplugin-ipi-{proc.pid}-*"), "the client left its relay folder"
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)

@@ -205,6 +205,11 @@ def _die_with_parent() -> None:
         pass
 
 
+def _terminated(signum, frame) -> None:
+    """SIGTERM while serving: leave through the clean-up (the driver stopped, the relay removed)."""
+    raise SystemExit(128 + signum)
+
+
 def _stop(proc: subprocess.Popen) -> None:
     """End the driver process (SIGTERM, then SIGKILL)."""
     if proc.poll() is not None:
@@ -296,10 +301,13 @@ def run_client(options: Mapping[str, Any], *, unix: bool = False, address: str =
     gone = (f"the i-PI server at {where} closed the connection mid-run (it died or was killed; if its "
             f"log says an extra is 'not among the quantities returned by the forcefield', its input asks "
             f"for an output this client does not send, e.g. *_std with --no-std, or a property without a model)")
-    folder = tempfile.mkdtemp(prefix="mdplugin-ipi-", dir="/tmp")  # short: UNIX socket paths <= 107 bytes
+    folder = tempfile.mkdtemp(prefix=f"mdplugin-ipi-{os.getpid()}-", dir="/tmp")  # short: UNIX paths <= 107 bytes
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     proc = None
     server = driver = None
+    # a SIGTERM (a job script's `kill`) ends the client through its clean-up below, not around it
+    previous = (signal.signal(signal.SIGTERM, _terminated)
+                if threading.current_thread() is threading.main_thread() else None)
     try:
         listener.bind(os.path.join(folder, "relay"))
         listener.listen(1)
@@ -330,3 +338,5 @@ def run_client(options: Mapping[str, Any], *, unix: bool = False, address: str =
         if proc is not None:
             _stop(proc)
         shutil.rmtree(folder, ignore_errors=True)
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
