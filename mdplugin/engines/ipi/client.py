@@ -320,15 +320,13 @@ def run_client(options: Mapping[str, Any], *, unix: bool = False, address: str =
         driver = _accept_driver(listener, proc, stderr, where)
         deadline = time.monotonic() + float(timeout)
         server = _connect(unix, address, port, f"{sockets_prefix}{address}", deadline, where)
-        ended = _relay(server, driver, deadline, where, gone)
-        if ended:  # the driver got EXIT and returns
-            driver.close()
-            try:
-                status = proc.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                raise IPIDriverError("i-PI's driver did not end within 60 s of the server's EXIT") from None
-        else:  # the driver closed its end: it ended, or is about to
+        ended = _relay(server, driver, deadline, where, gone)  # False: the driver closed its end first
+        driver.close()
+        try:
             status = proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            why = "the server's EXIT" if ended else "closing its connection"
+            raise IPIDriverError(f"i-PI's driver did not end within 60 s of {why}") from None
         if status != 0:
             _raise_driver_failure(stderr, status, where)
     finally:
