@@ -201,7 +201,9 @@ def run_ipi(folder: Path, template: Path, steps: int, client: list[str], address
     folder.mkdir(parents=True, exist_ok=True)
     prefix = f"{folder}/"
     (folder / "input.xml").write_text(ipi_input(str(template), steps, prefix, address))
-    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1",  # this checkout's mdplugin in the client
+               PYTHONPATH=os.pathsep.join(filter(None, [str(Path(__file__).resolve().parents[1]),
+                                                        os.environ.get("PYTHONPATH")])))
     with open(folder / "ipi.log", "w") as log:
         server = subprocess.Popen([str(BIN / "i-pi"), "input.xml"], cwd=folder, stdout=log, stderr=subprocess.STDOUT,
                                   env=env, start_new_session=True)

@@ -194,6 +194,15 @@ def _accept_driver(listener: socket.socket, proc: subprocess.Popen, stderr: _Std
             _raise_driver_failure(stderr, status, where)
 
 
+def _driver_environment() -> dict:
+    """This process's environment for i-PI's driver, with the folder that holds this ``mdplugin``
+    package first on its path: the driver serves the same mdplugin as the client (also from a
+    checkout that is not the installed one)."""
+    root = str(Path(__file__).resolve().parents[3])
+    path = [root] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p and p != root]
+    return dict(os.environ, PYTHONPATH=os.pathsep.join(path), PYTHONUNBUFFERED="1")
+
+
 def _die_with_parent() -> None:
     """In the driver process (Linux): SIGTERM when this process dies, even by SIGKILL, so that a
     killed client leaves no driver behind (it would spin on its closed socket)."""
@@ -313,7 +322,7 @@ def run_client(options: Mapping[str, Any], *, unix: bool = False, address: str =
         listener.listen(1)
         cmd = driver_command(options, unix=True, address="relay", sockets_prefix=folder + "/", shm=shm,
                              verbose=verbose, pes_file=pes_file)
-        proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True, env=dict(os.environ, PYTHONUNBUFFERED="1"),
+        proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True, env=_driver_environment(),
                                 preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None)
         stderr = _Stderr(proc.stderr)
         stderr.start()
