@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -9,15 +10,35 @@ import pytest
 from ase import Atoms
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED_DATA = REPO.parent / "shared" / "data"
 EXAMPLES = REPO / "examples" / "trajectories"
+
+#: environment variable naming the folder of the optional reference data (tensoap-water/, water-box/)
+REFERENCE_DATA_ENV = "MDPLUGIN_REFERENCE_DATA"
+
+
+def _reference_data() -> Path:
+    """The reference data folder: ``$MDPLUGIN_REFERENCE_DATA``, else a ``shared/data`` folder beside
+    the checkout or one of its parents (where the project keeps it)."""
+    if os.environ.get(REFERENCE_DATA_ENV):
+        return Path(os.environ[REFERENCE_DATA_ENV])
+    for parent in REPO.parents:
+        if (parent / "shared" / "data" / "tensoap-water").is_dir():
+            return parent / "shared" / "data"
+    return REPO.parent / "shared" / "data"
+
+
+SHARED_DATA = _reference_data()
+
+#: the reason given when the reference data are absent (what they are and how to point to them)
+NO_REFERENCE_DATA = (f"optional reference data (tensoap-water/, water-box/) not found; set {REFERENCE_DATA_ENV} "
+                     f"to their folder to run this test")
 
 
 @pytest.fixture
 def shared_data() -> Path:
-    """../shared/data (read-only reference data); the test is skipped when it is absent."""
-    if not SHARED_DATA.is_dir():
-        pytest.skip("../shared/data is not available")
+    """The read-only reference data (tensoap-water/, water-box/); the test is skipped when absent."""
+    if not (SHARED_DATA / "tensoap-water").is_dir():
+        pytest.skip(NO_REFERENCE_DATA)
     return SHARED_DATA
 
 

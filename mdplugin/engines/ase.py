@@ -43,7 +43,7 @@ import numpy as np
 from ase import Atoms
 from ase.calculators.calculator import Calculator, PropertyNotImplementedError, all_changes
 
-from ..core.errors import ConfigError, SimulationError
+from ..core.errors import ConfigError, DataError, ModelFileError, SimulationError
 from ..core.precision import TENSOR_PRECISIONS
 from ..models.base import Model, load_model
 
@@ -73,6 +73,10 @@ def _resolve(slot: str, value: Any) -> Model | Calculator | None:
             raise ConfigError(f"{slot}: {value!r} is a reference calculator; the {slot} slot takes a model")
         return make_reference_calculator(value)
     if isinstance(value, (str, os.PathLike)):
+        if slot == "energy" and not os.path.exists(value):
+            hint = ("did you mean 'tblite' (GFN2-xTB)?" if "xtb" in str(value).lower()
+                    else f"the energy slot takes a model file or {' or '.join(map(repr, REFERENCE_CALCULATORS))}")
+            raise ModelFileError(f"{value}: no such model file; {hint}")
         return load_model(value, target=slot)
     if isinstance(value, Model):
         target = getattr(value, "target", None)
@@ -151,6 +155,10 @@ class MLCalculator(Calculator):
             "dipole": _resolve("dipole", dipole),
             "polarizability": _resolve("polarizability", polarizability),
         }
+        #: slot -> the model file it was loaded from (for messages)
+        self.sources = {slot: os.fspath(v) for slot, v in
+                        (("energy", energy), ("dipole", dipole), ("polarizability", polarizability))
+                        if isinstance(v, (str, os.PathLike)) and isinstance(self.slots[slot], Model)}
         if all(v is None for v in self.slots.values()):
             raise ConfigError("MLCalculator needs at least one of energy=, dipole=, polarizability=")
         provided = []
@@ -185,6 +193,25 @@ class MLCalculator(Calculator):
         """The featurizers and the slots whose models share each one's features, e.g.
         ``[(SphericalExpansion(...), ["energy", "dipole", "polarizability"])]``."""
         return [(featurizer, list(slots)) for featurizer, slots in self._groups]
+
+    def check_elements(self, atoms: Atoms, where: str) -> None:
+        """Raise a :class:`DataError` when ``atoms`` (read from ``where``, e.g. a file name) holds
+        an element a model of this calculator was not trained on, naming the element, the model
+        (its file when it was loaded from one) and the elements it knows."""
+        from ase.data import chemical_symbols
+
+        present = set(np.unique(atoms.numbers).tolist())
+        for slot, model in self.slots.items():
+            known = getattr(model, "species_", None) if isinstance(model, Model) else None
+            if known is None or not len(known):
+                continue
+            missing = sorted(present - set(int(z) for z in known))
+            if missing:
+                names = ", ".join(chemical_symbols[z] for z in missing)
+                source = f" ({self.sources[slot]})" if slot in self.sources else ""
+                trained = ", ".join(chemical_symbols[int(z)] for z in sorted(known))
+                raise DataError(f"{where}: element(s) {names} not in the training set of the {slot} model"
+                                f"{source}, which knows {trained}")
 
     # ------------------------------------------------------------------------------------------
     def _slot_of(self, name: str) -> str:

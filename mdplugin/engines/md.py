@@ -287,6 +287,7 @@ def run_md_command(args: Any) -> int:
     start = read_dataset(args.start, properties=[], index=0).frames[0]
     calc = MLCalculator(energy=args.energy, dipole=args.dipole, polarizability=args.polarizability,
                         tensor_precision=getattr(args, "tensor_precision", "single"))
+    calc.check_elements(start, args.start)
     seed, output = args.seed, Path(args.output)
     comm = get_comm()
     if getattr(args, "replicas", False) and comm.size > 1:

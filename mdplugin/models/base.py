@@ -107,6 +107,7 @@ def build(name: str, **hypers) -> "Model":
     """A new, unfitted model of kind ``name`` with the given hyper-parameters (a ``target`` the
     model cannot learn is a :class:`ConfigError` here, before any data is read)."""
     cls = get_model_class(name)
+    unknown_hyper(name, cls, hypers)
     try:
         model = cls(**hypers)
     except TypeError as exc:
@@ -114,6 +115,19 @@ def build(name: str, **hypers) -> "Model":
     if "target" in hypers:
         model._check_target()
     return model
+
+
+def unknown_hyper(name: str, cls: type, hypers: dict) -> None:
+    """Raise a :class:`ConfigError` naming the first hyper-parameter ``cls`` does not take, the
+    closest valid name and all valid names (e.g. ``cutof`` -> ``cutoff``)."""
+    import difflib
+
+    valid = [p for p in cls._get_param_names() if p != "target"]
+    for key in hypers:
+        if key != "target" and key not in valid:
+            close = difflib.get_close_matches(key, valid, n=1)
+            hint = f"did you mean {close[0]!r}? " if close else ""
+            raise ConfigError(f"model {name!r} has no hyper-parameter {key!r}; {hint}valid: {', '.join(valid)}")
 
 
 def check_species(frames: Sequence[Atoms], known: Sequence[int], what: str = "model") -> None:

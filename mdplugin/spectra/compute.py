@@ -365,6 +365,10 @@ def _check_temperature(temperature) -> None:
 
 
 def _names(names: list[str] | None, series) -> list[str]:
+    if isinstance(series, (np.ndarray, str)) or not hasattr(series, "__len__"):
+        what = f"one array of shape {series.shape}" if isinstance(series, np.ndarray) else type(series).__name__
+        raise ConfigError(f"series must be a list of time series, got {what}: pass [array] for one series, "
+                          f"each (n_frames, 3) dipoles (IR) or (n_frames, 3, 3) / (n_frames, 9) polarizabilities (Raman)")
     if not series:
         raise DataError("no time series given")
     if names is None:

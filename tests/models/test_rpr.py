@@ -93,11 +93,11 @@ def _real_frames():
     if (EXAMPLES / "dce_train.xyz").exists():
         data = read_dataset(EXAMPLES / "dce_train.xyz", properties=["dipole", "polarizability"], index=slice(0, 80))
     else:
-        from ..conftest import SHARED_DATA
+        from ..conftest import NO_REFERENCE_DATA, SHARED_DATA
 
         path = SHARED_DATA / "tensoap-water" / "water_dimer.xyz"
         if not path.exists():
-            pytest.skip("neither examples/trajectories/dce_train.xyz nor ../shared/data is available")
+            pytest.skip(f"examples/trajectories/dce_train.xyz absent and {NO_REFERENCE_DATA}")
         data = read_dataset(path, keys={"dipole": "mu", "polarizability": "alpha"}, units="atomic", index=slice(0, 80))
     return data.frames, data.dipole, data.polarizability
 
