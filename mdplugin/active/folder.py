@@ -14,6 +14,7 @@ from ..structures.data import Dataset, read_dataset
 from ..core.errors import ConfigError, DataError
 from ..oracles.label import oracle_factory, oracle_maker, resolve_oracle
 from .config import TARGETS, ActiveConfig
+from .lock import LOCK_NAME
 from .store import RunStore, _complete_frames_length
 
 __all__ = ["check_initial", "discard_failed_start", "holds_labels", "open_folder", "oracle_factory", "read_start",
@@ -37,7 +38,7 @@ def read_start(start: str | Path | Atoms) -> Atoms:
 
 
 #: files a run writes in its folder (the models as ``<target>.npz``)
-RUN_FILES = ("config.json", "start.xyz", "data.xyz", "log.csv", "state.npz", "active.png",
+RUN_FILES = ("config.json", "start.xyz", "data.xyz", "log.csv", "state.npz", "active.png", LOCK_NAME,
              *(f"{t}.npz" for t in TARGETS))
 
 

@@ -57,6 +57,7 @@ from . import ranks
 from .config import ActiveConfig
 from .folder import discard_failed_start, open_folder, resolve_oracle
 from .learner import Learner
+from .lock import RunLock
 from .segments import SegmentMode
 from .selection import _distance_signature, select_candidates  # noqa: F401 (re-exported)
 from .store import RunStore, structure_hash
@@ -410,23 +411,31 @@ def run_active(start: str | Path | Atoms | None, run_dir: str | Path, config: Ac
 def _run_active(start, run_dir, config, oracle, initial, resume, overrides, say, on_train, comm) -> ActiveSummary:
     run_dir = Path(run_dir)
     store = RunStore(run_dir, writer=comm.rank == 0)
-    if resume or not store.writer:
-        return _run_in(store, start, config, oracle, initial, resume, overrides, say, on_train, comm)
-    # a new run that fails before its first label leaves no run folder behind (a plain re-run works)
-    before = set(os.listdir(run_dir)) if run_dir.is_dir() else None
+    lock = RunLock(run_dir)  # rank 0 holds it from opening the folder to the end (released on any exit)
     try:
-        return _run_in(store, start, config, oracle, initial, resume, overrides, say, on_train, comm)
-    except BaseException:
-        discard_failed_start(run_dir, before)
-        raise
+        if resume or not store.writer:
+            return _run_in(store, start, config, oracle, initial, resume, overrides, say, on_train, comm, lock)
+        # a new run that fails before its first label leaves no run folder behind (a plain re-run works)
+        before = set(os.listdir(run_dir)) if run_dir.is_dir() else None
+        try:
+            return _run_in(store, start, config, oracle, initial, resume, overrides, say, on_train, comm, lock)
+        except BaseException:
+            if lock.held:  # never when another process holds the folder
+                discard_failed_start(run_dir, before)
+            raise
+    finally:
+        lock.release()
 
 
-def _run_in(store, start, config, oracle, initial, resume, overrides, say, on_train, comm) -> ActiveSummary:
+def _run_in(store, start, config, oracle, initial, resume, overrides, say, on_train, comm, lock) -> ActiveSummary:
     say = say or (lambda msg: print(msg, flush=True))
     run_dir = store.dir
     read: dict[str, Dataset | None] = {}  # the initial frames open_folder read (rank 0, not broadcast)
 
     def open_() -> tuple:
+        if resume:
+            store.read_config()  # not a run folder: said before the lock creates anything
+        lock.acquire()
         *opened, read["initial"] = open_folder(store, start, config, oracle, initial, resume, overrides, comm.size)
         return tuple(opened)
 

@@ -24,6 +24,7 @@ from ..models import load_model
 from .config import ActiveConfig
 from .learner import Learner
 from .loop import resolve_oracle
+from .lock import RunLock
 from .store import RunStore, structure_hash
 
 
@@ -45,6 +46,16 @@ class ActiveCalculator(Calculator):
                  say=None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.store = RunStore(run_dir)
+        self.store.read_config()  # not a run folder: said before the lock creates anything
+        #: held while this calculator lives (released by close() or when the process ends)
+        self.lock = RunLock(run_dir).acquire()
+        try:
+            self._open(oracle, overrides, say)
+        except BaseException:
+            self.lock.release()
+            raise
+
+    def _open(self, oracle: Any, overrides: dict | None, say) -> None:
         saved = self.store.read_config()
         cfg = dict(saved["config"])
         cfg.update({k: v for k, v in (overrides or {}).items() if v is not None})
@@ -70,6 +81,10 @@ class ActiveCalculator(Calculator):
         self.implemented_properties = provided
         self.t0 = time.perf_counter()
         self.ml = self.learner.calculator()
+
+    def close(self) -> None:
+        """Release the run folder's lock (a later ``mdplugin active --resume`` may use it)."""
+        self.lock.release()
 
     def _stale(self, data) -> bool:
         state = self.store.read_state()
