@@ -233,6 +233,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-uncertainty", type=float, metavar="STD",
                    help="stop with a clear error when a model's predicted standard deviation (energy_std eV, "
                         "dipole_std e·Å, polarizability_std Å³) exceeds STD on a frame that records it")
+    p.add_argument("--runaway", choices=("stop", "warn", "off"), default="stop",
+                   help="when the dynamics run away (mean temperature of the last 100 fs over twice --temperature, "
+                        "or a recorded uncertainty over 10x its value at the start): stop with an error after "
+                        "writing the frame (default), warn once and go on, or off")
     p.add_argument("--std-every", type=int, default=10, metavar="N",
                    help="record the models' uncertainties (*_std) on every N-th written frame, the first "
                         "included (default 10; 1: every frame, 0: never). An uncertainty costs about as much "

@@ -18,10 +18,11 @@ from __future__ import annotations
 
 import io
 import os
+import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import ase.io
 import numpy as np
@@ -30,6 +31,9 @@ from ase.calculators.calculator import Calculator
 
 from ..core.errors import ConfigError, SimulationError
 from ..structures.neighbours import largest_nearest_neighbour_distance
+
+
+from .runaway import RUNAWAY_MODES, RunawayWatch
 
 __all__ = ["MDSummary", "run_md", "run_md_command", "largest_bond_gap"]
 
@@ -42,7 +46,8 @@ _RECORDED = ("energy_std", "dipole_std", "polarizability_std", "dipole", "polari
 
 @dataclass
 class MDSummary:
-    """What a run did: steps, frames written, wall time, speed, temperatures and energy drift."""
+    """What a run did: steps, frames written, wall time (frame 0 included), speed, temperatures,
+    energy drift, and the runaway warning if there was one."""
 
     steps: int
     frames: int
@@ -55,6 +60,7 @@ class MDSummary:
     total_energy_max_deviation_eV_per_atom: float
     output: str
     thermostat: str = "none"
+    warnings: list[str] = field(default_factory=list)
 
     def text(self) -> str:
         if self.thermostat == "none":
@@ -108,6 +114,8 @@ def run_md(
     initialize_velocities: bool = True,
     max_uncertainty: float | dict[str, float] | None = None,
     uncertainty_every: int = 10,
+    runaway: str = "warn",
+    warn: Callable[[str], None] | None = None,
 ) -> MDSummary:
     """Run MD and write the trajectory (see the module docstring).
 
@@ -129,6 +137,11 @@ def run_md(
         "dipole_std": 0.1}`` (eV, e·Å). The offending frame is written, then the run stops.
     uncertainty_every : record (and check) the ``*_std`` uncertainties on every N-th written
         frame, the first one included (1: every frame; 0: never).
+    runaway : what to do when the dynamics run away (:mod:`mdplugin.engines.runaway`: the mean
+        temperature of the last 100 fs above twice ``temperature_K``, or an uncertainty above 10×
+        its value at the start): ``"warn"`` (default: one message, the run goes on), ``"stop"``
+        (a :class:`SimulationError` after writing the frame) or ``"off"``.
+    warn : where the warning goes (default: one line on stderr, above the progress bar).
 
     Raises
     ------
@@ -149,6 +162,8 @@ def run_md(
         raise ConfigError(f"interval must be >= 1, got {interval}")
     if uncertainty_every < 0:
         raise ConfigError(f"uncertainty_every must be >= 0 (0: never), got {uncertainty_every}")
+    if runaway not in RUNAWAY_MODES:
+        raise ConfigError(f"runaway must be one of {', '.join(RUNAWAY_MODES)}, got {runaway!r}")
     if thermostat not in ("langevin", "none"):
         raise ConfigError(f"unknown thermostat {thermostat!r} (use langevin or none)")
     if not temperature_K >= 0 or not np.isfinite(temperature_K):
@@ -201,6 +216,7 @@ def run_md(
     # the first frame's properties before the output is opened: a structure or model the run
     # cannot use (an unknown element, a wrong atom order) fails here, and an existing file of the
     # same name is left as it was (the calculator keeps the results for the frame's first write)
+    t0 = time.perf_counter()  # the run's time includes frame 0
     for name in record:
         calc.get_property(name, atoms)
     output = Path(output)
@@ -211,7 +227,18 @@ def run_md(
     if progress:
         from tqdm import tqdm
 
-        bar = tqdm(total=steps, unit="step", desc="md", dynamic_ncols=True)
+        # disable=None: no bar when stderr is not a terminal (a log file gets no progress lines)
+        bar = tqdm(total=steps, unit="step", desc="md", dynamic_ncols=True, disable=None)
+    watch = RunawayWatch(temperature_K, dt_fs * interval) if runaway != "off" else None
+    warnings: list[str] = []
+
+    def say(message: str) -> None:
+        if warn is not None:
+            warn(message)
+        elif bar is not None and not bar.disable:
+            bar.write(f"warning: {message}", file=sys.stderr)
+        else:
+            print(f"warning: {message}", file=sys.stderr, flush=True)
 
     with open(output, "w") as handle:
 
@@ -240,9 +267,17 @@ def run_md(
                     raise SimulationError(
                         f"step {dyn.nsteps}: the model is too uncertain: {name} = {value:.3g} > limit {limit:g} "
                         f"(the frame is the last one in {output})")
+            if watch is not None:
+                recorded = {n: float(np.max(np.abs(calc.get_property(n, atoms)))) for n in stds} if with_std else {}
+                message = watch.observe(dyn.nsteps, temps[-1], recorded)
+                if message is not None:
+                    warnings.append(message)
+                    if runaway == "stop":
+                        raise SimulationError(f"{message} (stopped; the frame is the last one in {output}; "
+                                              f"--runaway warn, runaway='warn' in Python, goes on)")
+                    say(message)
 
         observe()
-        t0 = time.perf_counter()
         done = 0
         while done < steps:
             chunk = min(interval, steps - done)
@@ -275,6 +310,7 @@ def run_md(
         total_energy_max_deviation_eV_per_atom=float(np.abs(etots_arr - etots_arr[0]).max() / n),
         output=str(output),
         thermostat=thermostat,
+        warnings=warnings,
     )
 
 
@@ -300,6 +336,7 @@ def run_md_command(args: Any) -> int:
         progress=not args.quiet and comm.rank == 0,
         max_uncertainty=getattr(args, "max_uncertainty", None),
         uncertainty_every=getattr(args, "std_every", 10),
+        runaway=getattr(args, "runaway", "stop"),
     )
     prefix = f"[rank {comm.rank}] " if comm.size > 1 else ""
     print(prefix + summary.text())
