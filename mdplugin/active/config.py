@@ -29,8 +29,9 @@ class ActiveConfig:
         thresholds : absolute thresholds per target: energy in eV/atom (GPR std of the energy /
             n_atoms), dipole in e·Å (norm of the per-component std), polarizability in Å³
             (Frobenius norm of the per-component std). A target without one uses
-        threshold_factor : × its training error in the same measure (see
-            :meth:`mdplugin.active.learner.Learner._training_error`).
+        threshold_factor : × the uncertainty its models gave on held-out frames of a 2-fold
+            cross-validation, in the same measure (see
+            :meth:`mdplugin.active.learner.Learner.cross_validate`).
 
     Dynamics
         steps : MD step budget (Langevin, ``dt`` fs, friction ``friction`` 1/fs).

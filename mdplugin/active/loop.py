@@ -38,6 +38,7 @@ structure whose key is already in ``data.xyz`` is never sent to the oracle again
 from __future__ import annotations
 
 import os
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -50,6 +51,7 @@ from ase.calculators.calculator import Calculator
 
 from ..structures.data import Dataset, read_dataset
 from ..core.errors import DataError
+from ..core.threads import limited_threads
 from ..engines.md import largest_bond_gap
 from ..models import load_model
 from ..learn.parallel import resolve_comm
@@ -85,12 +87,27 @@ class ActiveSummary:
     n_train: int
     wall_time_s: float
     thresholds: dict = field(default_factory=dict)
+    #: why a run that labelled nothing did so, and what to change (empty otherwise)
+    warning: str = ""
 
     def text(self) -> str:
         thr = ", ".join(f"{k} {v:.3g}" for k, v in self.thresholds.items())
         return (f"active: {self.reason}; {self.steps} MD steps, {self.oracle_calls} oracle calls "
                 f"(+{self.initial_frames} initial frames), {self.n_train} training frames, "
                 f"{self.wall_time_s:.1f} s; thresholds {thr}; run folder {self.run_dir}")
+
+
+def no_calls_warning(steps: int, max_ratio: float, config: ActiveConfig) -> str:
+    """What a run that ended with 0 oracle calls says: the largest uncertainty it met, as a
+    fraction of its threshold, and how to make it label."""
+    seen = (f"the largest uncertainty met was {max_ratio:.2f}x its threshold" if max_ratio > 0
+            else "no uncertainty was measured")
+    absolute = [t for t in config.targets if t in config.thresholds]
+    fix = (f"lower --threshold-{absolute[0]}" if absolute
+           else f"lower --threshold-factor (now {config.threshold_factor:g}) or give absolute thresholds")
+    return (f"0 oracle calls in {steps} MD steps: the models were never unsure enough to label a structure "
+            f"({seen}), so they were not improved; {fix}, run longer or hotter (--steps, --temperature), "
+            f"or see docs/active.md")
 
 
 def _draw_momenta(atoms: Atoms, temperature: float, rng: np.random.Generator) -> None:
@@ -128,6 +145,7 @@ class _Run(SegmentMode):
         self.rng = np.random.default_rng(ranks.walker_seed(config.seed, self.rank))
         self.atoms: Atoms | None = None
         self.trusted: tuple[np.ndarray, np.ndarray] | None = None
+        self.max_ratio = 0.0
 
     # --- bookkeeping -----------------------------------------------------------------------
     def wall(self) -> float:
@@ -172,7 +190,10 @@ class _Run(SegmentMode):
     def retrain(self, note: str) -> None:
         data = self.data()
         self.say(f"retraining on {len(data)} frames")
+        before = self.learner.calibration_note
         seconds = self.fit_models(data)
+        if self.learner.calibration_note != before:
+            self.say(self.learner.calibration_note)
         self.save_models()
         thr = self.learner.thresholds()
         calls, _ = self.counts()
@@ -301,6 +322,12 @@ class _Run(SegmentMode):
             return f"wall-time budget reached ({self.config.wall_time:g} s)"
         return None
 
+    def note_ratio(self, ratio: float) -> None:
+        """Remember the largest uncertainty/threshold ratio the dynamics met (reported when a run
+        labels nothing)."""
+        if np.isfinite(ratio):
+            self.max_ratio = max(self.max_ratio, float(ratio))
+
     def md(self) -> str:
         """The MD until a budget is reached (step by step, or :meth:`md_segments`); returns the reason."""
         cfg = self.config
@@ -318,6 +345,7 @@ class _Run(SegmentMode):
                 self.dyn.step()
                 u = self.learner.uncertainties(self.atoms)
                 ratio = self.learner.ratio(u)
+                self.note_ratio(ratio)
                 broken = self.broken()
             except Exception as exc:  # non-finite model output: back to the trusted state
                 self.say(f"step {self.step + 1}: the models failed ({exc}); back to the trusted state")
@@ -404,8 +432,9 @@ def run_active(start: str | Path | Atoms | None, run_dir: str | Path, config: Ac
         ``comm.Abort(1)`` after a message on stderr.
     """
     comm = resolve_comm(comm)
-    return ranks.abort_on_failure(
-        comm, lambda: _run_active(start, run_dir, config, oracle, initial, resume, overrides, say, on_train, comm))
+    with limited_threads("step", comm):  # the dynamics and labels on 1 thread; fits take their own (core.threads)
+        return ranks.abort_on_failure(
+            comm, lambda: _run_active(start, run_dir, config, oracle, initial, resume, overrides, say, on_train, comm))
 
 
 def _run_active(start, run_dir, config, oracle, initial, resume, overrides, say, on_train, comm) -> ActiveSummary:
@@ -494,6 +523,10 @@ def _run_in(store, start, config, oracle, initial, resume, overrides, say, on_tr
     summary = ActiveSummary(run_dir=str(run_dir), reason=reason, steps=run.step, oracle_calls=calls,
                             initial_frames=n_init, n_train=run.learner.n_train, wall_time_s=run.wall(),
                             thresholds=run.learner.thresholds())
+    if calls == 0 and run.step > 0 and config.max_calls > 0:
+        summary.warning = no_calls_warning(run.step, run.max_ratio, config)
+        if comm.rank == 0:  # loud: on stderr, whatever ``say`` does
+            print(f"mdplugin active: warning: {summary.warning}", file=sys.stderr, flush=True)
     run.say(summary.text())
     if comm.size > 1:
         comm.Barrier()  # rank 0's files are complete when run_active returns on any rank

@@ -103,6 +103,7 @@ class SegmentMode:
                 if not broken and sample:
                     u = self.learner.uncertainties(self.atoms)
                     ratio = self.learner.ratio(u)
+                    self.note_ratio(ratio)
                     broken = not np.isfinite(ratio)
                     if not broken:
                         candidates.append({"positions": self.atoms.positions.copy(), "u": u, "ratio": ratio,

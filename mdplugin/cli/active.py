@@ -77,13 +77,18 @@ def _run(args, comm) -> int:
         args.output = args.resume
     if args.output is None:
         raise ConfigError("active: give the run folder (-o RUN_DIR, or --resume RUN_DIR)")
+    quiet = getattr(args, "quiet", False)
+    say = (lambda message: None) if quiet else None  # --quiet: the summary alone (warnings go to stderr)
     if args.resume:
         overrides = {k: given[k] for k in RESUMABLE if given[k] is not None}
-        run_active(None, args.output, oracle=args.oracle, resume=True, overrides=overrides, comm=comm)
-        return 0
-    if args.start is None:
-        raise ConfigError("active: give a start structure (or --resume RUN_DIR)")
-    config = ActiveConfig(**{k: v for k, v in given.items() if v is not None})
-    run_active(args.start, args.output, config=config, oracle=args.oracle or "tblite",
-               initial=getattr(args, "initial", None), comm=comm)
+        summary = run_active(None, args.output, oracle=args.oracle, resume=True, overrides=overrides, say=say,
+                             comm=comm)
+    else:
+        if args.start is None:
+            raise ConfigError("active: give a start structure (or --resume RUN_DIR)")
+        config = ActiveConfig(**{k: v for k, v in given.items() if v is not None})
+        summary = run_active(args.start, args.output, config=config, oracle=args.oracle or "tblite",
+                             initial=getattr(args, "initial", None), say=say, comm=comm)
+    if quiet and comm.rank == 0:
+        print(summary.text(), flush=True)
     return 0

@@ -75,10 +75,6 @@ def example_data_dir() -> Path:
     )
 
 
-def _stage(text: str) -> None:
-    print(f"\n== {text}", flush=True)
-
-
 def _train(kind: str, target: str, train, test, hypers: dict[str, Any]) -> dict:
     from ..models import build
     from ..models.training import evaluate_model, fit_on_dataset
@@ -92,47 +88,60 @@ def _train(kind: str, target: str, train, test, hypers: dict[str, Any]) -> dict:
     return {"model": model, "metrics": result}
 
 
+def _parity_data(kind: str, target: str, entry: dict, test) -> list[tuple[str, np.ndarray, np.ndarray, str]]:
+    """(what, reference, prediction, unit) of one model on the held-out frames, one item per panel:
+    energy per atom (shifted), force components, dipole components; for a polarizability its
+    isotropic part ᾱ = tr α / 3 and, apart, the five components of its anisotropic part
+    β = α − ᾱ·1 (the λ = 2 spherical components), which differ in size and in error."""
+    from ..core.tensors import symmetric_to_spherical
+
+    model = entry["model"]
+    if target == "energy":
+        n_atoms = np.array([len(a) for a in test.frames])
+        ref = test.energy / n_atoms
+        pred = model.predict(test.frames) / n_atoms
+        forces_ref = np.concatenate(test.forces).ravel()
+        forces_pred = np.concatenate(model.predict_forces(test.frames)).ravel()
+        return [("energy (shifted)", ref - ref.mean(), pred - ref.mean(), "eV/atom"),
+                ("forces", forces_ref, forces_pred, "eV/Å")]
+    ref = np.asarray(test.get(target))
+    pred = np.asarray(model.predict(test.frames))
+    if target == "dipole":
+        return [("dipole", ref.ravel(), pred.ravel(), "e·Å")]
+    (iso_ref, aniso_ref), (iso_pred, aniso_pred) = (symmetric_to_spherical(ref.reshape(-1, 3, 3)),
+                                                    symmetric_to_spherical(pred.reshape(-1, 3, 3)))
+    scale = 1 / np.sqrt(3)  # the λ = 0 component is √3 ᾱ in the orthonormal basis
+    return [("isotropic ᾱ = tr α / 3", iso_ref.ravel() * scale, iso_pred.ravel() * scale, "Å³"),
+            ("anisotropic β = α − ᾱ·1 (λ = 2)", aniso_ref.ravel(), aniso_pred.ravel(), "Å³")]
+
+
 def _parity_plot(trained: dict, test, path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    panels = [("soap", "energy"), ("soap", "forces"), ("rpr", "dipole"), ("lsoap", "dipole"),
-              ("rpr", "polarizability"), ("lsoap", "polarizability")]
-    units = {"energy": "eV/atom", "forces": "eV/Å", "dipole": "e·Å", "polarizability": "Å³"}
-    fig, axes = plt.subplots(3, 2, figsize=(9, 12))
-    for ax, (kind, target) in zip(axes.ravel(), panels):
-        entry = trained.get((kind, "energy" if target == "forces" else target))
-        if entry is None:
-            ax.set_visible(False)
-            continue
-        model, metrics = entry["model"], entry["metrics"]
-        if target == "energy":
-            n_atoms = np.array([len(a) for a in test.frames])
-            ref = test.energy / n_atoms
-            pred = model.predict(test.frames) / n_atoms
-            ref, pred = ref - ref.mean(), pred - ref.mean()
-            label = f"RMSE {1000 * metrics['rmse_per_atom']:.2f} meV/atom"
-        elif target == "forces":
-            ref = np.concatenate(test.forces).ravel()
-            pred = np.concatenate(model.predict_forces(test.frames)).ravel()
-            label = f"RMSE {metrics['forces_rmse']:.3f} eV/Å ({metrics['forces_rmse_percent_of_std']:.1f} % of std)"
-        else:
-            ref = np.asarray(test.get(target)).reshape(len(test), -1)
-            pred = np.asarray(model.predict(test.frames)).reshape(len(test), -1)
-            if target == "polarizability":
-                ref, pred = ref[:, [0, 4, 8, 1, 2, 5]], pred[:, [0, 4, 8, 1, 2, 5]]
-            ref, pred = ref.ravel(), pred.ravel()
-            label = f"RMSE {metrics['rmse']:.4f} {units[target]} ({metrics['rmse_percent_of_std']:.1f} % of std)"
+    names = {"soap": "SOAP GPR", "rpr": "RPR", "lsoap": "λ-SOAP SA-GPR"}
+    panels = []
+    for kind, target in (("soap", "energy"), ("rpr", "dipole"), ("lsoap", "dipole"), ("rpr", "polarizability"),
+                         ("lsoap", "polarizability")):
+        entry = trained.get((kind, target))
+        if entry is not None:
+            panels += [(names[kind], *item) for item in _parity_data(kind, target, entry, test)]
+    ncols = 2
+    nrows = -(-len(panels) // ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(9, 3.6 * nrows), squeeze=False)
+    for ax in axes.ravel()[len(panels):]:
+        ax.set_visible(False)
+    for ax, (name, what, ref, pred, unit) in zip(axes.ravel(), panels):
+        rmse = float(np.sqrt(np.mean((pred - ref) ** 2)))
         ax.plot(ref, pred, ".", ms=2, alpha=0.5)
         lo, hi = min(ref.min(), pred.min()), max(ref.max(), pred.max())
         ax.plot([lo, hi], [lo, hi], "k-", lw=0.7)
-        name = {"soap": "SOAP GPR", "rpr": "RPR", "lsoap": "λ-SOAP SA-GPR"}[kind]
-        shown = "energy (shifted)" if target == "energy" else target
-        ax.set_title(f"{name}: {shown}\n{label}", fontsize=10)
-        ax.set_xlabel(f"GFN2-xTB [{units[target]}]")
-        ax.set_ylabel(f"ML [{units[target]}]")
+        ax.set_title(f"{name}: {what}\nRMSE {rmse:.3g} {unit} ({100 * rmse / np.std(ref):.2f} % of std)", fontsize=10)
+        ax.set_xlabel(f"GFN2-xTB [{unit}]")
+        ax.set_ylabel(f"ML [{unit}]")
+        ax.locator_params(nbins=5)
         ax.grid(alpha=0.3)
     fig.suptitle(f"1,2-dichloroethane, held-out frames (n = {len(test)})")
     fig.tight_layout()
@@ -140,30 +149,43 @@ def _parity_plot(trained: dict, test, path: Path) -> None:
     plt.close(fig)
 
 
-def run_demo(output: str | os.PathLike = "demo-output", quick: bool = False, progress: bool = True) -> dict:
-    """Run the demo (see the module docstring); returns the summary dict also written to summary.json."""
+def run_demo(output: str | os.PathLike = "demo-output", quick: bool = False, progress: bool = True,
+             quiet: bool = False) -> dict:
+    """Run the demo (see the module docstring); returns the summary dict also written to summary.json.
+
+    ``progress``: MD progress bars (on a terminal only); ``quiet``: no bars and no stage reports,
+    only the final summary."""
     from ..engines.ase import MLCalculator
     from ..structures.data import read_dataset
     from ..engines.md import run_md
     from ..spectra import ir_spectrum, plot_spectra, raman_spectrum, read_series, write_csv
 
     settings = QUICK if quick else FULL
+    progress = progress and not quiet
+
+    def say(text: str) -> None:
+        if not quiet:
+            print(text, flush=True)
+
+    def stage(text: str) -> None:
+        say(f"\n== {text}")
+
     out = Path(output)
     (out / "models").mkdir(parents=True, exist_ok=True)
     timings: dict[str, float] = {}
     t_start = time.perf_counter()
 
-    _stage("data")
+    stage("data")
     folder = example_data_dir()
     train_all = read_dataset(folder / "dce_train.xyz")
     test_all = read_dataset(folder / "dce_test.xyz")
     rng = np.random.default_rng(settings.seed)
     train = train_all.subset(np.sort(rng.permutation(len(train_all))[: min(settings.n_train, len(train_all))]))
     test = test_all.subset(np.arange(min(settings.n_test, len(test_all))))
-    print(f"{len(train)} training frames from {folder / 'dce_train.xyz'}; "
-          f"{len(test)} held-out frames from an independent trajectory ({folder / 'dce_test.xyz'})")
+    say(f"{len(train)} training frames from {folder / 'dce_train.xyz'}; "
+        f"{len(test)} held-out frames from an independent trajectory ({folder / 'dce_test.xyz'})")
 
-    _stage("training (energy: SOAP GPR; dipole and polarizability: RPR and λ-SOAP side by side)")
+    stage("training (energy: SOAP GPR; dipole and polarizability: RPR and λ-SOAP side by side)")
     trained: dict[tuple[str, str], dict] = {}
     jobs = [("soap", "energy"), ("rpr", "dipole"), ("lsoap", "dipole"), ("rpr", "polarizability"),
             ("lsoap", "polarizability")]
@@ -175,12 +197,12 @@ def run_demo(output: str | os.PathLike = "demo-output", quick: bool = False, pro
         m = entry["metrics"]
         extra = (f", forces {m['forces_rmse_percent_of_std']:.1f} % of std, "
                  f"{1000 * m['rmse_per_atom']:.2f} meV/atom" if target == "energy" else "")
-        print(f"  {kind:>5} {target:<15} RMSE {m['rmse_percent_of_std']:6.2f} % of std{extra}  "
-              f"(trained in {m['train_seconds']:.1f} s)", flush=True)
+        say(f"  {kind:>5} {target:<15} RMSE {m['rmse_percent_of_std']:6.2f} % of std{extra}  "
+            f"(trained in {m['train_seconds']:.1f} s)")
     timings["training_s"] = time.perf_counter() - t0
     _parity_plot(trained, test, out / "parity.png")
 
-    _stage("ML molecular dynamics (λ-SOAP dipoles and polarizabilities)")
+    stage("ML molecular dynamics (λ-SOAP dipoles and polarizabilities)")
     calc = MLCalculator(energy=trained[("soap", "energy")]["model"],
                         dipole=trained[("lsoap", "dipole")]["model"],
                         polarizability=trained[("lsoap", "polarizability")]["model"])
@@ -190,7 +212,7 @@ def run_demo(output: str | os.PathLike = "demo-output", quick: bool = False, pro
                 output=out / "md_equilibration.xyz", temperature_K=settings.temperature_K,
                 thermostat="langevin", friction_per_fs=0.02, interval=max(settings.interval, 10),
                 seed=settings.seed, progress=progress)
-    print("  equilibration: " + eq.text())
+    say("  equilibration: " + eq.text())
     import ase.io
 
     last = ase.io.read(out / "md_equilibration.xyz", index=-1)
@@ -198,10 +220,10 @@ def run_demo(output: str | os.PathLike = "demo-output", quick: bool = False, pro
     nve = run_md(last, calc, steps=settings.production_steps, dt_fs=settings.dt_fs,
                  output=out / "md_nve.xyz", temperature_K=settings.temperature_K, thermostat="none",
                  interval=settings.interval, seed=settings.seed + 1, progress=progress)
-    print("  production (NVE): " + nve.text())
+    say("  production (NVE): " + nve.text())
     timings["md_s"] = time.perf_counter() - t0
 
-    _stage("spectra")
+    stage("spectra")
     t0 = time.perf_counter()
     dt = settings.dt_fs * settings.interval
     mu = read_series(out / "md_nve.xyz", "dipole")
@@ -214,6 +236,7 @@ def run_demo(output: str | os.PathLike = "demo-output", quick: bool = False, pro
     plot_spectra([ir], out / "ir.png", title="1,2-dichloroethane, ML MD (NVE), IR")
     plot_spectra([raman], out / "raman.png", title="1,2-dichloroethane, ML MD (NVE), Raman")
     plot_spectra([ir, raman], out / "spectra.png", title="1,2-dichloroethane, ML molecular dynamics")
+    say(f"  {ir.summary()}\n  {raman.summary()}")
     timings["spectra_s"] = time.perf_counter() - t0
     timings["total_s"] = time.perf_counter() - t_start
 
@@ -231,7 +254,8 @@ def run_demo(output: str | os.PathLike = "demo-output", quick: bool = False, pro
     with atomic_write(out / "summary.json") as fh:
         json.dump(summary, fh, indent=2)
 
-    _stage("summary")
+    if not quiet:
+        print("\n== summary")
     print(f"{'model':<24}{'RMSE':>12}{'% of std':>10}{'train s':>9}")
     for (kind, target), e in trained.items():
         m = e["metrics"]
@@ -246,5 +270,5 @@ def run_demo(output: str | os.PathLike = "demo-output", quick: bool = False, pro
 
 def run_demo_command(args) -> int:
     """``mdplugin demo [-o DIR] [--quick]``."""
-    run_demo(args.output, quick=args.quick)
+    run_demo(args.output, quick=args.quick, quiet=getattr(args, "quiet", False))
     return 0

@@ -134,7 +134,8 @@ def cmd_spectrum(args) -> int:
     from ..spectra import spectrum_command
 
     options = {k: v for k, v in vars(args).items()
-               if k not in ("kind", "series", "dt", "output", "plot", "temperature", "func", "command", "debug")}
+               if k not in ("kind", "series", "dt", "output", "plot", "temperature", "func", "command", "debug",
+                            "threads")}
     result = spectrum_command(args.kind, args.series, dt=args.dt, output=args.output, plot=args.plot,
                               temperature=args.temperature, **options)
     meta = result.meta
@@ -174,6 +175,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"mdplugin {__version__}")
     parser.add_argument("--debug", action="store_true", help="show the full traceback on errors")
+    parser.add_argument("--threads", metavar="N",
+                        help="BLAS/OpenMP threads of the hot paths: a number, or auto (default: 1 for MD steps "
+                             "and labels; for fits the idle cores, shared among the MPI ranks of a node); "
+                             "sets MDPLUGIN_THREADS (docs/quickstart.md)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
 
@@ -317,6 +322,7 @@ def build_parser() -> argparse.ArgumentParser:
                "(--threshold-energy 0.003 --threshold-dipole 0.006) so that one structure per segment "
                "is labelled until --max-calls.")
     p.add_argument("start", nargs="?", help="starting structure (any file ASE reads; not needed with --resume)")
+    p.add_argument("--quiet", action="store_true", help="print only the final summary (and warnings, on stderr)")
     p.add_argument("-o", "--output", metavar="RUN_DIR", help="run folder (created; must not hold a run)")
     p.add_argument("--resume", nargs="?", const=True, default=False, metavar="RUN_DIR",
                    help="continue the run in RUN_DIR (or in -o RUN_DIR) from its last checkpoint, keeping "
@@ -349,9 +355,10 @@ def build_parser() -> argparse.ArgumentParser:
         "A structure is labelled when any target's uncertainty is above its threshold. Measures: energy = "
         "GPR std of the energy per atom (eV/atom); dipole = norm of the std vector (e·Å); polarizability = "
         "Frobenius norm of the std matrix (Å³). A target without an absolute threshold uses "
-        "--threshold-factor × its training error in the same measure: the RMS of the errors of the last "
-        "(up to 20) labelled structures, measured before each was trained on (2-fold cross-validation on "
-        "the data until 3 structures are labelled).")
+        "--threshold-factor × the uncertainty its models gave on frames they had not seen: the RMS of the "
+        "measure over held-out frames of a 2-fold cross-validation on the labelled data, repeated whenever "
+        "the data have grown by a quarter (a structure is labelled when the models are less sure of it "
+        "than of unseen frames like their data). A run that ends with 0 oracle calls says so on stderr.")
     g.add_argument("--threshold-energy", type=float, default=None, metavar="EV_PER_ATOM",
                    help="absolute energy threshold, eV/atom")
     g.add_argument("--threshold-dipole", type=float, default=None, metavar="E_ANGSTROM",
@@ -359,8 +366,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--threshold-polarizability", type=float, default=None, metavar="ANGSTROM3",
                    help="absolute polarizability threshold, Å³")
     g.add_argument("--threshold-factor", type=float, default=None,
-                   help="relative threshold: this multiple of the training error, for targets without an absolute "
-                        "threshold (default 1)")
+                   help="relative threshold: this multiple of the cross-validated uncertainty, for targets without "
+                        "an absolute threshold (default 1)")
     g = p.add_argument_group("dynamics and budgets")
     g.add_argument("--steps", type=int, default=None, help="MD step budget (default 2000)")
     g.add_argument("--max-calls", type=int, default=None,
@@ -412,6 +419,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("demo", help="the main job on the built-in example: models, ML MD, IR and Raman spectra")
     p.add_argument("-o", "--output", default="demo-output", help="output folder (default demo-output)")
     p.add_argument("--quick", action="store_true", help="a reduced run (for tests)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars and stage reports: only the final summary")
     p.set_defaults(func=cmd_demo)
     return parser
 
@@ -425,6 +433,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
+        if args.threads:
+            _set_threads(args.threads)
         with warnings.catch_warnings():
             warnings.showwarning = _print_warning
             return int(args.func(args) or 0)
@@ -436,6 +446,19 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"mdplugin: error: {_one_line(exc)}", file=sys.stderr)
         return 2 if isinstance(exc, (MdpluginError, OSError)) else 1
+
+
+def _set_threads(value: str) -> None:
+    """``--threads N``: MDPLUGIN_THREADS for this command (checked here, named as the option)."""
+    import os
+
+    from ..core.threads import ENV, threads_for
+
+    os.environ[ENV] = value
+    try:
+        threads_for("step")
+    except ConfigError:
+        raise ConfigError(f"--threads {value}: give a positive number of threads or 'auto'") from None
 
 
 def _one_line(exc: BaseException) -> str:

@@ -30,9 +30,8 @@ from ase import Atoms, units
 from ase.calculators.calculator import Calculator
 
 from ..core.errors import ConfigError, SimulationError
+from ..core.threads import with_threads
 from ..structures.neighbours import largest_nearest_neighbour_distance
-
-
 from .runaway import RUNAWAY_MODES, RunawayWatch
 
 __all__ = ["MDSummary", "run_md", "run_md_command", "largest_bond_gap"]
@@ -99,6 +98,7 @@ def _frame_text(atoms: Atoms, calc: Calculator, step: int, dt_fs: float, epot: f
     return buf.getvalue()
 
 
+@with_threads("step")
 def run_md(
     atoms: Atoms,
     calc: Calculator,
@@ -142,6 +142,9 @@ def run_md(
         its value at the start): ``"warn"`` (default: one message, the run goes on), ``"stop"``
         (a :class:`SimulationError` after writing the frame) or ``"off"``.
     warn : where the warning goes (default: one line on stderr, above the progress bar).
+
+    The run uses one BLAS/OpenMP thread (:mod:`mdplugin.core.threads`; ``MDPLUGIN_THREADS``
+    overrides it).
 
     Raises
     ------

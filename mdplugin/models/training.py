@@ -12,6 +12,7 @@ import numpy as np
 
 from ..structures.data import Dataset
 from ..core.errors import DataError
+from ..core.threads import limited_threads, with_threads
 from ..learn.metrics import regression_metrics
 from .base import Model
 from .contract import Targets
@@ -40,12 +41,15 @@ def fit_on_dataset(model: Model, data: Dataset, comm=None) -> Model:
 
     ``comm``: an MPI communicator (:func:`mdplugin.learn.parallel.get_comm`) shared by the ranks that
     all call this with the same data; the SOAP energy and λ-SOAP models split the work and end with
-    the serial model on every rank, the others fit on every rank.
+    the serial model on every rank, the others fit on every rank. The fit runs with the "batch"
+    threads of :mod:`mdplugin.core.threads`.
     """
     data.get(model.target)  # the file's name in the error when the labels are missing
-    return model.fit(data.frames, targets_of(data), comm=comm)
+    with limited_threads("batch", comm):  # threads from the free cores and the ranks per node
+        return model.fit(data.frames, targets_of(data), comm=comm)
 
 
+@with_threads("batch")
 def evaluate_model(model: Model, data: Dataset) -> dict:
     """Errors of ``model`` on ``data``: target, n, rmse, mae, rmse_percent_of_std (+ energy extras)."""
     target = model.target
@@ -65,6 +69,7 @@ def evaluate_model(model: Model, data: Dataset) -> dict:
     return result
 
 
+@with_threads("batch")
 def predict_dataset(model: Model, data: Dataset) -> Dataset:
     """A copy of ``data``'s structures labelled with the model's predictions and ``<target>_std``."""
     target = model.target

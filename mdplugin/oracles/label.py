@@ -328,7 +328,7 @@ def label_frames(frames: Sequence[Atoms], oracle: str | Calculator = "tblite",
 
     local: dict[int, dict[str, np.ndarray]] = {}
     error: str | None = None
-    bar = tqdm(total=len(mine), desc="label", unit="frame", disable=not progress or rank != 0,
+    bar = tqdm(total=len(mine), desc="label", unit="frame", disable=True if not progress or rank != 0 else None,
                leave=False)
     try:
         for i in mine:

@@ -94,29 +94,44 @@ def test_wall_time_budget(tmp_path):
     assert "wall-time budget" in s.reason and s.wall_time_s >= 3.0
 
 
-def test_relative_threshold_is_a_multiple_of_the_training_error(tmp_path):
+def test_relative_threshold_is_a_multiple_of_the_cross_validated_uncertainty(tmp_path):
     from mdplugin.active import Learner, measure
     from mdplugin.models import build
     from mdplugin.models.training import fit_on_dataset
 
     cfg = _config(thresholds={}, threshold_factor=2.5)
-    _run(tmp_path, thresholds={}, threshold_factor=2.5, max_calls=0, n_initial=6)
+    _run(tmp_path, thresholds={}, threshold_factor=2.5, max_calls=0, n_initial=8)
     data = RunStore(tmp_path / "run").read_data(cfg.labels())
     learner = Learner(cfg, toy_oracle())
-    learner.train(data)
-    # no labels yet: 2-fold cross-validation error (the in-sample one is ~0 for an interpolating GPR)
-    errs = []
+    learner.train(data.subset(range(6)))
+    # 2-fold cross-validation: the RMS of the uncertainty the half models give on the other half
+    stds, errs = [], []
     for fit_idx, test_idx in (([0, 2, 4], [1, 3, 5]), ([1, 3, 5], [0, 2, 4])):
         model = fit_on_dataset(build("rpr", target="dipole"), data.subset(fit_idx))
-        pred = model.predict(data.subset(test_idx).frames)
+        pred, std = model.predict(data.subset(test_idx).frames, return_std=True)
+        stds += [measure("dipole", s, 3) for s in std]
         errs += [measure("dipole", p - t, 3) for p, t in zip(pred, data.dipole[test_idx])]
-    assert learner.thresholds()["dipole"] == pytest.approx(2.5 * np.sqrt(np.mean(np.square(errs))))
-    # with errors measured on labelled structures (before they were added): their RMS
-    for e in (0.01, 0.02, 0.04):
-        learner.record_errors({"dipole": e, "energy": e / 10, "forces": 1.0})
-    learner.train(data)
-    assert learner.thresholds()["dipole"] == pytest.approx(2.5 * np.sqrt(np.mean(np.square([0.01, 0.02, 0.04]))))
-    assert learner.thresholds()["energy"] == pytest.approx(0.25 * np.sqrt(np.mean(np.square([0.01, 0.02, 0.04]))))
+    rms = np.sqrt(np.mean(np.square(stds))) * 3 / 6  # scaled from 3 to 6 training frames
+    assert learner.thresholds()["dipole"] == pytest.approx(2.5 * rms)
+    assert learner.validation["dipole"]["error"] == pytest.approx(np.sqrt(np.mean(np.square(errs))))
+    assert "held-out" in learner.calibration_note
+    # labelled structures' errors are recorded, but do not move the threshold
+    learner.record_errors({"dipole": 1.0, "energy": 1.0, "forces": 1.0})
+    learner.train(data.subset(range(7)))  # 7 < 1.25 x 6 frames: the calibration is kept
+    assert learner.thresholds()["dipole"] == pytest.approx(2.5 * rms)
+    learner.train(data)  # 8 frames: cross-validated again
+    assert learner.calibrated_on == 8 and learner.thresholds()["dipole"] != pytest.approx(2.5 * rms)
+
+
+def test_a_run_with_no_oracle_call_says_so_loudly(tmp_path, capsys):
+    s = run_active(water(), tmp_path / "run", _config(thresholds={"energy": 10.0, "dipole": 10.0}, steps=20),
+                   oracle=toy_oracle())
+    assert s.oracle_calls == 0
+    err = capsys.readouterr().err
+    assert "warning: 0 oracle calls in 20 MD steps" in err and "lower --threshold-energy" in err
+    assert s.warning and "x its threshold" in s.warning
+    s = _run(tmp_path, name="run2", max_calls=1, thresholds={"energy": 1e-6})  # a run that labels: no warning
+    assert s.oracle_calls == 1 and not s.warning and "warning" not in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("segment", [0, 25])

@@ -89,7 +89,7 @@ def _driver(run_dir: str, mode: str) -> None:
                    on_train=on_train, comm=comm)
     elif mode == "abort":
         def say(msg: str) -> None:  # rank 0's progress messages, while rank 1 waits for the data
-            if msg.startswith("retraining on 5"):
+            if msg.startswith("retraining on") and not msg.startswith("retraining on 3 "):  # after the first batch
                 raise RuntimeError("rank 0 failed while rank 1 waits")
 
         run_active(water(), run_dir, _config(), oracle=ToyOracle(), say=say, comm=comm)
@@ -166,7 +166,7 @@ def test_two_ranks_label_both_walkers_once_in_batch_order(two_rank_run):
     assert calls == list(range(1, 7))
     # files: the serial run folder, nothing per rank
     assert sorted(p.name for p in run_dir.iterdir()) == sorted(
-        ["active.png", "config.json", "data.xyz", "dipole.npz", "energy.npz", "log.csv", "start.xyz", "state.npz"])
+        [".lock", "active.png", "config.json", "data.xyz", "dipole.npz", "energy.npz", "log.csv", "start.xyz", "state.npz"])
     state = np.load(run_dir / "state.npz")
     assert {"positions_rank1", "momenta_rank1"} <= set(state.files)
 
@@ -233,7 +233,7 @@ def test_a_rank_failing_while_the_others_wait_aborts_the_job(tmp_path):
     assert "mdplugin active: rank 0 of 2 failed (RuntimeError: rank 0 failed while rank 1 waits); " \
            "aborting every rank" in proc.stdout + proc.stderr
     keys = [f["key"] for f in _frames(tmp_path / "run")]
-    assert len(keys) == len(set(keys)) == 5  # 3 initial frames, the first batch of 2
+    assert len(keys) == len(set(keys)) and 3 < len(keys) <= 6  # 3 initial frames, the first batch (at most 3)
 
 
 if __name__ == "__main__":
