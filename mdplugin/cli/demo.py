@@ -34,10 +34,18 @@ class DemoSettings:
     n_test: int = 500  # held-out frames for the parity plots
     dt_fs: float = 0.5  # MD time step
     equilibration_steps: int = 1000  # Langevin at the temperature (0.5 ps)
+    friction_per_fs: float = 0.02  # Langevin friction of the equilibration
     production_steps: int = 10000  # NVE (5 ps)
     interval: int = 8  # record dipole/polarizability every N steps (4 fs: Nyquist 4170 cm⁻¹)
     temperature_K: float = 300.0
     seed: int = 1
+    max_depth_fs: float = 1000.0  # correlation depth: min(this, a quarter of the NVE run)
+    max_wavenumber: float = 3600.0  # last wavenumber of the spectra, cm⁻¹
+
+    @property
+    def equilibration_interval(self) -> int:
+        """Frames of the equilibration are written every this many steps."""
+        return max(self.interval, 10)
 
 
 FULL = DemoSettings()
@@ -59,6 +67,38 @@ QUICK_HYPERS: dict[str, dict[str, Any]] = {
               "regularizer_l0": 1e-4, "regularizer_l1": 1e-4, "regularizer_l2": 1e-4},
     "rpr": {},
 }
+
+
+def _ps(steps: int, dt_fs: float) -> str:
+    return f"{steps * dt_fs / 1000:g} ps ({steps} steps)"
+
+
+def describe(settings: DemoSettings = FULL, quick: DemoSettings = QUICK) -> str:
+    """The "What it does" table of docs/demo.md, from the settings the demo runs with (full run
+    and ``--quick``), so that the page cannot drift from the code (``python docs/gen_demo.py``)."""
+    f, q = settings, quick
+    rows = [
+        ("data", f"{f.n_train} frames drawn (seed {f.seed}) from `dce_train.xyz`; {f.n_test} held-out frames of "
+                 f"the independent trajectory `dce_test.xyz`", f"{q.n_train} / {q.n_test} frames"),
+        ("training", "SOAP energy model (energies + forces); dipole and polarizability models, **RPR and λ-SOAP "
+                     "side by side**: " + "; ".join(f"`{k}` {json.dumps(v) if v else 'defaults'}"
+                                                   for k, v in FULL_HYPERS.items()) + " ([models.md](models.md))",
+         "smaller models: " + "; ".join(f"`{k}` {json.dumps(v) if v else 'defaults'}" for k, v in QUICK_HYPERS.items())),
+        ("evaluation", "every model on the held-out frames: RMSE, % of the test std, parity plots (the polarizability's "
+                       "isotropic and anisotropic parts apart)", "same"),
+        ("ML MD", f"`MLCalculator` with the SOAP energy model and the λ-SOAP dipole and polarizability models; "
+                  f"{_ps(f.equilibration_steps, f.dt_fs)} Langevin at {f.temperature_K:g} K ({f.dt_fs:g} fs, friction "
+                  f"{f.friction_per_fs:g} fs⁻¹, a frame every {f.equilibration_interval} steps), then "
+                  f"{_ps(f.production_steps, f.dt_fs)} NVE from fresh {f.temperature_K:g} K velocities, dipole and "
+                  f"polarizability every {f.interval} steps ({f.interval * f.dt_fs:g} fs) ([md.md](md.md))",
+         f"{q.equilibration_steps} + {q.production_steps} steps, every {q.interval} steps"),
+        ("spectra", f"IR and Raman from the NVE series ([spectra.md](spectra.md)): correlation depth "
+                    f"min({f.max_depth_fs:g} fs, run/4), Hann window, harmonic quantum correction at "
+                    f"{f.temperature_K:g} K, up to {f.max_wavenumber:g} cm⁻¹", "same"),
+    ]
+    lines = ["| stage | full run | `--quick` |", "|---|---|---|"]
+    lines += [f"| {stage} | {full} | {quick_text} |" for stage, full, quick_text in rows]
+    return "\n".join(lines) + "\n"
 
 
 def example_data_dir() -> Path:
@@ -210,8 +250,8 @@ def run_demo(output: str | os.PathLike = "demo-output", quick: bool = False, pro
     t0 = time.perf_counter()
     eq = run_md(start, calc, steps=settings.equilibration_steps, dt_fs=settings.dt_fs,
                 output=out / "md_equilibration.xyz", temperature_K=settings.temperature_K,
-                thermostat="langevin", friction_per_fs=0.02, interval=max(settings.interval, 10),
-                seed=settings.seed, progress=progress)
+                thermostat="langevin", friction_per_fs=settings.friction_per_fs,
+                interval=settings.equilibration_interval, seed=settings.seed, progress=progress)
     say("  equilibration: " + eq.text())
     import ase.io
 
@@ -228,9 +268,9 @@ def run_demo(output: str | os.PathLike = "demo-output", quick: bool = False, pro
     dt = settings.dt_fs * settings.interval
     mu = read_series(out / "md_nve.xyz", "dipole")
     alpha = read_series(out / "md_nve.xyz", "polarizability")
-    depth = min(1000.0, len(mu) * dt / 4)
-    ir = ir_spectrum([mu], dt, settings.temperature_K, depth=depth, max_wavenumber=3600.0)
-    raman = raman_spectrum([alpha], dt, settings.temperature_K, depth=depth, max_wavenumber=3600.0)
+    depth = min(settings.max_depth_fs, len(mu) * dt / 4)
+    ir = ir_spectrum([mu], dt, settings.temperature_K, depth=depth, max_wavenumber=settings.max_wavenumber)
+    raman = raman_spectrum([alpha], dt, settings.temperature_K, depth=depth, max_wavenumber=settings.max_wavenumber)
     write_csv(ir, out / "ir.csv")
     write_csv(raman, out / "raman.csv")
     plot_spectra([ir], out / "ir.png", title="1,2-dichloroethane, ML MD (NVE), IR")

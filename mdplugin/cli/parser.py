@@ -263,7 +263,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", required=True, help="CSV to write")
     p.add_argument("--plot", help="PNG to write")
     p.add_argument("--depth", type=float, help="correlation depth, fs (default: 1/6 of the shortest series, at most 2000)")
-    p.add_argument("--window", default="hann", help="lag window: hann (default), hamming, blackman, bartlett, none")
+    p.add_argument("--window", default="hann",
+                   help="lag window: hann (default), none, or any window scipy.signal.get_window knows (hamming, "
+                        "blackman, bartlett, ...; with parameters as name:p, e.g. tukey:0.5, kaiser:8)")
     p.add_argument("--form", choices=("derivative", "omega2"), default="derivative",
                    help="finite-difference derivative with sinc correction (default) or omega^2-weighted series")
     p.add_argument("--correction", choices=("none", "harmonic", "standard", "schofield"), default="harmonic",

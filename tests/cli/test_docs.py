@@ -1,4 +1,4 @@
-"""The generated pages (docs/cli.md, docs/api.md) are up to date and every relative link in
+"""The generated pages (docs/cli.md, docs/api.md, the settings table of docs/demo.md) are up to date and every relative link in
 docs/*.md, README.md and examples/README.md points to an existing file (and, inside the
 generated API page, to an existing anchor)."""
 
@@ -24,7 +24,7 @@ def _generator(name: str):
     return module
 
 
-@pytest.mark.parametrize("name, page", [("gen_cli", "cli.md"), ("gen_api", "api.md")])
+@pytest.mark.parametrize("name, page", [("gen_cli", "cli.md"), ("gen_api", "api.md"), ("gen_demo", "demo.md")])
 def test_generated_page_is_up_to_date(name: str, page: str) -> None:
     expected = _generator(name).render()
     committed = (DOCS / page).read_text(encoding="utf-8")
