@@ -117,10 +117,19 @@ def cmd_predict(args) -> int:
     from ..models.training import predict_dataset
     from ..structures.data import write_dataset
 
+    from ..models.training import comparison
+
     model = load_model(args.model)
-    data = read_dataset(args.data, properties=[])
-    write_dataset(args.output, predict_dataset(model, data))
+    try:  # the labels the file has are kept beside the predictions (as <name>_reference for the target's)
+        data = read_dataset(args.data)
+    except MdpluginError:  # labels on some frames only: structures alone
+        data = read_dataset(args.data, properties=[])
+    predicted = predict_dataset(model, data)
+    write_dataset(args.output, predicted)
     print(f"wrote {model.target} predictions for {len(data)} frames -> {args.output}")
+    for name, m in comparison(model, data, predicted).items():
+        print(f"  against the file's {name} labels (kept as {name}_reference): RMSE {m['rmse']:.4g}, "
+              f"{m['rmse_percent_of_std']:.2f} % of their std")
     return 0
 
 
@@ -215,7 +224,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_data_options(p)
     p.set_defaults(func=cmd_evaluate)
 
-    p = sub.add_parser("predict", help="write a model's predictions (and uncertainties) for structures")
+    p = sub.add_parser("predict", help="write a model's predictions (and uncertainties) for structures, beside "
+                                       "the file's own labels (the predicted property's as <name>_reference)")
     p.add_argument("model", help="model file (.npz)")
     p.add_argument("data", help="structures (extended XYZ)")
     p.add_argument("-o", "--output", required=True, help="extended XYZ to write")

@@ -71,14 +71,54 @@ def evaluate_model(model: Model, data: Dataset) -> dict:
 
 @with_threads("batch")
 def predict_dataset(model: Model, data: Dataset) -> Dataset:
-    """A copy of ``data``'s structures labelled with the model's predictions and ``<target>_std``."""
+    """A copy of ``data``'s structures labelled with the model's predictions and ``<target>_std``.
+
+    The input's own labels are kept: those of other properties under their own names, those the
+    model predicts (and, for an energy model, the forces) as ``<name>_reference``
+    (:func:`reference_keys`), so that one file holds both for a comparison.
+    """
     target = model.target
-    y, std = model.predict(data.frames, return_std=True)
+    try:
+        y, std = model.predict(data.frames, return_std=True)
+    except DataError as exc:  # e.g. "frame 3: element(s) O not in ...": name the file too
+        raise DataError(f"{data.source}: {exc}" if data.source not in str(exc) else str(exc)) from None
     out = Dataset(frames=data.frames, source=data.source)
+    for name in data.properties:  # labels of the other properties, as they were
+        if name not in predicted_properties(target):
+            setattr(out, name, data.get(name))
     setattr(out, target, np.asarray(y))
     if target == "energy":
         out.forces = model.predict_forces(data.frames)
     out.extras[f"{target}_std"] = np.asarray(std).reshape(len(data), -1) if np.ndim(std) > 1 else np.asarray(std)
+    for name, key in reference_keys(target, data).items():
+        if name == "forces":  # per atom: a list of (n_atoms_i, 3)
+            out.extras[key] = [np.asarray(f, dtype=float) for f in data.forces]
+        else:
+            value = np.asarray(data.get(name))
+            out.extras[key] = value.reshape(len(data), -1) if value.ndim > 1 else value
+    return out
+
+
+def predicted_properties(target: str) -> tuple[str, ...]:
+    """The properties a model of ``target`` writes (an energy model: energy and forces)."""
+    return ("energy", "forces") if target == "energy" else (target,)
+
+
+def reference_keys(target: str, data: Dataset) -> dict[str, str]:
+    """property -> key under which ``predict_dataset`` keeps the input's own labels of what the
+    model predicts (``dipole`` -> ``dipole_reference``), for the properties ``data`` has."""
+    return {name: f"{name}_reference" for name in predicted_properties(target) if data.has(name)}
+
+
+def comparison(model: Model, data: Dataset, predicted: Dataset) -> dict[str, dict[str, float]]:
+    """Errors of the predictions against the input's own labels (:func:`regression_metrics`), per
+    predicted property the input has ({} when it has none)."""
+    out = {}
+    for name in reference_keys(model.target, data):
+        if name == "forces":
+            out[name] = regression_metrics(np.concatenate(data.forces), np.concatenate(predicted.forces))
+        else:
+            out[name] = regression_metrics(data.get(name), predicted.get(name))
     return out
 
 

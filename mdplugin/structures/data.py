@@ -369,6 +369,9 @@ def _frames_for_writing(data: Dataset) -> list[Atoms]:
             a.info["polarizability"] = np.asarray(data.polarizability[i], dtype=float).reshape(9)
         for key, val in data.extras.items():
             v = np.asarray(val[i], dtype=float)
+            if isinstance(val, list) and v.shape == (len(a), 3):  # per atom (a list of (n_atoms_i, 3))
+                a.arrays[key] = v
+                continue
             a.info[key] = v.reshape(-1) if v.ndim else float(v)
         if data.forces is not None:
             a.arrays["forces"] = np.asarray(data.forces[i], dtype=float)
