@@ -104,11 +104,13 @@ class Learner:
         Models are fitted on half of ``data`` and predict the other half, both ways (2-fold
         cross-validation; leave-one-out with 2 or 3 frames, in-sample with one). Returns ``error``,
         the RMS of their true errors on the held-out frames, ``held_out_std``, the RMS of the
-        uncertainty measure they gave there, and ``std`` = ``held_out_std`` × n_fit / n: the same
-        scaled to models of all ``n`` frames (measured on 1,2-dichloroethane with 10–160 frames,
-        the held-out std fell as n^-1 for the energy per atom and n^-0.6 for the dipole; the
-        faster fall is used, so that the threshold is not above the full models' own uncertainty
-        on unseen structures like their data). ``std`` is the relative
+        uncertainty measure they gave there, and ``std`` = ``held_out_std`` × √(n_fit / n): the
+        same scaled to models of all ``n`` frames as a GP's posterior variance at unseen structures
+        like its data falls, about as 1/n (measured on 1,2-dichloroethane with 10–160 frames, the
+        held-out std fell as n^-0.6 for the dipole and n^-1 for the energy per atom: the threshold
+        is then at or above the full models' typical uncertainty on such structures, so typical
+        structures are not labelled — with n^-1, labels came at nearly every step of a water
+        trimer). ``std`` is the relative
         threshold's unit: a structure whose uncertainty is above it is one the models are less
         sure of than of unseen structures like their data. (The rule before compared the
         uncertainty with the held-out *error*, two different scales: on methanol the first energy
@@ -135,7 +137,7 @@ class Learner:
                 stds.append(measure(target, s, len(a)))
                 errors.append(measure(target, p - t, len(a)))
         held_out = float(np.sqrt(np.mean(np.square(stds))))
-        return {"std": held_out * float(n_fit / n), "held_out_std": held_out,
+        return {"std": held_out * float(np.sqrt(n_fit / n)), "held_out_std": held_out,
                 "error": float(np.sqrt(np.mean(np.square(errors))))}
 
     def record_errors(self, errors: dict[str, float]) -> None:

@@ -17,7 +17,8 @@ ACTIVE_CALCULATOR = "mdplugin.active:ActiveCalculator"
 def pes_options(args) -> dict:
     """The :class:`~mdplugin.engines.ipi.MdpluginDriver` parameters of ``mdplugin ipi``'s options."""
     options = {"template": args.template, "energy": args.energy, "dipole": args.dipole,
-               "polarizability": args.polarizability, "std": getattr(args, "std", True)}
+               "polarizability": args.polarizability, "std": getattr(args, "std", True),
+               "std_every": getattr(args, "std_every", 10)}
     if getattr(args, "active", None):  # on-the-fly active learning: the run folder's models and oracle
         options.update(calculator=ACTIVE_CALCULATOR, calculator_arg=str(args.active))
     return options

@@ -313,6 +313,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="exchange positions/forces through shared memory (i-PI mode='shm'; implies --unix)")
     p.add_argument("--no-std", dest="std", action="store_false",
                    help="do not compute or send the models' uncertainties (*_std extras)")
+    p.add_argument("--std-every", type=int, default=10, metavar="N",
+                   help="compute the *_std extras with every N-th structure, the first included, and send NaN "
+                        "for them on the others (default 10, the stride of the *_std outputs of examples/ipi: "
+                        "set it to the stride of yours; 1: every structure, as path-integral runs that write "
+                        "them need). An uncertainty costs about 25 times the values; i-PI reads it only on the "
+                        "steps it writes")
     p.add_argument("--verbose", action="store_true", help="print every message of the i-PI protocol")
     p.set_defaults(func=cmd_ipi)
 

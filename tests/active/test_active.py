@@ -111,7 +111,7 @@ def test_relative_threshold_is_a_multiple_of_the_cross_validated_uncertainty(tmp
         pred, std = model.predict(data.subset(test_idx).frames, return_std=True)
         stds += [measure("dipole", s, 3) for s in std]
         errs += [measure("dipole", p - t, 3) for p, t in zip(pred, data.dipole[test_idx])]
-    rms = np.sqrt(np.mean(np.square(stds))) * 3 / 6  # scaled from 3 to 6 training frames
+    rms = np.sqrt(np.mean(np.square(stds))) * np.sqrt(3 / 6)  # scaled from 3 to 6 training frames
     assert learner.thresholds()["dipole"] == pytest.approx(2.5 * rms)
     assert learner.validation["dipole"]["error"] == pytest.approx(np.sqrt(np.mean(np.square(errs))))
     assert "held-out" in learner.calibration_note

@@ -153,3 +153,22 @@ def test_window_help_says_any_scipy_window_works(tmp_path) -> None:
     mu = [np.random.default_rng(0).normal(size=(400, 3))]
     for window in ("tukey:0.5", "kaiser:8", "cosine", "none"):  # windows the old help did not list
         assert ir_spectrum(mu, 1.0, 300.0, window=window).kind == "ir"
+
+
+def test_figures_are_dated_not_labelled_by_rounds_of_work() -> None:
+    """A reader cannot place "session 4": figures carry a date or a commit, and benchmarks.md opens
+    with one table of the headline numbers whose rows link to their sections."""
+    pages = [p for p in sorted((REPO / "docs").glob("*.md")) if p.name not in GENERATED] + [REPO / "README.md"]
+    labelled = [f"{p.name}:{n}" for p in pages for n, line in enumerate(p.read_text(encoding="utf-8").splitlines(), 1)
+                if re.search(r"\bsession[- ]\d|\b(first|this|next|last) session\b", line, re.I)]
+    assert not labelled, labelled
+    text = (REPO / "docs" / "benchmarks.md").read_text(encoding="utf-8")
+    sections = text.split("\n## ")
+    assert sections[1].startswith("Headline numbers\n")  # the first section
+    table = [line for line in sections[1].splitlines() if line.startswith("| ") and not line.startswith("|---")]
+    assert len(table) > 10 and all(re.search(r"\]\(#\w", row) for row in table[1:]), "rows link to sections"
+    anchors = {re.sub(r"[^\w\- ]", "", h.split("\n")[0]).strip().lower().replace(" ", "-") for h in sections}
+    anchors |= {re.sub(r"[^\w\- ]", "", h).strip().lower().replace(" ", "-")
+                for h in re.findall(r"^### (.+)$", text, re.M)}
+    for target in re.findall(r"\]\(#([^)]+)\)", sections[1]):
+        assert target in anchors, target

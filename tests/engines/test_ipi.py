@@ -204,7 +204,7 @@ def test_unix_socket_nvt_run_records_model_extras(tmp_path, models, calculator):
     xml = ipi_input(init=str(models["template"]), steps=STEPS, sockets_prefix=prefix, address="dce")
     argv = ["--template", str(models["template"]), "--energy", "tblite", "--dipole", str(models["dipole"]),
             "--polarizability", str(models["polarizability"]), "--unix", "--address", "dce",
-            "--sockets-prefix", prefix, "--timeout", "60"]
+            "--sockets-prefix", prefix, "--timeout", "60", "--std-every", "1"]  # this input writes them every step
     with _start_server(tmp_path, xml) as server, \
             process(client_command(argv), tmp_path, tmp_path / "client.log") as client:
         assert wait(client) == 0, (tmp_path / "client.log").read_text()
@@ -224,7 +224,8 @@ def test_tcp_run_with_mdplugin_ipi(tmp_path, models, calculator):
     port = free_port()
     xml = ipi_input(init=str(models["template"]), steps=STEPS, mode="inet", address="127.0.0.1", port=port)
     argv = ["--template", str(models["template"]), "--energy", "tblite", "--dipole", str(models["dipole"]),
-            "--polarizability", str(models["polarizability"]), "--address", "127.0.0.1", "--port", str(port)]
+            "--polarizability", str(models["polarizability"]), "--address", "127.0.0.1", "--port", str(port),
+            "--std-every", "1"]
     with process(client_command(argv), tmp_path, tmp_path / "client.log") as client:
         time.sleep(1.0)
         with _start_server(tmp_path, xml) as server:

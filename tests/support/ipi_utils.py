@@ -93,16 +93,17 @@ def wait_for(predicate, timeout: float, what: str, proc: subprocess.Popen | None
 def ipi_input(*, init: str, steps: int, nbeads: int = 1, mode: str = "unix", address: str = "mdplugin",
               port: int | None = None, sockets_prefix: str | None = None, temperature: float = 300.0,
               dt_fs: float = 0.5, seed: int = 31415, extras: bool = True, prefix: str = "sim",
-              batch_size: int = 1) -> str:
+              batch_size: int = 1, std_stride: int = 1) -> str:
     """An i-PI input: NVT (or PIMD with ``nbeads`` > 1) of the molecule in ``init`` (extxyz);
-    ``batch_size`` > 1 makes i-PI send that many structures per message (its batch mode)."""
+    ``batch_size`` > 1 makes i-PI send that many structures per message (its batch mode);
+    ``std_stride``: the stride of the ``*_std`` extras output."""
     sp = f" sockets_prefix='{sockets_prefix}'" if sockets_prefix is not None else ""
     port_xml = f"<port> {port} </port>" if port is not None else ""
     extras_xml = """
     <trajectory filename='dip' stride='1' extra_type='dipole'> extras </trajectory>
     <trajectory filename='pol' stride='1' extra_type='polarizability'> extras </trajectory>
-    <trajectory filename='std' stride='1' extra_type='dipole_std,polarizability_std'> extras </trajectory>
-""" if extras else ""
+    <trajectory filename='std' stride='{std_stride}' extra_type='dipole_std,polarizability_std'> extras </trajectory>
+""".format(std_stride=std_stride) if extras else ""
     thermostat = ("<thermostat mode='pile_l'><tau units='femtosecond'> 100 </tau></thermostat>" if nbeads > 1
                   else "<thermostat mode='svr'><tau units='femtosecond'> 100 </tau></thermostat>")
     return f"""<simulation verbosity='low' safe_stride='100000'{sp}>

@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from ...core.errors import ConfigError, MdpluginError
+from ...core.threads import LIBRARY_VARIABLES, threads_for
 
 __all__ = ["run_client", "driver_command", "IPIConnectionError", "IPIDriverError", "DEFAULT_SOCKETS_PREFIX",
            "PES_FILE"]
@@ -197,10 +198,14 @@ def _accept_driver(listener: socket.socket, proc: subprocess.Popen, stderr: _Std
 def _driver_environment() -> dict:
     """This process's environment for i-PI's driver, with the folder that holds this ``mdplugin``
     package first on its path: the driver serves the same mdplugin as the client (also from a
-    checkout that is not the installed one)."""
+    checkout that is not the installed one), and the threads of step work (:mod:`mdplugin.core.threads`)."""
     root = str(Path(__file__).resolve().parents[3])
     path = [root] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p and p != root]
-    return dict(os.environ, PYTHONPATH=os.pathsep.join(path), PYTHONUNBUFFERED="1")
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(path), PYTHONUNBUFFERED="1")
+    threads = threads_for("step")  # one structure per request: 1 BLAS/OpenMP thread unless the user says
+    if threads is not None:
+        env.update({name: str(threads) for name in LIBRARY_VARIABLES})
+    return env
 
 
 def _die_with_parent() -> None:

@@ -56,6 +56,20 @@ EXTRAS_UNITS = {
 
 _VALUES = ("energy", "forces", "dipole", "polarizability")
 _STDS = ("energy_std", "dipole_std", "polarizability_std")
+#: shapes of the uncertainties in the calculator's results (ASE units)
+_STD_SHAPES = {"energy_std": (), "dipole_std": (3,), "polarizability_std": (3, 3)}
+
+
+def _flag(value: Any, name: str) -> bool:
+    """A yes/no parameter given from Python or as text by ``i-pi-py_driver -o name=...``."""
+    if isinstance(value, str):
+        text = value.strip().lower()
+        if text in ("1", "true", "yes", "on"):
+            return True
+        if text in ("0", "false", "no", "off"):
+            return False
+        raise ConfigError(f"{name} must be true or false, got {value!r}")
+    return bool(value)
 
 
 def _is_set(value: Any) -> bool:
@@ -128,6 +142,15 @@ class MdpluginDriver(ASEDriver):
         energy : energy model file, ``"tblite"``, or (from Python) any ASE calculator.
         dipole, polarizability : model files or loaded models (optional).
         std : also compute and send the models' uncertainties ``*_std`` (default true).
+        std_every : send them with every N-th structure this PES evaluates, counting from the
+            first (default 1: every structure; 0: never, as ``std=false``). An uncertainty costs
+            far more than the values (about 100 ms against 4 ms per structure with the default
+            λ-SOAP dipole and polarizability models of 1,2-dichloroethane), and i-PI reads the
+            ``*_std`` extras only on the steps that write them: set N to the ``stride`` of the
+            ``*_std`` trajectory outputs of ``input.xml``. On the other structures the ``*_std``
+            extras are NaN (the keys stay, as i-PI wants the same keys from every bead of a
+            path-integral run), so a misaligned N shows as NaN in i-PI's output, never as stale
+            values; path-integral runs that write the ``*_std`` extras need ``std_every=1``.
         calculator : an ASE calculator to serve instead of building ``MLCalculator`` (Python), or
             the factory that makes it, ``"package.module:function"`` (the module looked up on the
             Python path, then in the current folder), called with ``calculator_arg`` if given.
@@ -140,8 +163,17 @@ class MdpluginDriver(ASEDriver):
     """
 
     def __init__(self, template, energy="tblite", dipole=None, polarizability=None, std=True, calculator=None,
-                 calculator_arg=None, *args, **kwargs):
-        self.std = bool(std)
+                 calculator_arg=None, *args, std_every=1, **kwargs):
+        self.std = _flag(std, "std")
+        try:
+            every = int(float(std_every))
+            ok = every >= 0 and float(std_every) == every
+        except (TypeError, ValueError):
+            ok = False
+        if not ok:
+            raise ConfigError(f"std_every (--std-every) must be a whole number >= 0, got {std_every!r}")
+        self.std_every = every if self.std else 0
+        self.evaluations = 0  # structures evaluated for i-PI so far
         self.energy = energy
         self.dipole = dipole
         self.polarizability = polarizability
@@ -179,7 +211,9 @@ class MdpluginDriver(ASEDriver):
         self._natoms = len(self._atoms)
         self._periodic = bool(self._atoms.pbc.any())
         self._bulk = bool(self._atoms.pbc.all() and abs(self._atoms.cell.volume) > 0)
-        wanted = list(_VALUES) + (["stress"] if self._bulk else []) + (list(_STDS) if self.std else [])
+        wanted = list(_VALUES) + (["stress"] if self._bulk else [])
+        self.values_only = [p for p in wanted if p in implemented]
+        wanted += list(_STDS) if self.std_every else []
         self.properties = [p for p in wanted if p in implemented]
         if self._bulk and "stress" not in implemented:
             warnings.warn(f"{self.template} is periodic but the calculator gives no stress: the virial sent to "
@@ -187,7 +221,7 @@ class MdpluginDriver(ASEDriver):
         self._atoms.calc = self.ase_calculator
         # one evaluation of the template: configuration errors show before i-PI is contacted,
         # and lazily built caches are warm for the first step
-        self._evaluate(self._atoms)
+        self._evaluate(self._atoms, self.properties)
 
     # --- the hooks ------------------------------------------------------------------------------
     def convert_units(self, cell: np.ndarray, pos: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -208,7 +242,15 @@ class MdpluginDriver(ASEDriver):
         atoms.positions = pos
         if self._periodic:
             atoms.cell[:] = cell
-        return self.post_process(self._evaluate(atoms), atoms)
+        with_std = bool(self.std_every) and self.evaluations % self.std_every == 0
+        self.evaluations += 1
+        if with_std:
+            return self.post_process(self._evaluate(atoms, self.properties), atoms)
+        results = dict(self._evaluate(atoms, self.values_only))
+        for name in self.properties:  # not computed this time: NaN, with the same keys every time
+            if name.endswith("_std"):
+                results[name] = np.full(_STD_SHAPES[name], np.nan)
+        return self.post_process(results, atoms)
 
     def post_process(self, results: dict, structure=None):
         """ASE-unit ``results`` at ``structure`` -> i-PI's ``(energy [Ha], forces (n_atoms, 3)
@@ -220,7 +262,7 @@ class MdpluginDriver(ASEDriver):
                   else np.zeros((3, 3), dtype=np.float64))
         return energy, forces, virial, extras_json(results)
 
-    def _evaluate(self, atoms) -> dict:
+    def _evaluate(self, atoms, properties: list[str]) -> dict:
         """The calculator's results at ``atoms``, all properties in one call.
 
         Between two i-PI requests only the positions (and the cell of a periodic template) change,
@@ -235,8 +277,11 @@ class MdpluginDriver(ASEDriver):
             changes = ["positions"] if not np.array_equal(last.positions, atoms.positions) else []
             if self._periodic and not np.array_equal(last.cell.array, atoms.cell.array):
                 changes.append("cell")
-            if not changes and all(name in calc.results for name in self.properties):
-                return calc.results
+            if not changes and all(name in calc.results for name in properties):
+                return {name: calc.results[name] for name in properties}
+            if not changes:  # same structure, more asked: keep what is there
+                calc.calculate(atoms, properties, [])
+                return {name: calc.results[name] for name in properties}
         calc.reset()
-        calc.calculate(atoms, self.properties, changes)
-        return calc.results
+        calc.calculate(atoms, properties, changes)
+        return {name: calc.results[name] for name in properties if name in calc.results}
