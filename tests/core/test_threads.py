@@ -117,12 +117,19 @@ def test_fits_run_with_the_batch_threads(auto) -> None:
     class Probe:  # a model whose fit records the BLAS threads it was given
         target = "dipole"
 
-        def fit(self, frames, y):
+        def fit(self, frames, y, *, comm=None):
             seen.append(max(_blas_threads()))
             return self
 
-    auto.setenv(threads.ENV, "1")
+    from threadpoolctl import threadpool_limits
+
     data = Dataset(frames=[bulk("Cu")], dipole=np.zeros((1, 3)))
-    fit_on_dataset(Probe(), data)
-    assert seen == [1]
+    with threadpool_limits(limits=2, user_api="blas"):
+        auto.setenv(threads.ENV, "1")
+        fit_on_dataset(Probe(), data)
+        auto.setenv(threads.ENV, "auto")
+        auto.setattr(threads.os, "getloadavg", lambda: (9.0, 9.0, 9.0))  # a busy machine: 1 thread
+        fit_on_dataset(Probe(), data)
+        assert max(_blas_threads()) == 2  # restored
+    assert seen == [1, 1]
     assert build("rpr", target="dipole")  # the registry is untouched by the probe
