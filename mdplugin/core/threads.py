@@ -14,7 +14,8 @@ mdplugin therefore limits the thread pools (through ``threadpoolctl``) around it
 * ``"batch"`` work — fitting a model (:func:`mdplugin.models.training.fit_on_dataset`) and
   predicting many frames: the cores this process may use (its CPU affinity) divided by the MPI
   ranks on its node, and no more than the cores left idle by the rest of the machine (from the
-  1-minute load average), at least 1.
+  1-minute load average), at least 1; a batch of fewer than :data:`SMALL_BATCH` structures (the
+  first fits of an active-learning run) is step work: its matrices are too small to share.
 
 The user decides instead with the environment variable ``MDPLUGIN_THREADS`` (a number of threads
 for every hot path; ``auto`` or unset: the rule above; ``mdplugin --threads N`` sets it for one
@@ -31,7 +32,7 @@ from typing import Any, Callable, Iterator, TypeVar
 
 from .errors import ConfigError
 
-__all__ = ["ENV", "WORK", "cpus_available", "limited_threads", "ranks_per_node", "threads_for", "with_threads"]
+__all__ = ["ENV", "SMALL_BATCH", "WORK", "cpus_available", "limited_threads", "ranks_per_node", "threads_for", "with_threads"]
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -39,6 +40,8 @@ F = TypeVar("F", bound=Callable[..., Any])
 ENV = "MDPLUGIN_THREADS"
 #: the kinds of work the rule knows
 WORK = ("step", "batch")
+#: a batch of fewer structures than this runs on one thread, as step work
+SMALL_BATCH = 32
 #: variables through which the user configures the libraries directly
 LIBRARY_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
 
@@ -80,9 +83,9 @@ def _user_threads() -> int | None:
     return value
 
 
-def threads_for(work: str, comm: Any = None) -> int | None:
-    """Threads for ``work`` (``"step"`` or ``"batch"``; see the module docstring), or ``None``
-    when the user configured the libraries through their own variables."""
+def threads_for(work: str, comm: Any = None, structures: int | None = None) -> int | None:
+    """Threads for ``work`` (``"step"`` or ``"batch"`` of ``structures`` structures; see the module
+    docstring), or ``None`` when the user configured the libraries through their own variables."""
     if work not in WORK:
         raise ConfigError(f"unknown kind of work {work!r} (known: {', '.join(WORK)})")
     chosen = _user_threads()
@@ -90,7 +93,7 @@ def threads_for(work: str, comm: Any = None) -> int | None:
         return chosen
     if any(os.environ.get(name) for name in LIBRARY_VARIABLES):
         return None
-    if work == "step":
+    if work == "step" or (structures is not None and structures < SMALL_BATCH):
         return 1
     cpus = cpus_available()
     share = max(1, cpus // ranks_per_node(comm))
@@ -105,12 +108,12 @@ def threads_for(work: str, comm: Any = None) -> int | None:
 
 
 @contextlib.contextmanager
-def limited_threads(work: str, comm: Any = None) -> Iterator[int | None]:
+def limited_threads(work: str, comm: Any = None, structures: int | None = None) -> Iterator[int | None]:
     """Within the block, the BLAS and OpenMP pools loaded in this process use
-    :func:`threads_for(work, comm) <threads_for>` threads (restored afterwards; nested blocks
-    work). Yields the number (``None``: left as the user configured them). Entering costs about
-    15 ms: use it around a run, a fit or a batch, not around one MD step."""
-    n = threads_for(work, comm)
+    :func:`threads_for(work, comm, structures) <threads_for>` threads (restored afterwards; nested
+    blocks work). Yields the number (``None``: left as the user configured them). Entering costs
+    about 15 ms: use it around a run, a fit or a batch, not around one MD step."""
+    n = threads_for(work, comm, structures)
     if n is None:
         yield None
         return

@@ -8,11 +8,13 @@ Every model takes ``fit(frames, targets, comm=comm)`` with the data set's labels
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
 from ..structures.data import Dataset
 from ..core.errors import DataError
-from ..core.threads import limited_threads, with_threads
+from ..core.threads import limited_threads
 from ..learn.metrics import regression_metrics
 from .base import Model
 from .contract import Targets
@@ -45,11 +47,22 @@ def fit_on_dataset(model: Model, data: Dataset, comm=None) -> Model:
     threads of :mod:`mdplugin.core.threads`.
     """
     data.get(model.target)  # the file's name in the error when the labels are missing
-    with limited_threads("batch", comm):  # threads from the free cores and the ranks per node
+    with limited_threads("batch", comm, len(data)):  # threads from the size, the free cores, the ranks per node
         return model.fit(data.frames, targets_of(data), comm=comm)
 
 
-@with_threads("batch")
+def _batch_threads(function):
+    """``function(model, data, ...)`` runs with the "batch" threads for ``len(data)`` structures."""
+
+    @functools.wraps(function)
+    def wrapper(model: Model, data: Dataset, *args, **kwargs):
+        with limited_threads("batch", None, len(data)):
+            return function(model, data, *args, **kwargs)
+
+    return wrapper
+
+
+@_batch_threads
 def evaluate_model(model: Model, data: Dataset) -> dict:
     """Errors of ``model`` on ``data``: target, n, rmse, mae, rmse_percent_of_std (+ energy extras)."""
     target = model.target
@@ -69,7 +82,7 @@ def evaluate_model(model: Model, data: Dataset) -> dict:
     return result
 
 
-@with_threads("batch")
+@_batch_threads
 def predict_dataset(model: Model, data: Dataset) -> Dataset:
     """A copy of ``data``'s structures labelled with the model's predictions and ``<target>_std``.
 

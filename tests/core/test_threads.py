@@ -27,8 +27,13 @@ def _blas_threads() -> list[int]:
     return [p["num_threads"] for p in threadpool_info() if p["user_api"] == "blas"]
 
 
-def test_step_work_uses_one_thread(auto) -> None:
+def test_step_work_and_small_batches_use_one_thread(auto) -> None:
     assert threads.threads_for("step") == 1
+    auto.setattr(threads, "cpus_available", lambda: 8)
+    auto.setattr(threads.os, "cpu_count", lambda: 8)
+    auto.setattr(threads.os, "getloadavg", lambda: (0.2, 0.2, 0.2))
+    assert threads.threads_for("batch", structures=threads.SMALL_BATCH - 1) == 1  # 10 initial frames
+    assert threads.threads_for("batch", structures=threads.SMALL_BATCH) == 8
 
 
 def test_batch_work_takes_the_idle_cores_shared_among_the_ranks_of_a_node(auto) -> None:
