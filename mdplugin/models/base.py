@@ -236,6 +236,19 @@ class Model(BaseEstimator):
         holding labels of the model's target (a :class:`DataError` otherwise)."""
         return Targets.coerce(targets, self.target_)
 
+    def check_sampling(self) -> None:
+        """Raise a one-line :class:`ConfigError` if this model cannot draw posterior samples
+        (:meth:`sample_predictions`); models that can override it."""
+        raise ConfigError(f"a {self.kind!r} {self.target_} model cannot draw posterior samples "
+                          f"(models that can: lsoap, and rpr with its default GP)")
+
+    def sample_predictions(self, frames: Sequence[Atoms], n_samples: int, seed=None, return_mean: bool = False):
+        """Correlated posterior draws, (n_samples, n, ...) in the target's shape: each draw one
+        plausible model evaluated on every frame (with ``return_mean`` also the mean prediction).
+        Models that can draw them override this; the others raise a one-line :class:`ConfigError`."""
+        self.check_sampling()
+        raise NotImplementedError  # pragma: no cover - check_sampling raised
+
     # --- shared -------------------------------------------------------------------------------
     @property
     def target_(self) -> str:

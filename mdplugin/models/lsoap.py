@@ -49,6 +49,7 @@ from typing import NamedTuple, Sequence
 
 import numpy as np
 from ase import Atoms
+from scipy.linalg import cho_solve
 
 from ..features.cache import FeatureCache, as_feature_cache
 from ..features.expansion import Expansion
@@ -99,6 +100,8 @@ from ..learn.lambda_kernels import (
     sum_by_frame,
 )
 from ..learn.regularizer import solve_regularized
+from .lsoap_sampling import prior_draws, prior_function
+from ..learn.posterior import check_n_samples, weight_draws
 
 __all__ = ["LambdaSoapModel"]
 
@@ -759,6 +762,87 @@ class LambdaSoapModel(SharedExpansionMixin, Model):
                  for start in range(0, len(frames), self.chunk_size)]
         y = np.concatenate([p.values for p in parts])
         return (y, np.concatenate([p.std for p in parts])) if return_std else y
+
+    def sample_predictions(self, frames: Sequence[Atoms], n_samples: int, seed=None, return_mean: bool = False):
+        """Correlated draws of the posterior: ``n_samples`` plausible models, each evaluated on every
+        frame of ``frames``: (n_samples, n, 3) dipoles or (n_samples, n, 3, 3) polarizabilities, in
+        the units of the training targets (with ``return_mean`` also the mean, ``predict(frames)``).
+
+        A draw is a function, the same on every frame: ``y(x) = mean(x) + s (K_xM δw + r(x))``
+        with the signal standard deviation ``s``, weights ``δw ~ N(0, λ (A + λ K_MM)⁻¹)`` from the
+        stored factor (:func:`~mdplugin.learn.posterior.weight_draws`) and the **Nyström residual**
+        drawn exactly, not dropped: ``r(x) = f(x) − K_xM K_MM⁻¹ f(M)`` for a function ``f`` of the
+        prior drawn through the kernel's explicit features
+        (:mod:`~mdplugin.models.lsoap_sampling`, ζ = 1 or 2 only). The two parts are independent,
+        so the draws have the model's joint posterior covariance between any two frames (and
+        components): their mean and per-frame standard deviation converge to
+        ``predict(frames, return_std=True)``, and the errors of two frames are as correlated as
+        their environments are similar. Frames are processed in chunks of ``chunk_size``; every
+        chunk sees the same draws. ``seed``: anything :func:`numpy.random.default_rng` takes.
+
+        Cost: a prediction with kernel rows plus, per centre and draw, ``(2λ+1)·kλ·k0``
+        multiply-adds for the residual (ζ = 2). A model with another ζ raises a one-line
+        :class:`ConfigError` (its kernel has no small explicit features)."""
+        self.check_sampling()
+        n_samples = check_n_samples(n_samples)
+        frames = list(frames)
+        check_species(frames, self.species_, f"{self.target} model")
+        rng = np.random.default_rng(seed)
+        draws = {lam: self._posterior_draws(lam, n_samples, rng) for lam in self._lambdas()}
+        calc = self._expansion()
+        means, samples = [], []
+        for start in range(0, len(frames), self.chunk_size):
+            mean, sample = self._sample_expansion(calc.compute(frames[start : start + self.chunk_size]), draws)
+            means.append(mean)
+            samples.append(sample)
+        if not frames:
+            shape = (0, 3) if self.target == "dipole" else (0, 3, 3)
+            means, samples = [np.zeros(shape)], [np.zeros((n_samples,) + shape)]
+        mean, sample = np.concatenate(means), np.concatenate(samples, axis=1)
+        return (mean, sample) if return_mean else sample
+
+    def check_sampling(self) -> None:
+        """A fitted model with ζ = 1 or 2 can draw posterior samples; otherwise a one-line :class:`ConfigError`."""
+        self._check_fitted()
+        if int(self.zeta) not in (1, 2):
+            raise ConfigError(f"this lsoap model (zeta {self.zeta}) cannot draw posterior samples: sampling needs "
+                              f"zeta 1 or 2 (retrain with zeta=2, the default)")
+
+    def _posterior_draws(self, lam: int, n_samples: int, rng: np.random.Generator) -> tuple[np.ndarray, dict]:
+        """One λ GPR's draws, in units of its signal standard deviation and of the scaled kernel:
+        ``(coefficients (M·(2λ+1), n_samples), {species: g})`` such that a draw's error on
+        structures with scaled kernel rows ``K`` is ``K @ coefficients + f_g(x)/√kernel_scale``
+        (``coefficients = δw − K_MM⁻¹ f_g(M)``: weights minus the Nyström projection of ``f_g``)."""
+        gpr: ProjectedProcess = self.gpr_[lam]
+        used = self._sparse_columns(lam)
+        sparse = {key: v[used] for key, v in self.sparse_.items()}
+        widths = (sparse[0].shape[1], sparse[lam].shape[-1] if lam else sparse[0].shape[1])
+        g = prior_draws(self.species_, widths, lam, self.zeta, n_samples, rng)
+        root = np.sqrt(self.kernel_scale_[lam])
+        f_sparse = prior_function(sparse, self.sparse_species_[used], np.arange(len(used)), len(used), lam,
+                                  self.zeta, g).reshape(-1, n_samples) / root
+        coefficients = weight_draws(gpr, n_samples, rng) - cho_solve((gpr.kmm_factor, True), f_sparse, check_finite=False)
+        return coefficients, g
+
+    def _sample_expansion(self, exp: Expansion, draws: dict) -> tuple[np.ndarray, np.ndarray]:
+        """Mean (n, 3[, 3]) and draws (n_samples, n, 3[, 3]) on the frames of ``exp``."""
+        species, frame, n = exp.centre_species, exp.centre_frame, exp.n_frames
+        z = self._project(self._raw_features(exp, shared=True), species)
+        mean, error = {}, {}
+        for lam in self._lambdas():
+            d = 2 * lam + 1
+            coefficients, g = draws[lam]
+            k = self._structure_kernel(z, species, frame, n, lam) / self.kernel_scale_[lam]
+            mean[lam] = (k @ self.gpr_[lam].weights).reshape(n, d) * self.y_scale_[lam]
+            e = (k @ coefficients).reshape(n, d, -1)
+            e += prior_function(z, species, frame, n, lam, self.zeta, g) / np.sqrt(self.kernel_scale_[lam])
+            error[lam] = np.moveaxis(e, 2, 0) * (self.y_scale_[lam] * np.sqrt(self.signal_variance_[lam]))
+        if 0 in mean:
+            mean[0] = mean[0] + (composition(species, frame, n, self.species_) @ self.baseline_)[:, None]
+        if self.target == "dipole":
+            return spherical_to_vector(mean[1]), spherical_to_vector(mean[1][None] + error[1])
+        return (spherical_to_symmetric(mean[0], mean[2]),
+                spherical_to_symmetric(mean[0][None] + error[0], mean[2][None] + error[2]))
 
     def prior_covariance(self, frames: Sequence[Atoms]) -> dict[int, tuple[np.ndarray, float]]:
         """Prior covariance between the structures of ``frames`` under this fitted model's kernel

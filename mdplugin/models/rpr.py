@@ -437,6 +437,157 @@ class RPRModel(Model):
             ch["l0"] = ch["l0"] + self.mean_l0_
         return self._channels_to_targets(ch, fr), (self._cartesian_std(cov, fr) if return_std else None)
 
+    def sample_predictions(self, frames: Sequence[Atoms], n_samples: int, seed=None, return_mean: bool = False,
+                           tol: float = 1e-2, max_rows: int = 3000):
+        """Correlated draws of the GP posterior: ``n_samples`` plausible models, each evaluated on every
+        frame: (n_samples, n, 3) dipoles or (n_samples, n, 3, 3) polarizabilities (with
+        ``return_mean`` also the mean, ``predict(frames)``).
+
+        RPR is a full GP on the training frames with no explicit kernel features, so a draw is made
+        where its uncertainty is built, in the body frame, with the exact posterior covariance
+        ``C(x, x') = s² [K(x, x') − K(x, X)(K + λI)⁻¹ K(X, x')]`` between frames: anchors are the
+        rows (frame, component) of largest remaining posterior variance among up to ``max_rows``
+        candidate rows (all frames, or frames evenly spread in time), chosen by a pivoted Cholesky
+        factorisation (:func:`~mdplugin.learn.posterior.pivoted_cholesky`) until no candidate has
+        more than ``tol²`` of the largest posterior variance left; the posterior is drawn jointly on
+        the anchors and extended to every frame by its conditional mean (kriging with ``C``).
+        Every draw is then rotated back with its frame's axes. The draws' covariance is the
+        posterior's up to that remainder (at most ``tol²`` of the largest variance on the
+        candidates; frames between candidates are as close as a trajectory's neighbours are).
+        Draws are of the latent function: ``predict``'s variance also holds the label noise
+        ``λ s²`` (√λ ≈ 0.1 % of ``s`` by default), which the draws leave out.
+
+        Only the default GP (``regressor="gpr"``, ``frame="axial"``) can draw samples; other
+        settings raise a one-line :class:`ConfigError`."""
+        from ..learn.posterior import check_n_samples, pivoted_cholesky
+
+        self.check_sampling()
+        n_samples = check_n_samples(n_samples)
+        fr = self._prepare(self._positions(frames, training=False))
+        bad = np.flatnonzero(fr.quality < self.degenerate_tol)
+        if len(bad):
+            warnings.warn(f"rpr: {len(bad)} frame(s) have ill-defined principal axes (nearly equal moments; "
+                          f"first: {bad[:5].tolist()})", IllDefinedAxesWarning, stacklevel=2)
+        rng = np.random.default_rng(seed)
+        kinds = self._channels()
+        n = len(fr.body)
+        kap = self._kappa(fr)
+        width = max(CHANNEL_DIMS[k] for k in kinds)
+        candidates = np.arange(n) if n * width <= max_rows else np.unique(
+            np.linspace(0, n - 1, max(1, max_rows // width)).round().astype(int))
+        v_cand = self._train_solves(fr, candidates, kap)[1]
+        k_cand = self._frame_kernel(fr, candidates, candidates, kap)
+        anchors, coefficients, top = {}, {}, {}
+        for kind in kinds:
+            d = CHANNEL_DIMS[kind]
+            cov = self._posterior_block(kind, k_cand[kind], v_cand[kind], v_cand[kind])
+            cov = cov.reshape(len(candidates) * d, len(candidates) * d)
+            pivots, factor = pivoted_cholesky(cov, tol)
+            frames_used = np.unique(pivots // d)  # positions in ``candidates``
+            columns = np.searchsorted(frames_used, pivots // d) * d + pivots % d
+            xi = rng.standard_normal((len(pivots), n_samples))
+            anchors[kind] = (frames_used, columns, factor[pivots])
+            top[kind] = float(np.max(np.diag(cov), initial=0.0))
+            # e(x) = C_xT C_TT⁻¹ e_T with e_T = L_TT ξ:  C_xT L_TT⁻ᵀ ξ
+            coefficients[kind] = solve_triangular(factor[pivots], xi, lower=True, trans="T", check_finite=False)
+        mean = {k: np.empty((n, CHANNEL_DIMS[k])) for k in kinds}
+        draws = {k: np.empty((n_samples, n, CHANNEL_DIMS[k])) for k in kinds}
+        remainder = {k: 0.0 for k in kinds}
+        for start in range(0, n, 256):
+            rows = np.arange(start, min(start + 256, n))
+            kxs, v_rows = self._train_solves(fr, rows, kap)
+            for kind in kinds:
+                d = CHANNEL_DIMS[kind]
+                mean[kind][rows] = kxs[kind].transpose(0, 2, 1, 3).reshape(len(rows) * d, -1) \
+                    .dot(self.weights_[kind].ravel()).reshape(len(rows), d)
+                used, columns, _ = anchors[kind]
+                if not len(used):  # no posterior variance left anywhere: the draws are the mean
+                    draws[kind][:, rows] = mean[kind][rows]
+                    continue
+                k_rows = self._frame_kernel(fr, rows, candidates[used], kap, kinds=[kind])[kind]
+                v_used = [v.reshape(v.shape[0], len(candidates), -1)[:, used].reshape(v.shape[0], -1)
+                          for v in v_cand[kind]]
+                cross = self._posterior_block(kind, k_rows, v_rows[kind], v_used).reshape(len(rows) * d, -1)
+                error = (cross[:, columns] @ coefficients[kind]).reshape(len(rows), d, n_samples)
+                draws[kind][:, rows] = mean[kind][rows][None] + np.moveaxis(error, 2, 0)
+                # the variance the anchors leave out, frame by frame (a trajectory's frames between
+                # candidates; zero on the candidates up to tol²)
+                own = self._posterior_block(kind, self._frame_kernel(fr, rows, rows, kap, kinds=[kind])[kind],
+                                            v_rows[kind], v_rows[kind]).reshape(len(rows) * d, -1)
+                explained = solve_triangular(anchors[kind][2], cross[:, columns].T, lower=True, check_finite=False)
+                left = np.diag(own) - np.einsum("ij,ij->j", explained, explained)
+                remainder[kind] = max(remainder[kind], float(left.max()))
+                top[kind] = max(top[kind], float(np.diag(own).max()))
+        for kind in kinds:
+            if remainder[kind] > (3.0 * tol) ** 2 * max(top[kind], np.finfo(float).tiny):
+                warnings.warn(f"rpr: the posterior draws miss up to {100 * np.sqrt(remainder[kind] / top[kind]):.0f} % "
+                              f"of the largest posterior standard deviation at frames between the {len(candidates)} "
+                              f"candidate frames (the draws' spread is too small there); a larger max_rows (now {max_rows}) covers more frames",
+                              stacklevel=2)
+        if "l0" in mean:
+            mean["l0"] = mean["l0"] + self.mean_l0_
+            draws["l0"] = draws["l0"] + self.mean_l0_
+        y = self._channels_to_targets(mean, fr)
+        if self.target == "dipole":
+            samples = np.einsum("nij,snj->sni", fr.axes, draws["vector"])
+        else:
+            body = spherical_to_symmetric(draws["l0"], draws["l2"])
+            samples = np.einsum("nia,snab,njb->snij", fr.axes, body, fr.axes)
+        return (y, samples) if return_mean else samples
+
+    def check_sampling(self) -> None:
+        """A fitted GP (regressor ``"gpr"``, frame ``"axial"``) can draw posterior samples; other
+        settings raise a one-line :class:`ConfigError`."""
+        self._check_fitted()
+        if not (self._builtin and self.regressor == "gpr" and self.frame == "axial"):
+            what = (type(self.regressor).__name__ if not self._builtin else f"regressor {self.regressor!r}"
+                    if self.regressor != "gpr" else f"frame {self.frame!r}")
+            raise ConfigError(f"this rpr model ({what}) cannot draw posterior samples: only regressor 'gpr' with "
+                              f"frame 'axial' (the defaults) has a posterior to sample")
+
+    def _frame_kernel(self, fr: AxialInputs, rows: np.ndarray, cols: np.ndarray, kap: dict, kinds=None,
+                      block: int = 128) -> dict:
+        """Body-frame prior kernels between frames ``rows`` and ``cols`` of ``fr``: ``{kind: (r, d, c, d)}``."""
+        kinds = kinds or self._channels()
+        out = {k: np.empty((len(rows), CHANNEL_DIMS[k], len(cols), CHANNEL_DIMS[k])) for k in kinds}
+        for start in range(0, len(rows), block):
+            part = rows[start : start + block]
+            k = kernel_block(fr, part, fr, cols, kinds, self.inv_l2_, kap, kap)
+            for kind in kinds:
+                out[kind][start : start + len(part)] = k[kind].transpose(0, 2, 1, 3)
+        return out
+
+    def _train_solves(self, fr: AxialInputs, rows: np.ndarray, kap: dict) -> tuple[dict, dict]:
+        """Kernels of frames ``rows`` with the training frames, ``{kind: (r, n_train, d, d)}``, and per
+        kind and training block ``b`` the solves ``V_b = L_b⁻¹ (u_bᵀ K(X, x) u_b)`` (n_train·d_b, r·d_b)
+        (``L_b``: Cholesky factor of the block's ``K + λI``), as ``predict`` forms them."""
+        train = self._train_frames()
+        factors = self._train_factors()
+        kinds = self._channels()
+        it = np.arange(len(train.body))
+        kxs = kernel_block(fr, rows, train, it, kinds, self.inv_l2_, kap, self._train_kappa(),
+                            bases={k: [u for u, _ in factors[k]] for k in kinds})
+        solves = {}
+        for kind in kinds:
+            solves[kind] = []
+            for b, (u, factor) in enumerate(factors[kind]):
+                db = u.shape[1]
+                kx = kxs[kind, b].transpose(0, 2, 1, 3).reshape(len(rows) * db, len(it) * db)
+                solves[kind].append(solve_triangular(factor, kx.T, lower=True, check_finite=False))
+        return kxs, solves
+
+    def _posterior_block(self, kind: str, prior: np.ndarray, v_rows: list, v_cols: list) -> np.ndarray:
+        """Posterior covariance (r, d, c, d) of the latent body-frame channel ``kind`` between two
+        sets of frames, from their prior kernel ``prior`` (r, d, c, d) and training solves
+        (:meth:`_train_solves`): ``s² [K − Σ_b u_b (V_bᵀ V_b') u_bᵀ]``."""
+        r, d, c, _ = prior.shape
+        post = prior.copy()
+        for (u, _), va, vb in zip(self._train_factors()[kind], v_rows, v_cols):
+            db = u.shape[1]
+            inner = (va.T @ vb).reshape(r, db, c, db)
+            post -= np.einsum("ip,apbq,jq->aibj", u, inner, u)
+        return self.signal_var_[kind] * post
+
     def _predict_naive(self, fr: AxialInputs, return_std: bool):
         train = self._inverse_distances(self._train_body_naive())
         k = self._naive_kernel(self._inverse_distances(fr.body), train)
