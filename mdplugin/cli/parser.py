@@ -139,6 +139,15 @@ def cmd_md(args) -> int:
     return run_md_command(args) or 0
 
 
+def _percentile_pair(text: str) -> tuple[float, float]:
+    """``LO,HI`` -> (lo, hi) percentiles (checked by the spectrum code)."""
+    try:
+        lo, hi = (float(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected two percentiles LO,HI such as 5,95, got {text!r}") from None
+    return lo, hi
+
+
 def cmd_spectrum(args) -> int:
     from ..spectra import spectrum_command
 
@@ -149,6 +158,13 @@ def cmd_spectrum(args) -> int:
                               temperature=args.temperature, **options)
     meta = result.meta
     print(f"wrote the {result.summary()} -> {args.output}" + (f", {args.plot}" if args.plot else ""))
+    if result.bands:
+        print(f"model band: {meta['band'][0]:g}-{meta['band'][1]:g} % of {meta['n_samples']} posterior draws of "
+              f"{args.model}; relative width {result.relative_band_width():.3g} (integral of the band over the "
+              f"integral of the spectrum)")
+    print(f"statistical error: {meta['n_blocks']} blocks of {meta['block'] * meta['dt']:g} fs" if meta["n_blocks"]
+          else "statistical error: not estimated (fewer than 3 blocks of twice the depth; --blocks 1 with 3 or "
+               "more independent series, a shorter --depth or a longer series give one)")
     if result.line_width > 100:
         print(f"note: bands closer than about {result.line_width:.0f} cm^-1 merge at this correlation depth; "
               f"longer series ({meta['n_frames'] * meta['dt'] / meta['n_series']:g} fs each now) or a larger "
@@ -281,7 +297,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--correction", choices=("none", "harmonic", "standard", "schofield"), default="harmonic",
                    help="quantum correction factor (default harmonic: the classical formula)")
     p.add_argument("--pad", type=int, default=4, help="zero padding of the correlation function, factor (default 4)")
-    p.add_argument("--block", type=float, help="block length for error bands, fs (default 2 x depth)")
+    p.add_argument("--block", type=float,
+                   help="block length for the statistical error bars, fs (default 2 x depth; the *_stat_err "
+                        "columns are left out when that gives fewer than 3 blocks)")
+    p.add_argument("--blocks", type=int,
+                   help="instead of --block: cut every series into N equal blocks (1: each series is a block, "
+                        "for independent replicas); at least 3 blocks in all, each at least 2 x depth")
     p.add_argument("--max-wavenumber", type=float, help="last wavenumber written, cm^-1 (default Nyquist)")
     p.add_argument("--laser", type=float, help="Raman: excitation wavenumber, cm^-1, adds ((nu_L - nu)/nu_L)^4")
     p.add_argument("--bose", action="store_true", help="Raman: multiply by the Bose factor n(nu) + 1")
@@ -291,6 +312,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cell-dipole", choices=("total", "polarization"),
                    help="IR of a periodic trajectory whose cell changes (NPT): use the cell's dipole as stored (total) "
                         "or scaled to the mean volume, M*<V>/V (polarization); required only then (docs/condensed.md)")
+    p.add_argument("--model", metavar="MODEL.npz",
+                   help="dipole model (ir) or polarizability model (raman) to evaluate on the structures of the "
+                        "SERIES trajectories instead of reading stored values")
+    p.add_argument("--uncertainty", action="store_true",
+                   help="add the model band: spectra of --samples posterior draws of --model, correlated along "
+                        "the trajectories (CSV columns <name>_model_p<lo>/_p<hi>, shaded in the plot)")
+    p.add_argument("--samples", type=int, default=64, help="posterior draws for --uncertainty (default 64)")
+    p.add_argument("--band", type=_percentile_pair, default=(5.0, 95.0), metavar="LO,HI",
+                   help="percentiles of the model band, %% (default 5,95)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the posterior draws (default 0)")
     p.set_defaults(func=cmd_spectrum)
 
     p = sub.add_parser("ipi", help="serve ML energies, forces, dipoles, polarizabilities to an i-PI server")

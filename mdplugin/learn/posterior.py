@@ -9,8 +9,8 @@ Two building blocks, used by the models' ``sample_predictions``:
   notation), from the stored Cholesky factor; ``K_xM δw`` has the covariance of the weight part
   of the posterior, ``λ K_xM (A + λ K_MM)⁻¹ K_Mx'``, between any two frames.
 * :func:`pivoted_cholesky` — a low-rank factor ``L`` (n, r) of a covariance matrix, ``C ≈ L Lᵀ``,
-  whose pivots are the rows of largest remaining variance (greedy, deterministic); the
-  remaining diagonal is below ``tol²`` times the largest diagonal. Kriging from the pivots
+  whose pivots are the rows of largest remaining variance (LAPACK ``dpstrf``); the remaining
+  diagonal is below ``tol²`` times the largest diagonal. Kriging from the pivots
   (``C_xP C_PP⁻¹ e_P``) extends a draw on the pivots to any other row with the right
   covariance up to that remainder (used by RPR, a full GP without explicit features).
 """
@@ -18,12 +18,12 @@ Two building blocks, used by the models' ``sample_predictions``:
 from __future__ import annotations
 
 import numpy as np
-from scipy.linalg import solve_triangular
+from scipy.linalg import lapack, solve_triangular
 
 from ..core.errors import ConfigError
 from .gpr import ProjectedProcess
 
-__all__ = ["check_n_samples", "weight_draws", "pivoted_cholesky", "standard_normal"]
+__all__ = ["check_n_samples", "weight_draws", "pivoted_cholesky"]
 
 
 def check_n_samples(n_samples) -> int:
@@ -37,49 +37,34 @@ def check_n_samples(n_samples) -> int:
     return n
 
 
-def standard_normal(rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndarray:
-    """``N(0, 1)`` draws of ``shape`` from ``rng``, float64."""
-    return rng.standard_normal(shape)
-
-
 def weight_draws(gpr: ProjectedProcess, n_samples: int, rng: np.random.Generator) -> np.ndarray:
     """``n_samples`` draws ``δw`` (m, n_samples) of the posterior of the weights around their mean,
     in units of the signal standard deviation: ``δw = √λ L⁻ᵀ ξ`` with ``L Lᵀ = A + λ K_MM`` (the
     stored factor) and ``ξ ~ N(0, I)``, so that ``Cov(δw) = λ (A + λ K_MM)⁻¹``."""
     m = gpr.factor.shape[0]
-    xi = standard_normal(rng, (m, int(n_samples)))
+    xi = rng.standard_normal((m, int(n_samples)))
     return np.sqrt(gpr.regularizer) * solve_triangular(gpr.factor, xi, lower=True, trans="T", check_finite=False)
 
 
 def pivoted_cholesky(matrix: np.ndarray, tol: float = 1e-2, max_rank: int | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Greedy pivoted Cholesky factor of a symmetric positive semi-definite ``matrix`` (n, n).
+    """Pivoted Cholesky factor of a symmetric positive semi-definite ``matrix`` (n, n), LAPACK's
+    ``dpstrf`` (complete pivoting: the next pivot is the row of largest remaining variance).
 
     Returns ``(pivots (r,), factor (n, r))`` with ``factor @ factor.T ≈ matrix``: exact on the
     pivot rows and columns, and every remaining diagonal element (the variance of a row given
-    the pivots) at most ``tol²`` times the largest diagonal element of ``matrix`` (or the rank
-    reaches ``max_rank``). ``factor[pivots]`` is lower triangular. O(n r²) operations.
+    the pivots) at most ``tol²`` times the largest diagonal element of ``matrix``; at most
+    ``max_rank`` columns. ``factor[pivots]`` is lower triangular.
     """
     a = np.asarray(matrix, dtype=float)
     n = a.shape[0]
-    max_rank = n if max_rank is None else min(int(max_rank), n)
-    diag = np.clip(np.diag(a).copy(), 0.0, None)
-    top = float(diag.max()) if n else 0.0
-    factor = np.zeros((n, max_rank))
-    pivots: list[int] = []
-    if top <= 0.0:
-        return np.zeros(0, dtype=int), factor[:, :0]
-    limit = (float(tol) ** 2) * top
-    for k in range(max_rank):
-        p = int(np.argmax(diag))
-        if diag[p] <= limit:
-            break
-        pivots.append(p)
-        col = a[:, p] - factor[:, :k] @ factor[p, :k]
-        col /= np.sqrt(diag[p])
-        col[pivots[:-1]] = 0.0  # exact zeros above the diagonal of the pivot rows
-        factor[:, k] = col
-        diag -= col**2
-        diag[p] = 0.0
-        np.clip(diag, 0.0, None, out=diag)
-    r = len(pivots)
-    return np.array(pivots, dtype=int), factor[:, :r]
+    top = float(np.max(np.diag(a), initial=0.0))
+    if n == 0 or top <= 0.0:
+        return np.zeros(0, dtype=int), np.zeros((n, 0))
+    c, piv, rank, info = lapack.dpstrf(a, tol=(float(tol) ** 2) * top, lower=1)
+    if info < 0:
+        raise ValueError(f"dpstrf: illegal argument {-info}")
+    rank = min(int(rank), n if max_rank is None else int(max_rank))
+    order = piv - 1  # LAPACK counts from 1
+    factor = np.zeros((n, rank))
+    factor[order] = np.tril(c)[:, :rank]
+    return order[:rank].astype(int), factor

@@ -7,6 +7,11 @@ Public API::
     ir = ir_spectrum([mu], dt=2.0, temperature=300.0)       # km mol⁻¹ (cm⁻¹)⁻¹
     write_csv(ir, "ir.csv"); plot_spectra([ir], "ir.png")
 
+    # with the model's uncertainty: posterior draws along the trajectory give the model band
+    from mdplugin.spectra import model_series
+    means, draws = model_series(["traj.xyz"], load_model("dipole.npz"), n_samples=64, seed=0)
+    ir = ir_spectrum(means, dt=2.0, temperature=300.0, samples=draws)   # ir.bands["ir"]: (2, n)
+
 and :func:`spectrum_command`, the ``mdplugin spectrum ir|raman`` command. Formulas and units:
 docs/spectra.md and :mod:`mdplugin.spectra.compute`.
 """
@@ -16,22 +21,30 @@ from __future__ import annotations
 import os
 from typing import Any
 
+import numpy as np
+
 from ..core.errors import ConfigError
-from .compute import FORMS, SpectrumResult, ir_spectrum, raman_spectrum
+from .compute import DEFAULT_BAND, FORMS, SpectrumResult, ir_spectrum, raman_spectrum
 from .correlation import autocorrelation, spectral_density
 from .factors import CORRECTIONS
 from .output import read_csv, write_csv
 from .plot import plot_spectra
 from .readers import read_series
+from .uncertainty import model_series
 
 __all__ = [
-    "CORRECTIONS", "FORMS", "SpectrumResult", "autocorrelation", "ir_spectrum", "plot_spectra",
-    "raman_spectrum", "read_csv", "read_series", "spectral_density", "spectrum_command", "write_csv",
+    "CORRECTIONS", "DEFAULT_BAND", "FORMS", "SpectrumResult", "autocorrelation", "ir_spectrum", "model_series",
+    "plot_spectra", "raman_spectrum", "read_csv", "read_series", "spectral_density", "spectrum_command",
+    "write_csv",
 ]
+
+#: default number of posterior draws of the model band
+DEFAULT_SAMPLES = 64
 
 #: options of :func:`spectrum_command` besides the fixed arguments, with their defaults
 OPTIONS = dict(depth=None, window="hann", form="derivative", correction="harmonic", pad=4, block=None,
-               max_wavenumber=None, laser=None, bose=False, key=None, units="ase", cell_dipole=None)
+               blocks=None, max_wavenumber=None, laser=None, bose=False, key=None, units="ase",
+               cell_dipole=None, model=None, uncertainty=False, samples=DEFAULT_SAMPLES, band=DEFAULT_BAND, seed=0)
 
 
 def spectrum_command(kind: str, series: list[str], dt: float, output: str, plot: str | None,
@@ -41,10 +54,14 @@ def spectrum_command(kind: str, series: list[str], dt: float, output: str, plot:
 
     ``options`` (all optional): ``depth`` (fs), ``window``, ``form`` (derivative|omega2),
     ``correction`` (none|harmonic|standard|schofield), ``pad`` (zero-padding factor),
-    ``block`` (fs), ``max_wavenumber`` (cm⁻¹), ``key`` (name of the quantity in the files),
+    ``block`` (fs) or ``blocks`` (number per series) for the statistical error,
+    ``max_wavenumber`` (cm⁻¹), ``key`` (name of the quantity in the files),
     ``units`` (ase|atomic, for XYZ and array files), ``cell_dipole`` (total|polarization: the
-    dipole of a periodic trajectory whose cell changes, :func:`read_series`) and, for Raman,
-    ``laser`` (cm⁻¹) and ``bose``.
+    dipole of a periodic trajectory whose cell changes, :func:`read_series`), for Raman ``laser``
+    (cm⁻¹) and ``bose``;
+    ``model`` (a dipole model file for ir, a polarizability model for raman: its predictions on
+    the structures of the series replace the stored values), ``uncertainty`` (the model band from
+    ``samples`` posterior draws of ``model``, ``band`` percentiles, ``seed``).
     Unknown options raise a :class:`ConfigError`; ``None`` values mean the default.
     """
     unknown = sorted(set(options) - set(OPTIONS))
@@ -56,17 +73,40 @@ def spectrum_command(kind: str, series: list[str], dt: float, output: str, plot:
     if kind == "ir" and (opts["laser"] is not None or opts["bose"]):
         raise ConfigError("--laser and --bose apply to Raman spectra only")
     quantity = "dipole" if kind == "ir" else "polarizability"
-    data = [read_series(p, quantity, key=opts["key"], units=opts["units"], cell_dipole=opts["cell_dipole"])
-            for p in series]
+    draws = None
+    if opts["uncertainty"] and not opts["model"]:
+        raise ConfigError(f"--uncertainty needs the {quantity} model whose posterior gives the band: add "
+                          f"--model {quantity.upper()}_MODEL.npz")
+    if opts["model"]:
+        from ..models.base import load_model
+
+        model = load_model(opts["model"], target=quantity)
+        n_samples = opts["samples"] if opts["uncertainty"] else 0
+        if opts["uncertainty"]:
+            _check_samples_option(n_samples)
+            model.check_sampling()  # a model that cannot sample says so before any work
+        data, draws = model_series(series, model, n_samples=n_samples, seed=opts["seed"],
+                                   cell_dipole=opts["cell_dipole"])
+    else:
+        data = [read_series(p, quantity, key=opts["key"], units=opts["units"], cell_dipole=opts["cell_dipole"])
+                for p in series]
     common = dict(depth=opts["depth"], window=opts["window"], form=opts["form"],
-                  correction=opts["correction"], pad=opts["pad"], block=opts["block"],
-                  max_wavenumber=opts["max_wavenumber"], names=[os.fspath(p) for p in series])
+                  correction=opts["correction"], pad=opts["pad"], block=opts["block"], blocks=opts["blocks"],
+                  max_wavenumber=opts["max_wavenumber"], names=[os.fspath(p) for p in series],
+                  samples=draws, band=opts["band"])
     if kind == "ir":
         result = ir_spectrum(data, dt, temperature, **common)
     else:
         result = raman_spectrum(data, dt, temperature, laser=opts["laser"], bose=opts["bose"], **common)
     result.meta["sources"] = [os.fspath(p) for p in series]
+    if opts["model"]:
+        result.meta["model"] = os.fspath(opts["model"])
     write_csv(result, output)
     if plot:
         plot_spectra([result], plot)
     return result
+
+
+def _check_samples_option(n_samples) -> None:
+    if not (isinstance(n_samples, (int, np.integer)) and n_samples >= 2):
+        raise ConfigError(f"--samples must be a whole number of at least 2 posterior draws, got {n_samples!r}")

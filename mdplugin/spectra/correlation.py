@@ -51,10 +51,13 @@ def lag_window(name: str, depth: int) -> np.ndarray:
 
 
 def correlation_sums(x: np.ndarray, depth: int) -> np.ndarray:
-    """Raw lagged products ``S(k) = sum_t sum_c x_c(t) x_c(t+k)`` for k = 0..depth, shape (depth+1,).
+    """Raw lagged products ``S(k) = sum_t sum_c x_c(t) x_c(t+k)`` for k = 0..depth, shape
+    (depth+1,), or (depth+1, ...) for a batch of series.
 
-    ``x`` has shape (n, n_components) or (n,). Zero padding to ``next_fast_len(n + depth)``
-    makes the FFT correlation linear (no wrap-around).
+    ``x`` has shape (n,), (n, n_components) or (n, ..., n_components): time along the first
+    axis, components (summed) along the last, any batch axes between (e.g. posterior samples:
+    all transformed by one FFT call). Zero padding to ``next_fast_len(n + depth)`` makes the FFT
+    correlation linear (no wrap-around).
     """
     x = np.asarray(x, dtype=float)
     if x.ndim == 1:
@@ -63,9 +66,10 @@ def correlation_sums(x: np.ndarray, depth: int) -> np.ndarray:
     if depth >= n:
         raise DataError(f"series of {n} frames is shorter than the correlation depth + 1 = {depth + 1} frames")
     nfft = scipy.fft.next_fast_len(n + depth + 1, real=True)
-    fx = scipy.fft.rfft(x, n=nfft, axis=0)
-    power = np.sum(fx.real**2 + fx.imag**2, axis=1)
-    return scipy.fft.irfft(power, n=nfft)[: depth + 1]
+    # transform along contiguous rows (time last): a strided transform of many series is slow
+    fx = scipy.fft.rfft(np.moveaxis(x, 0, -1), n=nfft, axis=-1)  # (..., m, nfft//2+1)
+    power = np.sum(fx.real**2 + fx.imag**2, axis=-2)
+    return np.moveaxis(scipy.fft.irfft(power, n=nfft, axis=-1)[..., : depth + 1], -1, 0)
 
 
 def pair_counts(n: int, depth: int) -> np.ndarray:
@@ -107,10 +111,10 @@ def spectral_density(acf: np.ndarray, dt: float, window: str = "hann", pad: int 
         raise ConfigError(f"zero-padding factor must be >= 1, got {pad}")
     w = lag_window(window, depth)
     n_lags = pad * depth
-    padded = np.zeros((n_lags + 1,) + acf.shape[1:])
-    padded[: depth + 1] = acf * w.reshape((-1,) + (1,) * (acf.ndim - 1))
-    g = dt * scipy.fft.hfft(padded, n=2 * n_lags, axis=0)[: n_lags + 1]
-    return wavenumbers(dt, n_lags), g
+    padded = np.zeros(acf.shape[1:] + (n_lags + 1,))  # lags last: contiguous transforms
+    padded[..., : depth + 1] = np.moveaxis(acf, 0, -1) * w
+    g = dt * scipy.fft.hfft(padded, n=2 * n_lags, axis=-1)[..., : n_lags + 1]
+    return wavenumbers(dt, n_lags), np.moveaxis(g, -1, 0)
 
 
 def split_blocks(n: int, length: int) -> list[slice]:

@@ -1,9 +1,15 @@
 """Write and read spectra as CSV.
 
 One header row, then one row per wavenumber: ``wavenumber [cm^-1]``, the total (IR absorption or
-unpolarized Raman), the other components, then the standard errors of every component
-(``<name>_err``, ``nan`` when there were too few blocks for an estimate). Units are in the
-column names, in square brackets.
+unpolarized Raman), the other components, then
+
+* ``<name>_stat_err``: the statistical standard error of every component from blocks of the
+  trajectory (only when there were at least 3 blocks; absent otherwise);
+* ``<name>_model_p<lo>`` and ``<name>_model_p<hi>``: the model band, the ``lo`` and ``hi``
+  percentiles (e.g. ``ir_model_p5``, ``ir_model_p95``) of the spectra of the model's posterior
+  draws (only when the spectrum was computed with them).
+
+Units are in the column names, in square brackets.
 """
 
 from __future__ import annotations
@@ -25,8 +31,15 @@ def csv_columns(result: SpectrumResult) -> tuple[list[str], np.ndarray]:
         names.append(f"{k} [{result.units[k]}]")
         cols.append(v)
     for k, v in result.errors.items():
-        names.append(f"{k}_err [{result.units[k]}]")
+        names.append(f"{k}_stat_err [{result.units[k]}]")
         cols.append(v)
+    if result.bands:
+        lo, hi = result.meta["band"]
+        for k, (low, high) in result.bands.items():
+            names.append(f"{k}_model_p{lo:g} [{result.units[k]}]")
+            cols.append(low)
+            names.append(f"{k}_model_p{hi:g} [{result.units[k]}]")
+            cols.append(high)
     return names, np.column_stack(cols)
 
 

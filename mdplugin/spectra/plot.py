@@ -1,8 +1,12 @@
 """Figures of IR and Raman spectra (matplotlib, Agg backend): one panel per spectrum kind.
 
-IR: absorption in km mol⁻¹ (cm⁻¹)⁻¹ with its error band. Raman: unpolarized, VV and VH
-activities in Å⁴ amu⁻¹ (cm⁻¹)⁻¹, and below it the depolarization ratio where the band is
-significant. Peaks are marked with their wavenumber (and ρ for Raman).
+IR: absorption in km mol⁻¹ (cm⁻¹)⁻¹. Raman: unpolarized, VV and VH activities in Å⁴ amu⁻¹
+(cm⁻¹)⁻¹, and below it the depolarization ratio where the band is significant. Peaks are marked
+with their wavenumber (and ρ for Raman).
+
+The two uncertainties are drawn differently: the **model band** (percentiles of the spectra of
+the model's posterior draws) as a shaded area, the **statistical error** (±1 standard error from
+blocks of the trajectory) as thin dashed lines on either side of the curve.
 """
 
 from __future__ import annotations
@@ -59,11 +63,21 @@ def _annotate(ax, result: SpectrumResult, name: str, xmax: float, color: str, wi
     return top
 
 
-def _band(ax, result: SpectrumResult, name: str, color: str) -> None:
+def _band(ax, result: SpectrumResult, name: str, color: str, label: bool = True) -> None:
+    """The model band (shaded) and the statistical error (dashed) of component ``name``."""
+    nu, y = result.wavenumber, result.components[name]
+    band = result.bands.get(name)
+    if band is not None:
+        lo, hi = result.meta["band"]
+        ax.fill_between(nu, band[0], band[1], color=color, alpha=0.3, lw=0,
+                        label=(f"model band {lo:g}–{hi:g} % ({result.meta['n_samples']} posterior draws)"
+                               if label else None))
     err = result.errors.get(name)
     if err is not None and np.isfinite(err).any():
-        y = result.components[name]
-        ax.fill_between(result.wavenumber, y - err, y + err, color=color, alpha=0.25, lw=0)
+        for sign in (-1.0, 1.0):
+            ax.plot(nu, y + sign * err, color=color, lw=0.6, ls="--", alpha=0.8,
+                    label=(f"statistical error ±1 s.e. ({result.meta['n_blocks']} blocks)"
+                           if label and sign > 0 else None))
 
 
 def plot_spectra(results: list[SpectrumResult] | SpectrumResult, path: str | os.PathLike,
@@ -89,13 +103,15 @@ def plot_spectra(results: list[SpectrumResult] | SpectrumResult, path: str | os.
         _band(ax, r, "ir", IR_COLOR)
         ax.plot(r.wavenumber, r.components["ir"], color=IR_COLOR, lw=1.2, label="IR absorption")
         label_tops[ax] = _annotate(ax, r, "ir", xmax, IR_COLOR)
+        if r.bands or r.errors:
+            ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=8, frameon=False)
         ax.set_ylabel("IR absorption κ\n[km mol⁻¹ (cm⁻¹)⁻¹]")
         ax.set_title(f"IR  (T = {r.meta['temperature']:g} K, {r.meta['correction']} correction, "
                      f"depth {r.meta['depth_fs']:g} fs, {r.meta['window']} window)", fontsize=10)
     for r in raman:
         ax = axes.pop(0)
         for name, label in (("unpolarized", "unpolarized (VV+VH)"), ("vv", "VV"), ("vh", "VH")):
-            _band(ax, r, name, RAMAN_COLORS[name])
+            _band(ax, r, name, RAMAN_COLORS[name], label=name == "unpolarized")
             ax.plot(r.wavenumber, r.components[name], color=RAMAN_COLORS[name],
                     lw=1.4 if name == "unpolarized" else 1.0, label=label)
         label_tops[ax] = _annotate(ax, r, "unpolarized", xmax, RAMAN_COLORS["unpolarized"], with_rho=True)

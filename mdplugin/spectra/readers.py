@@ -218,9 +218,16 @@ def _periodic_dipoles(values: np.ndarray, frames: list, path: Path, cell_dipole:
     from ..structures.continuity import check_dipole_continuity
 
     check_dipole_continuity(frames, values, str(path))
+    return values * periodic_dipole_scale(frames, path, cell_dipole)[:, None]
+
+
+def periodic_dipole_scale(frames: list, path: Path, cell_dipole: str | None) -> np.ndarray:
+    """Factor (n,) by which the dipoles of a periodic trajectory enter the spectrum: ones for a
+    fixed cell or ``cell_dipole="total"``, ``<V>/V`` for ``"polarization"``; a changing cell
+    without ``cell_dipole`` is a :class:`DataError` saying what to choose."""
     cells = np.array([a.cell.array for a in frames])
     if np.abs(cells - cells[0]).max() <= 1e-6 * np.abs(cells[0]).max():
-        return values
+        return np.ones(len(frames))
     volumes = np.abs(np.linalg.det(cells))
     if cell_dipole is None:
         raise DataError(
@@ -229,5 +236,5 @@ def _periodic_dipoles(values: np.ndarray, frames: list, path: Path, cell_dipole:
             f"cell's dipole as stored, as the sum of whole molecules' dipoles is) or --cell-dipole polarization "
             f"(M·<V>/V, the polarization at the mean volume); see docs/condensed.md")
     if cell_dipole == "polarization":
-        return values * (volumes.mean() / volumes)[:, None]
-    return values
+        return volumes.mean() / volumes
+    return np.ones(len(frames))

@@ -165,8 +165,8 @@ def _mu_series(n=4000, dt=0.5, seed=4):
 
 
 def test_cli_ir_writes_csv_and_png(tmp_path, capsys):
-    np.save(tmp_path / "a.npy", _mu_series(seed=4))
-    np.save(tmp_path / "b.npy", _mu_series(seed=5))
+    np.save(tmp_path / "a.npy", _mu_series(n=4200, seed=4))  # 2 blocks of twice the depth each
+    np.save(tmp_path / "b.npy", _mu_series(n=4200, seed=5))
     out, png = tmp_path / "ir.csv", tmp_path / "ir.png"
     status = main(["spectrum", "ir", str(tmp_path / "a.npy"), str(tmp_path / "b.npy"), "--dt", "0.5",
                    "--temperature", "300", "--depth", "500", "-o", str(out), "--plot", str(png)])
@@ -174,7 +174,7 @@ def test_cli_ir_writes_csv_and_png(tmp_path, capsys):
     header = out.read_text().splitlines()[0].split(",")
     assert header[0] == "wavenumber [cm^-1]" and header[1].startswith("ir [km mol^-1")
     table = read_csv(out)
-    assert {"ir", "ir_x", "ir_y", "ir_z", "ir_err"} <= set(table)
+    assert {"ir", "ir_x", "ir_y", "ir_z", "ir_stat_err"} <= set(table)
     nu, ir = table["wavenumber"], table["ir"]
     for c in (1600.0, 3650.0, 3750.0):
         sel = np.abs(nu - c) < 40
