@@ -12,12 +12,20 @@ from __future__ import annotations
 from typing import Sequence
 
 import numpy as np
+from scipy.linalg import cho_solve, solve_triangular
 
 from ..core.errors import ConfigError
-from .gpr import ProjectedProcess, _stable_cholesky, held_out_weights, solve_projected_process_factored
+from .gpr import (
+    ProjectedProcess,
+    _cholesky_of,
+    _stable_cholesky,
+    _system_filler,
+    held_out_weights,
+    solve_projected_process_factored,
+)
 from .parallel import allgather_blocks, resolve_comm, share_tasks
 
-__all__ = ["solve_regularized"]
+__all__ = ["solve_regularized", "held_out_signal_variance"]
 
 
 def solve_regularized(
@@ -119,3 +127,38 @@ def solve_regularized(
     gpr = solve_projected_process_factored(a_fit, b_fit + b_val, kmm, kmm_factor, reg, jitter, work=work)
     timer("solve")
     return gpr, reg
+
+
+def held_out_signal_variance(
+    a_fit: np.ndarray, b_fit: np.ndarray, kmm: np.ndarray, kmm_factor: np.ndarray, reg: float,
+    blocks: list, jitter: float, comm=None,
+) -> float | None:
+    """The signal variance ``s²`` that makes the held-out rows' errors have unit variance:
+    ``mean((y − f)² / v)`` over the held-out rows, with ``f`` and ``v`` (in units of ``s²``) the
+    mean and the posterior variance of the fit *without* them at regulariser ``reg``
+    (``v = λ k (A_fit + λ K_MM)⁻¹ kᵀ + k_xx − k K_MM⁻¹ kᵀ``, the Nyström residual included).
+
+    ``a_fit``, ``b_fit``: the normal equations of the fitted rows; ``kmm`` and its factor
+    ``kmm_factor``; ``blocks``: this rank's held-out ``(k_val (v, m), y_val (v,), k_xx (v,))`` in
+    block order (summed over the ranks of ``comm`` block by block, the serial sum). ``None`` when
+    no held-out row has a positive variance.
+
+    Why not the maximum-likelihood ``s²`` for ``reg``: when the held-out choice lands on a tiny
+    regulariser (nearly noise-free data), ``(yᵀy − bᵀw)/(λ N)`` divides the misfit of the sparse
+    model by that tiny λ and the predicted standard deviation comes out tens of times the actual
+    error; the held-out estimate measures the error where the model has not seen the data.
+    """
+    comm = resolve_comm(comm)
+    factor = _cholesky_of(_system_filler(a_fit, kmm, reg), len(a_fit), jitter, clean=False)
+    w = cho_solve((factor, True), b_fit, check_finite=False)
+    parts = []
+    for k_val, y_val, kxx in blocks:
+        v = solve_triangular(factor, k_val.T, lower=True, check_finite=False)
+        u = solve_triangular(kmm_factor, k_val.T, lower=True, check_finite=False)
+        var = reg * np.einsum("ij,ij->j", v, v) + np.maximum(kxx - np.einsum("ij,ij->j", u, u), 0.0)
+        ok = var > 0
+        parts.append(np.array([np.sum((y_val - k_val @ w)[ok] ** 2 / var[ok]), float(np.sum(ok))]))
+    total = np.zeros(2)
+    for part in allgather_blocks(comm, parts):
+        total += part
+    return float(total[0] / total[1]) if total[1] > 0 else None

@@ -30,11 +30,13 @@ Gaussian process on atom-centred contributions:
   (then refined between the best value and its neighbours) by the error on every 5th
   training frame held out of the normal equations: the hold-out costs one Cholesky
   factorisation per candidate (``K_MM`` is factorised once), not extra kernels. The signal
-  variance is the maximum-likelihood value for the given
-  regulariser; ``predict(return_std=True)`` returns the posterior standard deviation of every
-  Cartesian component, shapes ``(n, 3)`` (dipole) and ``(n, 3, 3)`` (polarizability), in
-  the target's units (it includes the Nyström residual, i.e. the prior variance the
-  representative environments cannot explain).
+  variance is the one that gives the held-out frames' errors unit variance under the fit
+  without them (the maximum-likelihood value for the regulariser when nothing is held out: a
+  given regulariser, or fewer than 10 frames); ``predict(return_std=True)`` returns the
+  posterior standard deviation of every Cartesian component, shapes ``(n, 3)`` (dipole) and
+  ``(n, 3, 3)`` (polarizability), in the target's units (it includes the Nyström residual,
+  i.e. the prior variance the representative environments cannot explain), and
+  ``sample_predictions`` draws whole functions from the same posterior.
 
 Stateless kernels, row helpers and the contracted mean: :mod:`mdplugin.learn.lambda_kernels`; the
 solve with the regulariser choice: :mod:`mdplugin.learn.regularizer`.
@@ -99,7 +101,7 @@ from ..learn.lambda_kernels import (
     structure_self_kernel,
     sum_by_frame,
 )
-from ..learn.regularizer import solve_regularized
+from ..learn.regularizer import held_out_signal_variance, solve_regularized
 from .lsoap_sampling import prior_draws, prior_function
 from ..learn.posterior import check_n_samples, weight_draws
 
@@ -590,8 +592,11 @@ class LambdaSoapModel(SharedExpansionMixin, Model):
     def _fit_lambda(self, lam: int, y: np.ndarray, centres: _Centres, comm, timer, ledger) -> None:
         """Fit the λ GPR on its targets ``y`` (n_frames, 2λ+1) (baseline removed): the scales
         ``y_scale_[λ]`` (target RMS) and ``kernel_scale_[λ]`` (mean prior variance of a training
-        structure), ``gpr_[λ]``, ``regularizer_[λ]`` and the maximum-likelihood
-        ``signal_variance_[λ]`` for that regulariser (in units of ``y_scale_[λ]²``)."""
+        structure), ``gpr_[λ]``, ``regularizer_[λ]`` and ``signal_variance_[λ]`` (in units of
+        ``y_scale_[λ]²``): with held-out frames (the regulariser chosen automatically), the value
+        that gives their errors unit variance under the fit without them
+        (:func:`~mdplugin.models.lsoap_solve.held_out_signal_variance`), else the maximum-likelihood
+        value for the regulariser."""
         d = 2 * lam + 1
         n_frames = centres.n_frames
         scale = float(np.sqrt(np.mean(y**2)))
@@ -606,6 +611,7 @@ class LambdaSoapModel(SharedExpansionMixin, Model):
         eqs = self._normal_equations(lam, y / self.y_scale_[lam], centres, reg is None, comm, timer)
         kmm = scaled_symmetric_part(self._sparse_kernel(lam), self.kernel_scale_[lam])
         timer("K_MM")
+        a_fit = eqs.a_fit.copy() if eqs.held_out is not None else None  # the solve adds the held-out rows
         gpr, reg = solve_regularized(  # no held-out rows and no regulariser: 1e-4
             eqs.a_fit, eqs.b_fit, kmm, reg, self.regularizer_grid, self.jitter,
             comm=comm, held_out=eqs.held_out, timer=timer, ledger=ledger,
@@ -614,6 +620,27 @@ class LambdaSoapModel(SharedExpansionMixin, Model):
         self.gpr_[lam] = gpr
         n_obs = n_frames * d
         self.signal_variance_[lam] = max((eqs.yy - float(eqs.b_all @ gpr.weights)) / (reg * n_obs), 1e-12)
+        if eqs.held_out is not None:
+            held = self._held_out_rows(lam, eqs.held_out[2], kaa, n_frames, comm)
+            s2 = held_out_signal_variance(a_fit, eqs.b_fit, kmm, gpr.kmm_factor, reg, held, self.jitter, comm)
+            if s2 is not None:
+                self.signal_variance_[lam] = max(s2, 1e-12)
+            timer("held-out signal variance")
+
+    def _held_out_rows(self, lam: int, blocks: list, kaa: np.ndarray, n_frames: int, comm) -> list:
+        """This rank's held-out kernel rows and targets (:meth:`_normal_equations`' ``blocks``) with
+        the prior variance of every row: ``[(k_val, y_val, k_xx (v,))]`` in block order (scaled)."""
+        d = 2 * lam + 1
+        chunk = max(int(self.chunk_size), 1)
+        out = []
+        for (k_val, y_val), start in zip(blocks, local_blocks(n_frames, chunk, comm)):
+            frames = np.arange(start, min(n_frames, start + chunk))
+            frames = frames[frames % 5 == 0]  # the held-out frames of _normal_equations
+            kxx = np.diagonal(kaa[frames], axis1=1, axis2=2).reshape(-1) / self.kernel_scale_[lam]
+            if len(kxx) != len(y_val):  # pragma: no cover - the two selections are the same by construction
+                raise RuntimeError("held-out rows and their prior variances do not match")
+            out.append((k_val, y_val, kxx))
+        return out
 
     def _normal_equations(self, lam: int, y: np.ndarray, centres: _Centres, choose: bool, comm,
                           timer) -> _NormalEquations:
