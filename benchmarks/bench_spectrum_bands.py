@@ -19,6 +19,7 @@ frames (same settings, so the trajectory's statistical noise is common to both a
     python benchmarks/bench_spectrum_bands.py --workdir /tmp/bands            # everything (~40 min)
     python benchmarks/bench_spectrum_bands.py --workdir /tmp/bands --molecules water --models rpr --sizes 25,50
     python benchmarks/bench_spectrum_bands.py --workdir /tmp/bands --plot docs/spectra_bands.png
+    python benchmarks/bench_spectrum_bands.py --workdir /tmp/bands --speed   # cost per atom, periodic boxes
 
 The reference trajectories are kept in ``--workdir`` and reused. Prints one Markdown table row per
 molecule, model, spectrum and training size (mean and lowest coverage over ``--repeats`` random
@@ -108,6 +109,10 @@ def run(args) -> list[dict]:
             reference = spectrum(kind, truth, args)
             for model_kind in args.models:
                 for n in args.sizes:
+                    if n > len(pool):
+                        print(f"{molecule}: {n} training frames asked, the pool {POOLS[molecule].name} has "
+                              f"{len(pool)}; skipped")
+                        continue
                     for repeat in range(args.repeats):
                         key = dict(molecule=molecule, spectrum=kind, model=model_kind, n_train=n, repeat=repeat)
                         old = next((r for r in done if all(r[k] == v for k, v in key.items())), None)
@@ -227,6 +232,50 @@ def plot(args, rows: list[dict], path: str) -> None:
     print(f"wrote {path}")
 
 
+def speed(args) -> None:
+    """CPU cost (one thread: the machine's load does not enter) of the draws per atom at several
+    sizes, against a prediction in the same process:
+    a λ-SOAP dipole model of periodic water boxes (synthetic local dipoles: the cost does not
+    depend on the labels), evaluated on boxes of 16, 32 and 64 molecules at liquid density."""
+    from ase import Atoms
+
+    from mdplugin.core.tensors import random_rotation
+    from mdplugin.models import build
+
+    rng = np.random.default_rng(0)
+
+    def box(n_molecules: int) -> Atoms:
+        side = (n_molecules * 29.9) ** (1.0 / 3.0)  # Å: 1 g/cm³
+        out = Atoms(cell=np.eye(3) * side, pbc=True)
+        grid = int(np.ceil(n_molecules ** (1.0 / 3.0)))
+        sites = np.stack(np.meshgrid(*[np.arange(grid)] * 3), -1).reshape(-1, 3)[:n_molecules] * side / grid
+        for site in sites:
+            w = Atoms("OH2", positions=[[0.0, 0.0, 0.0], [0.96, 0.0, 0.0], [-0.24, 0.93, 0.0]])
+            w.positions = w.positions @ random_rotation(rng).T + site + rng.normal(scale=0.1, size=3)
+            out += w
+        out.wrap()
+        return out
+
+    def dipole(atoms: Atoms) -> np.ndarray:
+        o = atoms.positions[atoms.numbers == 8]
+        h = atoms.positions[atoms.numbers == 1].reshape(-1, 2, 3)
+        return 0.4 * (h - o[:, None]).sum(axis=(0, 1))
+
+    train = [box(16) for _ in range(20)]
+    model = build("lsoap", target="dipole").fit(train, np.array([dipole(b) for b in train]))
+    print("\n| molecules | atoms | predict (CPU ms/atom) | 16 draws (CPU ms/atom) | draws / prediction |\n|---|---|---|---|---|")
+    for n in (16, 32, 64):
+        frames = [box(n) for _ in range(8)]
+        t0 = time.process_time()
+        model.predict(frames)
+        t_predict = time.process_time() - t0
+        t0 = time.process_time()
+        model.sample_predictions(frames, 16, seed=0)
+        t_draw = time.process_time() - t0
+        atoms = 8 * 3 * n
+        print(f"| {n} | {3 * n} | {1000 * t_predict / atoms:.3f} | {1000 * t_draw / atoms:.3f} | {t_draw / t_predict:.1f} |")
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--workdir", required=True, help="reference trajectories and results.json are kept here")
@@ -247,7 +296,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--reuse", action="store_true", help="reuse the results of earlier runs in --workdir")
     p.add_argument("--plot", help="PNG: spectra with bands and coverage/width against training size")
     p.add_argument("--progress", action="store_true")
+    p.add_argument("--speed", action="store_true",
+                   help="only the cost of the draws per atom at several sizes (periodic water boxes)")
     args = p.parse_args(argv)
+    if args.speed:
+        with threadpool_limits(1):
+            speed(args)
+        return 0
     with threadpool_limits(1):
         rows = run(args)
         print()

@@ -816,7 +816,7 @@ class LambdaSoapModel(SharedExpansionMixin, Model):
         check_species(frames, self.species_, f"{self.target} model")
         rng = np.random.default_rng(seed)
         draws = {lam: self._posterior_draws(lam, n_samples, rng) for lam in self._lambdas()}
-        calc = self._expansion()
+        calc = self.featurizer()
         means, samples = [], []
         for start in range(0, len(frames), self.chunk_size):
             mean, sample = self._sample_expansion(calc.compute(frames[start : start + self.chunk_size]), draws)

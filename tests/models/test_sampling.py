@@ -110,7 +110,7 @@ def test_lsoap_draws_have_the_exact_joint_posterior_covariance(lsoap_dipole):
     m = lsoap_dipole
     rng = np.random.default_rng(4)
     frames = _test_frames(4) + [_water(rng, 0.1) for _ in range(2)]
-    exp = m._expansion().compute(frames)
+    exp = m.featurizer().compute(frames)
     z = m._project(m._raw_features(exp), exp.centre_species)
     k = m._structure_kernel(z, exp.centre_species, exp.centre_frame, len(frames), 1) / m.kernel_scale_[1]
     gpr = m.gpr_[1]
