@@ -211,6 +211,8 @@ def plot(args, rows: list[dict], path: str) -> None:
               ("water", "raman"): "#92c5de"}
     for (mol, kd, mk) in sorted({(r["molecule"], r["spectrum"], r["model"]) for r in rows}):
         ns = sorted({r["n_train"] for r in rows if (r["molecule"], r["spectrum"], r["model"]) == (mol, kd, mk)})
+        if len(ns) < 2:  # a curve needs two training sizes
+            continue
         sel = lambda n: [r for r in rows if (r["molecule"], r["spectrum"], r["model"], r["n_train"]) == (mol, kd, mk, n)]
         cov = [np.mean([r["coverage"] for r in sel(n)]) for n in ns]
         width = [np.mean([r["width"] for r in sel(n)]) for n in ns]
@@ -222,11 +224,14 @@ def plot(args, rows: list[dict], path: str) -> None:
     axes[1, 0].set_ylabel("coverage of the reference\n(intensity-weighted)")
     axes[1, 1].set_yscale("log")
     axes[1, 1].set_ylabel("relative band width")
+    ticks = sorted({r["n_train"] for r in rows})
     for ax in axes[1]:
         ax.set_xscale("log")
+        ax.set_xticks(ticks, [str(t) for t in ticks])
+        ax.minorticks_off()
         ax.set_xlabel("training frames")
         ax.grid(alpha=0.3)
-    axes[1, 1].legend(fontsize=7)
+    axes[1, 0].legend(fontsize=7, loc="lower right")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     print(f"wrote {path}")
@@ -307,8 +312,8 @@ def main(argv: list[str] | None = None) -> int:
         rows = run(args)
         print()
         print(table(rows))
-        if args.plot:
-            plot(args, rows, args.plot)
+        if args.plot:  # the coverage and width panels show every result kept in --workdir
+            plot(args, json.loads((Path(args.workdir) / "results.json").read_text()), args.plot)
     return 0
 
 
