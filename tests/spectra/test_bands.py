@@ -258,3 +258,32 @@ def test_cli_band_errors_are_one_line_saying_what_works(model_files, tmp_path, c
     err = _error(capsys, base + ["--model", str(model_files / "dipole.npz"), "--blocks", "9"])
     assert "9 blocks of 33 frames" in err and "use 3 block(s) or fewer" in err
     assert not (tmp_path / "x.csv").exists()
+
+
+def test_model_band_of_a_periodic_box_whose_cell_changes(tmp_path):
+    """A λ-SOAP dipole model on a periodic box of drifting water molecules: its mean and draws are
+    continuous across the walls (checked as stored dipoles are), a changing cell needs
+    cell_dipole like stored dipoles do, and 'polarization' scales the mean and every draw by <V>/V."""
+    import ase.io
+
+    from mdplugin.models import load_model
+
+    from ..models.test_lsoap import SMALL
+    from .test_cells import _trajectory as box_trajectory
+
+    train = box_trajectory(n_frames=300)[::15]
+    build("lsoap", target="dipole", **SMALL).fit(train, np.array([a.info["dipole"] for a in train])).save(
+        tmp_path / "box.npz")
+    model = load_model(tmp_path / "box.npz")
+    path = tmp_path / "npt.xyz"
+    frames = box_trajectory(breathing=0.01, n_frames=120)
+    ase.io.write(path, frames, format="extxyz")
+    with pytest.raises(DataError, match="cell changes.*--cell-dipole"):
+        model_series([path], model, n_samples=4, seed=0)
+    (raw,), (raw_draws,) = model_series([path], model, n_samples=4, seed=0, cell_dipole="total")
+    (scaled,), (scaled_draws,) = model_series([path], model, n_samples=4, seed=0, cell_dipole="polarization")
+    volumes = np.array([a.get_volume() for a in frames])
+    factor = (volumes.mean() / volumes)[:, None]
+    np.testing.assert_allclose(scaled, raw * factor)
+    np.testing.assert_allclose(scaled_draws, raw_draws * factor[None])
+    assert np.std(raw_draws - raw[None]) > 0
