@@ -56,14 +56,20 @@ def cmd_label(args) -> int:
 
     props = [p.strip() for p in args.properties.split(",") if p.strip()]
     oracle = args.oracle
+    pyscf_options = {k: v for k, v in (("basis", args.basis), ("xc", args.xc)) if v}
     if args.cluster_radius is not None:
         from ..oracles.label import make_oracle, ORACLES
 
         name, _, method = oracle.partition(":")
         if name not in ORACLES:
             raise ConfigError("--cluster-radius applies to the built-in oracles (tblite, pyscf)")
-        oracle = make_oracle(name, cluster_radius=args.cluster_radius, **({"method": method} if method else {}))
-    label_file(args.input, args.output, oracle=oracle, properties=props, progress=not args.quiet)
+        options = dict(pyscf_options) if name == "pyscf" else {}
+        if method:
+            options["method"] = method
+        oracle = make_oracle(name, cluster_radius=args.cluster_radius, **options)
+        pyscf_options = {}
+    label_file(args.input, args.output, oracle=oracle, properties=props, progress=not args.quiet,
+               pyscf_options=pyscf_options, minimal_basis=args.minimal_basis)
     return 0
 
 
@@ -214,10 +220,17 @@ def build_parser() -> argparse.ArgumentParser:
                    help="reference method: tblite (GFN2-xTB, default), tblite:GFN1-xTB, pyscf (DFT; the [pyscf] "
                         "extra), or package.module:function returning any ASE calculator (as for mdplugin active)")
     p.add_argument("--properties", default="energy,forces,dipole,polarizability",
-                   help="comma-separated labels to compute (default: all four)")
+                   help="comma-separated labels to compute (default: energy,forces,dipole,polarizability); "
+                        "hamiltonian (with --oracle pyscf) writes the AO Fock and overlap matrices to "
+                        "OUT.hamiltonian.npz (docs/formats.md)")
     p.add_argument("--cluster-radius", type=float, metavar="R",
                    help="periodic cells: the polarizability is the sum of each molecule's response in the cluster of "
                         "molecules whose centres are within R Å of its own (default 4; docs/condensed.md)")
+    p.add_argument("--basis", help="PySCF basis of every label (default: sto-3g with hamiltonian, else aug-cc-pvdz)")
+    p.add_argument("--xc", help="PySCF functional, or hf for Hartree-Fock (default pbe0)")
+    p.add_argument("--minimal-basis", metavar="BASIS",
+                   help="store the Hamiltonian of --basis projected onto this smaller basis (e.g. --basis def2-svp "
+                        "--minimal-basis sto-3g): occupied and lowest virtual orbital energies kept exactly")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_label)
 

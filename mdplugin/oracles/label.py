@@ -39,7 +39,7 @@ from ase.calculators.calculator import Calculator, all_changes
 from threadpoolctl import threadpool_limits
 
 from ..core.atomicio import atomic_write
-from ..structures.data import PROPERTIES, Dataset, dataset_to_text, read_dataset, write_dataset
+from ..structures.data import PROPERTIES, Dataset, dataset_to_text, read_dataset, read_frames, write_dataset
 from ..core.errors import ConfigError, OracleError
 from ..core.plugins import import_object
 from ..core.units import BOHR, HARTREE
@@ -221,13 +221,18 @@ def make_oracle(name: str = "tblite", field: float = DEFAULT_FIELD, threads: int
 # labelling
 
 
-def _check_properties(properties: Sequence[str]) -> list[str]:
+#: what ``mdplugin label --properties`` knows: the extended-XYZ labels and ``hamiltonian``
+#: (PySCF AO matrices in a file beside the output, :mod:`mdplugin.oracles.hamiltonian`)
+LABELS = (*PROPERTIES, "hamiltonian")
+
+
+def _check_properties(properties: Sequence[str], allowed: Sequence[str] = tuple(PROPERTIES)) -> list[str]:
     props = [p.strip() for p in properties if p.strip()]
     if not props:
         raise ConfigError("no properties to label")
     for p in props:
-        if p not in PROPERTIES:
-            raise ConfigError(f"unknown property {p!r} (known: {', '.join(PROPERTIES)})")
+        if p not in allowed:
+            raise ConfigError(f"unknown property {p!r} (known: {', '.join(allowed)})")
     return props
 
 
@@ -364,12 +369,20 @@ def label_frames(frames: Sequence[Atoms], oracle: str | Calculator = "tblite",
 def label_file(input_path: str | os.PathLike, output_path: str | os.PathLike,
                oracle: str | Calculator = "tblite",
                properties: Sequence[str] = ("energy", "forces", "dipole", "polarizability"),
-               progress: bool = True, comm=None) -> Dataset:
+               progress: bool = True, comm=None, pyscf_options: dict[str, Any] | None = None,
+               minimal_basis: str | None = None) -> Dataset:
     """``mdplugin label IN.xyz -o OUT.xyz``: label every frame of a structure file.
 
     Reads the structures of ``input_path`` (any labels in it are ignored), labels them in input
     order with :func:`label_frames` and writes extended XYZ with
     :func:`mdplugin.structures.data.write_dataset` (atomically; rank 0 only under MPI). Returns the data set.
+
+    ``"hamiltonian"`` among ``properties`` (oracle ``"pyscf"``) also writes the frames' AO
+    Hamiltonians to ``OUT.hamiltonian.npz`` (:func:`mdplugin.oracles.hamiltonian.label_hamiltonians`;
+    each frame's ``charge``/``spin`` info is used and kept in the output), in the basis of
+    ``pyscf_options["basis"]`` (default STO-3G when the Hamiltonian is asked for), projected onto
+    ``minimal_basis`` when that is given. ``pyscf_options`` (``basis``, ``xc``) set the PySCF
+    method of every label of the run.
 
     ``comm=None`` uses :func:`mdplugin.learn.parallel.get_comm`: under ``mpiexec -n P mdplugin label``
     the frames are shared out across the P ranks; in a plain run it is serial.
@@ -378,18 +391,53 @@ def label_file(input_path: str | os.PathLike, output_path: str | os.PathLike,
         from ..learn.parallel import get_comm
 
         comm = get_comm()
-    props = _check_properties(properties)
-    calc = resolve_oracle(oracle)  # fail on a bad oracle before reading
+    props = _check_properties(properties, LABELS)
+    xyz_props = [p for p in props if p != "hamiltonian"]
+    options = dict(pyscf_options or {})
+    is_pyscf = isinstance(oracle, str) and oracle == "pyscf"
+    if (options or minimal_basis) and not is_pyscf:
+        raise ConfigError("--basis, --xc and --minimal-basis set the PySCF method: use them with --oracle pyscf")
+    if "hamiltonian" in props:
+        if not is_pyscf:
+            raise ConfigError(f"the hamiltonian property is computed with PySCF: use --oracle pyscf (not {oracle!r})")
+        options.setdefault("basis", "sto-3g")
+    elif minimal_basis:
+        raise ConfigError("--minimal-basis projects the Hamiltonian: add hamiltonian to --properties")
+    calc = None
+    if xyz_props:  # fail on a bad oracle before reading
+        calc = make_oracle("pyscf", **options) if is_pyscf and options else resolve_oracle(oracle)
+    raw = read_frames(input_path)
     structures = read_dataset(input_path, properties=[])
-    data = label_frames(structures.frames, calc, props, progress=progress, comm=comm,
-                        source=str(input_path))
+    data = (label_frames(structures.frames, calc, xyz_props, progress=progress, comm=comm, source=str(input_path))
+            if xyz_props else structures)
+    hamiltonians = None
+    if "hamiltonian" in props:
+        from ..structures.hamiltonians import hamiltonian_path, write_hamiltonians
+        from .hamiltonian import DEFAULT_XC, charge_and_spin, label_hamiltonians
+
+        for i, atoms in enumerate(raw):  # one-line errors (odd electrons without a spin) before any SCF
+            charge_and_spin(atoms, f"{input_path}: frame {i}")
+        frames = []
+        for atoms, clean in zip(raw, structures.frames):
+            clean = clean.copy()
+            clean.info.update({k: atoms.info[k] for k in ("charge", "spin") if k in atoms.info})
+            frames.append(clean)
+        hamiltonians = label_hamiltonians(frames, basis=options["basis"], xc=options.get("xc", DEFAULT_XC),
+                                          minimal_basis=minimal_basis, progress=progress, comm=comm,
+                                          source=str(input_path))
+        data.extras["charge"] = np.asarray(hamiltonians.charge, dtype=float)
+        data.extras["spin"] = np.asarray(hamiltonians.spin, dtype=float)
     if comm.Get_size() == 1:
+        if hamiltonians is not None:
+            write_hamiltonians(hamiltonian_path(output_path), hamiltonians)
         write_dataset(output_path, data)
         return data
     # Under MPI, ASE's writer is collective (it runs on rank 0 and broadcasts), so every rank
     # makes the text and only rank 0 writes the file (atomically, like write_dataset).
     text = dataset_to_text(data)
     if comm.Get_rank() == 0:
+        if hamiltonians is not None:
+            write_hamiltonians(hamiltonian_path(output_path), hamiltonians)
         with atomic_write(output_path) as handle:
             handle.write(text)
     comm.Barrier()
