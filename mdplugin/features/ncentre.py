@@ -128,11 +128,16 @@ class NCentreFeaturizer:
         ``pair_cutoff`` get no features (a model predicts zero for them).
     density_width : Gaussian width of the atomic densities, Å.
     max_lambda : highest λ computed.
+    projection : optional per-l matrices (n_species·n_radial, k) compressing the density's channels
+        (species and radial functions mixed) before the products; :meth:`fit_projection` finds them
+        as the leading principal directions of training densities. They act on channels only, so
+        the features stay equivariant; they cut the λ-SOAP size by (k / n_channels)².
     """
 
     def __init__(self, species: Sequence[int], cutoff: float = 4.0, max_radial: int = 5, max_angular: int = 3,
                  pair_cutoff: float = 6.0, pair_max_radial: int = 5, pair_max_angular: int = 3,
-                 density_width: float = 0.3, smoothing_width: float = 0.5, max_lambda: int = 2) -> None:
+                 density_width: float = 0.3, smoothing_width: float = 0.5, max_lambda: int = 2,
+                 projection: Sequence[np.ndarray] | None = None) -> None:
         self.species = tuple(sorted(int(z) for z in set(species)))
         if not self.species:
             raise ConfigError("NCentreFeaturizer needs at least one species")
@@ -141,7 +146,38 @@ class NCentreFeaturizer:
         self.pair_max_angular = int(pair_max_angular)
         self.density_width, self.smoothing_width = float(density_width), float(smoothing_width)
         self.max_lambda = int(max_lambda)
+        self.projection = None if projection is None else [np.asarray(p, dtype=float) for p in projection]
         self._calculators = None
+
+    def fit_projection(self, frames: Sequence[Atoms], n_channels: int) -> list[np.ndarray]:
+        """Set and return :attr:`projection`: per l, the ``n_channels`` leading eigenvectors of
+        ``Σ ρ ρᵀ`` over the atoms and m of ``frames`` (all channels when there are fewer)."""
+        self.projection = None
+        rho, _ = self.densities(frames)
+        out = []
+        for r in rho:
+            flat = r.reshape(-1, r.shape[2])
+            w, v = np.linalg.eigh(flat.T @ flat)
+            out.append(np.ascontiguousarray(v[:, ::-1][:, :min(int(n_channels), len(w))]))
+        self.projection = out
+        return out
+
+    def __eq__(self, other: object) -> bool:
+        """Equal hyper-parameters and projections: the same features."""
+        if not isinstance(other, NCentreFeaturizer):
+            return NotImplemented
+        same = self._key() == other._key()
+        if same and self.projection is not None:
+            same = all(np.array_equal(a, b) for a, b in zip(self.projection, other.projection))
+        return same
+
+    def __hash__(self) -> int:
+        return hash(self._key())
+
+    def _key(self) -> tuple:
+        return (self.species, self.cutoff, self.max_radial, self.max_angular, self.pair_cutoff, self.pair_max_radial,
+                self.pair_max_angular, self.density_width, self.smoothing_width, self.max_lambda,
+                None if self.projection is None else tuple(p.shape for p in self.projection))
 
     # -- featomic ----------------------------------------------------------------------------
     def _hypers(self, cutoff: float, max_radial: int, max_angular: int) -> dict:
@@ -249,6 +285,8 @@ class NCentreFeaturizer:
         """The :class:`NCentreFeatures` of a batch of molecules."""
         frames = list(frames)
         rho, offsets = self.densities(frames)
+        if self.projection is not None:
+            rho = [r @ p for r, p in zip(rho, self.projection)]
         numbers = np.concatenate([a.numbers for a in frames]).astype(int)
         atom_frame = np.repeat(np.arange(len(frames)), np.diff(offsets))
         atom_index = np.arange(len(numbers)) - offsets[atom_frame]

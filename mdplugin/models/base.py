@@ -75,6 +75,7 @@ _MODULES = {
     "rpr": "mdplugin.models.rpr",
     "lsoap": "mdplugin.models.lsoap",
     "soap": "mdplugin.models.soap",
+    "hamiltonian": "mdplugin.models.hamiltonian",
 }
 _REGISTRY: dict[str, type["Model"]] = {}
 

@@ -1,0 +1,447 @@
+"""``hamiltonian``: an equivariant model of a molecule's minimal-basis Hamiltonian, and the orbital
+energies, HOMO–LUMO gap, dipole and polarizability that follow from it.
+
+The AO Hamiltonian (a Fock matrix, or a projected larger-basis Hamiltonian; see
+:mod:`mdplugin.oracles.hamiltonian`) is cut into shell blocks (:mod:`.hamiltonian_blocks`), each
+block into parts of rotational order λ and parity σ, and each part is a linear function of
+N-centre features of the same (λ, σ) (:mod:`mdplugin.features.ncentre`): one-centre features for
+the on-site blocks, two-centre features for the off-site ones, exchange-symmetric and
+antisymmetric combinations for pairs of one element. The weights come from a Bayesian ridge
+regression per feature kind (:mod:`mdplugin.learn.bayesian_ridge`; the regularisation and noise
+are set per block type by maximising the evidence), so the prediction is rotation-, reflection-
+and permutation-equivariant by construction (``H' = D H Dᵀ`` under a rotation, blocks permuted
+with the atoms) and comes with a posterior.
+
+What follows from H (with the overlap S and the AO dipole integrals r, cheap one-electron
+integrals from PySCF; :mod:`mdplugin.core.orbitals`): orbital energies (``H C = S C ε``), the gap,
+the dipole of the closed-shell density matrix plus the nuclei, and the polarizability as the
+response of the orbitals of ``H + F·r`` to a field (sum over states, without self-consistent
+response). The uncertainty of each comes from ``n_samples`` Hamiltonians drawn from the weights'
+posterior (fixed seed): the standard deviation over the samples.
+
+Used as a dipole or polarizability model (``MLCalculator(dipole="H.npz")``,
+``mdplugin md --dipole H.npz``) it gives these derived quantities.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+from ase import Atoms
+
+from ..core import orbitals as orb
+from ..core.errors import ConfigError, DataError
+from ..features.ncentre import NCentreFeaturizer, NCentreFeatures
+from ..learn.bayesian_ridge import NormalEquations, fit_bayesian_ridge
+from ..structures.aobasis import AOBasis
+from ..structures.hamiltonians import HamiltonianSet
+from .base import Model, check_species, fingerprint, register
+from .hamiltonian_blocks import BatchLayout, BlockType, block_types, from_coupled, to_coupled
+
+#: what a fitted model derives from its Hamiltonians (besides the matrices)
+DERIVED = ("orbital_energies", "gap", "dipole", "polarizability")
+#: feature columns whose root-mean-square over the training rows is below this fraction of the
+#: largest are dropped (features of element pairs absent from the data are exactly zero)
+_DROP_COLUMN = 1e-8
+
+
+def frame_electrons(atoms: Atoms, where: str) -> int:
+    """Doubly occupied orbitals of a closed-shell frame: (Σ Z − charge) / 2, charge from the
+    frame's ``charge`` info (default 0). An odd count is a :class:`DataError` naming ``where``."""
+    charge = int(round(float((getattr(atoms, "info", None) or {}).get("charge", 0))))
+    n = int(np.sum(atoms.numbers)) - charge
+    if n <= 0 or n % 2:
+        raise DataError(f"{where}: {atoms.get_chemical_formula()} with charge {charge} has {n} electrons; "
+                        f"the hamiltonian model describes closed shells (an even number of electrons)")
+    return n // 2
+
+
+def _as_hamiltonians(targets: Any) -> HamiltonianSet:
+    if isinstance(targets, HamiltonianSet):
+        return targets
+    if isinstance(targets, Mapping) and isinstance(targets.get("hamiltonian"), HamiltonianSet):
+        return targets["hamiltonian"]
+    value = getattr(targets, "hamiltonian", None)
+    if isinstance(value, HamiltonianSet):
+        return value
+    raise DataError("the hamiltonian model trains on a HamiltonianSet (read_hamiltonians(...)), given "
+                    f"{type(targets).__name__}")
+
+
+@register("hamiltonian")
+class HamiltonianModel(Model):
+    """Equivariant minimal-basis Hamiltonian (see the module docstring).
+
+    Parameters
+    ----------
+    target : ``"hamiltonian"``.
+    cutoff, max_radial, max_angular, density_width : the atom-centred density of the features
+        (Å; ``max_radial + 1`` radial functions).
+    pair_cutoff, pair_max_radial, pair_max_angular : the pair expansion; atoms farther apart than
+        ``pair_cutoff`` (Å) get zero off-site blocks.
+    density_channels : principal channels of the density kept for the products (species and
+        radial functions mixed; :meth:`NCentreFeaturizer.fit_projection` on up to 200 training
+        frames); 0 keeps them all.
+    n_samples : posterior Hamiltonians drawn for the uncertainties.
+    chunk_size : frames featurised at once while fitting (memory).
+    seed : seed of the posterior samples.
+    """
+
+    targets_supported = ("hamiltonian",)
+
+    def __init__(self, target: str = "hamiltonian", cutoff: float = 4.0, max_radial: int = 7, max_angular: int = 4,
+                 density_width: float = 0.2, pair_cutoff: float = 6.0, pair_max_radial: int = 5,
+                 pair_max_angular: int = 3, density_channels: int = 12, n_samples: int = 32, chunk_size: int = 100,
+                 seed: int = 0) -> None:
+        self.target = target
+        self.cutoff = cutoff
+        self.max_radial = max_radial
+        self.max_angular = max_angular
+        self.density_width = density_width
+        self.pair_cutoff = pair_cutoff
+        self.pair_max_radial = pair_max_radial
+        self.pair_max_angular = pair_max_angular
+        self.density_channels = density_channels
+        self.n_samples = n_samples
+        self.chunk_size = chunk_size
+        self.seed = seed
+
+    # -- features --------------------------------------------------------------------------
+    def featurizer(self) -> NCentreFeaturizer:
+        """The N-centre featurizer of the fitted model's species (λ up to twice the basis's l)."""
+        self._check_fitted()
+        if getattr(self, "_featurizer", None) is None:
+            self._featurizer = self._make_featurizer(self.species_, self._max_lambda(), self.projection_)
+        return self._featurizer
+
+    def _make_featurizer(self, species, max_lambda: int, projection=None) -> NCentreFeaturizer:
+        return NCentreFeaturizer(species, cutoff=self.cutoff, max_radial=self.max_radial,
+                                 max_angular=self.max_angular, pair_cutoff=self.pair_cutoff,
+                                 pair_max_radial=self.pair_max_radial, pair_max_angular=self.pair_max_angular,
+                                 density_width=self.density_width, max_lambda=max_lambda, projection=projection)
+
+    def _max_lambda(self) -> int:
+        return max(bt.lam for bt in self.block_types_)
+
+    @staticmethod
+    def _design(features: NCentreFeatures, key: tuple) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Features (n, 2λ+1, p) of one feature kind and the (first, second) atoms of each row."""
+        kind, z, lam, sigma = key
+        if kind == "onsite":
+            rows = np.flatnonzero(features.atom_species == z[0])
+            x = features.onsite.get((lam, sigma), np.zeros((features.n_atoms, 2 * lam + 1, 0)))[rows]
+            if lam == 0 and sigma == 1:
+                x = np.concatenate([np.ones((len(rows), 1, 1)), x], axis=2)  # the element's baseline
+            return x, rows, rows
+        zf = features.atom_species[features.pair_first]
+        zs = features.atom_species[features.pair_second]
+        rows = np.flatnonzero((zf == z[0]) & (zs == z[1]))
+        empty = np.zeros((features.n_pairs, 2 * lam + 1, 0))
+        a = features.pair_ij.get((lam, sigma), empty)[rows]
+        b = features.pair_ji.get((lam, sigma), empty)[rows]
+        x = np.concatenate([a, b], axis=2) if kind == "pair" else a + b if kind == "pair+" else a - b
+        return x, features.pair_first[rows], features.pair_second[rows]
+
+    # -- fit -------------------------------------------------------------------------------
+    def fit(self, frames: Sequence[Atoms], targets, *, comm=None) -> "HamiltonianModel":
+        """Fit on ``frames`` and their Hamiltonians (a :class:`HamiltonianSet`, or ``Targets`` /
+        a mapping holding one as ``hamiltonian``). ``comm`` (mpi4py) splits the frames over ranks
+        and sums the normal equations; every rank ends with the same model."""
+        self._check_target()
+        frames = list(frames)
+        data = _as_hamiltonians(targets)
+        data.check_frames(frames)
+        for i in range(len(data)):
+            if data.fock[i].shape[0] != 1:
+                raise DataError(f"{data.source}: frame {i}: open shell (spin {data.spin[i]}); the hamiltonian "
+                                f"model learns closed-shell Hamiltonians")
+        if not frames:
+            raise DataError("no training frames")
+        basis = AOBasis(data.basis)
+        species = sorted({int(z) for a in frames for z in a.numbers})
+        btypes = block_types(basis, species)
+        groups: dict[tuple, list[BlockType]] = defaultdict(list)
+        for bt in btypes:
+            groups[bt.feature_key].append(bt)
+        self.block_types_ = btypes
+        featurizer = self._make_featurizer(species, max(bt.lam for bt in btypes))
+        self.projection_ = None
+        if self.density_channels:  # the same frames (hence projection) on every rank
+            self.projection_ = featurizer.fit_projection(frames[:200], int(self.density_channels))
+        rank, size = (comm.Get_rank(), comm.Get_size()) if comm is not None else (0, 1)
+        equations: dict[tuple, NormalEquations] = {}
+        mine = np.arange(len(frames))[rank::size]
+        for start in range(0, len(mine), max(int(self.chunk_size), 1)):
+            idx = mine[start:start + int(self.chunk_size)]
+            chunk = [frames[i] for i in idx]
+            features = featurizer.compute(chunk)
+            layout = BatchLayout(basis, [a.numbers for a in chunk])
+            flat = layout.flatten([data.fock[i][0] for i in idx])
+            for key, bts in groups.items():
+                x, first, second = self._design(features, key)
+                if key not in equations:
+                    equations[key] = NormalEquations.zeros(x.shape[2], len(bts))
+                if not len(first):
+                    continue
+                y = np.stack([_block_targets(layout, flat, first, second, bt) for bt in bts], axis=-1)
+                equations[key].add(x.reshape(-1, x.shape[2]), y.reshape(-1, len(bts)))
+        if comm is not None and size > 1:  # every rank must hold every key, in one order
+            keys = sorted(groups)
+            for key in keys:
+                if key not in equations:
+                    n_feat = self._design(featurizer.compute(frames[:1]), key)[0].shape[2]
+                    equations[key] = NormalEquations.zeros(n_feat, len(groups[key]))
+                equations[key].allreduce(comm)
+        self.basis_ = data.basis
+        self.species_ = np.array(species, dtype=int)
+        self._fits = {}
+        for key, eq in sorted(equations.items()):
+            if eq.n_rows == 0:
+                continue
+            self._fits[key] = _fit_key(eq, intercept=key[0] == "onsite" and key[2:] == (0, 1))
+        self.n_train_ = len(frames)
+        self.training_fingerprint_ = fingerprint(frames)
+        self.is_fitted_ = True
+        self._reset_caches()
+        return self
+
+    def _reset_caches(self) -> None:
+        self._featurizer = None
+        self._basis = None
+        self._samples = None
+
+    # -- predict ---------------------------------------------------------------------------
+    def _aobasis(self) -> AOBasis:
+        if getattr(self, "_basis", None) is None:
+            self._basis = AOBasis(self.basis_)
+        return self._basis
+
+    def _groups(self) -> dict[tuple, list[BlockType]]:
+        groups: dict[tuple, list[BlockType]] = defaultdict(list)
+        for bt in self.block_types_:
+            groups[bt.feature_key].append(bt)
+        return groups
+
+    def _weight_samples(self, key: tuple) -> np.ndarray:
+        """Posterior weight samples (p, k, n_samples) of one feature kind (drawn once, fixed seed)."""
+        if getattr(self, "_samples", None) is None:
+            self._samples = {}
+        if key not in self._samples:
+            fit = self._fits[key]
+            rng = np.random.default_rng([int(self.seed), *map(_stable_int, _flat_key(key))])
+            z = rng.standard_normal((len(fit["eigvals"]), fit["coef"].shape[1], int(self.n_samples)))
+            d = np.sqrt(np.outer(fit["eigvals"], fit["beta"]) + fit["alpha"])  # (p, k)
+            self._samples[key] = fit["coef"][:, :, None] + np.einsum("pq,qks->pks", fit["eigvecs"], z / d[:, :, None])
+        return self._samples[key]
+
+    def predict_flat(self, frames: Sequence[Atoms], features: NCentreFeatures | None = None,
+                     samples: bool = False) -> tuple[BatchLayout, np.ndarray, np.ndarray | None]:
+        """The batch layout, the predicted Hamiltonians flattened (total,) eV, and with ``samples``
+        posterior Hamiltonians (n_samples, total)."""
+        self._check_fitted()
+        frames = list(frames)
+        check_species(frames, self.species_, "hamiltonian model")
+        if features is None:
+            features = self.featurizer().compute(frames)
+        layout = BatchLayout(self._aobasis(), [a.numbers for a in frames])
+        mean = np.zeros(int(layout.offset[-1]))
+        draws = np.zeros((int(self.n_samples), len(mean))) if samples else None
+        for key, bts in self._groups().items():
+            fit = self._fits.get(key)
+            if fit is None:
+                continue
+            x, first, second = self._design(features, key)
+            if not len(first):
+                continue
+            x = x[:, :, fit["columns"]] / fit["scale"]
+            y = np.einsum("nmp,pk->nmk", x, fit["coef"])  # (n, 2λ+1, k)
+            ys = np.einsum("nmp,pks->snmk", x, self._weight_samples(key)) if samples else None
+            for o, bt in enumerate(bts):
+                _scatter(layout, mean, first, second, bt, y[:, :, o])
+                if samples:
+                    _scatter(layout, draws, first, second, bt, ys[:, :, :, o])
+        return layout, mean, draws
+
+    def predict(self, frames: Sequence[Atoms], return_std: bool = False):
+        """Hamiltonians: a list of (n_ao, n_ao) eV (PySCF's AO order in the model's basis); with
+        ``return_std`` also their element-wise standard deviations (same shapes)."""
+        layout, mean, draws = self.predict_flat(frames, samples=return_std)
+        h = layout.unflatten(mean)
+        if not return_std:
+            return h
+        return h, layout.unflatten(draws.std(axis=0))
+
+    def predict_properties(self, frames: Sequence[Atoms], properties: Sequence[str] = DERIVED,
+                           return_std: bool = False, features: NCentreFeatures | None = None) -> dict[str, Any]:
+        """Orbital energies (list of (n_ao,) eV), ``gap`` (n,) eV, ``dipole`` (n, 3) e·Å and
+        ``polarizability`` (n, 3, 3) Å³ of closed-shell molecules from their predicted Hamiltonians;
+        with ``return_std`` also ``<name>_std`` (the spread over posterior Hamiltonians)."""
+        unknown = [p for p in properties if p not in DERIVED]
+        if unknown:
+            raise ConfigError(f"the hamiltonian model derives {', '.join(DERIVED)}, not {', '.join(unknown)}")
+        frames = list(frames)
+        n_occ = [frame_electrons(a, f"frame {i}") for i, a in enumerate(frames)]
+        layout, mean, draws = self.predict_flat(frames, features=features, samples=return_std)
+        h_mean = layout.unflatten(mean)
+        h_draws = layout.unflatten(draws) if return_std else [None] * len(frames)
+        basis = self._aobasis()
+        out: dict[str, list] = defaultdict(list)
+        for i, atoms in enumerate(frames):  # one eigenproblem per frame (an MD step has one frame)
+            s = basis.overlap(atoms.numbers, atoms.positions)
+            need_r = "dipole" in properties or "polarizability" in properties
+            r = basis.dipole_integrals(atoms.numbers, atoms.positions) if need_r else None
+            stack = h_mean[i][None] if h_draws[i] is None else np.concatenate([h_mean[i][None], h_draws[i]])
+            values = _derive(stack, s, r, n_occ[i], atoms, properties)
+            for name, v in values.items():
+                out[name].append(v[0])
+                if return_std:
+                    out[f"{name}_std"].append(v[1:].std(axis=0))
+        result: dict[str, Any] = {}
+        for name, v in out.items():
+            result[name] = v if name.startswith("orbital_energies") else np.array(v)
+        return result
+
+    # -- state -----------------------------------------------------------------------------
+    def _get_state(self) -> dict[str, np.ndarray]:
+        arrays = {
+            "basis": np.array(self.basis_),
+            **{f"projection_{l}": p for l, p in enumerate(self.projection_ or [])},
+            "block_types": np.array([_encode(bt) for bt in self.block_types_], dtype=np.int64).reshape(-1, 10),
+        }
+        for k, (key, fit) in enumerate(sorted(self._fits.items())):
+            arrays[f"key_{k}"] = np.array(_flat_key(key), dtype=np.int64)
+            for name, value in fit.items():
+                arrays[f"fit_{k}_{name}"] = np.asarray(value)
+        return arrays
+
+    def _set_state(self, arrays: dict[str, np.ndarray]) -> None:
+        self.basis_ = str(arrays["basis"])
+        self.projection_ = [arrays[f"projection_{l}"] for l in range(self.max_angular + 1)] \
+            if "projection_0" in arrays else None
+        self.block_types_ = [_decode(row) for row in np.asarray(arrays["block_types"]).reshape(-1, 10)]
+        self._fits = {}
+        k = 0
+        while f"key_{k}" in arrays:
+            key = _unflat_key(arrays[f"key_{k}"])
+            self._fits[key] = {name: arrays[f"fit_{k}_{name}"]
+                               for name in ("columns", "scale", "coef", "alpha", "beta", "eigvecs", "eigvals")}
+            k += 1
+        self._reset_caches()
+
+
+# ------------------------------------------------------------------------------------------
+_KINDS = ("onsite", "pair", "pair+", "pair-")
+
+
+def _flat_key(key: tuple) -> tuple[int, ...]:
+    kind, z, lam, sigma = key
+    return (_KINDS.index(kind), int(z[0]), int(z[1]), int(lam), int(sigma))
+
+
+def _unflat_key(values) -> tuple:
+    k, z1, z2, lam, sigma = (int(v) for v in values)
+    return (_KINDS[k], (z1, z2), lam, sigma)
+
+
+def _stable_int(v: int) -> int:
+    return int(v) % (2**31)
+
+
+def _encode(bt: BlockType) -> list[int]:
+    return [_KINDS.index(bt.kind), *bt.z, *bt.shells, *bt.l, bt.lam, bt.sigma, 0]
+
+
+def _decode(row) -> BlockType:
+    k, z1, z2, a, b, la, lb, lam, sigma, _ = (int(v) for v in row)
+    return BlockType(_KINDS[k], (z1, z2), (a, b), (la, lb), lam, sigma)
+
+
+def _block_targets(layout: BatchLayout, flat: np.ndarray, first: np.ndarray, second: np.ndarray,
+                   bt: BlockType) -> np.ndarray:
+    """The order-λ parts (n, 2λ+1) of the blocks of type ``bt`` (see :mod:`.hamiltonian_blocks`)."""
+    blocks = flat[layout.indices(first, second, bt)]
+    if bt.kind == "pair+":
+        blocks = blocks + flat[layout.indices(second, first, bt)]
+    elif bt.kind == "pair-":
+        blocks = blocks - flat[layout.indices(second, first, bt)]
+    return to_coupled(blocks, bt)
+
+
+def _scatter(layout: BatchLayout, flat: np.ndarray, first: np.ndarray, second: np.ndarray, bt: BlockType,
+             coupled: np.ndarray) -> None:
+    """Add the blocks rebuilt from order-λ parts ``coupled`` (…, n, 2λ+1) into ``flat`` (…, total),
+    with their transposes (the matrix is symmetric)."""
+    blocks = from_coupled(coupled, bt)  # (…, n, 2la+1, 2lb+1)
+    swapped = np.swapaxes(blocks, -1, -2)
+    same_shell = bt.shells[0] == bt.shells[1]
+    if bt.kind in ("onsite", "pair"):
+        _add(flat, layout.indices(first, second, bt), blocks)
+        if not (bt.kind == "onsite" and same_shell):
+            _add(flat, layout.indices(first, second, bt, swap=True), swapped)
+        return
+    sign = 1.0 if bt.kind == "pair+" else -1.0  # B_ij = (T+ + T-)/2, B_ji = (T+ - T-)/2
+    _add(flat, layout.indices(first, second, bt), 0.5 * blocks)
+    _add(flat, layout.indices(second, first, bt), 0.5 * sign * blocks)
+    if not same_shell:
+        _add(flat, layout.indices(first, second, bt, swap=True), 0.5 * swapped)
+        _add(flat, layout.indices(second, first, bt, swap=True), 0.5 * sign * swapped)
+
+
+def _add(flat: np.ndarray, index: np.ndarray, values: np.ndarray) -> None:
+    # every block position is written by one (atom pair, shell pair) only: plain assignment-add
+    flat[..., index] += values
+
+
+def _fit_key(eq: NormalEquations, intercept: bool) -> dict[str, np.ndarray]:
+    """Bayesian ridge on the columns that vary, scaled to unit root-mean-square.
+
+    ``intercept``: column 0 is the constant (the element's baseline of an invariant on-site part);
+    it is fitted unpenalised, by centring the other columns and the targets (a penalised baseline of
+    hundreds of eV would make the evidence choose almost no regularisation for every feature).
+    """
+    n_rows = max(eq.n_rows, 1)
+    first = 1 if intercept else 0
+    xtx, xty, yty = eq.xtx[first:, first:], eq.xty[first:], eq.yty.copy()
+    if intercept:
+        x_mean = eq.xtx[0, first:] / n_rows
+        y_mean = eq.xty[0] / n_rows
+        xtx = xtx - n_rows * np.outer(x_mean, x_mean)
+        xty = xty - n_rows * np.outer(x_mean, y_mean)
+        yty = np.clip(yty - n_rows * y_mean**2, 0.0, None)
+    rms = np.sqrt(np.clip(np.diag(xtx), 0.0, None) / n_rows)
+    columns = np.flatnonzero(rms > _DROP_COLUMN * max(rms.max(initial=0.0), 1e-300))
+    scale = rms[columns]
+    fit = fit_bayesian_ridge(NormalEquations(xtx[np.ix_(columns, columns)] / np.outer(scale, scale),
+                                             xty[columns] / scale[:, None], yty, eq.n_rows))
+    coef, eigvecs, eigvals = fit.coef, fit.eigvecs, fit.eigvals
+    if intercept:  # the constant column back in front: weight ȳ − x̄·w, no posterior spread
+        bias = y_mean - (x_mean[columns] / scale) @ coef
+        coef = np.vstack([bias[None], coef])
+        columns = np.r_[0, columns + 1]
+        scale = np.r_[1.0, scale]
+        # posterior directions in the full weight space: the baseline moves by −x̄·δw with them
+        eigvecs = np.block([[np.ones((1, 1)), -(x_mean[columns[1:] - 1] / scale[1:]) @ eigvecs],
+                            [np.zeros((len(eigvecs), 1)), eigvecs]])
+        eigvals = np.r_[np.inf, eigvals]
+    return {"columns": columns, "scale": scale, "coef": coef, "alpha": fit.alpha, "beta": fit.beta,
+            "eigvecs": eigvecs, "eigvals": eigvals}
+
+
+def _derive(h: np.ndarray, s: np.ndarray, r: np.ndarray | None, n_occ: int, atoms: Atoms,
+            properties: Sequence[str]) -> dict[str, np.ndarray]:
+    """Derived properties of a stack of Hamiltonians (m, n, n) of one structure."""
+    if n_occ >= h.shape[-1]:
+        raise DataError(f"{atoms.get_chemical_formula()}: {n_occ} occupied orbitals fill the whole basis; no gap")
+    eps, c = orb.orbitals(h, s[None])
+    out = {}
+    if "orbital_energies" in properties:
+        out["orbital_energies"] = eps
+    if "gap" in properties:
+        out["gap"] = orb.homo_lumo_gap(eps, n_occ)
+    if "dipole" in properties:
+        out["dipole"] = orb.dipole(c, n_occ, r[None], atoms.numbers, atoms.positions)
+    if "polarizability" in properties:
+        out["polarizability"] = orb.polarizability(eps, c, n_occ, r[None])
+    return out

@@ -1,0 +1,160 @@
+"""The hamiltonian model: equivariant by construction (rotations, reflections, inversion parities,
+atom permutations), the degenerate orbitals of a symmetric molecule, learning beyond one molecule,
+derived dipole and polarizability, uncertainties, model files and bad input."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from ase.build import molecule
+
+from mdplugin.core.errors import DataError
+from mdplugin.core.orbitals import dipole, orbitals, polarizability
+from mdplugin.core.tensors import random_rotation, rotate_tensors, rotate_vectors
+from mdplugin.models import build, load_model
+from mdplugin.structures.aobasis import AOBasis
+
+pytest.importorskip("pyscf")
+from mdplugin.oracles.hamiltonian import label_hamiltonians  # noqa: E402
+
+HYPERS = dict(cutoff=3.5, max_radial=5, max_angular=4, density_width=0.2, pair_cutoff=5.0, pair_max_radial=5,
+              pair_max_angular=3, density_channels=10, n_samples=16)
+
+
+def _distorted(name, rng, scale=0.06):
+    atoms = molecule(name)
+    atoms.positions += rng.normal(scale=scale, size=atoms.positions.shape)
+    atoms.positions = atoms.positions @ random_rotation(rng).T
+    return atoms
+
+
+@pytest.fixture(scope="module")
+def data():
+    """Distorted water and methane (two compositions), HF/STO-3G: training and held-out sets."""
+    rng = np.random.default_rng(0)
+    train = [_distorted(name, rng) for name in ("H2O", "CH4") for _ in range(30)]
+    test = [_distorted(name, rng) for name in ("H2O", "CH4") for _ in range(6)]
+    return train, label_hamiltonians(train, xc="hf"), test, label_hamiltonians(test, xc="hf")
+
+
+@pytest.fixture(scope="module")
+def model(data):
+    train, hams, _, _ = data
+    return build("hamiltonian", target="hamiltonian", **HYPERS).fit(train, hams)
+
+
+def test_learns_orbital_energies_of_held_out_molecules(model, data):
+    _, hams, test, ref = data
+    pred = model.predict_properties(test, ["orbital_energies"])["orbital_energies"]
+    errors, spread = [], []
+    for atoms, eps, eps_ref in zip(test, pred, ref.mo_energy):
+        n_occ = int(atoms.numbers.sum()) // 2
+        errors.append(eps[:n_occ + 1] - eps_ref[0, :n_occ + 1])
+        same = [e[0, :n_occ + 1] for e, z in zip(hams.mo_energy, hams.numbers) if np.array_equal(z, atoms.numbers)]
+        spread.append(eps_ref[0, :n_occ + 1] - np.mean(same, axis=0))
+    rmse = np.sqrt(np.mean(np.concatenate(errors) ** 2))
+    assert rmse < 0.05  # eV, from 30 structures of each molecule
+    assert rmse < 0.1 * np.sqrt(np.mean(np.concatenate(spread) ** 2))  # far better than the mean per molecule
+
+
+@pytest.mark.parametrize("reflection", [False, True])
+def test_rotation_and_reflection(model, data, reflection):
+    atoms = data[2][0].copy()
+    basis = AOBasis(model.basis_)
+    for seed in range(2):
+        r = random_rotation(seed + 10, reflection=reflection)
+        moved = atoms.copy()
+        moved.positions = atoms.positions @ r.T + np.array([1.0, -2.0, 0.5])
+        h, h2 = model.predict([atoms, moved])
+        d = basis.rotation_matrix(atoms.numbers, r)
+        np.testing.assert_allclose(h2, d @ h @ d.T, atol=1e-9)
+        assert np.abs(h2 - h).max() > 0.1  # the rotation did change the matrix
+
+
+def test_inversion_gives_the_parity_of_each_block(model, data):
+    atoms = data[2][1]
+    inverted = atoms.copy()
+    inverted.positions = -atoms.positions
+    h, h2 = model.predict([atoms, inverted])
+    l = AOBasis(model.basis_).layout(atoms.numbers).ao_l
+    parity = (-1.0) ** (l[:, None] + l[None, :])  # an (s, p) block changes sign, (s, s) and (p, p) do not
+    np.testing.assert_allclose(h2, parity * h, atol=1e-9)
+    assert np.abs(h[parity < 0]).max() > 0.1
+
+
+def test_permuting_atoms_permutes_blocks(model, data):
+    atoms = data[2][7]  # methane
+    order = [3, 0, 4, 1, 2]
+    h, h2 = model.predict([atoms, atoms[order]])
+    p = AOBasis(model.basis_).permutation_matrix(atoms.numbers, order)
+    np.testing.assert_allclose(h2, p @ h @ p.T, atol=1e-9)
+
+
+def test_symmetric_molecule_keeps_its_degeneracies(model):
+    methane = molecule("CH4")  # Td: t2 levels, triply degenerate
+    ref = label_hamiltonians([methane], xc="hf").mo_energy[0][0]
+    eps = model.predict_properties([methane], ["orbital_energies"])["orbital_energies"][0]
+    for t2 in (slice(2, 5), slice(5, 8)):  # occupied and virtual t2
+        np.testing.assert_allclose(ref[t2], ref[t2.start], atol=1e-6)  # the reference's degeneracy ...
+        np.testing.assert_allclose(eps[t2], eps[t2.start], atol=1e-8)  # ... kept exactly by the model
+    assert abs(eps[8] - eps[7]) > 0.5  # the a1 virtual stays apart
+    np.testing.assert_allclose(eps, ref, atol=0.1)
+
+
+def test_derived_dipole_and_polarizability(model, data):
+    _, _, test, ref = data
+    out = model.predict_properties(test, ["dipole", "polarizability", "gap"])
+    basis = AOBasis(model.basis_)
+    for k, atoms in enumerate(test):
+        s = basis.overlap(atoms.numbers, atoms.positions)
+        r = basis.dipole_integrals(atoms.numbers, atoms.positions)
+        eps, c = orbitals(ref.fock[k][0], s)
+        n_occ = int(atoms.numbers.sum()) // 2
+        np.testing.assert_allclose(out["dipole"][k], dipole(c, n_occ, r, atoms.numbers, atoms.positions), atol=0.02)
+        np.testing.assert_allclose(out["polarizability"][k], polarizability(eps, c, n_occ, r), atol=0.05)
+        assert abs(out["gap"][k] - (eps[n_occ] - eps[n_occ - 1])) < 0.1
+    # covariant like any dipole and polarizability model
+    atoms, rot = test[0], random_rotation(3, reflection=True)
+    moved = atoms.copy()
+    moved.positions = atoms.positions @ rot.T
+    both = model.predict_properties([atoms, moved], ["dipole", "polarizability"])
+    np.testing.assert_allclose(both["dipole"][1], rotate_vectors(both["dipole"][0], rot), atol=1e-8)
+    np.testing.assert_allclose(both["polarizability"][1], rotate_tensors(both["polarizability"][0], rot), atol=1e-8)
+
+
+def test_uncertainty_grows_away_from_the_training_data(model, data):
+    near = data[2][0]
+    far = near.copy()
+    far.positions[1] += 0.6 * (far.positions[1] - far.positions[0])  # one O-H bond stretched by 60 %
+    out = model.predict_properties([near, far], ["orbital_energies", "dipole"], return_std=True)
+    std_near, std_far = out["orbital_energies_std"]
+    assert np.all(std_near > 0) and np.all(np.isfinite(std_far))
+    assert std_far[:6].mean() > 3 * std_near[:6].mean()
+    assert out["dipole_std"][1].mean() > 3 * out["dipole_std"][0].mean()
+    h, h_std = model.predict([near], return_std=True)
+    assert h_std[0].shape == h[0].shape and np.all(h_std[0] >= 0)
+
+
+def test_model_file_round_trip(model, data, tmp_path):
+    path = tmp_path / "h.npz"
+    model.save(path)
+    back = load_model(path)
+    test = data[2]
+    for a, b in zip(model.predict(test), back.predict(test)):
+        np.testing.assert_array_equal(a, b)
+    a, b = model.predict_properties(test[:2], return_std=True), back.predict_properties(test[:2], return_std=True)
+    np.testing.assert_array_equal(a["dipole_std"], b["dipole_std"])
+    with np.load(path, allow_pickle=False) as npz:
+        assert all(npz[k].dtype != object for k in npz.files)
+
+
+def test_bad_input(model, data):
+    with pytest.raises(DataError, match="frame 0: element.* N not in the hamiltonian model's training set"):
+        model.predict([molecule("NH3")])
+    charged = molecule("H2O")
+    charged.info["charge"] = 1
+    with pytest.raises(DataError, match="frame 0: H2O with charge 1 has 9 electrons; .* closed shells"):
+        model.predict_properties([charged])
+    train, hams, _, _ = data
+    with pytest.raises(DataError, match="holds 60 frames but the structures have 59"):
+        build("hamiltonian", target="hamiltonian", **HYPERS).fit(train[1:], hams)
