@@ -1,28 +1,32 @@
 """N-centre equivariant features: one-centre (atom) and two-centre (pair) features split by
 rotational order λ and parity σ (Nigam, Willatt, Ceriotti, JCP 156, 014115, 2022).
 
-From two featomic expansions of a batch of molecules —
+From the pair expansion of a batch of molecules (:mod:`.pair_expansion`: featomic's radial
+integral, the numbers of ``featomic.SphericalExpansionByPair``) —
 
-* the atom-centred neighbour density ``ρ_i`` (``featomic.SphericalExpansion``; dense here as
-  ``(n_atoms, 2l+1, n_species·n_radial)`` per l, species outer), and
-* the pair expansion ``g_ij`` (``featomic.SphericalExpansionByPair``: the density of atom j alone,
-  seen from atom i, ``(n_ordered_pairs, 2l+1, n_pair_radial)`` per l; every ordered pair i ≠ j
-  within ``pair_cutoff``) —
+* ``g_ij`` per ordered pair i ≠ j within the cutoff: the density of atom j alone seen from atom i,
+  ``(n_ordered_pairs, 2l+1, n_radial)`` per l, and
+* the neighbour density ``ρ_i = Σ_j g_ij`` by species (featomic's ``SphericalExpansion``),
+  ``(n_atoms, 2l+1, n_species·n_radial)`` per l, species outer, optionally compressed to a few
+  principal channels (``projection``) —
 
 the features of order (λ, σ) are
 
-* one-centre, atom i: ``ρ_i^λ`` (ν = 1, σ = +1 only) and the λ-SOAP ``[ρ_i ⊗ ρ_i]^{λσ}`` (ν = 2);
+* one-centre, atom i: ``ρ_i^λ`` (ν = 1, σ = +1 only) and the λ-SOAP ``[ρ_i ⊗ ρ_i]^{λσ}`` (ν = 2) —
+  what featomic's ``clebsch_gordan.EquivariantPowerSpectrum`` computes;
 * two-centre, ordered pair (i, j): ``g_ij^λ`` (σ = +1 only) and ``[ρ_i ⊗ g_ij]^{λσ}`` — what
-  featomic's ``clebsch_gordan.EquivariantPowerSpectrumByPair`` computes (tested against it) —
+  featomic's ``clebsch_gordan.EquivariantPowerSpectrumByPair`` computes (both tested against
+  featomic) —
 
 with ``[a ⊗ b]^{λσ}_μ = Σ_{m1 m2} C^{l1 l2 λ}_{m1 m2 μ} a^{l1}_{m1} b^{l2}_{m2}`` (featomic's real
-Clebsch–Gordan coefficients) and ``σ = (-1)^{l1+l2+λ}``: under a rotation or reflection ``R`` a
-feature of order (λ, σ) transforms as ``σ^{[det R < 0]} D^λ(R)`` (σ = -1: a pseudo-tensor).
-Both orientations of each unordered pair are returned, so a model can form the exchange-symmetric
-and antisymmetric combinations ``f_ij ± f_ji`` of same-species pairs (:func:`exchange_combinations`).
+Clebsch–Gordan coefficients and sign convention) and ``σ = (-1)^{l1+l2+λ}``: under a rotation or
+reflection ``R`` a feature of order (λ, σ) transforms as ``σ^{[det R < 0]} D^λ(R)`` (σ = -1: a
+pseudo-tensor). Both orientations of each unordered pair are returned, so a model can form the
+exchange-symmetric and antisymmetric combinations ``f_ij ± f_ji`` of same-species pairs
+(:func:`exchange_combinations`).
 
-The couplings are numpy einsums over all atoms/pairs of the batch at once (featomic's own
-coupling code takes ~1 s for one ethanol molecule; this ~1 ms).
+The couplings are one BLAS product per (l1, l2) over all atoms/pairs of the batch (featomic's own
+coupling code takes ~1 s for one ethanol molecule).
 """
 
 from __future__ import annotations
@@ -36,6 +40,7 @@ from ase import Atoms
 from ase.data import chemical_symbols
 
 from ..core.errors import ConfigError, DataError
+from .pair_expansion import PairExpansion
 
 Key = tuple[int, int]  # (λ, σ)
 
@@ -60,8 +65,17 @@ def couple(a: np.ndarray, b: np.ndarray, l1: int, l2: int, lambdas: Sequence[int
     featomic's convention: ``Σ C^{l1 l2 λ}_{m1 m2 μ} a_{m1} b_{m2}`` times ``(-1)^{l1+l2+λ}``.
     """
     n, p, q = a.shape[0], a.shape[2], b.shape[2]
-    outer = (a[:, :, None, :, None] * b[:, None, :, None, :]).reshape(n, (2 * l1 + 1) * (2 * l2 + 1), p * q)
-    return [coupling_matrix(l1, l2, lam) @ outer for lam in lambdas]
+    # (m1, m2) rows, (sample, p, q) columns: one BLAS product for every λ and sample
+    outer = np.einsum("nap,nbq->abnpq", a, b).reshape((2 * l1 + 1) * (2 * l2 + 1), n * p * q)
+    stacked, sizes = _stacked_coupling(l1, l2, tuple(lambdas))
+    coupled = (stacked @ outer).reshape(-1, n, p * q)
+    return [np.ascontiguousarray(part.transpose(1, 0, 2)) for part in np.split(coupled, sizes)]
+
+
+@functools.lru_cache(maxsize=None)
+def _stacked_coupling(l1: int, l2: int, lambdas: tuple[int, ...]) -> tuple[np.ndarray, list[int]]:
+    mats = [coupling_matrix(l1, l2, lam) for lam in lambdas]
+    return np.ascontiguousarray(np.concatenate(mats)), list(np.cumsum([len(m) for m in mats])[:-1])
 
 
 @functools.lru_cache(maxsize=None)
@@ -71,6 +85,65 @@ def coupling_matrix(l1: int, l2: int, lam: int) -> np.ndarray:
     form an orthogonal matrix."""
     cg = cg_coefficients(max(l1, l2, lam))[(l1, l2, lam)] * (-1.0) ** (l1 + l2 + lam)
     return np.ascontiguousarray(cg.reshape(-1, 2 * lam + 1).T)
+
+
+class _CouplingPlan:
+    """Every product ``[a^{l1} ⊗ b^{l2}]^λ`` (l1 ≤ lmax1, l2 ≤ lmax2, λ ≤ max_lambda; l1 ≤ l2 when
+    ``same``) of all rows at once: the inputs are concatenated over l (``a`` (n, Σ(2l1+1), p),
+    ``b`` (n, Σ(2l2+1), q)); the (m1, m2) products that some coefficient needs are formed once and
+    one sparse matrix of Clebsch–Gordan coefficients maps them to every output row.
+
+    ``gather[(λ, σ)] = (rows (2λ+1, F), cols (F,))`` picks the features of order (λ, σ) from the
+    result (rows, n, p·q), ordered by (l1, l2) then channels (p outer, q inner; for l1 = l2 only
+    the independent channel pairs); ``second_l[(λ, σ)]`` (F,) is the l2 of each.
+    """
+
+    def __init__(self, lmax1: int, lmax2: int, max_lambda: int, same: bool, p: int, q: int) -> None:
+        import scipy.sparse
+
+        start1 = np.r_[0, np.cumsum([2 * l + 1 for l in range(lmax1 + 1)])]
+        start2 = np.r_[0, np.cumsum([2 * l + 1 for l in range(lmax2 + 1)])]
+        m2_total = int(start2[-1])
+        entries, n_rows = [], 0
+        gather_rows: dict[Key, list] = {}
+        gather_cols: dict[Key, list] = {}
+        second_l: dict[Key, list] = {}
+        upper, strict = np.triu_indices(q), np.triu_indices(q, 1)
+        for l1 in range(lmax1 + 1):
+            for l2 in range(l1 if same else 0, lmax2 + 1):
+                for lam in range(abs(l1 - l2), min(l1 + l2, max_lambda) + 1):
+                    c = coupling_matrix(l1, l2, lam).reshape(2 * lam + 1, 2 * l1 + 1, 2 * l2 + 1)
+                    mu, m1, m2 = np.nonzero(np.abs(c) > 1e-14)
+                    entries.append((n_rows + mu, (start1[l1] + m1) * m2_total + start2[l2] + m2, c[mu, m1, m2]))
+                    sigma = (-1) ** (l1 + l2 + lam)
+                    cols = np.arange(p * q)
+                    if same and l1 == l2:
+                        i, j = upper if sigma == 1 else strict
+                        cols = i * q + j
+                    rows = n_rows + np.arange(2 * lam + 1)
+                    gather_rows.setdefault((lam, sigma), []).append(np.broadcast_to(rows[:, None], (2 * lam + 1, len(cols))))
+                    gather_cols.setdefault((lam, sigma), []).append(cols)
+                    second_l.setdefault((lam, sigma), []).append(np.full(len(cols), l2))
+                    n_rows += 2 * lam + 1
+        row, col, val = (np.concatenate(x) for x in zip(*entries))
+        self.used = np.unique(col)  # the (m1, m2) products some coefficient needs
+        self.m1, self.m2 = np.divmod(self.used, m2_total)
+        self.matrix = scipy.sparse.csr_matrix((val, (row, np.searchsorted(self.used, col))),
+                                              shape=(n_rows, len(self.used)))
+        self.gather = {k: (np.concatenate(gather_rows[k], axis=1), np.concatenate(gather_cols[k]))
+                       for k in sorted(gather_rows)}
+        self.second_l = {k: np.concatenate(v) for k, v in second_l.items()}
+
+    def couple(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        """(rows, n, p·q) for ``a`` (n, Σ(2l1+1), p) and ``b`` (n, Σ(2l2+1), q)."""
+        n = a.shape[0]
+        products = np.einsum("nup,nuq->unpq", a[:, self.m1], b[:, self.m2]).reshape(len(self.used), -1)
+        return (self.matrix @ products).reshape(self.matrix.shape[0], n, -1)
+
+
+@functools.lru_cache(maxsize=None)
+def _coupling_plan(lmax1: int, lmax2: int, max_lambda: int, same: bool, p: int, q: int) -> _CouplingPlan:
+    return _CouplingPlan(lmax1, lmax2, max_lambda, same, p, q)
 
 
 def exchange_combinations(f_ij: np.ndarray, f_ji: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -122,38 +195,39 @@ class NCentreFeaturizer:
     Parameters
     ----------
     species : atomic numbers the features know (an element outside them is a DataError).
-    cutoff, max_radial, max_angular : the atom-centred density (Å; featomic counts radial
-        functions from 0, so there are ``max_radial + 1``).
-    pair_cutoff, pair_max_radial, pair_max_angular : the pair expansion; pairs farther apart than
-        ``pair_cutoff`` get no features (a model predicts zero for them).
-    density_width : Gaussian width of the atomic densities, Å.
+    cutoff, max_radial, max_angular, density_width, smoothing_width : the pair expansion and the
+        density (Å; ``max_radial + 1`` radial functions). Pairs farther apart than ``cutoff`` get no
+        features (a model predicts zero for them).
+    pair_max_angular : highest l of ``g_ij`` in the pair features (default ``max_angular``).
     max_lambda : highest λ computed.
     projection : optional per-l matrices (n_species·n_radial, k) compressing the density's channels
         (species and radial functions mixed) before the products; :meth:`fit_projection` finds them
         as the leading principal directions of training densities. They act on channels only, so
         the features stay equivariant; they cut the λ-SOAP size by (k / n_channels)².
+    splines : stored spline points of the radial integral (:meth:`PairExpansion.spline_arrays`).
     """
 
-    def __init__(self, species: Sequence[int], cutoff: float = 4.0, max_radial: int = 5, max_angular: int = 3,
-                 pair_cutoff: float = 6.0, pair_max_radial: int = 5, pair_max_angular: int = 3,
-                 density_width: float = 0.3, smoothing_width: float = 0.5, max_lambda: int = 2,
-                 projection: Sequence[np.ndarray] | None = None) -> None:
+    def __init__(self, species: Sequence[int], cutoff: float = 5.0, max_radial: int = 7, max_angular: int = 4,
+                 density_width: float = 0.2, smoothing_width: float = 0.5, pair_max_angular: int | None = None,
+                 max_lambda: int = 2, projection: Sequence[np.ndarray] | None = None, splines=None) -> None:
         self.species = tuple(sorted(int(z) for z in set(species)))
         if not self.species:
             raise ConfigError("NCentreFeaturizer needs at least one species")
         self.cutoff, self.max_radial, self.max_angular = float(cutoff), int(max_radial), int(max_angular)
-        self.pair_cutoff, self.pair_max_radial = float(pair_cutoff), int(pair_max_radial)
-        self.pair_max_angular = int(pair_max_angular)
+        self.pair_max_angular = self.max_angular if pair_max_angular is None else int(pair_max_angular)
+        if not 0 <= self.pair_max_angular <= self.max_angular:
+            raise ConfigError(f"pair_max_angular must be between 0 and max_angular ({self.max_angular})")
         self.density_width, self.smoothing_width = float(density_width), float(smoothing_width)
         self.max_lambda = int(max_lambda)
         self.projection = None if projection is None else [np.asarray(p, dtype=float) for p in projection]
-        self._calculators = None
+        self.expansion = PairExpansion(self.cutoff, self.max_radial, self.max_angular, self.density_width,
+                                       self.smoothing_width, splines)
 
     def fit_projection(self, frames: Sequence[Atoms], n_channels: int) -> list[np.ndarray]:
         """Set and return :attr:`projection`: per l, the ``n_channels`` leading eigenvectors of
         ``Σ ρ ρᵀ`` over the atoms and m of ``frames`` (all channels when there are fewer)."""
         self.projection = None
-        rho, _ = self.densities(frames)
+        rho = self.expand(frames)[0]
         out = []
         for r in rho:
             flat = r.reshape(-1, r.shape[2])
@@ -175,27 +249,17 @@ class NCentreFeaturizer:
         return hash(self._key())
 
     def _key(self) -> tuple:
-        return (self.species, self.cutoff, self.max_radial, self.max_angular, self.pair_cutoff, self.pair_max_radial,
-                self.pair_max_angular, self.density_width, self.smoothing_width, self.max_lambda,
+        return (self.species, self.cutoff, self.max_radial, self.max_angular, self.pair_max_angular,
+                self.density_width, self.smoothing_width, self.max_lambda,
                 None if self.projection is None else tuple(p.shape for p in self.projection))
 
-    # -- featomic ----------------------------------------------------------------------------
-    def _hypers(self, cutoff: float, max_radial: int, max_angular: int) -> dict:
-        return {"cutoff": {"radius": cutoff, "smoothing": {"type": "ShiftedCosine", "width": self.smoothing_width}},
-                "density": {"type": "Gaussian", "width": self.density_width},
-                "basis": {"type": "TensorProduct", "max_angular": max_angular,
-                          "radial": {"type": "Gto", "max_radial": max_radial}}}
-
     def calculators(self):
-        """The featomic ``(SphericalExpansion, SphericalExpansionByPair)`` behind these features."""
-        if self._calculators is None:
-            import featomic
+        """featomic's ``(SphericalExpansion, SphericalExpansionByPair)`` with the same radial
+        spline: the reference of :meth:`expand` (tests)."""
+        import featomic
 
-            self._calculators = (
-                featomic.SphericalExpansion(**self._hypers(self.cutoff, self.max_radial, self.max_angular)),
-                featomic.SphericalExpansionByPair(**self._hypers(self.pair_cutoff, self.pair_max_radial,
-                                                                 self.pair_max_angular)))
-        return self._calculators
+        hypers = self.expansion.featomic_hypers()
+        return featomic.SphericalExpansion(**hypers), featomic.SphericalExpansionByPair(**hypers)
 
     def _check(self, frames: Sequence[Atoms]) -> None:
         known = set(self.species)
@@ -208,38 +272,23 @@ class NCentreFeaturizer:
                 raise DataError(f"frame {i}: element(s) {names} not among the features' species "
                                 f"({', '.join(chemical_symbols[z] for z in self.species)})")
 
-    def densities(self, frames: Sequence[Atoms]) -> tuple[list[np.ndarray], np.ndarray]:
-        """Dense ``ρ`` per l (n_atoms, 2l+1, n_species·n_radial) and the frame offsets (n_frames+1,)."""
-        from metatensor import Labels
+    def expand(self, frames: Sequence[Atoms]) -> tuple[list[np.ndarray], list[np.ndarray], np.ndarray, np.ndarray]:
+        """``(ρ per l (n_atoms, 2l+1, n_species·n_radial), g per l (n_ordered_pairs, 2l+1, n_radial),
+        ordered pairs (n_ordered_pairs, 2) sorted, frame offsets (n_frames+1,))`` — ρ uncompressed."""
+        rho, ylm, radial, pairs, offsets = self._expand(frames)
+        return rho, [y[:, :, None] * r[:, None, :] for y, r in zip(ylm, radial)], pairs, offsets
 
+    def _expand(self, frames: Sequence[Atoms]):
+        """ρ, and the pair expansion as its factors (harmonics, radial parts; see
+        :meth:`PairExpansion.factors`), pairs, offsets."""
         self._check(frames)
-        offsets = np.r_[0, np.cumsum([len(a) for a in frames])]
-        n_atoms = int(offsets[-1])
-        rho = [np.zeros((n_atoms, 2 * l + 1, len(self.species) * (self.max_radial + 1)))
-               for l in range(self.max_angular + 1)]
-        types = Labels(["neighbor_type"], np.array(self.species, dtype=np.int32).reshape(-1, 1))
-        tmap = self.calculators()[0].compute(list(frames)).keys_to_properties(types).keys_to_samples("center_type")
-        for key, block in zip(tmap.keys, tmap.blocks()):
-            samples = block.samples.values
-            rho[int(key["o3_lambda"])][offsets[samples[:, 0]] + samples[:, 1]] = block.values
-        return rho, offsets
-
-    def pair_expansion(self, frames: Sequence[Atoms], offsets: np.ndarray) -> tuple[list[np.ndarray], np.ndarray]:
-        """Dense ``g`` per l (n_ordered_pairs, 2l+1, n_pair_radial) and the (i, j) global atom
-        indices of each row (n_ordered_pairs, 2), sorted."""
-        tmap = self.calculators()[1].compute(list(frames)).keys_to_samples(["first_atom_type", "second_atom_type"])
-        g, pairs = [], None
-        for block in tmap.blocks():
-            s = block.samples.values
-            s = s[s[:, 1] != s[:, 2]]  # molecules: no self pairs
-            ij = np.stack([offsets[s[:, 0]] + s[:, 1], offsets[s[:, 0]] + s[:, 2]], axis=1)
-            order = np.lexsort((ij[:, 1], ij[:, 0]))
-            if pairs is None:
-                pairs = ij[order]
-            elif not np.array_equal(ij[order], pairs):  # pragma: no cover - featomic's contract
-                raise RuntimeError("featomic's pair expansion lists different pairs for different l")
-            g.append(block.values[block.samples.values[:, 1] != block.samples.values[:, 2]][order])
-        return g, pairs
+        pairs, ylm, radial, offsets = self.expansion.factors(frames)
+        g = [y[:, :, None] * r[:, None, :] for y, r in zip(ylm, radial)]
+        numbers = np.concatenate([a.numbers for a in frames]).astype(int) if len(frames) else np.zeros(0, int)
+        lookup = np.zeros(max(self.species) + 1, dtype=int)
+        lookup[list(self.species)] = np.arange(len(self.species))
+        rho = self.expansion.densities(pairs, g, lookup[numbers], len(self.species), len(numbers))
+        return rho, ylm, radial, pairs, offsets
 
     # -- features ----------------------------------------------------------------------------
     def _products(self, lmax1: int, lmax2: int, same: bool):
@@ -254,51 +303,58 @@ class NCentreFeaturizer:
     def onsite_features(self, rho: Sequence[np.ndarray]) -> dict[Key, np.ndarray]:
         """{(λ, σ): (n_atoms, 2λ+1, n)}: ``ρ^λ`` then ``[ρ ⊗ ρ]^{λσ}`` for l1 ≤ l2 (for l1 = l2 only
         the independent channel pairs: q1 ≤ q2 for σ = +1, q1 < q2 for σ = -1)."""
-        parts: dict[Key, list[np.ndarray]] = {}
-        for lam in range(min(self.max_lambda, self.max_angular) + 1):
-            parts.setdefault((lam, 1), []).append(rho[lam])
         q = rho[0].shape[2]
-        upper = np.triu_indices(q)
-        strict = np.triu_indices(q, 1)
-        for l1, l2, lambdas in self._products(self.max_angular, self.max_angular, same=True):
-            for lam, f in zip(lambdas, couple(rho[l1], rho[l2], l1, l2, lambdas)):
-                sigma = (-1) ** (l1 + l2 + lam)
-                if l1 == l2:
-                    i, j = upper if sigma == 1 else strict
-                    f = f.reshape(f.shape[0], f.shape[1], q, q)[:, :, i, j]
-                parts.setdefault((lam, sigma), []).append(f)
-        return {k: np.concatenate(v, axis=2) for k, v in sorted(parts.items())}
+        plan = _coupling_plan(self.max_angular, self.max_angular, self.max_lambda, True, q, q)
+        coupled = plan.couple(np.concatenate(rho, axis=1), np.concatenate(rho, axis=1))
+        out = {}
+        for key, (rows, cols) in plan.gather.items():
+            part = np.moveaxis(coupled[rows, :, cols], -1, 0)  # (n, 2λ+1, F)
+            out[key] = np.concatenate([rho[key[0]], part], axis=2) if key[1] == 1 and key[0] <= self.max_angular else part
+        return out
 
-    def pair_features(self, rho: Sequence[np.ndarray], g: Sequence[np.ndarray], pairs: np.ndarray) -> dict[Key, np.ndarray]:
-        """{(λ, σ): (n_ordered_pairs, 2λ+1, n)}: ``g^λ`` then ``[ρ_i ⊗ g_ij]^{λσ}`` per ordered pair."""
-        parts: dict[Key, list[np.ndarray]] = {}
-        for lam in range(min(self.max_lambda, self.pair_max_angular) + 1):
-            parts.setdefault((lam, 1), []).append(g[lam])
-        first = pairs[:, 0]
-        for l1, l2, lambdas in self._products(self.max_angular, self.pair_max_angular, same=False):
-            rho_first = rho[l1][first]
-            for lam, f in zip(lambdas, couple(rho_first, g[l2], l1, l2, lambdas)):
-                parts.setdefault((lam, (-1) ** (l1 + l2 + lam)), []).append(f)
-        return {k: np.concatenate(v, axis=2) for k, v in sorted(parts.items())}
+    def pair_features(self, rho: Sequence[np.ndarray], ylm: Sequence[np.ndarray], radial: Sequence[np.ndarray],
+                      pairs: np.ndarray) -> dict[Key, np.ndarray]:
+        """{(λ, σ): (n_ordered_pairs, 2λ+1, n)}: ``g^λ`` then ``[ρ_i ⊗ g_ij]^{λσ}`` per ordered pair.
 
-    def compute(self, frames: Sequence[Atoms]) -> NCentreFeatures:
-        """The :class:`NCentreFeatures` of a batch of molecules."""
+        ``g_ij^{l2} = Y^{l2}(r̂_ij) ⊗ R_{l2}(r_ij)`` is a product, so ``[ρ_i ⊗ g_ij]^λ`` is
+        ``[ρ_i ⊗ Y^{l2}]^λ ⊗ R_{l2}``: the coupling runs on the harmonics alone (n_radial times
+        less work) and the radial part multiplies the result."""
+        p = rho[0].shape[2]
+        plan = _coupling_plan(self.max_angular, self.pair_max_angular, self.max_lambda, False, p, 1)
+        harmonics = np.concatenate(ylm[:self.pair_max_angular + 1], axis=1)[:, :, None]
+        coupled = plan.couple(np.concatenate(rho, axis=1)[pairs[:, 0]], harmonics)
+        radial_by_l = np.stack(radial[:self.pair_max_angular + 1], axis=1)  # (n, L, n_radial)
+        out = {}
+        for key, (rows, cols) in plan.gather.items():
+            part = np.moveaxis(coupled[rows, :, cols], -1, 0)  # (n, 2λ+1, F)
+            rad = radial_by_l[:, plan.second_l[key]]  # (n, F, n_radial)
+            part = (part[:, :, :, None] * rad[:, None]).reshape(part.shape[0], part.shape[1], -1)
+            lam, sigma = key
+            if sigma == 1 and lam <= self.pair_max_angular:
+                part = np.concatenate([ylm[lam][:, :, None] * radial[lam][:, None, :], part], axis=2)
+            out[key] = part
+        return out
+
+    def compute(self, frames: Sequence[Atoms], gradients: bool = False) -> NCentreFeatures:
+        """The :class:`NCentreFeatures` of a batch of molecules (no gradients: the Hamiltonian
+        model predicts no forces)."""
+        if gradients:
+            raise ConfigError("N-centre features have no position gradients")
         frames = list(frames)
-        rho, offsets = self.densities(frames)
+        rho, ylm, radial, ordered, offsets = self._expand(frames)
         if self.projection is not None:
             rho = [r @ p for r, p in zip(rho, self.projection)]
         numbers = np.concatenate([a.numbers for a in frames]).astype(int)
         atom_frame = np.repeat(np.arange(len(frames)), np.diff(offsets))
         atom_index = np.arange(len(numbers)) - offsets[atom_frame]
         onsite = self.onsite_features(rho)
-        g, ordered = self.pair_expansion(frames, offsets)
-        rank = np.array([self.species.index(z) for z in numbers]) if len(numbers) else np.zeros(0, int)
+        rank = np.searchsorted(self.species, numbers)
         i, j = ordered[:, 0], ordered[:, 1]
         canonical = (rank[i] < rank[j]) | ((rank[i] == rank[j]) & (i < j))
         code = i * len(numbers) + j  # ascending: the pairs are sorted by (i, j)
         ij = np.flatnonzero(canonical)
         ji = np.searchsorted(code, j[ij] * len(numbers) + i[ij])
-        by_pair = self.pair_features(rho, g, ordered)
+        by_pair = self.pair_features(rho, ylm, radial, ordered)
         return NCentreFeatures(
             species=self.species, atom_frame=atom_frame, atom_index=atom_index, atom_species=numbers,
             pair_first=i[ij], pair_second=j[ij], onsite=onsite,
