@@ -77,10 +77,10 @@ class HamiltonianModel(Model):
     Parameters
     ----------
     target : ``"hamiltonian"``.
-    cutoff, max_radial, max_angular, density_width : the atom-centred density of the features
-        (Å; ``max_radial + 1`` radial functions).
-    pair_cutoff, pair_max_radial, pair_max_angular : the pair expansion; atoms farther apart than
-        ``pair_cutoff`` (Å) get zero off-site blocks.
+    cutoff, max_radial, max_angular, density_width : the pair expansion and atom-centred density of
+        the features (Å; ``max_radial + 1`` radial functions); atoms farther apart than ``cutoff``
+        get zero off-site blocks.
+    pair_max_angular : highest l of the pair expansion in the two-centre features.
     density_channels : principal channels of the density kept for the products (species and
         radial functions mixed; :meth:`NCentreFeaturizer.fit_projection` on up to 200 training
         frames); 0 keeps them all.
@@ -91,17 +91,14 @@ class HamiltonianModel(Model):
 
     targets_supported = ("hamiltonian",)
 
-    def __init__(self, target: str = "hamiltonian", cutoff: float = 4.0, max_radial: int = 7, max_angular: int = 4,
-                 density_width: float = 0.2, pair_cutoff: float = 6.0, pair_max_radial: int = 5,
-                 pair_max_angular: int = 3, density_channels: int = 12, n_samples: int = 32, chunk_size: int = 100,
-                 seed: int = 0) -> None:
+    def __init__(self, target: str = "hamiltonian", cutoff: float = 5.0, max_radial: int = 7, max_angular: int = 4,
+                 density_width: float = 0.2, pair_max_angular: int = 4, density_channels: int = 8,
+                 n_samples: int = 32, chunk_size: int = 50, seed: int = 0) -> None:
         self.target = target
         self.cutoff = cutoff
         self.max_radial = max_radial
         self.max_angular = max_angular
         self.density_width = density_width
-        self.pair_cutoff = pair_cutoff
-        self.pair_max_radial = pair_max_radial
         self.pair_max_angular = pair_max_angular
         self.density_channels = density_channels
         self.n_samples = n_samples
@@ -113,36 +110,35 @@ class HamiltonianModel(Model):
         """The N-centre featurizer of the fitted model's species (λ up to twice the basis's l)."""
         self._check_fitted()
         if getattr(self, "_featurizer", None) is None:
-            self._featurizer = self._make_featurizer(self.species_, self._max_lambda(), self.projection_)
+            self._featurizer = self._make_featurizer(self.species_, self._max_lambda(), self.projection_,
+                                                     self.splines_)
         return self._featurizer
 
-    def _make_featurizer(self, species, max_lambda: int, projection=None) -> NCentreFeaturizer:
+    def _make_featurizer(self, species, max_lambda: int, projection=None, splines=None) -> NCentreFeaturizer:
         return NCentreFeaturizer(species, cutoff=self.cutoff, max_radial=self.max_radial,
-                                 max_angular=self.max_angular, pair_cutoff=self.pair_cutoff,
-                                 pair_max_radial=self.pair_max_radial, pair_max_angular=self.pair_max_angular,
-                                 density_width=self.density_width, max_lambda=max_lambda, projection=projection)
+                                 max_angular=self.max_angular, pair_max_angular=self.pair_max_angular,
+                                 density_width=self.density_width, max_lambda=max_lambda, projection=projection,
+                                 splines=splines)
 
     def _max_lambda(self) -> int:
         return max(bt.lam for bt in self.block_types_)
 
     @staticmethod
-    def _design(features: NCentreFeatures, key: tuple) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Features (n, 2λ+1, p) of one feature kind and the (first, second) atoms of each row."""
+    def _design(features: NCentreFeatures, key: tuple, rows: np.ndarray | None = None):
+        """Features (n, 2λ+1, p) of one feature kind: of its rows (:func:`_rows`) when ``rows`` is
+        given, else ``(features, first atoms, second atoms)`` of all its rows."""
+        selected, first, second = _rows(features, key) if rows is None else (rows, None, None)
         kind, z, lam, sigma = key
         if kind == "onsite":
-            rows = np.flatnonzero(features.atom_species == z[0])
-            x = features.onsite.get((lam, sigma), np.zeros((features.n_atoms, 2 * lam + 1, 0)))[rows]
+            x = features.onsite.get((lam, sigma), np.zeros((features.n_atoms, 2 * lam + 1, 0)))[selected]
             if lam == 0 and sigma == 1:
-                x = np.concatenate([np.ones((len(rows), 1, 1)), x], axis=2)  # the element's baseline
-            return x, rows, rows
-        zf = features.atom_species[features.pair_first]
-        zs = features.atom_species[features.pair_second]
-        rows = np.flatnonzero((zf == z[0]) & (zs == z[1]))
-        empty = np.zeros((features.n_pairs, 2 * lam + 1, 0))
-        a = features.pair_ij.get((lam, sigma), empty)[rows]
-        b = features.pair_ji.get((lam, sigma), empty)[rows]
-        x = np.concatenate([a, b], axis=2) if kind == "pair" else a + b if kind == "pair+" else a - b
-        return x, features.pair_first[rows], features.pair_second[rows]
+                x = np.concatenate([np.ones((len(selected), 1, 1)), x], axis=2)  # the element's baseline
+        else:
+            empty = np.zeros((features.n_pairs, 2 * lam + 1, 0))
+            a = features.pair_ij.get((lam, sigma), empty)[selected]
+            b = features.pair_ji.get((lam, sigma), empty)[selected]
+            x = np.concatenate([a, b], axis=2) if kind == "pair" else a + b if kind == "pair+" else a - b
+        return x if rows is not None else (x, first, second)
 
     # -- fit -------------------------------------------------------------------------------
     def fit(self, frames: Sequence[Atoms], targets, *, comm=None) -> "HamiltonianModel":
@@ -167,6 +163,7 @@ class HamiltonianModel(Model):
             groups[bt.feature_key].append(bt)
         self.block_types_ = btypes
         featurizer = self._make_featurizer(species, max(bt.lam for bt in btypes))
+        self.splines_ = featurizer.expansion.spline_arrays()
         self.projection_ = None
         if self.density_channels:  # the same frames (hence projection) on every rank
             self.projection_ = featurizer.fit_projection(frames[:200], int(self.density_channels))
@@ -210,7 +207,8 @@ class HamiltonianModel(Model):
     def _reset_caches(self) -> None:
         self._featurizer = None
         self._basis = None
-        self._samples = None
+        self._table_cache = None
+        self._plans = None
 
     # -- predict ---------------------------------------------------------------------------
     def _aobasis(self) -> AOBasis:
@@ -225,16 +223,65 @@ class HamiltonianModel(Model):
         return groups
 
     def _weight_samples(self, key: tuple) -> np.ndarray:
-        """Posterior weight samples (p, k, n_samples) of one feature kind (drawn once, fixed seed)."""
-        if getattr(self, "_samples", None) is None:
-            self._samples = {}
-        if key not in self._samples:
+        """Posterior weight samples (p, k, n_samples) of one feature kind (fixed seed)."""
+        fit = self._fits[key]
+        rng = np.random.default_rng([int(self.seed), *map(_stable_int, _flat_key(key))])
+        z = rng.standard_normal((len(fit["eigvals"]), fit["coef"].shape[1], int(self.n_samples)))
+        d = np.sqrt(np.outer(fit["eigvals"], fit["beta"]) + fit["alpha"])  # (p, k)
+        return fit["coef"][:, :, None] + np.einsum("pq,qks->pks", fit["eigvecs"], z / d[:, :, None])
+
+    def _tables(self, features: NCentreFeatures) -> dict[tuple, dict]:
+        """Per feature table — ``("onsite", λ, σ)`` or ``("pair", λ, σ)`` — the weights of every
+        feature kind reading it, side by side: ``columns`` [(key, n_outputs)], ``first`` (p, K) on the
+        table's features of the row (pair: of (first, second)), ``second`` (p, K) on those of
+        (second, first) (pairs), ``bias`` (K,), and their posterior samples (``…_samples``:
+        (p, K·n_samples), ``bias_samples`` (K·n_samples,)). One product per table then predicts
+        every block kind (a row's other kinds get zero weight in the assembly)."""
+        if getattr(self, "_table_cache", None) is not None:
+            return self._table_cache
+        tables: dict[tuple, dict] = {}
+        n_s = int(self.n_samples)
+        widths = {("onsite", *k): v.shape[2] for k, v in features.onsite.items()}
+        widths.update({("pair", *k): v.shape[2] for k, v in features.pair_ij.items()})
+        for key in sorted(self._fits, key=_flat_key):
+            kind, _, lam, sigma = key
+            table = ("onsite" if kind == "onsite" else "pair", lam, sigma)
+            p = widths.get(table, 0)
             fit = self._fits[key]
-            rng = np.random.default_rng([int(self.seed), *map(_stable_int, _flat_key(key))])
-            z = rng.standard_normal((len(fit["eigvals"]), fit["coef"].shape[1], int(self.n_samples)))
-            d = np.sqrt(np.outer(fit["eigvals"], fit["beta"]) + fit["alpha"])  # (p, k)
-            self._samples[key] = fit["coef"][:, :, None] + np.einsum("pq,qks->pks", fit["eigvecs"], z / d[:, :, None])
-        return self._samples[key]
+            k = fit["coef"].shape[1]
+            width = p + 1 if kind == "onsite" and (lam, sigma) == (0, 1) else 2 * p if kind == "pair" else p
+            full = np.zeros((width, k))
+            full_s = np.zeros(full.shape + (n_s,))
+            full[fit["columns"]] = fit["coef"] / fit["scale"][:, None]
+            full_s[fit["columns"]] = self._weight_samples(key) / fit["scale"][:, None, None]
+            bias, bias_s = np.zeros(k), np.zeros((k, n_s))
+            if kind == "onsite" and (lam, sigma) == (0, 1):  # column 0 is the constant
+                bias, bias_s, full, full_s = full[0], full_s[0], full[1:], full_s[1:]
+            first, second = full, None
+            first_s, second_s = full_s, None
+            if kind == "pair":
+                first, second, first_s, second_s = full[:p], full[p:], full_s[:p], full_s[p:]
+            elif kind in ("pair+", "pair-"):
+                sign = 1.0 if kind == "pair+" else -1.0
+                second, second_s = sign * full, sign * full_s
+            t = tables.setdefault(table, {"columns": [], "first": [], "second": [], "bias": [], "first_samples": [],
+                                          "second_samples": [], "bias_samples": []})
+            t["columns"].append((key, k))
+            t["first"].append(first)
+            t["first_samples"].append(first_s)
+            t["bias"].append(bias)
+            t["bias_samples"].append(bias_s)
+            zero = np.zeros_like(first)
+            t["second"].append(zero if second is None else second)
+            t["second_samples"].append(np.zeros_like(first_s) if second_s is None else second_s)
+        for t in tables.values():
+            for name in ("first", "second", "bias"):
+                t[name] = np.concatenate(t[name], axis=-1 if name != "bias" else 0)
+            for name in ("first_samples", "second_samples"):  # (p, K, S) -> (p, K·S), K outer
+                t[name] = np.concatenate(t[name], axis=1).reshape(len(t["first"]), -1)
+            t["bias_samples"] = np.concatenate(t["bias_samples"]).reshape(-1)
+        self._table_cache = tables
+        return tables
 
     def predict_flat(self, frames: Sequence[Atoms], features: NCentreFeatures | None = None,
                      samples: bool = False) -> tuple[BatchLayout, np.ndarray, np.ndarray | None]:
@@ -245,24 +292,61 @@ class HamiltonianModel(Model):
         check_species(frames, self.species_, "hamiltonian model")
         if features is None:
             features = self.featurizer().compute(frames)
-        layout = BatchLayout(self._aobasis(), [a.numbers for a in frames])
+        layout, plan = self._plan(frames, features)
+        tables = self._tables(features)
         mean = np.zeros(int(layout.offset[-1]))
         draws = np.zeros((int(self.n_samples), len(mean))) if samples else None
-        for key, bts in self._groups().items():
-            fit = self._fits.get(key)
-            if fit is None:
-                continue
-            x, first, second = self._design(features, key)
-            if not len(first):
-                continue
-            x = x[:, :, fit["columns"]] / fit["scale"]
-            y = np.einsum("nmp,pk->nmk", x, fit["coef"])  # (n, 2λ+1, k)
-            ys = np.einsum("nmp,pks->snmk", x, self._weight_samples(key)) if samples else None
-            for o, bt in enumerate(bts):
-                _scatter(layout, mean, first, second, bt, y[:, :, o])
-                if samples:
-                    _scatter(layout, draws, first, second, bt, ys[:, :, :, o])
+        for table, assemble in plan:
+            t = tables[table]
+            suffixes = ("", "_samples") if samples else ("",)
+            for suffix in suffixes:
+                if table[0] == "onsite":
+                    y = features.onsite[table[1:]] @ t["first" + suffix] + t["bias" + suffix]
+                else:
+                    y = features.pair_ij[table[1:]] @ t["first" + suffix] + features.pair_ji[table[1:]] @ t["second" + suffix]
+                if suffix:
+                    draws += (assemble @ y.reshape(-1, int(self.n_samples))).T
+                else:
+                    mean += assemble @ y.ravel()
         return layout, mean, draws
+
+    def _plan(self, frames: Sequence[Atoms], features: NCentreFeatures):
+        """The batch layout and, per feature table, the sparse map from every row's predicted
+        (λ, σ) parts of every block kind to the flattened matrices (only the kinds of the row's
+        elements enter); kept for the last few batches (an MD run asks for one molecule at every
+        step)."""
+        tag = (tuple(len(a) for a in frames), features.atom_species.tobytes(), features.pair_first.tobytes(),
+               features.pair_second.tobytes())
+        if getattr(self, "_plans", None) is None:
+            self._plans = {}
+        if tag not in self._plans:
+            layout = BatchLayout(self._aobasis(), [a.numbers for a in frames])
+            groups = self._groups()
+            plan = []
+            for table, t in self._tables(features).items():
+                n_rows = features.n_atoms if table[0] == "onsite" else features.n_pairs
+                n_out = sum(k for _, k in t["columns"])
+                pieces, start = [], 0
+                for key, k in t["columns"]:
+                    rows, first, second = _rows(features, key)
+                    if len(rows):
+                        part = _assembly(layout, first, second, groups[key]).tocoo()
+                        # part's columns (row r of the kind, μ, o) -> (table row, μ, start + o)
+                        r, rest = np.divmod(part.col, (2 * table[1] + 1) * k)
+                        mu, o = np.divmod(rest, k)
+                        col = (rows[r] * (2 * table[1] + 1) + mu) * n_out + start + o
+                        pieces.append((part.row, col, part.data))
+                    start += k
+                if pieces:
+                    import scipy.sparse
+
+                    r, c, v = (np.concatenate(x) for x in zip(*pieces))
+                    shape = (int(layout.offset[-1]), n_rows * (2 * table[1] + 1) * n_out)
+                    plan.append((table, scipy.sparse.csr_matrix((v, (r, c)), shape=shape)))
+            if len(self._plans) >= 4:
+                self._plans.pop(next(iter(self._plans)))
+            self._plans[tag] = (layout, plan)
+        return self._plans[tag]
 
     def predict(self, frames: Sequence[Atoms], return_std: bool = False):
         """Hamiltonians: a list of (n_ao, n_ao) eV (PySCF's AO order in the model's basis); with
@@ -308,6 +392,8 @@ class HamiltonianModel(Model):
         arrays = {
             "basis": np.array(self.basis_),
             **{f"projection_{l}": p for l, p in enumerate(self.projection_ or [])},
+            **{f"spline_{l}_{part}": a for l, spline in enumerate(self.splines_)
+               for part, a in zip(("positions", "values", "derivatives"), spline)},
             "block_types": np.array([_encode(bt) for bt in self.block_types_], dtype=np.int64).reshape(-1, 10),
         }
         for k, (key, fit) in enumerate(sorted(self._fits.items())):
@@ -318,6 +404,8 @@ class HamiltonianModel(Model):
 
     def _set_state(self, arrays: dict[str, np.ndarray]) -> None:
         self.basis_ = str(arrays["basis"])
+        self.splines_ = tuple(tuple(arrays[f"spline_{l}_{part}"] for part in ("positions", "values", "derivatives"))
+                              for l in range(self.max_angular + 1))
         self.projection_ = [arrays[f"projection_{l}"] for l in range(self.max_angular + 1)] \
             if "projection_0" in arrays else None
         self.block_types_ = [_decode(row) for row in np.asarray(arrays["block_types"]).reshape(-1, 10)]
@@ -356,6 +444,55 @@ def _encode(bt: BlockType) -> list[int]:
 def _decode(row) -> BlockType:
     k, z1, z2, a, b, la, lb, lam, sigma, _ = (int(v) for v in row)
     return BlockType(_KINDS[k], (z1, z2), (a, b), (la, lb), lam, sigma)
+
+
+def _rows(features: NCentreFeatures, key: tuple) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Rows of one feature kind: indices into the atoms (on-site) or pairs, and their (first,
+    second) atoms."""
+    kind, z = key[0], key[1]
+    if kind == "onsite":
+        rows = np.flatnonzero(features.atom_species == z[0])
+        return rows, rows, rows
+    zf = features.atom_species[features.pair_first]
+    zs = features.atom_species[features.pair_second]
+    rows = np.flatnonzero((zf == z[0]) & (zs == z[1]))
+    return rows, features.pair_first[rows], features.pair_second[rows]
+
+
+def _assembly(layout: BatchLayout, first: np.ndarray, second: np.ndarray, bts: Sequence[BlockType]):
+    """Sparse (total, n·(2λ+1)·k) map from the (λ, σ) parts ``y`` (n, 2λ+1, k) of the blocks of
+    types ``bts`` (one feature kind) to the flattened matrices: the blocks and their transposes (see
+    :func:`_scatter`, of which this is the matrix)."""
+    import scipy.sparse
+
+    n, k = len(first), len(bts)
+    rows, cols, vals = [], [], []
+    for o, bt in enumerate(bts):
+        lam = bt.lam
+        m = from_coupled(np.eye(2 * lam + 1), bt)  # (2λ+1, A, B): the block of each unit part
+        col = (np.arange(n)[:, None] * (2 * lam + 1) + np.arange(2 * lam + 1)[None, :]) * k + o  # (n, 2λ+1)
+
+        def place(index, factor, transpose):
+            values = np.swapaxes(m, 1, 2) if transpose else m  # (2λ+1, …) matching index (n, …)
+            rows.append(np.broadcast_to(index[:, None], (n, 2 * lam + 1) + index.shape[1:]).ravel())
+            cols.append(np.broadcast_to(col.reshape(n, 2 * lam + 1, 1, 1), (n, 2 * lam + 1) + index.shape[1:]).ravel())
+            vals.append(np.broadcast_to(factor * values[None], (n, 2 * lam + 1) + index.shape[1:]).ravel())
+
+        same_shell = bt.shells[0] == bt.shells[1]
+        if bt.kind in ("onsite", "pair"):
+            place(layout.indices(first, second, bt), 1.0, False)
+            if not (bt.kind == "onsite" and same_shell):
+                place(layout.indices(first, second, bt, swap=True), 1.0, True)
+            continue
+        sign = 1.0 if bt.kind == "pair+" else -1.0
+        place(layout.indices(first, second, bt), 0.5, False)
+        place(layout.indices(second, first, bt), 0.5 * sign, False)
+        if not same_shell:
+            place(layout.indices(first, second, bt, swap=True), 0.5, True)
+            place(layout.indices(second, first, bt, swap=True), 0.5 * sign, True)
+    total = int(layout.offset[-1])
+    return scipy.sparse.csr_matrix((np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))),
+                                   shape=(total, n * (2 * bts[0].lam + 1) * k))
 
 
 def _block_targets(layout: BatchLayout, flat: np.ndarray, first: np.ndarray, second: np.ndarray,

@@ -17,8 +17,8 @@ from mdplugin.structures.aobasis import AOBasis
 pytest.importorskip("pyscf")
 from mdplugin.oracles.hamiltonian import label_hamiltonians  # noqa: E402
 
-HYPERS = dict(cutoff=3.5, max_radial=5, max_angular=4, density_width=0.2, pair_cutoff=5.0, pair_max_radial=5,
-              pair_max_angular=3, density_channels=10, n_samples=16)
+HYPERS = dict(cutoff=4.0, max_radial=5, max_angular=4, density_width=0.2, pair_max_angular=3, density_channels=10,
+              n_samples=16)
 
 
 def _distorted(name, rng, scale=0.06):
