@@ -19,8 +19,8 @@ from .options import json_object
 from ..core.precision import TENSOR_PRECISIONS
 
 #: --model name on the command line -> registry name
-MODEL_CHOICES = ("soap", "lsoap", "rpr")
-TARGET_CHOICES = ("energy", "dipole", "polarizability")
+MODEL_CHOICES = ("soap", "lsoap", "rpr", "hamiltonian")
+TARGET_CHOICES = ("energy", "dipole", "polarizability", "hamiltonian")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -35,8 +35,21 @@ def _key_map(args) -> dict[str, str]:
     return keys
 
 
-def _properties_for(target: str) -> list[str]:
-    return ["energy", "forces"] if target == "energy" else [target]
+def _properties_for(target: str) -> list[str] | None:
+    """Labels a model of ``target`` trains on (None: whichever the file has; the Hamiltonians are
+    read from the .hamiltonian.npz file beside it)."""
+    return ["energy", "forces"] if target == "energy" else None if target == "hamiltonian" else [target]
+
+
+def _read_data(path: str, target: str, args):
+    from ..structures.data import read_dataset
+
+    data = read_dataset(path, properties=_properties_for(target), keys=_key_map(args), units=args.units)
+    if target == "hamiltonian":
+        from ..structures.hamiltonians import attach_hamiltonians
+
+        attach_hamiltonians(data)
+    return data
 
 
 def _add_data_options(p: argparse.ArgumentParser) -> None:
@@ -74,11 +87,10 @@ def cmd_label(args) -> int:
 
 
 def cmd_train(args) -> int:
-    from ..structures.data import read_dataset
     from ..models import build
     from ..models.training import fit_on_dataset, select_training
 
-    data = read_dataset(args.data, properties=_properties_for(args.target), keys=_key_map(args), units=args.units)
+    data = _read_data(args.data, args.target, args)
     data = select_training(data, args.n_train, seed=args.seed)
     hypers = json_object(args.hypers, "--hypers")
     model = build(args.model, target=args.target, **hypers)
@@ -97,12 +109,11 @@ def cmd_train(args) -> int:
 
 
 def cmd_evaluate(args) -> int:
-    from ..structures.data import read_dataset
     from ..models import load_model
     from ..models.training import evaluate_model, metrics_in_units
 
     model = load_model(args.model)
-    data = read_dataset(args.data, properties=_properties_for(model.target), keys=_key_map(args), units=args.units)
+    data = _read_data(args.data, model.target, args)
     # the errors in the units the labels were read in (--units), and the JSON says which
     result = metrics_in_units(evaluate_model(model, data), args.units)
     if not args.json:
@@ -131,8 +142,13 @@ def cmd_predict(args) -> int:
     except MdpluginError:  # labels on some frames only: structures alone
         data = read_dataset(args.data, properties=[])
     predicted = predict_dataset(model, data)
+    if predicted.hamiltonian is not None:  # the predicted matrices beside the output
+        from ..structures.hamiltonians import hamiltonian_path, write_hamiltonians
+
+        write_hamiltonians(hamiltonian_path(args.output), predicted.hamiltonian)
     write_dataset(args.output, predicted)
-    print(f"wrote {model.target} predictions for {len(data)} frames -> {args.output}")
+    extra = f" (matrices -> {hamiltonian_path(args.output)})" if predicted.hamiltonian is not None else ""
+    print(f"wrote {model.target} predictions for {len(data)} frames -> {args.output}{extra}")
     for name, m in comparison(model, data, predicted).items():
         print(f"  against the file's {name} labels (kept as {name}_reference): RMSE {m['rmse']:.4g}, "
               f"{m['rmse_percent_of_std']:.2f} % of their std")

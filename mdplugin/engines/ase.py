@@ -15,6 +15,10 @@ Results (ASE units): ``energy`` and ``free_energy`` (eV), ``forces`` (n_atoms, 3
 (6,) eV/Å³ in ASE's Voigt order for structures periodic in all three directions,
 ``dipole`` (3,) e·Å, ``polarizability`` (3, 3) Å³, and the model uncertainties ``energy_std``
 (eV), ``dipole_std`` (3,) e·Å, ``polarizability_std`` (3, 3) Å³ (when the models provide them).
+A ``hamiltonian`` model file in the dipole or polarizability slot gives those from its predicted
+Hamiltonian, and the calculator then also reports ``orbital_energies`` (n_ao,) eV and ``gap`` (the
+HOMO–LUMO gap, eV), with ``orbital_energies_std`` and ``gap_std``. The same file given to both
+slots is loaded once and its Hamiltonian computed once per structure.
 Asking for a property no slot provides raises ASE's ``PropertyNotImplementedError`` naming the
 missing model.
 
@@ -64,8 +68,9 @@ def make_reference_calculator(name: str) -> Calculator:
     raise ConfigError(f"unknown reference calculator {name!r} (known: {', '.join(REFERENCE_CALCULATORS)})")
 
 
-def _resolve(slot: str, value: Any) -> Model | Calculator | None:
-    """Turn a slot value (path, model, calculator, name, None) into a model or a calculator."""
+def _resolve(slot: str, value: Any, loaded: dict | None = None) -> Model | Calculator | None:
+    """Turn a slot value (path, model, calculator, name, None) into a model or a calculator
+    (``loaded``: files already read for other slots, by path, reused when they serve this one)."""
     if value is None:
         return None
     if isinstance(value, str) and value.lower() in REFERENCE_CALCULATORS:
@@ -77,10 +82,17 @@ def _resolve(slot: str, value: Any) -> Model | Calculator | None:
             hint = ("did you mean 'tblite' (GFN2-xTB)?" if "xtb" in str(value).lower()
                     else f"the energy slot takes a model file or {' or '.join(map(repr, REFERENCE_CALCULATORS))}")
             raise ModelFileError(f"{value}: no such model file; {hint}")
-        return load_model(value, target=slot)
+        key = os.path.realpath(os.fspath(value))
+        kept = (loaded or {}).get(key)
+        if kept is not None and slot in kept.derived_targets:
+            return kept
+        model = load_model(value, target=slot)
+        if loaded is not None:
+            loaded[key] = model
+        return model
     if isinstance(value, Model):
         target = getattr(value, "target", None)
-        if target != slot:
+        if target != slot and slot not in value.derived_targets:
             raise ConfigError(f"the {slot} slot got a {target!r} model")
         return value
     if isinstance(value, Calculator) or hasattr(value, "get_potential_energy"):
@@ -132,7 +144,10 @@ class MLCalculator(Calculator):
 
     #: everything this class can provide; an instance lists only what its slots provide
     all_properties = ("energy", "free_energy", "forces", "stress", "energy_std", "dipole", "dipole_std",
-                      "polarizability", "polarizability_std")
+                      "polarizability", "polarizability_std", "orbital_energies", "orbital_energies_std",
+                      "gap", "gap_std")
+    #: results a hamiltonian model gives with its dipole or polarizability
+    _ORBITAL_PROPERTIES = ("orbital_energies", "gap")
 
     @property
     def implemented_properties(self) -> list[str]:
@@ -150,10 +165,11 @@ class MLCalculator(Calculator):
         if tensor_precision not in TENSOR_PRECISIONS:
             raise ConfigError(f"tensor_precision must be one of {', '.join(TENSOR_PRECISIONS)}, got {tensor_precision!r}")
         self.tensor_precision = tensor_precision
+        loaded: dict[str, Model] = {}
         self.slots: dict[str, Model | Calculator | None] = {
             "energy": _resolve("energy", energy),
-            "dipole": _resolve("dipole", dipole),
-            "polarizability": _resolve("polarizability", polarizability),
+            "dipole": _resolve("dipole", dipole, loaded),
+            "polarizability": _resolve("polarizability", polarizability, loaded),
         }
         #: slot -> the model file it was loaded from (for messages)
         self.sources = {slot: os.fspath(v) for slot, v in
@@ -170,6 +186,11 @@ class MLCalculator(Calculator):
         for slot in ("dipole", "polarizability"):
             if self.slots[slot] is not None:
                 provided += [slot, f"{slot}_std"]
+        #: the slot whose (hamiltonian) model gives orbital energies and the gap, if any
+        self._orbital_slot = next((slot for slot in ("dipole", "polarizability") if isinstance(self.slots[slot], Model)
+                                   and getattr(self.slots[slot], "target", None) == "hamiltonian"), None)
+        if self._orbital_slot is not None:
+            provided += [f"{name}{suffix}" for name in self._ORBITAL_PROPERTIES for suffix in ("", "_std")]
         self._provided = provided
         # the ML energy models give the stress with the forces; an ASE calculator when it lists it
         self._stress_capable = energy is not None and (
@@ -217,6 +238,8 @@ class MLCalculator(Calculator):
     def _slot_of(self, name: str) -> str:
         if name in ("energy", "free_energy", "forces", "stress", "energy_std"):
             return "energy"
+        if name.removesuffix("_std") in self._ORBITAL_PROPERTIES:
+            return self._orbital_slot or "dipole"
         return name.removesuffix("_std")
 
     def get_property(self, name: str, atoms: Atoms | None = None, allow_calculation: bool = True):
@@ -227,6 +250,9 @@ class MLCalculator(Calculator):
         if name not in self.implemented_properties:
             if name in self.all_properties:
                 slot = self._slot_of(name)
+                if name.removesuffix("_std") in self._ORBITAL_PROPERTIES:
+                    raise PropertyNotImplementedError(
+                        f"{name}: comes from a hamiltonian model (pass dipole= or polarizability= a hamiltonian model file)")
                 if self.slots.get(slot) is None:
                     hint = "an energy model or ASE calculator" if slot == "energy" else f"a {slot} model"
                     raise PropertyNotImplementedError(
@@ -322,8 +348,11 @@ class MLCalculator(Calculator):
         forces = slot == "energy" and "forces" not in self.results
         features = self._features_for(slot, gradients=forces)
         stress = forces and _periodic_3d(atoms)  # with the forces: the same pass over the pairs
+        derived = {"target": slot} if getattr(model, "target", slot) != slot else {}  # e.g. a hamiltonian's dipole
         out = model.predict_from_features(features, return_std=want_std, forces=forces, stress=stress,
-                                          precision=self.tensor_precision)
+                                          precision=self.tensor_precision, **derived)
+        for name, value in out.extras.items():  # orbital energies and gap of a hamiltonian model
+            self.results[name] = np.asarray(value[0], dtype=float) if np.ndim(value[0]) else float(value[0])
         if slot == "energy":
             if want_std:
                 self.results["energy_std"] = float(out.std[0])

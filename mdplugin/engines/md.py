@@ -6,7 +6,8 @@ every ``interval`` steps appends one frame to an extended-XYZ trajectory with ``
 (fs), ``temperature`` (K), ``total_energy`` (eV) and, on every ``uncertainty_every``-th written
 frame (default 10, starting with the first), the model uncertainties (``energy_std``,
 ``dipole_std``, ``polarizability_std``) — readable back by :func:`mdplugin.structures.data.read_dataset` and
-by ``mdplugin spectrum``. An uncertainty costs far more than the values (the GPR variances read
+by ``mdplugin spectrum``. With a ``hamiltonian`` model as the dipole or polarizability model the
+frames also hold its ``gap`` (HOMO–LUMO, eV; ``gap_std``) and ``orbital_energies`` (eV). An uncertainty costs far more than the values (the GPR variances read
 the models' m × m factors: for the default λ-SOAP models about as much as 25 MD steps), hence the
 sparser default. Frames are appended and flushed as they are made, so a crash leaves a readable
 trajectory.
@@ -40,7 +41,8 @@ __all__ = ["MDSummary", "run_md", "run_md_command", "largest_bond_gap"]
 LOST_ATOM_DISTANCE = 4.0
 
 #: recorded per frame when the calculator provides them (uncertainties first: they come with the values)
-_RECORDED = ("energy_std", "dipole_std", "polarizability_std", "dipole", "polarizability")
+_RECORDED = ("energy_std", "dipole_std", "polarizability_std", "gap_std", "dipole", "polarizability", "gap",
+             "orbital_energies")
 
 
 @dataclass

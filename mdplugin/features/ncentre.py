@@ -168,6 +168,7 @@ class NCentreFeatures:
     onsite : {(λ, σ): (n_atoms, 2λ+1, n_onsite_features)}
     pair_ij, pair_ji : {(λ, σ): (n_pairs, 2λ+1, n_pair_features)} — features of (first, second)
         and of (second, first)
+    frames : the structures (models that need more than features, e.g. AO integrals, read them)
     """
 
     species: tuple[int, ...]
@@ -179,6 +180,7 @@ class NCentreFeatures:
     onsite: dict[Key, np.ndarray] = field(default_factory=dict)
     pair_ij: dict[Key, np.ndarray] = field(default_factory=dict)
     pair_ji: dict[Key, np.ndarray] = field(default_factory=dict)
+    frames: list[Atoms] = field(default_factory=list)
 
     @property
     def n_atoms(self) -> int:
@@ -358,4 +360,5 @@ class NCentreFeaturizer:
         return NCentreFeatures(
             species=self.species, atom_frame=atom_frame, atom_index=atom_index, atom_species=numbers,
             pair_first=i[ij], pair_second=j[ij], onsite=onsite,
-            pair_ij={k: v[ij] for k, v in by_pair.items()}, pair_ji={k: v[ji] for k, v in by_pair.items()})
+            pair_ij={k: v[ij] for k, v in by_pair.items()}, pair_ji={k: v[ji] for k, v in by_pair.items()},
+            frames=frames)

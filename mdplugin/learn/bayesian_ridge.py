@@ -46,7 +46,9 @@ class NormalEquations:
         if comm is None or comm.Get_size() == 1:
             return
         for a in (self.xtx, self.xty, self.yty):
-            a[...] = comm.allreduce(a)
+            total = np.empty_like(a)
+            comm.Allreduce(np.ascontiguousarray(a), total)  # buffers: no rank sees another's sum half-written
+            a[...] = total
         self.n_rows = int(comm.allreduce(self.n_rows))
 
 

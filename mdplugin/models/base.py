@@ -80,7 +80,7 @@ _MODULES = {
 _REGISTRY: dict[str, type["Model"]] = {}
 
 TARGETS = ("energy", "dipole", "polarizability")
-UNITS = {"energy": "eV", "forces": "eV/Å", "dipole": "e·Å", "polarizability": "Å³"}
+UNITS = {"energy": "eV", "forces": "eV/Å", "dipole": "e·Å", "polarizability": "Å³", "hamiltonian": "eV"}
 
 
 def register(name: str):
@@ -184,6 +184,9 @@ class Model(BaseEstimator):
     targets_supported: ClassVar[tuple[str, ...]] = ()
     #: whether :meth:`predict_from_features` gives the stress of periodic cells (``stress=True``)
     gives_stress: ClassVar[bool] = False
+    #: what a fitted model also gives besides its target (it then serves those calculator slots,
+    #: ``predict_from_features(..., target=name)``): the hamiltonian model's dipole and polarizability
+    derived_targets: ClassVar[tuple[str, ...]] = ()
 
     # --- to implement -------------------------------------------------------------------------
     def fit(self, frames: Sequence[Atoms], targets, *, comm=None) -> "Model":  # pragma: no cover - interface
@@ -373,12 +376,12 @@ def load_model(path: str | os.PathLike, kind: str | None = None, target: str | N
     meta, arrays = read_metadata(path)
     if kind is not None and meta["kind"] != kind:
         raise ModelFileError(f"{path}: is a {meta['kind']!r} model, expected {kind!r}")
-    if target is not None and meta.get("target") != target:
-        raise ModelFileError(f"{path}: the model's target is {meta.get('target')!r}, expected {target!r}")
     try:
         cls = get_model_class(meta["kind"])
     except ConfigError:
         raise ModelFileError(f"{path}: unknown model kind {meta['kind']!r}") from None
+    if target is not None and meta.get("target") != target and target not in cls.derived_targets:
+        raise ModelFileError(f"{path}: the model's target is {meta.get('target')!r}, expected {target!r}")
     try:
         return cls.from_state({**meta, "arrays": arrays})
     except (TypeError, KeyError, ValueError) as exc:

@@ -10,7 +10,7 @@ Units are ASE's (eV, Å, e·Å, Å³); shapes are given per field.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from typing import Any, Mapping
 
 import numpy as np
@@ -31,6 +31,8 @@ class Targets:
     dipole : (n, 3) e·Å.
     polarizability : (n, 3, 3) Å³ (or (n, 9) row-major).
     stress : (n, 3, 3) eV/Å³ (room for the periodic energy models; no model reads it yet).
+    hamiltonian : a :class:`~mdplugin.structures.hamiltonians.HamiltonianSet` (AO Fock and overlap
+        matrices per structure, eV), what the ``hamiltonian`` model learns.
     """
 
     energy: Any = None
@@ -38,6 +40,7 @@ class Targets:
     dipole: Any = None
     polarizability: Any = None
     stress: Any = None
+    hamiltonian: Any = None
 
     @classmethod
     def names(cls) -> tuple[str, ...]:
@@ -80,6 +83,8 @@ class Prediction:
     forces : energy models, when asked: (n_atoms, 3) eV/Å for the atoms of all frames in order
         (the features' centre order); ``None`` otherwise.
     stress : energy models of periodic cells, when asked: (n_frames, 3, 3) eV/Å³; ``None`` otherwise.
+    extras : further per-frame results a model derives with the target, by name (the
+        ``hamiltonian`` model: ``orbital_energies`` list of (n_ao,) eV, ``gap`` (n_frames,) eV).
     """
 
     target: str
@@ -87,6 +92,7 @@ class Prediction:
     std: np.ndarray | None = None
     forces: np.ndarray | None = None
     stress: np.ndarray | None = None
+    extras: dict[str, Any] = field(default_factory=dict)
 
     @property
     def n_frames(self) -> int:

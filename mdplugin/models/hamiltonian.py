@@ -38,6 +38,7 @@ from ..learn.bayesian_ridge import NormalEquations, fit_bayesian_ridge
 from ..structures.aobasis import AOBasis
 from ..structures.hamiltonians import HamiltonianSet
 from .base import Model, check_species, fingerprint, register
+from .contract import Prediction
 from .hamiltonian_blocks import BatchLayout, BlockType, block_types, from_coupled, to_coupled
 
 #: what a fitted model derives from its Hamiltonians (besides the matrices)
@@ -90,6 +91,7 @@ class HamiltonianModel(Model):
     """
 
     targets_supported = ("hamiltonian",)
+    derived_targets = ("dipole", "polarizability")
 
     def __init__(self, target: str = "hamiltonian", cutoff: float = 5.0, max_radial: int = 7, max_angular: int = 4,
                  density_width: float = 0.2, pair_max_angular: int = 4, density_channels: int = 8,
@@ -209,6 +211,7 @@ class HamiltonianModel(Model):
         self._basis = None
         self._table_cache = None
         self._plans = None
+        self._derived_cache = None
 
     # -- predict ---------------------------------------------------------------------------
     def _aobasis(self) -> AOBasis:
@@ -386,6 +389,100 @@ class HamiltonianModel(Model):
         for name, v in out.items():
             result[name] = v if name.startswith("orbital_energies") else np.array(v)
         return result
+
+    # -- the model contract ------------------------------------------------------------------
+    def predict_from_features(self, features: NCentreFeatures, *, return_std: bool = False, forces: bool = False,
+                              stress: bool = False, precision: str = "double", target: str | None = None) -> Prediction:
+        """The :class:`Prediction` of ``target`` — ``"dipole"`` (n, 3) e·Å, ``"polarizability"``
+        (n, 3, 3) Å³, or the matrices (``"hamiltonian"``, the default: a list of (n_ao, n_ao) eV) —
+        for the structures of ``features``; ``extras`` hold ``orbital_energies`` (list of (n_ao,) eV)
+        and ``gap`` (n,) eV (with their ``*_std``). The derived quantities of one set of features are
+        computed once for every slot that asks (``precision`` is not used: all in double)."""
+        self._check_fitted()
+        self._check_asked(forces, stress)
+        target = target or self.target_
+        if target == "hamiltonian":
+            out = self.predict(features.frames, return_std=return_std)
+            values, std = out if return_std else (out, None)
+            return Prediction("hamiltonian", values, std)
+        if target not in self.derived_targets:
+            raise ConfigError(f"the hamiltonian model gives {', '.join(('hamiltonian',) + self.derived_targets)}, "
+                              f"not {target!r}")
+        kept = getattr(self, "_derived_cache", None)
+        if kept is None or kept[0] is not features or (return_std and not kept[1]):
+            kept = (features, return_std,
+                    self.predict_properties(features.frames, return_std=return_std, features=features))
+            self._derived_cache = kept
+        derived = kept[2]
+        extras = {k: derived[k] for k in ("orbital_energies", "gap", "orbital_energies_std", "gap_std")
+                  if k in derived and (return_std or not k.endswith("_std"))}
+        return Prediction(target, derived[target], derived.get(f"{target}_std") if return_std else None,
+                          extras=extras)
+
+    def evaluate_dataset(self, data) -> dict:
+        """Errors on a :class:`~mdplugin.structures.data.Dataset` with Hamiltonians (eV): ``rmse``,
+        ``mae`` of the matrix elements, ``orbital_energies_rmse``/``_mae`` of the occupied and lowest
+        virtual orbitals, ``homo_rmse``, ``lumo_rmse``, ``gap_rmse``, and where the data have them
+        ``dipole_rmse`` (e·Å) and ``polarizability_rmse`` (Å³) of the derived ones."""
+        from ..learn.metrics import regression_metrics
+
+        ref = data.get("hamiltonian")
+        frames = data.frames
+        if ref.basis.lower() != self.basis_.lower():
+            raise DataError(f"{ref.source}: Hamiltonians in basis {ref.basis!r}, the model's is {self.basis_!r}")
+        features = self.featurizer().compute(frames)
+        h = self.predict(frames)
+        derived = self.predict_properties(frames, features=features)
+        elements = np.concatenate([(p - r[0]).ravel() for p, r in zip(h, ref.fock)])
+        orbital, homo, lumo, gap = [], [], [], []
+        for i, (eps, ref_eps) in enumerate(zip(derived["orbital_energies"], ref.mo_energy)):
+            n_occ = ref.n_electrons(i) // 2
+            err = eps[:n_occ + 1] - ref_eps[0, :n_occ + 1]
+            orbital.append(err)
+            homo.append(err[n_occ - 1])
+            lumo.append(err[n_occ])
+            gap.append(err[n_occ] - err[n_occ - 1])
+        orbital = np.concatenate(orbital)
+        rms = lambda x: float(np.sqrt(np.mean(np.square(x))))  # noqa: E731
+        result = {"target": "hamiltonian", "n": len(frames), "rmse": rms(elements), "mae": float(np.mean(np.abs(elements))),
+                  "orbital_energies_rmse": rms(orbital), "orbital_energies_mae": float(np.mean(np.abs(orbital))),
+                  "homo_rmse": rms(homo), "lumo_rmse": rms(lumo), "gap_rmse": rms(gap)}
+        for name in ("dipole", "polarizability"):
+            if getattr(data, name, None) is not None:
+                m = regression_metrics(np.asarray(getattr(data, name)), derived[name])
+                result[f"{name}_rmse"] = m["rmse"]
+                result[f"{name}_rmse_percent_of_std"] = m["rmse_percent_of_std"]
+        return result
+
+    def predict_dataset(self, data):
+        """A :class:`~mdplugin.structures.data.Dataset` of ``data``'s structures with the derived
+        ``dipole``, ``polarizability``, ``gap`` and their ``*_std``, and the predicted matrices as
+        its ``hamiltonian`` (:class:`HamiltonianSet`; ``mdplugin predict`` writes it beside the
+        output)."""
+        from ..structures.data import Dataset
+
+        frames = data.frames
+        features = self.featurizer().compute(frames)
+        derived = self.predict_properties(frames, return_std=True, features=features)
+        h = self.predict(frames)
+        basis = self._aobasis()
+        overlaps = [basis.overlap(a.numbers, a.positions) for a in frames]
+        layouts = [basis.layout(a.numbers) for a in frames]
+        labels = [np.array([" ".join(x.split()) for x in basis.molecule(a.numbers, a.positions).ao_labels()])
+                  for a in frames]
+        charges = np.array([int(round(float(a.info.get("charge", 0)))) for a in frames])
+        out = Dataset(frames=frames, source=data.source, dipole=derived["dipole"],
+                      polarizability=derived["polarizability"])
+        out.extras = {"dipole_std": derived["dipole_std"], "polarizability_std": derived["polarizability_std"].reshape(len(frames), 9),
+                      "gap": derived["gap"], "gap_std": derived["gap_std"]}
+        out.hamiltonian = HamiltonianSet(
+            basis=self.basis_, method=f"hamiltonian model ({self.training_fingerprint_})", fock=[x[None] for x in h],
+            overlap=overlaps, mo_energy=[e[None] for e in derived["orbital_energies"]], ao_atom=[lay.ao_atom for lay in layouts],
+            ao_label=labels,
+            numbers=[a.numbers.copy() for a in frames], positions=[a.positions.copy() for a in frames],
+            charge=charges, spin=np.zeros(len(frames), int), scf_energy=np.full(len(frames), np.nan),
+            scf_basis=self.basis_, source=data.source)
+        return out
 
     # -- state -----------------------------------------------------------------------------
     def _get_state(self) -> dict[str, np.ndarray]:

@@ -34,7 +34,8 @@ def select_training(data: Dataset, n_train: int | None, seed: int = 0) -> Datase
 
 def targets_of(data: Dataset) -> Targets:
     """The labels of ``data`` (energy, forces, dipole, polarizability; ``None`` where absent)."""
-    return Targets(energy=data.energy, forces=data.forces, dipole=data.dipole, polarizability=data.polarizability)
+    return Targets(energy=data.energy, forces=data.forces, dipole=data.dipole, polarizability=data.polarizability,
+                   hamiltonian=data.hamiltonian)
 
 
 def fit_on_dataset(model: Model, data: Dataset, comm=None) -> Model:
@@ -64,7 +65,10 @@ def _batch_threads(function):
 
 @_batch_threads
 def evaluate_model(model: Model, data: Dataset) -> dict:
-    """Errors of ``model`` on ``data``: target, n, rmse, mae, rmse_percent_of_std (+ energy extras)."""
+    """Errors of ``model`` on ``data``: target, n, rmse, mae, rmse_percent_of_std (+ energy extras;
+    a model with its own ``evaluate_dataset`` reports what it defines)."""
+    if hasattr(model, "evaluate_dataset"):
+        return model.evaluate_dataset(data)
     target = model.target
     y_true = data.get(target)
     y_pred = model.predict(data.frames)
@@ -84,12 +88,15 @@ def evaluate_model(model: Model, data: Dataset) -> dict:
 
 @_batch_threads
 def predict_dataset(model: Model, data: Dataset) -> Dataset:
-    """A copy of ``data``'s structures labelled with the model's predictions and ``<target>_std``.
+    """A copy of ``data``'s structures labelled with the model's predictions and ``<target>_std``
+    (a model with its own ``predict_dataset`` labels what it defines).
 
     The input's own labels are kept: those of other properties under their own names, those the
     model predicts (and, for an energy model, the forces) as ``<name>_reference``
     (:func:`reference_keys`), so that one file holds both for a comparison.
     """
+    if hasattr(model, "predict_dataset"):
+        return model.predict_dataset(data)
     target = model.target
     try:
         y, std = model.predict(data.frames, return_std=True)
@@ -127,6 +134,8 @@ def comparison(model: Model, data: Dataset, predicted: Dataset) -> dict[str, dic
     """Errors of the predictions against the input's own labels (:func:`regression_metrics`), per
     predicted property the input has ({} when it has none)."""
     out = {}
+    if hasattr(model, "predict_dataset"):  # a model that labels what it defines (hamiltonian): its own evaluate
+        return out
     for name in reference_keys(model.target, data):
         if name == "forces":
             out[name] = regression_metrics(np.concatenate(data.forces), np.concatenate(predicted.forces))
@@ -137,7 +146,10 @@ def comparison(model: Model, data: Dataset, predicted: Dataset) -> dict[str, dic
 
 #: metric -> the property whose unit it carries (for the target's own metrics: the target)
 _METRIC_PROPERTY = {"rmse": None, "mae": None, "std": None, "mean_std": None,
-                    "rmse_per_atom": "energy", "forces_rmse": "forces", "forces_mae": "forces"}
+                    "rmse_per_atom": "energy", "forces_rmse": "forces", "forces_mae": "forces",
+                    **{k: "energy" for k in ("orbital_energies_rmse", "orbital_energies_mae", "homo_rmse",
+                                             "lumo_rmse", "gap_rmse")},
+                    "dipole_rmse": "dipole", "polarizability_rmse": "polarizability"}
 
 
 def metrics_in_units(result: dict, units: str = "ase") -> dict:
@@ -154,7 +166,7 @@ def metrics_in_units(result: dict, units: str = "ase") -> dict:
     for key, prop in _METRIC_PROPERTY.items():
         if key not in result:
             continue
-        prop = prop or target
+        prop = prop or ("energy" if target == "hamiltonian" else target)  # matrix elements: an energy
         if units == "atomic":
             out[key] = float(result[key]) * AU_PER_ASE[prop]
         names[key] = UNIT_NAMES[units][prop] + ("/atom" if key == "rmse_per_atom" else "")

@@ -425,8 +425,8 @@ def label_file(input_path: str | os.PathLike, output_path: str | os.PathLike,
         hamiltonians = label_hamiltonians(frames, basis=options["basis"], xc=options.get("xc", DEFAULT_XC),
                                           minimal_basis=minimal_basis, progress=progress, comm=comm,
                                           source=str(input_path))
-        data.extras["charge"] = np.asarray(hamiltonians.charge, dtype=float)
-        data.extras["spin"] = np.asarray(hamiltonians.spin, dtype=float)
+        for atoms, charge, spin in zip(data.frames, hamiltonians.charge, hamiltonians.spin):
+            atoms.info.update(charge=int(charge), spin=int(spin))  # kept in OUT.xyz
     if comm.Get_size() == 1:
         if hamiltonians is not None:
             write_hamiltonians(hamiltonian_path(output_path), hamiltonians)

@@ -63,12 +63,20 @@ class Dataset:
     polarizability: np.ndarray | None = None
     source: str = "<memory>"
     extras: dict[str, np.ndarray] = field(default_factory=dict)
+    #: AO Hamiltonians of the frames (:class:`~mdplugin.structures.hamiltonians.HamiltonianSet`,
+    #: read from the file beside the data by :func:`~mdplugin.structures.hamiltonians.attach_hamiltonians`)
+    hamiltonian: object | None = None
 
     def __len__(self) -> int:
         return len(self.frames)
 
     def get(self, name: str):
         """Labels of property ``name``; a :class:`DataError` if the set has none."""
+        if name == "hamiltonian":
+            if self.hamiltonian is None:
+                raise DataError(f"{self.source}: no Hamiltonians (they come from the .hamiltonian.npz file "
+                                f"'mdplugin label --properties hamiltonian' writes beside the data)")
+            return self.hamiltonian
         if name not in PROPERTIES:
             raise DataError(f"unknown property {name!r} (known: {', '.join(PROPERTIES)})")
         value = getattr(self, name)
@@ -93,6 +101,7 @@ class Dataset:
             polarizability=None if self.polarizability is None else self.polarizability[idx],
             source=self.source,
             extras={k: v[idx] for k, v in self.extras.items()},
+            hamiltonian=None if self.hamiltonian is None else self.hamiltonian.subset(idx),
         )
 
     def __add__(self, other: "Dataset") -> "Dataset":
@@ -336,6 +345,7 @@ def read_dataset(
                 raise DataError(f"{where}: missing key {key_of[p]!r} for {p} (keys present: {', '.join(present) or 'none'})")
             values[p].append(_convert(p, raw, atoms, units, where, key_of[p], asymmetry))
         out = Atoms(numbers=atoms.numbers, positions=atoms.positions)
+        out.info.update({k: atoms.info[k] for k in ("charge", "spin") if k in atoms.info})  # electrons, for AO models
         if not _is_molecule_cell(atoms):
             out.cell = atoms.cell
             out.pbc = atoms.pbc
@@ -361,6 +371,7 @@ def _frames_for_writing(data: Dataset) -> list[Atoms]:
     out = []
     for i, atoms in enumerate(data.frames):
         a = Atoms(numbers=atoms.numbers, positions=atoms.positions, cell=atoms.cell, pbc=atoms.pbc)
+        a.info.update({k: atoms.info[k] for k in ("charge", "spin") if k in atoms.info})
         if data.energy is not None:
             a.info["energy"] = float(data.energy[i])
         if data.dipole is not None:

@@ -224,3 +224,11 @@ def read_hamiltonians(path: str | os.PathLike, frames: Sequence[Atoms] | None = 
     if frames is not None:
         data.check_frames(frames)
     return data
+
+
+def attach_hamiltonians(data, path: str | os.PathLike | None = None):
+    """``data`` (a :class:`~mdplugin.structures.data.Dataset`) with its ``hamiltonian`` read from
+    ``path`` (default: the file beside the data's source, :func:`hamiltonian_path`), checked to
+    belong to its frames."""
+    data.hamiltonian = read_hamiltonians(path or hamiltonian_path(data.source), data.frames)
+    return data

@@ -158,3 +158,42 @@ def test_bad_input(model, data):
     train, hams, _, _ = data
     with pytest.raises(DataError, match="holds 60 frames but the structures have 59"):
         build("hamiltonian", target="hamiltonian", **HYPERS).fit(train[1:], hams)
+
+
+def test_contract(model, data):
+    """fit takes a HamiltonianSet, Targets or a mapping, and comm= (two thread ranks end with the
+    serial model); predict_from_features gives the dipole and polarizability Predictions (with the
+    orbital energies and gap as extras) of predict_properties; scikit-learn's clone and set_params."""
+    from sklearn.base import clone
+
+    from mdplugin.models import Prediction, Targets
+
+    from ..support.fake_comm import run_ranks
+
+    train, hams, test, _ = data
+    sub = list(range(0, 60, 3))
+    frames, sub_hams = [train[i] for i in sub], hams.subset(sub)
+    ref = build("hamiltonian", target="hamiltonian", **HYPERS).fit(frames, sub_hams)
+    for targets in (Targets(hamiltonian=sub_hams), {"hamiltonian": sub_hams}):
+        for a, b in zip(ref.predict(test), build("hamiltonian", target="hamiltonian", **HYPERS).fit(frames, targets).predict(test)):
+            np.testing.assert_array_equal(a, b)
+    ranks = run_ranks(2, lambda comm: build("hamiltonian", target="hamiltonian", **HYPERS).fit(frames, sub_hams, comm=comm))
+    for a, b, c in zip(ref.predict(test), ranks[0].predict(test), ranks[1].predict(test)):
+        np.testing.assert_array_equal(b, c)  # the ranks hold one model
+        # the normal equations summed in another order: round-off, which the evidence maximisation of
+        # this small, nearly collinear fit (20 frames) amplifies to ~1e-4 eV, far below its errors
+        np.testing.assert_allclose(a, b, atol=1e-3)
+    features = model.featurizer().compute(test[:3])
+    direct = model.predict_properties(test[:3], return_std=True)
+    for target in ("dipole", "polarizability"):
+        out = model.predict_from_features(features, return_std=True, target=target)
+        assert isinstance(out, Prediction) and out.target == target
+        np.testing.assert_allclose(out.values, direct[target], atol=1e-12)
+        np.testing.assert_allclose(out.std, direct[f"{target}_std"], atol=1e-12)
+        np.testing.assert_allclose(out.extras["gap"], direct["gap"], atol=1e-12)
+    matrices = model.predict_from_features(features)
+    assert matrices.target == "hamiltonian" and matrices.values[0].shape == (7, 7)
+    copy = clone(model)
+    assert copy.get_params() == model.get_params() and not getattr(copy, "is_fitted_", False)
+    with pytest.raises(ValueError, match="Invalid parameter"):
+        copy.set_params(nonsense=1)
