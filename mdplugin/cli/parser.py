@@ -90,10 +90,10 @@ def cmd_train(args) -> int:
     from ..models import build
     from ..models.training import fit_on_dataset, select_training
 
+    hypers = json_object(args.hypers, "--hypers")
+    model = build(args.model, target=args.target, **hypers)  # a model that cannot learn the target: before reading
     data = _read_data(args.data, args.target, args)
     data = select_training(data, args.n_train, seed=args.seed)
-    hypers = json_object(args.hypers, "--hypers")
-    model = build(args.model, target=args.target, **hypers)
     from ..learn.parallel import get_comm
 
     comm = get_comm()  # under `mpiexec -n P`: the ranks share the fit, rank 0 writes the model

@@ -244,3 +244,16 @@ def test_other_example_runs(script: Path, tmp_path: Path) -> None:
     else:
         run_example([str(script), str(tmp_path / "out")], tmp_path)
     assert any(tmp_path.rglob("*")), "the example wrote nothing"
+
+
+def test_hamiltonian_water(tmp_path: Path) -> None:
+    pytest.importorskip("pyscf")
+    out = tmp_path / "out"
+    text = run_example([str(EXAMPLES / "hamiltonian_water.py"), "-o", str(out), "--quick"], tmp_path)
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["orbital_energies_rmse"] < 0.05 and metrics["dipole_rmse"] < 0.01  # eV, e·Å, held out
+    assert 20 < metrics["gap_mean"] < 35 and metrics["gap_std_along_md"] > 0  # HF/STO-3G water: ~27 eV
+    assert (out / "ir.csv").exists() and "held-out" in text
+    from mdplugin.models import load_model
+
+    assert load_model(out / "water_h.npz", target="dipole").kind == "hamiltonian"
