@@ -106,6 +106,115 @@ def labelled(data: Path, name: str, n: int, ranks: int) -> Path:
     return out
 
 
+def _rms(x) -> float:
+    return float(np.sqrt(np.mean(np.square(x))))
+
+
+def load(data: Path, name: str):
+    from mdplugin.structures.data import read_dataset
+    from mdplugin.structures.hamiltonians import attach_hamiltonians
+
+    return attach_hamiltonians(read_dataset(data / f"{name}.xyz"))
+
+
+def reference_floor(test) -> dict:
+    """What the labelled matrices themselves give for the dipole and polarizability (against the
+    labels: the SCF's dipole, the finite-field polarizability)."""
+    from mdplugin.core import orbitals as orb
+    from mdplugin.structures.aobasis import AOBasis
+
+    basis = AOBasis(test.hamiltonian.basis)
+    mu, alpha = [], []
+    for i, atoms in enumerate(test.frames):
+        s = basis.overlap(atoms.numbers, atoms.positions)
+        r = basis.dipole_integrals(atoms.numbers, atoms.positions)
+        eps, c = orb.orbitals(test.hamiltonian.fock[i][0], s)
+        n_occ = test.hamiltonian.n_electrons(i) // 2
+        mu.append(orb.dipole(c, n_occ, r, atoms.numbers, atoms.positions))
+        alpha.append(orb.polarizability(eps, c, n_occ, r))
+    return {"dipole_rmse": _rms(np.array(mu) - test.dipole), "polarizability_rmse": _rms(np.array(alpha) - test.polarizability),
+            "polarizability_mean_trace_ratio": float(np.mean(np.trace(np.array(alpha), axis1=1, axis2=2)
+                                                             / np.trace(test.polarizability, axis1=1, axis2=2)))}
+
+
+def learning_curve(data, name: str, sizes: list[int], n_test: int, lsoap: bool, hypers: dict) -> dict:
+    from mdplugin.learn.metrics import regression_metrics
+    from mdplugin.models import build
+
+    perm = np.random.default_rng(0).permutation(len(data))
+    test, pool = data.subset(perm[-n_test:]), perm[:-n_test]
+    rows = []
+    for n in sizes:
+        train = data.subset(pool[:n])
+        t0 = time.perf_counter()
+        model = build("hamiltonian", target="hamiltonian", **hypers).fit(train.frames, train.hamiltonian)
+        fit_s = time.perf_counter() - t0
+        res = model.evaluate_dataset(test)
+        derived = model.predict_properties(test.frames, ["orbital_energies"])
+        per_orbital = []
+        for i, eps in enumerate(derived["orbital_energies"]):
+            n_occ = test.hamiltonian.n_electrons(i) // 2
+            per_orbital.append(eps[:n_occ + 1] - test.hamiltonian.mo_energy[i][0, :n_occ + 1])
+        row = {"n_train": n, "fit_s": fit_s, "matrix_rmse_meV": 1e3 * res["rmse"],
+               "orbital_rmse_meV": 1e3 * res["orbital_energies_rmse"],
+               "per_orbital_rmse_meV": [1e3 * _rms(e) for e in np.array(per_orbital).T],
+               "homo_rmse_meV": 1e3 * res["homo_rmse"], "lumo_rmse_meV": 1e3 * res["lumo_rmse"],
+               "gap_rmse_meV": 1e3 * res["gap_rmse"], "dipole_rmse": res["dipole_rmse"],
+               "polarizability_rmse": res["polarizability_rmse"]}
+        if lsoap:
+            for target in ("dipole", "polarizability"):
+                t0 = time.perf_counter()
+                direct = build("lsoap", target=target).fit(train.frames, getattr(train, target))
+                row[f"lsoap_{target}_fit_s"] = time.perf_counter() - t0
+                row[f"lsoap_{target}_rmse"] = regression_metrics(getattr(test, target), direct.predict(test.frames))["rmse"]
+        rows.append(row)
+        print(f"{name} N={n}: " + ", ".join(f"{k} {v:.4g}" for k, v in row.items() if isinstance(v, float)), flush=True)
+    return {"rows": rows, "floor": reference_floor(test), "n_test": n_test,
+            "label_std": {"dipole": float(np.std(test.dipole)), "polarizability": float(np.std(test.polarizability))}}
+
+
+def timing(data, model_path: Path, repeats: int = 20) -> dict:
+    """CPU seconds per MD step: the model through the calculator (positions moved every step)
+    against PySCF computing the same quantities the way the labels were made."""
+    from mdplugin.engines.ase import MLCalculator
+    from mdplugin.oracles.label import make_oracle
+    from mdplugin.oracles.hamiltonian import hamiltonian_of
+
+    atoms = data.frames[0].copy()
+    rng = np.random.default_rng(0)
+    calc = MLCalculator(dipole=model_path, polarizability=model_path)
+
+    def step(with_std: bool) -> None:
+        atoms.positions += rng.normal(scale=1e-3, size=atoms.positions.shape)
+        calc.get_property("dipole", atoms)
+        calc.get_property("polarizability", atoms)
+        calc.get_property("orbital_energies", atoms)
+        if with_std:
+            calc.get_property("dipole_std", atoms)
+
+    def cpu(fn, n: int) -> float:
+        fn()  # warm-up (plans, PySCF's Mole)
+        t0 = time.process_time()
+        for _ in range(n):
+            fn()
+        return (time.process_time() - t0) / n
+
+    out = {"model_step_s": cpu(lambda: step(False), repeats), "model_step_with_std_s": cpu(lambda: step(True), repeats)}
+    oracle = make_oracle("pyscf", xc="hf", basis="sto-3g")
+    frame = data.frames[1]
+
+    def reference() -> None:
+        from ase.calculators.calculator import all_changes
+
+        oracle.calculate(frame.copy(), ["dipole", "polarizability"], all_changes)
+
+    out["pyscf_dipole_polarizability_s"] = cpu(reference, 3)
+    out["pyscf_scf_s"] = cpu(lambda: hamiltonian_of(frame, basis="sto-3g", xc="hf"), 3)
+    out["speedup_vs_pyscf"] = out["pyscf_dipole_polarizability_s"] / out["model_step_s"]
+    out["speedup_vs_scf_alone"] = out["pyscf_scf_s"] / out["model_step_s"]
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", required=True, type=Path, help="folder for the generated data (cache)")
@@ -113,11 +222,39 @@ def main() -> None:
     parser.add_argument("--n-ethanol", type=int, default=1000)
     parser.add_argument("--ranks", type=int, default=2)
     parser.add_argument("--only-data", action="store_true", help="generate and label the data, then stop")
+    parser.add_argument("--sizes", default="50,100,200,500")
+    parser.add_argument("--n-test", type=int, default=200)
+    parser.add_argument("--skip-lsoap", action="store_true")
+    parser.add_argument("--systems", default="water,ethanol")
+    parser.add_argument("--timing", action="store_true", help="also time an MD step against PySCF")
+    parser.add_argument("--hypers", default="{}", help="hamiltonian model hyper-parameters (JSON)")
     args = parser.parse_args()
-    for name, n in (("water", args.n_water), ("ethanol", args.n_ethanol)):
-        labelled(args.data, name, n, args.ranks)
+    systems = [s for s in args.systems.split(",") if s]
+    for name in systems:
+        labelled(args.data, name, args.n_water if name == "water" else args.n_ethanol, args.ranks)
     if args.only_data:
         return
+    from mdplugin.models import build
+
+    sizes = [int(x) for x in args.sizes.split(",")]
+    hypers = json.loads(args.hypers)
+    print(f"load {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores, OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS')}",
+          flush=True)
+    results = {}
+    for name in systems:
+        data = load(args.data, name)
+        results[name] = learning_curve(data, name, sizes, args.n_test, not args.skip_lsoap, hypers)
+        print(f"{name}: derived from the reference matrices themselves: {results[name]['floor']}", flush=True)
+        if args.timing:
+            perm = np.random.default_rng(0).permutation(len(data))
+            path = args.data / f"{name}_h.npz"
+            build("hamiltonian", target="hamiltonian", **hypers).fit(
+                [data.frames[i] for i in perm[:sizes[-1]]], data.hamiltonian.subset(perm[:sizes[-1]])).save(path)
+            results[name]["timing"] = timing(data, path)
+            print(f"{name} timing (CPU s per step): {results[name]['timing']}", flush=True)
+    results["load_after"] = os.getloadavg()
+    (args.data / "results.json").write_text(json.dumps(results, indent=1))
+    print(f"-> {args.data / 'results.json'}")
 
 
 if __name__ == "__main__":
