@@ -121,10 +121,11 @@ def reference_floor(test) -> dict:
     """What the labelled matrices themselves give for the dipole and polarizability (against the
     labels: the SCF's dipole, the finite-field polarizability)."""
     from mdplugin.core import orbitals as orb
+    from mdplugin.models.hamiltonian_response import coupled_polarizability
     from mdplugin.structures.aobasis import AOBasis
 
     basis = AOBasis(test.hamiltonian.basis)
-    mu, alpha = [], []
+    mu, alpha, coupled = [], [], []
     for i, atoms in enumerate(test.frames):
         s = basis.overlap(atoms.numbers, atoms.positions)
         r = basis.dipole_integrals(atoms.numbers, atoms.positions)
@@ -132,7 +133,10 @@ def reference_floor(test) -> dict:
         n_occ = test.hamiltonian.n_electrons(i) // 2
         mu.append(orb.dipole(c, n_occ, r, atoms.numbers, atoms.positions))
         alpha.append(orb.polarizability(eps, c, n_occ, r))
+        coupled.append(coupled_polarizability(basis.molecule(atoms.numbers, atoms.positions), test.hamiltonian.method,
+                                              eps, c, n_occ))
     return {"dipole_rmse": _rms(np.array(mu) - test.dipole), "polarizability_rmse": _rms(np.array(alpha) - test.polarizability),
+            "polarizability_coupled_rmse": _rms(np.array(coupled) - test.polarizability),
             "polarizability_mean_trace_ratio": float(np.mean(np.trace(np.array(alpha), axis1=1, axis2=2)
                                                              / np.trace(test.polarizability, axis1=1, axis2=2)))}
 
@@ -161,6 +165,9 @@ def learning_curve(data, name: str, sizes: list[int], n_test: int, lsoap: bool, 
                "homo_rmse_meV": 1e3 * res["homo_rmse"], "lumo_rmse_meV": 1e3 * res["lumo_rmse"],
                "gap_rmse_meV": 1e3 * res["gap_rmse"], "dipole_rmse": res["dipole_rmse"],
                "polarizability_rmse": res["polarizability_rmse"]}
+        coupled = model.set_params(response="coupled").predict_properties(test.frames, ["polarizability"])
+        model.set_params(response="sos")
+        row["polarizability_coupled_rmse"] = _rms(coupled["polarizability"] - test.polarizability)
         if lsoap:
             for target in ("dipole", "polarizability"):
                 t0 = time.perf_counter()
@@ -177,14 +184,18 @@ def timing(data, model_path: Path, repeats: int = 20) -> dict:
     """CPU seconds per MD step: the model through the calculator (positions moved every step)
     against PySCF computing the same quantities the way the labels were made."""
     from mdplugin.engines.ase import MLCalculator
+    from mdplugin.models import load_model
     from mdplugin.oracles.label import make_oracle
     from mdplugin.oracles.hamiltonian import hamiltonian_of
 
     atoms = data.frames[0].copy()
     rng = np.random.default_rng(0)
-    calc = MLCalculator(dipole=model_path, polarizability=model_path)
+    calcs = {"sos": MLCalculator(dipole=model_path, polarizability=model_path)}
+    coupled = load_model(model_path).set_params(response="coupled")
+    calcs["coupled"] = MLCalculator(dipole=coupled, polarizability=coupled)
 
-    def step(with_std: bool) -> None:
+    def step(with_std: bool, response: str = "sos") -> None:
+        calc = calcs[response]
         atoms.positions += rng.normal(scale=1e-3, size=atoms.positions.shape)
         calc.get_property("dipole", atoms)
         calc.get_property("polarizability", atoms)
@@ -200,6 +211,7 @@ def timing(data, model_path: Path, repeats: int = 20) -> dict:
         return (time.process_time() - t0) / n
 
     out = {"model_step_s": cpu(lambda: step(False), repeats), "model_step_with_std_s": cpu(lambda: step(True), repeats)}
+    out["model_step_coupled_s"] = cpu(lambda: step(False, "coupled"), max(repeats // 4, 3))
     oracle = make_oracle("pyscf", xc="hf", basis="sto-3g")
     frame = data.frames[1]
 
@@ -212,6 +224,7 @@ def timing(data, model_path: Path, repeats: int = 20) -> dict:
     out["pyscf_scf_s"] = cpu(lambda: hamiltonian_of(frame, basis="sto-3g", xc="hf"), 3)
     out["speedup_vs_pyscf"] = out["pyscf_dipole_polarizability_s"] / out["model_step_s"]
     out["speedup_vs_scf_alone"] = out["pyscf_scf_s"] / out["model_step_s"]
+    out["speedup_coupled_vs_pyscf"] = out["pyscf_dipole_polarizability_s"] / out["model_step_coupled_s"]
     return out
 
 
@@ -253,8 +266,9 @@ def main() -> None:
             results[name]["timing"] = timing(data, path)
             print(f"{name} timing (CPU s per step): {results[name]['timing']}", flush=True)
     results["load_after"] = os.getloadavg()
-    (args.data / "results.json").write_text(json.dumps(results, indent=1))
-    print(f"-> {args.data / 'results.json'}")
+    path = args.data / f"results_{'_'.join(systems)}.json"
+    path.write_text(json.dumps(results, indent=1))
+    print(f"-> {path}")
 
 
 if __name__ == "__main__":

@@ -197,3 +197,33 @@ def test_contract(model, data):
     assert copy.get_params() == model.get_params() and not getattr(copy, "is_fitted_", False)
     with pytest.raises(ValueError, match="Invalid parameter"):
         copy.set_params(nonsense=1)
+
+
+def test_coupled_response_gives_the_scf_polarizability(model, data, tmp_path):
+    """With the SCF's own orbitals the coupled response is the finite-field polarizability of that
+    SCF (mdplugin label's); the model's coupled polarizability is close to it, the uncoupled
+    sum over states of a minimal basis far below it."""
+    from ase.calculators.calculator import all_changes
+
+    from mdplugin.models.hamiltonian_response import coupled_polarizability
+    from mdplugin.oracles.label import make_oracle
+
+    _, _, test, ref = data
+    oracle = make_oracle("pyscf", xc="hf", basis="sto-3g")
+    basis = AOBasis("sto-3g")
+    model.save(tmp_path / "h.npz")
+    coupled_model = load_model(tmp_path / "h.npz").set_params(response="coupled")  # a prediction-time choice
+    for k in (0, 7):  # a water and a methane
+        atoms = test[k]
+        oracle.calculate(atoms.copy(), ["polarizability"], all_changes)
+        finite_field = oracle.results["polarizability"]
+        s = basis.overlap(atoms.numbers, atoms.positions)
+        eps, c = orbitals(ref.fock[k][0], s)
+        n_occ = int(atoms.numbers.sum()) // 2
+        exact = coupled_polarizability(basis.molecule(atoms.numbers, atoms.positions), "hf", eps, c, n_occ)
+        np.testing.assert_allclose(exact, finite_field, atol=2e-4)
+        out = coupled_model.predict_properties([atoms], ["polarizability"], return_std=True)
+        assert np.abs(out["polarizability"][0] - finite_field).max() < 0.03
+        sos = model.predict_properties([atoms], ["polarizability"])["polarizability"][0]
+        assert np.abs(sos - finite_field).max() > 0.1  # the uncoupled minimal-basis response is not it
+        assert np.all(out["polarizability_std"][0] >= 0)
