@@ -237,19 +237,29 @@ class HamiltonianModel(Model):
         return groups
 
     def _weight_samples(self, key: tuple) -> np.ndarray:
-        """Posterior weight samples (p, k, n_samples) of one feature kind (fixed seed)."""
+        """Posterior weight samples (p, k, n_samples) of one feature kind (fixed seed): the mean plus
+        ``Σ_j v_j z_j / sqrt(β e_j + α)`` over the kept directions of XᵀX and the prior's ``z / sqrt(α)``
+        in the rest (see :func:`_fit_key`); with a baseline, it moves by ``−x̄·δw``."""
         fit = self._fits[key]
         rng = np.random.default_rng([int(self.seed), *map(_stable_int, _flat_key(key))])
-        z = rng.standard_normal((len(fit["eigvals"]), fit["coef"].shape[1], int(self.n_samples)))
-        d = np.sqrt(np.outer(fit["eigvals"], fit["beta"]) + fit["alpha"])  # (p, k)
-        return fit["coef"][:, :, None] + np.einsum("pq,qks->pks", fit["eigvecs"], z / d[:, :, None])
+        v = np.asarray(fit["eigvecs"], dtype=float)  # (p, K)
+        k, n_s = fit["coef"].shape[1], int(self.n_samples)
+        z_kept = rng.standard_normal((v.shape[1], k, n_s))
+        z_rest = rng.standard_normal((v.shape[0], k, n_s))
+        z_rest -= np.einsum("pj,jks->pks", v, np.einsum("pj,pks->jks", v, z_rest))
+        d = np.sqrt(np.outer(fit["eigvals"], fit["beta"]) + fit["alpha"])  # (K, k)
+        delta = np.einsum("pj,jks->pks", v, z_kept / d[:, :, None]) + z_rest / np.sqrt(fit["alpha"])[None, :, None]
+        if len(fit["coef"]) == len(delta) + 1:  # the baseline row first
+            delta = np.concatenate([-np.einsum("p,pks->ks", fit["x_mean"], delta)[None], delta])
+        return fit["coef"][:, :, None] + delta
 
     def _tables(self, features: NCentreFeatures) -> dict[tuple, dict]:
         """Per feature table — ``("onsite", λ, σ)`` or ``("pair", λ, σ)`` — the weights of every
         feature kind reading it, side by side: ``columns`` [(key, n_outputs)], ``first`` (p, K) on the
         table's features of the row (pair: of (first, second)), ``second`` (p, K) on those of
         (second, first) (pairs), ``bias`` (K,), and their posterior samples (``…_samples``:
-        (p, K·n_samples), ``bias_samples`` (K·n_samples,)). One product per table then predicts
+        (p, K·n_samples), ``bias_samples`` (K·n_samples,)) and ``noise`` (K,), each kind's residual
+        scale 1/√β. One product per table then predicts
         every block kind (a row's other kinds get zero weight in the assembly)."""
         if getattr(self, "_table_cache", None) is not None:
             return self._table_cache
@@ -279,8 +289,9 @@ class HamiltonianModel(Model):
                 sign = 1.0 if kind == "pair+" else -1.0
                 second, second_s = sign * full, sign * full_s
             t = tables.setdefault(table, {"columns": [], "first": [], "second": [], "bias": [], "first_samples": [],
-                                          "second_samples": [], "bias_samples": []})
+                                          "second_samples": [], "bias_samples": [], "noise": []})
             t["columns"].append((key, k))
+            t["noise"].append(1.0 / np.sqrt(fit["beta"]))
             t["first"].append(first)
             t["first_samples"].append(first_s)
             t["bias"].append(bias)
@@ -294,6 +305,7 @@ class HamiltonianModel(Model):
             for name in ("first_samples", "second_samples"):  # (p, K, S) -> (p, K·S), K outer
                 t[name] = np.concatenate(t[name], axis=1).reshape(len(t["first"]), -1)
             t["bias_samples"] = np.concatenate(t["bias_samples"]).reshape(-1)
+            t["noise"] = np.concatenate(t["noise"])
         self._table_cache = tables
         return tables
 
@@ -318,8 +330,10 @@ class HamiltonianModel(Model):
                     y = features.onsite[table[1:]] @ t["first" + suffix] + t["bias" + suffix]
                 else:
                     y = features.pair_ij[table[1:]] @ t["first" + suffix] + features.pair_ji[table[1:]] @ t["second" + suffix]
-                if suffix:
-                    draws += (assemble @ y.reshape(-1, int(self.n_samples))).T
+                if suffix:  # the fit's residual scale (1/√β) as independent noise on every part
+                    noise = np.random.default_rng(int(self.seed)).standard_normal(y.shape).reshape(
+                        y.shape[0], y.shape[1], -1, int(self.n_samples)) * t["noise"][:, None]
+                    draws += (assemble @ (y + noise.reshape(y.shape)).reshape(-1, int(self.n_samples))).T
                 else:
                     mean += assemble @ y.ravel()
         return layout, mean, draws
@@ -530,7 +544,7 @@ class HamiltonianModel(Model):
         while f"key_{k}" in arrays:
             key = _unflat_key(arrays[f"key_{k}"])
             self._fits[key] = {name: arrays[f"fit_{k}_{name}"]
-                               for name in ("columns", "scale", "coef", "alpha", "beta", "eigvecs", "eigvals")}
+                               for name in ("columns", "scale", "coef", "alpha", "beta", "eigvecs", "eigvals", "x_mean")}
             k += 1
         self._reset_caches()
 
@@ -653,10 +667,15 @@ def _fit_key(eq: NormalEquations, intercept: bool) -> dict[str, np.ndarray]:
     ``intercept``: column 0 is the constant (the element's baseline of an invariant on-site part);
     it is fitted unpenalised, by centring the other columns and the targets (a penalised baseline of
     hundreds of eV would make the evidence choose almost no regularisation for every feature).
+
+    The posterior is kept as the directions of XᵀX the data inform (``β e > α / 100`` for some
+    output; float32, enough for uncertainties): in the others the posterior is the prior to 0.5 %,
+    and the model file stays a few MB per feature kind instead of p² doubles.
     """
     n_rows = max(eq.n_rows, 1)
     first = 1 if intercept else 0
     xtx, xty, yty = eq.xtx[first:, first:], eq.xty[first:], eq.yty.copy()
+    x_mean = np.zeros(len(xtx))
     if intercept:
         x_mean = eq.xtx[0, first:] / n_rows
         y_mean = eq.xty[0] / n_rows
@@ -668,18 +687,15 @@ def _fit_key(eq: NormalEquations, intercept: bool) -> dict[str, np.ndarray]:
     scale = rms[columns]
     fit = fit_bayesian_ridge(NormalEquations(xtx[np.ix_(columns, columns)] / np.outer(scale, scale),
                                              xty[columns] / scale[:, None], yty, eq.n_rows))
-    coef, eigvecs, eigvals = fit.coef, fit.eigvecs, fit.eigvals
-    if intercept:  # the constant column back in front: weight ȳ − x̄·w, no posterior spread
-        bias = y_mean - (x_mean[columns] / scale) @ coef
-        coef = np.vstack([bias[None], coef])
+    kept = np.any(np.outer(fit.eigvals, fit.beta) > 1e-2 * fit.alpha, axis=1)
+    coef = fit.coef
+    x_mean = x_mean[columns] / scale
+    if intercept:  # the constant column back in front: weight ȳ − x̄·w
+        coef = np.vstack([(y_mean - x_mean @ coef)[None], coef])
         columns = np.r_[0, columns + 1]
         scale = np.r_[1.0, scale]
-        # posterior directions in the full weight space: the baseline moves by −x̄·δw with them
-        eigvecs = np.block([[np.ones((1, 1)), -(x_mean[columns[1:] - 1] / scale[1:]) @ eigvecs],
-                            [np.zeros((len(eigvecs), 1)), eigvecs]])
-        eigvals = np.r_[np.inf, eigvals]
     return {"columns": columns, "scale": scale, "coef": coef, "alpha": fit.alpha, "beta": fit.beta,
-            "eigvecs": eigvecs, "eigvals": eigvals}
+            "eigvecs": fit.eigvecs[:, kept].astype(np.float32), "eigvals": fit.eigvals[kept], "x_mean": x_mean}
 
 
 def _derive(h: np.ndarray, s: np.ndarray, r: np.ndarray | None, n_occ: int, atoms: Atoms,
