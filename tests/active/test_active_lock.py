@@ -15,7 +15,7 @@ import pytest
 from mdplugin.active.lock import RunLock
 from mdplugin.core.errors import ConfigError
 
-from .test_active import ROOT, RUN_OPTIONS, ToyOracle, _cli, _env, _keys, _start_file
+from .helpers import ROOT, RUN_OPTIONS, ToyOracle, _cli, _env, _keys, _start_file
 
 
 class SlowLabelOracle(ToyOracle):
@@ -34,7 +34,7 @@ def slow_label_oracle() -> SlowLabelOracle:
 
 def _options(steps: str) -> list[str]:
     opts = [o if o != "400" else steps for o in RUN_OPTIONS]
-    return [o if o != "tests.active.test_active:toy_oracle" else "tests.active.test_active_lock:slow_label_oracle"
+    return [o if o != "tests.active.helpers:toy_oracle" else "tests.active.test_active_lock:slow_label_oracle"
             for o in opts]
 
 
