@@ -337,6 +337,10 @@ class NCentreFeaturizer:
             out[key] = part
         return out
 
+    def features(self, frames: Sequence[Atoms], gradients: bool = False) -> NCentreFeatures:
+        """The features the models of an MD step share: :meth:`compute`'s (the featurizer protocol)."""
+        return self.compute(frames, gradients=gradients)
+
     def compute(self, frames: Sequence[Atoms], gradients: bool = False) -> NCentreFeatures:
         """The :class:`NCentreFeatures` of a batch of molecules (no gradients: the Hamiltonian
         model predicts no forces)."""

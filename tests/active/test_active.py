@@ -11,7 +11,7 @@ from mdplugin.active.store import LOG_COLUMNS
 from mdplugin.core.errors import ConfigError
 from mdplugin.structures.data import read_dataset
 
-from .helpers import _config, _keys, _run, rattled_waters, toy_oracle
+from .helpers import _config, _keys, _run, rattled_waters, toy_oracle, water
 
 
 def test_call_budget_labels_uncertain_structures_durably(tmp_path):

@@ -42,7 +42,7 @@ def test_dipole_predictions_beside_the_labels(tmp_path, data_file, capsys) -> No
 def test_energy_predictions_keep_the_reference_forces_per_atom(tmp_path, data_file, capsys) -> None:
     data = read_dataset(data_file)
     model = build("soap", target="energy", n_sparse=10, max_radial=2, max_angular=1)
-    model.fit(data.frames, data.energy, forces=data.forces).save(tmp_path / "energy.npz")
+    model.fit(data.frames, {"energy": data.energy, "forces": data.forces}).save(tmp_path / "energy.npz")
     assert main(["predict", str(tmp_path / "energy.npz"), str(data_file), "-o", str(tmp_path / "out.xyz")]) == 0
     frames = ase.io.read(tmp_path / "out.xyz", ":")
     for frame, forces, energy in zip(frames, data.forces, data.energy):

@@ -62,7 +62,7 @@ def dce_model():
         pytest.skip("examples/trajectories/dce_train.xyz not generated yet")
     data = read_dataset(EXAMPLES / "dce_train.xyz", index=slice(0, 400, 20))
     model = build("soap", target="energy", n_sparse=50, max_radial=3, max_angular=2)
-    return model.fit(data.frames, data.energy, forces=data.forces), data.frames[0]
+    return model.fit(data.frames, {"energy": data.energy, "forces": data.forces}), data.frames[0]
 
 
 def _run(dce_model, tmp_path, dt, runaway, warn=None):

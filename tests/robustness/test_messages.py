@@ -77,7 +77,7 @@ def test_a_missing_energy_model_file_says_what_the_slot_takes(tmp_path) -> None:
 def test_md_names_the_file_of_an_unknown_element(tmp_path, capsys) -> None:
     data = labelled(6)  # dichloroethane: H, C, Cl
     model = build("soap", target="energy", n_sparse=10, max_radial=2, max_angular=1)
-    model.fit(data.frames, data.energy, forces=data.forces)
+    model.fit(data.frames, {"energy": data.energy, "forces": data.forces})
     model.save(tmp_path / "energy.npz")
     start = tmp_path / "water.xyz"
     ase.io.write(start, molecule("H2O"))
@@ -93,7 +93,7 @@ def test_md_names_the_file_of_an_unknown_element(tmp_path, capsys) -> None:
 def test_calculator_check_elements_passes_known_elements(tmp_path) -> None:
     data = labelled(6)
     model = build("soap", target="energy", n_sparse=10, max_radial=2, max_angular=1)
-    model.fit(data.frames, data.energy, forces=data.forces)
+    model.fit(data.frames, {"energy": data.energy, "forces": data.forces})
     calc = MLCalculator(energy=model)
     calc.check_elements(data.frames[0], "dce.xyz")  # no error
     with pytest.raises(DataError, match=r"^water\.xyz: element\(s\) O not in the training set of the energy model, "):
