@@ -851,10 +851,11 @@ class LambdaSoapModel(SharedExpansionMixin, Model):
         coefficients = weight_draws(gpr, n_samples, rng) - cho_solve((gpr.kmm_factor, True), f_sparse, check_finite=False)
         return coefficients, g
 
-    def _sample_expansion(self, exp: Expansion, draws: dict) -> tuple[np.ndarray, np.ndarray]:
+    def _sample_expansion(self, exp: Expansion | FeatureCache, draws: dict) -> tuple[np.ndarray, np.ndarray]:
         """Mean (n, 3[, 3]) and draws (n_samples, n, 3[, 3]) on the frames of ``exp``."""
-        species, frame, n = exp.centre_species, exp.centre_frame, exp.n_frames
-        z = self._project(self._raw_features(exp, shared=True), species)
+        features = as_feature_cache(exp)
+        species, frame, n = features.centre_species, features.centre_frame, features.n_frames
+        z = self._shared_projection(features)
         mean, error = {}, {}
         for lam in self._lambdas():
             d = 2 * lam + 1

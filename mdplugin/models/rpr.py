@@ -561,7 +561,7 @@ class RPRModel(Model):
         """Kernels of frames ``rows`` with the training frames, ``{kind: (r, n_train, d, d)}``, and per
         kind and training block ``b`` the solves ``V_b = L_b⁻¹ (u_bᵀ K(X, x) u_b)`` (n_train·d_b, r·d_b)
         (``L_b``: Cholesky factor of the block's ``K + λI``), as ``predict`` forms them."""
-        train = self._train_frames()
+        train = self._train_inputs()
         factors = self._train_factors()
         kinds = self._channels()
         it = np.arange(len(train.body))
