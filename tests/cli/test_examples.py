@@ -222,6 +222,7 @@ def test_liquid_water_data_quick(tmp_path: Path) -> None:
 
 
 CHECKED = {"train_and_evaluate.py", "ase_md_dipoles.py", "spectrum_from_trajectory.py", "make_trajectories.py",
+           "hamiltonian_water.py",
            "make_data.py"}
 CHECKED_RUNNERS = {IPI_EXAMPLE / "run.sh"}
 
