@@ -11,6 +11,11 @@ TARGETS = ("energy", "dipole", "polarizability")
 #: how segment mode picks the structures to label (see :func:`mdplugin.active.selection.select_candidates`)
 SELECTIONS = ("max", "density", "ivr")
 
+#: segment settings an exploring run (``explore=True``) takes when none are given: MD steps per
+#: segment and candidates kept across segments
+EXPLORE_SEGMENT = 100
+EXPLORE_POOL = 200
+
 #: properties the oracle must label for each learned target
 LABELS_FOR = {"energy": ("energy", "forces"), "dipole": ("dipole",), "polarizability": ("polarizability",)}
 
@@ -75,6 +80,17 @@ class ActiveConfig:
         walkers : every segment starts from a random frame of the initial labelled set with
             Maxwell–Boltzmann velocities at the current temperature (independent short walkers
             covering the initial set's conformers) instead of continuing one trajectory.
+
+    Exploration (the default; ``explore=False`` is the loop before it, which follows one trajectory)
+        explore : run in segments (``segment`` 100 and ``pool`` 200 when they are 0) and start every
+            segment (every replica under MPI) from the structure, among the labelled frames and the
+            pool's candidates below ``stop_factor``, farthest from all earlier segment starts (sorted
+            interatomic distances): replicas from diverse starts that push outwards from what is
+            known, instead of one trajectory that stays in its basin; with Maxwell–Boltzmann
+            velocities at the segment's temperature. See :mod:`mdplugin.active.explore`.
+        explore_heat : the segments' temperatures cycle through ``T × (1, (1 + h)/2, h)`` with
+            ``h = explore_heat`` (≥ 1; ``T`` the thermostat temperature of the step): hot segments
+            cross barriers the dynamics at ``T`` would cross rarely.
     """
 
     targets: tuple[str, ...] = ("energy", "dipole", "polarizability")
@@ -102,12 +118,17 @@ class ActiveConfig:
     walkers: bool = False
     pool: int = 0
     selection: str = "ivr"
+    explore: bool = True
+    explore_heat: float = 1.6
 
     def __post_init__(self) -> None:
         self.targets = tuple(self.targets)
         if isinstance(self.temperature, (int, float)):
             self.temperature = (float(self.temperature), float(self.temperature))
         self.temperature = tuple(float(t) for t in self.temperature)
+        if self.explore and self.segment == 0:
+            self.segment = EXPLORE_SEGMENT
+            self.pool = self.pool or EXPLORE_POOL
         self.validate()
 
     def validate(self) -> None:
@@ -142,6 +163,8 @@ class ActiveConfig:
             raise ConfigError(f"active: stop_factor must be at least 1, got {self.stop_factor}")
         if self.selection not in SELECTIONS:
             raise ConfigError(f"active: unknown selection {self.selection!r} (known: {', '.join(SELECTIONS)})")
+        if not self.explore_heat >= 1:
+            raise ConfigError(f"active: explore_heat must be at least 1, got {self.explore_heat}")
         if self.walkers and not self.segment:
             raise ConfigError("active: walkers need segments (segment > 0)")
         if not self.dt > 0 or not self.friction >= 0:
@@ -162,7 +185,18 @@ class ActiveConfig:
     @classmethod
     def from_dict(cls, d: dict) -> "ActiveConfig":
         known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in known})
+        d = {k: v for k, v in d.items() if k in known}
+        d.setdefault("explore", False)  # a run folder written before exploration keeps its loop
+        return cls(**d)
+
+    def heat(self, segment_index: int) -> float:
+        """Factor on :meth:`temperature_at` for the ``segment_index``-th segment: the exploring
+        runs' ladder ``(1, (1 + h)/2, h)``, ``h = explore_heat``, cycled over the segments (1 when
+        not exploring)."""
+        if not self.explore or not self.segment:
+            return 1.0
+        ladder = (1.0, 0.5 * (1.0 + self.explore_heat), self.explore_heat)
+        return ladder[int(segment_index) % len(ladder)]
 
     def temperature_at(self, step: int) -> float:
         """Thermostat temperature (K) at ``step`` (linear ramp over ``steps``, repeated

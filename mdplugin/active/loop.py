@@ -282,15 +282,16 @@ class _Run(SegmentMode):
         self.trusted = (atoms.positions.copy(), atoms.get_momenta().copy())
         self.dyn = _langevin(atoms, self.config, self.config.temperature_at(self.step), self.rng)
 
-    def set_state(self, positions: np.ndarray, momenta: np.ndarray | None) -> None:
-        """Put the MD at ``positions`` with ``momenta`` (``None``: Maxwell–Boltzmann at the current
-        temperature, no net translation or rotation) and make it the trusted state."""
+    def set_state(self, positions: np.ndarray, momenta: np.ndarray | None, temperature: float | None = None) -> None:
+        """Put the MD at ``positions`` with ``momenta`` (``None``: Maxwell–Boltzmann at ``temperature``
+        K, default the current one, no net translation or rotation) and make it the trusted state."""
         from ase.constraints import FixCom
 
         self.atoms.set_constraint()
         self.atoms.set_positions(positions)
         if momenta is None:
-            _draw_momenta(self.atoms, self.config.temperature_at(self.step), self.rng)
+            _draw_momenta(self.atoms, self.config.temperature_at(self.step) if temperature is None else temperature,
+                          self.rng)
         else:
             self.atoms.set_momenta(momenta)
         self.atoms.set_constraint(FixCom())

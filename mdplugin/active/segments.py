@@ -17,7 +17,8 @@ from ase import Atoms
 
 from ..learn.parallel import split_indices
 from . import ranks
-from .selection import select_candidates
+from .explore import farthest_starts
+from .selection import _distance_signature, select_candidates
 from .store import structure_hash
 
 __all__ = ["SegmentMode"]
@@ -38,7 +39,14 @@ class SegmentMode:
             reason = self.budget_reason()
             if reason:
                 return reason
-            if cfg.walkers:
+            self.heat = cfg.heat(getattr(self, "n_segments", 0))
+            self.n_segments = getattr(self, "n_segments", 0) + 1
+            if cfg.explore:
+                temperature = cfg.temperature_at(self.step) * self.heat
+                self.set_state(self.explore_start(), None, temperature)
+                self.store.log(event="segment", step=self.step, wall_time_s=self.wall(),
+                               note=f"start {structure_hash(self.atoms)} at {temperature:.0f} K")
+            elif cfg.walkers:
                 self.set_state(self.walker_start(), None)
             start = self.trusted
             candidates, stopped = self.run_segment()
@@ -87,6 +95,25 @@ class SegmentMode:
             self._initial_positions = [np.array(a.positions) for a in frames]
         return self._initial_positions[int(self.rng.integers(len(self._initial_positions)))]
 
+    def explore_start(self) -> np.ndarray:
+        """Positions (n_atoms, 3) Å to start this rank's next segment from: among the labelled frames
+        and the pool's candidates below ``stop_factor`` × their threshold, the farthest from every
+        earlier segment start (:func:`mdplugin.active.explore.farthest_starts`; one pick per rank,
+        rank r takes the r-th; the first earlier start is the run's start structure)."""
+        frames = self.data().frames
+        sigs = getattr(self, "_label_signatures", [])
+        sigs = sigs + [_distance_signature(a.positions, self.atoms) for a in frames[len(sigs):]]
+        self._label_signatures = sigs
+        pool = [c for c in getattr(self, "pool", []) if c["ratio"] <= self.config.stop_factor]
+        structures = [a.positions for a in frames] + [c["positions"] for c in pool]
+        signatures = np.array(sigs + [_distance_signature(c["positions"], self.atoms) for c in pool])
+        earlier = getattr(self, "_start_signatures", None)
+        if earlier is None:
+            earlier = _distance_signature(self.atoms.positions, self.atoms)[None, :]
+        picks = farthest_starts(signatures, earlier, self.size)
+        self._start_signatures = np.vstack([earlier, signatures[picks]])
+        return np.array(structures[picks[self.rank]], dtype=float)
+
     def run_segment(self) -> tuple[list[dict], bool]:
         """Up to ``segment`` MD steps; returns the candidates (every ``sample_every`` steps and the
         last step: ``positions``, ``u``, ``ratio``, ``predicted``, ``step``) and whether the
@@ -95,7 +122,7 @@ class SegmentMode:
         start, end = self.step, min(self.step + cfg.segment, cfg.steps)
         candidates: list[dict] = []
         while self.step < end:
-            self.dyn.set_temperature(temperature_K=cfg.temperature_at(self.step))
+            self.dyn.set_temperature(temperature_K=cfg.temperature_at(self.step) * getattr(self, "heat", 1.0))
             sample = (self.step + 1 - start) % cfg.sample_every == 0 or self.step + 1 == end
             try:
                 self.dyn.step()

@@ -48,6 +48,8 @@ def config_from_args(args) -> dict:
         "walkers": getattr(args, "walkers", None),
         "pool": getattr(args, "pool", None),
         "selection": getattr(args, "selection", None),
+        "explore": getattr(args, "explore", None),
+        "explore_heat": getattr(args, "explore_heat", None),
     }
 
 

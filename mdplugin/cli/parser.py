@@ -492,6 +492,19 @@ def build_parser() -> argparse.ArgumentParser:
                         "candidate over its threshold that removes the most uncertainty from all candidates "
                         "(sum of their squared uncertainty ratios weighted by a Gaussian of the "
                         "sorted-distance distance); ivr and density are best with --pool")
+    g = p.add_argument_group(
+        "exploration (the default)",
+        "An exploring run works in segments (--segment 100 and --pool 200 unless given) and starts every "
+        "segment (every MPI replica) from the known structure farthest from all earlier starts: the labelled "
+        "frames and the pool's candidates below --stop-factor, compared by sorted interatomic distances. "
+        "The segments' temperatures cycle through T, T(1+h)/2 and T h (h = --explore-heat). Replicas from "
+        "diverse starts push outwards from what is known instead of one trajectory that stays in its basin "
+        "(see docs/active.md).")
+    g.add_argument("--no-explore", dest="explore", action="store_false", default=None,
+                   help="follow one trajectory from START (the loop before exploration; with --segment and "
+                        "--walkers as given)")
+    g.add_argument("--explore-heat", type=float, default=None, metavar="H",
+                   help="hottest segment temperature as a multiple of --temperature (default 1.6; 1: no hot segments)")
     p.set_defaults(func=cmd_active)
 
     p = sub.add_parser("demo", help="the main job on the built-in example: models, ML MD, IR and Raman spectra")

@@ -81,7 +81,7 @@ def rattled_waters(n: int, scale: float, seed: int) -> list[Atoms]:
 def _config(**kw) -> ActiveConfig:
     base = dict(targets=("energy", "dipole"), model="rpr", hypers=HYPERS, steps=60, max_calls=8,
                 n_initial=4, initial_stride=5, temperature=(300, 600), seed=3, checkpoint_every=10,
-                thresholds={"energy": 1e-3})
+                thresholds={"energy": 1e-3}, explore=False)
     base.update(kw)
     return ActiveConfig(**base)
 

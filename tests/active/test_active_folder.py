@@ -56,7 +56,7 @@ def test_bad_settings_raise_config_error():
         ActiveConfig(max_calls=-1)
     assert ActiveConfig(temperature=(300, 600), steps=100).temperature_at(50) == pytest.approx(450)
     with pytest.raises(ConfigError, match="walkers need segments"):
-        ActiveConfig(walkers=True)
+        ActiveConfig(walkers=True, explore=False)
     with pytest.raises(ConfigError, match="sample_every"):
         ActiveConfig(segment=10, sample_every=0)
     with pytest.raises(ConfigError, match="unknown selection"):

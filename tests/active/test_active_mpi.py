@@ -35,7 +35,7 @@ def _config(**kw):
 
     base = dict(targets=("energy", "dipole"), model="rpr", hypers=HYPERS, steps=400, max_calls=6,
                 n_initial=3, initial_stride=5, temperature=(300, 600), seed=5, thresholds={"energy": 1e-3},
-                segment=20, sample_every=4, batch=3, walkers=True)
+                segment=20, sample_every=4, batch=3, walkers=True, explore=False)
     base.update(kw)
     return ActiveConfig(**base)
 

@@ -1,0 +1,91 @@
+"""Exploration (``ActiveConfig.explore``, the default): replicas from diverse, outward starts and
+hot segments. Each test fails without the mechanism: the starts of the loop before exploration
+(random initial frames, or one trajectory) repeat and stay near the start structure."""
+
+from __future__ import annotations
+
+import csv
+
+import numpy as np
+import pytest
+
+from mdplugin.active import ActiveConfig
+from mdplugin.active.explore import farthest_starts
+from mdplugin.active.selection import _distance_signature
+
+from .helpers import _config, _run, rattled_waters, water
+
+
+def test_farthest_starts_push_away_from_earlier_starts():
+    rng = np.random.default_rng(0)
+    sig = rng.normal(size=(30, 3))
+    earlier = sig[:1]
+    picks = farthest_starts(sig, earlier, 4)
+    assert len(set(picks)) == 4 and 0 not in picks
+    # the first pick is the farthest from the earlier start, each next one the farthest from all before
+    assert picks[0] == int(np.argmax(np.linalg.norm(sig - sig[0], axis=1)))
+    chosen = np.vstack([earlier, sig[picks[:2]]])
+    d = np.min(np.linalg.norm(sig[:, None] - chosen[None], axis=2), axis=1)
+    assert picks[2] == int(np.argmax(d))
+    assert farthest_starts(sig[:2], np.empty((0, 3)), 3) == [0, 1, 0]  # fewer structures than replicas: cycled
+    with pytest.raises(ValueError, match="no structure"):
+        farthest_starts(np.empty((0, 3)), earlier, 1)
+
+
+def test_starts_are_invariant_under_rotations_reflections_and_permutations():
+    frames = rattled_waters(12, 0.15, seed=1)
+    sig = np.array([_distance_signature(a.positions) for a in frames])
+    rng = np.random.default_rng(2)
+    moved = []
+    for a in frames:
+        q, _ = np.linalg.qr(rng.normal(size=(3, 3)))
+        q[:, 0] *= -1 if rng.random() < 0.5 else 1  # reflections too
+        moved.append(a.positions[rng.permutation(3)] @ q.T + rng.normal(size=3))
+    sig2 = np.array([_distance_signature(p) for p in moved])
+    assert farthest_starts(sig, sig[:1], 5) == farthest_starts(sig2, sig2[:1], 5)
+
+
+def _segment_rows(run_dir):
+    with open(run_dir / "log.csv", newline="") as fh:
+        return [r for r in csv.DictReader(fh) if r["event"] == "segment"]
+
+
+def test_exploring_run_starts_every_segment_somewhere_new_and_heats_them(tmp_path):
+    """A real run (analytic oracle): every segment starts from a structure no segment started from
+    before, chosen among labelled frames and candidates, and the temperatures cycle T, T(1+h)/2, T h."""
+    cfg = dict(segment=10, sample_every=2, pool=30, steps=120, max_calls=6, explore=True, explore_heat=2.0,
+               temperature=(300, 300))
+    _run(tmp_path, "explore", **cfg)
+    rows = _segment_rows(tmp_path / "explore")
+    assert len(rows) >= 6
+    keys = [r["note"].split()[1] for r in rows]
+    assert len(set(keys)) == len(keys)
+    temps = [float(r["note"].split()[3]) for r in rows]
+    assert temps[:3] == [300.0, 450.0, 600.0] and temps[3] == 300.0
+    # the loop before: walkers from random initial frames repeat their starts and log none
+    _run(tmp_path, "walkers", **dict(cfg, explore=False, walkers=True))
+    assert _segment_rows(tmp_path / "walkers") == []
+
+
+def test_exploring_run_labels_farther_from_its_start(tmp_path):
+    """The labelled structures of an exploring run spread farther from the start structure (sorted
+    interatomic distances) than those of the same budget following one trajectory."""
+    from mdplugin.structures.data import read_dataset
+
+    def spread(name, **kw):
+        _run(tmp_path, name, steps=200, max_calls=8, temperature=(300, 300), **kw)
+        data = read_dataset(tmp_path / name / "data.xyz")
+        ref = _distance_signature(water().positions)
+        md = [a for a in data.frames if a.info.get("active_origin") == "md"] or data.frames
+        return np.mean([np.linalg.norm(_distance_signature(a.positions) - ref) for a in md])
+
+    explore = spread("explore", segment=10, sample_every=2, pool=30, explore=True)
+    follow = spread("follow", explore=False)
+    assert explore > 1.3 * follow, (explore, follow)
+
+
+def test_old_run_folders_keep_their_loop_and_bad_heat_is_refused():
+    assert ActiveConfig.from_dict({"steps": 10}).explore is False
+    assert ActiveConfig().explore and ActiveConfig().segment == 100 and ActiveConfig().pool == 200
+    with pytest.raises(Exception, match="explore_heat"):
+        ActiveConfig(explore_heat=0.5)
