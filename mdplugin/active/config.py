@@ -91,6 +91,19 @@ class ActiveConfig:
         explore_heat : the segments' temperatures cycle through ``T × (1, (1 + h)/2, h)`` with
             ``h = explore_heat`` (≥ 1; ``T`` the thermostat temperature of the step): hot segments
             cross barriers the dynamics at ``T`` would cross rarely.
+
+    Aimed at a spectrum (``spectrum_window`` given; the run goes in rounds instead of segments)
+        spectrum_window : ``(low, high)`` cm⁻¹ of the IR the run is for. Each round runs
+            ``spectrum_steps`` MD steps with the models at the thermostat temperature (keeping every
+            ``sample_every``-th frame), draws ``spectrum_samples`` dipole series from the dipole
+            model's posterior, and stops the run when the relative model band of the IR intensity in
+            the window is at most ``spectrum_tolerance``; otherwise it labels the ``batch`` frames
+            that most narrow it and retrains (:mod:`mdplugin.active.spectral`). Needs the dipole
+            target and a model that draws posterior samples (``lsoap``).
+        spectrum_tolerance : relative band width ((P95 − P5) / mean of the window intensity) at
+            which the run stops.
+        spectrum_steps : MD steps of a round's trajectory (its length sets the resolution).
+        spectrum_samples : posterior draws per round.
     """
 
     targets: tuple[str, ...] = ("energy", "dipole", "polarizability")
@@ -120,12 +133,18 @@ class ActiveConfig:
     selection: str = "ivr"
     explore: bool = True
     explore_heat: float = 1.6
+    spectrum_window: tuple[float, float] | None = None
+    spectrum_tolerance: float = 0.1
+    spectrum_steps: int = 2000
+    spectrum_samples: int = 32
 
     def __post_init__(self) -> None:
         self.targets = tuple(self.targets)
         if isinstance(self.temperature, (int, float)):
             self.temperature = (float(self.temperature), float(self.temperature))
         self.temperature = tuple(float(t) for t in self.temperature)
+        if self.spectrum_window is not None:
+            self.spectrum_window = tuple(float(v) for v in self.spectrum_window)
         if self.explore and self.segment == 0:
             self.segment = EXPLORE_SEGMENT
             self.pool = self.pool or EXPLORE_POOL
@@ -165,12 +184,37 @@ class ActiveConfig:
             raise ConfigError(f"active: unknown selection {self.selection!r} (known: {', '.join(SELECTIONS)})")
         if not self.explore_heat >= 1:
             raise ConfigError(f"active: explore_heat must be at least 1, got {self.explore_heat}")
+        if self.spectrum_window is not None:
+            self._validate_spectrum()
         if self.walkers and not self.segment:
             raise ConfigError("active: walkers need segments (segment > 0)")
         if not self.dt > 0 or not self.friction >= 0:
             raise ConfigError("active: dt must be positive and friction non-negative")
         if self.wall_time is not None and not self.wall_time > 0:
             raise ConfigError(f"active: wall time must be positive (s), got {self.wall_time}")
+
+    def _validate_spectrum(self) -> None:
+        from ..models.base import get_model_class
+        from .spectral import check_window
+
+        if "dipole" not in self.targets:
+            raise ConfigError("active: --spectrum-window aims at the IR spectrum and needs the dipole target "
+                              "(--targets ...,dipole)")
+        if not hasattr(get_model_class(self.model), "sample_predictions"):
+            raise ConfigError(f"active: the {self.model} dipole model cannot draw posterior samples, so it has no "
+                              f"spectrum band to aim at; use --model lsoap with --spectrum-window")
+        for name in ("spectrum_steps", "spectrum_samples"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or int(value) != value or value < (2 if name == "spectrum_samples" else 1):
+                raise ConfigError(f"active: {name} must be a positive integer (samples at least 2), got {value}")
+        if not self.spectrum_tolerance > 0:
+            raise ConfigError(f"active: spectrum_tolerance must be positive, got {self.spectrum_tolerance}")
+        check_window(self.spectrum_window, self.dt * self.sample_every, self.spectrum_steps // self.sample_every + 1,
+                     what=f"a round's spectrum ({self.spectrum_steps} steps of {self.dt:g} fs, a frame every "
+                          f"{self.sample_every})")
+        if self.steps < self.spectrum_steps:
+            raise ConfigError(f"active: --steps {self.steps} is shorter than one spectrum round "
+                              f"(--spectrum-steps {self.spectrum_steps})")
 
     def labels(self) -> list[str]:
         """Properties the oracle labels."""
@@ -180,6 +224,8 @@ class ActiveConfig:
         d = asdict(self)
         d["targets"] = list(self.targets)
         d["temperature"] = list(self.temperature)
+        if self.spectrum_window is not None:
+            d["spectrum_window"] = list(self.spectrum_window)
         return d
 
     @classmethod

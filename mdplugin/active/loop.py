@@ -60,6 +60,7 @@ from .config import ActiveConfig
 from .folder import discard_failed_start, open_folder, resolve_oracle
 from .learner import Learner
 from .lock import RunLock
+from .aimed import SpectrumMode
 from .segments import SegmentMode
 from .selection import _distance_signature, select_candidates  # noqa: F401 (re-exported)
 from .store import RunStore, structure_hash
@@ -127,8 +128,9 @@ def _langevin(atoms: Atoms, config: ActiveConfig, temperature: float, rng: np.ra
                     fixcm=False, rng=rng, comm=_NO_MPI)
 
 
-class _Run(SegmentMode):
-    """State of one invocation of :func:`run_active` (segment mode: :class:`SegmentMode`)."""
+class _Run(SegmentMode, SpectrumMode):
+    """State of one invocation of :func:`run_active` (segment mode: :class:`SegmentMode`; aimed at a
+    spectrum: :class:`SpectrumMode`)."""
 
     def __init__(self, store: RunStore, config: ActiveConfig, oracle: Calculator,
                  say: Callable[[str], None], on_train: Callable[[Learner, int], None] | None = None,
@@ -332,6 +334,8 @@ class _Run(SegmentMode):
     def md(self) -> str:
         """The MD until a budget is reached (step by step, or :meth:`md_segments`); returns the reason."""
         cfg = self.config
+        if cfg.spectrum_window is not None:
+            return self.md_spectrum()
         if cfg.segment:
             return self.md_segments()
         self.atoms.calc = self.learner.calculator()
@@ -495,6 +499,8 @@ def _run_in(store, start, config, oracle, initial, resume, overrides, say, on_tr
         if comm.size > 1:
             store.set_keys(keys)
         run.retrain("initial")
+        if config.spectrum_window is not None:
+            run.check_spectrum_model()
         run.setup_dynamics(start_atoms.positions, None, start_atoms.numbers)
         run.checkpoint()
     else:
@@ -524,7 +530,7 @@ def _run_in(store, start, config, oracle, initial, resume, overrides, say, on_tr
     summary = ActiveSummary(run_dir=str(run_dir), reason=reason, steps=run.step, oracle_calls=calls,
                             initial_frames=n_init, n_train=run.learner.n_train, wall_time_s=run.wall(),
                             thresholds=run.learner.thresholds())
-    if calls == 0 and run.step > 0 and config.max_calls > 0:
+    if calls == 0 and run.step > 0 and config.max_calls > 0 and not reason.startswith("spectrum band reached"):
         summary.warning = no_calls_warning(run.step, run.max_ratio, config)
         if comm.rank == 0:  # loud: on stderr, whatever ``say`` does
             print(f"mdplugin active: warning: {summary.warning}", file=sys.stderr, flush=True)

@@ -20,6 +20,19 @@ def _temperature(text: str | None):
     return (parts[0], parts[-1])
 
 
+def _window(text: str | None):
+    if text is None:
+        return None
+    parts = str(text).split(":")
+    try:
+        values = tuple(float(x) for x in parts)
+    except ValueError:
+        values = ()
+    if len(values) != 2:
+        raise ConfigError(f"--spectrum-window: expected LOW:HIGH in cm^-1 (e.g. 600:800), got {text!r}")
+    return values
+
+
 def config_from_args(args) -> dict:
     """The settings given on the command line (``None`` for those not given)."""
     thresholds = {t: getattr(args, f"threshold_{t}", None) for t in TARGETS}
@@ -50,6 +63,10 @@ def config_from_args(args) -> dict:
         "selection": getattr(args, "selection", None),
         "explore": getattr(args, "explore", None),
         "explore_heat": getattr(args, "explore_heat", None),
+        "spectrum_window": _window(getattr(args, "spectrum_window", None)),
+        "spectrum_tolerance": getattr(args, "spectrum_tolerance", None),
+        "spectrum_steps": getattr(args, "spectrum_steps", None),
+        "spectrum_samples": getattr(args, "spectrum_samples", None),
     }
 
 

@@ -505,6 +505,22 @@ def build_parser() -> argparse.ArgumentParser:
                         "--walkers as given)")
     g.add_argument("--explore-heat", type=float, default=None, metavar="H",
                    help="hottest segment temperature as a multiple of --temperature (default 1.6; 1: no hot segments)")
+    g = p.add_argument_group(
+        "aimed at a spectrum",
+        "With --spectrum-window the run goes in rounds: --spectrum-steps MD steps with the models (a frame every "
+        "--sample-every steps), --spectrum-samples dipole series drawn from the dipole model's posterior along "
+        "them, and the relative 5-95 %% model band of the IR intensity in the window; the run stops when it is "
+        "at most --spectrum-tolerance, else the --batch frames whose labels most narrow it are labelled and the "
+        "models retrained (see docs/active.md). Needs the dipole target and a model that draws samples (lsoap).")
+    g.add_argument("--spectrum-window", metavar="LOW:HIGH",
+                   help="IR window in cm^-1 the run aims at, e.g. 600:800 (inside 0 to the Nyquist wavenumber of "
+                        "frames --dt x --sample-every fs apart, wider than the rounds' resolution)")
+    g.add_argument("--spectrum-tolerance", type=float, default=None,
+                   help="stop when the relative model band of the window's IR intensity is at most this (default 0.1)")
+    g.add_argument("--spectrum-steps", type=int, default=None,
+                   help="MD steps of each round's trajectory (default 2000; sets the resolution)")
+    g.add_argument("--spectrum-samples", type=int, default=None,
+                   help="posterior draws of the dipole model per round (default 32)")
     p.set_defaults(func=cmd_active)
 
     p = sub.add_parser("demo", help="the main job on the built-in example: models, ML MD, IR and Raman spectra")
