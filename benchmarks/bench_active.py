@@ -270,7 +270,7 @@ def main(argv: list[str] | None = None) -> None:
                                                          ("dipole", args.threshold_dipole)) if v > 0},
                            steps=args.steps, max_calls=args.max_calls,
                            temperature=(300.0, 600.0), temperature_cycles=args.temperature_cycles,
-                           seed=seed, segment=args.segment,
+                           seed=seed, segment=args.segment, explore=False,  # the protocol of its figures
                            sample_every=args.sample_every, batch=args.batch, walkers=args.walkers,
                            stop_factor=args.stop_factor, pool=args.candidate_pool,
                            selection=args.selection)

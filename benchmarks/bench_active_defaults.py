@@ -103,7 +103,7 @@ def run_arm(start: Atoms, run_dir: Path, steps: int, temperature: float, thresho
 
     shutil.rmtree(run_dir, ignore_errors=True)
     config = ActiveConfig(targets=("energy", "dipole"), steps=steps, temperature=(temperature, temperature),
-                          thresholds=thresholds or {})
+                          thresholds=thresholds or {}, explore=False)  # the protocol of its figures
     t0 = time.perf_counter()
     summary = run_active(start, run_dir, config, oracle="tblite", say=lambda m: None)
     return summary, time.perf_counter() - t0

@@ -90,7 +90,7 @@ def _worker(args: argparse.Namespace) -> None:
                        thresholds={"energy": 1e-9, "dipole": 1e-9, "polarizability": 1e-9}, stop_factor=1e30,
                        temperature=(300, 600), steps=10**6, max_calls=args.cycles * args.batch,
                        segment=args.segment, sample_every=args.sample_every, batch=args.batch, walkers=True,
-                       seed=args.seed)
+                       seed=args.seed, explore=False)  # the protocol of its figures
     run_active(data.frames[0], args.run_dir, cfg, oracle="tblite", initial=data, comm=comm, say=lambda m: None)
     mine = {"times": dict(times), "cpu": dict(cpu), "counts": dict(counts)}
     every = comm.gather(mine, root=0)
