@@ -194,13 +194,13 @@ class ActiveConfig:
             raise ConfigError(f"active: wall time must be positive (s), got {self.wall_time}")
 
     def _validate_spectrum(self) -> None:
-        from ..models.base import get_model_class
+        from ..models.base import Model, get_model_class
         from .spectral import check_window
 
         if "dipole" not in self.targets:
             raise ConfigError("active: --spectrum-window aims at the IR spectrum and needs the dipole target "
                               "(--targets ...,dipole)")
-        if not hasattr(get_model_class(self.model), "sample_predictions"):
+        if get_model_class(self.model).check_sampling is Model.check_sampling:  # never draws (else: checked once fitted)
             raise ConfigError(f"active: the {self.model} dipole model cannot draw posterior samples, so it has no "
                               f"spectrum band to aim at; use --model lsoap with --spectrum-window")
         for name in ("spectrum_steps", "spectrum_samples"):
