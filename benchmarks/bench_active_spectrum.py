@@ -18,6 +18,7 @@ The trajectory is fixed (the dynamics are GFN2-xTB's), so only the choice of fra
 the labels are the trajectory's own dipoles (each label counts one oracle call). After each
 round: the **spectrum error** ``∫_W |I_model − I_ref| / ∫_W I_ref`` (``mdplugin.spectra.ir_spectrum``
 of the model's mean dipoles against the reference dipoles, 300 K, harmonic correction), the
+**intensity error** ``|∫_W I_model − ∫_W I_ref| / ∫_W I_ref`` (the quantity the band is about), the
 **frame error** (dipole RMSE over the trajectory's frames, % of their std) and, for ``band``, the
 relative model band that the stopping rule reads. The script prints, per arm, the oracle calls after
 which each error stays at or below its goal (``--spectrum-goal``, ``--frame-goal``) per seed, the medians and
@@ -70,11 +71,14 @@ def ir(dipoles: np.ndarray):
     return r.wavenumber, r.components["ir"]
 
 
-def spectrum_error(model_dipoles: np.ndarray, reference: tuple, window: tuple) -> float:
+def spectrum_errors(model_dipoles: np.ndarray, reference: tuple, window: tuple) -> tuple[float, float]:
+    """(shape error ∫_W |I_model − I_ref| / ∫_W I_ref, intensity error |∫_W I_model − ∫_W I_ref| / ∫_W I_ref)."""
     nu, ref = reference
     _, got = ir(model_dipoles)
     w = (nu >= window[0]) & (nu <= window[1])
-    return float(np.trapezoid(np.abs(got[w] - ref[w]), nu[w]) / np.trapezoid(ref[w], nu[w]))
+    total = np.trapezoid(ref[w], nu[w])
+    return (float(np.trapezoid(np.abs(got[w] - ref[w]), nu[w]) / total),
+            float(abs(np.trapezoid(got[w], nu[w]) - total) / total))
 
 
 def fit(frames, dipoles):
@@ -107,7 +111,8 @@ def run_arm(arm: str, seed: int, traj, pool, args, reference) -> list[dict]:
         else:
             mean = model.predict(traj.frames)
         mean = np.asarray(mean)
-        point["spectrum_pct"] = 100 * spectrum_error(mean, reference, window)
+        shape, intensity = spectrum_errors(mean, reference, window)
+        point["spectrum_pct"], point["intensity_pct"] = 100 * shape, 100 * intensity
         point["frame_pct"] = float(100 * np.sqrt(np.mean(np.sum((mean - traj.dipole) ** 2, axis=1) / 3)) / std_all)
         curve.append(point)
         if len(picked) >= args.max_calls:
@@ -152,6 +157,8 @@ def main(argv=None) -> None:
     ap.add_argument("--max-calls", type=int, default=24)
     ap.add_argument("--samples", type=int, default=32)
     ap.add_argument("--spectrum-goal", type=float, default=5.0, help="spectrum error goal, %% of the window's intensity")
+    ap.add_argument("--intensity-goal", type=float, default=2.0,
+                    help="goal of the window's integrated intensity error, %% (what the band measures)")
     ap.add_argument("--frame-goal", type=float, default=5.0, help="frame error goal, %% of the dipoles' std")
     ap.add_argument("--summarise", action="store_true", help="only print the table of OUT/bench_active_spectrum.json")
     ap.add_argument("--merge", nargs="*", default=[], help="more result files (other processes' OUT) for the table")
@@ -190,21 +197,26 @@ def main(argv=None) -> None:
 
 def summarise(results: dict, arms: list[str], seeds: list[int], args) -> None:
     print(f"oracle calls after which the error stays at or below its goal (spectrum error <= {args.spectrum_goal:g} % "
-          f"in {args.window[0]:g}-{args.window[1]:g} cm^-1; frame error <= {args.frame_goal:g} %), seeds "
+          f"in {args.window[0]:g}-{args.window[1]:g} cm^-1; intensity error <= {args.intensity_goal:g} %; frame error <= "
+          f"{args.frame_goal:g} %), seeds "
           f"{seeds[0]}-{seeds[-1]}; '>N': not at {args.max_calls} calls")
     med = {}
-    for key, goal in (("spectrum_pct", args.spectrum_goal), ("frame_pct", args.frame_goal)):
+    for key, goal in (("spectrum_pct", args.spectrum_goal), ("intensity_pct", args.intensity_goal),
+                      ("frame_pct", args.frame_goal)):
         for arm in arms:
             curves = [results[f"{arm}/{s}"] for s in seeds if f"{arm}/{s}" in results]
+            curves = [c for c in curves if key in c[0]]
+            if not curves:
+                continue
             calls = [first_at(c, key, goal) for c in curves]
             vals = sorted(c if c is not None else args.max_calls + args.batch for c in calls)
-            med[(key, arm)] = float(np.median(vals)) if vals else float("nan")
+            med[(key, arm)] = float(np.median(vals))
             text = " / ".join(str(c) if c is not None else f">{args.max_calls}" for c in calls)
-            mean_curve = np.mean([[p[key] for p in c] for c in curves], axis=0) if curves else []
+            mean_curve = np.mean([[p[key] for p in c] for c in curves], axis=0)
             print(f"  {key:12s} {arm:6s}: {text}; median {med[(key, arm)]:g}; mean error per round "
                   + " ".join(f"{v:.1f}" for v in mean_curve))
         for arm in arms:
-            if arm != "random" and ("random" in arms):
+            if arm != "random" and (key, "random") in med and (key, arm) in med:
                 print(f"  {key:12s} random / {arm}: {med[(key, 'random')] / med[(key, arm)]:.2f}x (medians)")
     bands = [results[f"band/{s}"] for s in seeds if f"band/{s}" in results]
     if bands:
