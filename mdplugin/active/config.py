@@ -132,7 +132,7 @@ class ActiveConfig:
     pool: int = 0
     selection: str = "ivr"
     explore: bool = True
-    explore_heat: float = 1.6
+    explore_heat: float = 2.0
     spectrum_window: tuple[float, float] | None = None
     spectrum_tolerance: float = 0.1
     spectrum_steps: int = 2000

@@ -504,7 +504,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="follow one trajectory from START (the loop before exploration; with --segment and "
                         "--walkers as given)")
     g.add_argument("--explore-heat", type=float, default=None, metavar="H",
-                   help="hottest segment temperature as a multiple of --temperature (default 1.6; 1: no hot segments)")
+                   help="hottest segment temperature as a multiple of --temperature (default 2; 1: no hot segments)")
     g = p.add_argument_group(
         "aimed at a spectrum",
         "With --spectrum-window the run goes in rounds: --spectrum-steps MD steps with the models (a frame every "
