@@ -392,8 +392,11 @@ def build_parser() -> argparse.ArgumentParser:
                     "RUN_DIR holds data.xyz, log.csv, active.png, the models (<target>.npz), "
                     "state.npz and config.json. See docs/active.md.",
         epilog="Molecules with several conformers: one trajectory rarely leaves the basin it starts in "
-               "within a few ps, so its structures miss the others. Short walkers from the labelled "
-               "frames and a repeated temperature ramp cover them, as in the benchmark of docs/active.md "
+               "within a few ps, so its structures miss the others. The default run explores (segments "
+               "started from the known structure farthest from all earlier starts, every third one at "
+               "twice the temperature; --no-explore follows one trajectory); give --steps of at least "
+               "100 x --max-calls. With labelled frames of every conformer (--initial), short walkers from "
+               "them and a repeated temperature ramp cover them too, as in the benchmark of docs/active.md "
                "(more than 2x fewer oracle calls, in the median of ten seeds, than random frames of one "
                "reference trajectory on 1,2-dichloroethane): --segment 100 --sample-every 5 --walkers --pool 200 "
                "--temperature 300:600 --temperature-cycles 10 --stop-factor 20, with low thresholds "
