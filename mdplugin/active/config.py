@@ -88,6 +88,7 @@ class ActiveConfig:
             interatomic distances): replicas from diverse starts that push outwards from what is
             known, instead of one trajectory that stays in its basin; with Maxwell–Boltzmann
             velocities at the segment's temperature. See :mod:`mdplugin.active.explore`.
+            ``walkers=True`` turns it off (the walkers start from the initial frames instead).
         explore_heat : the segments' temperatures cycle through ``T × (1, (1 + h)/2, h)`` with
             ``h = explore_heat`` (≥ 1; ``T`` the thermostat temperature of the step): hot segments
             cross barriers the dynamics at ``T`` would cross rarely.
@@ -145,6 +146,8 @@ class ActiveConfig:
         self.temperature = tuple(float(t) for t in self.temperature)
         if self.spectrum_window is not None:
             self.spectrum_window = tuple(float(v) for v in self.spectrum_window)
+        if self.walkers:  # walkers from the initial frames were asked for: they replace the exploring starts
+            self.explore = False
         if self.explore and self.segment == 0:
             self.segment = EXPLORE_SEGMENT
             self.pool = self.pool or EXPLORE_POOL
