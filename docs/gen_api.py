@@ -48,8 +48,13 @@ def public_modules() -> list[str]:
 
 
 def _clean(text: str) -> str:
-    """Remove what changes from run to run (memory addresses) from a signature or repr."""
-    return re.sub(r" at 0x[0-9a-fA-F]+", "", text)
+    """Remove what changes from run to run or machine to machine (memory addresses, the checkout's
+    path in default values such as ``PES_FILE``) from a signature or repr."""
+    text = re.sub(r" at 0x[0-9a-fA-F]+", "", text)
+    import mdplugin
+
+    root = str(Path(mdplugin.__file__).resolve().parents[1])
+    return text.replace(root + "/", "<checkout>/")
 
 
 def _signature(obj) -> str:
