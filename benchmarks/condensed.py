@@ -165,7 +165,10 @@ def child_step(folder: Path, n_atoms: int, steps: int, rounds: int) -> dict:
         return out
 
     timed(step, 2)  # warm up
+    before = os.times()
     ml = timed(step, steps)
+    after = os.times()  # user and system CPU time apart: fresh memory from the kernel counts as system time
+    user, system = (after.user - before.user) / steps, (after.system - before.system) / steps
     peak = peak_rss_mb()
     groups = [members for _, members in calc.feature_groups]
     # the parts, on the current structure
@@ -202,6 +205,8 @@ def child_step(folder: Path, n_atoms: int, steps: int, rounds: int) -> dict:
         "ratio_median": float(np.median(ml_all) / np.median(ref)),
         "ratio_same_rounds": float(np.median(ml2) / np.median(ref)),
         "step_with_std_us_per_atom": 1e6 * float(np.median(with_std)) / n_atoms,
+        "step_user_us_per_atom": 1e6 * user / n_atoms,
+        "step_system_us_per_atom": 1e6 * system / n_atoms,
         "peak_rss_mb": peak,
         "parts_ms": {k: 1e3 * v for k, v in parts.items()},
         "load": os.getloadavg()[0],
@@ -282,14 +287,15 @@ def main(argv=None) -> None:
     sizes = [int(s) for s in args.sizes.split(",")]
     results = []
     print("CPU time (time.process_time, one thread) per step; medians")
-    print(f"{'atoms':>6}{'step µs/atom':>14}{'featomic µs/atom':>18}{'ratio':>8}{'with *_std':>12}{'peak MB':>9}"
-          "  parts (CPU ms, best)")
+    print(f"{'atoms':>6}{'step µs/atom':>14}{'(user+system)':>15}{'featomic µs/atom':>18}{'ratio':>8}{'with *_std':>12}"
+          f"{'peak MB':>9}  parts (CPU ms, best)")
     for n in sizes:
         steps = args.steps if n <= 1536 else max(3, args.steps // 3)
         r = run_child("step", str(args.models), str(n), str(steps), str(args.rounds))
         results.append(r)
         parts = ", ".join(f"{k} {v:.0f}" for k, v in r["parts_ms"].items())
-        print(f"{n:>6}{r['step_us_per_atom']:>14.1f}{r['featomic_us_per_atom']:>18.1f}{r['ratio_median']:>8.3f}"
+        split = f"{r['step_user_us_per_atom']:.0f}+{r['step_system_us_per_atom']:.0f}"
+        print(f"{n:>6}{r['step_us_per_atom']:>14.1f}{split:>15}{r['featomic_us_per_atom']:>18.1f}{r['ratio_median']:>8.3f}"
               f"{r['step_with_std_us_per_atom']:>12.1f}{r['peak_rss_mb']:>9.0f}  {parts}  (load {r['load']:.1f})", flush=True)
     if len(results) > 1:
         print(f"per-atom cost at {results[-1]['n_atoms']} / at {results[0]['n_atoms']} atoms: "
@@ -301,6 +307,7 @@ def main(argv=None) -> None:
             print(f"training {target} on {r['n_boxes']} boxes of 96 atoms: {r['seconds']:.0f} s wall, "
                   f"{r['cpu_seconds']:.0f} s CPU, peak "
                   f"{r['peak_rss_mb']:.0f} MB (load {r['load']:.1f})", flush=True)
+    (args.models / "step_results.json").write_text(json.dumps(results, indent=1))
     if args.plot:
         plot(results, args.plot, f"commit {commit}, {time.strftime('%Y-%m-%d')}")
         print(f"wrote {args.plot}")
