@@ -249,7 +249,7 @@ def plot(results: list, path: Path, label: str) -> None:
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_xlabel("atoms in the box")
-    ax.set_ylabel("µs per atom and step (one core)")
+    ax.set_ylabel("CPU µs per atom and step (one core)")
     ax.set_title(f"liquid water, periodic boxes ({label})", fontsize=9)
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=8)
@@ -309,7 +309,8 @@ def main(argv=None) -> None:
                   f"{r['peak_rss_mb']:.0f} MB (load {r['load']:.1f})", flush=True)
     (args.models / "step_results.json").write_text(json.dumps(results, indent=1))
     if args.plot:
-        plot(results, args.plot, f"commit {commit}, {time.strftime('%Y-%m-%d')}")
+        loads = [r["load"] for r in results]
+        plot(results, args.plot, f"commit {commit}, {time.strftime('%Y-%m-%d')}, load {min(loads):.0f}–{max(loads):.0f} on 2 cores")
         print(f"wrote {args.plot}")
 
 
