@@ -142,24 +142,33 @@ def child_step(folder: Path, n_atoms: int, steps: int, rounds: int) -> dict:
     atoms.calc = calc
     rng = np.random.default_rng(0)
 
-    def step():
+    def step(with_std: bool = False):
         atoms.positions += rng.normal(scale=1e-3, size=atoms.positions.shape)
         atoms.get_potential_energy()
         atoms.get_forces()
         atoms.get_stress()
-        calc.get_property("dipole", atoms)
-        calc.get_property("polarizability", atoms)
+        for name in ("dipole", "polarizability"):
+            calc.get_property(name, atoms)
+            if with_std:
+                calc.get_property(f"{name}_std", atoms)
+        if with_std:
+            calc.get_property("energy_std", atoms)
 
     def timed(function, n):
+        """CPU seconds (time.process_time) of ``n`` calls: the machine is shared, and CPU time
+        counts only this process's work (one thread)."""
         out = []
         for _ in range(n):
-            t0 = time.perf_counter()
+            t0 = time.process_time()
             function()
-            out.append(time.perf_counter() - t0)
+            out.append(time.process_time() - t0)
         return out
 
     timed(step, 2)  # warm up
+    before = os.times()
     ml = timed(step, steps)
+    after = os.times()  # user and system CPU time apart: fresh memory from the kernel counts as system time
+    user, system = (after.user - before.user) / steps, (after.system - before.system) / steps
     peak = peak_rss_mb()
     groups = [members for _, members in calc.feature_groups]
     # the parts, on the current structure
@@ -186,6 +195,8 @@ def child_step(folder: Path, n_atoms: int, steps: int, rounds: int) -> dict:
         ref += timed(lambda: featomic_calc.compute(atoms, gradients=["positions"]), 1)
         ml2 += timed(step, max(1, steps // rounds))
     ml_all = ml + ml2
+    # the step with the uncertainties of all three models (energy_std, dipole_std, polarizability_std)
+    with_std = timed(lambda: step(with_std=True), max(2, steps // 2))
     return {
         "n_atoms": n_atoms, "groups": groups,
         "step_us_per_atom": 1e6 * float(np.median(ml_all)) / n_atoms,
@@ -193,6 +204,9 @@ def child_step(folder: Path, n_atoms: int, steps: int, rounds: int) -> dict:
         "featomic_us_per_atom": 1e6 * float(np.median(ref)) / n_atoms,
         "ratio_median": float(np.median(ml_all) / np.median(ref)),
         "ratio_same_rounds": float(np.median(ml2) / np.median(ref)),
+        "step_with_std_us_per_atom": 1e6 * float(np.median(with_std)) / n_atoms,
+        "step_user_us_per_atom": 1e6 * user / n_atoms,
+        "step_system_us_per_atom": 1e6 * system / n_atoms,
         "peak_rss_mb": peak,
         "parts_ms": {k: 1e3 * v for k, v in parts.items()},
         "load": os.getloadavg()[0],
@@ -206,9 +220,10 @@ def child_train(target: str, n_boxes: int) -> dict:
     frames = training_frames(n_boxes, seed=3)
     y = np.array([tensor_labels(a)[0 if target == "dipole" else 1] for a in frames])
     before = peak_rss_mb()
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     build("lsoap", target=target).fit(frames, y)
     return {"target": target, "n_boxes": n_boxes, "seconds": time.perf_counter() - t0,
+            "cpu_seconds": time.process_time() - c0,
             "peak_rss_mb": peak_rss_mb(), "rss_before_fit_mb": before, "load": os.getloadavg()[0]}
 
 
@@ -234,7 +249,7 @@ def plot(results: list, path: Path, label: str) -> None:
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_xlabel("atoms in the box")
-    ax.set_ylabel("µs per atom and step (one core)")
+    ax.set_ylabel("CPU µs per atom and step (one core)")
     ax.set_title(f"liquid water, periodic boxes ({label})", fontsize=9)
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=8)
@@ -271,14 +286,17 @@ def main(argv=None) -> None:
     train_models(args.models, args.n_train_energy, min(args.n_train_tensor, 200))
     sizes = [int(s) for s in args.sizes.split(",")]
     results = []
-    print(f"{'atoms':>6}{'step µs/atom':>14}{'featomic µs/atom':>18}{'ratio':>8}{'peak MB':>9}  parts (ms)")
+    print("CPU time (time.process_time, one thread) per step; medians")
+    print(f"{'atoms':>6}{'step µs/atom':>14}{'(user+system)':>15}{'featomic µs/atom':>18}{'ratio':>8}{'with *_std':>12}"
+          f"{'peak MB':>9}  parts (CPU ms, best)")
     for n in sizes:
         steps = args.steps if n <= 1536 else max(3, args.steps // 3)
         r = run_child("step", str(args.models), str(n), str(steps), str(args.rounds))
         results.append(r)
         parts = ", ".join(f"{k} {v:.0f}" for k, v in r["parts_ms"].items())
-        print(f"{n:>6}{r['step_us_per_atom']:>14.1f}{r['featomic_us_per_atom']:>18.1f}{r['ratio_median']:>8.3f}"
-              f"{r['peak_rss_mb']:>9.0f}  {parts}  (load {r['load']:.1f})", flush=True)
+        split = f"{r['step_user_us_per_atom']:.0f}+{r['step_system_us_per_atom']:.0f}"
+        print(f"{n:>6}{r['step_us_per_atom']:>14.1f}{split:>15}{r['featomic_us_per_atom']:>18.1f}{r['ratio_median']:>8.3f}"
+              f"{r['step_with_std_us_per_atom']:>12.1f}{r['peak_rss_mb']:>9.0f}  {parts}  (load {r['load']:.1f})", flush=True)
     if len(results) > 1:
         print(f"per-atom cost at {results[-1]['n_atoms']} / at {results[0]['n_atoms']} atoms: "
               f"{results[-1]['step_us_per_atom'] / results[0]['step_us_per_atom']:.2f}")
@@ -286,10 +304,13 @@ def main(argv=None) -> None:
     if args.training:
         for target in ("dipole", "polarizability"):
             r = run_child("train", target, str(args.n_train_tensor))
-            print(f"training {target} on {r['n_boxes']} boxes of 96 atoms: {r['seconds']:.0f} s, peak "
+            print(f"training {target} on {r['n_boxes']} boxes of 96 atoms: {r['seconds']:.0f} s wall, "
+                  f"{r['cpu_seconds']:.0f} s CPU, peak "
                   f"{r['peak_rss_mb']:.0f} MB (load {r['load']:.1f})", flush=True)
+    (args.models / "step_results.json").write_text(json.dumps(results, indent=1))
     if args.plot:
-        plot(results, args.plot, f"commit {commit}, {time.strftime('%Y-%m-%d')}")
+        loads = [r["load"] for r in results]
+        plot(results, args.plot, f"commit {commit}, {time.strftime('%Y-%m-%d')}, load {min(loads):.0f}–{max(loads):.0f} on 2 cores")
         print(f"wrote {args.plot}")
 
 

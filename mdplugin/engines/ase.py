@@ -104,10 +104,11 @@ def _resolve(slot: str, value: Any, loaded: dict | None = None) -> Model | Calcu
 
 
 def _periodic_3d(atoms: Atoms | None) -> bool:
-    """Whether ``atoms`` is periodic in all three directions with a cell of non-zero volume."""
+    """Whether ``atoms`` is periodic in all three directions with a cell (a degenerate cell counts:
+    its calculation names what is wrong with it; an all-zero cell is a molecule)."""
     if atoms is None:
         return False
-    return bool(np.all(atoms.pbc)) and abs(float(np.linalg.det(atoms.cell.array))) > 1e-9
+    return bool(np.all(atoms.pbc)) and bool(np.any(atoms.cell.array))
 
 
 def full_to_voigt(stress: np.ndarray) -> np.ndarray:

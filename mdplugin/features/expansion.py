@@ -288,6 +288,7 @@ class SphericalExpansion:
         self._spline: RadialSpline | None = None
         self._cubics: tuple | None = None
         self._harmonics = None
+        self._harmonics_buffers: tuple[np.ndarray, np.ndarray] | None = None
         self._checked: bytes | None = None
         self._offsets: dict[int, np.ndarray] = {}
         self._verlet = VerletPairs(self.cutoff)
@@ -362,6 +363,48 @@ class SphericalExpansion:
             self._offsets[n_centres] = got
         return got
 
+    #: pairs per sphericart call when its output goes into the kept buffers (~3 MB of gradients)
+    HARMONICS_CHUNK = 8192
+
+    def _spherical_harmonics(self, vectors: np.ndarray, gradients: bool) -> tuple[np.ndarray, np.ndarray | None]:
+        """sphericart's real spherical harmonics ``y`` (n_pairs, (L+1)²) of the pair vectors and, with
+        ``gradients``, ``dy`` (n_pairs, 3, (L+1)²) Å⁻¹.
+
+        An MD step asks for them at every step with about the same number of pairs: they go into
+        buffers this object keeps (grown when needed), computed ``HARMONICS_CHUNK`` pairs at a time,
+        instead of into new arrays. A new array of ``dy`` (38 MB for a 1536-atom water box, above
+        glibc's 32 MB limit for reusing freed memory) is fresh memory from the kernel at every step:
+        9233 page faults, 30–90 ms of system CPU time per step on a busy machine, up to half the
+        step. The buffers are reused only when nothing else holds them (the previous step's
+        expansion is gone: the calculator drops it when the positions change); otherwise, and for
+        a batch of frames, new arrays are made."""
+        import sys
+
+        if self._harmonics is None:
+            import sphericart
+
+            self._harmonics = sphericart.SphericalHarmonics(self.max_angular)
+        n = len(vectors)
+        kept = self._harmonics_buffers
+        # sys.getrefcount: 2 for an array only this object holds (its tuple, the call's argument); an
+        # expansion still alive holds views of it (a view keeps a reference to its base)
+        free = kept is not None and sys.getrefcount(kept[0]) == 2 and sys.getrefcount(kept[1]) == 2
+        if n <= self.HARMONICS_CHUNK or not gradients:
+            if gradients:
+                return self._harmonics.compute_with_gradients(vectors)
+            return self._harmonics.compute(vectors), None
+        if not free or len(kept[0]) < n:
+            n_lm = (self.max_angular + 1) ** 2
+            size = int(1.25 * n) if free or kept is None else n  # room for the pairs to grow
+            kept = (np.empty((size, n_lm)), np.empty((size, 3, n_lm)))
+            if free or self._harmonics_buffers is None:
+                self._harmonics_buffers = kept
+        y, dy = kept[0][:n], kept[1][:n]
+        for start in range(0, n, self.HARMONICS_CHUNK):
+            stop = min(n, start + self.HARMONICS_CHUNK)
+            y[start:stop], dy[start:stop] = self._harmonics.compute_with_gradients(vectors[start:stop])
+        return y, dy
+
     def features(self, frames: Sequence, gradients: bool = False):
         """The features the models of an MD step share (the featurizer protocol, see
         :mod:`mdplugin.features`): a :class:`~mdplugin.features.cache.FeatureCache` around
@@ -407,14 +450,7 @@ class SphericalExpansion:
         else:
             centre, neighbour, frame, vectors, distances = batch_pairs(frames, self.cutoff)
         slot = self._slot_of[centre_species[neighbour]]
-        if self._harmonics is None:
-            import sphericart
-
-            self._harmonics = sphericart.SphericalHarmonics(self.max_angular)
-        if gradients:
-            y, dy = self._harmonics.compute_with_gradients(vectors)
-        else:
-            y, dy = self._harmonics.compute(vectors), None
+        y, dy = self._spherical_harmonics(vectors, gradients)
 
         n_l, sr = self.max_angular + 1, len(self.species) * (self.max_radial + 1)
         sizes_l = [n_centres * (2 * l + 1) * sr for l in range(n_l)]

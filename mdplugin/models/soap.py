@@ -173,9 +173,21 @@ class SoapEnergyModel(SharedExpansionMixin, Model):
                 idx = np.flatnonzero(self.sparse_species_ == sp)
                 blocks.append((int(sp), idx, np.ascontiguousarray(self.sparse_features_[idx]),
                                np.ascontiguousarray(self.gpr_.weights[idx])))
-            cache = (self.gpr_, blocks)
+            cache = (self.gpr_, blocks, {})
             self._blocks_cache = cache
         return cache[1]
+
+    def _folded_weights(self, sp: int, xs: np.ndarray, ws: np.ndarray) -> np.ndarray | None:
+        """ζ = 2: ``A = Σ_M w_M x_M x_Mᵀ`` (F, F) of species ``sp``'s sparse points, so that
+        ``v_i = Σ_M w_M (x̂_i·x_M) x_M = A x̂_i`` costs F² per atom instead of 2·M·F; None when that
+        is not cheaper (2·M ≤ F) or ζ ≠ 2. Cached with the blocks of :meth:`_species_blocks`."""
+        if self.zeta != 2 or 2 * len(xs) <= xs.shape[1]:
+            return None
+        self._species_blocks()
+        folded = self._blocks_cache[2]
+        if sp not in folded:
+            folded[sp] = np.ascontiguousarray(xs.T @ (ws[:, None] * xs))
+        return folded[sp]
 
     def _kmm(self) -> np.ndarray:
         s = self.sparse_features_ @ self.sparse_features_.T
@@ -371,6 +383,14 @@ class SoapEnergyModel(SharedExpansionMixin, Model):
         for sp, idx, xs, ws in self._species_blocks():
             rows = groups.get(sp)
             if rows is None:
+                continue
+            folded = None if return_std else self._folded_weights(sp, xs, ws)
+            if folded is not None:  # ζ = 2, v_i = A x̂_i: one (F, F) product, no kernel row
+                vs = xn[rows] @ folded
+                if forces:
+                    v[rows] = vs
+                else:
+                    e_loc[rows] = np.vecdot(vs, xn[rows])
                 continue
             s = xn[rows] @ xs.T
             sw = s * ws if z == 2 else s ** (z - 1) * ws

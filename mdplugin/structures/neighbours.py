@@ -68,13 +68,38 @@ def system_arrays(atoms: Atoms) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         periodic = np.repeat(periodic, 3)
     if not periodic.any() or not np.any(cell):
         return positions, np.zeros((3, 3)), np.zeros(3, dtype=bool)
+    if not np.all(np.isfinite(cell)):
+        raise DataError(f"the cell contains NaN or inf: {cell.tolist()}")
     lengths = np.linalg.norm(cell, axis=1)
     if np.any(lengths[periodic] == 0.0):
         axis = "abc"[int(np.flatnonzero(periodic & (lengths == 0.0))[0])]
         raise DataError(f"periodic cell vector {axis} is zero: give the cell or set pbc False along {axis}")
     if periodic.all() and abs(np.linalg.det(cell)) < 1e-6 * max(lengths.prod(), 1e-300):
         raise DataError(f"the cell is degenerate (zero volume): {cell.tolist()}")
+    heights = periodic_heights(cell, periodic)
+    if np.any(heights < MIN_IMAGE_DISTANCE):
+        axis = "abc"[int(np.flatnonzero(periodic)[np.argmin(heights)])]
+        raise DataError(f"the cell is degenerate: the periodic images along {axis} are {heights.min():.3g} Å apart "
+                        f"(closer than {MIN_IMAGE_DISTANCE} Å): {cell.tolist()}")
     return positions, cell, periodic
+
+
+#: periodic images closer than this (Å) make a cell degenerate (the data sets' closest atoms)
+MIN_IMAGE_DISTANCE = 0.1
+
+
+def periodic_heights(cell: np.ndarray, periodic: np.ndarray) -> np.ndarray:
+    """The spacing (Å) of the periodic images along each periodic direction (n_periodic,): the
+    length of each periodic cell vector's part outside the span of the other periodic ones (for a
+    3-D cell, the distance between lattice planes)."""
+    vectors = np.asarray(cell, dtype=float)[np.asarray(periodic, dtype=bool)]
+    heights = np.empty(len(vectors))
+    for k in range(len(vectors)):  # at most three cell vectors
+        v, others = vectors[k], np.delete(vectors, k, axis=0)
+        if len(others):
+            v = v - others.T @ np.linalg.lstsq(others.T, v, rcond=None)[0]
+        heights[k] = np.linalg.norm(v)
+    return heights
 
 
 def neighbour_pairs(atoms: Atoms, cutoff: float, full_list: bool = True) -> Pairs:

@@ -92,3 +92,40 @@ def test_the_dipole_is_continuous_when_a_molecule_crosses_the_wall(calc):
     assert np.abs(steps).max() < 0.05  # smooth along the path (no jump at the wall)
     jumps = np.abs(np.diff([w for _, w in charges], axis=0)).max()
     assert jumps > 0.3 * length * 0.417  # the point-charge dipole of wrapped positions jumps
+
+
+def test_default_models_share_one_expansion_with_their_uncertainties_too(monkeypatch):
+    """Energy, dipole and polarizability models built with the default settings form one feature
+    group; an MD step of a water box that asks for every value AND every uncertainty computes the
+    expansion once (with gradients) and each λ-SOAP feature set once: the uncertainties take the
+    same shared features, no per-model path."""
+    from mdplugin.features import cache as cache_module
+
+    frames = [perturbed(k) for k in range(3)]
+    energy = build("soap", target="energy", n_sparse=20).fit(
+        frames, {"energy": np.zeros(3), "forces": [np.zeros((len(a), 3)) for a in frames]})
+    dipole = build("lsoap", target="dipole", n_sparse=10, n_sparse_l0=20).fit(
+        frames, np.array([point_charge_dipole(a) for a in frames]))
+    alpha = build("lsoap", target="polarizability", n_sparse=10, n_sparse_l0=20).fit(
+        frames, np.array([np.eye(3) * len(a) for a in frames]))
+    calc = MLCalculator(energy=energy, dipole=dipole, polarizability=alpha)
+    (expansion, members), = calc.feature_groups
+    assert sorted(members) == ["dipole", "energy", "polarizability"]
+    expansions, features = [], []
+    compute = expansion.compute
+    monkeypatch.setattr(expansion, "compute", lambda *a, **k: expansions.append(k) or compute(*a, **k))
+    lambda_soap = cache_module.lambda_soap
+    monkeypatch.setattr(cache_module, "lambda_soap",
+                        lambda exp, lams, **k: features.extend(lams) or lambda_soap(exp, lams, **k))
+    atoms = perturbed(50)
+    atoms.calc = calc
+    for step in range(2):
+        atoms.positions[0] += 0.01
+        expansions.clear(), features.clear()
+        atoms.get_potential_energy(), atoms.get_forces(), atoms.get_stress()
+        for name in ("dipole", "polarizability", "energy_std", "dipole_std", "polarizability_std"):
+            value = calc.get_property(name, atoms)
+            assert np.all(np.isfinite(value)), name
+        assert len(expansions) == 1 and expansions[0]["gradients"], expansions
+        assert features, "the uncertainties formed no λ-SOAP features: the check above would be empty"
+        assert len(features) == len(set(features)), f"step {step}: λ-SOAP features formed again: {features}"

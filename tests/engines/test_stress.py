@@ -19,6 +19,7 @@ from ase.build import bulk
 from ase.calculators.calculator import PropertyNotImplementedError
 from ase.calculators.emt import EMT
 
+from mdplugin.core.errors import DataError
 from mdplugin.engines.ase import MLCalculator
 from mdplugin.models.soap import SoapEnergyModel
 
@@ -120,6 +121,19 @@ def test_stress_is_listed_for_cells_only(model):
         slab.get_stress()
     crystal.get_potential_energy()
     assert "stress" in calc.implemented_properties
+
+
+def test_a_degenerate_cell_is_named_not_called_a_molecule(model):
+    """pbc=True with a cell of zero volume or with periodic images closer than 0.1 Å: the stress (like
+    the energy) ends with the one-line reason naming the cell, never with "not periodic" or a number."""
+    for cell, words in (([[3.6, 0, 0], [0, 3.6, 0], [3.6, 3.6, 0]], "degenerate \\(zero volume\\)"),
+                        ([[3.6, 0, 0], [0, 3.6, 0], [0, 0, 1e-9]], "degenerate: the periodic images along c are 1e-09 Å apart")):
+        atoms = Atoms("CuAu", positions=[[0, 0, 0], [1.8, 1.8, 0]], cell=cell, pbc=True)
+        atoms.calc = MLCalculator(energy=model)
+        for get in (atoms.get_stress, atoms.get_potential_energy):
+            with pytest.raises(DataError, match=f"frame 0: the cell is {words}") as caught:
+                get()
+            assert "\n" not in str(caught.value)
 
 
 def test_stress_is_ase_s_convention(model):

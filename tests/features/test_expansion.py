@@ -270,3 +270,37 @@ def test_a_frames_numbers_do_not_depend_on_its_batch():
         for x, y in zip(alone.values, together.values):
             np.testing.assert_array_equal(x, y[start : start + len(atoms)])
         start += len(atoms)
+
+
+def test_kept_harmonics_buffers_are_reused_only_when_free():
+    """A large structure's spherical harmonics go into buffers the engine keeps between MD steps
+    (no fresh 38 MB of gradients per step at 1536 atoms); an expansion still alive is never
+    overwritten by the next one, and the numbers equal those of fresh arrays."""
+    rng = np.random.default_rng(12)
+    cell = np.diag([9.0, 9.5, 10.0]) + np.triu(rng.uniform(-1.0, 1.0, (3, 3)), 1)
+    boxes = [Atoms(numbers=rng.choice([1, 6, 8], 150), scaled_positions=rng.uniform(size=(150, 3)), cell=cell,
+                   pbc=True) for _ in range(2)]
+    calc = SphericalExpansion([1, 6, 8], **MD_HYPERS)
+    weights = [rng.normal(size=(150, 2 * l + 1, 3 * 5)) for l in range(4)]
+
+    def result(exp):
+        return [v.copy() for v in exp.values] + list(exp.pair_gradients.forces_and_strain(weights))
+
+    first = calc.compute(boxes[0], gradients=True)
+    assert len(first.pair_gradients.distances) > 2 * calc.HARMONICS_CHUNK  # the buffered path
+    before = result(first)
+    second = calc.compute(boxes[1], gradients=True)  # `first` alive: its harmonics stay untouched
+    assert not np.shares_memory(first.pair_gradients._dy, second.pair_gradients._dy)
+    for x, y in zip(result(first), before):
+        np.testing.assert_array_equal(x, y)
+    kept = calc._harmonics_buffers[1].ctypes.data  # its address (a reference would hold it)
+    del first, second
+    again = calc.compute(boxes[0], gradients=True)  # nothing holds the buffers: reused
+    assert again.pair_gradients._dy.ctypes.data == kept
+    for x, y in zip(result(again), before):
+        np.testing.assert_array_equal(x, y)
+    # the same numbers as sphericart's own arrays of all pairs at once
+    fresh = SphericalExpansion([1, 6, 8], **MD_HYPERS)
+    fresh.HARMONICS_CHUNK = 10**9
+    for x, y in zip(result(fresh.compute(boxes[0], gradients=True)), before):
+        np.testing.assert_array_equal(x, y)

@@ -59,6 +59,21 @@ def test_degenerate_cells_are_named() -> None:
     missing = Atoms("H", positions=[[0, 0, 0]], cell=[[1, 0, 0], [0, 1, 0], [0, 0, 0]], pbc=True)
     with pytest.raises(DataError, match="cell vector c is zero"):
         neighbour_pairs(missing, 2.0)
+    # a cell of non-zero volume whose images are nearly on top of each other: an atom would see
+    # ~cutoff / 1e-9 images of itself (vesin returns a wrong list); refused, for a slab too
+    thin = Atoms("H", positions=[[0, 0, 0]], cell=[[4, 0, 0], [0, 4, 0], [0, 0, 1e-9]], pbc=True)
+    with pytest.raises(DataError, match=r"degenerate: the periodic images along c are 1e-09 Å apart"):
+        neighbour_pairs(thin, 2.0)
+    sheared = Atoms("H", positions=[[0, 0, 0]], cell=[[4, 0, 0], [4, 1e-5, 0], [0, 0, 0]], pbc=[True, True, False])
+    with pytest.raises(DataError, match="degenerate: the periodic images along a are 1e-05 Å apart"):
+        neighbour_pairs(sheared, 2.0)
+    not_finite = Atoms("H", positions=[[0, 0, 0]], cell=[[4, 0, 0], [0, np.nan, 0], [0, 0, 4]], pbc=True)
+    with pytest.raises(DataError, match="the cell contains NaN or inf"):
+        neighbour_pairs(not_finite, 2.0)
+    for atoms in (flat, missing, thin, sheared, not_finite):  # one line each
+        with pytest.raises(DataError) as caught:
+            neighbour_pairs(atoms, 2.0)
+        assert "\n" not in str(caught.value)
 
 
 def _within(i, j, vectors, distances, cutoff) -> set:
