@@ -12,8 +12,8 @@ Every step is the command a user types (printed with a leading ``+``), run in ``
 4. i-PI: ``i-pi`` with ``mdplugin ipi`` as its client: NVT (SVR thermostat), NVE from the NVT
    checkpoint, and TRPMD (``P`` beads, PILE-G with λ = 0.5, started from the NVT end), dipoles and
    polarizabilities as i-PI extras (``ipi/``);
-5. gas phase: one water molecule, GFN2-xTB NVE (``mdplugin md --energy tblite``, its dipole), its
-   polarizability from the liquid's model (``mdplugin spectrum raman --model``);
+5. gas phase: one water molecule, GFN2-xTB NVE (``mdplugin md --energy tblite``), its dipole and
+   polarizability from the liquid's models (``mdplugin spectrum ir|raman --model``);
 6. ``mdplugin spectrum ir|raman`` of every run (TRPMD with ``--centroid P``, the bead average), the
    band positions in ``summary.json`` and the figure ``spectra.png``.
 
@@ -318,8 +318,8 @@ def spectra(out: Path, beads: int, blocks: int, depth: float) -> dict:
         for kind, files in (("ir", dip), ("raman", pol)):
             csv = spec / f"{run}_{kind}.csv"
             cmd = [exe("mdplugin"), "spectrum", kind, *files, *common, *extra, "-o", csv]
-            if run == "gas" and kind == "raman":
-                cmd += ["--model", out / "models" / "polarizability.npz"]
+            if run == "gas":  # md --energy tblite records no dipole: the liquid's models on the monomer
+                cmd += ["--model", out / "models" / ("dipole.npz" if kind == "ir" else "polarizability.npz")]
             sh(cmd, out)
             results[f"{run}_{kind}"] = bands(csv, kind)
     return results
@@ -389,11 +389,13 @@ def figure(out: Path, path: Path, title: str) -> None:
 
 
 def main(argv=None) -> None:
+    global TEMPERATURE
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("-o", "--out", type=Path, default=Path("water-run"), help="output folder")
     p.add_argument("--data", type=Path, help="folder with the labelled train.xyz and test.xyz (make_data.py)")
     p.add_argument("--start", type=Path, help="start box of the MD (default: the first test box)")
     p.add_argument("--quick", action="store_true", help=f"tiny sizes, for CI (also {QUICK_ENV}=1)")
+    p.add_argument("--temperature", type=float, default=TEMPERATURE, help="K (default 300)")
     p.add_argument("--nvt", type=int, default=2000, help="NVT steps (ASE and i-PI), 0.5 fs each")
     p.add_argument("--nve", type=int, default=8000, help="NVE steps (ASE and i-PI)")
     p.add_argument("--trpmd", type=int, default=2000, help="TRPMD steps")
@@ -409,6 +411,7 @@ def main(argv=None) -> None:
                    help="comma list; stages on one folder may also run as separate processes side by side")
     args = p.parse_args(argv)
     quick = args.quick or os.environ.get(QUICK_ENV) == "1"
+    TEMPERATURE = args.temperature
     if quick:
         args.nvt, args.nve, args.trpmd, args.beads, args.gas = 100, 400, 100, 2, 800
         args.blocks, args.depth, args.energy_hypers = 3, 100.0, "{}"
