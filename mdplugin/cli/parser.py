@@ -341,6 +341,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cell-dipole", choices=("total", "polarization"),
                    help="IR of a periodic trajectory whose cell changes (NPT): use the cell's dipole as stored (total) "
                         "or scaled to the mean volume, M*<V>/V (polarization); required only then (docs/condensed.md)")
+    p.add_argument("--centroid", type=int, metavar="P",
+                   help="the SERIES are the per-bead files of path-integral runs of P beads (i-PI's <name>_<bead> "
+                        "extras, P consecutive files per run): the spectrum of their bead average at every step, the "
+                        "centroid (TRPMD/RPMD; docs/condensed.md)")
     p.add_argument("--model", metavar="MODEL.npz",
                    help="dipole model (ir) or polarizability model (raman) to evaluate on the structures of the "
                         "SERIES trajectories instead of reading stored values")

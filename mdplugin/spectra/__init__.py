@@ -44,7 +44,7 @@ DEFAULT_SAMPLES = 64
 #: options of :func:`spectrum_command` besides the fixed arguments, with their defaults
 OPTIONS = dict(depth=None, window="hann", form="derivative", correction="harmonic", pad=4, block=None,
                blocks=None, max_wavenumber=None, laser=None, bose=False, key=None, units="ase",
-               cell_dipole=None, model=None, uncertainty=False, samples=DEFAULT_SAMPLES, band=DEFAULT_BAND, seed=0)
+               cell_dipole=None, centroid=None, model=None, uncertainty=False, samples=DEFAULT_SAMPLES, band=DEFAULT_BAND, seed=0)
 
 
 def spectrum_command(kind: str, series: list[str], dt: float, output: str, plot: str | None,
@@ -59,6 +59,9 @@ def spectrum_command(kind: str, series: list[str], dt: float, output: str, plot:
     ``units`` (ase|atomic, for XYZ and array files), ``cell_dipole`` (total|polarization: the
     dipole of a periodic trajectory whose cell changes, :func:`read_series`), for Raman ``laser``
     (cm⁻¹) and ``bose``;
+    ``centroid`` (the number of beads P: the series are the per-bead files of path-integral runs,
+    P consecutive files per run, and the spectrum is the one of their bead average at every step,
+    :func:`mdplugin.spectra.centroid.centroid_series`);
     ``model`` (a dipole model file for ir, a polarizability model for raman: its predictions on
     the structures of the series replace the stored values), ``uncertainty`` (the model band from
     ``samples`` posterior draws of ``model``, ``band`` percentiles, ``seed``).
@@ -77,7 +80,15 @@ def spectrum_command(kind: str, series: list[str], dt: float, output: str, plot:
     if opts["uncertainty"] and not opts["model"]:
         raise ConfigError(f"--uncertainty needs the {quantity} model whose posterior gives the band: add "
                           f"--model {quantity.upper()}_MODEL.npz")
-    if opts["model"]:
+    names = [os.fspath(p) for p in series]
+    if opts["centroid"] is not None and opts["model"]:
+        raise ConfigError("--centroid averages stored bead values; it does not take --model")
+    if opts["centroid"] is not None:
+        from .centroid import centroid_series
+
+        data, names = centroid_series(series, quantity, opts["centroid"], key=opts["key"], units=opts["units"],
+                                      cell_dipole=opts["cell_dipole"])
+    elif opts["model"]:
         from ..models.base import load_model
 
         model = load_model(opts["model"], target=quantity)
@@ -92,13 +103,15 @@ def spectrum_command(kind: str, series: list[str], dt: float, output: str, plot:
                 for p in series]
     common = dict(depth=opts["depth"], window=opts["window"], form=opts["form"],
                   correction=opts["correction"], pad=opts["pad"], block=opts["block"], blocks=opts["blocks"],
-                  max_wavenumber=opts["max_wavenumber"], names=[os.fspath(p) for p in series],
+                  max_wavenumber=opts["max_wavenumber"], names=names,
                   samples=draws, band=opts["band"])
     if kind == "ir":
         result = ir_spectrum(data, dt, temperature, **common)
     else:
         result = raman_spectrum(data, dt, temperature, laser=opts["laser"], bose=opts["bose"], **common)
     result.meta["sources"] = [os.fspath(p) for p in series]
+    if opts["centroid"] is not None:
+        result.meta["centroid_beads"] = opts["centroid"]
     if opts["model"]:
         result.meta["model"] = os.fspath(opts["model"])
     write_csv(result, output)

@@ -221,9 +221,33 @@ def test_liquid_water_data_quick(tmp_path: Path) -> None:
     assert "+ mdplugin" not in text and "+ mpiexec" not in text  # resumed: nothing labelled twice
 
 
+@pytest.mark.xfail(strict=True, raises=AssertionError,
+                   reason="the --quick energy model (16 + 16 boxes of 8 molecules) leaves its data in NVE within "
+                          "about 100 fs and `mdplugin md` stops it (docs/condensed.md, 'Stability first')")
+def test_liquid_water_end_to_end_quick(tmp_path: Path) -> None:
+    """examples/liquid_water/run.py --quick: labelled 8-molecule boxes -> energy, dipole and
+    polarizability models -> NVT then NVE in ASE and in i-PI, TRPMD in i-PI (2 beads, the centroid
+    spectrum) -> IR and Raman. NVE conserves energy in both engines; the IR of the liquid and of
+    the gas-phase monomer has its H-O-H bend band between 1500 and 1800 cm⁻¹."""
+    pytest.importorskip("openmm")
+    pytest.importorskip("ipi")
+    out = tmp_path / "run"
+    run_example([str(EXAMPLES / "liquid_water" / "run.py"), "--quick", "-o", str(out)], tmp_path)
+    summary = json.loads((out / "summary.json").read_text())
+    assert set(summary["test_errors"]) == {"energy", "dipole", "polarizability"}
+    assert abs(summary["ase"]["nve_drift_meV_per_atom"]) < 1.0
+    assert abs(summary["ipi"]["nve_drift_meV_per_atom"]) < 1.0
+    for run in ("ase_ir", "ipi_ir", "trpmd_ir", "gas_ir"):
+        assert 1500 < summary["bands"][run]["bend"]["peak"] < 1800, (run, summary["bands"][run])
+    for run in ("ase_raman", "ipi_raman", "trpmd_raman", "gas_raman"):
+        assert (out / "spectra" / f"{run}.csv").exists()
+    assert (out / "spectra.png").stat().st_size > 10000
+    trpmd = sorted(p.name for p in (out / "ipi").glob("trpmd.dipole_*"))
+    assert trpmd == ["trpmd.dipole_0", "trpmd.dipole_1"]
+
+
 CHECKED = {"train_and_evaluate.py", "ase_md_dipoles.py", "spectrum_from_trajectory.py", "make_trajectories.py",
-           "hamiltonian_water.py",
-           "make_data.py"}
+           "hamiltonian_water.py", "make_data.py", "run.py"}
 CHECKED_RUNNERS = {IPI_EXAMPLE / "run.sh"}
 
 
