@@ -260,7 +260,11 @@ def plot_curves(results: dict, path: Path) -> None:
             continue
         color, marker = STYLE.get(name, ("k", "x"))
         n = [r["n_train"] for r in res["rows"]]
-        col = lambda key: [r.get(key) for r in res["rows"]]  # noqa: E731
+        rows = res["rows"]
+
+        def col(key: str, rows=rows) -> list:
+            return [r.get(key) for r in rows]
+
         axes[0].plot(n, col("orbital_rmse_meV"), "-" + marker, color=color, label=f"{name}: orbital energies")
         axes[0].plot(n, col("matrix_rmse_meV"), ":" + marker, color=color, mfc="none", label=f"{name}: matrix elements")
         if name in GOALS_MEV:
@@ -298,7 +302,8 @@ def plot_curves(results: dict, path: Path) -> None:
 
 def stamp() -> dict:
     """Date (UTC), commit and 1-minute load of a run."""
-    commit = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
+    commit = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                            check=False)
     return {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "commit": commit.stdout.strip(),
             "load": round(os.getloadavg()[0], 1)}
 
@@ -324,7 +329,13 @@ def main() -> None:
         merged = {}
         for f in args.results.split(","):
             loaded = json.loads(Path(f).read_text())
-            merged.update({k: v for k, v in loaded.items() if isinstance(v, dict) and "rows" in v})
+            for name, res in loaded.items():  # rows of one system from several runs are joined
+                if not (isinstance(res, dict) and "rows" in res):
+                    continue
+                if name in merged:
+                    res = {**merged[name], **res, "rows": sorted(merged[name]["rows"] + res["rows"],
+                                                                 key=lambda r: r["n_train"])}
+                merged[name] = res
             merged.setdefault("stamp", loaded.get("stamp", {}))
         plot_curves(merged, args.plot or args.data / "hamiltonian_curves.png")
         return
