@@ -30,7 +30,8 @@ without the uncertainties) against the PySCF calculation of the same quantities 
 data (SCF + dipole + six finite-field SCFs), in the same process, and against the SCF alone.
 
 Usage: python benchmarks/bench_hamiltonian.py --data DIR [--n-water 1000] [--n-ethanol 1000]
-       [--ranks 2] [--sizes 50,100,200,500] [--n-test 200] [--skip-lsoap] [--timing]
+       [--ranks 2] [--sizes 50,100,200,500] [--n-test 200] [--skip-lsoap] [--timing] [--plot PNG]
+       python benchmarks/bench_hamiltonian.py --data DIR --results A.json,B.json --plot PNG   (plot only)
 """
 
 from __future__ import annotations
@@ -238,6 +239,75 @@ def timing(data, model_path: Path, repeats: int = 20) -> dict:
     return out
 
 
+STYLE = {"water": ("C0", "o"), "water_projected": ("C2", "^"), "ethanol": ("C3", "s")}
+GOALS_MEV = {"water": 10.0, "ethanol": 50.0}  # orbital-energy RMSE goals at 500 training structures
+
+
+def plot_curves(results: dict, path: Path) -> None:
+    """Learning curves (log-log) of every system in ``results``: matrix elements and orbital
+    energies (meV, with the goals), the derived dipole (e·Å) and polarizability (Å³) beside the
+    direct λ-SOAP models; the polarizability panel also shows the floor of the minimal basis's
+    sum over states (computed from the reference matrices themselves)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import matplotlib.ticker
+
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.9))
+    for name, res in results.items():
+        if not isinstance(res, dict) or "rows" not in res:
+            continue
+        color, marker = STYLE.get(name, ("k", "x"))
+        n = [r["n_train"] for r in res["rows"]]
+        rows = res["rows"]
+
+        def col(key: str, rows=rows) -> list:
+            return [r.get(key) for r in rows]
+
+        axes[0].plot(n, col("orbital_rmse_meV"), "-" + marker, color=color, label=f"{name}: orbital energies")
+        axes[0].plot(n, col("matrix_rmse_meV"), ":" + marker, color=color, mfc="none", label=f"{name}: matrix elements")
+        if name in GOALS_MEV:
+            axes[0].axhline(GOALS_MEV[name], color=color, lw=0.8, ls="--")
+        axes[1].plot(n, col("dipole_rmse"), "-" + marker, color=color, label=f"{name}: from H")
+        if res["rows"][0].get("lsoap_dipole_rmse") is not None:
+            axes[1].plot(n, col("lsoap_dipole_rmse"), "--" + marker, color=color, mfc="none", label=f"{name}: λ-SOAP")
+        if res["rows"][0].get("polarizability_rmse") is not None:
+            axes[2].plot(n, col("polarizability_rmse"), "-" + marker, color=color, label=f"{name}: from H, sum over states")
+            axes[2].plot(n, col("polarizability_coupled_rmse"), "-." + marker, color=color, mfc="none",
+                         label=f"{name}: from H, coupled")
+            axes[2].plot(n, col("lsoap_polarizability_rmse"), "--" + marker, color=color, mfc="none", label=f"{name}: λ-SOAP")
+            if res.get("floor", {}).get("polarizability_rmse") is not None:
+                axes[2].axhline(res["floor"]["polarizability_rmse"], color=color, lw=0.8, ls=":",
+                                label=f"{name}: reference H, sum over states")
+    sizes = sorted({r["n_train"] for res in results.values() if isinstance(res, dict) for r in res.get("rows", [])})
+    for ax, label in zip(axes, ("RMSE (meV); dashed: goals at 500", "dipole RMSE (e·Å)", "polarizability RMSE (Å³)")):
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xticks(sizes, [str(x) for x in sizes])
+        ax.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
+        ax.set_xlabel("training structures")
+        ax.set_ylabel(label)
+        ax.legend(fontsize=6.5)
+        ax.grid(True, which="major", lw=0.3)
+    stamp = results.get("stamp", {})
+    n_test = {res["n_test"] for res in results.values() if isinstance(res, dict) and "n_test" in res}
+    if stamp:
+        fig.suptitle(f"HF/STO-3G, {'/'.join(map(str, sorted(n_test)))} held-out structures per system; {stamp.get('date', '')}, "
+                     f"commit {stamp.get('commit', '')}, load {stamp.get('load', '')} on 2 cores", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    print(f"-> {path}")
+
+
+def stamp() -> dict:
+    """Date (UTC), commit and 1-minute load of a run."""
+    commit = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                            check=False)
+    return {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "commit": commit.stdout.strip(),
+            "load": round(os.getloadavg()[0], 1)}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", required=True, type=Path, help="folder for the generated data (cache)")
@@ -251,7 +321,24 @@ def main() -> None:
     parser.add_argument("--systems", default="water,ethanol")
     parser.add_argument("--timing", action="store_true", help="also time an MD step against PySCF")
     parser.add_argument("--hypers", default="{}", help="hamiltonian model hyper-parameters (JSON)")
+    parser.add_argument("--plot", type=Path, help="draw the learning curves of the results files given by "
+                        "--results (or of this run) into this PNG")
+    parser.add_argument("--results", default="", help="comma-separated results_*.json to plot (no run)")
     args = parser.parse_args()
+    if args.results:
+        merged = {}
+        for f in args.results.split(","):
+            loaded = json.loads(Path(f).read_text())
+            for name, res in loaded.items():  # rows of one system from several runs are joined
+                if not (isinstance(res, dict) and "rows" in res):
+                    continue
+                if name in merged:
+                    res = {**merged[name], **res, "rows": sorted(merged[name]["rows"] + res["rows"],
+                                                                 key=lambda r: r["n_train"])}
+                merged[name] = res
+            merged.setdefault("stamp", loaded.get("stamp", {}))
+        plot_curves(merged, args.plot or args.data / "hamiltonian_curves.png")
+        return
     systems = [s for s in args.systems.split(",") if s]
     for name in systems:
         labelled(args.data, name, args.n_ethanol if name.startswith("ethanol") else args.n_water, args.ranks)
@@ -263,7 +350,7 @@ def main() -> None:
     hypers = json.loads(args.hypers)
     print(f"load {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores, OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS')}",
           flush=True)
-    results = {}
+    results = {"stamp": stamp()}
     for name in systems:
         data = load(args.data, name)
         results[name] = learning_curve(data, name, sizes, args.n_test, not args.skip_lsoap, hypers)
@@ -279,6 +366,8 @@ def main() -> None:
     path = args.data / f"results_{'_'.join(systems)}.json"
     path.write_text(json.dumps(results, indent=1))
     print(f"-> {path}")
+    if args.plot:
+        plot_curves(results, args.plot)
 
 
 if __name__ == "__main__":
