@@ -101,7 +101,7 @@ from ..learn.lambda_kernels import (
     structure_self_kernel,
     sum_by_frame,
 )
-from ..learn.regularizer import held_out_signal_variance, solve_regularized
+from ..learn.regularizer import evidence_regularizer, held_out_signal_variance, solve_regularized
 from .lsoap_sampling import prior_draws, prior_function
 from ..learn.posterior import check_n_samples, weight_draws
 
@@ -169,8 +169,12 @@ class LambdaSoapModel(SharedExpansionMixin, Model):
         frame held out of the normal equations, then tries the geometric midpoints between
         the best value and its grid neighbours, and refits on all frames; the chosen values
         are in ``regularizer_`` (λ -> value).
-    regularizer_grid : candidate regularisers of the automatic choice (the default spans
+    regularizer_grid : candidate regularisers of the ``"held-out"`` choice (the default spans
         noise-free reference data, ~1e-10, to noisy data, ~1e-2).
+    regularizer_choice : how a ``None`` regulariser is chosen, per λ: ``"held-out"`` (above), or
+        ``"evidence"``, the maximum of the GPR's marginal likelihood (the signal variance at its
+        optimum) over 1e-14–1e2, continuous (:func:`~mdplugin.learn.regularizer.evidence_regularizer`):
+        no grid edge to end at, and every frame fits.
     jitter : relative diagonal jitter of the Cholesky factorisations (raised tenfold until the
         factorisation succeeds). It floors the effective regularisation: on nearly noise-free
         data 1e-10 doubles the error of 1e-13.
@@ -195,6 +199,7 @@ class LambdaSoapModel(SharedExpansionMixin, Model):
         regularizer_l1: float | None = None,
         regularizer_l2: float | None = None,
         regularizer_grid: tuple = (1e-10, 1e-8, 1e-6, 1e-4, 1e-2),
+        regularizer_choice: str = "held-out",
         jitter: float = 1e-13,
         chunk_size: int = 200,
     ):
@@ -212,6 +217,7 @@ class LambdaSoapModel(SharedExpansionMixin, Model):
         self.regularizer_l1 = regularizer_l1
         self.regularizer_l2 = regularizer_l2
         self.regularizer_grid = regularizer_grid
+        self.regularizer_choice = regularizer_choice
         self.jitter = jitter
         self.chunk_size = chunk_size
 
@@ -257,10 +263,11 @@ class LambdaSoapModel(SharedExpansionMixin, Model):
         lams = tuple(sorted(set(self._lambdas()) | {0}))
         if out is not None:
             feats = lambda_soap(exp, lams, out={lam: out[lam] for lam in lams})
-            result = {lam: normalise_rows(feats[lam], in_place=True) for lam in lams}
         else:
             feats = exp.lambda_soap(lams) if isinstance(exp, FeatureCache) else lambda_soap(exp, lams)
-            result = {lam: normalise_rows(feats[lam]) for lam in lams}
+        squared0 = np.vecdot(feats[0][:, 0], feats[0][:, 0])
+        result = {lam: normalise_rows(feats[lam], in_place=out is not None, squared0=squared0 if lam else None)
+                  for lam in lams}
         result[0] = result[0][:, 0, :]
         return result
 
@@ -270,7 +277,8 @@ class LambdaSoapModel(SharedExpansionMixin, Model):
 
     def _fit_features(self, frames: list, calc, comm, timer) -> tuple:
         """First pass over this rank's blocks of ``chunk_size`` frames: the normalised invariant
-        features ``x0`` (n_local, F0) (the farthest-point sampling needs them all), their species
+        features ``x0`` (n_local, F0) (the farthest-point sampling needs them all), their squared norms
+        before the normalisation ``squared0`` (n_local,) (the floor of the λ > 0 ones), their species
         and frames (n_local,), and the row range (first, stop) of every local block. The λ > 0
         features are not kept (:meth:`_sparse_rows`, :meth:`_fit_project` form them again, chunk by
         chunk)."""
@@ -285,9 +293,11 @@ class LambdaSoapModel(SharedExpansionMixin, Model):
             timer("expansion")
             if x0 is None:
                 x0 = np.empty((n_atoms, n_features(0, exp.max_angular, exp.values[0].shape[-1])))
+                squared0 = np.empty(n_atoms)
             for lo, hi in _chunks(n, self.FIT_CENTRES_PER_CHUNK):
                 rows = x0[pos + lo : pos + hi, None, :]
                 lambda_soap(_centres(exp, slice(lo, hi)), (0,), out={0: rows})
+                squared0[pos + lo : pos + hi] = np.vecdot(rows[:, 0], rows[:, 0])
                 normalise_rows(rows, in_place=True)
             species_parts.append(exp.centre_species)
             frame_parts.append(exp.centre_frame + start)
@@ -296,14 +306,17 @@ class LambdaSoapModel(SharedExpansionMixin, Model):
             timer("features")
         species_loc = np.concatenate(species_parts) if species_parts else np.zeros(0, dtype=int)
         frame_loc = np.concatenate(frame_parts) if frame_parts else np.zeros(0, dtype=int)
-        return x0, species_loc, frame_loc, spans
+        if x0 is None:
+            squared0 = np.zeros(0)
+        return x0, squared0, species_loc, frame_loc, spans
 
     def _fit_blocks(self, frames: list, calc, spans: list, comm):
         """This rank's blocks again: ``(first row, expansion)`` of each (second and third passes)."""
         for (lo, _), start in zip(spans, local_blocks(len(frames), self.chunk_size, comm)):
             yield lo, calc.compute(frames[start : start + self.chunk_size])
 
-    def _sparse_rows(self, frames: list, calc, spans: list, x0: np.ndarray, rows: np.ndarray, comm) -> dict:
+    def _sparse_rows(self, frames: list, calc, spans: list, x0: np.ndarray, squared0: np.ndarray, rows: np.ndarray,
+                     comm) -> dict:
         """The normalised features ``{0: (r, F0), λ: (r, 2λ+1, F)}`` of this rank's local rows
         ``rows`` (sorted): the expansion of their blocks again, the λ features of those centres only."""
         out = {0: x0[rows]}
@@ -316,12 +329,13 @@ class LambdaSoapModel(SharedExpansionMixin, Model):
             if len(mine):
                 feats = lambda_soap(_centres(exp, mine), lams)
                 for lam in lams:
-                    parts[lam].append(normalise_rows(feats[lam], in_place=True))
+                    parts[lam].append(normalise_rows(feats[lam], in_place=True, squared0=squared0[lo + mine]))
         for lam in lams:
             out[lam] = np.concatenate(parts[lam]) if parts[lam] else np.zeros((0, 2 * lam + 1, 0))
         return out
 
-    def _fit_project(self, frames: list, calc, spans: list, x0: np.ndarray, species_loc: np.ndarray, comm) -> dict:
+    def _fit_project(self, frames: list, calc, spans: list, x0: np.ndarray, squared0: np.ndarray,
+                     species_loc: np.ndarray, comm) -> dict:
         """Third pass: the compressed features ``{0: (n_local, k0), λ: (n_local, 2λ+1, kλ)}`` of this
         rank's centres, each chunk of λ features formed, normalised and projected at once."""
         z = self._project({0: x0}, species_loc, spans)
@@ -334,7 +348,7 @@ class LambdaSoapModel(SharedExpansionMixin, Model):
             for a, b in _chunks(exp.n_centres, self.FIT_CENTRES_PER_CHUNK):
                 feats = lambda_soap(_centres(exp, slice(a, b)), lams)
                 for lam in lams:
-                    x = normalise_rows(feats[lam], in_place=True)
+                    x = normalise_rows(feats[lam], in_place=True, squared0=squared0[lo + a : lo + b])
                     z[lam][lo + a : lo + b] = self._project({lam: x}, species_loc[lo + a : lo + b])[lam]
         return z
 
@@ -538,6 +552,8 @@ class LambdaSoapModel(SharedExpansionMixin, Model):
         targets = self._to_spherical(y, len(frames))
         if int(self.zeta) < 1:
             raise ConfigError(f"zeta must be a positive integer, got {self.zeta}")
+        if self.regularizer_choice not in ("held-out", "evidence"):
+            raise ConfigError(f"lsoap: regularizer_choice must be 'held-out' or 'evidence', got {self.regularizer_choice!r}")
         self.species_ = np.array(sorted({int(z) for a in frames for z in a.numbers}), dtype=int)
         return frames, targets
 
@@ -550,7 +566,7 @@ class LambdaSoapModel(SharedExpansionMixin, Model):
         the PCA projections of their features (``projections_``); this rank's compressed
         features; and the compressed rows of the representative environments (``sparse_``)."""
         # raw, species_loc, frame_loc: this rank's centres; species, frame: all centres
-        x0, species_loc, frame_loc, spans = self._fit_features(frames, calc, comm, timer)
+        x0, squared0, species_loc, frame_loc, spans = self._fit_features(frames, calc, comm, timer)
         species = np.concatenate(allgather_blocks(comm, [species_loc]))
         frame = np.concatenate(allgather_blocks(comm, [frame_loc]))
         offset = int(np.searchsorted(frame, frame_loc[0])) if len(frame_loc) else 0
@@ -565,12 +581,12 @@ class LambdaSoapModel(SharedExpansionMixin, Model):
         ordered = np.sort(sparse)
         first = int(np.searchsorted(ordered, offset))
         local = ordered[first : int(np.searchsorted(ordered, offset + len(species_loc)))]
-        rows = self._sparse_rows(frames, calc, spans, x0, local - offset, comm) if len(local) else {}
+        rows = self._sparse_rows(frames, calc, spans, x0, squared0, local - offset, comm) if len(local) else {}
         timer("sparse features")
         self._fit_projections(rows, np.searchsorted(ordered, sparse), species[ordered], first, comm, ledger)
         del rows
         timer("pca")
-        z = self._fit_project(frames, calc, spans, x0, species_loc, comm)
+        z = self._fit_project(frames, calc, spans, x0, squared0, species_loc, comm)
         del x0
         timer("project")
         self.sparse_ = {
@@ -611,14 +627,23 @@ class LambdaSoapModel(SharedExpansionMixin, Model):
         eqs = self._normal_equations(lam, y / self.y_scale_[lam], centres, reg is None, comm, timer)
         kmm = scaled_symmetric_part(self._sparse_kernel(lam), self.kernel_scale_[lam])
         timer("K_MM")
-        a_fit = eqs.a_fit.copy() if eqs.held_out is not None else None  # the solve adds the held-out rows
-        gpr, reg = solve_regularized(  # no held-out rows and no regulariser: 1e-4
-            eqs.a_fit, eqs.b_fit, kmm, reg, self.regularizer_grid, self.jitter,
-            comm=comm, held_out=eqs.held_out, timer=timer, ledger=ledger,
-        )
+        n_obs = n_frames * d
+        if reg is None and self.regularizer_choice == "evidence":
+            a_all = eqs.a_fit + eqs.held_out[0] if eqs.held_out is not None else eqs.a_fit.copy()
+            reg = evidence_regularizer(a_all, eqs.b_all, eqs.yy, n_obs, kmm, self.jitter)
+            timer("evidence")
+            a_fit = eqs.a_fit
+            gpr, reg = solve_regularized(a_all, eqs.b_all, kmm, reg, self.regularizer_grid, self.jitter,
+                                         comm=comm, held_out=None, timer=timer, ledger=ledger)
+            del a_all
+        else:
+            a_fit = eqs.a_fit.copy() if eqs.held_out is not None else None  # the solve adds the held-out rows
+            gpr, reg = solve_regularized(  # no held-out rows and no regulariser: 1e-4
+                eqs.a_fit, eqs.b_fit, kmm, reg, self.regularizer_grid, self.jitter,
+                comm=comm, held_out=eqs.held_out, timer=timer, ledger=ledger,
+            )
         self.regularizer_[lam] = reg
         self.gpr_[lam] = gpr
-        n_obs = n_frames * d
         self.signal_variance_[lam] = max((eqs.yy - float(eqs.b_all @ gpr.weights)) / (reg * n_obs), 1e-12)
         if eqs.held_out is not None:
             held = self._held_out_rows(lam, eqs.held_out[2], kaa, n_frames, comm)
