@@ -56,6 +56,7 @@ from scipy.linalg import cho_solve
 from ..features.cache import FeatureCache, as_feature_cache
 from ..features.expansion import Expansion
 from ..features.lambda_soap import lambda_soap, n_features
+from ..features.nice import NiceFeatures
 from ..core.errors import ConfigError, DataError
 from ..core.tensors import (
     L0_BASIS,
@@ -175,6 +176,17 @@ class LambdaSoapModel(SharedExpansionMixin, Model):
         ``"evidence"``, the maximum of the GPR's marginal likelihood (the signal variance at its
         optimum) over 1e-14–1e2, continuous (:func:`~mdplugin.learn.regularizer.evidence_regularizer`):
         no grid edge to end at, and every frame fits.
+    body_order : ν of the features: 2 (default) the λ-SOAP power spectrum; 3 or 4 adds the NICE
+        features of that body order (:class:`~mdplugin.features.nice.NiceFeatures`: iterated
+        Clebsch–Gordan products of the density, compressed to ``nice_components`` per (λ, σ) block
+        after each iteration, the compressions learned on up to ``nice_fit_centres`` training
+        centres and saved in the model file), concatenated to the λ-SOAP ones with a weight that
+        makes their mean norms equal. They resolve environments the power spectrum cannot
+        (Pozdnyakov et al., PRL 125, 166001, 2020). Predictions then go through the kernel rows
+        (no contracted fast path).
+    nice_components : features kept per (λ, σ) block by each NICE compression.
+    nice_fit_centres : training centres (evenly spread over the training frames) the NICE
+        compressions are fitted on.
     jitter : relative diagonal jitter of the Cholesky factorisations (raised tenfold until the
         factorisation succeeds). It floors the effective regularisation: on nearly noise-free
         data 1e-10 doubles the error of 1e-13.
@@ -200,6 +212,9 @@ class LambdaSoapModel(SharedExpansionMixin, Model):
         regularizer_l2: float | None = None,
         regularizer_grid: tuple = (1e-10, 1e-8, 1e-6, 1e-4, 1e-2),
         regularizer_choice: str = "held-out",
+        body_order: int = 2,
+        nice_components: int = 64,
+        nice_fit_centres: int = 600,
         jitter: float = 1e-13,
         chunk_size: int = 200,
     ):
@@ -218,6 +233,9 @@ class LambdaSoapModel(SharedExpansionMixin, Model):
         self.regularizer_l2 = regularizer_l2
         self.regularizer_grid = regularizer_grid
         self.regularizer_choice = regularizer_choice
+        self.body_order = body_order
+        self.nice_components = nice_components
+        self.nice_fit_centres = nice_fit_centres
         self.jitter = jitter
         self.chunk_size = chunk_size
 
@@ -261,7 +279,13 @@ class LambdaSoapModel(SharedExpansionMixin, Model):
         ``out`` (not with ``shared``): ``{λ: (n, 2λ+1, F)}`` arrays (e.g. rows of the fit's
         feature arrays) to compute and normalise the features in, without new arrays."""
         lams = tuple(sorted(set(self._lambdas()) | {0}))
-        if out is not None:
+        if self._nice() is not None:
+            feats = self._lambda_features(exp.expansion if isinstance(exp, FeatureCache) else exp, lams)
+            if out is not None:
+                for lam in lams:
+                    out[lam][...] = feats[lam]
+                feats = {lam: out[lam] for lam in lams}
+        elif out is not None:
             feats = lambda_soap(exp, lams, out={lam: out[lam] for lam in lams})
         else:
             feats = exp.lambda_soap(lams) if isinstance(exp, FeatureCache) else lambda_soap(exp, lams)
@@ -270,6 +294,45 @@ class LambdaSoapModel(SharedExpansionMixin, Model):
                   for lam in lams}
         result[0] = result[0][:, 0, :]
         return result
+
+    def _nice(self):
+        """The fitted NICE features (body order > 2), else None."""
+        return getattr(self, "nice_", None) if int(self.body_order) > 2 else None
+
+    def _lambda_features(self, exp: Expansion, lams: tuple) -> dict:
+        """Unnormalised features ``{λ: (n, 2λ+1, F)}`` of the centres of ``exp``: the λ-SOAP ones, and
+        with ``body_order`` > 2 the NICE ones of that order appended (times ``nice_weight_[λ]``)."""
+        feats = lambda_soap(exp, lams)
+        nice = self._nice()
+        if nice is None:
+            return feats
+        high = nice.transform(exp.values)
+        return {lam: np.concatenate([feats[lam], self.nice_weight_[lam] * high[lam]], axis=2) for lam in lams}
+
+    def _n_features0(self, exp: Expansion) -> int:
+        n = n_features(0, exp.max_angular, exp.values[0].shape[-1])
+        nice = self._nice()
+        return n if nice is None else n + nice.projections[nice.body_order][(0, 1)].shape[1]
+
+    def _fit_nice(self, frames: list, calc) -> None:
+        """With ``body_order`` > 2: fit the NICE compressions on up to ``nice_fit_centres`` centres of
+        frames spread evenly over the training set (every rank the same), and the weights that give
+        the NICE part the λ-SOAP part's mean norm (``nice_weight_``)."""
+        self.nice_, self.nice_weight_ = None, {}
+        if int(self.body_order) <= 2:
+            return
+        lams = tuple(sorted(set(self._lambdas()) | {0}))
+        per_frame = max(1, int(np.mean([len(a) for a in frames])))
+        n_pick = max(1, min(len(frames), int(self.nice_fit_centres) // per_frame))
+        picked = [frames[i] for i in np.unique(np.linspace(0, len(frames) - 1, n_pick).astype(int))]
+        exp = calc.compute(picked)
+        self.nice_ = NiceFeatures(int(self.body_order), int(self.max_angular), lams, int(self.nice_components))
+        self.nice_.fit(exp.values)
+        high, low = self.nice_.transform(exp.values), lambda_soap(exp, lams)
+        for lam in lams:
+            a = np.mean(np.linalg.norm(low[lam].reshape(len(low[lam]), -1), axis=1))
+            b = np.mean(np.linalg.norm(high[lam].reshape(len(high[lam]), -1), axis=1))
+            self.nice_weight_[lam] = float(a / b) if b > 0 else 0.0
 
     #: centres whose λ-SOAP features are formed at once while fitting (memory: at most this many
     #: rows of full features exist; a 96-atom water box has 96)
@@ -292,11 +355,11 @@ class LambdaSoapModel(SharedExpansionMixin, Model):
             n = exp.n_centres
             timer("expansion")
             if x0 is None:
-                x0 = np.empty((n_atoms, n_features(0, exp.max_angular, exp.values[0].shape[-1])))
+                x0 = np.empty((n_atoms, self._n_features0(exp)))
                 squared0 = np.empty(n_atoms)
             for lo, hi in _chunks(n, self.FIT_CENTRES_PER_CHUNK):
                 rows = x0[pos + lo : pos + hi, None, :]
-                lambda_soap(_centres(exp, slice(lo, hi)), (0,), out={0: rows})
+                rows[...] = self._lambda_features(_centres(exp, slice(lo, hi)), (0,))[0]
                 squared0[pos + lo : pos + hi] = np.vecdot(rows[:, 0], rows[:, 0])
                 normalise_rows(rows, in_place=True)
             species_parts.append(exp.centre_species)
@@ -327,7 +390,7 @@ class LambdaSoapModel(SharedExpansionMixin, Model):
         for lo, exp in self._fit_blocks(frames, calc, spans, comm):
             mine = rows[(rows >= lo) & (rows < lo + exp.n_centres)] - lo
             if len(mine):
-                feats = lambda_soap(_centres(exp, mine), lams)
+                feats = self._lambda_features(_centres(exp, mine), lams)
                 for lam in lams:
                     parts[lam].append(normalise_rows(feats[lam], in_place=True, squared0=squared0[lo + mine]))
         for lam in lams:
@@ -346,7 +409,7 @@ class LambdaSoapModel(SharedExpansionMixin, Model):
             return z
         for lo, exp in self._fit_blocks(frames, calc, spans, comm):
             for a, b in _chunks(exp.n_centres, self.FIT_CENTRES_PER_CHUNK):
-                feats = lambda_soap(_centres(exp, slice(a, b)), lams)
+                feats = self._lambda_features(_centres(exp, slice(a, b)), lams)
                 for lam in lams:
                     x = normalise_rows(feats[lam], in_place=True, squared0=squared0[lo + a : lo + b])
                     z[lam][lo + a : lo + b] = self._project({lam: x}, species_loc[lo + a : lo + b])[lam]
@@ -529,6 +592,7 @@ class LambdaSoapModel(SharedExpansionMixin, Model):
         y = getattr(self._targets(targets), self.target)
         frames, targets = self._fit_inputs(frames, y)
         calc = self.featurizer()
+        self._fit_nice(frames, calc)
         timer("setup")
         centres = self._fit_environments(frames, calc, comm, timer, ledger)
         targets = self._fit_baseline(targets, centres)
@@ -552,6 +616,8 @@ class LambdaSoapModel(SharedExpansionMixin, Model):
         targets = self._to_spherical(y, len(frames))
         if int(self.zeta) < 1:
             raise ConfigError(f"zeta must be a positive integer, got {self.zeta}")
+        if int(self.body_order) not in (2, 3, 4):
+            raise ConfigError(f"lsoap: body_order must be 2, 3 or 4, got {self.body_order!r}")
         if self.regularizer_choice not in ("held-out", "evidence"):
             raise ConfigError(f"lsoap: regularizer_choice must be 'held-out' or 'evidence', got {self.regularizer_choice!r}")
         self.species_ = np.array(sorted({int(z) for a in frames for z in a.numbers}), dtype=int)
@@ -737,6 +803,8 @@ class LambdaSoapModel(SharedExpansionMixin, Model):
         the λ-SOAP features of the shared cache projected, then divided by the cache's norms (the
         projection is linear: no normalised copy of the full features is made)."""
         lams = tuple(sorted(set(self._lambdas()) | {0}))
+        if self._nice() is not None:
+            return self._project(self._raw_features(features.expansion), features.centre_species)
         raw = features.lambda_soap(lams)
         raw = {lam: (x[:, 0, :] if lam == 0 else x) for lam, x in raw.items()}
         z = self._project(raw, features.centre_species)
@@ -781,7 +849,7 @@ class LambdaSoapModel(SharedExpansionMixin, Model):
             raise ConfigError(f"precision must be one of {', '.join(TENSOR_PRECISIONS)}, got {precision!r}")
         features = as_feature_cache(features)
         species, frame, n = features.centre_species, features.centre_frame, features.n_frames
-        if not return_std and self.zeta in (1, 2):
+        if not return_std and self.zeta in (1, 2) and self._nice() is None:
             sph, cov = contracted_means(features, self._contraction_plan(precision), self.zeta, precision), {}
         else:
             sph, cov = self._predict_kernel(self._shared_projection(features), species, frame, n, return_std,
@@ -947,6 +1015,9 @@ class LambdaSoapModel(SharedExpansionMixin, Model):
             # K_MM's factor is recomputed from the representative environments at load time
             del gpr[f"gpr_l{lam}_kmm_factor_packed"]
             state.update(gpr)
+        if self._nice() is not None:
+            state.update(self.nice_.to_arrays())
+            state["weights_nice"] = np.array([self.nice_weight_[lam] for lam in sorted(self.nice_weight_)])
         return state
 
     def _kmm_factor(self, lam: int) -> np.ndarray:
@@ -955,6 +1026,12 @@ class LambdaSoapModel(SharedExpansionMixin, Model):
 
     def _set_state(self, arrays: dict[str, np.ndarray]) -> None:
         self._block_cache = {}  # the representative environments' blocks, built on first use
+        self.nice_, self.nice_weight_ = None, {}
+        if int(self.body_order) > 2:
+            lams = sorted(set(self._lambdas()) | {0})
+            self.nice_ = NiceFeatures(int(self.body_order), int(self.max_angular), lams, int(self.nice_components))
+            self.nice_.load_arrays(arrays)
+            self.nice_weight_ = dict(zip(lams, map(float, np.asarray(arrays["weights_nice"], dtype=float))))
         self.baseline_ = np.asarray(arrays["baseline"], dtype=float)
         self.sparse_species_ = np.asarray(arrays["sparse_species"], dtype=int)
         self.sparse_rank_ = np.asarray(arrays["sparse_rank"], dtype=int)
