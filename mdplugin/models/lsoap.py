@@ -56,6 +56,7 @@ from scipy.linalg import cho_solve
 from ..features.cache import FeatureCache, as_feature_cache
 from ..features.expansion import Expansion
 from ..features.lambda_soap import lambda_soap, n_features
+from ..features.alchemical import AlchemicalChannels
 from ..features.nice import NiceFeatures
 from ..core.errors import ConfigError, DataError
 from ..core.tensors import (
@@ -184,6 +185,10 @@ class LambdaSoapModel(SharedExpansionMixin, Model):
         makes their mean norms equal. They resolve environments the power spectrum cannot
         (Pozdnyakov et al., PRL 125, 166001, 2020). Predictions then go through the kernel rows
         (no contracted fast path).
+    alchemical_channels : 0 (default): one density channel per element; k > 0: the species
+        channels mixed into k pseudo-species (:class:`~mdplugin.features.alchemical.AlchemicalChannels`,
+        the mixing learned from the training expansion and saved in the model file); the λ-SOAP
+        features shrink by (n_species / k)². Predictions then go through the kernel rows.
     nice_components : features kept per (λ, σ) block by each NICE compression.
     nice_fit_centres : training centres (evenly spread over the training frames) the NICE
         compressions are fitted on.
@@ -215,6 +220,7 @@ class LambdaSoapModel(SharedExpansionMixin, Model):
         body_order: int = 2,
         nice_components: int = 64,
         nice_fit_centres: int = 600,
+        alchemical_channels: int = 0,
         jitter: float = 1e-13,
         chunk_size: int = 200,
     ):
@@ -236,6 +242,7 @@ class LambdaSoapModel(SharedExpansionMixin, Model):
         self.body_order = body_order
         self.nice_components = nice_components
         self.nice_fit_centres = nice_fit_centres
+        self.alchemical_channels = alchemical_channels
         self.jitter = jitter
         self.chunk_size = chunk_size
 
@@ -279,7 +286,7 @@ class LambdaSoapModel(SharedExpansionMixin, Model):
         ``out`` (not with ``shared``): ``{λ: (n, 2λ+1, F)}`` arrays (e.g. rows of the fit's
         feature arrays) to compute and normalise the features in, without new arrays."""
         lams = tuple(sorted(set(self._lambdas()) | {0}))
-        if self._nice() is not None:
+        if self._own_features():
             feats = self._lambda_features(exp.expansion if isinstance(exp, FeatureCache) else exp, lams)
             if out is not None:
                 for lam in lams:
@@ -302,6 +309,7 @@ class LambdaSoapModel(SharedExpansionMixin, Model):
     def _lambda_features(self, exp: Expansion, lams: tuple) -> dict:
         """Unnormalised features ``{λ: (n, 2λ+1, F)}`` of the centres of ``exp``: the λ-SOAP ones, and
         with ``body_order`` > 2 the NICE ones of that order appended (times ``nice_weight_[λ]``)."""
+        exp = self._mapped(exp)
         feats = lambda_soap(exp, lams)
         nice = self._nice()
         if nice is None:
@@ -309,7 +317,22 @@ class LambdaSoapModel(SharedExpansionMixin, Model):
         high = nice.transform(exp.values)
         return {lam: np.concatenate([feats[lam], self.nice_weight_[lam] * high[lam]], axis=2) for lam in lams}
 
+    def _own_features(self) -> bool:
+        """True when the features are not the shared expansion's λ-SOAP ones (NICE or alchemical
+        channels): they are then computed by the model, and predictions go through the kernel rows."""
+        return self._nice() is not None or self._alchemical() is not None
+
+    def _alchemical(self):
+        """The fitted alchemical channel map (``alchemical_channels`` > 0), else None."""
+        return getattr(self, "alchemical_", None) if int(self.alchemical_channels) > 0 else None
+
+    def _mapped(self, exp: Expansion) -> Expansion:
+        """``exp`` with its species channels mixed into the pseudo-species, or itself."""
+        alchemical = self._alchemical()
+        return exp if alchemical is None else alchemical.transform(exp)
+
     def _n_features0(self, exp: Expansion) -> int:
+        exp = self._mapped(exp)
         n = n_features(0, exp.max_angular, exp.values[0].shape[-1])
         nice = self._nice()
         return n if nice is None else n + nice.projections[nice.body_order][(0, 1)].shape[1]
@@ -318,14 +341,19 @@ class LambdaSoapModel(SharedExpansionMixin, Model):
         """With ``body_order`` > 2: fit the NICE compressions on up to ``nice_fit_centres`` centres of
         frames spread evenly over the training set (every rank the same), and the weights that give
         the NICE part the λ-SOAP part's mean norm (``nice_weight_``)."""
-        self.nice_, self.nice_weight_ = None, {}
-        if int(self.body_order) <= 2:
+        self.nice_, self.nice_weight_, self.alchemical_ = None, {}, None
+        if int(self.body_order) <= 2 and int(self.alchemical_channels) <= 0:
             return
         lams = tuple(sorted(set(self._lambdas()) | {0}))
         per_frame = max(1, int(np.mean([len(a) for a in frames])))
         n_pick = max(1, min(len(frames), int(self.nice_fit_centres) // per_frame))
         picked = [frames[i] for i in np.unique(np.linspace(0, len(frames) - 1, n_pick).astype(int))]
         exp = calc.compute(picked)
+        if int(self.alchemical_channels) > 0:
+            self.alchemical_ = AlchemicalChannels(exp.species, int(self.alchemical_channels)).fit(exp)
+            exp = self.alchemical_.transform(exp)
+        if int(self.body_order) <= 2:
+            return
         self.nice_ = NiceFeatures(int(self.body_order), int(self.max_angular), lams, int(self.nice_components))
         self.nice_.fit(exp.values)
         high, low = self.nice_.transform(exp.values), lambda_soap(exp, lams)
@@ -803,7 +831,7 @@ class LambdaSoapModel(SharedExpansionMixin, Model):
         the λ-SOAP features of the shared cache projected, then divided by the cache's norms (the
         projection is linear: no normalised copy of the full features is made)."""
         lams = tuple(sorted(set(self._lambdas()) | {0}))
-        if self._nice() is not None:
+        if self._own_features():
             return self._project(self._raw_features(features.expansion), features.centre_species)
         raw = features.lambda_soap(lams)
         raw = {lam: (x[:, 0, :] if lam == 0 else x) for lam, x in raw.items()}
@@ -849,7 +877,7 @@ class LambdaSoapModel(SharedExpansionMixin, Model):
             raise ConfigError(f"precision must be one of {', '.join(TENSOR_PRECISIONS)}, got {precision!r}")
         features = as_feature_cache(features)
         species, frame, n = features.centre_species, features.centre_frame, features.n_frames
-        if not return_std and self.zeta in (1, 2) and self._nice() is None:
+        if not return_std and self.zeta in (1, 2) and not self._own_features():
             sph, cov = contracted_means(features, self._contraction_plan(precision), self.zeta, precision), {}
         else:
             sph, cov = self._predict_kernel(self._shared_projection(features), species, frame, n, return_std,
@@ -1015,6 +1043,8 @@ class LambdaSoapModel(SharedExpansionMixin, Model):
             # K_MM's factor is recomputed from the representative environments at load time
             del gpr[f"gpr_l{lam}_kmm_factor_packed"]
             state.update(gpr)
+        if self._alchemical() is not None:
+            state["alchemical_mixing"] = self.alchemical_.mixing
         if self._nice() is not None:
             state.update(self.nice_.to_arrays())
             state["weights_nice"] = np.array([self.nice_weight_[lam] for lam in sorted(self.nice_weight_)])
@@ -1026,8 +1056,16 @@ class LambdaSoapModel(SharedExpansionMixin, Model):
 
     def _set_state(self, arrays: dict[str, np.ndarray]) -> None:
         self._block_cache = {}  # the representative environments' blocks, built on first use
-        self.nice_, self.nice_weight_ = None, {}
+        self.nice_, self.nice_weight_, self.alchemical_ = None, {}, None
+        if int(self.alchemical_channels) > 0:
+            if "alchemical_mixing" not in arrays:
+                raise KeyError(f"alchemical_channels={self.alchemical_channels} but no alchemical_mixing array")
+            species = np.unique(np.asarray(arrays["sparse_species"], dtype=int))
+            self.alchemical_ = AlchemicalChannels(species, int(self.alchemical_channels),
+                                                  np.asarray(arrays["alchemical_mixing"], dtype=float))
         if int(self.body_order) > 2:
+            if not any(key.startswith("nice_") for key in arrays):
+                raise KeyError(f"body_order={self.body_order} but no NICE projections (nice_* arrays)")
             lams = sorted(set(self._lambdas()) | {0})
             self.nice_ = NiceFeatures(int(self.body_order), int(self.max_angular), lams, int(self.nice_components))
             self.nice_.load_arrays(arrays)
