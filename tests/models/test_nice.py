@@ -145,3 +145,15 @@ def test_nice_model_is_covariant_and_survives_its_file(ring_models, tmp_path):
 def test_body_order_is_checked():
     with pytest.raises(ConfigError, match="body_order"):
         build("lsoap", target="dipole", body_order=5).fit(_ring_set(0, 3), np.zeros((3, 3)))
+
+
+def test_a_file_without_the_features_of_its_order_is_named(ring_models, tmp_path):
+    from mdplugin.core.errors import ModelFileError
+
+    path, bad = tmp_path / "nice.npz", tmp_path / "bad.npz"
+    ring_models[3].save(path)
+    with np.load(path, allow_pickle=False) as f:
+        arrays = {key: f[key] for key in f.files if not key.startswith("nice_")}
+    np.savez(bad, **arrays)
+    with pytest.raises(ModelFileError, match="body_order=3"):
+        load_model(bad)
