@@ -201,6 +201,14 @@ DATASETS: dict[str, list[Run]] = {
         Run("dce", "anti", 600, 75, 403),
         Run("dce", "gauche", 600, 75, 404),
     ],
+    # independent runs at temperatures the training set does not have (issue 27: does the isotropic
+    # polarizability generalise?), written where the user says (benchmarks/bench_isotropic.py)
+    "dce_other_temperatures": [
+        Run("dce", "anti", 450, 50, 501),
+        Run("dce", "gauche", 450, 50, 502),
+        Run("dce", "anti", 800, 50, 503),
+        Run("dce", "gauche", 200, 50, 504),
+    ],
     "water": [
         Run("water", "-", 300, 150, 301),
         Run("water", "-", 600, 150, 302),

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from .lambda_contract import contract_lambda_soap, gram_matrices, lambda_soap_squared_norms
-from .lambda_soap import lambda_soap, padded_and_transposed
+from .lambda_soap import equivariant_inverse_norms, lambda_soap, padded_and_transposed
 
 __all__ = ["FeatureCache", "as_feature_cache"]
 
@@ -32,6 +32,7 @@ class FeatureCache:
         self._gram: np.ndarray | None = None
         self._lambda_soap: dict[int, np.ndarray] = {}
         self._inverse_norms: dict[int, np.ndarray] = {}
+        self._squared_norms: dict[int, np.ndarray] = {}
 
     # the expansion's description, for convenience
     @property
@@ -95,19 +96,33 @@ class FeatureCache:
         """The invariant power spectrum (n_centres, F₀): the λ = 0 features."""
         return self.lambda_soap((0,))[0][:, 0, :]
 
-    def inverse_norms(self, lam: int) -> np.ndarray:
-        """``1 / |x^λ_i|`` (n_centres,) of the λ features (norm over the 2λ+1 components and all
-        features; floored at 1e-300): from the features when they were computed, else from the Gram
-        matrices without forming them."""
+    def squared_norms(self, lam: int) -> np.ndarray:
+        """``|x^λ_i|²`` (n_centres,) of the λ features (over the 2λ+1 components and all features):
+        from the features when they were computed, else from the Gram matrices without forming them
+        (then possibly rounding-negative where the features vanish)."""
         lam = int(lam)
-        if lam not in self._inverse_norms:
+        if lam not in self._squared_norms:
             features = self._lambda_soap.get(lam)
             if features is not None:
                 flat = features.reshape(self.n_centres, -1)
                 squared = np.vecdot(flat, flat)
             else:
                 squared = lambda_soap_squared_norms(self.gram(), self.expansion.values[0].shape[-1], lam)
-            inverse = 1.0 / np.maximum(np.sqrt(squared), 1e-300)
+            squared.setflags(write=False)
+            self._squared_norms[lam] = squared
+        return self._squared_norms[lam]
+
+    def inverse_norms(self, lam: int) -> np.ndarray:
+        """The normalisation (n_centres,) of the λ features: ``1 / |x⁰_i|`` for λ = 0 (floored at
+        1e-300), ``1 / sqrt(|x^λ_i|² + ε² |x⁰_i|²)`` for λ > 0
+        (:func:`~mdplugin.features.lambda_soap.equivariant_inverse_norms`: finite and smooth where the
+        λ features vanish by symmetry)."""
+        lam = int(lam)
+        if lam not in self._inverse_norms:
+            if lam == 0:
+                inverse = 1.0 / np.maximum(np.sqrt(np.maximum(self.squared_norms(0), 0.0)), 1e-300)
+            else:
+                inverse = equivariant_inverse_norms(self.squared_norms(lam), self.squared_norms(0))
             inverse.setflags(write=False)
             self._inverse_norms[lam] = inverse
         return self._inverse_norms[lam]

@@ -47,7 +47,30 @@ __all__ = [
     "pad_values",
     "padded_and_transposed",
     "power_spectrum",
+    "EQUIVARIANT_NORM_FLOOR",
+    "equivariant_inverse_norms",
 ]
+
+
+#: Relative floor ε of the normalisation of the λ > 0 features: a centre's features are divided by
+#: ``sqrt(|x^λ|² + ε² |x⁰|²)`` (not ``|x^λ|``), the invariant ones by ``|x⁰|``. Both norms are
+#: quadratic in the neighbour density, so ε is dimensionless. Where the λ features vanish by symmetry
+#: (the N of an ammonium ion, the C of methane, S in SF6, an isolated atom, the C of CO2 for λ = 1)
+#: they are rounding noise (~1e-15 of |x⁰|); divided by their own norm they became unit vectors of
+#: random direction — a model's contribution of that centre turned with the rounding, not with the
+#: molecule, and a rounding-negative squared norm gave NaN. With the floor such a centre contributes
+#: ~1e-11 of an ordinary one and the features stay smooth; an environment with |x^λ| = 0.01 |x⁰| (a
+#: slightly distorted methane) changes by 5e-5 relative, a typical one (|x^λ| ≳ 0.1 |x⁰|) by < 5e-7.
+EQUIVARIANT_NORM_FLOOR = 1e-4
+
+
+def equivariant_inverse_norms(squared: np.ndarray, squared0: np.ndarray) -> np.ndarray:
+    """``1 / sqrt(|x^λ|² + ε² |x⁰|²)`` (n,) from the squared norms ``squared`` (n,) of the λ > 0
+    features and ``squared0`` (n,) of the invariant ones of the same centres (negative rounding
+    clipped to 0; :data:`EQUIVARIANT_NORM_FLOOR` is ε). Zero features of an environment without
+    neighbours give 0 (not NaN, not inf)."""
+    total = np.maximum(squared, 0.0) + EQUIVARIANT_NORM_FLOOR**2 * np.maximum(squared0, 0.0)
+    return 1.0 / np.maximum(np.sqrt(total), 1e-300)
 
 
 # --------------------------------------------------------------------------------------------

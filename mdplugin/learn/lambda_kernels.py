@@ -22,6 +22,7 @@ from scipy.linalg import solve_triangular
 
 from ..core.precision import TENSOR_PRECISIONS
 from ..features.cache import FeatureCache
+from ..features.lambda_soap import equivariant_inverse_norms
 from .gpr import ProjectedProcess
 
 __all__ = [
@@ -41,20 +42,30 @@ __all__ = [
 ]
 
 
-def normalise_rows(x: np.ndarray, in_place: bool = False) -> np.ndarray:
+def normalise_rows(x: np.ndarray, in_place: bool = False, squared0: np.ndarray | None = None) -> np.ndarray:
     """Divide every centre's features (n, ...) by their Frobenius norm: a new array, or ``x``
-    itself with ``in_place`` (then in cache-sized runs of rows, read from memory once)."""
+    itself with ``in_place`` (then in cache-sized runs of rows, read from memory once).
+
+    ``squared0`` (n,): the squared norms of the same centres' invariant features; then ``x`` are
+    λ > 0 features and the norm is floored as in
+    :func:`~mdplugin.features.lambda_soap.equivariant_inverse_norms` (finite, smooth where they
+    vanish by symmetry)."""
     flat = x.reshape(len(x), -1)
+
+    def inverse(rows, lo, hi):
+        squared = np.vecdot(rows, rows)
+        if squared0 is None:
+            return 1.0 / np.maximum(np.sqrt(squared), 1e-300)
+        return equivariant_inverse_norms(squared, squared0[lo:hi])
+
     if not in_place:
-        norms = np.sqrt(np.vecdot(flat, flat))
-        return x / np.maximum(norms, 1e-300).reshape((-1,) + (1,) * (x.ndim - 1))
+        return x * inverse(flat, 0, len(flat)).reshape((-1,) + (1,) * (x.ndim - 1))
     if not np.shares_memory(flat, x):
         raise ValueError("in-place normalisation needs rows that are contiguous in memory")
     step = max(1, (1 << 19) // max(flat.shape[1] * flat.itemsize, 1))
     for start in range(0, len(flat), step):
         rows = flat[start : start + step]
-        norms = np.sqrt(np.vecdot(rows, rows))
-        rows /= np.maximum(norms, 1e-300)[:, None]
+        rows *= inverse(rows, start, start + len(rows))[:, None]
     return x
 
 

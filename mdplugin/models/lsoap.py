@@ -56,6 +56,8 @@ from scipy.linalg import cho_solve
 from ..features.cache import FeatureCache, as_feature_cache
 from ..features.expansion import Expansion
 from ..features.lambda_soap import lambda_soap, n_features
+from ..features.alchemical import AlchemicalChannels
+from ..features.nice import NiceFeatures
 from ..core.errors import ConfigError, DataError
 from ..core.tensors import (
     L0_BASIS,
@@ -101,7 +103,7 @@ from ..learn.lambda_kernels import (
     structure_self_kernel,
     sum_by_frame,
 )
-from ..learn.regularizer import held_out_signal_variance, solve_regularized
+from ..learn.regularizer import evidence_regularizer, held_out_signal_variance, solve_regularized
 from .lsoap_sampling import prior_draws, prior_function
 from ..learn.posterior import check_n_samples, weight_draws
 
@@ -169,8 +171,27 @@ class LambdaSoapModel(SharedExpansionMixin, Model):
         frame held out of the normal equations, then tries the geometric midpoints between
         the best value and its grid neighbours, and refits on all frames; the chosen values
         are in ``regularizer_`` (λ -> value).
-    regularizer_grid : candidate regularisers of the automatic choice (the default spans
+    regularizer_grid : candidate regularisers of the ``"held-out"`` choice (the default spans
         noise-free reference data, ~1e-10, to noisy data, ~1e-2).
+    regularizer_choice : how a ``None`` regulariser is chosen, per λ: ``"held-out"`` (above), or
+        ``"evidence"``, the maximum of the GPR's marginal likelihood (the signal variance at its
+        optimum) over 1e-14–1e2, continuous (:func:`~mdplugin.learn.regularizer.evidence_regularizer`):
+        no grid edge to end at, and every frame fits.
+    body_order : ν of the features: 2 (default) the λ-SOAP power spectrum; 3 or 4 adds the NICE
+        features of that body order (:class:`~mdplugin.features.nice.NiceFeatures`: iterated
+        Clebsch–Gordan products of the density, compressed to ``nice_components`` per (λ, σ) block
+        after each iteration, the compressions learned on up to ``nice_fit_centres`` training
+        centres and saved in the model file), concatenated to the λ-SOAP ones with a weight that
+        makes their mean norms equal. They resolve environments the power spectrum cannot
+        (Pozdnyakov et al., PRL 125, 166001, 2020). Predictions then go through the kernel rows
+        (no contracted fast path).
+    alchemical_channels : 0 (default): one density channel per element; k > 0: the species
+        channels mixed into k pseudo-species (:class:`~mdplugin.features.alchemical.AlchemicalChannels`,
+        the mixing learned from the training expansion and saved in the model file); the λ-SOAP
+        features shrink by (n_species / k)². Predictions then go through the kernel rows.
+    nice_components : features kept per (λ, σ) block by each NICE compression.
+    nice_fit_centres : training centres (evenly spread over the training frames) the NICE
+        compressions are fitted on.
     jitter : relative diagonal jitter of the Cholesky factorisations (raised tenfold until the
         factorisation succeeds). It floors the effective regularisation: on nearly noise-free
         data 1e-10 doubles the error of 1e-13.
@@ -195,6 +216,11 @@ class LambdaSoapModel(SharedExpansionMixin, Model):
         regularizer_l1: float | None = None,
         regularizer_l2: float | None = None,
         regularizer_grid: tuple = (1e-10, 1e-8, 1e-6, 1e-4, 1e-2),
+        regularizer_choice: str = "held-out",
+        body_order: int = 2,
+        nice_components: int = 64,
+        nice_fit_centres: int = 600,
+        alchemical_channels: int = 0,
         jitter: float = 1e-13,
         chunk_size: int = 200,
     ):
@@ -212,6 +238,11 @@ class LambdaSoapModel(SharedExpansionMixin, Model):
         self.regularizer_l1 = regularizer_l1
         self.regularizer_l2 = regularizer_l2
         self.regularizer_grid = regularizer_grid
+        self.regularizer_choice = regularizer_choice
+        self.body_order = body_order
+        self.nice_components = nice_components
+        self.nice_fit_centres = nice_fit_centres
+        self.alchemical_channels = alchemical_channels
         self.jitter = jitter
         self.chunk_size = chunk_size
 
@@ -255,14 +286,81 @@ class LambdaSoapModel(SharedExpansionMixin, Model):
         ``out`` (not with ``shared``): ``{λ: (n, 2λ+1, F)}`` arrays (e.g. rows of the fit's
         feature arrays) to compute and normalise the features in, without new arrays."""
         lams = tuple(sorted(set(self._lambdas()) | {0}))
-        if out is not None:
+        if self._own_features():
+            feats = self._lambda_features(exp.expansion if isinstance(exp, FeatureCache) else exp, lams)
+            if out is not None:
+                for lam in lams:
+                    out[lam][...] = feats[lam]
+                feats = {lam: out[lam] for lam in lams}
+        elif out is not None:
             feats = lambda_soap(exp, lams, out={lam: out[lam] for lam in lams})
-            result = {lam: normalise_rows(feats[lam], in_place=True) for lam in lams}
         else:
             feats = exp.lambda_soap(lams) if isinstance(exp, FeatureCache) else lambda_soap(exp, lams)
-            result = {lam: normalise_rows(feats[lam]) for lam in lams}
+        squared0 = np.vecdot(feats[0][:, 0], feats[0][:, 0])
+        result = {lam: normalise_rows(feats[lam], in_place=out is not None, squared0=squared0 if lam else None)
+                  for lam in lams}
         result[0] = result[0][:, 0, :]
         return result
+
+    def _nice(self):
+        """The fitted NICE features (body order > 2), else None."""
+        return getattr(self, "nice_", None) if int(self.body_order) > 2 else None
+
+    def _lambda_features(self, exp: Expansion, lams: tuple) -> dict:
+        """Unnormalised features ``{λ: (n, 2λ+1, F)}`` of the centres of ``exp``: the λ-SOAP ones, and
+        with ``body_order`` > 2 the NICE ones of that order appended (times ``nice_weight_[λ]``)."""
+        exp = self._mapped(exp)
+        feats = lambda_soap(exp, lams)
+        nice = self._nice()
+        if nice is None:
+            return feats
+        high = nice.transform(exp.values)
+        return {lam: np.concatenate([feats[lam], self.nice_weight_[lam] * high[lam]], axis=2) for lam in lams}
+
+    def _own_features(self) -> bool:
+        """True when the features are not the shared expansion's λ-SOAP ones (NICE or alchemical
+        channels): they are then computed by the model, and predictions go through the kernel rows."""
+        return self._nice() is not None or self._alchemical() is not None
+
+    def _alchemical(self):
+        """The fitted alchemical channel map (``alchemical_channels`` > 0), else None."""
+        return getattr(self, "alchemical_", None) if int(self.alchemical_channels) > 0 else None
+
+    def _mapped(self, exp: Expansion) -> Expansion:
+        """``exp`` with its species channels mixed into the pseudo-species, or itself."""
+        alchemical = self._alchemical()
+        return exp if alchemical is None else alchemical.transform(exp)
+
+    def _n_features0(self, exp: Expansion) -> int:
+        exp = self._mapped(exp)
+        n = n_features(0, exp.max_angular, exp.values[0].shape[-1])
+        nice = self._nice()
+        return n if nice is None else n + nice.projections[nice.body_order][(0, 1)].shape[1]
+
+    def _fit_nice(self, frames: list, calc) -> None:
+        """With ``body_order`` > 2: fit the NICE compressions on up to ``nice_fit_centres`` centres of
+        frames spread evenly over the training set (every rank the same), and the weights that give
+        the NICE part the λ-SOAP part's mean norm (``nice_weight_``)."""
+        self.nice_, self.nice_weight_, self.alchemical_ = None, {}, None
+        if int(self.body_order) <= 2 and int(self.alchemical_channels) <= 0:
+            return
+        lams = tuple(sorted(set(self._lambdas()) | {0}))
+        per_frame = max(1, int(np.mean([len(a) for a in frames])))
+        n_pick = max(1, min(len(frames), int(self.nice_fit_centres) // per_frame))
+        picked = [frames[i] for i in np.unique(np.linspace(0, len(frames) - 1, n_pick).astype(int))]
+        exp = calc.compute(picked)
+        if int(self.alchemical_channels) > 0:
+            self.alchemical_ = AlchemicalChannels(exp.species, int(self.alchemical_channels)).fit(exp)
+            exp = self.alchemical_.transform(exp)
+        if int(self.body_order) <= 2:
+            return
+        self.nice_ = NiceFeatures(int(self.body_order), int(self.max_angular), lams, int(self.nice_components))
+        self.nice_.fit(exp.values)
+        high, low = self.nice_.transform(exp.values), lambda_soap(exp, lams)
+        for lam in lams:
+            a = np.mean(np.linalg.norm(low[lam].reshape(len(low[lam]), -1), axis=1))
+            b = np.mean(np.linalg.norm(high[lam].reshape(len(high[lam]), -1), axis=1))
+            self.nice_weight_[lam] = float(a / b) if b > 0 else 0.0
 
     #: centres whose λ-SOAP features are formed at once while fitting (memory: at most this many
     #: rows of full features exist; a 96-atom water box has 96)
@@ -270,7 +368,8 @@ class LambdaSoapModel(SharedExpansionMixin, Model):
 
     def _fit_features(self, frames: list, calc, comm, timer) -> tuple:
         """First pass over this rank's blocks of ``chunk_size`` frames: the normalised invariant
-        features ``x0`` (n_local, F0) (the farthest-point sampling needs them all), their species
+        features ``x0`` (n_local, F0) (the farthest-point sampling needs them all), their squared norms
+        before the normalisation ``squared0`` (n_local,) (the floor of the λ > 0 ones), their species
         and frames (n_local,), and the row range (first, stop) of every local block. The λ > 0
         features are not kept (:meth:`_sparse_rows`, :meth:`_fit_project` form them again, chunk by
         chunk)."""
@@ -284,10 +383,12 @@ class LambdaSoapModel(SharedExpansionMixin, Model):
             n = exp.n_centres
             timer("expansion")
             if x0 is None:
-                x0 = np.empty((n_atoms, n_features(0, exp.max_angular, exp.values[0].shape[-1])))
+                x0 = np.empty((n_atoms, self._n_features0(exp)))
+                squared0 = np.empty(n_atoms)
             for lo, hi in _chunks(n, self.FIT_CENTRES_PER_CHUNK):
                 rows = x0[pos + lo : pos + hi, None, :]
-                lambda_soap(_centres(exp, slice(lo, hi)), (0,), out={0: rows})
+                rows[...] = self._lambda_features(_centres(exp, slice(lo, hi)), (0,))[0]
+                squared0[pos + lo : pos + hi] = np.vecdot(rows[:, 0], rows[:, 0])
                 normalise_rows(rows, in_place=True)
             species_parts.append(exp.centre_species)
             frame_parts.append(exp.centre_frame + start)
@@ -296,14 +397,17 @@ class LambdaSoapModel(SharedExpansionMixin, Model):
             timer("features")
         species_loc = np.concatenate(species_parts) if species_parts else np.zeros(0, dtype=int)
         frame_loc = np.concatenate(frame_parts) if frame_parts else np.zeros(0, dtype=int)
-        return x0, species_loc, frame_loc, spans
+        if x0 is None:
+            squared0 = np.zeros(0)
+        return x0, squared0, species_loc, frame_loc, spans
 
     def _fit_blocks(self, frames: list, calc, spans: list, comm):
         """This rank's blocks again: ``(first row, expansion)`` of each (second and third passes)."""
         for (lo, _), start in zip(spans, local_blocks(len(frames), self.chunk_size, comm)):
             yield lo, calc.compute(frames[start : start + self.chunk_size])
 
-    def _sparse_rows(self, frames: list, calc, spans: list, x0: np.ndarray, rows: np.ndarray, comm) -> dict:
+    def _sparse_rows(self, frames: list, calc, spans: list, x0: np.ndarray, squared0: np.ndarray, rows: np.ndarray,
+                     comm) -> dict:
         """The normalised features ``{0: (r, F0), λ: (r, 2λ+1, F)}`` of this rank's local rows
         ``rows`` (sorted): the expansion of their blocks again, the λ features of those centres only."""
         out = {0: x0[rows]}
@@ -314,14 +418,15 @@ class LambdaSoapModel(SharedExpansionMixin, Model):
         for lo, exp in self._fit_blocks(frames, calc, spans, comm):
             mine = rows[(rows >= lo) & (rows < lo + exp.n_centres)] - lo
             if len(mine):
-                feats = lambda_soap(_centres(exp, mine), lams)
+                feats = self._lambda_features(_centres(exp, mine), lams)
                 for lam in lams:
-                    parts[lam].append(normalise_rows(feats[lam], in_place=True))
+                    parts[lam].append(normalise_rows(feats[lam], in_place=True, squared0=squared0[lo + mine]))
         for lam in lams:
             out[lam] = np.concatenate(parts[lam]) if parts[lam] else np.zeros((0, 2 * lam + 1, 0))
         return out
 
-    def _fit_project(self, frames: list, calc, spans: list, x0: np.ndarray, species_loc: np.ndarray, comm) -> dict:
+    def _fit_project(self, frames: list, calc, spans: list, x0: np.ndarray, squared0: np.ndarray,
+                     species_loc: np.ndarray, comm) -> dict:
         """Third pass: the compressed features ``{0: (n_local, k0), λ: (n_local, 2λ+1, kλ)}`` of this
         rank's centres, each chunk of λ features formed, normalised and projected at once."""
         z = self._project({0: x0}, species_loc, spans)
@@ -332,9 +437,9 @@ class LambdaSoapModel(SharedExpansionMixin, Model):
             return z
         for lo, exp in self._fit_blocks(frames, calc, spans, comm):
             for a, b in _chunks(exp.n_centres, self.FIT_CENTRES_PER_CHUNK):
-                feats = lambda_soap(_centres(exp, slice(a, b)), lams)
+                feats = self._lambda_features(_centres(exp, slice(a, b)), lams)
                 for lam in lams:
-                    x = normalise_rows(feats[lam], in_place=True)
+                    x = normalise_rows(feats[lam], in_place=True, squared0=squared0[lo + a : lo + b])
                     z[lam][lo + a : lo + b] = self._project({lam: x}, species_loc[lo + a : lo + b])[lam]
         return z
 
@@ -515,6 +620,7 @@ class LambdaSoapModel(SharedExpansionMixin, Model):
         y = getattr(self._targets(targets), self.target)
         frames, targets = self._fit_inputs(frames, y)
         calc = self.featurizer()
+        self._fit_nice(frames, calc)
         timer("setup")
         centres = self._fit_environments(frames, calc, comm, timer, ledger)
         targets = self._fit_baseline(targets, centres)
@@ -538,6 +644,10 @@ class LambdaSoapModel(SharedExpansionMixin, Model):
         targets = self._to_spherical(y, len(frames))
         if int(self.zeta) < 1:
             raise ConfigError(f"zeta must be a positive integer, got {self.zeta}")
+        if int(self.body_order) not in (2, 3, 4):
+            raise ConfigError(f"lsoap: body_order must be 2, 3 or 4, got {self.body_order!r}")
+        if self.regularizer_choice not in ("held-out", "evidence"):
+            raise ConfigError(f"lsoap: regularizer_choice must be 'held-out' or 'evidence', got {self.regularizer_choice!r}")
         self.species_ = np.array(sorted({int(z) for a in frames for z in a.numbers}), dtype=int)
         return frames, targets
 
@@ -550,7 +660,7 @@ class LambdaSoapModel(SharedExpansionMixin, Model):
         the PCA projections of their features (``projections_``); this rank's compressed
         features; and the compressed rows of the representative environments (``sparse_``)."""
         # raw, species_loc, frame_loc: this rank's centres; species, frame: all centres
-        x0, species_loc, frame_loc, spans = self._fit_features(frames, calc, comm, timer)
+        x0, squared0, species_loc, frame_loc, spans = self._fit_features(frames, calc, comm, timer)
         species = np.concatenate(allgather_blocks(comm, [species_loc]))
         frame = np.concatenate(allgather_blocks(comm, [frame_loc]))
         offset = int(np.searchsorted(frame, frame_loc[0])) if len(frame_loc) else 0
@@ -565,12 +675,12 @@ class LambdaSoapModel(SharedExpansionMixin, Model):
         ordered = np.sort(sparse)
         first = int(np.searchsorted(ordered, offset))
         local = ordered[first : int(np.searchsorted(ordered, offset + len(species_loc)))]
-        rows = self._sparse_rows(frames, calc, spans, x0, local - offset, comm) if len(local) else {}
+        rows = self._sparse_rows(frames, calc, spans, x0, squared0, local - offset, comm) if len(local) else {}
         timer("sparse features")
         self._fit_projections(rows, np.searchsorted(ordered, sparse), species[ordered], first, comm, ledger)
         del rows
         timer("pca")
-        z = self._fit_project(frames, calc, spans, x0, species_loc, comm)
+        z = self._fit_project(frames, calc, spans, x0, squared0, species_loc, comm)
         del x0
         timer("project")
         self.sparse_ = {
@@ -611,14 +721,23 @@ class LambdaSoapModel(SharedExpansionMixin, Model):
         eqs = self._normal_equations(lam, y / self.y_scale_[lam], centres, reg is None, comm, timer)
         kmm = scaled_symmetric_part(self._sparse_kernel(lam), self.kernel_scale_[lam])
         timer("K_MM")
-        a_fit = eqs.a_fit.copy() if eqs.held_out is not None else None  # the solve adds the held-out rows
-        gpr, reg = solve_regularized(  # no held-out rows and no regulariser: 1e-4
-            eqs.a_fit, eqs.b_fit, kmm, reg, self.regularizer_grid, self.jitter,
-            comm=comm, held_out=eqs.held_out, timer=timer, ledger=ledger,
-        )
+        n_obs = n_frames * d
+        if reg is None and self.regularizer_choice == "evidence":
+            a_all = eqs.a_fit + eqs.held_out[0] if eqs.held_out is not None else eqs.a_fit.copy()
+            reg = evidence_regularizer(a_all, eqs.b_all, eqs.yy, n_obs, kmm, self.jitter)
+            timer("evidence")
+            a_fit = eqs.a_fit
+            gpr, reg = solve_regularized(a_all, eqs.b_all, kmm, reg, self.regularizer_grid, self.jitter,
+                                         comm=comm, held_out=None, timer=timer, ledger=ledger)
+            del a_all
+        else:
+            a_fit = eqs.a_fit.copy() if eqs.held_out is not None else None  # the solve adds the held-out rows
+            gpr, reg = solve_regularized(  # no held-out rows and no regulariser: 1e-4
+                eqs.a_fit, eqs.b_fit, kmm, reg, self.regularizer_grid, self.jitter,
+                comm=comm, held_out=eqs.held_out, timer=timer, ledger=ledger,
+            )
         self.regularizer_[lam] = reg
         self.gpr_[lam] = gpr
-        n_obs = n_frames * d
         self.signal_variance_[lam] = max((eqs.yy - float(eqs.b_all @ gpr.weights)) / (reg * n_obs), 1e-12)
         if eqs.held_out is not None:
             held = self._held_out_rows(lam, eqs.held_out[2], kaa, n_frames, comm)
@@ -712,6 +831,8 @@ class LambdaSoapModel(SharedExpansionMixin, Model):
         the λ-SOAP features of the shared cache projected, then divided by the cache's norms (the
         projection is linear: no normalised copy of the full features is made)."""
         lams = tuple(sorted(set(self._lambdas()) | {0}))
+        if self._own_features():
+            return self._project(self._raw_features(features.expansion), features.centre_species)
         raw = features.lambda_soap(lams)
         raw = {lam: (x[:, 0, :] if lam == 0 else x) for lam, x in raw.items()}
         z = self._project(raw, features.centre_species)
@@ -756,7 +877,7 @@ class LambdaSoapModel(SharedExpansionMixin, Model):
             raise ConfigError(f"precision must be one of {', '.join(TENSOR_PRECISIONS)}, got {precision!r}")
         features = as_feature_cache(features)
         species, frame, n = features.centre_species, features.centre_frame, features.n_frames
-        if not return_std and self.zeta in (1, 2):
+        if not return_std and self.zeta in (1, 2) and not self._own_features():
             sph, cov = contracted_means(features, self._contraction_plan(precision), self.zeta, precision), {}
         else:
             sph, cov = self._predict_kernel(self._shared_projection(features), species, frame, n, return_std,
@@ -922,6 +1043,11 @@ class LambdaSoapModel(SharedExpansionMixin, Model):
             # K_MM's factor is recomputed from the representative environments at load time
             del gpr[f"gpr_l{lam}_kmm_factor_packed"]
             state.update(gpr)
+        if self._alchemical() is not None:
+            state["alchemical_mixing"] = self.alchemical_.mixing
+        if self._nice() is not None:
+            state.update(self.nice_.to_arrays())
+            state["weights_nice"] = np.array([self.nice_weight_[lam] for lam in sorted(self.nice_weight_)])
         return state
 
     def _kmm_factor(self, lam: int) -> np.ndarray:
@@ -930,6 +1056,20 @@ class LambdaSoapModel(SharedExpansionMixin, Model):
 
     def _set_state(self, arrays: dict[str, np.ndarray]) -> None:
         self._block_cache = {}  # the representative environments' blocks, built on first use
+        self.nice_, self.nice_weight_, self.alchemical_ = None, {}, None
+        if int(self.alchemical_channels) > 0:
+            if "alchemical_mixing" not in arrays:
+                raise KeyError(f"alchemical_channels={self.alchemical_channels} but no alchemical_mixing array")
+            species = np.unique(np.asarray(arrays["sparse_species"], dtype=int))
+            self.alchemical_ = AlchemicalChannels(species, int(self.alchemical_channels),
+                                                  np.asarray(arrays["alchemical_mixing"], dtype=float))
+        if int(self.body_order) > 2:
+            if not any(key.startswith("nice_") for key in arrays):
+                raise KeyError(f"body_order={self.body_order} but no NICE projections (nice_* arrays)")
+            lams = sorted(set(self._lambdas()) | {0})
+            self.nice_ = NiceFeatures(int(self.body_order), int(self.max_angular), lams, int(self.nice_components))
+            self.nice_.load_arrays(arrays)
+            self.nice_weight_ = dict(zip(lams, map(float, np.asarray(arrays["weights_nice"], dtype=float))))
         self.baseline_ = np.asarray(arrays["baseline"], dtype=float)
         self.sparse_species_ = np.asarray(arrays["sparse_species"], dtype=int)
         self.sparse_rank_ = np.asarray(arrays["sparse_rank"], dtype=int)

@@ -10,7 +10,7 @@ from ase import Atoms
 from mdplugin.features.cache import FeatureCache, as_feature_cache
 from mdplugin.features.expansion import Expansion, SphericalExpansion
 from mdplugin.features.lambda_contract import contract_lambda_soap, gram_matrices, lambda_soap_squared_norms
-from mdplugin.features.lambda_soap import lambda_soap, n_features, padded_and_transposed
+from mdplugin.features.lambda_soap import EQUIVARIANT_NORM_FLOOR, lambda_soap, n_features, padded_and_transposed
 
 from ..conftest import dichloroethane
 
@@ -57,7 +57,13 @@ def test_inverse_norms_with_and_without_the_features_agree():
         assert without.inverse_norms(lam) is inverse
         np.testing.assert_allclose(inverse, with_features.inverse_norms(lam), rtol=1e-14)
         x = with_features.lambda_soap((lam,))[lam]
-        np.testing.assert_allclose(inverse * np.linalg.norm(x.reshape(len(x), -1), axis=1), 1.0, rtol=1e-13)
+        norm = np.linalg.norm(x.reshape(len(x), -1), axis=1)
+        if lam == 0:
+            np.testing.assert_allclose(inverse * norm, 1.0, rtol=1e-13)
+        else:  # floored by ε |x⁰| (EQUIVARIANT_NORM_FLOOR): 1 / sqrt(|x^λ|² + ε² |x⁰|²)
+            norm0 = np.linalg.norm(with_features.power_spectrum(), axis=1)
+            np.testing.assert_allclose(inverse * np.hypot(norm, EQUIVARIANT_NORM_FLOOR * norm0), 1.0, rtol=1e-13)
+            assert np.all(inverse * norm < 1.0) and np.all(inverse * norm > 1.0 - 1e-6)
         with pytest.raises(ValueError):
             inverse[0] = 1.0
     assert without._lambda_soap == {}  # no features were formed for the norms

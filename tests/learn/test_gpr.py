@@ -244,3 +244,33 @@ def test_packed_factors_round_trip_exactly_and_old_layout_loads():
     assert np.array_equal(unpack_lower(pack_lower(lower)), lower)
     with pytest.raises(ValueError):
         unpack_lower(np.ones(5))
+
+
+def test_log_evidence_is_the_marginal_likelihood_of_the_projected_process():
+    """The evidence from the normal equations equals the direct n × n Gaussian log-likelihood (with
+    the signal variance at its maximum) up to a λ-independent constant, and its maximiser finds the
+    noise level of data drawn from the model."""
+    from scipy.stats import multivariate_normal
+
+    from mdplugin.learn.regularizer import evidence_regularizer, log_evidence
+
+    rng = np.random.default_rng(0)
+    n, m = 300, 25
+    x = rng.normal(size=(n, 3))
+    centres = x[:m]
+    kernel = lambda a, b: np.exp(-0.5 * np.sum((a[:, None] - b[None]) ** 2, axis=-1))  # noqa: E731
+    knm, kmm = kernel(x, centres), kernel(centres, centres)
+    q = knm @ np.linalg.solve(kmm + 1e-12 * np.eye(m), knm.T)
+    noise = 1e-2
+    y = rng.multivariate_normal(np.zeros(n), 2.0 * (q + noise * np.eye(n)))
+    a, b, yy = knm.T @ knm, knm.T @ y, float(y @ y)
+    regs = np.array([1e-4, 1e-3, 1e-2, 1e-1, 1.0])
+    ours = log_evidence(regs, a, b, yy, n, kmm, jitter=1e-12)
+    direct = []
+    for reg in regs:
+        cov = q + reg * np.eye(n)
+        s2 = y @ np.linalg.solve(cov, y) / n
+        direct.append(multivariate_normal(np.zeros(n), s2 * cov, allow_singular=True).logpdf(y))
+    np.testing.assert_allclose(ours - ours[0], np.array(direct) - direct[0], rtol=1e-6, atol=1e-6)
+    best = evidence_regularizer(a, b, yy, n, kmm, jitter=1e-12)
+    assert 10 ** -2.6 < best < 10 ** -1.4  # the noise-to-signal ratio of the data, 1e-2

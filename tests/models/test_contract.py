@@ -242,15 +242,18 @@ def test_bad_targets_are_named(fitted):
 @pytest.mark.parametrize("kind,target", CASES)
 def test_model_files_written_before_the_contract_still_load(kind, target):
     """Files written by mdplugin 0.1.0 at commit 7ae9193 (tests/models/data/old_models/make.py)
-    load by registry name and predict what that version predicted."""
+    load by registry name and predict what that version predicted (λ-SOAP to 1e-7 relative: since issue
+    27 its λ > 0 features are divided by sqrt(|x^λ|² + ε²|x⁰|²), ε = 1e-4, which moves these
+    ordinary environments by ~1e-8 and keeps symmetric ones finite)."""
+    rtol = 1e-7 if kind == "lsoap" else 1e-10
     expected = json.loads((OLD_MODELS / "expected.json").read_text())[f"{kind}-{target}"]
     model = load_model(OLD_MODELS / f"{kind}-{target}.npz", kind=kind, target=target)
     assert model.kind == kind and model.target == target
     check = [dichloroethane(1000 + i, 0.08) for i in range(3)]  # make.py's CHECK frames
     values, std = model.predict(check, return_std=True)
-    np.testing.assert_allclose(values, expected["values"], rtol=1e-10, atol=1e-12)
-    np.testing.assert_allclose(std, expected["std"], rtol=1e-8, atol=1e-12)
+    np.testing.assert_allclose(values, expected["values"], rtol=rtol, atol=1e-12)
+    np.testing.assert_allclose(std, expected["std"], rtol=max(rtol, 1e-8), atol=1e-12)
     if target == "energy":
         np.testing.assert_allclose(np.concatenate(model.predict_forces(check)), expected["forces"], atol=1e-10)
     features = model.featurizer().compute(check, gradients=target == "energy")
-    np.testing.assert_allclose(model.predict_from_features(features).values, expected["values"], rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(model.predict_from_features(features).values, expected["values"], rtol=rtol, atol=1e-12)
