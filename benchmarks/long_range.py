@@ -10,7 +10,8 @@ Models: the local λ-SOAP (``lsoap``, 5 Å cutoff), the ``lode`` model without i
 the multi-scale local ``lode`` model with cutoffs 3 and 6 Å; errors (RMSE in % of the test labels'
 standard deviation, over all components) against the separation.
 
-    python benchmarks/long_range.py DATA_DIR [--n-train 300 --n-test 300] [--quick]
+    python benchmarks/long_range.py DATA_DIR [--n-train 300 --n-test 300] [--quick] [--plot docs/long_range.png]
+    python benchmarks/long_range.py DATA_DIR --replot LOG --plot docs/long_range.png   # from a run's JSON line
 
 DATA_DIR receives train.xyz and test.xyz (labelled once, reused); the last line is one JSON object.
 """
@@ -94,13 +95,44 @@ def binned(err: np.ndarray, sep: np.ndarray, spread: float) -> list[float]:
     return out
 
 
+def plot(summary: dict, path: str, label: str) -> None:
+    """Error against separation, one panel per target, one line per model."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    centres = 0.5 * (np.array(BINS[:-1]) + np.array(BINS[1:]))
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.6))
+    for ax, target in zip(axes, ("dipole", "polarizability")):
+        for name, r in summary["results"].items():
+            if name.startswith(target):
+                ax.plot(centres, r["bins"], "o-", label=name.split(": ", 1)[1])
+        ax.axvspan(5.0, 12.0, color="0.93", zorder=0)
+        ax.set_yscale("log")
+        ax.set_xlabel("ion – molecule separation (Å)")
+        ax.set_ylabel("RMSE (% of test std)")
+        ax.set_title(target)
+    axes[0].legend(fontsize=7)
+    fig.suptitle(label, fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("data_dir")
     ap.add_argument("--n-train", type=int, default=300)
     ap.add_argument("--n-test", type=int, default=300)
     ap.add_argument("--quick", action="store_true", help="60 + 60 structures")
+    ap.add_argument("--plot", help="write the error-against-separation figure here")
+    ap.add_argument("--replot", help="only plot: the JSON line a previous run printed, saved in this file")
     args = ap.parse_args(argv)
+    if args.replot:
+        with open(args.replot) as handle:
+            summary = json.loads(handle.read().strip().splitlines()[-1])
+        plot(summary, args.plot, summary.get("label", ""))
+        return 0
     if args.quick:
         args.n_train = args.n_test = 60
     os.makedirs(args.data_dir, exist_ok=True)
@@ -134,8 +166,17 @@ def main(argv=None) -> int:
             results[f"{target}: {name}"] = {"bins": row, "all": total, "fit_s": round(fit_s, 1)}
             print(f"{target:15s} {name:32s} " + " ".join(f"{x:7.1f}" for x in row) + f"   all {total:6.1f} %"
                   f"   fit {fit_s:.0f} s", flush=True)
-    print(json.dumps({"bins_A": BINS, "n_train": len(train.frames), "n_test": len(test.frames),
-                      "load": os.getloadavg()[0], "results": results}))
+    import subprocess
+
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                            cwd=os.path.dirname(os.path.abspath(__file__))).stdout.strip()
+    summary = {"bins_A": BINS, "n_train": len(train.frames), "n_test": len(test.frames), "load": os.getloadavg()[0],
+               "label": f"commit {commit}, {time.strftime('%Y-%m-%d')}, load {os.getloadavg()[0]:.1f} on 2 cores, "
+                        f"{len(train.frames)} training / {len(test.frames)} test dimers",
+               "results": results}
+    if args.plot:
+        plot(summary, args.plot, summary["label"])
+    print(json.dumps(summary))
     return 0
 
 
