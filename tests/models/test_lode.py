@@ -124,3 +124,22 @@ def test_bad_input_is_one_line(fitted):
     box.set_cell([5, 5, 5], scale_atoms=False)
     with pytest.raises(DataError, match=r"fitted on molecules; it cannot predict periodic cells"):
         fitted["alpha"].predict([box])
+
+
+def test_energy_model_sees_the_ion_beyond_the_cutoff():
+    def energy(atoms):  # the chloride in the water's point charges (eV), a 1/r² charge-dipole tail
+        q = np.array([Q[z] for z in atoms.numbers[:3]])
+        r = np.linalg.norm(atoms.positions[:3] - atoms.positions[3], axis=1)
+        return 14.4 * -1.0 * np.sum(q / r)
+
+    frames, _, _ = dataset(9, 60)
+    e = np.array([energy(a) for a in frames])
+    test, _, _ = dataset(10, 30, lo=6.5, hi=11.0)
+    e_test = np.array([energy(a) for a in test])
+    err = {}
+    for long_range in (True, False):
+        model = build("lode", target="energy", long_range=long_range, max_radial=2).fit(frames, e)
+        err[long_range] = np.sqrt(np.mean((model.predict(test) - e_test) ** 2))
+        with pytest.raises(Exception, match="gives no forces"):
+            model.predict_from_features(model.featurizer().compute(test[:1]), forces=True)
+    assert err[True] < err[False] / 3, err
