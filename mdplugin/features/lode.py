@@ -207,13 +207,16 @@ class LodeFeaturizer:
     lode_widths : softening widths of the molecular radial channels, Å.
     lode_max_radial, lode_radius, lode_smearing : featomic's basis and density for cells, Å.
     long_range : ``False`` gives only the local blocks (the same model without LODE).
+    lode_square : also the block ``"lode2"``, the potential's product with itself (V ⊗ V: second order
+        in the field of the distant atoms, e.g. a polarizability's response to an ion's field squared).
     """
 
     def __init__(self, species: Sequence[int], cutoffs: Sequence[float] = (5.0,), max_radial: int = 4,
                  max_angular: int = 2, gaussian_width: float = 0.3, smoothing_width: float = 0.5,
                  lode_max_angular: int = 2, lode_widths: Sequence[float] = (1.0, 3.0),
                  lode_max_radial: int = 2, lode_radius: float = 4.0, lode_smearing: float = 1.0,
-                 long_range: bool = True):
+                 long_range: bool = True, lode_square: bool = False):
+        self.lode_square = bool(lode_square)
         self.species = tuple(sorted(int(z) for z in species))
         self.cutoffs = tuple(float(c) for c in cutoffs)
         if not self.cutoffs:
@@ -231,7 +234,7 @@ class LodeFeaturizer:
     def _key(self) -> tuple:
         return (self.species, self.cutoffs, self.max_radial, self.max_angular, self.gaussian_width,
                 self.smoothing_width, self.lode_max_angular, self.lode_widths, self.lode_max_radial,
-                self.lode_radius, self.lode_smearing, self.long_range)
+                self.lode_radius, self.lode_smearing, self.long_range, self.lode_square)
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, LodeFeaturizer) and other._key() == self._key()
@@ -242,7 +245,7 @@ class LodeFeaturizer:
     def block_names(self) -> dict[int, list[str]]:
         """The block names of each λ, in the order :meth:`compute` makes them."""
         local = ["local"] + [f"local@{c:g}" for c in self.cutoffs[1:]]
-        lr = ["lode", "multiscale"] if self.long_range else []
+        lr = (["lode", "multiscale"] + (["lode2"] if self.lode_square else [])) if self.long_range else []
         return {lam: (["one"] if lam == 0 else []) + local + lr for lam in LAMBDAS}
 
     def compute(self, frames: Sequence[Atoms] | Atoms, gradients: bool = False) -> LodeFeatures:
@@ -282,6 +285,8 @@ class LodeFeaturizer:
                 if lam <= self.lode_max_angular:
                     blocks[lam]["lode"] = pot[lam]
                 blocks[lam]["multiscale"] = couple(local, pot, lam)
+                if self.lode_square:  # second order in the field: V ⊗ V (l1 <= l2: the product is symmetric)
+                    blocks[lam]["lode2"] = couple(pot, pot, lam, ordered_only=True)
         return LodeFeatures(blocks=blocks, centre_frame=np.asarray(first.centre_frame),
                             centre_species=np.asarray(first.centre_species), n_frames=len(frames),
                             periodic=bool(periodic[0]), frames=tuple(frames))

@@ -98,6 +98,7 @@ class LodeModel(Model):
     regularizer : noise-to-signal ratio (relative to the mean kernel diagonal); ``None`` chooses it.
     block_weights : ``{block: weight}``; ``None`` chooses them (multi-scale kernel weights).
     n_posterior : directions of the weights' posterior kept for the standard deviation.
+    lode_square : add the V ⊗ V block (second order in the distant atoms' field).
     """
 
     targets_supported = ("dipole", "polarizability", "energy")
@@ -106,7 +107,8 @@ class LodeModel(Model):
                  max_angular: int = 2, gaussian_width: float = 0.3, smoothing_width: float = 0.5,
                  long_range: bool = True, lode_widths: Sequence[float] = (1.0, 3.0), lode_max_radial: int = 2,
                  lode_radius: float = 4.0, lode_smearing: float = 1.0, dipole_origin: str = "com",
-                 regularizer: float | None = None, block_weights: dict | None = None, n_posterior: int = 256):
+                 regularizer: float | None = None, block_weights: dict | None = None, n_posterior: int = 256,
+                 lode_square: bool = False):
         self.target = target
         self.cutoffs = cutoffs
         self.max_radial = max_radial
@@ -122,6 +124,7 @@ class LodeModel(Model):
         self.regularizer = regularizer
         self.block_weights = block_weights
         self.n_posterior = n_posterior
+        self.lode_square = lode_square
 
     # ------------------------------------------------------------------------------------------
     def _featurizer(self, species) -> LodeFeaturizer:
@@ -130,7 +133,7 @@ class LodeModel(Model):
                               smoothing_width=self.smoothing_width, lode_max_angular=2,
                               lode_widths=tuple(self.lode_widths), lode_max_radial=self.lode_max_radial,
                               lode_radius=self.lode_radius, lode_smearing=self.lode_smearing,
-                              long_range=bool(self.long_range))
+                              long_range=bool(self.long_range), lode_square=bool(self.lode_square))
 
     def _parts(self) -> list[tuple[str, int]]:
         """(part name, λ) of the fits: each part is one linear solve."""

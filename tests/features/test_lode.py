@@ -36,13 +36,13 @@ def transformed(atoms, rotation, shift):
 @pytest.mark.parametrize("reflection", [False, True])
 def test_features_are_covariant_and_translation_invariant(make, species, reflection):
     atoms = make()
-    featurizer = LodeFeaturizer(species)
+    featurizer = LodeFeaturizer(species, lode_square=True)
     ref = featurizer.compute([atoms])
     rotation = random_rotation(np.random.default_rng(5), reflection=reflection)
     moved = featurizer.compute([transformed(atoms, rotation, np.array([0.7, -1.3, 2.1]))])
     shifted = featurizer.compute([transformed(atoms, np.eye(3), np.array([3.3, 0.2, -4.0]))])
     for lam in (0, 1, 2):
-        assert set(ref.blocks[lam]) >= {"local", "lode", "multiscale"}
+        assert set(ref.blocks[lam]) >= {"local", "lode", "multiscale", "lode2"}
         d = wigner_d_real(rotation, lam)
         for name, x in ref.blocks[lam].items():
             scale = np.abs(x).max()
