@@ -143,3 +143,28 @@ def test_energy_model_sees_the_ion_beyond_the_cutoff():
         with pytest.raises(Exception, match="gives no forces"):
             model.predict_from_features(model.featurizer().compute(test[:1]), forces=True)
     assert err[True] < err[False] / 3, err
+
+
+def test_polarizability_of_periodic_boxes_is_covariant_and_refuses_molecules(tmp_path):
+    rng = np.random.default_rng(11)
+
+    def box():
+        atoms = Atoms("H4O2", positions=rng.uniform(0, 4.5, (6, 3)), cell=np.diag(rng.uniform(4.5, 5.5, 3)), pbc=True)
+        atoms.info["charge"] = 0
+        return atoms
+
+    frames = [box() for _ in range(10)]
+    alpha = np.array([np.eye(3) * len(a) + 0.1 * np.cov(a.positions.T) for a in frames])
+    model = build("lode", target="polarizability", max_radial=2, lode_max_radial=1).fit(frames, alpha)
+    r = random_rotation(np.random.default_rng(12), reflection=True)
+    turned = frames[0].copy()
+    turned.set_cell(frames[0].cell.array @ r.T, scale_atoms=False)
+    turned.positions = frames[0].positions @ r.T
+    a0, a1 = model.predict([frames[0]]), model.predict([turned])
+    np.testing.assert_allclose(a1[0], r @ a0[0] @ r.T, atol=1e-8 * np.abs(a0).max())
+    model.save(tmp_path / "a.npz")
+    np.testing.assert_allclose(load_model(tmp_path / "a.npz").predict([turned]), a1, rtol=1e-12)
+    with pytest.raises(DataError, match="fitted on periodic cells; it cannot predict molecules"):
+        model.predict([molecule("H2O")])
+    with pytest.raises(Exception, match="the 'lode' dipole model is for molecules"):
+        build("lode", target="dipole").fit(frames, np.zeros((10, 3)))
