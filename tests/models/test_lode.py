@@ -168,3 +168,12 @@ def test_polarizability_of_periodic_boxes_is_covariant_and_refuses_molecules(tmp
         model.predict([molecule("H2O")])
     with pytest.raises(Exception, match="the 'lode' dipole model is for molecules"):
         build("lode", target="dipole").fit(frames, np.zeros((10, 3)))
+
+
+def test_ase_calculator_reports_the_lode_dipole_of_a_charged_molecule(fitted):
+    from mdplugin.engines.ase import MLCalculator
+
+    frames, _, _ = dataset(13, 1)
+    atoms = frames[0]
+    atoms.calc = MLCalculator(energy=None, dipole=fitted["lode"])
+    np.testing.assert_allclose(atoms.get_dipole_moment(), fitted["lode"].predict([atoms])[0], rtol=1e-12)
