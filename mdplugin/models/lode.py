@@ -41,7 +41,6 @@ from ..core.tensors import L2_BASIS, spherical_to_symmetric, spherical_to_vector
 from ..features.lode import LodeFeatures, LodeFeaturizer
 from ..structures.charge import frame_charges
 from .base import Model, check_species, fingerprint, register
-from .contract import Prediction
 
 __all__ = ["LodeModel"]
 
@@ -268,7 +267,6 @@ class LodeModel(Model):
         frames = list(frames)
         check_species(frames, self.species_, "lode model")
         feats = self._featurizer(self.species_).compute(frames)
-        names = self._featurizer(self.species_).block_names()
         species = list(self.species_)
         w = self.weights_["dipole"]
         coef, start, q = self.coef_["dipole"], 0, np.zeros(len(feats.centre_frame))
@@ -281,7 +279,6 @@ class LodeModel(Model):
                 x0 = feats.blocks[0][b][:, 0, :] / self.scales_[f"0:{b}"]
                 q += np.einsum("nf,nf->n", x0, wq[slot])
             start += len(species) * (f0 + f1)
-        del names
         counts = np.bincount(feats.centre_frame, minlength=len(frames))
         mean = _sum_rows(q, feats.centre_frame, len(frames)) / counts
         q = q - mean[feats.centre_frame] + (frame_charges(frames) / counts)[feats.centre_frame]
@@ -316,12 +313,6 @@ class LodeModel(Model):
                     + (sa.reshape(n, 5) ** 2) @ (L2_BASIS.reshape(5, 9) ** 2)
                 std = np.sqrt(var).reshape(n, 3, 3)
         return (values, std) if return_std else values
-
-    def predict_from_features(self, features, *, return_std: bool = False, forces: bool = False,
-                              stress: bool = False, precision: str = "double") -> Prediction:
-        """The contract's entry point (the structures themselves are the features: Identity)."""
-        return super().predict_from_features(features, return_std=return_std, forces=forces, stress=stress,
-                                             precision=precision)
 
     # ------------------------------------------------------------------------------------------
     def _get_state(self) -> dict[str, np.ndarray]:
