@@ -24,6 +24,7 @@ Run::
 
     python benchmarks/condensed.py [--sizes 96,768,1536,12288] [--models DIR] [--plot docs/condensed_scaling.png]
                                    [--n-train-energy 100] [--n-train-tensor 1000] [--no-training]
+    python benchmarks/condensed.py --long-range 1536     # the LODE part of a step against the local part
 """
 
 from __future__ import annotations
@@ -257,6 +258,44 @@ def plot(results: list, path: Path, label: str) -> None:
     fig.savefig(path, dpi=120)
 
 
+def long_range_row(n_atoms: int, smearings=(1.0, 2.0, 3.0), rounds: int = 3) -> list[dict]:
+    """The long-range part of a step against the local part, on one box (same process, alternating,
+    best of ``rounds``): local = the expansion with position gradients + its λ = 0, 1, 2 λ-SOAP (what
+    the local energy, dipole and polarizability models of a step are computed from); long range =
+    featomic's LodeSphericalExpansion (Ewald, no gradients: the lode energy model gives no forces)
+    + the local ⊗ potential Clebsch–Gordan products (:mod:`mdplugin.features.lode`), per smearing (Å;
+    featomic's k-cutoff 1.2π/smearing, so the k-space cost falls as smearing⁻³)."""
+    from mdplugin.features.expansion import SphericalExpansion
+    from mdplugin.features.lambda_soap import lambda_soap
+    from mdplugin.features.lode import couple, periodic_lode
+
+    box = perturbed_box(REPEATS[n_atoms], seed=7)
+    expansion = SphericalExpansion([1, 8], max_angular=2)
+    expansion.compute([box], gradients=True)  # compile, neighbour list
+
+    def local():
+        exp = expansion.compute([box], gradients=True)
+        lambda_soap(exp, (0, 1, 2))
+        return exp
+
+    out = []
+    for smearing in smearings:
+        t_local, t_long = [], []
+        for _ in range(rounds):
+            t0 = time.perf_counter()
+            exp = local()
+            t1 = time.perf_counter()
+            pot = periodic_lode([box], [1, 8], 2, 2, 4.0, smearing)
+            for lam in (0, 1, 2):
+                couple([np.asarray(v) for v in exp.values], pot, lam)
+            t2 = time.perf_counter()
+            t_local.append(t1 - t0)
+            t_long.append(t2 - t1)
+        out.append({"n_atoms": len(box), "smearing": smearing, "local_s": min(t_local), "long_range_s": min(t_long),
+                    "ratio": min(t_long) / min(t_local), "load": os.getloadavg()[0]})
+    return out
+
+
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--sizes", default="96,768,1536,12288")
@@ -268,8 +307,16 @@ def main(argv=None) -> None:
     p.add_argument("--rounds", type=int, default=3, help="featomic calls per size")
     p.add_argument("--no-training", dest="training", action="store_false", help="skip the training benchmark")
     p.add_argument("--plot", type=Path, help="write the scaling plot here")
+    p.add_argument("--long-range", type=int, metavar="N_ATOMS",
+                   help="only the long-range row: the LODE part of a step against the local part on this box size")
     p.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
+    if args.long_range:
+        print(f"{'atoms':>6}{'smearing Å':>11}{'local s':>9}{'long-range s':>13}{'ratio':>7}")
+        for r in long_range_row(args.long_range):
+            print(f"{r['n_atoms']:>6}{r['smearing']:>11.1f}{r['local_s']:>9.2f}{r['long_range_s']:>13.2f}"
+                  f"{r['ratio']:>7.2f}  (load {r['load']:.1f})", flush=True)
+        return
 
     if args.child:
         kind, *rest = args.child

@@ -19,7 +19,7 @@ from .options import json_object
 from ..core.precision import TENSOR_PRECISIONS
 
 #: --model name on the command line -> registry name
-MODEL_CHOICES = ("soap", "lsoap", "rpr", "hamiltonian")
+MODEL_CHOICES = ("soap", "lsoap", "rpr", "hamiltonian", "lode")
 TARGET_CHOICES = ("energy", "dipole", "polarizability", "hamiltonian")
 
 
@@ -254,7 +254,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("data", help="labelled extended XYZ")
     p.add_argument("--target", required=True, choices=TARGET_CHOICES)
     p.add_argument("--model", required=True, choices=MODEL_CHOICES,
-                   help="soap: invariant SOAP GPR (energy); lsoap: λ-SOAP SA-GPR; rpr: rotate–predict–rotate")
+                   help="soap: invariant SOAP GPR (energy); lsoap: λ-SOAP SA-GPR; rpr: rotate–predict–rotate; "
+                        "lode: local + long-range (LODE) features, charges of charged molecules (docs/long_range.md)")
     p.add_argument("-o", "--output", required=True, help="model file to write (.npz)")
     p.add_argument("--n-train", type=int, metavar="N", help="train on N frames drawn at random (default: all)")
     p.add_argument("--seed", type=int, default=0, help="seed for --n-train selection (default 0)")

@@ -76,6 +76,7 @@ _MODULES = {
     "lsoap": "mdplugin.models.lsoap",
     "soap": "mdplugin.models.soap",
     "hamiltonian": "mdplugin.models.hamiltonian",
+    "lode": "mdplugin.models.lode",
 }
 _REGISTRY: dict[str, type["Model"]] = {}
 

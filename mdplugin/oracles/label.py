@@ -38,6 +38,7 @@ from ase import Atoms
 from ase.calculators.calculator import Calculator, all_changes
 from threadpoolctl import threadpool_limits
 
+from ..structures.charge import frame_charge
 from ..core.atomicio import atomic_write
 from ..structures.data import PROPERTIES, Dataset, dataset_to_text, read_dataset, read_frames, write_dataset
 from ..core.errors import ConfigError, OracleError
@@ -287,6 +288,7 @@ def _label_one(calc: Calculator, atoms: Atoms, properties: list[str], index: int
             raise ConfigError(f"oracle {type(calc).__name__} does not compute {', '.join(missing)}")
     name = getattr(calc, "oracle_name", None) or type(calc).__name__
     frame = Atoms(numbers=atoms.numbers, positions=atoms.positions, cell=atoms.cell, pbc=atoms.pbc)
+    frame.info["charge"] = frame_charge(atoms, f"frame {index}")  # the total charge reaches the oracle
     try:
         calc.calculate(frame, list(properties), all_changes)
         out = {p: np.array(calc.results[p], dtype=float) for p in properties}

@@ -17,6 +17,7 @@ import numpy as np
 from ase import Atoms
 from ase.calculators.calculator import Calculator, CalculationFailed, all_changes
 
+from ..structures.charge import frame_charge
 from ..core.units import BOHR, HARTREE
 
 
@@ -55,7 +56,9 @@ class PySCF(Calculator):
         p = self.parameters
         return gto.M(
             atom=[(s, tuple(x)) for s, x in zip(atoms.get_chemical_symbols(), atoms.positions)],
-            unit="Angstrom", basis=p.basis, charge=p.charge, spin=p.spin, verbose=0,
+            unit="Angstrom", basis=p.basis, spin=p.spin, verbose=0,
+            # the frame's total charge ('charge' key) unless the calculator was given one
+            charge=frame_charge(atoms, "structure") if "charge" in atoms.info and not p.charge else p.charge,
         )
 
     def calculate(self, atoms: Atoms | None = None, properties: Sequence[str] | None = None,
@@ -97,7 +100,8 @@ class PySCF(Calculator):
         dm = mf.make_rdm1()
         with mol.with_common_orig((0.0, 0.0, 0.0)):
             mu = mf.dip_moment(mol, dm, unit="au", verbose=0)
-        self.results["dipole"] = np.asarray(mu, float) * BOHR
+        # about the centre of mass: a charged molecule's dipole depends on the origin (μ_0 = μ_com + Q R_com)
+        self.results["dipole"] = np.asarray(mu, float) * BOHR - mol.charge * self.atoms.get_center_of_mass()
         if "forces" in properties:
             grad = mf.nuc_grad_method().kernel()
             self.results["forces"] = -np.asarray(grad) * HARTREE / BOHR

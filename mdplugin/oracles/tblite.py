@@ -25,6 +25,7 @@ import numpy as np
 from ase import Atoms
 from ase.calculators.calculator import CalculationFailed, Calculator, all_changes
 
+from ..structures.charge import frame_charge
 from ..core.errors import ConfigError
 from ..core.units import BOHR, HARTREE, KB
 from ..structures.molecules import molecular_dipole
@@ -83,7 +84,12 @@ class TBLite(Calculator):
         kwargs: dict[str, Any] = {}
         if periodic.any():
             kwargs = {"lattice": atoms.cell.array / BOHR, "periodic": periodic}
-        charge = float(atoms.get_initial_charges().sum()) if p.charge is None else float(p.charge)
+        if p.charge is not None:
+            charge = float(p.charge)
+        elif "charge" in atoms.info:  # the frame's total charge (extended XYZ 'charge' key)
+            charge = float(frame_charge(atoms, "structure"))
+        else:
+            charge = float(atoms.get_initial_charges().sum())
         try:
             engine = Engine(p.method, atoms.numbers, atoms.positions / BOHR, charge=charge, **kwargs)
             engine.set("verbosity", int(p.verbosity))
@@ -94,7 +100,8 @@ class TBLite(Calculator):
                 field = np.asarray(p.electric_field, dtype=float).reshape(3) * BOHR / HARTREE
                 engine.add("electric-field", [float(x) for x in field])
         except Exception as exc:  # tblite raises its own error types on bad input
-            raise CalculationFailed(f"tblite could not set up the structure: {' '.join(str(exc).split())}") from exc
+            raise CalculationFailed(f"tblite could not set up the structure {atoms.get_chemical_formula()} with charge "
+                                    f"{charge:g}: {' '.join(str(exc).split())}") from exc
         return engine
 
     def calculate(self, atoms: Atoms | None = None, properties: Sequence[str] | None = None,
@@ -128,7 +135,10 @@ class TBLite(Calculator):
             r["stress"] = virial.flat[[0, 4, 8, 5, 2, 1]]
         periodic = bool(atoms.pbc.any())
         if not periodic:
-            r["dipole"] = np.asarray(result.get("dipole"), dtype=float) * BOHR
+            # tblite's dipole is about the coordinate origin; mdplugin's about the centre of mass
+            # (μ_com = μ_0 − Q R_com: a charged molecule's dipole depends on the origin)
+            total = float(np.round(np.sum(r["charges"])))
+            r["dipole"] = np.asarray(result.get("dipole"), dtype=float) * BOHR - total * atoms.get_center_of_mass()
         if "atomic_dipoles" in properties or (periodic and "dipole" in properties):
             r["atomic_dipoles"] = _atomic_dipoles(result) * BOHR
         if periodic and "dipole" in properties:  # only when asked: a crystal has no molecules

@@ -29,6 +29,7 @@ import numpy as np
 from ase import Atoms
 from ase.data import chemical_symbols
 
+from .charge import frame_charge
 from ..core.atomicio import append_durably, atomic_write
 from ..core.errors import DataError, DataWarning
 from ..core.units import FROM_UNITS, UNIT_NAMES
@@ -346,6 +347,8 @@ def read_dataset(
             values[p].append(_convert(p, raw, atoms, units, where, key_of[p], asymmetry))
         out = Atoms(numbers=atoms.numbers, positions=atoms.positions)
         out.info.update({k: atoms.info[k] for k in ("charge", "spin") if k in atoms.info})  # electrons, for AO models
+        if "charge" in atoms.info:
+            out.info["charge"] = frame_charge(atoms, where)  # an integer, or one line naming the frame
         if not _is_molecule_cell(atoms):
             out.cell = atoms.cell
             out.pbc = atoms.pbc

@@ -1,0 +1,179 @@
+"""The 'lode' model: charged molecules, long range, covariance, model files, bad input."""
+
+import numpy as np
+import pytest
+from ase import Atoms
+from ase.build import molecule
+
+from mdplugin.core.errors import DataError
+from mdplugin.core.tensors import random_rotation
+from mdplugin.models import build, load_model
+
+Q = {1: 0.35, 8: -0.7, 17: -1.0}  # point charges of the synthetic labels (water + Cl⁻: total −1)
+ALPHA_WATER = 1.4  # Å³, the water's induced dipole α E in the chloride's field
+
+
+def dimer(rng, separation):
+    w = molecule("H2O")
+    w.positions = (w.positions - w.get_center_of_mass()) @ random_rotation(rng).T
+    w.positions += rng.normal(scale=0.04, size=w.positions.shape)
+    u = rng.normal(size=3)
+    atoms = w + Atoms("Cl", positions=[separation * u / np.linalg.norm(u)])
+    atoms.info["charge"] = -1
+    return atoms
+
+
+def labels(atoms):
+    """Point charges about the centre of mass plus the water's dipole induced by the ion's field
+    (long range: 1/r², seen at any separation) and an ion-independent polarizability."""
+    q = np.array([Q[z] for z in atoms.numbers])
+    com = atoms.get_center_of_mass()
+    d = atoms.positions[:3].mean(axis=0) - atoms.positions[3]
+    field = -1.0 * d / np.linalg.norm(d) ** 3 * 14.4  # V/Å from −1 e at the ion
+    dipole = q @ (atoms.positions - com) + ALPHA_WATER * field / 14.4 * 0.5
+    alpha = np.diag([1.5, 1.6, 1.7]) + 0.2 * np.outer(d, d) / np.dot(d, d) * (4.0 / np.linalg.norm(d)) ** 3
+    return dipole, alpha
+
+
+def dataset(seed, n, lo=3.0, hi=11.0):
+    rng = np.random.default_rng(seed)
+    frames = [dimer(rng, s) for s in rng.uniform(lo, hi, n)]
+    y = [labels(a) for a in frames]
+    return frames, np.array([d for d, _ in y]), np.array([a for _, a in y])
+
+
+@pytest.fixture(scope="module")
+def fitted():
+    frames, mu, alpha = dataset(0, 60)
+    hypers = dict(max_radial=2, max_angular=2, n_posterior=64)
+    return {
+        "lode": build("lode", target="dipole", **hypers).fit(frames, mu),
+        "local": build("lode", target="dipole", long_range=False, **hypers).fit(frames, {"dipole": mu}),
+        "alpha": build("lode", target="polarizability", **hypers).fit(frames, alpha),
+    }
+
+
+def test_atomic_charges_sum_to_the_total_charge(fitted):
+    frames, _, _ = dataset(1, 5)
+    frames[2].info["charge"] = 0  # another total: the constraint holds for any charge given
+    for atoms, q in zip(frames, fitted["lode"].predict_charges(frames)):
+        assert q.sum() == pytest.approx(atoms.info["charge"], abs=1e-10)
+
+
+def test_translating_a_charged_molecule_moves_its_dipole_by_q_times_t(fitted):
+    frames, _, _ = dataset(2, 3)
+    t = np.array([2.5, -7.0, 4.0])
+    moved = [a.copy() for a in frames]
+    for a in moved:
+        a.translate(t)
+    com = fitted["lode"]
+    np.testing.assert_allclose(com.predict(moved), com.predict(frames), atol=1e-9)  # about the centre of mass
+    zero = build("lode", **dict(com.get_params(), dipole_origin="zero"))
+    zero._set_state(com._get_state())
+    zero.species_, zero.is_fitted_ = com.species_, True
+    charge = np.array([a.info["charge"] for a in frames])
+    np.testing.assert_allclose(zero.predict(moved) - zero.predict(frames), charge[:, None] * t, atol=1e-9)
+
+
+@pytest.mark.parametrize("reflection", [False, True])
+def test_predictions_are_covariant(fitted, reflection):
+    frames, _, _ = dataset(3, 3)
+    r = random_rotation(np.random.default_rng(4), reflection=reflection)
+    turned = [a.copy() for a in frames]
+    for a in turned:
+        a.positions = a.positions @ r.T
+    np.testing.assert_allclose(fitted["lode"].predict(turned), fitted["lode"].predict(frames) @ r.T, atol=1e-9)
+    a0, a1 = fitted["alpha"].predict(frames), fitted["alpha"].predict(turned)
+    np.testing.assert_allclose(a1, np.einsum("ij,njk,lk->nil", r, a0, r), atol=1e-9)
+
+
+def test_long_range_features_learn_what_the_local_model_cannot(fitted):
+    frames, mu, _ = dataset(5, 40, lo=6.5, hi=11.0)  # no water atom within 5 Å of the ion
+    err = {k: np.sqrt(np.mean((fitted[k].predict(frames) - mu) ** 2)) for k in ("lode", "local")}
+    assert err["lode"] < err["local"] / 3, err
+
+
+def test_model_file_keeps_the_settings_and_predictions(fitted, tmp_path):
+    frames, _, _ = dataset(6, 4)
+    for key in ("lode", "alpha"):
+        path = tmp_path / f"{key}.npz"
+        fitted[key].save(path)
+        again = load_model(path)
+        assert again.get_params() == fitted[key].get_params() or again.get_params()["long_range"] is True
+        values, std = again.predict(frames, return_std=True)
+        np.testing.assert_allclose(values, fitted[key].predict(frames), rtol=1e-12, atol=1e-12)
+        assert np.all(std > 0) and std.shape == values.shape
+
+
+def test_prediction_from_features_is_the_prediction(fitted):
+    frames, _, _ = dataset(7, 2)
+    model = fitted["alpha"]
+    pred = model.predict_from_features(model.featurizer().compute(frames), return_std=True)
+    np.testing.assert_allclose(pred.values, model.predict(frames))
+    assert pred.target == "polarizability" and pred.std.shape == (2, 3, 3)
+
+
+def test_bad_input_is_one_line(fitted):
+    frames, mu, _ = dataset(8, 6)
+    frames[3].info["charge"] = 0.5
+    with pytest.raises(DataError, match=r"^training frame 3: charge 0.5 is not an integer"):
+        build("lode", target="dipole").fit(frames, mu)
+    box = Atoms("H2O", positions=[[0, 0, 0], [0.9, 0, 0], [0, 0.9, 0.2]], cell=[[4, 0, 0], [0, 4, 0], [4, 4, 0]], pbc=True)
+    with pytest.raises(DataError, match=r"^frame 0: a periodic frame handed to a LODE model needs a cell with a volume"):
+        fitted["alpha"].predict([box])
+    box.set_cell([5, 5, 5], scale_atoms=False)
+    with pytest.raises(DataError, match=r"fitted on molecules; it cannot predict periodic cells"):
+        fitted["alpha"].predict([box])
+
+
+def test_energy_model_sees_the_ion_beyond_the_cutoff():
+    def energy(atoms):  # the chloride in the water's point charges (eV), a 1/r² charge-dipole tail
+        q = np.array([Q[z] for z in atoms.numbers[:3]])
+        r = np.linalg.norm(atoms.positions[:3] - atoms.positions[3], axis=1)
+        return 14.4 * -1.0 * np.sum(q / r)
+
+    frames, _, _ = dataset(9, 60)
+    e = np.array([energy(a) for a in frames])
+    test, _, _ = dataset(10, 30, lo=6.5, hi=11.0)
+    e_test = np.array([energy(a) for a in test])
+    err = {}
+    for long_range in (True, False):
+        model = build("lode", target="energy", long_range=long_range, max_radial=2).fit(frames, e)
+        err[long_range] = np.sqrt(np.mean((model.predict(test) - e_test) ** 2))
+        with pytest.raises(Exception, match="gives no forces"):
+            model.predict_from_features(model.featurizer().compute(test[:1]), forces=True)
+    assert err[True] < err[False] / 3, err
+
+
+def test_polarizability_of_periodic_boxes_is_covariant_and_refuses_molecules(tmp_path):
+    rng = np.random.default_rng(11)
+
+    def box():
+        atoms = Atoms("H4O2", positions=rng.uniform(0, 4.5, (6, 3)), cell=np.diag(rng.uniform(4.5, 5.5, 3)), pbc=True)
+        atoms.info["charge"] = 0
+        return atoms
+
+    frames = [box() for _ in range(10)]
+    alpha = np.array([np.eye(3) * len(a) + 0.1 * np.cov(a.positions.T) for a in frames])
+    model = build("lode", target="polarizability", max_radial=2, lode_max_radial=1).fit(frames, alpha)
+    r = random_rotation(np.random.default_rng(12), reflection=True)
+    turned = frames[0].copy()
+    turned.set_cell(frames[0].cell.array @ r.T, scale_atoms=False)
+    turned.positions = frames[0].positions @ r.T
+    a0, a1 = model.predict([frames[0]]), model.predict([turned])
+    np.testing.assert_allclose(a1[0], r @ a0[0] @ r.T, atol=1e-8 * np.abs(a0).max())
+    model.save(tmp_path / "a.npz")
+    np.testing.assert_allclose(load_model(tmp_path / "a.npz").predict([turned]), a1, rtol=1e-12)
+    with pytest.raises(DataError, match="fitted on periodic cells; it cannot predict molecules"):
+        model.predict([molecule("H2O")])
+    with pytest.raises(Exception, match="the 'lode' dipole model is for molecules"):
+        build("lode", target="dipole").fit(frames, np.zeros((10, 3)))
+
+
+def test_ase_calculator_reports_the_lode_dipole_of_a_charged_molecule(fitted):
+    from mdplugin.engines.ase import MLCalculator
+
+    frames, _, _ = dataset(13, 1)
+    atoms = frames[0]
+    atoms.calc = MLCalculator(energy=None, dipole=fitted["lode"])
+    np.testing.assert_allclose(atoms.get_dipole_moment(), fitted["lode"].predict([atoms])[0], rtol=1e-12)
