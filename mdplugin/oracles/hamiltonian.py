@@ -27,6 +27,7 @@ from ase import Atoms
 
 from ..core.errors import ConfigError, DataError, OracleError
 from ..core.units import HARTREE
+from ..learn.parallel import merge_rank_results
 from ..structures.aobasis import AOBasis
 from ..structures.hamiltonians import HamiltonianSet
 
@@ -193,13 +194,7 @@ def label_hamiltonians(frames: Sequence[Atoms], *, basis: str = DEFAULT_BASIS, x
                     raise OracleError(error) from exc
                 break
             bar.update(1)
-    if comm is not None:
-        gathered = comm.allgather((local, error))
-        errors = [e for _, e in gathered if e]
-        if errors:
-            raise OracleError(errors[0])
-        for part, _ in gathered:
-            local.update(part)
+    local = merge_rank_results(comm, local, error, OracleError)
     rec = [local[i] for i in range(len(frames))]
     return HamiltonianSet(
         basis=minimal_basis or basis, method=xc.lower(), fock=[r["fock"] for r in rec],

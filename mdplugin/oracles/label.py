@@ -42,6 +42,7 @@ from ..structures.charge import frame_charge
 from ..core.atomicio import atomic_write
 from ..structures.data import PROPERTIES, Dataset, dataset_to_text, read_dataset, read_frames, write_dataset
 from ..core.errors import ConfigError, OracleError
+from ..learn.parallel import merge_rank_results
 from ..core.plugins import import_object
 from ..core.units import BOHR, HARTREE
 from .clusters import DEFAULT_CLUSTER_RADIUS, cluster_polarizability
@@ -351,13 +352,7 @@ def label_frames(frames: Sequence[Atoms], oracle: str | Calculator = "tblite",
             bar.update(1)
     finally:
         bar.close()
-    if comm is not None:
-        gathered = comm.allgather((local, error))
-        errors = [e for _, e in gathered if e]
-        if errors:
-            raise OracleError(errors[0])
-        for part, _ in gathered:
-            local.update(part)
+    local = merge_rank_results(comm, local, error, OracleError)
 
     labels = [local[i] for i in range(len(frames))]
     data = Dataset(frames=[Atoms(numbers=a.numbers, positions=a.positions, cell=a.cell, pbc=a.pbc)

@@ -25,7 +25,7 @@ import numpy as np
 from .comm import wait_quietly, wait_sleeping
 
 __all__ = ["split_indices", "local_blocks", "allgather_blocks", "sum_over_ranks", "rank_offset",
-           "allgather_array", "gather_rows", "TreeSum"]
+           "allgather_array", "gather_rows", "TreeSum", "merge_rank_results"]
 
 
 def split_indices(n: int, rank: int, size: int) -> np.ndarray:
@@ -250,3 +250,19 @@ class TreeSum:
         if comm.size > 1:
             comm.Bcast(total, root=0)
         return total
+
+
+def merge_rank_results(comm, local: dict, error: str | None, error_type: type[Exception]) -> dict:
+    """Every rank's ``{index: result}`` merged on every rank (``allgather``); if any rank reports an
+    ``error`` (a one-line message), every rank raises ``error_type`` with the first one, so that no
+    rank waits for the others. ``comm=None``: ``local`` itself (a serial run raised already)."""
+    if comm is None:
+        return local
+    gathered = comm.allgather((local, error))
+    errors = [e for _, e in gathered if e]
+    if errors:
+        raise error_type(errors[0])
+    merged: dict = {}
+    for part, _ in gathered:
+        merged.update(part)
+    return merged
