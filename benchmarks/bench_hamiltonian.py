@@ -53,18 +53,7 @@ sys.path.insert(0, str(REPO))
 import ase.io  # noqa: E402
 from ase.build import molecule  # noqa: E402
 
-from mdplugin.core.tensors import random_rotation  # noqa: E402
-
-
-def water_structures(n: int, seed: int = 0):
-    rng = np.random.default_rng(seed)
-    frames = []
-    for _ in range(n):
-        atoms = molecule("H2O")
-        atoms.positions += rng.normal(scale=0.08, size=atoms.positions.shape)
-        atoms.positions = atoms.positions @ random_rotation(rng).T
-        frames.append(atoms)
-    return frames
+from mdplugin.structures.distortions import random_distortions  # noqa: E402
 
 
 def ethanol_structures(n: int, seed: int = 1):
@@ -96,7 +85,7 @@ def labelled(data: Path, name: str, n: int, ranks: int) -> Path:
     molecule_name = name.removesuffix("_projected")
     raw = data / f"{molecule_name}_structures.xyz"
     if not raw.exists():
-        frames = water_structures(n) if molecule_name == "water" else ethanol_structures(n)
+        frames = random_distortions(molecule("H2O"), n, seed=0) if molecule_name == "water" else ethanol_structures(n)
         ase.io.write(raw, frames)
     method = (["--properties", "hamiltonian,dipole", "--basis", "def2-svp", "--minimal-basis", "sto-3g"]
               if name.endswith("_projected") else

@@ -24,7 +24,6 @@ import ase.io
 import numpy as np
 from ase.build import molecule
 
-from mdplugin.core.tensors import random_rotation
 from mdplugin.engines.ase import MLCalculator
 from mdplugin.engines.md import run_md
 from mdplugin.models import build, load_model
@@ -32,18 +31,8 @@ from mdplugin.models.training import evaluate_model
 from mdplugin.oracles.label import label_file
 from mdplugin.spectra import spectrum_command
 from mdplugin.structures.data import read_dataset
+from mdplugin.structures.distortions import random_distortions
 from mdplugin.structures.hamiltonians import attach_hamiltonians
-
-
-def distorted_waters(n: int, seed: int) -> list:
-    rng = np.random.default_rng(seed)
-    frames = []
-    for _ in range(n):
-        atoms = molecule("H2O")
-        atoms.positions += rng.normal(scale=0.08, size=atoms.positions.shape)
-        atoms.positions = atoms.positions @ random_rotation(rng).T
-        frames.append(atoms)
-    return frames
 
 
 def main() -> None:
@@ -58,7 +47,7 @@ def main() -> None:
 
     # 1. reference data: HF/STO-3G matrices and dipoles from PySCF
     for name, n, seed in (("train", n_train, 0), ("test", n_test, 1)):
-        ase.io.write(out / f"{name}_in.xyz", distorted_waters(n, seed))
+        ase.io.write(out / f"{name}_in.xyz", random_distortions(molecule("H2O"), n, seed=seed))
         label_file(out / f"{name}_in.xyz", out / f"{name}.xyz", oracle="pyscf", properties=["hamiltonian", "dipole"],
                    pyscf_options={"xc": "hf", "basis": "sto-3g"}, progress=False)
 

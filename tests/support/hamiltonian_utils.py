@@ -5,24 +5,16 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 from ase.build import molecule
 
-from mdplugin.core.tensors import random_rotation
+from mdplugin.structures.distortions import random_distortions
 
 LIGHT = dict(cutoff=4.0, max_radial=5, max_angular=4, density_width=0.2, pair_max_angular=3, density_channels=10,
              n_samples=16)
 
 
 def distorted_waters(n: int, seed: int = 0, scale: float = 0.06):
-    rng = np.random.default_rng(seed)
-    out = []
-    for _ in range(n):
-        atoms = molecule("H2O")
-        atoms.positions += rng.normal(scale=scale, size=atoms.positions.shape)
-        atoms.positions = atoms.positions @ random_rotation(rng).T
-        out.append(atoms)
-    return out
+    return random_distortions(molecule("H2O"), n, scale=scale, seed=seed)
 
 
 def water_hamiltonian_model(folder: Path, n: int = 40) -> Path:
