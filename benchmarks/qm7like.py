@@ -5,7 +5,7 @@
 No public QM7b file is reachable from this machine, so the molecules are enumerated here, by a fixed
 and documented recipe (every step is deterministic):
 
-1. **Scaffolds** (``SCAFFOLDS``): 60 small skeletons of 1–6 heavy atoms: chains, branched alkanes,
+1. **Scaffolds** (``SCAFFOLDS``): 66 small skeletons of 1–6 heavy atoms: chains, branched alkanes,
    alkenes/alkynes, 3- to 6-rings, saturated heterocycles, aromatics (benzene, pyridine, pyrroles,
    furan, thiophene, azoles, diazines), carbonyls, and one-atom cores (methane, ammonia, water,
    H2S) so that substituents also meet each other directly.
@@ -17,12 +17,14 @@ and documented recipe (every step is deterministic):
    the same atom when it has two H; substituents from the same list), then three small ones
    (``SMALL``) on three atoms. A substituent replaces one H by a single bond.
 4. **Sanity filters**: RDKit sanitisation (valences), neutral, no radical electrons (closed shell,
-   even electron count), 1 ≤ heavy atoms ≤ 7, only H C N O S Cl, no S or N in a 3-ring with another
-   heteroatom, no O–O / O–N / N–N single bonds between two heteroatoms that both carry H
-   (peroxide-like, unstable species are left out), no two heteroatoms bonded to the same sp3
-   carbon twice (no aminals / hemiacetals); deduplication by canonical SMILES (stereo ignored).
-5. **Selection**: the unique SMILES are ordered by a fixed random permutation (seed 0) and the first
-   ``--n`` are kept, with every heavy-atom count from 1 to 7 represented.
+   even electron count), 1 ≤ heavy atoms ≤ 7, only H C N O S Cl; left out as unstable or
+   unusual: a single bond between two non-aromatic, uncharged N/O atoms (peroxides, hydrazines,
+   hydroxylamines), an sp3 carbon with a hydrogen and two or more N/O/S/Cl neighbours (aminals,
+   hemiacetals), a 3-ring with more than one non-carbon atom; deduplication by canonical SMILES
+   (stereo ignored). The recipe gives 13367 distinct molecules.
+5. **Selection**: the unique SMILES (sorted) are ordered by a fixed random permutation (seed 0) and
+   the first ``--n`` are kept. For ``--n 1600``: heavy-atom counts 1–7 of 1, 2, 10, 30, 129, 397,
+   1031 molecules (weighted towards 7, like QM7b), 426 distinct formulas.
 6. **3-D**: ETKDG v3 embedding (random seed 0xf00d) then an MMFF94 relaxation (RDKit); a molecule
    whose embedding or MMFF set-up fails is dropped.
 7. **Labels**: GFN2-xTB (tblite) dipole and finite-field polarizability (±0.02 V/Å, six extra
