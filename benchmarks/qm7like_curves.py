@@ -85,6 +85,9 @@ def run_one(data_path: Path, key: str, size: int) -> dict:
         cpu += time.process_time() - start
         pred = model.predict([frames[i] for i in test])
         row[target] = per_atom_rmse(pred, y[test], n_atoms, AU_PER_ASE[target])
+        unseen = np.array([frames[i].get_chemical_formula() not in train_formulas for i in test])
+        row[f"{target}_unseen_formula"] = per_atom_rmse(pred[unseen], y[test][unseen], n_atoms[unseen],
+                                                        AU_PER_ASE[target])
         row[f"{target}_std_per_atom"] = per_atom_rmse(np.broadcast_to(y[train].mean(axis=0), y[test].shape),
                                                       y[test], n_atoms, AU_PER_ASE[target])
         if target == "polarizability":
