@@ -182,16 +182,22 @@ class PairGradients(Sequence):
         ``[i, b, a]`` = ``Σ_p ∂c_i/∂d_p,a d_p,b`` (components ``xyz_2``, ``xyz_1``)."""
         return self._dense_arrays(with_strain=True)[len(self):]
 
-    def forces_and_strain(self, energy_gradient: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    def forces_and_strain(self, energy_gradient: Sequence[np.ndarray] | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Forces ``−∂E/∂r`` (n_centres, 3) and the strain derivative ``∂E/∂ε`` (n_frames, 3, 3)
-        from ``energy_gradient[l]`` = ∂E/∂c^l ``(n_centres, 2l+1, n_species·n_radial)``, in one pass
+        from ``energy_gradient[l]`` = ∂E/∂c^l ``(n_centres, 2l+1, n_species·n_radial)`` (or all of
+        them as one flat float64 array in that layout, one l after the other), in one pass
         over the pairs (:func:`~mdplugin.features.kernels.contract_pairs`). ``∂E/∂ε_ab`` is the
         derivative under the strain ``r → (1 + ε) r`` of positions and cell (stress = ∂E/∂ε / V);
         for a molecule it is the (meaningless but harmless) same sum."""
         from .kernels import contract_pairs
 
         e, spline = self._engine, self._engine.spline
-        de_dc = np.concatenate([np.ascontiguousarray(g, dtype=np.float64).reshape(-1) for g in energy_gradient])
+        if isinstance(energy_gradient, np.ndarray) and energy_gradient.ndim == 1:
+            de_dc = np.ascontiguousarray(energy_gradient, dtype=np.float64)
+        else:
+            de_dc = np.concatenate([np.ascontiguousarray(g, dtype=np.float64).reshape(-1) for g in energy_gradient])
+        if de_dc.size != self.n_centres * len(e.species) * (e.max_radial + 1) * (e.max_angular + 1) ** 2:
+            raise ValueError(f"energy gradient of {de_dc.size} values for an expansion of {self.n_centres} centres")
         forces = np.zeros((self.n_centres, 3))
         strain = np.zeros((self.n_frames, 3, 3))
         contract_pairs(self.centre, self.neighbour, self.centre_slot, self.slot, self.frame, self.vectors,
