@@ -90,23 +90,29 @@ def contract_lambda_soap(padded: np.ndarray, transposed: np.ndarray, lam: int, w
     unfolded weights or (n, K, M, P) products in memory (numpy's gather and batched small products
     of those cost 3–6× more at 1536 atoms)."""
     n, n_l, _, n_prop = padded.shape
-    l1s, l2s, cg, unfold, scale = _kernel_plan(int(lam), n_l - 1, n_prop)
     out = np.zeros((n, 2 * int(lam) + 1))
     if n:
-        _contract_centres(np.ascontiguousarray(padded), np.ascontiguousarray(weights), l1s, l2s, cg, unfold, scale,
-                          out)
+        _contract_centres(np.ascontiguousarray(padded), np.ascontiguousarray(weights),
+                          *_kernel_plan(int(lam), n_l - 1, n_prop), out)
     return out
 
 
 @lru_cache(maxsize=None)
 def _kernel_plan(lam: int, max_angular: int, n_prop: int) -> tuple:
-    """:func:`_plan` for :func:`_contract_centres`: ``(l1s, l2s, cg (K, M, M, 2λ+1), unfold, scale)``
-    with ``unfold``, ``scale`` (K·P²,) also when no block is folded (then the identity)."""
+    """:func:`_plan` for :func:`_contract_centres`: ``(l1s, l2s, start, m1s, m2s, cg, unfold, scale)``:
+    the (m1, m2) entries of pair k whose Clebsch–Gordan coefficients are not all zero are
+    ``m1s[start[k]:start[k+1]]``, ``m2s[…]`` with their coefficients ``cg[…]`` (·, 2λ+1) (the real
+    coefficients are sparse: most (m1, m2) couple to no μ); ``unfold``, ``scale`` (K·P²,) also when
+    no block is folded (then the identity)."""
     l1s, l2s, cg, _, unfold, scale = _plan(lam, max_angular, n_prop)
     size = 2 * max_angular + 1
     if unfold is None:
         unfold, scale = np.arange(len(l1s) * n_prop * n_prop), np.ones(len(l1s) * n_prop * n_prop)
-    arrays = (l1s.astype(np.int64), l2s.astype(np.int64), np.ascontiguousarray(cg.reshape(len(l1s), size, size, -1)),
+    cg = cg.reshape(len(l1s), size, size, -1)
+    k, m1, m2 = np.nonzero(np.abs(cg).max(axis=3) > 0.0)  # sorted by k, then m1, m2
+    start = np.searchsorted(k, np.arange(len(l1s) + 1))
+    arrays = (l1s.astype(np.int64), l2s.astype(np.int64), start.astype(np.int64), m1.astype(np.int64),
+              m2.astype(np.int64), np.ascontiguousarray(cg[k, m1, m2]),
               np.ascontiguousarray(unfold, dtype=np.int64), np.ascontiguousarray(scale, dtype=np.float64))
     for array in arrays:
         array.setflags(write=False)
@@ -114,10 +120,10 @@ def _kernel_plan(lam: int, max_angular: int, n_prop: int) -> tuple:
 
 
 @njit(cache=True, nogil=True)
-def _contract_centres(padded, weights, l1s, l2s, cg, unfold, scale, out):
-    """``out[i, μ] = Σ_k Σ_(m1 m2) cg[k, m1, m2, μ] (c^l1 W_ik c^l2ᵀ)_(m1 m2)`` with ``c^l`` =
-    ``padded[i, l]`` (2l+1 rows used) and ``W_ik[a, b] = weights[i, unfold[q]] · scale[q]``,
-    ``q = (k·P + a)·P + b``."""
+def _contract_centres(padded, weights, l1s, l2s, start, m1s, m2s, cg, unfold, scale, out):
+    """``out[i, μ] = Σ_k Σ_(m1 m2) cg_k[m1, m2, μ] (c^l1 W_ik c^l2ᵀ)_(m1 m2)`` with ``c^l`` =
+    ``padded[i, l]`` (2l+1 rows used), ``W_ik[a, b] = weights[i, unfold[q]] · scale[q]``,
+    ``q = (k·P + a)·P + b``, and the non-zero Clebsch–Gordan entries of :func:`_kernel_plan`."""
     n, _, size, n_prop = padded.shape
     d = out.shape[1]
     w = np.empty((n_prop, n_prop))
@@ -138,13 +144,14 @@ def _contract_centres(padded, weights, l1s, l2s, cg, unfold, scale, out):
                     c = padded[i, l1, m1, a]
                     for b in range(n_prop):
                         t[m1, b] += c * w[a, b]
-            for m1 in range(2 * l1 + 1):
-                for m2 in range(2 * l2 + 1):
-                    s = 0.0
-                    for b in range(n_prop):
-                        s += t[m1, b] * padded[i, l2, m2, b]
-                    for mu in range(d):
-                        out[i, mu] += cg[k, m1, m2, mu] * s
+            for e in range(start[k], start[k + 1]):
+                m1 = m1s[e]
+                m2 = m2s[e]
+                s = 0.0
+                for b in range(n_prop):
+                    s += t[m1, b] * padded[i, l2, m2, b]
+                for mu in range(d):
+                    out[i, mu] += cg[e, mu] * s
 
 
 def times_unfolded(padded: np.ndarray, weights: np.ndarray, unfold: np.ndarray, scale: np.ndarray) -> np.ndarray:
