@@ -7,7 +7,9 @@ elements a batch happens to contain). One engine computes it:
 * neighbour pairs from vesin's cell lists (:mod:`mdplugin.structures.neighbours`; images of a
   periodic cell included, also an atom's own images in a cell smaller than twice the cutoff; mixed
   periodicity such as a slab works too); one structure at a time (an MD step) through a Verlet list
-  with a skin, searched again only when an atom has moved by half the skin;
+  with a skin, searched again only when an atom has moved by half the skin. A half list: every
+  pair once, its harmonics, their gradients and its radial values serving both ends
+  (``Y_lm(−d) = (−1)^l Y_lm(d)``, :mod:`.kernels`);
 * the real spherical harmonics of the pair vectors and their gradients from sphericart;
 * the radial functions from featomic's own spline of the radial integral (:mod:`.radial`);
 * the sums over pairs, and the contraction of ∂E/∂c with the pair derivatives into forces and
@@ -383,10 +385,11 @@ class SphericalExpansion:
 
         An MD step asks for them at every step with about the same number of pairs: they go into
         buffers this object keeps (grown when needed), computed ``HARMONICS_CHUNK`` pairs at a time,
-        instead of into new arrays. A new array of ``dy`` (38 MB for a 1536-atom water box, above
-        glibc's 32 MB limit for reusing freed memory) is fresh memory from the kernel at every step:
-        9233 page faults, 30–90 ms of system CPU time per step on a busy machine, up to half the
-        step. The buffers are reused only when nothing else holds them (the previous step's
+        instead of into new arrays. A new array of ``dy`` (19 MB for the half list of a 1536-atom
+        water box, 150 MB at 12288 atoms; above glibc's 32 MB limit for reusing freed memory it is
+        fresh memory from the kernel at every step: with the full list at 1536 atoms, 38 MB, 9233
+        page faults and 30–90 ms of system CPU time per step on a busy machine, up to half the
+        step). The buffers are reused only when nothing else holds them (the previous step's
         expansion is gone: the calculator drops it when the positions change); otherwise, and for
         a batch of frames, new arrays are made."""
         import sys
