@@ -94,6 +94,7 @@ def test_verlet_list_reuses_its_search_and_never_misses_a_pair() -> None:
     for step in range(60):
         atoms.positions += rng.normal(scale=0.03, size=atoms.positions.shape)
         got = verlet.pairs(atoms)
+        assert np.all(got[3] < 3.5)  # the skin's pairs are dropped: only pairs within the cutoff
         positions, box, periodic = system_arrays(atoms)
         fresh = sorted_pairs(positions, box, periodic, 3.5)
         assert _within(*got, 3.5) == _within(fresh[0], fresh[1], *pair_vectors(positions, *fresh), 3.5)
