@@ -65,29 +65,48 @@ def expand_pairs(centre, neighbour, centre_slot, slot, r, y, coef, inv_step, n_i
     (n_pairs,) int: their species slots; ``r`` (n_pairs,) Å; ``y`` (n_pairs, (L+1)²) spherical
     harmonics of the pair vectors; ``coef``, ``inv_step``, ``n_int``: the spline's cubics
     (:meth:`~.radial.RadialSpline.coefficients`); ``offsets`` (L+1,) int. An atom and its own image
-    (``i == j``) adds both ends to the same atom, as the full list's two pairs ``±S`` would."""
+    (``i == j``) adds both ends to the same atom, as the full list's two pairs ``±S`` would. The
+    pairs come sorted by ``i``: its end is summed in a small local array, added to ``out`` when the
+    centre changes; the other end goes to ``out`` directly (to the local sums too for an atom's own
+    image, so that the odd-l terms of ``±S`` cancel exactly as they do by symmetry)."""
     n_l, n_r = coef.shape[0], coef.shape[2]
     g = np.empty((n_l, n_r))
+    acc = np.zeros((n_species, n_l * n_l, n_r))
     sr = n_species * n_r
-    for p in range(len(r)):
-        rp = r[p]
-        if rp >= rc:  # a Verlet list's skin
+    current = -1
+    for p in range(len(r) + 1):
+        c = centre[p] if p < len(r) else -1
+        if c != current:
+            if current >= 0:  # flush the finished centre
+                for l in range(n_l):
+                    width_l = 2 * l + 1
+                    for s in range(n_species):
+                        base = offsets[l] + current * width_l * sr + s * n_r
+                        for m in range(width_l):
+                            b = base + m * sr
+                            for n in range(n_r):
+                                out[b + n] += acc[s, l * l + m, n]
+                                acc[s, l * l + m, n] = 0.0
+            current = c
+        if p == len(r) or r[p] >= rc:  # the end, or a pair beyond the cutoff
             continue
-        _radial(coef, inv_step, n_int, rc, width, rp, g, g, False)
-        i, j = centre[p], neighbour[p]
+        _radial(coef, inv_step, n_int, rc, width, r[p], g, g, False)
+        si = slot[p]
+        own_image = neighbour[p] == c  # both ends in the local sums, in the order of the two ±S pairs
         for l in range(n_l):
             width_l = 2 * l + 1
             sign = 1.0 - 2.0 * (l % 2)
-            base_i = offsets[l] + i * width_l * sr + slot[p] * n_r
-            base_j = offsets[l] + j * width_l * sr + centre_slot[p] * n_r
+            base_j = offsets[l] + neighbour[p] * width_l * sr + centre_slot[p] * n_r
             for m in range(width_l):
                 value = y[p, l * l + m]
                 value_j = sign * value
-                bi = base_i + m * sr
                 bj = base_j + m * sr
                 for n in range(n_r):
-                    out[bi + n] += g[l, n] * value
-                    out[bj + n] += g[l, n] * value_j
+                    acc[si, l * l + m, n] += g[l, n] * value
+                    if own_image:
+                        acc[si, l * l + m, n] += g[l, n] * value_j
+                    else:
+                        out[bj + n] += g[l, n] * value_j
 
 
 @njit(cache=True, nogil=True)
