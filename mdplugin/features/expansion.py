@@ -7,7 +7,9 @@ elements a batch happens to contain). One engine computes it:
 * neighbour pairs from vesin's cell lists (:mod:`mdplugin.structures.neighbours`; images of a
   periodic cell included, also an atom's own images in a cell smaller than twice the cutoff; mixed
   periodicity such as a slab works too); one structure at a time (an MD step) through a Verlet list
-  with a skin, searched again only when an atom has moved by half the skin;
+  with a skin, searched again only when an atom has moved by half the skin. A half list: every
+  pair once, its harmonics, their gradients and its radial values serving both ends
+  (``Y_lm(−d) = (−1)^l Y_lm(d)``, :mod:`.kernels`);
 * the real spherical harmonics of the pair vectors and their gradients from sphericart;
 * the radial functions from featomic's own spline of the radial integral (:mod:`.radial`);
 * the sums over pairs, and the contraction of ∂E/∂c with the pair derivatives into forces and
@@ -122,10 +124,11 @@ class PairGradients(Sequence):
     * :meth:`strain` gives featomic's ``strain`` gradients densely.
     """
 
-    def __init__(self, engine: "SphericalExpansion", n_centres: int, n_frames: int, centre, neighbour, slot,
-                 frame, vectors, distances, y, dy):
+    def __init__(self, engine: "SphericalExpansion", n_centres: int, n_frames: int, centre, neighbour, centre_slot,
+                 slot, frame, vectors, distances, y, dy):
         self._engine, self.n_centres, self.n_frames = engine, n_centres, n_frames
-        self.centre, self.neighbour, self.slot, self.frame = centre, neighbour, slot, frame
+        self.centre, self.neighbour, self.centre_slot, self.slot = centre, neighbour, centre_slot, slot
+        self.frame = frame
         self.vectors, self.distances, self._y, self._dy = vectors, distances, y, dy
         self._dense: list | None = None
         self._rows: tuple | None = None
@@ -136,16 +139,17 @@ class PairGradients(Sequence):
     def __getitem__(self, l):
         return self._dense_arrays()[l]
 
-    def _row_index(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """``(pairs (n_rows, 2), row (n_pairs,), self_row (n_centres,))``: the unique (centre,
-        neighbour) rows with every centre's own row, sorted, and where each pair and centre goes."""
+    def _row_index(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """``(pairs (n_rows, 2), row (n_pairs,), row_back (n_pairs,), self_row (n_centres,))``: the
+        unique (centre, neighbour) rows of both ends of every pair with every centre's own row,
+        sorted, and where each pair (``(i, j)``, ``(j, i)``) and centre goes."""
         if self._rows is None:
             n = self.n_centres
             own = np.arange(n, dtype=np.int64) * (n + 1)
-            keys = np.unique(np.concatenate([self.centre * n + self.neighbour, own]))
-            row = np.searchsorted(keys, self.centre * n + self.neighbour)
-            self_row = np.searchsorted(keys, own)
-            self._rows = (np.stack([keys // n, keys % n], axis=1), row, self_row)
+            forward, backward = self.centre * n + self.neighbour, self.neighbour * n + self.centre
+            keys = np.unique(np.concatenate([forward, backward, own]))
+            self._rows = (np.stack([keys // n, keys % n], axis=1), np.searchsorted(keys, forward),
+                          np.searchsorted(keys, backward), np.searchsorted(keys, own))
         return self._rows
 
     @property
@@ -156,7 +160,7 @@ class PairGradients(Sequence):
     def _dense_arrays(self, with_strain: bool = False) -> list:
         if self._dense is None or (with_strain and len(self._dense) == len(self)):
             e = self._engine
-            pairs, row, self_row = self._row_index()
+            pairs, row, row_back, self_row = self._row_index()
             n_l, sr = e.max_angular + 1, len(e.species) * (e.max_radial + 1)
             sizes = [len(pairs) * 3 * (2 * l + 1) * sr for l in range(n_l)]
             strain_sizes = [self.n_centres * 9 * (2 * l + 1) * sr for l in range(n_l)] if with_strain else [0] * n_l
@@ -165,8 +169,10 @@ class PairGradients(Sequence):
             from .kernels import dense_pair_gradients
 
             spline = e.spline
-            dense_pair_gradients(self.centre, self.slot, self.vectors, self.distances, self._y, self._dy,
-                                 *e.radial_cubics, spline.cutoff, spline.smoothing_width, len(e.species), row, self_row[self.centre], offsets, out, strain, with_strain)
+            dense_pair_gradients(self.centre, self.neighbour, self.centre_slot, self.slot, self.vectors,
+                                 self.distances, self._y, self._dy, *e.radial_cubics, spline.cutoff,
+                                 spline.smoothing_width, len(e.species), row, row_back, self_row[self.centre],
+                                 self_row[self.neighbour], offsets, out, strain, with_strain)
             dense = _split(out, sizes, [(len(pairs), 3, 2 * l + 1, sr) for l in range(n_l)])
             if with_strain:
                 dense += _split(strain, strain_sizes, [(self.n_centres, 3, 3, 2 * l + 1, sr) for l in range(n_l)])
@@ -178,20 +184,27 @@ class PairGradients(Sequence):
         ``[i, b, a]`` = ``Σ_p ∂c_i/∂d_p,a d_p,b`` (components ``xyz_2``, ``xyz_1``)."""
         return self._dense_arrays(with_strain=True)[len(self):]
 
-    def forces_and_strain(self, energy_gradient: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    def forces_and_strain(self, energy_gradient: Sequence[np.ndarray] | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Forces ``−∂E/∂r`` (n_centres, 3) and the strain derivative ``∂E/∂ε`` (n_frames, 3, 3)
-        from ``energy_gradient[l]`` = ∂E/∂c^l ``(n_centres, 2l+1, n_species·n_radial)``, in one pass
+        from ``energy_gradient[l]`` = ∂E/∂c^l ``(n_centres, 2l+1, n_species·n_radial)`` (or all of
+        them as one flat float64 array in that layout, one l after the other), in one pass
         over the pairs (:func:`~mdplugin.features.kernels.contract_pairs`). ``∂E/∂ε_ab`` is the
         derivative under the strain ``r → (1 + ε) r`` of positions and cell (stress = ∂E/∂ε / V);
         for a molecule it is the (meaningless but harmless) same sum."""
         from .kernels import contract_pairs
 
         e, spline = self._engine, self._engine.spline
-        de_dc = np.concatenate([np.ascontiguousarray(g, dtype=np.float64).reshape(-1) for g in energy_gradient])
+        if isinstance(energy_gradient, np.ndarray) and energy_gradient.ndim == 1:
+            de_dc = np.ascontiguousarray(energy_gradient, dtype=np.float64)
+        else:
+            de_dc = np.concatenate([np.ascontiguousarray(g, dtype=np.float64).reshape(-1) for g in energy_gradient])
+        if de_dc.size != self.n_centres * len(e.species) * (e.max_radial + 1) * (e.max_angular + 1) ** 2:
+            raise ValueError(f"energy gradient of {de_dc.size} values for an expansion of {self.n_centres} centres")
         forces = np.zeros((self.n_centres, 3))
         strain = np.zeros((self.n_frames, 3, 3))
-        contract_pairs(self.centre, self.neighbour, self.slot, self.frame, self.vectors, self.distances, self._y,
-                       self._dy, *e.radial_cubics, spline.cutoff, spline.smoothing_width, len(e.species), e.offsets(self.n_centres), de_dc, forces, strain)
+        contract_pairs(self.centre, self.neighbour, self.centre_slot, self.slot, self.frame, self.vectors,
+                       self.distances, self._y, self._dy, *e.radial_cubics, spline.cutoff, spline.smoothing_width,
+                       len(e.species), e.offsets(self.n_centres), de_dc, forces, strain)
         return forces, strain
 
     def forces(self, energy_gradient: Sequence[np.ndarray]) -> np.ndarray:
@@ -291,7 +304,7 @@ class SphericalExpansion:
         self._harmonics_buffers: tuple[np.ndarray, np.ndarray] | None = None
         self._checked: bytes | None = None
         self._offsets: dict[int, np.ndarray] = {}
-        self._verlet = VerletPairs(self.cutoff)
+        self._verlet = VerletPairs(self.cutoff, full_list=False)
         lookup = np.full(max(self.species, default=0) + 1, -1, dtype=np.int64)
         lookup[list(self.species)] = np.arange(len(self.species))
         self._slot_of = lookup
@@ -372,10 +385,11 @@ class SphericalExpansion:
 
         An MD step asks for them at every step with about the same number of pairs: they go into
         buffers this object keeps (grown when needed), computed ``HARMONICS_CHUNK`` pairs at a time,
-        instead of into new arrays. A new array of ``dy`` (38 MB for a 1536-atom water box, above
-        glibc's 32 MB limit for reusing freed memory) is fresh memory from the kernel at every step:
-        9233 page faults, 30–90 ms of system CPU time per step on a busy machine, up to half the
-        step. The buffers are reused only when nothing else holds them (the previous step's
+        instead of into new arrays. A new array of ``dy`` (19 MB for the half list of a 1536-atom
+        water box, 150 MB at 12288 atoms; above glibc's 32 MB limit for reusing freed memory it is
+        fresh memory from the kernel at every step: with the full list at 1536 atoms, 38 MB, 9233
+        page faults and 30–90 ms of system CPU time per step on a busy machine, up to half the
+        step). The buffers are reused only when nothing else holds them (the previous step's
         expansion is gone: the calculator drops it when the positions change); otherwise, and for
         a batch of frames, new arrays are made."""
         import sys
@@ -448,8 +462,8 @@ class SphericalExpansion:
                 raise DataError(f"frame 0: {exc}") from None
             frame = np.zeros(len(centre), dtype=np.int64)
         else:
-            centre, neighbour, frame, vectors, distances = batch_pairs(frames, self.cutoff)
-        slot = self._slot_of[centre_species[neighbour]]
+            centre, neighbour, frame, vectors, distances = batch_pairs(frames, self.cutoff, full_list=False)
+        slot, centre_slot = self._slot_of[centre_species[neighbour]], self._slot_of[centre_species[centre]]
         y, dy = self._spherical_harmonics(vectors, gradients)
 
         n_l, sr = self.max_angular + 1, len(self.species) * (self.max_radial + 1)
@@ -458,12 +472,13 @@ class SphericalExpansion:
         # the centre's own density: l = 0, its own species slot
         own = buffer[: sizes_l[0]].reshape(n_centres, len(self.species), self.max_radial + 1)
         own[np.arange(n_centres), self._slot_of[centre_species]] = spline.self_contribution()
-        expand_pairs(centre, slot, distances, y, *cubics, spline.cutoff, spline.smoothing_width, len(self.species), self.offsets(n_centres), buffer)
+        expand_pairs(centre, neighbour, centre_slot, slot, distances, y, *cubics, spline.cutoff, spline.smoothing_width,
+                     len(self.species), self.offsets(n_centres), buffer)
         values = _split(buffer, sizes_l, [(n_centres, 2 * l + 1, sr) for l in range(n_l)])
         grads = volumes = None
         if gradients:
-            grads = PairGradients(self, n_centres, len(frames), centre, neighbour, slot, frame, vectors, distances,
-                                  y, dy)
+            grads = PairGradients(self, n_centres, len(frames), centre, neighbour, centre_slot, slot, frame, vectors,
+                                  distances, y, dy)
             volumes = frame_volumes(frames)
         return Expansion(species=self.species, max_angular=self.max_angular, values=values,
                          centre_frame=centre_frame, centre_atom=centre_atom, centre_species=centre_species,

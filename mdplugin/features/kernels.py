@@ -1,14 +1,16 @@
 """Compiled per-pair kernels of the spherical expansion (numba).
 
-Every neighbour pair ``p`` (centre ``i``, neighbour ``j`` of species slot ``s``, vector
-``d = r_j + S·cell − r_i``, length ``r``) adds ``G_nl(r) Y_lm(d̂)`` to the coefficients of ``i``,
-with ``G_nl = f_c(r) R_nl(r)`` (the shifted-cosine cutoff times featomic's radial spline, see
-:mod:`.radial`) and the real spherical harmonics ``Y`` (and their gradients ``∂Y/∂d``) from
-sphericart. The coefficient buffer holds the per-l blocks ``(n_centres, 2l+1, n_species,
-n_radial)`` one after the other (``offsets[l]`` is where block l starts): the dense layout of
-:class:`~mdplugin.features.expansion.Expansion`.
+The pairs are a half list: every neighbour pair once, ``p = (i, j)`` with ``d = r_j + S·cell − r_i``
+of length ``r`` (``i`` of species slot ``si``, ``j`` of slot ``sj``). It adds ``G_nl(r) Y_lm(d̂)`` to
+the coefficients of ``i`` (neighbour slot ``sj``) and, since ``Y_lm(−d̂) = (−1)^l Y_lm(d̂)`` and the
+radial part is the same, ``(−1)^l G_nl(r) Y_lm(d̂)`` to those of ``j`` (neighbour slot ``si``): one
+evaluation of the harmonics, their gradients and the radial spline serves both ends. ``G_nl = f_c(r)
+R_nl(r)`` (the shifted-cosine cutoff times featomic's radial spline, see :mod:`.radial`); ``Y`` and
+``∂Y/∂d`` from sphericart. The coefficient buffer holds the per-l blocks ``(n_centres, 2l+1,
+n_species, n_radial)`` one after the other (``offsets[l]`` is where block l starts): the dense
+layout of :class:`~mdplugin.features.expansion.Expansion`.
 
-Why compiled: each pair touches ``(L+1)² · n_radial`` numbers of one centre; numpy would need
+Why compiled: each pair touches ``(L+1)² · n_radial`` numbers of two centres; numpy would need
 ``(n_pairs, (L+1)², n_radial)`` temporaries and a scatter-add, several times slower and
 proportionally larger in memory. The loops here run over pairs once, keep a pair's radial values
 in a small local array, and write each coefficient in place. The force/virial contraction
@@ -54,14 +56,19 @@ def _radial(coef, inv_step, n_int, rc, width, r, g, dg, with_derivative):
 
 
 @njit(cache=True, nogil=True)
-def expand_pairs(centre, slot, r, y, coef, inv_step, n_int, rc, width, n_species, offsets, out):
-    """Add every pair's ``G_nl(r) Y_lm`` to ``out`` (flat per-l blocks, see the module doc).
+def expand_pairs(centre, neighbour, centre_slot, slot, r, y, coef, inv_step, n_int, rc, width, n_species, offsets,
+                 out):
+    """Add every half-list pair's ``G_nl(r) Y_lm`` to ``out`` (flat per-l blocks, see the module
+    doc), at both ends.
 
-    ``centre``, ``slot`` (n_pairs,) int: row of the centre, species slot of the neighbour; ``r``
-    (n_pairs,) Å; ``y`` (n_pairs, (L+1)²) spherical harmonics of the pair vectors; ``coef``,
-    ``inv_step``, ``n_int``: the spline's cubics (:meth:`~.radial.RadialSpline.coefficients`);
-    ``offsets`` (L+1,) int. The pairs of one centre are summed in a small local array, added to
-    ``out`` when the centre changes (pairs come sorted by centre)."""
+    ``centre``, ``neighbour`` (n_pairs,) int: rows of ``i`` and ``j``; ``centre_slot``, ``slot``
+    (n_pairs,) int: their species slots; ``r`` (n_pairs,) Å; ``y`` (n_pairs, (L+1)²) spherical
+    harmonics of the pair vectors; ``coef``, ``inv_step``, ``n_int``: the spline's cubics
+    (:meth:`~.radial.RadialSpline.coefficients`); ``offsets`` (L+1,) int. An atom and its own image
+    (``i == j``) adds both ends to the same atom, as the full list's two pairs ``±S`` would. The
+    pairs come sorted by ``i``: its end is summed in a small local array, added to ``out`` when the
+    centre changes; the other end goes to ``out`` directly (to the local sums too for an atom's own
+    image, so that the odd-l terms of ``±S`` cancel exactly as they do by symmetry)."""
     n_l, n_r = coef.shape[0], coef.shape[2]
     g = np.empty((n_l, n_r))
     acc = np.zeros((n_species, n_l * n_l, n_r))
@@ -81,71 +88,82 @@ def expand_pairs(centre, slot, r, y, coef, inv_step, n_int, rc, width, n_species
                                 out[b + n] += acc[s, l * l + m, n]
                                 acc[s, l * l + m, n] = 0.0
             current = c
-        if p == len(r) or r[p] >= rc:  # the end, or a Verlet list's skin
+        if p == len(r) or r[p] >= rc:  # the end, or a pair beyond the cutoff
             continue
         _radial(coef, inv_step, n_int, rc, width, r[p], g, g, False)
-        s = slot[p]
+        si = slot[p]
+        own_image = neighbour[p] == c  # both ends in the local sums, in the order of the two ±S pairs
         for l in range(n_l):
-            for m in range(2 * l + 1):
+            width_l = 2 * l + 1
+            sign = 1.0 - 2.0 * (l % 2)
+            base_j = offsets[l] + neighbour[p] * width_l * sr + centre_slot[p] * n_r
+            for m in range(width_l):
                 value = y[p, l * l + m]
+                value_j = sign * value
+                bj = base_j + m * sr
                 for n in range(n_r):
-                    acc[s, l * l + m, n] += g[l, n] * value
+                    acc[si, l * l + m, n] += g[l, n] * value
+                    if own_image:
+                        acc[si, l * l + m, n] += g[l, n] * value_j
+                    else:
+                        out[bj + n] += g[l, n] * value_j
 
 
 @njit(cache=True, nogil=True)
-def contract_pairs(centre, neighbour, slot, frame, vectors, r, y, dy, coef, inv_step, n_int, rc, width, n_species,
-                   offsets, de_dc, forces, strain):
-    """Contract ``de_dc = ∂E/∂c`` (flat, the layout of the coefficients) with every pair's
-    derivative ``∂c_i/∂d_p`` without storing it: ``e_p = Σ ∂E/∂c_i · ∂c_i/∂d_p`` (3,), then
-    ``forces[i] += e_p``, ``forces[j] −= e_p`` (so ``forces`` = −∂E/∂r, eV/Å for E in eV) and
-    ``strain[frame, a, b] += e_p,a d_p,b`` (∂E/∂ε, the derivative under a homogeneous strain ε of
-    positions and cell).
+def contract_pairs(centre, neighbour, centre_slot, slot, frame, vectors, r, y, dy, coef, inv_step, n_int, rc, width,
+                   n_species, offsets, de_dc, forces, strain):
+    """Contract ``de_dc = ∂E/∂c`` (flat, the layout of the coefficients) with every half-list pair's
+    derivatives at both ends without storing them.
+
+    The pair ``(i, j, d)`` moves ``c_i`` (through ``d``) and ``c_j`` (through ``−d``, with
+    ``Y(−d) = (−1)^l Y(d)``, ``∂Y/∂d(−d) = (−1)^(l+1) ∂Y/∂d(d)``); both ends together give
+    ``e = Σ_lmn (∂E/∂c_i,lmn + (−1)^l ∂E/∂c_j,lmn) ∂(G_nl Y_lm)/∂d`` (3,), with one set of radial
+    values and harmonics. Then ``forces[i] += e``, ``forces[j] −= e`` (so ``forces`` = −∂E/∂r, eV/Å
+    for E in eV) and ``strain[frame, a, b] += e_a d_b`` (∂E/∂ε, the derivative under a homogeneous
+    strain ε of positions and cell).
 
     ``dy`` (n_pairs, 3, (L+1)²): ∂Y_lm(d̂)/∂d (Å⁻¹); ``frame`` (n_pairs,) row of ``strain``."""
     n_l, n_r = coef.shape[0], coef.shape[2]
-    n_lm = n_l * n_l
     g = np.empty((n_l, n_r))
     dg = np.empty((n_l, n_r))
-    a_lm = np.empty(n_lm)  # Σ_n ∂E/∂c_lmn · dG_ln/dr
-    b_lm = np.empty(n_lm)  # Σ_n ∂E/∂c_lmn · G_ln
     sr = n_species * n_r
     for p in range(len(r)):
         rp = r[p]
         if rp <= 0.0 or rp >= rc:
             continue
         _radial(coef, inv_step, n_int, rc, width, rp, g, dg, True)
-        c, s = centre[p], slot[p]
-        for l in range(n_l):
-            width_l = 2 * l + 1
-            base = offsets[l] + c * width_l * sr + s * n_r
-            for m in range(width_l):
-                b = base + m * sr
-                a_sum = 0.0
-                b_sum = 0.0
-                for n in range(n_r):
-                    w = de_dc[b + n]
-                    a_sum += w * dg[l, n]
-                    b_sum += w * g[l, n]
-                a_lm[l * l + m] = a_sum
-                b_lm[l * l + m] = b_sum
+        i, j = centre[p], neighbour[p]
         # ∂c/∂d = dG/dr Y d̂ + G ∂Y/∂d: the radial part along d̂, the angular part from sphericart
         radial_part = 0.0
         ex = 0.0
         ey = 0.0
         ez = 0.0
-        for lm in range(n_lm):
-            radial_part += a_lm[lm] * y[p, lm]
-            ex += b_lm[lm] * dy[p, 0, lm]
-            ey += b_lm[lm] * dy[p, 1, lm]
-            ez += b_lm[lm] * dy[p, 2, lm]
+        for l in range(n_l):
+            width_l = 2 * l + 1
+            sign = 1.0 - 2.0 * (l % 2)
+            base_i = offsets[l] + i * width_l * sr + slot[p] * n_r
+            base_j = offsets[l] + j * width_l * sr + centre_slot[p] * n_r
+            for m in range(width_l):
+                bi = base_i + m * sr
+                bj = base_j + m * sr
+                a_sum = 0.0
+                b_sum = 0.0
+                for n in range(n_r):
+                    w = de_dc[bi + n] + sign * de_dc[bj + n]
+                    a_sum += w * dg[l, n]
+                    b_sum += w * g[l, n]
+                lm = l * l + m
+                radial_part += a_sum * y[p, lm]
+                ex += b_sum * dy[p, 0, lm]
+                ey += b_sum * dy[p, 1, lm]
+                ez += b_sum * dy[p, 2, lm]
         radial_part /= rp
         ex += radial_part * vectors[p, 0]
         ey += radial_part * vectors[p, 1]
         ez += radial_part * vectors[p, 2]
-        j = neighbour[p]
-        forces[c, 0] += ex
-        forces[c, 1] += ey
-        forces[c, 2] += ez
+        forces[i, 0] += ex
+        forces[i, 1] += ey
+        forces[i, 2] += ez
         forces[j, 0] -= ex
         forces[j, 1] -= ey
         forces[j, 2] -= ez
@@ -158,13 +176,15 @@ def contract_pairs(centre, neighbour, slot, frame, vectors, r, y, dy, coef, inv_
 
 
 @njit(cache=True, nogil=True)
-def dense_pair_gradients(centre, slot, vectors, r, y, dy, coef, inv_step, n_int, rc, width, n_species, row, self_row,
-                         offsets, out, strain_out, with_strain):
-    """Write every pair's derivative as dense gradients (featomic's position and strain gradients).
+def dense_pair_gradients(centre, neighbour, centre_slot, slot, vectors, r, y, dy, coef, inv_step, n_int, rc, width,
+                         n_species, row, row_back, self_i, self_j, offsets, out, strain_out, with_strain):
+    """Write every half-list pair's derivatives, at both ends, as dense gradients (featomic's
+    position and strain gradients).
 
-    ``out``: flat per-l blocks ``(n_rows, 3, 2l+1, n_species, n_radial)`` (``offsets[l]``): the pair
-    adds ``∂c_i/∂d`` to its row ``row[p]`` (the (centre, neighbour) row: d c_i / d r_j) and
-    subtracts it from the centre's own row ``self_row[p]`` (d c_i / d r_i). ``strain_out`` (with
+    ``out``: flat per-l blocks ``(n_rows, 3, 2l+1, n_species, n_radial)`` (``offsets[l]``). The
+    pair's ``v = ∂c_i/∂d`` goes to its row ``row[p]`` (d c_i / d r_j) and, negated, to the centre's
+    own row ``self_i[p]`` (d c_i / d r_i); the other end's ``∂c_j/∂(−d) = −(−1)^l v`` (neighbour slot
+    ``si``) to ``row_back[p]`` (d c_j / d r_i) and, negated, to ``self_j[p]``. ``strain_out`` (with
     ``with_strain``): flat per-l blocks ``(n_centres, 3, 3, 2l+1, n_species, n_radial)`` (offsets
     ``9/3 · offsets``: the caller gives them in ``offsets[L+1:]``) of ``∂c_i/∂ε_ba`` — featomic's
     ``strain`` gradient, components (xyz_2 = b, xyz_1 = a): ``Σ_p ∂c_i/∂d_p,a d_p,b``."""
@@ -177,10 +197,12 @@ def dense_pair_gradients(centre, slot, vectors, r, y, dy, coef, inv_step, n_int,
         if rp <= 0.0 or rp >= rc:
             continue
         _radial(coef, inv_step, n_int, rc, width, rp, g, dg, True)
-        c, s = centre[p], slot[p]
+        i, j, si, sj = centre[p], neighbour[p], centre_slot[p], slot[p]
         u0, u1, u2 = vectors[p, 0] / rp, vectors[p, 1] / rp, vectors[p, 2] / rp
         for l in range(n_l):
             width_l = 2 * l + 1
+            sign = 1.0 - 2.0 * (l % 2)
+            block = 3 * width_l * sr
             for m in range(width_l):
                 lm = l * l + m
                 yy = y[p, lm]
@@ -189,10 +211,17 @@ def dense_pair_gradients(centre, slot, vectors, r, y, dy, coef, inv_step, n_int,
                     for a in range(3):
                         ua = u0 if a == 0 else (u1 if a == 1 else u2)
                         value = radial_part * ua + g[l, n] * dy[p, a, lm]
-                        inner = (a * width_l + m) * sr + s * n_r + n
-                        out[offsets[l] + row[p] * 3 * width_l * sr + inner] += value
-                        out[offsets[l] + self_row[p] * 3 * width_l * sr + inner] -= value
+                        back = -sign * value
+                        inner_i = (a * width_l + m) * sr + sj * n_r + n
+                        inner_j = (a * width_l + m) * sr + si * n_r + n
+                        out[offsets[l] + row[p] * block + inner_i] += value
+                        out[offsets[l] + self_i[p] * block + inner_i] -= value
+                        out[offsets[l] + row_back[p] * block + inner_j] += back
+                        out[offsets[l] + self_j[p] * block + inner_j] -= back
                         if with_strain:
-                            base = offsets[n_l + l] + c * 9 * width_l * sr + m * sr + s * n_r + n
+                            base_i = offsets[n_l + l] + i * 9 * width_l * sr + m * sr + sj * n_r + n
+                            base_j = offsets[n_l + l] + j * 9 * width_l * sr + m * sr + si * n_r + n
                             for b in range(3):
-                                strain_out[base + (b * 3 + a) * width_l * sr] += value * vectors[p, b]
+                                # the other end's vector is −d: −back · d_b = sign · value · d_b
+                                strain_out[base_i + (b * 3 + a) * width_l * sr] += value * vectors[p, b]
+                                strain_out[base_j + (b * 3 + a) * width_l * sr] -= back * vectors[p, b]

@@ -33,6 +33,7 @@ from functools import lru_cache
 from typing import Sequence
 
 import numpy as np
+from numba import njit
 
 
 _N_CPUS = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
@@ -258,13 +259,28 @@ def padded_and_transposed(values: Sequence[np.ndarray]) -> tuple[np.ndarray, np.
 
 def _couple_invariant(padded, transposed, out):
     """Fill ``out`` ((c, 1, F₀)) with the folded λ = 0 features ``C^{ll0} Σ_m c^l_m ⊗ c^l_m`` from
-    the zero-padded expansion (c, L, 2L−1, P) and its contiguous transpose (numpy's batched matmul
-    is several times slower on transposed views): one batched product serves every l (the
-    Clebsch–Gordan matrix is diagonal), then one gather."""
+    the zero-padded expansion (c, L, 2L−1, P) (``transposed``, its contiguous transpose, is not
+    needed): one compiled pass over the centres, each feature a sum over the 2l+1 real m of one l
+    (the Clebsch–Gordan matrix is diagonal) — no (c, L, P, P) products in memory."""
     c, n_l, _, n_prop = padded.shape
     index, weights = _invariant_plan(n_l - 1, n_prop)
-    blocks = np.matmul(transposed, padded)  # (c, L, P, P)
-    np.multiply(np.take(blocks.reshape(c, -1), index, axis=1), weights, out=out[:, 0, :])
+    l, a, b = np.unravel_index(index, (n_l, n_prop, n_prop))
+    _invariant_kernel(np.ascontiguousarray(padded), l, a, b, weights, out.reshape(c, -1))
+
+
+@njit(cache=True, nogil=True)
+def _invariant_kernel(padded, ls, a_s, bs, weights, out):
+    """``out[i, f] = weights[f] Σ_m padded[i, l, m, a] padded[i, l, m, b]`` with ``(l, a, b)`` =
+    ``(ls[f], a_s[f], bs[f])``."""
+    for i in range(padded.shape[0]):
+        for f in range(len(ls)):
+            l = ls[f]
+            a = a_s[f]
+            b = bs[f]
+            total = 0.0
+            for m in range(2 * l + 1):
+                total += padded[i, l, m, a] * padded[i, l, m, b]
+            out[i, f] = weights[f] * total
 
 
 def _couple_chunk(values, out, plan, sl, n_prop, fold):
@@ -333,15 +349,21 @@ def lambda_soap(
     elif any(out[lam].shape != shape or out[lam].dtype != np.float64 for lam, shape in shapes.items()):
         raise ValueError(f"lambda_soap: out must hold float64 arrays of shapes {shapes}")
 
+    if n and invariant and padded is not None:  # the caller's padded arrays: λ = 0 in one product
+        _couple_invariant(*padded, out[0])
+        invariant = False
+        if not plan:
+            return out
+
     def fill(sl):
         if invariant:
             padded = pad_values(expansion.values, sl)
             _couple_invariant(padded, np.ascontiguousarray(padded.transpose(0, 1, 3, 2)), out[0][sl])
         _couple_chunk(expansion.values, out, plan, sl, n_prop, fold)
 
-    if n <= chunk_size:  # one chunk (an MD step): no thread pool to consider
+    if n <= chunk_size:  # one chunk (an MD step of a molecule): no thread pool to consider
         if n and invariant:
-            _couple_invariant(*(padded or padded_and_transposed(expansion.values)), out[0])
+            _couple_invariant(*padded_and_transposed(expansion.values), out[0])
         if n:
             _couple_chunk(expansion.values, out, plan, slice(0, n), n_prop, fold)
         return out

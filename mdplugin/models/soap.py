@@ -35,6 +35,7 @@ from ase import Atoms
 
 from ..features.cache import FeatureCache, as_feature_cache
 from ..features.expansion import Expansion
+from ..features.lambda_contract import times_unfolded
 from ..features.lambda_soap import power_spectrum, real_clebsch_gordan, unfold_index
 from ..core.errors import DataError
 from .base import Model, check_species, fingerprint, register
@@ -89,16 +90,16 @@ def _symmetric_unfold_cg(n_prop: int, n_l: int) -> tuple[np.ndarray, np.ndarray]
     return index, factor * cg
 
 
-def _backward_forces(exp: Expansion, g: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _backward_forces(features: FeatureCache, g: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Forces (n, 3) = −Σ_pairs (∂E/∂c_i)·(∂c_i/∂r_j) and the strain derivative ∂E/∂ε
     (n_frames, 3, 3) from ``g = ∂E/∂x`` (n, F): per l, ``∂E/∂c^l_i = C^{ll0} c^l_i (G^l_i + G^lᵀ_i)``
-    with ``G^l_i`` the (P, P) matrix of ``g``'s block l, contracted with the expansion's pair
+    with ``G^l_i`` the (P, P) matrix of ``g``'s block l (one compiled pass over the centres,
+    :func:`~mdplugin.features.lambda_contract.times_unfolded`), contracted with the expansion's pair
     derivatives in one pass (:meth:`~mdplugin.features.expansion.PairGradients.forces_and_strain`)."""
-    n = len(g)
+    exp = features.expansion
     n_prop = exp.values[0].shape[2]
     index, factor = _symmetric_unfold_cg(n_prop, len(exp.values))
-    sym = (g[:, index] * factor).reshape(n, len(exp.values), n_prop, n_prop)  # C^{ll0} (G^l + G^lᵀ), every l
-    de_dc = [np.matmul(c, sym[:, l]) for l, c in enumerate(exp.values)]  # (n, m, P)
+    de_dc = times_unfolded(features.padded()[0], g, index, factor)
     return exp.pair_gradients.forces_and_strain(de_dc)
 
 
@@ -407,7 +408,7 @@ class SoapEnergyModel(SharedExpansionMixin, Model):
         out = Prediction("energy", energy)
         if forces:
             g = (z * inverse_norms)[:, None] * (v - e_loc[:, None] * xn)  # dE/dx_i (n, F)
-            out.forces, strain = _backward_forces(exp, g)
+            out.forces, strain = _backward_forces(features, g)
             if stress:
                 strain = 0.5 * (strain + strain.transpose(0, 2, 1))  # exact for a rotation-invariant energy
                 out.stress = strain / exp.volumes[:, None, None]

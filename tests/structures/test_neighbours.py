@@ -94,6 +94,7 @@ def test_verlet_list_reuses_its_search_and_never_misses_a_pair() -> None:
     for step in range(60):
         atoms.positions += rng.normal(scale=0.03, size=atoms.positions.shape)
         got = verlet.pairs(atoms)
+        assert np.all(got[3] < 3.5)  # the skin's pairs are dropped: only pairs within the cutoff
         positions, box, periodic = system_arrays(atoms)
         fresh = sorted_pairs(positions, box, periodic, 3.5)
         assert _within(*got, 3.5) == _within(fresh[0], fresh[1], *pair_vectors(positions, *fresh), 3.5)
@@ -192,3 +193,28 @@ def test_small_molecules_dense_path_equals_the_vesin_search(n: int) -> None:
         assert got[2] == pytest.approx(pairs.distances[k], abs=1e-12)
         assert {got[0], got[1]} == {int(pairs.i[k]), int(pairs.j[k])}
     assert (n <= DENSE_MAX_ATOMS) == (n != 49)
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_half_list_is_the_full_list_once_in_canonical_orientation(seed: int) -> None:
+    """The half list of the expansion (every pair once; ``i < j``, or an atom and its own image with
+    a lexicographically positive shift) gives the full list when each pair is also read from its
+    other end — in small triclinic cells (own images), a slab, and batches of cells and molecules."""
+    from mdplugin.structures.neighbours import batch_pairs
+
+    rng = np.random.default_rng(seed)
+    cell = np.diag(rng.uniform(2.5, 7.0, 3)) + np.triu(rng.uniform(-1.0, 1.0, (3, 3)), 1)
+    box = Atoms(numbers=rng.integers(1, 9, 9), scaled_positions=rng.uniform(size=(9, 3)), cell=cell, pbc=True)
+    slab = box.copy()
+    slab.pbc = [True, False, True]
+    frames = [box, molecule("CH3CH2OH"), slab, molecule("H2O")]
+    full = batch_pairs(frames, 4.5)
+    half = batch_pairs(frames, 4.5, full_list=False)
+    assert len(full[0]) == 2 * len(half[0])
+    i, j, frame, vectors, _ = half
+    assert np.all(i <= j) and np.any(i == j)  # the small cell: atoms see their own images
+    both = {(int(a), int(b), int(f), tuple(np.round(v, 9))) for a, b, f, v in zip(i, j, frame, vectors)}
+    both |= {(int(b), int(a), int(f), tuple(np.round(-v, 9))) for a, b, f, v in zip(i, j, frame, vectors)}
+    # both ends of the half list are the full list, and no pair (nor an image ±S) comes twice
+    assert both == {(int(a), int(b), int(f), tuple(np.round(v, 9))) for a, b, f, v in zip(*full[:4])}
+    assert np.all(np.diff(i[frame == 0]) >= 0)  # sorted by centre within a frame
