@@ -136,13 +136,63 @@ def test_energy_model_sees_the_ion_beyond_the_cutoff():
     e = np.array([energy(a) for a in frames])
     test, _, _ = dataset(10, 30, lo=6.5, hi=11.0)
     e_test = np.array([energy(a) for a in test])
-    err = {}
+    err, models = {}, {}
     for long_range in (True, False):
-        model = build("lode", target="energy", long_range=long_range, max_radial=2).fit(frames, e)
-        err[long_range] = np.sqrt(np.mean((model.predict(test) - e_test) ** 2))
-        with pytest.raises(Exception, match="gives no forces"):
-            model.predict_from_features(model.featurizer().compute(test[:1]), forces=True)
+        models[long_range] = build("lode", target="energy", long_range=long_range, max_radial=2).fit(frames, e)
+        err[long_range] = np.sqrt(np.mean((models[long_range].predict(test) - e_test) ** 2))
     assert err[True] < err[False] / 3, err
+    far = test[int(np.argmax([np.linalg.norm(a.positions[3] - a.positions[:3].mean(axis=0)) for a in test]))]
+    assert np.abs(models[False].predict_forces([far])[0][3]).max() == 0.0  # local: no force on the far ion
+    assert np.abs(models[True].predict_forces([far])[0][3]).max() > 1e-3  # LODE: the ion is pulled
+
+
+def _finite_difference_forces(model, atoms, h=1e-5):
+    out = np.zeros((len(atoms), 3))
+    for i in range(len(atoms)):
+        for x in range(3):
+            plus, minus = atoms.copy(), atoms.copy()
+            plus.positions[i, x] += h
+            minus.positions[i, x] -= h
+            out[i, x] = -(model.predict([plus])[0] - model.predict([minus])[0]) / (2 * h)
+    return out
+
+
+def _water_boxes(seed, n):
+    rng = np.random.default_rng(seed)
+    return [Atoms("H4O2", positions=rng.uniform(0, 4.5, (6, 3)), cell=np.diag(rng.uniform(4.5, 5.5, 3)), pbc=True)
+            for _ in range(n)]
+
+
+@pytest.mark.parametrize("system", ["dimer", "dimer-multiscale", "periodic"])
+def test_energy_forces_are_minus_the_gradient(system, tmp_path):
+    if system == "periodic":
+        frames = _water_boxes(21, 12)
+        energy = np.array([np.cos(a.positions).sum() + 0.1 * np.sum(a.get_all_distances(mic=True)) for a in frames])
+        hypers = dict(max_radial=2, lode_max_radial=1, lode_smearing=1.5)
+    else:
+        frames, _, _ = dataset(22, 30, lo=3.0, hi=9.0)
+        energy = np.array([14.4 * np.sum([Q[z] for z in a.numbers[:3]] / np.linalg.norm(a.positions[:3] - a.positions[3], axis=1))
+                           + np.sum(a.get_all_distances()[:3, :3] ** 2) for a in frames])
+        hypers = dict(max_radial=3) if system == "dimer" else dict(max_radial=2, cutoffs=[3.0, 5.0], lode_square=True)
+    model = build("lode", target="energy", **hypers).fit(frames, energy)
+    atoms = frames[1]
+    forces = model.predict_forces([atoms])[0]
+    expected = _finite_difference_forces(model, atoms)
+    scale = np.abs(expected).max()
+    assert scale > 0.1
+    np.testing.assert_allclose(forces, expected, atol=1e-7 * scale)
+    np.testing.assert_allclose(forces.sum(axis=0), 0.0, atol=1e-9 * scale)  # translation invariance
+    model.save(tmp_path / "e.npz")
+    loaded = load_model(tmp_path / "e.npz")
+    np.testing.assert_allclose(loaded.predict_forces([atoms])[0], forces, rtol=1e-12, atol=1e-12 * scale)
+    pred = loaded.predict_from_features(loaded.featurizer().compute([atoms]), forces=True)
+    np.testing.assert_allclose(pred.forces, forces, rtol=1e-12, atol=1e-12 * scale)
+
+
+def test_only_energy_models_give_forces(fitted):
+    frames, _, _ = dataset(23, 1)
+    with pytest.raises(Exception, match="gives no forces"):
+        fitted["lode"].predict_from_features(fitted["lode"].featurizer().compute(frames), forces=True)
 
 
 def test_polarizability_of_periodic_boxes_is_covariant_and_refuses_molecules(tmp_path):
