@@ -91,6 +91,8 @@ def read_set(path: str):
     from mdplugin.structures.data import read_dataset
 
     data = read_dataset(path, properties=["energy", "dipole", "polarizability"])
+    for atoms in data.frames:  # files labelled before `mdplugin label` kept the charge lack it
+        atoms.info.setdefault("charge", -1 if atoms.numbers[-1] == 17 else 1)
     return data, np.array([separation(a) for a in data.frames])
 
 

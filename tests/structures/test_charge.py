@@ -81,3 +81,17 @@ def test_pyscf_gets_the_charge_and_an_impossible_one_is_one_line():
     with pytest.raises(OracleError, match=r"^frame 0: .*failed: .*") as err:
         label_frames([heh], calc, ["energy"])
     assert "\n" not in str(err.value)
+
+
+def test_labelled_data_keep_the_charge_they_were_labelled_with(tmp_path):
+    # the labels of a charged structure written without its charge would be learned as neutral
+    from mdplugin.oracles.label import label_frames
+    from mdplugin.structures.data import write_dataset
+
+    cation, neutral = ammonium_water(), molecule("H2O")
+    data = label_frames([cation, neutral], "tblite", ["energy", "dipole"])
+    assert [a.info.get("charge") for a in data.frames] == [1, None]
+    write_dataset(tmp_path / "d.xyz", data)
+    back = read_dataset(tmp_path / "d.xyz", properties=["energy", "dipole"])
+    assert [a.info.get("charge", 0) for a in back.frames] == [1, 0]
+    np.testing.assert_allclose(back.dipole, data.dipole, atol=1e-10)
