@@ -17,7 +17,8 @@ Targets (all linear in the per-species weights, solved as a ridge regression in 
   so Σ q_i = Q exactly, whatever the weights (atomic charges constrained to the total charge, plus
   atomic dipoles). ``dipole_origin="zero"`` reports the dipole about the coordinate origin instead,
   μ + Q R: translating a charged molecule by t then changes it by exactly Q t (the features are
-  translation invariant). Periodic cells: the charge term has no meaning there; refused.
+  translation invariant). Neutral periodic cells: μ = Σ_i μ_i (atomic dipoles of the local, LODE
+  and multi-scale λ = 1 features; no charge term, which has no meaning there); a charged cell is refused.
 * ``polarizability``: α = Σ_i [x⁰_i·w₀ 𝟙/√3 + (X²_i w₂ on the symmetric traceless basis)], two fits.
 * ``energy``: E = Σ_i x⁰_i·w; forces −∂E/∂r by the chain rule (:meth:`LodeModel.predict_forces`):
   ∂E/∂c of the local expansions contracted with their pair derivatives, ∂E/∂V of the potential with
@@ -160,10 +161,17 @@ class LodeModel(Model):
         def per_species(rows):  # (n_c, r, F) -> (n_c, r, S·F)
             return (rows[:, :, None, :] * onehot[:, None, :, None]).reshape(rows.shape[0], rows.shape[1], -1)
 
+        if part == "dipole" and feats.periodic:  # neutral cells: Σ_i μ_i only (no charge term, no origin)
+            for i, q in enumerate(frame_charges(frames)):
+                if q != 0:
+                    raise DataError(f"frame {i}: a charged cell (charge {q:g}) has no periodic dipole; the 'lode' "
+                                    f"dipole model of cells is for neutral ones")
+            for b in names[1]:
+                x1 = spherical_to_vector(np.swapaxes(feats.blocks[1][b], 1, 2)).swapaxes(1, 2)
+                rows = per_species(x1 / self.scales_[f"1:{b}"])
+                out[b] = _sum_rows(rows, feats.centre_frame, feats.n_frames).reshape(feats.n_frames * 3, -1)
+            return out
         if part == "dipole":
-            if feats.periodic:
-                raise ConfigError("the 'lode' dipole model is for molecules (its charge term Σ q_i (r_i − R) needs "
-                                  "a centre of mass); fit cells with the 'lsoap' model")
             offsets, _ = _centre_offsets(frames, feats.centre_frame)
             for b in sorted(set(names[0]) | set(names[1])):
                 pieces = []
@@ -186,6 +194,8 @@ class LodeModel(Model):
     def _labels(self, frames, targets, part: str) -> np.ndarray:
         if part == "dipole":
             y = np.asarray(targets.dipole, dtype=float).reshape(len(frames), 3)
+            if any(np.any(a.pbc) for a in frames):
+                return y.reshape(-1)
             feats_frame = np.repeat(np.arange(len(frames)), [len(a) for a in frames])
             _, mean = _centre_offsets(frames, feats_frame)
             return (y - frame_charges(frames)[:, None] * mean).reshape(-1)  # minus the known Q·d̄ part
@@ -272,8 +282,8 @@ class LodeModel(Model):
     def predict_charges(self, frames: Sequence[Atoms]) -> list[np.ndarray]:
         """Atomic charges (n_atoms,) e of each molecule (a dipole model): they sum to its charge."""
         self._check_fitted()
-        if self.target_ != "dipole":
-            raise ConfigError("atomic charges come from a 'lode' dipole model")
+        if self.target_ != "dipole" or self.periodic_:
+            raise ConfigError("atomic charges come from a 'lode' dipole model of molecules")
         frames = list(frames)
         check_species(frames, self.species_, "lode model")
         feats = self._featurizer(self.species_).compute(frames)
@@ -364,7 +374,10 @@ class LodeModel(Model):
             kind = ("periodic cells", "molecules") if self.periodic_ else ("molecules", "periodic cells")
             raise DataError(f"this 'lode' model was fitted on {kind[0]}; it cannot predict {kind[1]}")
         n = len(frames)
-        if self.target_ == "dipole":
+        if self.target_ == "dipole" and feats.periodic:
+            mean, std = self._predict_part(feats, frames, "dipole", return_std)
+            values, std = mean.reshape(n, 3), None if std is None else std.reshape(n, 3)
+        elif self.target_ == "dipole":
             mean, std = self._predict_part(feats, frames, "dipole", return_std)
             _, dbar = _centre_offsets(frames, feats.centre_frame)
             values = mean.reshape(n, 3) + charges[:, None] * dbar

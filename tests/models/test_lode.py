@@ -216,8 +216,70 @@ def test_polarizability_of_periodic_boxes_is_covariant_and_refuses_molecules(tmp
     np.testing.assert_allclose(load_model(tmp_path / "a.npz").predict([turned]), a1, rtol=1e-12)
     with pytest.raises(DataError, match="fitted on periodic cells; it cannot predict molecules"):
         model.predict([molecule("H2O")])
-    with pytest.raises(Exception, match="the 'lode' dipole model is for molecules"):
-        build("lode", target="dipole").fit(frames, np.zeros((10, 3)))
+    charged = [a.copy() for a in frames]
+    charged[4].info["charge"] = 1
+    with pytest.raises(DataError, match=r"^frame 4: a charged cell \(charge 1\) has no periodic dipole"):
+        build("lode", target="dipole").fit(charged, np.zeros((10, 3)))
+
+
+def _small_water_boxes(seed, n, side=6.2):
+    """Eight water molecules at random orientations on a 2×2×2 lattice of a cubic cell (Å)."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for _ in range(n):
+        atoms = Atoms(cell=np.eye(3) * side, pbc=True)
+        for corner in np.ndindex(2, 2, 2):
+            w = molecule("H2O")
+            w.positions = (w.positions - w.positions[0]) @ random_rotation(rng).T
+            w.translate((np.array(corner) + 0.25) * side / 2 + rng.normal(scale=0.2, size=3))
+            atoms += w
+        atoms.positions += rng.normal(scale=0.03, size=atoms.positions.shape)
+        out.append(atoms)
+    return out
+
+
+def _box_dipole(atoms):
+    """Σ over molecules of point charges on the O→H bonds (minimum image): a label continuous
+    across the cell wall."""
+    total = np.zeros(3)
+    for o in range(0, len(atoms), 3):
+        total += 0.4 * atoms.get_distances(o, [o + 1, o + 2], mic=True, vector=True).sum(axis=0)
+    return total
+
+
+def test_periodic_dipole_is_continuous_across_the_cell_wall_and_covariant(tmp_path):
+    frames = _small_water_boxes(31, 16)
+    mu = np.array([_box_dipole(a) for a in frames])
+    model = build("lode", target="dipole", max_radial=2, lode_max_radial=1, lode_smearing=1.5).fit(frames, mu)
+    atoms = frames[0].copy()
+    h = atoms.positions[1] - atoms.positions[0]  # move an H across the wall x = 0 along x
+    path = []
+    for t in np.linspace(-0.04, 0.04, 9):
+        moved = atoms.copy()
+        moved.positions[1] = [t, h[1] + atoms.positions[0, 1], h[2] + atoms.positions[0, 2]]
+        path.append(moved)
+    unwrapped = np.array([model.predict([a])[0] for a in path])
+    wrapped = []
+    for a in path:
+        a = a.copy()
+        a.wrap()
+        wrapped.append(model.predict([a])[0])
+    scale = np.abs(unwrapped).max()
+    np.testing.assert_allclose(np.array(wrapped), unwrapped, atol=1e-9 * scale)  # the same structure
+    step = np.diff(unwrapped, axis=0)
+    assert np.abs(np.diff(step, axis=0)).max() < 0.05 * np.abs(step).max() + 1e-9 * scale  # no jump at x = 0
+    rotation = random_rotation(np.random.default_rng(32), reflection=True)
+    for reflection in (False, True):
+        r = rotation if reflection else random_rotation(np.random.default_rng(33))
+        turned = atoms.copy()
+        turned.set_cell(atoms.cell.array @ r.T, scale_atoms=False)
+        turned.positions = atoms.positions @ r.T + np.array([0.3, -2.0, 1.1])
+        np.testing.assert_allclose(model.predict([turned])[0], r @ model.predict([atoms])[0], atol=1e-8 * scale)
+    model.save(tmp_path / "mu.npz")
+    np.testing.assert_allclose(load_model(tmp_path / "mu.npz").predict(path[:2]), unwrapped[:2], rtol=1e-12)
+    test = _small_water_boxes(34, 6)
+    err = model.predict(test) - np.array([_box_dipole(a) for a in test])
+    assert np.sqrt(np.mean(err ** 2)) < 0.5 * np.std([_box_dipole(a) for a in test])  # it learned something
 
 
 def test_ase_calculator_reports_the_lode_dipole_of_a_charged_molecule(fitted):
