@@ -95,3 +95,13 @@ def test_labelled_data_keep_the_charge_they_were_labelled_with(tmp_path):
     back = read_dataset(tmp_path / "d.xyz", properties=["energy", "dipole"])
     assert [a.info.get("charge", 0) for a in back.frames] == [1, 0]
     np.testing.assert_allclose(back.dipole, data.dipole, atol=1e-10)
+
+
+def test_a_charge_tblite_cannot_do_is_one_line_naming_the_frame():
+    from mdplugin.oracles.label import label_frames
+
+    h2 = Atoms("H2", positions=[[0, 0, 0], [0, 0, 0.74]])
+    h2.info["charge"] = 3
+    with pytest.raises(DataError, match=r"^frame 1: charge 3 leaves -1 electrons in H2$") as err:
+        label_frames([Atoms("He"), h2], "tblite", ["energy"])
+    assert "\n" not in str(err.value)
