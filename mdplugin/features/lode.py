@@ -338,7 +338,7 @@ class LodeFeaturizer:
     def __init__(self, species: Sequence[int], cutoffs: Sequence[float] = (5.0,), max_radial: int = 4,
                  max_angular: int = 2, gaussian_width: float = 0.3, smoothing_width: float = 0.5,
                  lode_max_angular: int = 2, lode_widths: Sequence[float] = (1.0, 3.0),
-                 lode_max_radial: int = 2, lode_radius: float = 4.0, lode_smearing: float = 1.0,
+                 lode_max_radial: int = 2, lode_radius: float = 4.0, lode_smearing: float = 4.0,
                  long_range: bool = True, lode_square: bool = False, lode_k_cutoff: float | None = None,
                  lode_box: float | None = None):
         self.lode_square = bool(lode_square)

@@ -116,7 +116,7 @@ class LodeModel(Model):
     def __init__(self, target: str = "dipole", cutoffs: Sequence[float] = (5.0,), max_radial: int = 4,
                  max_angular: int = 2, gaussian_width: float = 0.3, smoothing_width: float = 0.5,
                  long_range: bool = True, lode_widths: Sequence[float] = (1.0, 3.0), lode_max_radial: int = 2,
-                 lode_radius: float = 4.0, lode_smearing: float = 1.0, dipole_origin: str = "com",
+                 lode_radius: float = 4.0, lode_smearing: float = 4.0, dipole_origin: str = "com",
                  regularizer: float | None = None, block_weights: dict | None = None, n_posterior: int = 256,
                  lode_square: bool = False, lode_k_cutoff: float | None = None, lode_box: float | None = None,
                  local_baseline: str | None = None):
