@@ -124,7 +124,8 @@ def plot(summary: dict, path: str, label: str) -> None:
         ax.set_xlabel("ion – molecule separation (Å)")
         ax.set_ylabel("RMSE (% of test std)")
         ax.set_title(target)
-    axes[0].legend(fontsize=7)
+    for ax in axes:
+        ax.legend(fontsize=7)
     fig.suptitle(label, fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
