@@ -107,8 +107,8 @@ class LodeModel(Model):
     lode_box : molecules: ``None`` for the direct sum, or a cubic box side (Å) in which featomic's
         Ewald LODE (the cells' settings) computes their potential (:class:`LodeFeaturizer`).
     local_baseline : polarizability: ``None``, or ``"lsoap"`` to fit the non-linear local λ-SOAP
-        model (ζ = 2, its defaults) first and this model on what it leaves (its training residuals);
-        the prediction is their sum. The linear model's own local error is then the λ-SOAP's.
+        model (ζ = 2, its defaults) first and this model on what it leaves (out of fold: three λ-SOAP
+        fits on 2/3 of the frames give the residuals of the other third); the prediction is their sum. The linear model's own local error is then the λ-SOAP's.
     """
 
     targets_supported = ("dipole", "polarizability", "energy")
@@ -228,8 +228,14 @@ class LodeModel(Model):
             from .lsoap import LambdaSoapModel
 
             alpha = np.asarray(targets.polarizability, dtype=float).reshape(len(frames), 3, 3)
+            residual = np.empty_like(alpha)  # out of fold: what the baseline leaves on frames it has not seen
+            fold = np.arange(len(frames)) % 3
+            for k in range(3):
+                part = LambdaSoapModel(target="polarizability").fit([a for a, f in zip(frames, fold) if f != k],
+                                                                  alpha[fold != k])
+                held = [a for a, f in zip(frames, fold) if f == k]
+                residual[fold == k] = alpha[fold == k] - np.asarray(part.predict(held)).reshape(len(held), 3, 3)
             self.baseline_ = LambdaSoapModel(target="polarizability").fit(frames, alpha)
-            residual = alpha - np.asarray(self.baseline_.predict(frames)).reshape(len(frames), 3, 3)
             targets = self._targets({"polarizability": residual})
         self.species_ = np.array(sorted({int(z) for a in frames for z in a.numbers}), dtype=int)
         feats = self._featurizer(self.species_).compute(frames)
