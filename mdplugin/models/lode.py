@@ -106,9 +106,6 @@ class LodeModel(Model):
     lode_k_cutoff : featomic's reciprocal-space cut-off for cells, Å⁻¹ (``None``: 1.2π / smearing).
     lode_box : molecules: ``None`` for the direct sum, or a cubic box side (Å) in which featomic's
         Ewald LODE (the cells' settings) computes their potential (:class:`LodeFeaturizer`).
-    local_baseline : polarizability: ``None``, or ``"lsoap"`` to fit the non-linear local λ-SOAP
-        model (ζ = 2, its defaults) first and this model on what it leaves (out of fold: three λ-SOAP
-        fits on 2/3 of the frames give the residuals of the other third); the prediction is their sum. The linear model's own local error is then the λ-SOAP's.
     """
 
     targets_supported = ("dipole", "polarizability", "energy")
@@ -118,10 +115,8 @@ class LodeModel(Model):
                  long_range: bool = True, lode_widths: Sequence[float] = (1.0, 3.0), lode_max_radial: int = 2,
                  lode_radius: float = 4.0, lode_smearing: float = 4.0, dipole_origin: str = "com",
                  regularizer: float | None = None, block_weights: dict | None = None, n_posterior: int = 256,
-                 lode_square: bool = False, lode_k_cutoff: float | None = None, lode_box: float | None = None,
-                 local_baseline: str | None = None):
+                 lode_square: bool = False, lode_k_cutoff: float | None = None, lode_box: float | None = None):
         self.target = target
-        self.local_baseline = local_baseline
         self.cutoffs = cutoffs
         self.max_radial = max_radial
         self.max_angular = max_angular
@@ -220,23 +215,6 @@ class LodeModel(Model):
             raise DataError(f"the 'lode' model needs at least 5 training structures ({len(frames)} given)")
         targets = self._targets(targets)
         frame_charges(frames, "training frame")
-        self.baseline_ = None
-        if self.local_baseline is not None:
-            if self.local_baseline != "lsoap" or self.target_ != "polarizability":
-                raise ConfigError(f"local_baseline must be None or 'lsoap' (polarizability models), not "
-                                  f"{self.local_baseline!r} for a {self.target_} model")
-            from .lsoap import LambdaSoapModel
-
-            alpha = np.asarray(targets.polarizability, dtype=float).reshape(len(frames), 3, 3)
-            residual = np.empty_like(alpha)  # out of fold: what the baseline leaves on frames it has not seen
-            fold = np.arange(len(frames)) % 3
-            for k in range(3):
-                part = LambdaSoapModel(target="polarizability").fit([a for a, f in zip(frames, fold) if f != k],
-                                                                  alpha[fold != k])
-                held = [a for a, f in zip(frames, fold) if f == k]
-                residual[fold == k] = alpha[fold == k] - np.asarray(part.predict(held)).reshape(len(held), 3, 3)
-            self.baseline_ = LambdaSoapModel(target="polarizability").fit(frames, alpha)
-            targets = self._targets({"polarizability": residual})
         self.species_ = np.array(sorted({int(z) for a in frames for z in a.numbers}), dtype=int)
         feats = self._featurizer(self.species_).compute(frames)
         self.periodic_ = bool(feats.periodic)
@@ -412,8 +390,6 @@ class LodeModel(Model):
             t, st = self._predict_part(feats, frames, "trace", return_std)
             an, sa = self._predict_part(feats, frames, "aniso", return_std)
             values = spherical_to_symmetric(t.reshape(n, 1), an.reshape(n, 5))
-            if getattr(self, "baseline_", None) is not None:
-                values = values + np.asarray(self.baseline_.predict(frames)).reshape(n, 3, 3)
             if return_std:  # independent parts: variances add through the (orthonormal) bases
                 var = (st.reshape(n, 1) ** 2) @ (np.eye(3).reshape(1, 9) ** 2 / 3.0) \
                     + (sa.reshape(n, 5) ** 2) @ (L2_BASIS.reshape(5, 9) ** 2)
@@ -422,15 +398,8 @@ class LodeModel(Model):
 
     # ------------------------------------------------------------------------------------------
     def _get_state(self) -> dict[str, np.ndarray]:
-        state = {}
-        if getattr(self, "baseline_", None) is not None:  # the nested λ-SOAP model: its arrays and metadata
-            import json
-
-            nested = self.baseline_.export_state()
-            state.update({f"baseline:{k}": v for k, v in nested.pop("arrays").items()})
-            state["baseline_meta"] = np.array(json.dumps(nested))
-        state.update({"periodic": np.array(self.periodic_),
-                 "scale_names": np.array(list(self.scales_)), "scale_values": np.array(list(self.scales_.values()))})
+        state = {"periodic": np.array(self.periodic_),
+                 "scale_names": np.array(list(self.scales_)), "scale_values": np.array(list(self.scales_.values()))}
         for part, _ in self._parts():
             v, s2, rho = self.post_[part]
             names = list(self.weights_[part])
@@ -441,15 +410,6 @@ class LodeModel(Model):
         return state
 
     def _set_state(self, arrays: dict[str, np.ndarray]) -> None:
-        self.baseline_ = None
-        if "baseline_meta" in arrays:
-            import json
-
-            from .lsoap import LambdaSoapModel
-
-            nested = json.loads(str(arrays["baseline_meta"]))
-            nested["arrays"] = {k.split(":", 1)[1]: v for k, v in arrays.items() if k.startswith("baseline:")}
-            self.baseline_ = LambdaSoapModel.from_state(nested)
         self.periodic_ = bool(arrays["periodic"])
         self.scales_ = {str(k): float(v) for k, v in zip(arrays["scale_names"], arrays["scale_values"])}
         self.coef_, self.post_, self.reg_, self.weights_, self.noise_ = {}, {}, {}, {}, {}

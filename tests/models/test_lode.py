@@ -290,19 +290,3 @@ def test_ase_calculator_reports_the_lode_dipole_of_a_charged_molecule(fitted):
     atoms.calc = MLCalculator(energy=None, dipole=fitted["lode"])
     np.testing.assert_allclose(atoms.get_dipole_moment(), fitted["lode"].predict([atoms])[0], rtol=1e-12)
 
-
-def test_polarizability_on_a_local_lambda_soap_baseline(tmp_path):
-    frames, _, alpha = dataset(41, 40)
-    model = build("lode", target="polarizability", max_radial=2, local_baseline="lsoap").fit(frames, alpha)
-    assert model.baseline_ is not None and model.baseline_.kind == "lsoap"
-    test, _, alpha_test = dataset(42, 5)
-    pred = model.predict(test)
-    r = random_rotation(np.random.default_rng(43), reflection=True)
-    turned = [a.copy() for a in test]
-    for a in turned:
-        a.positions = a.positions @ r.T
-    np.testing.assert_allclose(model.predict(turned), r @ pred @ r.T, atol=1e-8 * np.abs(pred).max())
-    model.save(tmp_path / "a.npz")
-    np.testing.assert_allclose(load_model(tmp_path / "a.npz").predict(test), pred, rtol=1e-10)
-    with pytest.raises(Exception, match=r"^local_baseline must be None or 'lsoap' \(polarizability models\)"):
-        build("lode", target="dipole", local_baseline="lsoap").fit(frames, np.zeros((40, 3)))
