@@ -187,6 +187,11 @@ def test_energy_forces_are_minus_the_gradient(system, tmp_path):
     np.testing.assert_allclose(loaded.predict_forces([atoms])[0], forces, rtol=1e-12, atol=1e-12 * scale)
     pred = loaded.predict_from_features(loaded.featurizer().compute([atoms]), forces=True)
     np.testing.assert_allclose(pred.forces, forces, rtol=1e-12, atol=1e-12 * scale)
+    from mdplugin.engines.ase import MLCalculator
+
+    run = atoms.copy()
+    run.calc = MLCalculator(energy=loaded)  # an MD engine gets the same forces
+    np.testing.assert_allclose(run.get_forces(), forces, rtol=1e-12, atol=1e-12 * scale)
 
 
 def test_only_energy_models_give_forces(fitted):
