@@ -258,13 +258,19 @@ def plot(results: list, path: Path, label: str) -> None:
     fig.savefig(path, dpi=120)
 
 
-def long_range_row(n_atoms: int, smearings=(1.0, 2.0, 3.0), rounds: int = 3) -> list[dict]:
+#: (smearing Å, lode_max_radial, k-cut-off Å⁻¹ or None for featomic's 1.2π/smearing) of the long-range rows
+LODE_SETTINGS = ((1.0, 2, None), (2.0, 2, None), (3.0, 2, None), (4.0, 2, None),
+                 (2.0, 1, None), (2.0, 4, None), (2.0, 2, float(np.pi / 2.0)), (3.0, 4, None),
+                 (3.0, 2, float(0.3 * np.pi)), (5.0, 2, None))
+
+
+def long_range_row(n_atoms: int, settings=LODE_SETTINGS, rounds: int = 3) -> list[dict]:
     """The long-range part of a step against the local part, on one box (same process, alternating,
     best of ``rounds``): local = the expansion with position gradients + its λ = 0, 1, 2 λ-SOAP (what
     the local energy, dipole and polarizability models of a step are computed from); long range =
-    featomic's LodeSphericalExpansion (Ewald, no gradients: the lode energy model gives no forces)
-    + the local ⊗ potential Clebsch–Gordan products (:mod:`mdplugin.features.lode`), per smearing (Å;
-    featomic's k-cutoff 1.2π/smearing, so the k-space cost falls as smearing⁻³)."""
+    featomic's LodeSphericalExpansion (Ewald, values only) + the local ⊗ potential Clebsch–Gordan
+    products (:mod:`mdplugin.features.lode`), per setting (smearing Å, lode_max_radial, k-cut-off;
+    featomic's default k-cut-off is 1.2π/smearing, so the k-space cost falls as smearing⁻³)."""
     from mdplugin.features.expansion import SphericalExpansion
     from mdplugin.features.lambda_soap import lambda_soap
     from mdplugin.features.lode import couple, periodic_lode
@@ -279,19 +285,21 @@ def long_range_row(n_atoms: int, smearings=(1.0, 2.0, 3.0), rounds: int = 3) -> 
         return exp
 
     out = []
-    for smearing in smearings:
+    for smearing, max_radial, k_cutoff in settings:
         t_local, t_long = [], []
         for _ in range(rounds):
             t0 = time.perf_counter()
             exp = local()
             t1 = time.perf_counter()
-            pot = periodic_lode([box], [1, 8], 2, 2, 4.0, smearing)
+            pot = periodic_lode([box], [1, 8], 2, max_radial, 4.0, smearing, k_cutoff)
             for lam in (0, 1, 2):
                 couple([np.asarray(v) for v in exp.values], pot, lam)
             t2 = time.perf_counter()
             t_local.append(t1 - t0)
             t_long.append(t2 - t1)
-        out.append({"n_atoms": len(box), "smearing": smearing, "local_s": min(t_local), "long_range_s": min(t_long),
+        out.append({"n_atoms": len(box), "smearing": smearing, "max_radial": max_radial,
+                    "k_cutoff": 1.2 * np.pi / smearing if k_cutoff is None else k_cutoff,
+                    "local_s": min(t_local), "long_range_s": min(t_long),
                     "ratio": min(t_long) / min(t_local), "load": os.getloadavg()[0]})
     return out
 
@@ -312,9 +320,13 @@ def main(argv=None) -> None:
     p.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.long_range:
-        print(f"{'atoms':>6}{'smearing Å':>11}{'local s':>9}{'long-range s':>13}{'ratio':>7}")
+        commit = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"], capture_output=True,
+                                text=True).stdout.strip()
+        print(f"commit {commit}, {time.strftime('%Y-%m-%d %H:%M')}, load {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
+        print(f"{'atoms':>6}{'smearing Å':>11}{'n_max':>6}{'k_cut Å⁻¹':>10}{'local s':>9}{'long-range s':>13}{'ratio':>7}")
         for r in long_range_row(args.long_range):
-            print(f"{r['n_atoms']:>6}{r['smearing']:>11.1f}{r['local_s']:>9.2f}{r['long_range_s']:>13.2f}"
+            print(f"{r['n_atoms']:>6}{r['smearing']:>11.1f}{r['max_radial']:>6}{r['k_cutoff']:>10.2f}"
+                  f"{r['local_s']:>9.2f}{r['long_range_s']:>13.2f}"
                   f"{r['ratio']:>7.2f}  (load {r['load']:.1f})", flush=True)
         return
 

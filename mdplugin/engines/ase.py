@@ -348,7 +348,7 @@ class MLCalculator(Calculator):
             return
         forces = slot == "energy" and "forces" not in self.results
         features = self._features_for(slot, gradients=forces)
-        stress = forces and _periodic_3d(atoms)  # with the forces: the same pass over the pairs
+        stress = forces and self._stress_capable and _periodic_3d(atoms)  # with the forces: one pass over the pairs
         derived = {"target": slot} if getattr(model, "target", slot) != slot else {}  # e.g. a hamiltonian's dipole
         out = model.predict_from_features(features, return_std=want_std, forces=forces, stress=stress,
                                           precision=self.tensor_precision, **derived)

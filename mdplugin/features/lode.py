@@ -46,7 +46,8 @@ from ..core.errors import DataError
 from .expansion import SphericalExpansion, frame_element_check
 from .lambda_soap import lambda_soap, real_clebsch_gordan
 
-__all__ = ["LodeFeatures", "LodeFeaturizer", "molecular_lode", "periodic_lode", "dense_expansion", "couple"]
+__all__ = ["LodeFeatures", "LodeFeaturizer", "molecular_lode", "periodic_lode", "dense_expansion", "couple", "boxed",
+           "molecular_lode_forces", "periodic_lode_forces"]
 
 LAMBDAS = (0, 1, 2)
 
@@ -69,6 +70,10 @@ class LodeFeatures:
     n_frames: int
     periodic: bool
     frames: tuple = field(default=(), repr=False)
+    #: the local expansions (one per cutoff; with position gradients when computed with them) and
+    #: the potential ``V^l`` per l (n_centres, 2l+1, F) the blocks were made of (None: local only)
+    expansions: tuple = field(default=(), repr=False)
+    potential: list | None = field(default=None, repr=False)
 
     def stacked(self, lam: int, names: Sequence[str], scales: dict | None = None) -> np.ndarray:
         """The blocks ``names`` of order ``lam`` side by side (n_centres, 2λ+1, ΣF), each multiplied
@@ -120,6 +125,97 @@ def molecular_lode(frames: Sequence[Atoms], species: Sequence[int], max_angular:
     return out
 
 
+def molecular_lode_forces(frames: Sequence[Atoms], species: Sequence[int], widths: Sequence[float],
+                          de_dv: Sequence[np.ndarray]) -> np.ndarray:
+    """``−Σ_i (∂E/∂V_i)·(∂V_i/∂r_j)`` (n_atoms, 3) for the potential of :func:`molecular_lode`, given
+    ``de_dv[l]`` = ∂E/∂V^l (n_centres, 2l+1, n_species·n_widths) for l = 0 … len(de_dv)−1.
+
+    Per pair, ``φ_{lm,k}(d) = R_lm(d) (|d|² + w_k²)^{−(l+½)}`` with ``d = r_j − r_i`` and
+    ``R_lm(d) = |d|^l Y_lm(d̂)`` the solid harmonic (sphericart), so
+    ``∇_d φ = ∇R_lm f_k − (2l+1) R_lm d (|d|² + w_k²)^{−(l+3/2)}``; ``V_i`` moves with ``r_j`` as ``+∇_d φ``
+    and with ``r_i`` as ``−∇_d φ``. Vectorised over the pairs of each frame."""
+    import sphericart
+
+    species = list(species)
+    widths = np.asarray(widths, dtype=float)
+    n_w, lmax = len(widths), len(de_dv) - 1
+    slot = {z: k for k, z in enumerate(species)}
+    solid = sphericart.SolidHarmonics(lmax)
+    n_total = sum(len(a) for a in frames)
+    forces = np.zeros((n_total, 3))
+    start = 0
+    for atoms in frames:
+        n = len(atoms)
+        if n > 1:
+            i, j = np.nonzero(~np.eye(n, dtype=bool))
+            d = atoms.positions[j] - atoms.positions[i]
+            r2 = np.einsum("px,px->p", d, d)
+            rlm, drlm = solid.compute_with_gradients(np.ascontiguousarray(d))  # (p, (L+1)²), (p, 3, (L+1)²)
+            slots = np.array([slot[int(z)] for z in atoms.numbers])[j]
+            grad = np.zeros((len(i), 3))
+            for l in range(lmax + 1):
+                lm = slice(l * l, (l + 1) * (l + 1))
+                g = de_dv[l][start + i].reshape(len(i), 2 * l + 1, len(species), n_w)
+                g = g[np.arange(len(i)), :, slots, :]  # (p, 2l+1, n_w): the neighbour's species channel
+                base = r2[:, None] + widths ** 2  # (p, n_w)
+                f = base ** -(l + 0.5)
+                df = -(2 * l + 1) * base ** -(l + 1.5)  # (1/|d|) ∂f/∂|d|
+                grad += np.einsum("pmk,pxm,pk->px", g, drlm[:, :, lm], f)
+                grad += np.einsum("pmk,pm,pk,px->px", g, rlm[:, lm], df, d)
+            np.add.at(forces, start + j, -grad)
+            np.add.at(forces, start + i, grad)
+        start += n
+    return forces
+
+
+def _featomic_lode(species, max_angular, max_radial, radius, smearing, k_cutoff):
+    import featomic
+    from featomic.basis import Gto, TensorProduct
+    from featomic.density import SmearedPowerLaw
+
+    return featomic.LodeSphericalExpansion(
+        density=SmearedPowerLaw(smearing=float(smearing), exponent=1),
+        basis=TensorProduct(max_angular=int(max_angular), radial=Gto(max_radial=int(max_radial), radius=float(radius))),
+        k_cutoff=None if k_cutoff is None else float(k_cutoff),
+    )
+
+
+def _right_handed(frames: Sequence[Atoms]) -> list[Atoms]:
+    out = []
+    for atoms in frames:  # featomic finds no k-vectors in a left-handed cell: -a, -b, -c is the same lattice
+        if np.linalg.det(atoms.cell.array) < 0:
+            atoms = atoms.copy()
+            atoms.set_cell(-atoms.cell.array, scale_atoms=False)
+        out.append(atoms)
+    return out
+
+
+def periodic_lode_forces(frames: Sequence[Atoms], species: Sequence[int], max_radial: int, radius: float,
+                         smearing: float, k_cutoff: float | None, de_dv: Sequence[np.ndarray]) -> np.ndarray:
+    """``−Σ_i (∂E/∂V_i)·(∂V_i/∂r_j)`` (n_atoms, 3) for the potential of :func:`periodic_lode`, from
+    featomic's ``positions`` gradients (every atom of a cell moves every centre's potential: the
+    cost grows as N², ~100 s for 1536 atoms — small cells only). ``de_dv[l]`` as in
+    :func:`molecular_lode_forces`, with ``n_species·(max_radial+1)`` properties."""
+    species = list(species)
+    n_rad = int(max_radial) + 1
+    calc = _featomic_lode(species, len(de_dv) - 1, max_radial, radius, smearing, k_cutoff)
+    tmap = _featomic_compute(calc, frames, smearing, k_cutoff, gradients=["positions"])
+    offsets = np.cumsum([0] + [len(a) for a in frames])
+    forces = np.zeros((int(offsets[-1]), 3))
+    for key, block in tmap.items():
+        l = int(key["o3_lambda"])
+        a = species.index(int(key["neighbor_type"]))
+        samples = np.asarray(block.samples.values)
+        centres = offsets[samples[:, 0]] + samples[:, 1]
+        cols = a * n_rad + np.asarray(block.properties.values)[:, 0]
+        grad = block.gradient("positions")
+        gs = np.asarray(grad.samples.values)  # (sample, system, atom)
+        g = de_dv[l][centres[gs[:, 0]]][:, :, cols]  # (n_grad, 2l+1, n_props)
+        contrib = np.einsum("gxmp,gmp->gx", np.asarray(grad.values), g)
+        np.add.at(forces, offsets[gs[:, 1]] + gs[:, 2], -contrib)
+    return forces
+
+
 def _check_cell(atoms: Atoms, where: str) -> None:
     pbc = np.asarray(atoms.pbc, dtype=bool)
     if not pbc.all():
@@ -132,25 +228,47 @@ def _check_cell(atoms: Atoms, where: str) -> None:
 
 
 def periodic_lode(frames: Sequence[Atoms], species: Sequence[int], max_angular: int, max_radial: int,
-                  radius: float, smearing: float) -> list[np.ndarray]:
+                  radius: float, smearing: float, k_cutoff: float | None = None) -> list[np.ndarray]:
     """featomic's ``LodeSphericalExpansion`` (Ewald) of 3-D cells, as dense arrays per l
-    (n_centres, 2l+1, n_species·(max_radial+1)) (species outer, radial inner)."""
-    import featomic
-    from featomic.basis import Gto, TensorProduct
-    from featomic.density import SmearedPowerLaw
-
+    (n_centres, 2l+1, n_species·(max_radial+1)) (species outer, radial inner). ``k_cutoff`` (Å⁻¹):
+    the reciprocal-space cut-off, ``None`` for featomic's 1.2π/smearing (the cost grows as its cube)."""
     species = list(species)
-    calc = featomic.LodeSphericalExpansion(
-        density=SmearedPowerLaw(smearing=float(smearing), exponent=1),
-        basis=TensorProduct(max_angular=int(max_angular), radial=Gto(max_radial=int(max_radial), radius=float(radius))),
-    )
-    right_handed = []
-    for atoms in frames:  # featomic finds no k-vectors in a left-handed cell: -a, -b, -c is the same lattice
-        if np.linalg.det(atoms.cell.array) < 0:
-            atoms = atoms.copy()
-            atoms.set_cell(-atoms.cell.array, scale_atoms=False)
-        right_handed.append(atoms)
-    return dense_expansion(calc.compute(right_handed), frames, species, max_angular, int(max_radial) + 1)
+    calc = _featomic_lode(species, max_angular, max_radial, radius, smearing, k_cutoff)
+    return dense_expansion(_featomic_compute(calc, frames, smearing, k_cutoff), frames, species, max_angular,
+                           int(max_radial) + 1)
+
+
+def _featomic_compute(calc, frames: Sequence[Atoms], smearing: float, k_cutoff: float | None, gradients=None):
+    """``calc.compute`` on right-handed copies; featomic's "No k-vectors" as a one-line DataError
+    naming the first frame whose reciprocal lattice has no vector inside the cut-off."""
+    import featomic
+
+    try:
+        return calc.compute(_right_handed(frames), gradients=gradients)
+    except featomic.FeatomicError as err:
+        if "k-vectors" not in str(err):
+            raise
+        cut = 1.2 * np.pi / float(smearing) if k_cutoff is None else float(k_cutoff)
+        shortest = [2 * np.pi * np.linalg.norm(np.linalg.inv(a.cell.array).T, axis=1).min() for a in frames]
+        i = int(np.argmax(np.array(shortest) > cut)) if max(shortest) > cut else 0
+        raise DataError(f"frame {i}: no reciprocal lattice vector within the LODE k-space cut-off {cut:.2f} Å⁻¹ "
+                        f"(shortest {shortest[i]:.2f} Å⁻¹: the cell is too small for lode_smearing {float(smearing):g} Å; "
+                        f"lower lode_smearing or raise lode_k_cutoff)") from None
+
+
+def boxed(frames: Sequence[Atoms], side: float) -> list[Atoms]:
+    """Copies of molecules centred in a periodic cubic cell of ``side`` Å (for featomic's Ewald LODE)."""
+    out = []
+    for i, atoms in enumerate(frames):
+        extent = np.ptp(atoms.positions, axis=0).max()
+        if not side > extent:
+            raise DataError(f"frame {i}: lode_box {side:g} Å is smaller than the molecule ({extent:.1f} Å across)")
+        copy = atoms.copy()
+        copy.set_cell(np.eye(3) * float(side), scale_atoms=False)
+        copy.pbc = True
+        copy.center()
+        out.append(copy)
+    return out
 
 
 def dense_expansion(tmap, frames: Sequence[Atoms], species: Sequence[int], max_angular: int,
@@ -209,14 +327,23 @@ class LodeFeaturizer:
     long_range : ``False`` gives only the local blocks (the same model without LODE).
     lode_square : also the block ``"lode2"``, the potential's product with itself (V ⊗ V: second order
         in the field of the distant atoms, e.g. a polarizability's response to an ion's field squared).
+    lode_k_cutoff : featomic's reciprocal-space cut-off, Å⁻¹ (``None``: 1.2π / ``lode_smearing``).
+    lode_box : molecules only: ``None`` (default) for the direct sum with ``lode_widths``; a side, Å,
+        to compute their potential with featomic's Ewald LODE (``lode_smearing``, ``lode_max_radial``,
+        ``lode_radius``, ``lode_k_cutoff``: the cells' hyper-parameters) in a periodic cubic box of that
+        side, the molecule at its centre — to measure the cells' settings on a molecular benchmark. The
+        images of the molecule (a side away) break exact rotational covariance.
     """
 
     def __init__(self, species: Sequence[int], cutoffs: Sequence[float] = (5.0,), max_radial: int = 4,
                  max_angular: int = 2, gaussian_width: float = 0.3, smoothing_width: float = 0.5,
                  lode_max_angular: int = 2, lode_widths: Sequence[float] = (1.0, 3.0),
-                 lode_max_radial: int = 2, lode_radius: float = 4.0, lode_smearing: float = 1.0,
-                 long_range: bool = True, lode_square: bool = False):
+                 lode_max_radial: int = 2, lode_radius: float = 4.0, lode_smearing: float = 4.0,
+                 long_range: bool = True, lode_square: bool = False, lode_k_cutoff: float | None = None,
+                 lode_box: float | None = None):
         self.lode_square = bool(lode_square)
+        self.lode_k_cutoff = None if lode_k_cutoff is None else float(lode_k_cutoff)
+        self.lode_box = None if lode_box is None else float(lode_box)
         self.species = tuple(sorted(int(z) for z in species))
         self.cutoffs = tuple(float(c) for c in cutoffs)
         if not self.cutoffs:
@@ -234,7 +361,7 @@ class LodeFeaturizer:
     def _key(self) -> tuple:
         return (self.species, self.cutoffs, self.max_radial, self.max_angular, self.gaussian_width,
                 self.smoothing_width, self.lode_max_angular, self.lode_widths, self.lode_max_radial,
-                self.lode_radius, self.lode_smearing, self.long_range, self.lode_square)
+                self.lode_radius, self.lode_smearing, self.long_range, self.lode_square, self.lode_k_cutoff, self.lode_box)
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, LodeFeaturizer) and other._key() == self._key()
@@ -249,10 +376,9 @@ class LodeFeaturizer:
         return {lam: (["one"] if lam == 0 else []) + local + lr for lam in LAMBDAS}
 
     def compute(self, frames: Sequence[Atoms] | Atoms, gradients: bool = False) -> LodeFeatures:
-        """The features of ``frames`` (all molecules or all 3-D cells). ``gradients`` is not
-        supported (the ``lode`` energy model gives no forces)."""
-        if gradients:
-            raise DataError("LODE features have no position gradients yet (the 'lode' energy model gives no forces)")
+        """The features of ``frames`` (all molecules or all 3-D cells). ``gradients``: the local
+        expansions keep their position gradients (:attr:`LodeFeatures.expansions`); the potential's
+        are contracted on demand by :meth:`potential_forces`."""
         frames = [frames] if isinstance(frames, Atoms) else list(frames)
         if not frames:
             raise DataError("no frames to compute LODE features for")
@@ -264,7 +390,7 @@ class LodeFeaturizer:
         if periodic[0]:
             for i, a in enumerate(frames):
                 _check_cell(a, f"frame {i}")
-        expansions = [e.compute(frames) for e in self._expansions]
+        expansions = [e.compute(frames, gradients=bool(gradients)) for e in self._expansions]
         first = expansions[0]
         n = first.n_centres
         blocks: dict[int, dict[str, np.ndarray]] = {lam: {} for lam in LAMBDAS}
@@ -274,10 +400,12 @@ class LodeFeaturizer:
             soap = lambda_soap(exp, LAMBDAS)
             for lam in LAMBDAS:
                 blocks[lam][name] = soap[lam]
+        pot = None
         if self.long_range:
-            if periodic[0]:
-                pot = periodic_lode(frames, self.species, self.lode_max_angular, self.lode_max_radial,
-                                    self.lode_radius, self.lode_smearing)
+            if periodic[0] or self.lode_box is not None:
+                pot = periodic_lode(frames if periodic[0] else boxed(frames, self.lode_box), self.species,
+                                    self.lode_max_angular, self.lode_max_radial, self.lode_radius,
+                                    self.lode_smearing, self.lode_k_cutoff)
             else:
                 pot = molecular_lode(frames, self.species, self.lode_max_angular, self.lode_widths)
             local = [np.asarray(v) for v in first.values]
@@ -289,7 +417,20 @@ class LodeFeaturizer:
                     blocks[lam]["lode2"] = couple(pot, pot, lam, ordered_only=True)
         return LodeFeatures(blocks=blocks, centre_frame=np.asarray(first.centre_frame),
                             centre_species=np.asarray(first.centre_species), n_frames=len(frames),
-                            periodic=bool(periodic[0]), frames=tuple(frames))
+                            periodic=bool(periodic[0]), frames=tuple(frames), expansions=tuple(expansions),
+                            potential=pot)
+
+    def potential_forces(self, frames: Sequence[Atoms], de_dv: Sequence[np.ndarray]) -> np.ndarray:
+        """``−Σ_i (∂E/∂V_i)·(∂V_i/∂r_j)`` (n_atoms, 3), eV/Å when ``de_dv[l]`` = ∂E/∂V^l (n_centres,
+        2l+1, F) is in eV per feature unit: the direct sum's analytic derivatives for molecules
+        (:func:`molecular_lode_forces`), featomic's ``positions`` gradients for cells and ``lode_box``
+        (:func:`periodic_lode_forces`)."""
+        frames = [frames] if isinstance(frames, Atoms) else list(frames)
+        if bool(np.any(frames[0].pbc)) or self.lode_box is not None:
+            cells = frames if np.any(frames[0].pbc) else boxed(frames, self.lode_box)
+            return periodic_lode_forces(cells, self.species, self.lode_max_radial, self.lode_radius,
+                                        self.lode_smearing, self.lode_k_cutoff, de_dv)
+        return molecular_lode_forces(frames, self.species, self.lode_widths, de_dv)
 
     def features(self, frames, gradients: bool = False) -> LodeFeatures:
         """The featurizer protocol: :meth:`compute`."""

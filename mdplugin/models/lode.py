@@ -17,9 +17,12 @@ Targets (all linear in the per-species weights, solved as a ridge regression in 
   so Σ q_i = Q exactly, whatever the weights (atomic charges constrained to the total charge, plus
   atomic dipoles). ``dipole_origin="zero"`` reports the dipole about the coordinate origin instead,
   μ + Q R: translating a charged molecule by t then changes it by exactly Q t (the features are
-  translation invariant). Periodic cells: the charge term has no meaning there; refused.
+  translation invariant). Neutral periodic cells: μ = Σ_i μ_i (atomic dipoles of the local, LODE
+  and multi-scale λ = 1 features; no charge term, which has no meaning there); a charged cell is refused.
 * ``polarizability``: α = Σ_i [x⁰_i·w₀ 𝟙/√3 + (X²_i w₂ on the symmetric traceless basis)], two fits.
-* ``energy``: E = Σ_i x⁰_i·w (no forces: the LODE features have no position gradients here).
+* ``energy``: E = Σ_i x⁰_i·w; forces −∂E/∂r by the chain rule (:meth:`LodeModel.predict_forces`):
+  ∂E/∂c of the local expansions contracted with their pair derivatives, ∂E/∂V of the potential with
+  its analytic (molecules) or featomic (cells) position derivatives.
 
 The regulariser (noise-to-signal ratio) of each fit and the block weights are chosen by the error on
 every 5th training structure held out (the weights by one coordinate pass over the blocks, factors
@@ -40,7 +43,9 @@ from ..core.errors import ConfigError, DataError
 from ..core.tensors import L2_BASIS, spherical_to_symmetric, spherical_to_vector, symmetric_to_spherical
 from ..features.lode import LodeFeatures, LodeFeaturizer
 from ..structures.charge import frame_charges
+from ..features.lambda_soap import real_clebsch_gordan
 from .base import Model, check_species, fingerprint, register
+from .soap import _symmetric_unfold_cg
 
 __all__ = ["LodeModel"]
 
@@ -98,6 +103,9 @@ class LodeModel(Model):
     block_weights : ``{block: weight}``; ``None`` chooses them (multi-scale kernel weights).
     n_posterior : directions of the weights' posterior kept for the standard deviation.
     lode_square : add the V ⊗ V block (second order in the distant atoms' field).
+    lode_k_cutoff : featomic's reciprocal-space cut-off for cells, Å⁻¹ (``None``: 1.2π / smearing).
+    lode_box : molecules: ``None`` for the direct sum, or a cubic box side (Å) in which featomic's
+        Ewald LODE (the cells' settings) computes their potential (:class:`LodeFeaturizer`).
     """
 
     targets_supported = ("dipole", "polarizability", "energy")
@@ -105,9 +113,9 @@ class LodeModel(Model):
     def __init__(self, target: str = "dipole", cutoffs: Sequence[float] = (5.0,), max_radial: int = 4,
                  max_angular: int = 2, gaussian_width: float = 0.3, smoothing_width: float = 0.5,
                  long_range: bool = True, lode_widths: Sequence[float] = (1.0, 3.0), lode_max_radial: int = 2,
-                 lode_radius: float = 4.0, lode_smearing: float = 1.0, dipole_origin: str = "com",
+                 lode_radius: float = 4.0, lode_smearing: float = 4.0, dipole_origin: str = "com",
                  regularizer: float | None = None, block_weights: dict | None = None, n_posterior: int = 256,
-                 lode_square: bool = False):
+                 lode_square: bool = False, lode_k_cutoff: float | None = None, lode_box: float | None = None):
         self.target = target
         self.cutoffs = cutoffs
         self.max_radial = max_radial
@@ -124,6 +132,8 @@ class LodeModel(Model):
         self.block_weights = block_weights
         self.n_posterior = n_posterior
         self.lode_square = lode_square
+        self.lode_k_cutoff = lode_k_cutoff
+        self.lode_box = lode_box
 
     # ------------------------------------------------------------------------------------------
     def _featurizer(self, species) -> LodeFeaturizer:
@@ -132,7 +142,8 @@ class LodeModel(Model):
                               smoothing_width=self.smoothing_width, lode_max_angular=2,
                               lode_widths=tuple(self.lode_widths), lode_max_radial=self.lode_max_radial,
                               lode_radius=self.lode_radius, lode_smearing=self.lode_smearing,
-                              long_range=bool(self.long_range), lode_square=bool(self.lode_square))
+                              long_range=bool(self.long_range), lode_square=bool(self.lode_square),
+                              lode_k_cutoff=self.lode_k_cutoff, lode_box=self.lode_box)
 
     def _parts(self) -> list[tuple[str, int]]:
         """(part name, λ) of the fits: each part is one linear solve."""
@@ -150,10 +161,17 @@ class LodeModel(Model):
         def per_species(rows):  # (n_c, r, F) -> (n_c, r, S·F)
             return (rows[:, :, None, :] * onehot[:, None, :, None]).reshape(rows.shape[0], rows.shape[1], -1)
 
+        if part == "dipole" and feats.periodic:  # neutral cells: Σ_i μ_i only (no charge term, no origin)
+            for i, q in enumerate(frame_charges(frames)):
+                if q != 0:
+                    raise DataError(f"frame {i}: a charged cell (charge {q:g}) has no periodic dipole; the 'lode' "
+                                    f"dipole model of cells is for neutral ones")
+            for b in names[1]:
+                x1 = spherical_to_vector(np.swapaxes(feats.blocks[1][b], 1, 2)).swapaxes(1, 2)
+                rows = per_species(x1 / self.scales_[f"1:{b}"])
+                out[b] = _sum_rows(rows, feats.centre_frame, feats.n_frames).reshape(feats.n_frames * 3, -1)
+            return out
         if part == "dipole":
-            if feats.periodic:
-                raise ConfigError("the 'lode' dipole model is for molecules (its charge term Σ q_i (r_i − R) needs "
-                                  "a centre of mass); fit cells with the 'lsoap' model")
             offsets, _ = _centre_offsets(frames, feats.centre_frame)
             for b in sorted(set(names[0]) | set(names[1])):
                 pieces = []
@@ -176,6 +194,8 @@ class LodeModel(Model):
     def _labels(self, frames, targets, part: str) -> np.ndarray:
         if part == "dipole":
             y = np.asarray(targets.dipole, dtype=float).reshape(len(frames), 3)
+            if any(np.any(a.pbc) for a in frames):
+                return y.reshape(-1)
             feats_frame = np.repeat(np.arange(len(frames)), [len(a) for a in frames])
             _, mean = _centre_offsets(frames, feats_frame)
             return (y - frame_charges(frames)[:, None] * mean).reshape(-1)  # minus the known Q·d̄ part
@@ -262,8 +282,8 @@ class LodeModel(Model):
     def predict_charges(self, frames: Sequence[Atoms]) -> list[np.ndarray]:
         """Atomic charges (n_atoms,) e of each molecule (a dipole model): they sum to its charge."""
         self._check_fitted()
-        if self.target_ != "dipole":
-            raise ConfigError("atomic charges come from a 'lode' dipole model")
+        if self.target_ != "dipole" or self.periodic_:
+            raise ConfigError("atomic charges come from a 'lode' dipole model of molecules")
         frames = list(frames)
         check_species(frames, self.species_, "lode model")
         feats = self._featurizer(self.species_).compute(frames)
@@ -284,6 +304,65 @@ class LodeModel(Model):
         q = q - mean[feats.centre_frame] + (frame_charges(frames) / counts)[feats.centre_frame]
         return np.split(q, np.cumsum(counts)[:-1])
 
+    def _energy_gradients(self, feats: LodeFeatures) -> dict[str, np.ndarray]:
+        """∂E/∂x⁰_b (n_centres, F_b) of every λ = 0 block b of the energy model (eV per feature unit)."""
+        species = list(self.species_)
+        slot = np.searchsorted(species, feats.centre_species)
+        coef, start, out = self.coef_["energy"], 0, {}
+        for b, w in self.weights_["energy"].items():
+            f = feats.blocks[0][b].shape[-1]
+            per_species = coef[start:start + len(species) * f].reshape(len(species), f)
+            out[b] = per_species[slot] * np.sqrt(w) / self.scales_[f"0:{b}"]
+            start += len(species) * f
+        return out
+
+    def predict_forces(self, frames: Sequence[Atoms]) -> list[np.ndarray]:
+        """Forces −∂E/∂r (n_atoms, 3) eV/Å of each structure (an energy model), by the chain rule:
+        ∂E/∂x of each block → ∂E/∂c (local expansions: the power spectrum's and the multi-scale
+        product's derivatives) and ∂E/∂V (potential: LODE and multi-scale blocks), contracted with
+        the expansions' pair derivatives and the potential's position derivatives."""
+        self._check_fitted()
+        if self.target_ != "energy":
+            raise ConfigError(f"a {self.target_!r} model ('lode') gives no forces")
+        frames = [frames] if isinstance(frames, Atoms) else list(frames)
+        check_species(frames, self.species_, "lode model")
+        featurizer = self._featurizer(self.species_)
+        feats = featurizer.compute(frames, gradients=True)
+        g = self._energy_gradients(feats)
+        forces = np.zeros((len(feats.centre_frame), 3))
+        names = ["local"] + [f"local@{c:g}" for c in featurizer.cutoffs[1:]]
+        de_dc = []
+        for name, exp in zip(names, feats.expansions):
+            values = [np.asarray(v) for v in exp.values]
+            n, n_prop = len(values[0]), values[0].shape[2]
+            index, factor = _symmetric_unfold_cg(n_prop, len(values))
+            sym = (g[name][:, index] * factor).reshape(n, len(values), n_prop, n_prop)  # C^{ll0}(G + Gᵀ)
+            de_dc.append([np.matmul(c, sym[:, l]) for l, c in enumerate(values)])
+        if feats.potential is not None:
+            pot, local = feats.potential, [np.asarray(v) for v in feats.expansions[0].values]
+            de_dv = [np.zeros_like(v) for v in pot]
+            de_dv[0] += g["lode"][:, None, :]
+            start = 0  # multiscale λ = 0: Σ_l C^{ll0} c^l ⊗ V^l, blocks l = 0.. in couple()'s order
+            for l in range(min(len(local), len(pot))):
+                p, q = local[l].shape[2], pot[l].shape[2]
+                gl = g["multiscale"][:, start:start + p * q].reshape(-1, p, q)
+                cg = real_clebsch_gordan(l, l, 0)[:, :, 0]
+                de_dc[0][l] = de_dc[0][l] + np.einsum("ab,npq,nbq->nap", cg, gl, pot[l])
+                de_dv[l] += np.einsum("ab,npq,nap->nbq", cg, gl, local[l])
+                start += p * q
+            if "lode2" in g:  # V ⊗ V, l1 = l2 = l, both factors
+                start = 0
+                for l in range(len(pot)):
+                    q = pot[l].shape[2]
+                    gl = g["lode2"][:, start:start + q * q].reshape(-1, q, q)
+                    cg = real_clebsch_gordan(l, l, 0)[:, :, 0]
+                    de_dv[l] += np.einsum("ab,npq,nbq->nap", cg, gl, pot[l]) + np.einsum("ab,npq,nap->nbq", cg, gl, pot[l])
+                    start += q * q
+            forces += featurizer.potential_forces(frames, de_dv)
+        for exp, grads in zip(feats.expansions, de_dc):
+            forces += exp.pair_gradients.forces(grads)
+        return np.split(forces, np.cumsum([len(a) for a in frames])[:-1])
+
     def predict(self, frames: Sequence[Atoms], return_std: bool = False):
         """Predictions (n,) eV, (n, 3) e·Å or (n, 3, 3) Å³ (and their standard deviations)."""
         self._check_fitted()
@@ -295,7 +374,10 @@ class LodeModel(Model):
             kind = ("periodic cells", "molecules") if self.periodic_ else ("molecules", "periodic cells")
             raise DataError(f"this 'lode' model was fitted on {kind[0]}; it cannot predict {kind[1]}")
         n = len(frames)
-        if self.target_ == "dipole":
+        if self.target_ == "dipole" and feats.periodic:
+            mean, std = self._predict_part(feats, frames, "dipole", return_std)
+            values, std = mean.reshape(n, 3), None if std is None else std.reshape(n, 3)
+        elif self.target_ == "dipole":
             mean, std = self._predict_part(feats, frames, "dipole", return_std)
             _, dbar = _centre_offsets(frames, feats.centre_frame)
             values = mean.reshape(n, 3) + charges[:, None] * dbar

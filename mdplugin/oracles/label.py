@@ -357,6 +357,9 @@ def label_frames(frames: Sequence[Atoms], oracle: str | Calculator = "tblite",
     labels = [local[i] for i in range(len(frames))]
     data = Dataset(frames=[Atoms(numbers=a.numbers, positions=a.positions, cell=a.cell, pbc=a.pbc)
                            for a in frames], source=source)
+    for i, (out, atoms) in enumerate(zip(data.frames, frames)):  # the labels are of this charge: keep it
+        if "charge" in atoms.info:
+            out.info["charge"] = frame_charge(atoms, f"frame {i}")
     for p in props:
         vals = [lab[p] for lab in labels]
         setattr(data, p, vals if p == "forces" else np.array(vals).reshape((len(vals),) + PROPERTIES[p]))

@@ -36,7 +36,7 @@ def transformed(atoms, rotation, shift):
 @pytest.mark.parametrize("reflection", [False, True])
 def test_features_are_covariant_and_translation_invariant(make, species, reflection):
     atoms = make()
-    featurizer = LodeFeaturizer(species, lode_square=True)
+    featurizer = LodeFeaturizer(species, lode_square=True, lode_smearing=1.0)  # a 5 Å cell: σ = 4 Å finds no k-vector
     ref = featurizer.compute([atoms])
     rotation = random_rotation(np.random.default_rng(5), reflection=reflection)
     moved = featurizer.compute([transformed(atoms, rotation, np.array([0.7, -1.3, 2.1]))])
@@ -120,3 +120,29 @@ def test_bad_cells_are_one_line_errors():
     molecule_ = Atoms("H2O", positions=[[0, 0, 0], [0.9, 0, 0], [0, 0.9, 0.2]])
     with pytest.raises(DataError, match=r"^frame 1: molecules and periodic cells cannot share one LODE batch"):
         featurizer.compute([molecule_, water_box()])
+
+
+def test_lode_box_computes_a_molecules_potential_by_ewald_and_refuses_a_small_box():
+    atoms = methanol_chloride()
+    direct = LodeFeaturizer([1, 6, 8, 17]).compute([atoms])
+    boxed = LodeFeaturizer([1, 6, 8, 17], lode_box=25.0, lode_smearing=2.0).compute([atoms])
+    moved = atoms.copy()
+    moved.translate([4.0, -7.0, 1.5])
+    again = LodeFeaturizer([1, 6, 8, 17], lode_box=25.0, lode_smearing=2.0).compute([moved])
+    assert not boxed.periodic and boxed.blocks[1]["lode"].shape[-1] == 4 * 3  # species × (lode_max_radial + 1)
+    assert direct.blocks[1]["lode"].shape[-1] == 4 * 2  # species × widths
+    np.testing.assert_allclose(again.blocks[1]["lode"], boxed.blocks[1]["lode"], atol=1e-10 * np.abs(boxed.blocks[1]["lode"]).max())
+    with pytest.raises(DataError, match=r"^frame 0: lode_box 4 Å is smaller than the molecule \(\d+\.\d Å across\)$"):
+        LodeFeaturizer([1, 6, 8, 17], lode_box=4.0).compute([atoms])
+
+
+def test_k_cutoff_reaches_featomic():
+    atoms = water_box()
+    ref = LodeFeaturizer([1, 8], lode_smearing=2.0).compute([atoms]).blocks[0]["lode"]
+    same = LodeFeaturizer([1, 8], lode_smearing=2.0, lode_k_cutoff=1.2 * np.pi / 2.0).compute([atoms]).blocks[0]["lode"]
+    coarse = LodeFeaturizer([1, 8], lode_smearing=2.0, lode_k_cutoff=1.5).compute([atoms]).blocks[0]["lode"]
+    np.testing.assert_allclose(same, ref, rtol=0, atol=1e-13 * np.abs(ref).max())  # featomic's default: 1.2π/σ
+    assert np.abs(coarse - ref).max() > 1e-3 * np.abs(ref).max()
+    # a 5 Å cell has no reciprocal vector shorter than 2π/5.3 Å ≈ 1.2 Å⁻¹: a smearing of 4 Å (cut-off 0.94) finds none
+    with pytest.raises(DataError, match=r"^frame 1: no reciprocal lattice vector within the LODE k-space cut-off 0.94"):
+        LodeFeaturizer([1, 8], lode_smearing=4.0).compute([water_box(1).repeat((2, 2, 2)), atoms])

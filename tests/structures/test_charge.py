@@ -81,3 +81,27 @@ def test_pyscf_gets_the_charge_and_an_impossible_one_is_one_line():
     with pytest.raises(OracleError, match=r"^frame 0: .*failed: .*") as err:
         label_frames([heh], calc, ["energy"])
     assert "\n" not in str(err.value)
+
+
+def test_labelled_data_keep_the_charge_they_were_labelled_with(tmp_path):
+    # the labels of a charged structure written without its charge would be learned as neutral
+    from mdplugin.oracles.label import label_frames
+    from mdplugin.structures.data import write_dataset
+
+    cation, neutral = ammonium_water(), molecule("H2O")
+    data = label_frames([cation, neutral], "tblite", ["energy", "dipole"])
+    assert [a.info.get("charge") for a in data.frames] == [1, None]
+    write_dataset(tmp_path / "d.xyz", data)
+    back = read_dataset(tmp_path / "d.xyz", properties=["energy", "dipole"])
+    assert [a.info.get("charge", 0) for a in back.frames] == [1, 0]
+    np.testing.assert_allclose(back.dipole, data.dipole, atol=1e-10)
+
+
+def test_a_charge_tblite_cannot_do_is_one_line_naming_the_frame():
+    from mdplugin.oracles.label import label_frames
+
+    h2 = Atoms("H2", positions=[[0, 0, 0], [0, 0, 0.74]])
+    h2.info["charge"] = 3
+    with pytest.raises(DataError, match=r"^frame 1: charge 3 leaves -1 electrons in H2$") as err:
+        label_frames([Atoms("He"), h2], "tblite", ["energy"])
+    assert "\n" not in str(err.value)
