@@ -133,10 +133,11 @@ class SoapEnergyModel(SharedExpansionMixin, Model):
         estimates it from the training energies (std of the baseline-corrected energies / √N, at
         least 1 meV).
 
-    The defaults (ζ = 2, l_max = 3, 5 radial functions, 5 Å, noise 10 meV/atom and 5 meV/Å) were
-    chosen on GFN2-xTB 1,2-dichloroethane for accuracy at a cost that fits an MD step of a few ms;
-    1000 sparse environments per species (200 before) on liquid water, where 200 left the forces at
-    40 % of their spread (docs/condensed.md). With ζ = 2 the MD step's cost does not grow with
+    The defaults (ζ = 2, l_max = 3, 5 radial functions, 5 Å, force noise 5 meV/Å) were chosen on
+    GFN2-xTB 1,2-dichloroethane for accuracy at a cost that fits an MD step of a few ms; 1000
+    sparse environments per species (200 before) and an energy noise of 1 meV/atom (10 before) on
+    liquid water, where 200 left the forces at 40 % of their spread and 10 meV/atom let the
+    thousands of force rows override the energies (docs/condensed.md). With ζ = 2 the MD step's cost does not grow with
     ``n_sparse`` (the weights fold into one (F, F) matrix per species); the fit's does (M²).
     use_forces : fit the forces as well as the energies (when given).
     chunk_size : frames per block of the normal equations (memory).
@@ -155,7 +156,7 @@ class SoapEnergyModel(SharedExpansionMixin, Model):
         smoothing_width: float = 0.5,
         zeta: int = 2,
         n_sparse: int = 1000,
-        energy_noise: float = 0.01,
+        energy_noise: float = 0.001,
         force_noise: float = 0.005,
         signal_std: float | None = 1.0,
         use_forces: bool = True,
