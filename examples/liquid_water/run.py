@@ -419,10 +419,9 @@ def main(argv=None) -> None:
     quick = args.quick or os.environ.get(QUICK_ENV) == "1"
     TEMPERATURE = args.temperature
     if quick:
-        # one block per run with a 50 fs correlation depth: every series (400 NVE, 200 TRPMD, 800
-        # gas-phase steps) is at least twice the depth long, as `mdplugin spectrum` requires
-        args.nvt, args.nve, args.trpmd, args.beads, args.gas = 100, 400, 200, 2, 800
-        args.blocks, args.depth, args.energy_hypers = 1, 50.0, "{}"
+        # `mdplugin spectrum` needs 3 blocks of at least twice the 100 fs depth: 1200 steps per series
+        args.nvt, args.nve, args.trpmd, args.beads, args.gas = 100, 1200, 1200, 2, 1200
+        args.blocks, args.depth, args.energy_hypers = 3, 100.0, "{}"
     out = args.out.resolve()
     out.mkdir(parents=True, exist_ok=True)
     stages = args.stages.split(",")
