@@ -51,9 +51,9 @@ DT = 0.5  # fs
 TEMPERATURE = 300.0  # K
 
 #: hyper-parameters for liquid water (docs/condensed.md, benchmarks/condensed_accuracy.py): the
-#: energy model needs more representative environments than its molecular default
+#: models' defaults
 LSOAP_HYPERS: dict = {}
-SOAP_HYPERS: dict = {"n_sparse": 800}
+SOAP_HYPERS: dict = {}  # the defaults (1000 environments per species) suit a liquid
 #: wavenumber windows of the bands, cm⁻¹
 #: quick mode: training boxes of 8 molecules (energy, forces, dipole) and how many also get α
 QUICK_BOXES, QUICK_ALPHA = 32, 6
@@ -419,7 +419,8 @@ def main(argv=None) -> None:
     quick = args.quick or os.environ.get(QUICK_ENV) == "1"
     TEMPERATURE = args.temperature
     if quick:
-        args.nvt, args.nve, args.trpmd, args.beads, args.gas = 100, 400, 100, 2, 800
+        # `mdplugin spectrum` needs 3 blocks of at least twice the 100 fs depth: 1200 steps per series
+        args.nvt, args.nve, args.trpmd, args.beads, args.gas = 100, 1200, 1200, 2, 1200
         args.blocks, args.depth, args.energy_hypers = 3, 100.0, "{}"
     out = args.out.resolve()
     out.mkdir(parents=True, exist_ok=True)
