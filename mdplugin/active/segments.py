@@ -17,7 +17,7 @@ from ase import Atoms
 
 from ..learn.parallel import split_indices
 from . import ranks
-from .explore import farthest_starts
+from .explore import farthest_starts, thermal_window
 from .selection import _distance_signature, select_candidates
 from .store import structure_hash
 
@@ -44,8 +44,11 @@ class SegmentMode:
             if cfg.explore:
                 temperature = cfg.temperature_at(self.step) * self.heat
                 self.set_state(self.explore_start(), None, temperature)
+                excess = getattr(self, "start_excess", float("nan"))
                 self.store.log(event="segment", step=self.step, wall_time_s=self.wall(),
-                               note=f"start {structure_hash(self.atoms)} at {temperature:.0f} K")
+                               note=f"start {structure_hash(self.atoms)} at {temperature:.0f} K"
+                                    + (f", {excess:.3f} eV above the lowest labelled energy"
+                                       if np.isfinite(excess) else ""))
             elif cfg.walkers:
                 self.set_state(self.walker_start(), None)
             start = self.trusted
@@ -97,8 +100,9 @@ class SegmentMode:
 
     def explore_start(self) -> np.ndarray:
         """Positions (n_atoms, 3) Å to start this rank's next segment from: among the labelled frames
-        and the pool's candidates below ``stop_factor`` × their threshold, the farthest from every
-        earlier segment start (:func:`mdplugin.active.explore.farthest_starts`; one pick per rank,
+        and the pool's candidates below ``stop_factor`` × their threshold that are thermally
+        accessible (:func:`mdplugin.active.explore.thermal_window` at the thermostat temperature of the
+        step, unless ``explore_window`` is None), the farthest from every earlier segment start (:func:`mdplugin.active.explore.farthest_starts`; one pick per rank,
         rank r takes the r-th; the first earlier start is the run's start structure)."""
         frames = self.data().frames
         sigs = getattr(self, "_label_signatures", [])
@@ -107,12 +111,28 @@ class SegmentMode:
         pool = [c for c in getattr(self, "pool", []) if c["ratio"] <= self.config.stop_factor]
         structures = [a.positions for a in frames] + [c["positions"] for c in pool]
         signatures = np.array(sigs + [_distance_signature(c["positions"], self.atoms) for c in pool])
+        excess = self.start_energies(pool)
+        if excess is not None and self.config.explore_window is not None:
+            keep = np.flatnonzero(thermal_window(excess, 0.0, len(self.atoms), self.config.temperature_at(self.step),
+                                                 self.config.explore_window))
+            structures, signatures, excess = [structures[i] for i in keep], signatures[keep], excess[keep]
         earlier = getattr(self, "_start_signatures", None)
         if earlier is None:
             earlier = _distance_signature(self.atoms.positions, self.atoms)[None, :]
         picks = farthest_starts(signatures, earlier, self.size)
         self._start_signatures = np.vstack([earlier, signatures[picks]])
+        self.start_excess = float("nan") if excess is None else float(excess[picks[self.rank]])
         return np.array(structures[picks[self.rank]], dtype=float)
+
+    def start_energies(self, pool: list[dict]) -> np.ndarray | None:
+        """Potential energies (eV) of the labelled frames then the ``pool`` candidates above the
+        lowest labelled energy (the oracle's of the labelled frames, the models' of the candidates;
+        NaN where unknown), or ``None`` without energy labels."""
+        energy = self.data().energy
+        if energy is None or not len(energy):
+            return None
+        energies = np.concatenate([np.asarray(energy, dtype=float), [c.get("energy", np.nan) for c in pool]])
+        return energies - float(np.min(energy))
 
     def run_segment(self) -> tuple[list[dict], bool]:
         """Up to ``segment`` MD steps; returns the candidates (every ``sample_every`` steps and the
@@ -135,7 +155,7 @@ class SegmentMode:
                     if not broken:
                         candidates.append({"positions": self.atoms.positions.copy(), "u": u, "ratio": ratio,
                                            "predicted": self.learner.predictions(self.atoms),
-                                           "step": self.step + 1})
+                                           "energy": self.model_energy(), "step": self.step + 1})
             except Exception as exc:  # non-finite model output
                 self.say(f"step {self.step + 1}: the models failed ({exc}); segment stopped")
                 broken = True
@@ -145,6 +165,12 @@ class SegmentMode:
             if candidates and candidates[-1]["step"] == self.step and candidates[-1]["ratio"] > cfg.stop_factor:
                 return candidates, True
         return candidates, False
+
+    def model_energy(self) -> float:
+        """The models' potential energy (eV) of the current structure, NaN without an energy model."""
+        if "energy" not in self.learner.models:
+            return float("nan")
+        return float(self.atoms.get_potential_energy())
 
     def rescored_pool(self, candidates: list[dict]) -> list[dict]:
         """Add a segment's candidates to the pool (the latest ``config.pool`` kept) and rescore

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from mdplugin.active import ActiveConfig
-from mdplugin.active.explore import farthest_starts
+from mdplugin.active.explore import K_B, farthest_starts, thermal_window
 from mdplugin.active.selection import _distance_signature
 
 from .helpers import _config, _run, rattled_waters, water
@@ -84,8 +84,57 @@ def test_exploring_run_labels_farther_from_its_start(tmp_path):
     assert explore > 1.3 * follow, (explore, follow)
 
 
+def test_thermal_window_takes_a_boltzmann_sample_and_refuses_a_hot_one():
+    """The potential energy of 3N harmonic degrees of freedom at T is kT/2 chi2(3N) above the minimum:
+    the window (3 standard deviations) keeps nearly all of such a sample at T and almost none at 4 T,
+    whatever the reference energy."""
+    rng = np.random.default_rng(0)
+    n_atoms, temperature = 8, 500.0
+    for reference in (0.0, -408.7):
+        at_t = reference + 0.5 * K_B * temperature * rng.chisquare(3 * n_atoms, size=4000)
+        hot = reference + 0.5 * K_B * 4 * temperature * rng.chisquare(3 * n_atoms, size=4000)
+        assert thermal_window(at_t, reference, n_atoms, temperature, 3.0).mean() > 0.99
+        assert thermal_window(hot, reference, n_atoms, temperature, 3.0).mean() < 0.05
+    assert not thermal_window(np.array([np.nan]), 0.0, n_atoms, temperature, 3.0).any()  # unknown: never a start
+
+
+def _start_excess(run_dir):
+    """Energies (eV) of the segment starts above the lowest labelled energy, from log.csv."""
+    return np.array([float(r["note"].split(", ")[1].split()[0]) for r in _segment_rows(run_dir)])
+
+
+@pytest.mark.slow
+def test_exploring_tblite_run_starts_only_from_thermally_accessible_structures(tmp_path):
+    """A real GFN2-xTB (tblite) run of 1,2-dichloroethane at 500 K with hot segments (3 x T): every
+    segment starts within the thermal window of the thermostat temperature. Without the window
+    (the rule before) the farthest known structures are distorted ones and the chain of starts
+    climbs eV above the minimum."""
+    pytest.importorskip("tblite")
+    from mdplugin.active import run_active
+
+    from ..conftest import dichloroethane
+
+    def run(name, window):
+        cfg = ActiveConfig(targets=("energy",), temperature=500.0, steps=300, max_calls=10, n_initial=6,
+                           initial_stride=10, segment=20, sample_every=5, pool=40, explore_heat=3.0,
+                           explore_window=window, seed=0,
+                           hypers={"energy": {"n_sparse": 30, "max_radial": 3, "max_angular": 3}})
+        run_active(dichloroethane(), tmp_path / name, cfg, oracle="tblite", say=lambda m: None)
+        return _start_excess(tmp_path / name)
+
+    limit = K_B * 500.0 * (12 + 3 * np.sqrt(12))  # 3N/2 = 12 for 8 atoms: 0.97 eV
+    windowed = run("window", 3.0)
+    assert len(windowed) >= 6 and windowed.max() <= limit, windowed
+    before = run("before", None)
+    assert before.max() > limit, before
+
+
 def test_old_run_folders_keep_their_loop_and_bad_heat_is_refused():
     assert ActiveConfig.from_dict({"steps": 10}).explore is False
-    assert ActiveConfig().explore and ActiveConfig().segment == 100 and ActiveConfig().pool == 200
+    assert ActiveConfig.from_dict({"steps": 10, "explore": True}).explore_window is None
+    assert ActiveConfig().explore_window == 3.0
+    with pytest.raises(Exception, match="explore_window"):
+        ActiveConfig(explore_window=-1.0)
+    assert ActiveConfig().explore and ActiveConfig().segment == 300 and ActiveConfig().pool == 200
     with pytest.raises(Exception, match="explore_heat"):
         ActiveConfig(explore_heat=0.5)
