@@ -15,6 +15,7 @@ from __future__ import annotations
 import numpy as np
 from ase import Atoms
 
+from ..core.errors import OracleError
 from ..learn.parallel import split_indices
 from . import ranks
 from .explore import farthest_starts, thermal_window
@@ -22,6 +23,9 @@ from .selection import _distance_signature, select_candidates
 from .store import structure_hash
 
 __all__ = ["SegmentMode"]
+
+#: oracle failures in a row on picked candidates before the run stops with the error
+MAX_ORACLE_FAILURES = 3
 
 
 class SegmentMode:
@@ -55,6 +59,7 @@ class SegmentMode:
             candidates, stopped = self.run_segment()
             if self.size > 1:
                 candidates = self.gather_candidates(candidates)
+            self.recent = candidates  # the starts' choice without a pool
             if cfg.pool:
                 candidates = self.rescored_pool(candidates)
             calls, _ = self.counts()
@@ -70,10 +75,14 @@ class SegmentMode:
             for c in picked_here:
                 if c["predicted"] is None:
                     c["predicted"] = self.learner.predictions(self.probe(c["positions"]))
-                self.label_structure(c["positions"], c["u"], c["ratio"], c["predicted"], c["step"])
+                try:
+                    self.label_structure(c["positions"], c["u"], c["ratio"], c["predicted"], c["step"])
+                    self.oracle_failures = 0
+                except OracleError as exc:
+                    self.drop_failed(c, exc)
                 if cfg.pool:
                     self.pool = [k for k in self.pool if k is not c]
-            if picked:
+            if self.counts()[0] > calls:
                 self.retrain("label")
                 self.atoms.calc = self.learner.calculator()
             if stopped:
@@ -83,6 +92,18 @@ class SegmentMode:
             else:
                 self.trusted = (self.atoms.positions.copy(), self.atoms.get_momenta().copy())
             self.checkpoint()
+
+    def drop_failed(self, candidate: dict, exc: OracleError) -> None:
+        """An oracle failure on a picked candidate (e.g. an SCF that does not converge on a structure
+        a hot segment on a young model distorted): logged as an ``oracle-failed`` row, the structure
+        dropped, the run goes on; the ``MAX_ORACLE_FAILURES``-th failure in a row is raised (the oracle
+        itself is broken)."""
+        self.oracle_failures = getattr(self, "oracle_failures", 0) + 1
+        if self.oracle_failures >= MAX_ORACLE_FAILURES:
+            raise OracleError(f"{exc} ({self.oracle_failures} oracle failures in a row)") from exc
+        self.say(f"step {candidate['step']}: {exc}; structure dropped")
+        self.store.log(event="oracle-failed", step=candidate["step"], wall_time_s=self.wall(),
+                       note=" ".join(str(exc).split())[:200])
 
     def probe(self, positions: np.ndarray) -> Atoms:
         """A structure at ``positions`` (n_atoms, 3) Å with the models as its calculator."""
@@ -100,7 +121,7 @@ class SegmentMode:
 
     def explore_start(self) -> np.ndarray:
         """Positions (n_atoms, 3) Å to start this rank's next segment from: among the labelled frames
-        and the pool's candidates below ``stop_factor`` × their threshold that are thermally
+        and the pool's candidates (without a pool: the last segment's) below ``stop_factor`` × their threshold that are thermally
         accessible (:func:`mdplugin.active.explore.thermal_window` at the thermostat temperature of the
         step, unless ``explore_window`` is None), the farthest from every earlier segment start (:func:`mdplugin.active.explore.farthest_starts`; one pick per rank,
         rank r takes the r-th; the first earlier start is the run's start structure)."""
@@ -108,7 +129,8 @@ class SegmentMode:
         sigs = getattr(self, "_label_signatures", [])
         sigs = sigs + [_distance_signature(a.positions, self.atoms) for a in frames[len(sigs):]]
         self._label_signatures = sigs
-        pool = [c for c in getattr(self, "pool", []) if c["ratio"] <= self.config.stop_factor]
+        known = getattr(self, "pool", []) if self.config.pool else getattr(self, "recent", [])
+        pool = [c for c in known if c["ratio"] <= self.config.stop_factor]
         structures = [a.positions for a in frames] + [c["positions"] for c in pool]
         signatures = np.array(sigs + [_distance_signature(c["positions"], self.atoms) for c in pool])
         excess = self.start_energies(pool)

@@ -50,10 +50,13 @@ def _segment_rows(run_dir):
         return [r for r in csv.DictReader(fh) if r["event"] == "segment"]
 
 
-def test_exploring_run_starts_every_segment_somewhere_new_and_heats_them(tmp_path):
+@pytest.mark.parametrize("pool", [30, 0])
+def test_exploring_run_starts_every_segment_somewhere_new_and_heats_them(tmp_path, pool):
     """A real run (analytic oracle): every segment starts from a structure no segment started from
-    before, chosen among labelled frames and candidates, and the temperatures cycle T, T(1+h)/2, T h."""
-    cfg = dict(segment=10, sample_every=2, pool=30, steps=120, max_calls=6, explore=True, explore_heat=2.0,
+    before, chosen among labelled frames and candidates (without a pool, the last segment's: 12
+    segments, fewer labelled frames, so starts from those alone would repeat), and the temperatures
+    cycle T, T(1+h)/2, T h."""
+    cfg = dict(segment=10, sample_every=2, pool=pool, steps=120, max_calls=6, explore=True, explore_heat=2.0,
                temperature=(300, 300))
     _run(tmp_path, "explore", **cfg)
     rows = _segment_rows(tmp_path / "explore")
