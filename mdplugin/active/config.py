@@ -103,11 +103,12 @@ class ActiveConfig:
             ``h = explore_heat`` (≥ 1; ``T`` the thermostat temperature of the step): hot segments
             cross barriers the dynamics at ``T`` would cross rarely.
         explore_window : only structures whose potential energy (the oracle's for labelled frames,
-            the models' for candidates) lies within ``kT (3N/2 + w sqrt(3N/2))`` of the lowest
-            labelled energy (``w = explore_window``, ``T`` the thermostat temperature without the
-            hot-segment factor, N atoms) are segment starts: thermally accessible ones, not the
-            distorted structures a hot segment on a young model produces. ``None``: no window (the
-            rule before); it needs the energy target.
+            the models' for candidates) lies between ``w sqrt(3N/2) kT`` below and
+            ``kT (3N/2 + w sqrt(3N/2))`` above the lowest labelled energy (``w = explore_window``,
+            ``T`` the thermostat temperature without the hot-segment factor, N atoms) are segment
+            starts: thermally accessible ones, not the distorted structures a hot segment on a young
+            model produces, nor the holes of the energy model far below every labelled energy.
+            ``None``: no window (the rule before); it needs the energy target.
 
     Aimed at a spectrum (``spectrum_window`` given; the run goes in rounds instead of segments)
         spectrum_window : ``(low, high)`` cm⁻¹ of the IR the run is for. Each round runs

@@ -70,13 +70,16 @@ def thermal_window(energies: np.ndarray, reference: float, n_atoms: int, tempera
     temperature : K (the thermostat's, without the hot-segment factor).
     width : how many standard deviations above the mean are accepted.
 
-    Returns a boolean mask (m,): ``E - reference <= kT (d/2 + width sqrt(d/2))`` with ``d = 3 n_atoms``
-    — the classical potential energy of ``d`` harmonic degrees of freedom has mean ``d kT / 2`` and
-    standard deviation ``sqrt(d/2) kT`` above the minimum, so a structure beyond that is one the
-    dynamics at ``temperature`` visit rarely.
+    Returns a boolean mask (m,): ``-width sqrt(d/2) kT <= E - reference <= kT (d/2 + width sqrt(d/2))``
+    with ``d = 3 n_atoms`` — the classical potential energy of ``d`` harmonic degrees of freedom has
+    mean ``d kT / 2`` and standard deviation ``sqrt(d/2) kT`` above the minimum, so a structure beyond
+    the upper bound is one the dynamics at ``temperature`` visit rarely; one that far *below* the
+    lowest labelled energy (a model's energy of a candidate) is a hole of the model, not a basin.
     """
     energies = np.asarray(energies, dtype=float)
     half_dof = 1.5 * int(n_atoms)
-    limit = K_B * float(temperature) * (half_dof + float(width) * np.sqrt(half_dof))
+    spread = K_B * float(temperature) * float(width) * np.sqrt(half_dof)
+    upper = K_B * float(temperature) * half_dof + spread
     with np.errstate(invalid="ignore"):
-        return np.isfinite(energies) & (energies - float(reference) <= limit)
+        excess = energies - float(reference)
+        return np.isfinite(energies) & (excess <= upper) & (excess >= -spread)

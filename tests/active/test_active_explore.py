@@ -8,12 +8,13 @@ import csv
 
 import numpy as np
 import pytest
+from ase.calculators.calculator import CalculationFailed, all_changes
 
 from mdplugin.active import ActiveConfig
 from mdplugin.active.explore import K_B, farthest_starts, thermal_window
 from mdplugin.active.selection import _distance_signature
 
-from .helpers import _config, _run, rattled_waters, water
+from .helpers import ToyOracle, _config, _run, rattled_waters, water
 
 
 def test_farthest_starts_push_away_from_earlier_starts():
@@ -99,6 +100,8 @@ def test_thermal_window_takes_a_boltzmann_sample_and_refuses_a_hot_one():
         assert thermal_window(at_t, reference, n_atoms, temperature, 3.0).mean() > 0.99
         assert thermal_window(hot, reference, n_atoms, temperature, 3.0).mean() < 0.05
     assert not thermal_window(np.array([np.nan]), 0.0, n_atoms, temperature, 3.0).any()  # unknown: never a start
+    # a model's energy far below every labelled one is a hole of the model (3 std = 0.45 eV here), not a start
+    assert thermal_window(np.array([-0.4, -0.5, -8.7]), 0.0, n_atoms, temperature, 3.0).tolist() == [True, False, False]
 
 
 def _start_excess(run_dir):
@@ -141,3 +144,42 @@ def test_old_run_folders_keep_their_loop_and_bad_heat_is_refused():
     assert ActiveConfig().explore and ActiveConfig().segment == 300 and ActiveConfig().pool == 200
     with pytest.raises(Exception, match="explore_heat"):
         ActiveConfig(explore_heat=0.5)
+
+
+class _FailingOracle(ToyOracle):
+    """The analytic oracle, failing like an SCF that does not converge on the labelling calls in
+    ``fail`` (counted from 1 once :meth:`arm` is called, after the initial frames)."""
+
+    def __init__(self, fail):
+        super().__init__()
+        self.fail, self.n = set(fail), None
+
+    def arm(self, *_):
+        if self.n is None:
+            self.n = 0
+
+    def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes):
+        if self.n is not None:
+            self.n += 1
+            if self.n in self.fail:
+                raise CalculationFailed("SCF not converged in 250 cycles")
+        super().calculate(atoms, properties, system_changes)
+
+
+def test_an_oracle_failure_on_a_candidate_drops_it_and_the_run_goes_on(tmp_path):
+    """A picked structure the oracle cannot label is logged and dropped; the run still spends its
+    call budget. An oracle that fails on every structure ends the run after three in a row."""
+    from mdplugin.active import run_active
+    from mdplugin.core.errors import OracleError
+
+    cfg = _config(segment=10, sample_every=2, pool=30, steps=400, max_calls=5, explore=True, n_initial=4)
+    oracle = _FailingOracle({2, 4})
+    summary = run_active(water(), tmp_path / "run", cfg, oracle=oracle, say=lambda m: None, on_train=oracle.arm)
+    with open(tmp_path / "run" / "log.csv", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    failed = [r for r in rows if r["event"] == "oracle-failed"]
+    assert len(failed) == 2 and "SCF not converged" in failed[0]["note"]
+    assert summary.oracle_calls == 5 and "oracle-call budget" in summary.reason
+    broken = _FailingOracle(range(1, 10**6))
+    with pytest.raises(OracleError, match="3 oracle failures in a row"):
+        run_active(water(), tmp_path / "broken", cfg, oracle=broken, say=lambda m: None, on_train=broken.arm)
