@@ -171,7 +171,8 @@ class ActiveConfig:
             self.pool = self.pool or EXPLORE_POOL
         if self.steps is None:
             exploring = self.explore and self.segment > 0 and self.spectrum_window is None and self.batch >= 1
-            self.steps = (EXPLORE_SEGMENTS_PER_CALL * self.segment * -(-self.max_calls // self.batch)
+            calls = max(int(self.max_calls), 0)  # a bad max_calls is reported by validate()
+            self.steps = (EXPLORE_SEGMENTS_PER_CALL * self.segment * -(-calls // self.batch)
                           if exploring else DEFAULT_STEPS)
         self.validate()
 

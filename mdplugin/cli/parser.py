@@ -518,8 +518,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--explore-heat", type=float, default=None, metavar="H",
                    help="hottest segment temperature as a multiple of --temperature (default 2; 1: no hot segments)")
     g.add_argument("--explore-window", type=float, default=None, metavar="W",
-                   help="segment starts only within kT (3N/2 + W sqrt(3N/2)) of the lowest labelled energy "
-                        "(T the thermostat temperature, N atoms; default 3; needs the energy target)")
+                   help="segment starts only from W sqrt(3N/2) kT below to kT (3N/2 + W sqrt(3N/2)) above the "
+                        "lowest labelled energy (T the thermostat temperature, N atoms; default 3; needs the "
+                        "energy target)")
     g = p.add_argument_group(
         "aimed at a spectrum",
         "With --spectrum-window the run goes in rounds: --spectrum-steps MD steps with the models (a frame every "

@@ -131,6 +131,7 @@ def test_exploring_tblite_run_starts_only_from_thermally_accessible_structures(t
     limit = K_B * 500.0 * (12 + 3 * np.sqrt(12))  # 3N/2 = 12 for 8 atoms: 0.97 eV
     windowed = run("window", 3.0)
     assert len(windowed) >= 6 and windowed.max() <= limit, windowed
+    assert windowed.min() >= -K_B * 500.0 * 3 * np.sqrt(12), windowed
     before = run("before", None)
     assert before.max() > limit, before
 
