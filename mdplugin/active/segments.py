@@ -121,16 +121,20 @@ class SegmentMode:
 
     def explore_start(self) -> np.ndarray:
         """Positions (n_atoms, 3) Å to start this rank's next segment from: among the labelled frames
-        and the pool's candidates (without a pool: the last segment's) below ``stop_factor`` × their threshold that are thermally
-        accessible (:func:`mdplugin.active.explore.thermal_window` at the thermostat temperature of the
-        step, unless ``explore_window`` is None), the farthest from every earlier segment start (:func:`mdplugin.active.explore.farthest_starts`; one pick per rank,
-        rank r takes the r-th; the first earlier start is the run's start structure)."""
+        and the pool's candidates (without a pool: the last segment's) that are thermally accessible
+        (:func:`mdplugin.active.explore.thermal_window` at the thermostat temperature of the step),
+        the farthest from every earlier segment start (:func:`mdplugin.active.explore.farthest_starts`;
+        one pick per rank, rank r takes the r-th; the first earlier start is the run's start
+        structure). A candidate counts only when the models are sure of it (uncertainty at most its
+        threshold), since its energy is theirs; with ``explore_window`` None (the rule before) every
+        candidate below ``stop_factor`` × its threshold counts and there is no window."""
         frames = self.data().frames
         sigs = getattr(self, "_label_signatures", [])
         sigs = sigs + [_distance_signature(a.positions, self.atoms) for a in frames[len(sigs):]]
         self._label_signatures = sigs
         known = getattr(self, "pool", []) if self.config.pool else getattr(self, "recent", [])
-        pool = [c for c in known if c["ratio"] <= self.config.stop_factor]
+        trusted = 1.0 if self.config.explore_window is not None else self.config.stop_factor
+        pool = [c for c in known if c["ratio"] <= trusted]
         structures = [a.positions for a in frames] + [c["positions"] for c in pool]
         signatures = np.array(sigs + [_distance_signature(c["positions"], self.atoms) for c in pool])
         excess = self.start_energies(pool)
