@@ -94,8 +94,8 @@ class ActiveConfig:
     Exploration (the default; ``explore=False`` is the loop before it, which follows one trajectory)
         explore : run in segments (``segment`` 300 and ``pool`` 200 when they are 0) and start every
             segment (every replica under MPI) from the structure, among the labelled frames and the
-            pool's candidates the models are sure of (within ``explore_window``; with it None, every
-            candidate below ``stop_factor``), farthest from all earlier segment starts (sorted
+            pool's candidates below ``stop_factor`` (within ``explore_window``), farthest from all
+            earlier segment starts (sorted
             interatomic distances): replicas from diverse starts that push outwards from what is
             known, instead of one trajectory that stays in its basin; with Maxwell–Boltzmann
             velocities at the segment's temperature. See :mod:`mdplugin.active.explore`.

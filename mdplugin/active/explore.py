@@ -3,8 +3,8 @@
 One trajectory from one start stays in the basin it starts in for picoseconds, so its candidates
 (and labels) describe that basin only. An exploring run starts every segment — every replica,
 one per MPI rank — afresh from the structure that is **farthest from all earlier segment
-starts** among the structures it knows: the labelled frames and the pool's candidates the models are
-sure of (uncertainty at most the threshold: a candidate's energy is the models'). The farthest
+starts** among the structures it knows: the labelled frames and the pool's candidates (those
+below ``stop_factor`` × their threshold, which the models still trust to run from). The farthest
 known structures lie on the edge of what has been visited, so each segment pushes outwards and
 the next start is chosen from what it found: a chain of short replicas that walks across barriers
 one segment would rarely cross, with diverse starts by construction. The distance is the one of

@@ -125,16 +125,14 @@ class SegmentMode:
         (:func:`mdplugin.active.explore.thermal_window` at the thermostat temperature of the step),
         the farthest from every earlier segment start (:func:`mdplugin.active.explore.farthest_starts`;
         one pick per rank, rank r takes the r-th; the first earlier start is the run's start
-        structure). A candidate counts only when the models are sure of it (uncertainty at most its
-        threshold), since its energy is theirs; with ``explore_window`` None (the rule before) every
-        candidate below ``stop_factor`` × its threshold counts and there is no window."""
+        structure). Candidates count below ``stop_factor`` × their threshold (their energy is the
+        models'); with ``explore_window`` None (the rule before) there is no window."""
         frames = self.data().frames
         sigs = getattr(self, "_label_signatures", [])
         sigs = sigs + [_distance_signature(a.positions, self.atoms) for a in frames[len(sigs):]]
         self._label_signatures = sigs
         known = getattr(self, "pool", []) if self.config.pool else getattr(self, "recent", [])
-        trusted = 1.0 if self.config.explore_window is not None else self.config.stop_factor
-        pool = [c for c in known if c["ratio"] <= trusted]
+        pool = [c for c in known if c["ratio"] <= self.config.stop_factor]
         structures = [a.positions for a in frames] + [c["positions"] for c in pool]
         signatures = np.array(sigs + [_distance_signature(c["positions"], self.atoms) for c in pool])
         excess = self.start_energies(pool)

@@ -507,7 +507,7 @@ def build_parser() -> argparse.ArgumentParser:
         "exploration (the default)",
         "An exploring run works in segments (--segment 300 and --pool 200 unless given) and starts every "
         "segment (every MPI replica) from the known structure farthest from all earlier starts: the labelled "
-        "frames and the pool's candidates the models are sure of whose energy is thermally accessible at the "
+        "frames and the pool's candidates below --stop-factor whose energy is thermally accessible at the "
         "thermostat temperature (--explore-window), compared by sorted interatomic distances. "
         "The segments' temperatures cycle through T, T(1+h)/2 and T h (h = --explore-heat). Replicas from "
         "diverse starts push outwards from what is known instead of one trajectory that stays in its basin "
