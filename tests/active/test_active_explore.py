@@ -54,11 +54,13 @@ def _segment_rows(run_dir):
 @pytest.mark.parametrize("pool", [30, 0])
 def test_exploring_run_starts_every_segment_somewhere_new_and_heats_them(tmp_path, pool):
     """A real run (analytic oracle): every segment starts from a structure no segment started from
-    before, chosen among labelled frames and candidates (without a pool, the last segment's: 12
-    segments, fewer labelled frames, so starts from those alone would repeat), and the temperatures
-    cycle T, T(1+h)/2, T h."""
+    before, chosen among labelled frames and candidates (without a pool, the last segment's; there
+    the thresholds are so high that nothing is labelled: 12 segments and 4 labelled frames, so starts
+    from those alone would repeat), and the temperatures cycle T, T(1+h)/2, T h."""
     cfg = dict(segment=10, sample_every=2, pool=pool, steps=120, max_calls=6, explore=True, explore_heat=2.0,
                temperature=(300, 300))
+    if pool == 0:
+        cfg["thresholds"] = {"energy": 1e3, "dipole": 1e3}
     _run(tmp_path, "explore", **cfg)
     rows = _segment_rows(tmp_path / "explore")
     assert len(rows) >= 6
