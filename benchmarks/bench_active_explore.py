@@ -7,12 +7,13 @@ and 600 K from the anti *and* the gauche conformer, seeds 901-904 (the active ru
 0, 1, ...; nothing of the test set is seen in training). The error is the RMSE of the dipole in %
 of the test set's standard deviation (the spread), printed per arm and seed:
 
-* ``explore`` (the default of ``mdplugin active``): segments of replicas started from structures
-  diverse in feature space, hot segments, IVR batches over a pool;
+* ``explore`` (the default of ``mdplugin active``): segments of 300 steps started from the
+  thermally accessible known structure farthest from the earlier starts, hot segments, IVR picks
+  over a pool (``--explore-window``, ``--explore-heat``, ``--segment``, ``--batch`` change it);
 * ``follow`` (``explore=False``, the loop before): one trajectory, step by step, labelling the
   first structure over its threshold.
 
-    python benchmarks/bench_active_explore.py [--out DIR] [--seeds 0,1,2] [--arms explore,follow]
+    python benchmarks/bench_active_explore.py [--out DIR] [--seeds 0,1,2,3] [--arms explore,follow]
 
 The test frames are cached in ``DIR/explore_test.xyz`` (made once, ~3 min on one core).
 """
@@ -60,7 +61,7 @@ def test_set(out: Path, n_frames: int = 50):
 
 
 
-def run_arm(arm: str, seed: int, out: Path, steps: int, max_calls: int) -> Path:
+def run_arm(arm: str, seed: int, out: Path, steps: int | None, max_calls: int, explore: dict | None = None) -> Path:
     """One ``mdplugin active`` run from the anti conformer at 500 K; returns its run folder."""
     from make_trajectories import dichloroethane
 
@@ -73,7 +74,7 @@ def run_arm(arm: str, seed: int, out: Path, steps: int, max_calls: int) -> Path:
     shutil.rmtree(run_dir, ignore_errors=True)
     cfg = ActiveConfig(targets=("energy", "dipole"), temperature=500.0, steps=steps, max_calls=max_calls,
                        seed=seed, hypers={"dipole": {k: v for k, v in HYPERS["dipole"].items()}},
-                       explore=(arm == "explore"))
+                       explore=(arm == "explore"), **(explore or {}))
     t0 = time.perf_counter()
     summary = run_active(dichloroethane("anti"), run_dir, cfg, oracle="tblite", say=lambda m: None)
     (run_dir / "summary.txt").write_text(summary.text() + f"\nbenchmark wall {time.perf_counter() - t0:.0f} s\n")
@@ -102,18 +103,35 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--out", default="bench-explore-output")
     ap.add_argument("--seeds", default="0,1,2")
     ap.add_argument("--arms", default="explore,follow")
-    ap.add_argument("--steps", type=int, default=4000, help="MD step budget of every run (0.5 fs)")
+    ap.add_argument("--steps", type=int, default=None,
+                    help="MD step budget of every run (0.5 fs; default: the loop's own, 3 x segment x max-calls "
+                         "exploring, 2000 following)")
     ap.add_argument("--max-calls", type=int, default=40)
+    ap.add_argument("--explore-window", default=None,
+                    help="ActiveConfig.explore_window of the explore arm ('none': no window; default: the default)")
+    ap.add_argument("--batch", type=int, default=None, help="ActiveConfig.batch of the explore arm (default: the default)")
+    ap.add_argument("--segment", type=int, default=None, help="ActiveConfig.segment of the explore arm (default: the default)")
+    ap.add_argument("--explore-heat", type=float, default=None, help="ActiveConfig.explore_heat (default: the default)")
     args = ap.parse_args(argv)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     test = test_set(out)
     print(f"test set: {len(test)} frames (300 K and 600 K, anti and gauche starts, seeds 901-904)", flush=True)
+    explore = {}
+    if args.explore_window is not None:
+        explore["explore_window"] = None if args.explore_window.lower() == "none" else float(args.explore_window)
+    if args.batch is not None:
+        explore["batch"] = args.batch
+    if args.segment is not None:
+        explore["segment"] = args.segment
+    if args.explore_heat is not None:
+        explore["explore_heat"] = args.explore_heat
     results = {}
     for seed in [int(s) for s in args.seeds.split(",")]:
         for arm in args.arms.split(","):
             t0 = time.perf_counter()
-            run_dir = run_arm(arm, seed, out, args.steps, args.max_calls)
+            run_dir = run_arm(arm, seed, out, args.steps, args.max_calls,
+                              explore if arm == "explore" else None)
             r = dipole_error(run_dir, test)
             r["summary"] = (run_dir / "summary.txt").read_text().strip()
             results[f"{arm}/{seed}"] = r

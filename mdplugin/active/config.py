@@ -12,9 +12,17 @@ TARGETS = ("energy", "dipole", "polarizability")
 SELECTIONS = ("max", "density", "ivr")
 
 #: segment settings an exploring run (``explore=True``) takes when none are given: MD steps per
-#: segment and candidates kept across segments
-EXPLORE_SEGMENT = 100
+#: segment (300 steps of 0.5 fs: long enough for a torsion to swing across its barrier, which
+#: segments of 100 steps with new velocities each did only slowly) and candidates kept across segments
+EXPLORE_SEGMENT = 300
 EXPLORE_POOL = 200
+#: MD steps of a run that gives none: an exploring run (segments of ``segment`` steps, each labelling
+#: at most ``batch`` structures, many of them none or ending early) gets ``EXPLORE_SEGMENTS_PER_CALL``
+#: × ``segment`` × ``max_calls`` / ``batch`` steps so that its oracle-call budget, not the step budget,
+#: ends it (measured on 1,2-dichloroethane with 300-step segments: 40 calls took up to 22200 steps);
+#: the other loops ``DEFAULT_STEPS``.
+EXPLORE_SEGMENTS_PER_CALL = 3
+DEFAULT_STEPS = 2000
 
 #: properties the oracle must label for each learned target
 LABELS_FOR = {"energy": ("energy", "forces"), "dipole": ("dipole",), "polarizability": ("polarizability",)}
@@ -39,7 +47,9 @@ class ActiveConfig:
             :meth:`mdplugin.active.learner.Learner.cross_validate`).
 
     Dynamics
-        steps : MD step budget (Langevin, ``dt`` fs, friction ``friction`` 1/fs).
+        steps : MD step budget (Langevin, ``dt`` fs, friction ``friction`` 1/fs). ``None`` (the
+            default): 3 × ``segment`` × ``max_calls`` / ``batch`` for an exploring run (36000 for 40
+            calls with the default segments), so that it can spend its oracle calls; 2000 otherwise.
         temperature : K; a ``(T_start, T_end)`` pair ramps it linearly over ``steps``.
         temperature_cycles : the ramp is repeated this many times over ``steps`` (a sawtooth:
             ``T_start`` → ``T_end`` every ``steps / temperature_cycles`` steps), so that the
@@ -82,9 +92,10 @@ class ActiveConfig:
             covering the initial set's conformers) instead of continuing one trajectory.
 
     Exploration (the default; ``explore=False`` is the loop before it, which follows one trajectory)
-        explore : run in segments (``segment`` 100 and ``pool`` 200 when they are 0) and start every
+        explore : run in segments (``segment`` 300 and ``pool`` 200 when they are 0) and start every
             segment (every replica under MPI) from the structure, among the labelled frames and the
-            pool's candidates below ``stop_factor``, farthest from all earlier segment starts (sorted
+            pool's candidates below ``stop_factor`` (within ``explore_window``), farthest from all
+            earlier segment starts (sorted
             interatomic distances): replicas from diverse starts that push outwards from what is
             known, instead of one trajectory that stays in its basin; with Maxwell–Boltzmann
             velocities at the segment's temperature. See :mod:`mdplugin.active.explore`.
@@ -92,6 +103,13 @@ class ActiveConfig:
         explore_heat : the segments' temperatures cycle through ``T × (1, (1 + h)/2, h)`` with
             ``h = explore_heat`` (≥ 1; ``T`` the thermostat temperature of the step): hot segments
             cross barriers the dynamics at ``T`` would cross rarely.
+        explore_window : only structures whose potential energy (the oracle's for labelled frames,
+            the models' for candidates) lies between ``w sqrt(3N/2) kT`` below and
+            ``kT (3N/2 + w sqrt(3N/2))`` above the lowest labelled energy (``w = explore_window``,
+            ``T`` the thermostat temperature without the hot-segment factor, N atoms) are segment
+            starts: thermally accessible ones, not the distorted structures a hot segment on a young
+            model produces, nor the holes of the energy model far below every labelled energy.
+            ``None``: no window (the rule before); it needs the energy target.
 
     Aimed at a spectrum (``spectrum_window`` given; the run goes in rounds instead of segments)
         spectrum_window : ``(low, high)`` cm⁻¹ of the IR the run is for. Each round runs
@@ -113,7 +131,7 @@ class ActiveConfig:
     hypers: dict = field(default_factory=dict)
     thresholds: dict = field(default_factory=dict)
     threshold_factor: float = 1.0
-    steps: int = 2000
+    steps: int | None = None
     dt: float = 0.5
     friction: float = 0.01
     temperature: tuple[float, float] = (300.0, 300.0)
@@ -134,6 +152,7 @@ class ActiveConfig:
     selection: str = "ivr"
     explore: bool = True
     explore_heat: float = 2.0
+    explore_window: float | None = 3.0
     spectrum_window: tuple[float, float] | None = None
     spectrum_tolerance: float = 0.1
     spectrum_steps: int = 2000
@@ -151,6 +170,11 @@ class ActiveConfig:
         if self.explore and self.segment == 0:
             self.segment = EXPLORE_SEGMENT
             self.pool = self.pool or EXPLORE_POOL
+        if self.steps is None:
+            exploring = self.explore and self.segment > 0 and self.spectrum_window is None and self.batch >= 1
+            calls = max(int(self.max_calls), 0)  # a bad max_calls is reported by validate()
+            self.steps = (EXPLORE_SEGMENTS_PER_CALL * self.segment * -(-calls // self.batch)
+                          if exploring else DEFAULT_STEPS)
         self.validate()
 
     def validate(self) -> None:
@@ -187,6 +211,8 @@ class ActiveConfig:
             raise ConfigError(f"active: unknown selection {self.selection!r} (known: {', '.join(SELECTIONS)})")
         if not self.explore_heat >= 1:
             raise ConfigError(f"active: explore_heat must be at least 1, got {self.explore_heat}")
+        if self.explore_window is not None and not self.explore_window >= 0:
+            raise ConfigError(f"active: explore_window must be at least 0 (or None), got {self.explore_window}")
         if self.spectrum_window is not None:
             self._validate_spectrum()
         if self.walkers and not self.segment:
@@ -236,6 +262,7 @@ class ActiveConfig:
         known = {f.name for f in fields(cls)}
         d = {k: v for k, v in d.items() if k in known}
         d.setdefault("explore", False)  # a run folder written before exploration keeps its loop
+        d.setdefault("explore_window", None)  # ... and one written before the energy window keeps its starts
         return cls(**d)
 
     def heat(self, segment_index: int) -> float:

@@ -10,13 +10,21 @@ the next start is chosen from what it found: a chain of short replicas that walk
 one segment would rarely cross, with diverse starts by construction. The distance is the one of
 the selection (:func:`mdplugin.active.selection._distance_signature`: sorted interatomic
 distances, invariant under rotations, reflections, permutations and, in a cell, wrapping).
+
+Only **thermally accessible** structures are starts (:func:`thermal_window`): the farthest known
+structures are otherwise the most distorted ones (a hot segment on a young model stretches bonds
+or presses two hydrogens together), and a chain of starts from them walks off into chemistry the
+run's temperature never visits instead of across the barriers it does.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["farthest_starts"]
+__all__ = ["farthest_starts", "thermal_window"]
+
+#: Boltzmann constant, eV/K
+K_B = 8.617333262e-5
 
 
 def farthest_starts(signatures: np.ndarray, earlier: np.ndarray, n: int) -> list[int]:
@@ -48,3 +56,30 @@ def farthest_starts(signatures: np.ndarray, earlier: np.ndarray, n: int) -> list
         nearest = np.minimum(nearest, np.linalg.norm(signatures - signatures[i], axis=1))
         nearest[i] = -1.0
     return [picks[j % len(picks)] for j in range(n)]
+
+
+def thermal_window(energies: np.ndarray, reference: float, n_atoms: int, temperature: float,
+                   width: float) -> np.ndarray:
+    """Which structures are thermally accessible starts at ``temperature``.
+
+    Parameters
+    ----------
+    energies : (m,) potential energies, eV (NaN: unknown, never accepted).
+    reference : the lowest known potential energy, eV (of the labelled frames).
+    n_atoms : atoms per structure.
+    temperature : K (the thermostat's, without the hot-segment factor).
+    width : how many standard deviations above the mean are accepted.
+
+    Returns a boolean mask (m,): ``-width sqrt(d/2) kT <= E - reference <= kT (d/2 + width sqrt(d/2))``
+    with ``d = 3 n_atoms`` — the classical potential energy of ``d`` harmonic degrees of freedom has
+    mean ``d kT / 2`` and standard deviation ``sqrt(d/2) kT`` above the minimum, so a structure beyond
+    the upper bound is one the dynamics at ``temperature`` visit rarely; one that far *below* the
+    lowest labelled energy (a model's energy of a candidate) is a hole of the model, not a basin.
+    """
+    energies = np.asarray(energies, dtype=float)
+    half_dof = 1.5 * int(n_atoms)
+    spread = K_B * float(temperature) * float(width) * np.sqrt(half_dof)
+    upper = K_B * float(temperature) * half_dof + spread
+    with np.errstate(invalid="ignore"):
+        excess = energies - float(reference)
+        return np.isfinite(energies) & (excess <= upper) & (excess >= -spread)

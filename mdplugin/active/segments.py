@@ -15,13 +15,17 @@ from __future__ import annotations
 import numpy as np
 from ase import Atoms
 
+from ..core.errors import OracleError
 from ..learn.parallel import split_indices
 from . import ranks
-from .explore import farthest_starts
+from .explore import farthest_starts, thermal_window
 from .selection import _distance_signature, select_candidates
 from .store import structure_hash
 
 __all__ = ["SegmentMode"]
+
+#: oracle failures in a row on picked candidates before the run stops with the error
+MAX_ORACLE_FAILURES = 3
 
 
 class SegmentMode:
@@ -44,14 +48,18 @@ class SegmentMode:
             if cfg.explore:
                 temperature = cfg.temperature_at(self.step) * self.heat
                 self.set_state(self.explore_start(), None, temperature)
+                excess = getattr(self, "start_excess", float("nan"))
                 self.store.log(event="segment", step=self.step, wall_time_s=self.wall(),
-                               note=f"start {structure_hash(self.atoms)} at {temperature:.0f} K")
+                               note=f"start {structure_hash(self.atoms)} at {temperature:.0f} K"
+                                    + (f", {excess:.3f} eV above the lowest labelled energy"
+                                       if np.isfinite(excess) else ""))
             elif cfg.walkers:
                 self.set_state(self.walker_start(), None)
             start = self.trusted
             candidates, stopped = self.run_segment()
             if self.size > 1:
                 candidates = self.gather_candidates(candidates)
+            self.recent = candidates  # the starts' choice without a pool
             if cfg.pool:
                 candidates = self.rescored_pool(candidates)
             calls, _ = self.counts()
@@ -67,10 +75,14 @@ class SegmentMode:
             for c in picked_here:
                 if c["predicted"] is None:
                     c["predicted"] = self.learner.predictions(self.probe(c["positions"]))
-                self.label_structure(c["positions"], c["u"], c["ratio"], c["predicted"], c["step"])
+                try:
+                    self.label_structure(c["positions"], c["u"], c["ratio"], c["predicted"], c["step"])
+                    self.oracle_failures = 0
+                except OracleError as exc:
+                    self.drop_failed(c, exc)
                 if cfg.pool:
                     self.pool = [k for k in self.pool if k is not c]
-            if picked:
+            if self.counts()[0] > calls:
                 self.retrain("label")
                 self.atoms.calc = self.learner.calculator()
             if stopped:
@@ -80,6 +92,18 @@ class SegmentMode:
             else:
                 self.trusted = (self.atoms.positions.copy(), self.atoms.get_momenta().copy())
             self.checkpoint()
+
+    def drop_failed(self, candidate: dict, exc: OracleError) -> None:
+        """An oracle failure on a picked candidate (e.g. an SCF that does not converge on a structure
+        a hot segment on a young model distorted): logged as an ``oracle-failed`` row, the structure
+        dropped, the run goes on; the ``MAX_ORACLE_FAILURES``-th failure in a row is raised (the oracle
+        itself is broken)."""
+        self.oracle_failures = getattr(self, "oracle_failures", 0) + 1
+        if self.oracle_failures >= MAX_ORACLE_FAILURES:
+            raise OracleError(f"{exc} ({self.oracle_failures} oracle failures in a row)") from exc
+        self.say(f"step {candidate['step']}: {exc}; structure dropped")
+        self.store.log(event="oracle-failed", step=candidate["step"], wall_time_s=self.wall(),
+                       note=" ".join(str(exc).split())[:200])
 
     def probe(self, positions: np.ndarray) -> Atoms:
         """A structure at ``positions`` (n_atoms, 3) Å with the models as its calculator."""
@@ -97,22 +121,42 @@ class SegmentMode:
 
     def explore_start(self) -> np.ndarray:
         """Positions (n_atoms, 3) Å to start this rank's next segment from: among the labelled frames
-        and the pool's candidates below ``stop_factor`` × their threshold, the farthest from every
-        earlier segment start (:func:`mdplugin.active.explore.farthest_starts`; one pick per rank,
-        rank r takes the r-th; the first earlier start is the run's start structure)."""
+        and the pool's candidates (without a pool: the last segment's) that are thermally accessible
+        (:func:`mdplugin.active.explore.thermal_window` at the thermostat temperature of the step),
+        the farthest from every earlier segment start (:func:`mdplugin.active.explore.farthest_starts`;
+        one pick per rank, rank r takes the r-th; the first earlier start is the run's start
+        structure). Candidates count below ``stop_factor`` × their threshold (their energy is the
+        models'); with ``explore_window`` None (the rule before) there is no window."""
         frames = self.data().frames
         sigs = getattr(self, "_label_signatures", [])
         sigs = sigs + [_distance_signature(a.positions, self.atoms) for a in frames[len(sigs):]]
         self._label_signatures = sigs
-        pool = [c for c in getattr(self, "pool", []) if c["ratio"] <= self.config.stop_factor]
+        known = getattr(self, "pool", []) if self.config.pool else getattr(self, "recent", [])
+        pool = [c for c in known if c["ratio"] <= self.config.stop_factor]
         structures = [a.positions for a in frames] + [c["positions"] for c in pool]
         signatures = np.array(sigs + [_distance_signature(c["positions"], self.atoms) for c in pool])
+        excess = self.start_energies(pool)
+        if excess is not None and self.config.explore_window is not None:
+            keep = np.flatnonzero(thermal_window(excess, 0.0, len(self.atoms), self.config.temperature_at(self.step),
+                                                 self.config.explore_window))
+            structures, signatures, excess = [structures[i] for i in keep], signatures[keep], excess[keep]
         earlier = getattr(self, "_start_signatures", None)
         if earlier is None:
             earlier = _distance_signature(self.atoms.positions, self.atoms)[None, :]
         picks = farthest_starts(signatures, earlier, self.size)
         self._start_signatures = np.vstack([earlier, signatures[picks]])
+        self.start_excess = float("nan") if excess is None else float(excess[picks[self.rank]])
         return np.array(structures[picks[self.rank]], dtype=float)
+
+    def start_energies(self, pool: list[dict]) -> np.ndarray | None:
+        """Potential energies (eV) of the labelled frames then the ``pool`` candidates above the
+        lowest labelled energy (the oracle's of the labelled frames, the models' of the candidates;
+        NaN where unknown), or ``None`` without energy labels."""
+        energy = self.data().energy
+        if energy is None or not len(energy):
+            return None
+        energies = np.concatenate([np.asarray(energy, dtype=float), [c.get("energy", np.nan) for c in pool]])
+        return energies - float(np.min(energy))
 
     def run_segment(self) -> tuple[list[dict], bool]:
         """Up to ``segment`` MD steps; returns the candidates (every ``sample_every`` steps and the
@@ -135,7 +179,7 @@ class SegmentMode:
                     if not broken:
                         candidates.append({"positions": self.atoms.positions.copy(), "u": u, "ratio": ratio,
                                            "predicted": self.learner.predictions(self.atoms),
-                                           "step": self.step + 1})
+                                           "energy": self.model_energy(), "step": self.step + 1})
             except Exception as exc:  # non-finite model output
                 self.say(f"step {self.step + 1}: the models failed ({exc}); segment stopped")
                 broken = True
@@ -145,6 +189,12 @@ class SegmentMode:
             if candidates and candidates[-1]["step"] == self.step and candidates[-1]["ratio"] > cfg.stop_factor:
                 return candidates, True
         return candidates, False
+
+    def model_energy(self) -> float:
+        """The models' potential energy (eV) of the current structure, NaN without an energy model."""
+        if "energy" not in self.learner.models:
+            return float("nan")
+        return float(self.atoms.get_potential_energy())
 
     def rescored_pool(self, candidates: list[dict]) -> list[dict]:
         """Add a segment's candidates to the pool (the latest ``config.pool`` kept) and rescore

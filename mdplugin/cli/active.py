@@ -63,6 +63,7 @@ def config_from_args(args) -> dict:
         "selection": getattr(args, "selection", None),
         "explore": getattr(args, "explore", None),
         "explore_heat": getattr(args, "explore_heat", None),
+        "explore_window": getattr(args, "explore_window", None),
         "spectrum_window": _window(getattr(args, "spectrum_window", None)),
         "spectrum_tolerance": getattr(args, "spectrum_tolerance", None),
         "spectrum_steps": getattr(args, "spectrum_steps", None),

@@ -398,9 +398,10 @@ def build_parser() -> argparse.ArgumentParser:
                     "state.npz and config.json. See docs/active.md.",
         epilog="Molecules with several conformers: one trajectory rarely leaves the basin it starts in "
                "within a few ps, so its structures miss the others. The default run explores (segments "
-               "started from the known structure farthest from all earlier starts, every third one at "
-               "twice the temperature; --no-explore follows one trajectory); give --steps of at least "
-               "100 x --max-calls. With labelled frames of every conformer (--initial), short walkers from "
+               "started from the thermally accessible known structure farthest from all earlier starts, every "
+               "third one at twice the temperature; --no-explore follows one trajectory; without --steps it "
+               "gets 3 x --segment x --max-calls steps, so the call budget ends it). With labelled frames of "
+               "every conformer (--initial), short walkers from "
                "them and a repeated temperature ramp cover them too, as in the benchmark of docs/active.md "
                "(more than 2x fewer oracle calls, in the median of ten seeds, than random frames of one "
                "reference trajectory on 1,2-dichloroethane): --segment 100 --sample-every 5 --walkers --pool 200 "
@@ -455,7 +456,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="relative threshold: this multiple of the cross-validated uncertainty, for targets without "
                         "an absolute threshold (default 1)")
     g = p.add_argument_group("dynamics and budgets")
-    g.add_argument("--steps", type=int, default=None, help="MD step budget (default 2000)")
+    g.add_argument("--steps", type=int, default=None, help="MD step budget (default: 3 x --segment x --max-calls / --batch for an "
+                        "exploring run, so that the oracle-call budget ends it, e.g. 36000 for 40 calls; "
+                        "2000 otherwise)")
     g.add_argument("--max-calls", type=int, default=None,
                    help="oracle-call budget: structures labelled during the MD (default 200)")
     g.add_argument("--wall-time", type=float, default=None, metavar="SECONDS",
@@ -502,9 +505,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "sorted-distance distance); ivr and density are best with --pool")
     g = p.add_argument_group(
         "exploration (the default)",
-        "An exploring run works in segments (--segment 100 and --pool 200 unless given) and starts every "
+        "An exploring run works in segments (--segment 300 and --pool 200 unless given) and starts every "
         "segment (every MPI replica) from the known structure farthest from all earlier starts: the labelled "
-        "frames and the pool's candidates below --stop-factor, compared by sorted interatomic distances. "
+        "frames and the pool's candidates below --stop-factor whose energy is thermally accessible at the "
+        "thermostat temperature (--explore-window), compared by sorted interatomic distances. "
         "The segments' temperatures cycle through T, T(1+h)/2 and T h (h = --explore-heat). Replicas from "
         "diverse starts push outwards from what is known instead of one trajectory that stays in its basin "
         "(see docs/active.md).")
@@ -513,6 +517,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "--walkers as given)")
     g.add_argument("--explore-heat", type=float, default=None, metavar="H",
                    help="hottest segment temperature as a multiple of --temperature (default 2; 1: no hot segments)")
+    g.add_argument("--explore-window", type=float, default=None, metavar="W",
+                   help="segment starts only from W sqrt(3N/2) kT below to kT (3N/2 + W sqrt(3N/2)) above the "
+                        "lowest labelled energy (T the thermostat temperature, N atoms; default 3; needs the "
+                        "energy target)")
     g = p.add_argument_group(
         "aimed at a spectrum",
         "With --spectrum-window the run goes in rounds: --spectrum-steps MD steps with the models (a frame every "

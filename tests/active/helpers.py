@@ -112,9 +112,10 @@ def _start_file(tmp_path) -> Path:
     return path
 
 
+#: the ``mdplugin active`` options of the CLI tests (1200 steps: four 300-step exploring segments and more)
 RUN_OPTIONS = ("--oracle", "tests.active.helpers:toy_oracle", "--targets", "energy,dipole", "--model", "rpr",
                "--energy-hypers", '{"n_sparse": 20, "max_radial": 2, "max_angular": 2, "cutoff": 3.0}',
-               "--threshold-energy", "1e-3", "--n-initial", "3", "--steps", "400", "--max-calls", "5",
+               "--threshold-energy", "1e-3", "--n-initial", "3", "--steps", "1200", "--max-calls", "5",
                "--temperature", "300:600", "--seed", "1")
 
 

@@ -128,7 +128,7 @@ def test_cli_failed_start_then_rerun(tmp_path, capsys):
     run_dir = tmp_path / "run5"
     raw = tmp_path / "raw5.xyz"
     water().write(raw)
-    opts = [o if o != "400" else "5" for o in RUN_OPTIONS]
+    opts = [o if o != "1200" else "5" for o in RUN_OPTIONS]
     assert main(["active", str(_start_file(tmp_path)), "-o", str(run_dir), *opts, "--initial", str(raw)]) == 2
     assert "missing key 'energy'" in capsys.readouterr().err and not run_dir.exists()
     good = _labelled_file(tmp_path / "good.xyz", 3)

@@ -33,7 +33,7 @@ def slow_label_oracle() -> SlowLabelOracle:
 
 
 def _options(steps: str) -> list[str]:
-    opts = [o if o != "400" else steps for o in RUN_OPTIONS]
+    opts = [o if o != "1200" else steps for o in RUN_OPTIONS]
     return [o if o != "tests.active.helpers:toy_oracle" else "tests.active.test_active_lock:slow_label_oracle"
             for o in opts]
 
