@@ -125,11 +125,12 @@ class PairGradients(Sequence):
     """
 
     def __init__(self, engine: "SphericalExpansion", n_centres: int, n_frames: int, centre, neighbour, centre_slot,
-                 slot, frame, vectors, distances, y, dy):
+                 slot, frame, vectors, distances, y, dy, radial, dradial):
         self._engine, self.n_centres, self.n_frames = engine, n_centres, n_frames
         self.centre, self.neighbour, self.centre_slot, self.slot = centre, neighbour, centre_slot, slot
         self.frame = frame
         self.vectors, self.distances, self._y, self._dy = vectors, distances, y, dy
+        self._radial, self._dradial = radial, dradial  # (n_pairs, L+1, n_radial) G_nl(r), dG_nl/dr
         self._dense: list | None = None
         self._rows: tuple | None = None
 
@@ -203,7 +204,7 @@ class PairGradients(Sequence):
         forces = np.zeros((self.n_centres, 3))
         strain = np.zeros((self.n_frames, 3, 3))
         contract_pairs(self.centre, self.neighbour, self.centre_slot, self.slot, self.frame, self.vectors,
-                       self.distances, self._y, self._dy, *e.radial_cubics, spline.cutoff, spline.smoothing_width,
+                       self.distances, self._y, self._dy, self._radial, self._dradial, spline.cutoff,
                        len(e.species), e.offsets(self.n_centres), de_dc, forces, strain)
         return forces, strain
 
@@ -472,13 +473,16 @@ class SphericalExpansion:
         # the centre's own density: l = 0, its own species slot
         own = buffer[: sizes_l[0]].reshape(n_centres, len(self.species), self.max_radial + 1)
         own[np.arange(n_centres), self._slot_of[centre_species]] = spline.self_contribution()
+        # with gradients the pairs' radial values and derivatives are kept for the force contraction
+        shape = (len(distances), n_l, self.max_radial + 1) if gradients else (0, n_l, self.max_radial + 1)
+        radial, dradial = np.empty(shape), np.empty(shape)
         expand_pairs(centre, neighbour, centre_slot, slot, distances, y, *cubics, spline.cutoff, spline.smoothing_width,
-                     len(self.species), self.offsets(n_centres), buffer)
+                     len(self.species), self.offsets(n_centres), buffer, radial, dradial, gradients)
         values = _split(buffer, sizes_l, [(n_centres, 2 * l + 1, sr) for l in range(n_l)])
         grads = volumes = None
         if gradients:
             grads = PairGradients(self, n_centres, len(frames), centre, neighbour, centre_slot, slot, frame, vectors,
-                                  distances, y, dy)
+                                  distances, y, dy, radial, dradial)
             volumes = frame_volumes(frames)
         return Expansion(species=self.species, max_angular=self.max_angular, values=values,
                          centre_frame=centre_frame, centre_atom=centre_atom, centre_species=centre_species,
