@@ -303,6 +303,7 @@ class SphericalExpansion:
         self._cubics: tuple | None = None
         self._harmonics = None
         self._harmonics_buffers: tuple[np.ndarray, np.ndarray] | None = None
+        self._radial_buffer: np.ndarray | None = None
         self._checked: bytes | None = None
         self._offsets: dict[int, np.ndarray] = {}
         self._verlet = VerletPairs(self.cutoff, full_list=False)
@@ -420,6 +421,23 @@ class SphericalExpansion:
             y[start:stop], dy[start:stop] = self._harmonics.compute_with_gradients(vectors[start:stop])
         return y, dy
 
+    def _radial_values(self, n: int) -> tuple[np.ndarray, np.ndarray]:
+        """Two (n, L+1, n_radial) arrays for the pairs' radial values ``G_nl(r)`` and derivatives
+        ``dG_nl/dr`` that an expansion with gradients keeps for its force contraction: views of a
+        buffer this object keeps (grown when needed), reused as the harmonics' buffers are
+        (:meth:`_spherical_harmonics`: only when no expansion still holds them; fresh memory at
+        every step costs page faults, 25 MB at 1536 atoms), else new arrays."""
+        import sys
+
+        kept = self._radial_buffer
+        free = kept is not None and sys.getrefcount(kept) == 2  # as in _spherical_harmonics
+        if not free or kept.shape[1] < n:
+            size = int(1.25 * n) if free or kept is None else n
+            kept = np.empty((2, size, self.max_angular + 1, self.max_radial + 1))
+            if free or self._radial_buffer is None:
+                self._radial_buffer = kept
+        return kept[0, :n], kept[1, :n]
+
     def features(self, frames: Sequence, gradients: bool = False):
         """The features the models of an MD step share (the featurizer protocol, see
         :mod:`mdplugin.features`): a :class:`~mdplugin.features.cache.FeatureCache` around
@@ -474,8 +492,10 @@ class SphericalExpansion:
         own = buffer[: sizes_l[0]].reshape(n_centres, len(self.species), self.max_radial + 1)
         own[np.arange(n_centres), self._slot_of[centre_species]] = spline.self_contribution()
         # with gradients the pairs' radial values and derivatives are kept for the force contraction
-        shape = (len(distances), n_l, self.max_radial + 1) if gradients else (0, n_l, self.max_radial + 1)
-        radial, dradial = np.empty(shape), np.empty(shape)
+        if gradients:
+            radial, dradial = self._radial_values(len(distances))
+        else:
+            radial = dradial = np.empty((0, n_l, self.max_radial + 1))
         expand_pairs(centre, neighbour, centre_slot, slot, distances, y, *cubics, spline.cutoff, spline.smoothing_width,
                      len(self.species), self.offsets(n_centres), buffer, radial, dradial, gradients)
         values = _split(buffer, sizes_l, [(n_centres, 2 * l + 1, sr) for l in range(n_l)])

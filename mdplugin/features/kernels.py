@@ -14,8 +14,10 @@ Why compiled: each pair touches ``(L+1)² · n_radial`` numbers of two centres; 
 ``(n_pairs, (L+1)², n_radial)`` temporaries and a scatter-add, several times slower and
 proportionally larger in memory. The loops here run over pairs once, keep a pair's radial values
 in a small local array, and write each coefficient in place. The force/virial contraction
-(:func:`contract_pairs`) recomputes the radial part per pair instead of storing the
-``(n_pairs, 3, (L+1)², n_radial)`` gradients: an MD step's memory stays O(pairs).
+(:func:`contract_pairs`) reads the radial values and derivatives the expansion pass kept
+(``(n_pairs, L+1, n_radial)`` each, :func:`expand_pairs` with ``keep_radial``) and forms each pair's
+derivative on the fly instead of storing the ``(n_pairs, 3, (L+1)², n_radial)`` gradients: an MD
+step's memory stays O(pairs).
 """
 
 from __future__ import annotations
@@ -75,6 +77,7 @@ def expand_pairs(centre, neighbour, centre_slot, slot, r, y, coef, inv_step, n_i
     :func:`contract_pairs` (an MD step with forces: one spline evaluation per pair, not two)."""
     n_l, n_r = coef.shape[0], coef.shape[2]
     g = np.empty((n_l, n_r))
+    dg = np.empty((n_l, n_r))
     acc = np.zeros((n_species, n_l * n_l, n_r))
     sr = n_species * n_r
     current = -1
@@ -95,8 +98,11 @@ def expand_pairs(centre, neighbour, centre_slot, slot, r, y, coef, inv_step, n_i
         if p == len(r) or r[p] >= rc:  # the end, or a pair beyond the cutoff
             continue
         if keep_radial:
-            g = radial[p]
-            _radial(coef, inv_step, n_int, rc, width, r[p], g, dradial[p], True)
+            _radial(coef, inv_step, n_int, rc, width, r[p], g, dg, True)
+            for l in range(n_l):
+                for n in range(n_r):
+                    radial[p, l, n] = g[l, n]
+                    dradial[p, l, n] = dg[l, n]
         else:
             _radial(coef, inv_step, n_int, rc, width, r[p], g, g, False)
         si = slot[p]
