@@ -429,8 +429,10 @@ class SphericalExpansion:
         every step costs page faults, 25 MB at 1536 atoms), else new arrays."""
         import sys
 
+        # 2 references when only this object holds it (its attribute, the call's argument), as in
+        # _spherical_harmonics
+        free = self._radial_buffer is not None and sys.getrefcount(self._radial_buffer) == 2
         kept = self._radial_buffer
-        free = kept is not None and sys.getrefcount(kept) == 2  # as in _spherical_harmonics
         if not free or kept.shape[1] < n:
             size = int(1.25 * n) if free or kept is None else n
             kept = np.empty((2, size, self.max_angular + 1, self.max_radial + 1))
