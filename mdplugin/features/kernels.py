@@ -14,8 +14,10 @@ Why compiled: each pair touches ``(L+1)² · n_radial`` numbers of two centres; 
 ``(n_pairs, (L+1)², n_radial)`` temporaries and a scatter-add, several times slower and
 proportionally larger in memory. The loops here run over pairs once, keep a pair's radial values
 in a small local array, and write each coefficient in place. The force/virial contraction
-(:func:`contract_pairs`) recomputes the radial part per pair instead of storing the
-``(n_pairs, 3, (L+1)², n_radial)`` gradients: an MD step's memory stays O(pairs).
+(:func:`contract_pairs`) reads the radial values and derivatives the expansion pass kept
+(``(n_pairs, L+1, n_radial)`` each, :func:`expand_pairs` with ``keep_radial``) and forms each pair's
+derivative on the fly instead of storing the ``(n_pairs, 3, (L+1)², n_radial)`` gradients: an MD
+step's memory stays O(pairs).
 """
 
 from __future__ import annotations
@@ -57,7 +59,7 @@ def _radial(coef, inv_step, n_int, rc, width, r, g, dg, with_derivative):
 
 @njit(cache=True, nogil=True)
 def expand_pairs(centre, neighbour, centre_slot, slot, r, y, coef, inv_step, n_int, rc, width, n_species, offsets,
-                 out):
+                 out, radial, dradial, keep_radial):
     """Add every half-list pair's ``G_nl(r) Y_lm`` to ``out`` (flat per-l blocks, see the module
     doc), at both ends.
 
@@ -68,9 +70,14 @@ def expand_pairs(centre, neighbour, centre_slot, slot, r, y, coef, inv_step, n_i
     (``i == j``) adds both ends to the same atom, as the full list's two pairs ``±S`` would. The
     pairs come sorted by ``i``: its end is summed in a small local array, added to ``out`` when the
     centre changes; the other end goes to ``out`` directly (to the local sums too for an atom's own
-    image, so that the odd-l terms of ``±S`` cancel exactly as they do by symmetry)."""
+    image, so that the odd-l terms of ``±S`` cancel exactly as they do by symmetry).
+
+    ``keep_radial``: also write every pair's ``G_nl(r)`` and ``dG_nl/dr`` to ``radial`` and
+    ``dradial`` (n_pairs, L+1, n_radial) (rows of pairs beyond the cutoff are left as they are), for
+    :func:`contract_pairs` (an MD step with forces: one spline evaluation per pair, not two)."""
     n_l, n_r = coef.shape[0], coef.shape[2]
     g = np.empty((n_l, n_r))
+    dg = np.empty((n_l, n_r))
     acc = np.zeros((n_species, n_l * n_l, n_r))
     sr = n_species * n_r
     current = -1
@@ -90,7 +97,14 @@ def expand_pairs(centre, neighbour, centre_slot, slot, r, y, coef, inv_step, n_i
             current = c
         if p == len(r) or r[p] >= rc:  # the end, or a pair beyond the cutoff
             continue
-        _radial(coef, inv_step, n_int, rc, width, r[p], g, g, False)
+        if keep_radial:
+            _radial(coef, inv_step, n_int, rc, width, r[p], g, dg, True)
+            for l in range(n_l):
+                for n in range(n_r):
+                    radial[p, l, n] = g[l, n]
+                    dradial[p, l, n] = dg[l, n]
+        else:
+            _radial(coef, inv_step, n_int, rc, width, r[p], g, g, False)
         si = slot[p]
         own_image = neighbour[p] == c  # both ends in the local sums, in the order of the two ±S pairs
         for l in range(n_l):
@@ -110,7 +124,7 @@ def expand_pairs(centre, neighbour, centre_slot, slot, r, y, coef, inv_step, n_i
 
 
 @njit(cache=True, nogil=True)
-def contract_pairs(centre, neighbour, centre_slot, slot, frame, vectors, r, y, dy, coef, inv_step, n_int, rc, width,
+def contract_pairs(centre, neighbour, centre_slot, slot, frame, vectors, r, y, dy, radial, dradial, rc,
                    n_species, offsets, de_dc, forces, strain):
     """Contract ``de_dc = ∂E/∂c`` (flat, the layout of the coefficients) with every half-list pair's
     derivatives at both ends without storing them.
@@ -122,16 +136,17 @@ def contract_pairs(centre, neighbour, centre_slot, slot, frame, vectors, r, y, d
     for E in eV) and ``strain[frame, a, b] += e_a d_b`` (∂E/∂ε, the derivative under a homogeneous
     strain ε of positions and cell).
 
-    ``dy`` (n_pairs, 3, (L+1)²): ∂Y_lm(d̂)/∂d (Å⁻¹); ``frame`` (n_pairs,) row of ``strain``."""
-    n_l, n_r = coef.shape[0], coef.shape[2]
-    g = np.empty((n_l, n_r))
-    dg = np.empty((n_l, n_r))
+    ``dy`` (n_pairs, 3, (L+1)²): ∂Y_lm(d̂)/∂d (Å⁻¹); ``radial``, ``dradial`` (n_pairs, L+1,
+    n_radial): ``G_nl(r)`` and ``dG_nl/dr`` as :func:`expand_pairs` kept them; ``frame`` (n_pairs,)
+    row of ``strain``."""
+    n_l, n_r = radial.shape[1], radial.shape[2]
     sr = n_species * n_r
     for p in range(len(r)):
         rp = r[p]
         if rp <= 0.0 or rp >= rc:
             continue
-        _radial(coef, inv_step, n_int, rc, width, rp, g, dg, True)
+        g = radial[p]
+        dg = dradial[p]
         i, j = centre[p], neighbour[p]
         # ∂c/∂d = dG/dr Y d̂ + G ∂Y/∂d: the radial part along d̂, the angular part from sphericart
         radial_part = 0.0
