@@ -59,8 +59,28 @@ def per_atom_rmse(pred: np.ndarray, ref: np.ndarray, n_atoms: np.ndarray, scale:
     return float(np.sqrt(np.mean(err**2)))
 
 
-def run_one(data_path: Path, key: str, size: int) -> dict:
-    """Fit both targets on ``size`` training molecules and test on the held-out 300."""
+def model_spec(key: str, hypers: str | None) -> tuple[str, dict]:
+    """(label, λ-SOAP keyword arguments) of ``key``, updated by the JSON object ``hypers``."""
+    label, base = MODELS.get(key, (key, {}))
+    extra = json.loads(hypers) if hypers else {}
+    if extra:
+        label = f"{label} " + ", ".join(f"{k}={v}" for k, v in extra.items())
+    return label, {**base, **extra}
+
+
+def isotropic_anisotropic(pred: np.ndarray, ref: np.ndarray, n_atoms: np.ndarray, scale: float) -> tuple[float, float]:
+    """Per-atom RMSE (as :func:`per_atom_rmse`, over the 9 components) of the isotropic part
+    (trace/3 · I, λ = 0) and of the traceless anisotropic part (λ = 2) of polarizabilities
+    ``pred``, ``ref`` (n, 9); their squares add up to the square of the whole error."""
+    err = (pred - ref).reshape(len(ref), 3, 3)
+    iso = np.trace(err, axis1=1, axis2=2)[:, None, None] / 3 * np.eye(3)
+    return (per_atom_rmse(iso, np.zeros_like(iso), n_atoms, scale),
+            per_atom_rmse(err - iso, np.zeros_like(iso), n_atoms, scale))
+
+
+def run_one(data_path: Path, key: str, size: int, hypers: str | None = None,
+            targets: tuple[str, ...] = ("dipole", "polarizability")) -> dict:
+    """Fit ``targets`` on ``size`` training molecules and test on the held-out 300."""
     from mdplugin.core.units import AU_PER_ASE
     from mdplugin.features.lambda_soap import n_features
     from mdplugin.models import build
@@ -71,13 +91,13 @@ def run_one(data_path: Path, key: str, size: int) -> dict:
     train = train_order[:size]
     frames = data.frames
     n_atoms = np.array([len(frames[i]) for i in test], dtype=float)
-    label, hypers = MODELS[key]
+    label, hypers = model_spec(key, hypers)
     row = {"model": key, "label": label, "size": int(size), "hypers": hypers,
            "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "load_start": os.getloadavg()[0]}
     train_formulas = {frames[i].get_chemical_formula() for i in train}
     row["test_formulas_unseen"] = float(np.mean([frames[i].get_chemical_formula() not in train_formulas for i in test]))
     cpu = 0.0
-    for target in ("dipole", "polarizability"):
+    for target in targets:
         y = getattr(data, target)
         model = build("lsoap", target=target, **hypers)
         start = time.process_time()
@@ -90,7 +110,10 @@ def run_one(data_path: Path, key: str, size: int) -> dict:
                                                         AU_PER_ASE[target])
         row[f"{target}_std_per_atom"] = per_atom_rmse(np.broadcast_to(y[train].mean(axis=0), y[test].shape),
                                                       y[test], n_atoms, AU_PER_ASE[target])
+        row[f"{target}_regularizer"] = {str(lam): float(v) for lam, v in model.regularizer_.items()}
         if target == "polarizability":
+            row["polarizability_iso"], row["polarizability_aniso"] = isotropic_anisotropic(
+                pred, y[test], n_atoms, AU_PER_ASE[target])
             k = int(model.alchemical_channels) or len(set(np.concatenate([frames[i].numbers for i in train])))
             row["features"] = [n_features(lam, model.max_angular, k * (model.max_radial + 1)) for lam in (0, 1, 2)]
     row["fit_cpu_s"] = cpu
@@ -99,9 +122,11 @@ def run_one(data_path: Path, key: str, size: int) -> dict:
     return row
 
 
-def predict_cost(data_path: Path, keys: list[str], size: int = 100, n_frames: int = 40) -> None:
+def predict_cost(data_path: Path, keys: list[str], size: int = 100, n_frames: int = 40,
+                 hypers: str | None = None) -> None:
     """CPU time of a polarizability prediction one molecule at a time (as in an MD step, through
-    the calculator's feature cache) for each model, as a ratio to the first."""
+    the calculator's feature cache) for each model, as a ratio to the first; with ``hypers`` (JSON)
+    each model is timed without and then with them."""
     from mdplugin.models import build
     from mdplugin.structures.data import read_dataset
 
@@ -114,8 +139,9 @@ def predict_cost(data_path: Path, keys: list[str], size: int = 100, n_frames: in
           f"load {os.getloadavg()[0]:.1f}; polarizability models on {size} molecules, {n_frames} test molecules")
     print("| model | CPU ms per molecule (one at a time) | ratio |")
     print("|---|---|---|")
-    for key in keys:
-        model = build("lsoap", target="polarizability", **MODELS[key][1])
+    specs = [spec for key in keys for spec in ([model_spec(key, None)] + ([model_spec(key, hypers)] if hypers else []))]
+    for label, settings in specs:
+        model = build("lsoap", target="polarizability", **settings)
         model.fit([data.frames[i] for i in train], data.polarizability[train])
         featurizer = model.featurizer()
         model.predict_from_features(featurizer.features(frames[:1], gradients=False))
@@ -126,7 +152,7 @@ def predict_cost(data_path: Path, keys: list[str], size: int = 100, n_frames: in
                 model.predict_from_features(featurizer.features([atoms], gradients=False))
             best = min(best, (time.process_time() - start) / len(frames))
         reference = reference or best
-        print(f"| {MODELS[key][0]} | {1e3 * best:.1f} | {best / reference:.2f} |", flush=True)
+        print(f"| {label} | {1e3 * best:.1f} | {best / reference:.2f} |", flush=True)
 
 
 def git_commit() -> str:
@@ -139,7 +165,14 @@ def git_commit() -> str:
 
 def print_row(row: dict) -> None:
     f = row.get("features", ["–"] * 3)
-    print(f"| {row['label']} | {row['size']} | {row['dipole']:.4f} | {row['polarizability']:.4f} | "
+    if "polarizability_iso" in row:  # the isotropic (λ = 0) / anisotropic (λ = 2) split and the regularisers
+        reg = row["polarizability_regularizer"]
+        print(f"# {row['label']}: polarizability λ = 0 part {row['polarizability_iso']:.4f}, λ = 2 part "
+              f"{row['polarizability_aniso']:.4f} bohr³ per atom; regulariser λ = 0 {reg.get('0', 0):.0e}, "
+              f"λ = 2 {reg.get('2', 0):.0e}", flush=True)
+    dipole = f"{row['dipole']:.4f}" if "dipole" in row else "–"
+    polar = f"{row['polarizability']:.4f}" if "polarizability" in row else "–"
+    print(f"| {row['label']} | {row['size']} | {dipole} | {polar} | "
           f"{row['fit_cpu_s']:.0f} | {row['peak_rss_mb']:.0f} | {f[0]} / {f[1]} / {f[2]} | "
           f"{row['load_start']:.1f}–{row['load_end']:.1f} |", flush=True)
 
@@ -182,12 +215,14 @@ def main(argv=None) -> None:
     p.add_argument("-o", "--output", type=Path, default=REPO / "docs" / "qm7like_curves.png")
     p.add_argument("--table", type=Path, help="print the table of a --json file")
     p.add_argument("--predict-cost", action="store_true", help="time one-molecule predictions of --models")
+    p.add_argument("--hypers", help='JSON object of λ-SOAP settings added to every model, e.g. \'{"max_radial": 6}\'')
+    p.add_argument("--targets", default="dipole,polarizability", help="comma-separated targets to fit")
     args = p.parse_args(argv)
     if args.predict_cost:
-        predict_cost(args.data, args.models.split(","))
+        predict_cost(args.data, args.models.split(","), hypers=args.hypers)
         return
     if args.one:
-        row = run_one(args.data, args.one[0], int(args.one[1]))
+        row = run_one(args.data, args.one[0], int(args.one[1]), args.hypers, tuple(args.targets.split(",")))
         print("JSON " + json.dumps(row), flush=True)
         return
     if args.plot or args.table:
@@ -206,11 +241,12 @@ def main(argv=None) -> None:
     print("|---|---|---|---|---|---|---|---|")
     for size in [int(s) for s in args.sizes.split(",")]:
         for key in args.models.split(","):
-            out = subprocess.run([sys.executable, __file__, "--data", str(args.data), "--one", key, str(size)],
+            extra = (["--hypers", args.hypers] if args.hypers else []) + ["--targets", args.targets]
+            out = subprocess.run([sys.executable, __file__, "--data", str(args.data), "--one", key, str(size)] + extra,
                                  capture_output=True, text=True)
             lines = [line for line in out.stdout.splitlines() if line.startswith("JSON ")]
             if out.returncode or not lines:
-                print(f"| {MODELS[key][0]} | {size} | failed: {out.stderr.strip().splitlines()[-1:]} |", flush=True)
+                print(f"| {model_spec(key, args.hypers)[0]} | {size} | failed: {out.stderr.strip().splitlines()[-1:]} |", flush=True)
                 continue
             row = json.loads(lines[-1][5:])
             row["commit"] = commit
