@@ -99,6 +99,9 @@ def abort_on_failure(comm: Any, fn: Callable[[], Any]) -> Any:
         sys.stderr.write(f"mdplugin active: rank {comm.rank} of {comm.size} failed "
                          f"({type(exc).__name__}: {exc}); aborting every rank\n")
         sys.stderr.flush()
+        # mpiexec forwards a rank's stderr through its proxy, which Abort kills: give it a moment
+        # to pass the message on (on a loaded machine it was lost without this pause)
+        time.sleep(0.5)
         comm.Abort(1)
         raise
 
