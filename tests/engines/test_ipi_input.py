@@ -8,20 +8,16 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from ase import units as _u
 from ase.build import bulk, molecule
 from ase.io import write
+from ipi.engine import thermostats
+from ipi.engine.simulation import Simulation
 
 from mdplugin.core.errors import ConfigError
 from mdplugin.engines.ipi import Barostat, Socket, Thermostat, input_xml, write_input
 
-pytest.importorskip("ipi")
-
-from ipi.engine import thermostats  # noqa: E402
-from ipi.engine.simulation import Simulation  # noqa: E402
-
 #: atomic units, from CODATA through ASE (independent of i-PI's own unit table)
-from ase import units as _u  # noqa: E402
-
 AU_TIME_FS = _u._hbar / (_u.Hartree * _u._e) * 1e15  # 0.0241888 fs
 KELVIN_AU = _u.kB / _u.Hartree  # Hartree per kelvin
 GPA_AU = 1e9 * (_u.Bohr * 1e-10) ** 3 / (_u.Hartree * _u._e)  # Hartree/bohr³ per GPa

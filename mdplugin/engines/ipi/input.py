@@ -24,9 +24,9 @@ from __future__ import annotations
 
 import os
 import xml.etree.ElementTree as ET
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
 
 from ...core.atomicio import atomic_write
 from ...core.errors import ConfigError
