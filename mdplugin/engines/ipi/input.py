@@ -112,9 +112,9 @@ def _check(*, steps, ensemble, n_beads, dt_fs, temperature_K, socket, pbc, therm
         if value is not None:
             _positive(name, value, integer=True)
     if ensemble == "trpmd" and n_beads < 2:
-        raise ConfigError("ensemble 'trpmd' needs a ring polymer: n_beads > 1")
+        raise ConfigError("ensemble 'trpmd' needs a ring polymer: n_beads > 1 (--beads)")
     if ensemble == "npt" and not pbc:
-        raise ConfigError("ensemble 'npt' changes the cell: it needs a periodic system (pbc=True)")
+        raise ConfigError("ensemble 'npt' changes the cell: it needs a periodic system (pbc=True, --pbc)")
     if ensemble == "nve" and thermostat is not None:
         raise ConfigError("ensemble 'nve' takes no thermostat")
     if barostat is not None and ensemble != "npt":
