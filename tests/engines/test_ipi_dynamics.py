@@ -78,15 +78,21 @@ def _conserved_drift(folder, n_atoms: int) -> tuple[float, float]:
     return float(np.abs(conserved - conserved[0]).max() / n_atoms), float(kinetic.mean() / n_atoms)
 
 
+def _nve(folder, start, model, steps: int, pbc: bool) -> tuple[float, float]:
+    """An i-PI NVE run of ``start`` served by ``mdplugin ipi`` with the energy ``model``;
+    :func:`_conserved_drift` of it."""
+    write(folder / "start.xyz", start)
+    xml = _ipi_input(init=str(folder / "start.xyz"), address="nve", prefix=f"{folder}/", steps=steps,
+                     ensemble="nve", pbc=pbc)
+    _run_ipi(folder, xml, ["--template", str(folder / "start.xyz"), "--energy", str(model),
+                           "--unix", "--address", "nve", "--sockets-prefix", f"{folder}/"], "nve")
+    return _conserved_drift(folder, len(start))
+
+
 def test_nve_of_a_molecule_conserves_energy(tmp_path, molecule_model):
     start = dichloroethane(rng=7, noise=0.03)
     start.cell, start.pbc = [30.0, 30.0, 30.0], False
-    write(tmp_path / "start.xyz", start)
-    xml = _ipi_input(init=str(tmp_path / "start.xyz"), address="mol", prefix=f"{tmp_path}/", steps=200,
-                     ensemble="nve", pbc=False)
-    _run_ipi(tmp_path, xml, ["--template", str(tmp_path / "start.xyz"), "--energy", str(molecule_model),
-                             "--unix", "--address", "mol", "--sockets-prefix", f"{tmp_path}/"], "mol")
-    drift, kinetic = _conserved_drift(tmp_path, len(start))
+    drift, kinetic = _nve(tmp_path, start, molecule_model, steps=200, pbc=False)
     assert kinetic > 5e-3  # ~300 K: the atoms move (measured 0.036 eV/atom)
     # measured 0.19 meV/atom (velocity Verlet, 0.5 fs, stiff C-H springs); forces off by any unit
     # factor would move it by the kinetic energy's scale
@@ -99,12 +105,7 @@ def test_nve_of_a_periodic_box_conserves_energy_across_the_wall(tmp_path, box_mo
     start = periodic_box(123)
     start.positions -= [0.45, 0.45, 0.45]  # atoms within ~0.2 Å of three cell faces
     start.wrap()
-    write(tmp_path / "box.xyz", start)
-    xml = _ipi_input(init=str(tmp_path / "box.xyz"), address="box", prefix=f"{tmp_path}/", steps=300,
-                     ensemble="nve", pbc=True)
-    _run_ipi(tmp_path, xml, ["--template", str(tmp_path / "box.xyz"), "--energy", str(box_model),
-                             "--unix", "--address", "box", "--sockets-prefix", f"{tmp_path}/"], "box")
-    drift, kinetic = _conserved_drift(tmp_path, len(start))
+    drift, kinetic = _nve(tmp_path, start, box_model, steps=300, pbc=True)
     assert kinetic > 5e-3
     assert drift < 2e-4, f"conserved energy moved by {drift * 1e3:.3f} meV/atom"  # measured 0.003
     frames = ipi.read_trajectory(str(tmp_path / "sim.pos_0.extxyz"))
