@@ -111,9 +111,9 @@ model, pes, start = [], [], []
 
 
 class TimedDriver(MdpluginDriver):
-    def _evaluate(self, atoms):
+    def _evaluate(self, atoms, *args):
         t0 = time.perf_counter()
-        out = super()._evaluate(atoms)
+        out = super()._evaluate(atoms, *args)
         model.append(time.perf_counter() - t0)
         return out
 
