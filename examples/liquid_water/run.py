@@ -171,48 +171,14 @@ def _drift(path: Path) -> float:
 # ------------------------------------------------------------------------------------------------
 # 4. i-PI
 
-IPI_INPUT = """<simulation verbosity='low' safe_stride='100'>
-  <output prefix='{name}'>
-    <properties stride='10' filename='out'> [ step, time{{femtosecond}}, conserved{{electronvolt}}, temperature{{kelvin}}, potential{{electronvolt}} ] </properties>
-    <trajectory filename='pos' stride='{pos_stride}' format='ase'> positions </trajectory>
-    <trajectory filename='dipole' stride='1' extra_type='dipole'> extras </trajectory>
-    <trajectory filename='polarizability' stride='1' extra_type='polarizability'> extras </trajectory>
-    <checkpoint filename='chk' stride='{steps}'/>
-  </output>
-  <total_steps> {steps} </total_steps>
-  <prng><seed> {seed} </seed></prng>
-  <ffsocket name='mdplugin' mode='unix' pbc='true'>
-    <address> {address} </address>
-    <latency> 1e-4 </latency>
-  </ffsocket>
-  <system>
-    <initialize nbeads='{beads}'>
-      {init}
-    </initialize>
-    <forces><force forcefield='mdplugin'/></forces>
-    <motion mode='dynamics'>
-      <dynamics mode='{ensemble}'>
-        <timestep units='femtosecond'> {dt} </timestep>
-        {thermostat}
-      </dynamics>
-    </motion>
-    <ensemble><temperature units='kelvin'> {temperature} </temperature></ensemble>
-  </system>
-</simulation>
-"""
-THERMOSTATS = {
-    "nvt": "<thermostat mode='svr'><tau units='femtosecond'> 100 </tau></thermostat>",
-    "nve": "",
-    # TRPMD: the internal ring-polymer modes at λ = 0.5 of critical damping, a weak global (SVR)
-    # thermostat on the centroid
-    "trpmd": "<thermostat mode='pile_g'><tau units='femtosecond'> 1000 </tau><pile_lambda> 0.5 </pile_lambda>"
-             "</thermostat>",
-}
+def ipi_run(name: str, out: Path, template: Path, init: Path, steps: int, beads: int, ensemble: str, seed: int,
+            clients: int = 1, init_mode: str = "ase") -> Path:
+    """One i-PI run (``ensemble`` nvt: SVR thermostat, nve, or trpmd: PILE-G with λ = 0.5) of the
+    periodic box ``init`` (or the i-PI checkpoint, ``init_mode='chk'``) with ``clients`` mdplugin
+    clients on a UNIX socket of its own; dipoles and polarizabilities every step, a checkpoint at
+    the end (``ipi/<name>.chk``); returns its folder."""
+    from mdplugin.engines.ipi import write_input
 
-
-def ipi_run(name: str, out: Path, template: Path, init: str, steps: int, beads: int, ensemble: str,
-            thermostat: str, seed: int, clients: int = 1) -> Path:
-    """One i-PI run with ``clients`` mdplugin clients on a UNIX socket of its own; returns its folder."""
     work = out / "ipi"
     work.mkdir(parents=True, exist_ok=True)
     done = work / f"{name}.done"
@@ -220,9 +186,11 @@ def ipi_run(name: str, out: Path, template: Path, init: str, steps: int, beads: 
         print(f"i-PI {name}: done before ({done})", flush=True)
         return work
     address = f"mdplugin-water-{name}-{os.getpid()}"
-    (work / f"{name}.xml").write_text(IPI_INPUT.format(
-        name=name, steps=steps, seed=seed, address=address, beads=beads, init=init, ensemble=ensemble,
-        thermostat=THERMOSTATS[thermostat], dt=DT, temperature=TEMPERATURE, pos_stride=max(1, steps // 20)))
+    write_input(work / f"{name}.xml", init=init, init_mode=init_mode, steps=steps, socket=address, pbc=True,
+                ensemble=ensemble, n_beads=beads, dt_fs=DT, temperature_K=TEMPERATURE, seed=seed, prefix=name,
+                properties=("step", "time{femtosecond}", "conserved{electronvolt}", "temperature{kelvin}",
+                            "potential{electronvolt}"), properties_stride=10,
+                positions_stride=max(1, steps // 20), checkpoint_stride=steps, safe_stride=100)
     socket = Path(f"/tmp/ipi_{address}")
     socket.unlink(missing_ok=True)
     env_threads = dict(os.environ, OMP_NUM_THREADS="1")
@@ -252,9 +220,8 @@ def ipi_md(start: Path, out: Path, nvt_steps: int, nve_steps: int) -> dict:
     """Classical NVT, then NVE from its checkpoint (positions, momenta)."""
     import ase.io
 
-    init = f"<file mode='ase'> {start} </file><velocities mode='thermal' units='kelvin'> {TEMPERATURE} </velocities>"
-    work = ipi_run("nvt", out, start, init, nvt_steps, 1, "nvt", "nvt", seed=11)
-    ipi_run("nve", out, start, f"<file mode='chk'> {work / 'nvt.chk'} </file>", nve_steps, 1, "nve", "nve", seed=12)
+    work = ipi_run("nvt", out, start, start, nvt_steps, 1, "nvt", seed=11)
+    ipi_run("nve", out, start, work / "nvt.chk", nve_steps, 1, "nve", seed=12, init_mode="chk")
     return {"nve_drift_meV_per_atom": _ipi_drift(work / "nve.out", len(ase.io.read(start)))}
 
 
@@ -268,9 +235,7 @@ def trpmd(start: Path, out: Path, steps: int, beads: int) -> None:
     if (work / "nvt.done").exists():
         ase.io.write(work / "trpmd_start.xyz", ase.io.read(work / "nvt.pos_0.extxyz", -1), format="extxyz")
         start = work / "trpmd_start.xyz"
-    init = (f"<file mode='ase'> {start} </file>"
-            f"<velocities mode='thermal' units='kelvin'> {TEMPERATURE} </velocities>")
-    ipi_run("trpmd", out, start, init, steps, beads, "nvt", "trpmd", seed=13, clients=min(2, beads))
+    ipi_run("trpmd", out, start, start, steps, beads, "trpmd", seed=13, clients=min(2, beads))
 
 
 def _ipi_drift(path: Path, n_atoms: int) -> float:

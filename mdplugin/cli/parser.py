@@ -200,6 +200,12 @@ def cmd_ipi(args) -> int:
     return run_ipi_command(args) or 0
 
 
+def cmd_ipi_input(args) -> int:
+    from .ipi_input import run_ipi_input_command
+
+    return run_ipi_input_command(args)
+
+
 def cmd_active(args) -> int:
     from .active import run_active_command
 
@@ -386,6 +392,40 @@ def build_parser() -> argparse.ArgumentParser:
                         "steps it writes")
     p.add_argument("--verbose", action="store_true", help="print every message of the i-PI protocol")
     p.set_defaults(func=cmd_ipi)
+
+    p = sub.add_parser("ipi-input", help="write an i-PI input (input.xml) for a run served by `mdplugin ipi`",
+                       description="Write an i-PI input: MD of START (NVE, NVT, TRPMD or NPT) with forces from an "
+                                   "<ffsocket> that `mdplugin ipi` serves, dipoles and polarizabilities written "
+                                   "every step per bead (docs/ipi.md, Writing the i-PI input).")
+    p.add_argument("start", help="start structure (any file ASE reads; Å, with its cell)")
+    p.add_argument("-o", "--output", default="input.xml", help="the input file to write (default input.xml)")
+    p.add_argument("--ensemble", choices=["nve", "nvt", "trpmd", "npt"], default="nvt",
+                   help="nvt: SVR (one bead) or PILE-L thermostat, 100 fs; trpmd: PILE-G, 1000 fs on the "
+                        "centroid, λ = 0.5 (needs --beads > 1); npt: isotropic barostat, Langevin (needs --pbc) "
+                        "(default nvt)")
+    p.add_argument("--steps", type=int, required=True, help="MD steps")
+    p.add_argument("--dt", type=float, default=0.5, help="time step, fs (default 0.5)")
+    p.add_argument("--temperature", type=float, default=300.0, help="K (default 300)")
+    p.add_argument("--beads", type=int, default=1, help="path-integral beads (default 1)")
+    p.add_argument("--pressure", type=float, default=0.0, help="with --ensemble npt: GPa (default 0)")
+    p.add_argument("--pbc", action="store_true",
+                   help="a periodic system: i-PI wraps the positions it sends into the cell (condensed phase)")
+    p.add_argument("--unix", action="store_true", help="a UNIX socket (as `mdplugin ipi --unix`)")
+    p.add_argument("--address", required=True, help="host name, or the UNIX socket name with --unix")
+    p.add_argument("--port", type=int, help="TCP port (not with --unix)")
+    p.add_argument("--sockets-prefix", default="/tmp/ipi_", help="with --unix: prefix of the socket file "
+                                                                 "(default /tmp/ipi_)")
+    p.add_argument("--extras", default="dipole,polarizability",
+                   help="extras i-PI writes every step, one file per bead: a comma-separated list of dipole, "
+                        "polarizability, or '' for none (default dipole,polarizability)")
+    p.add_argument("--every", type=int, default=10, metavar="N",
+                   help="write properties, positions and the extras' uncertainties every N steps (default 10, "
+                        "the default of `mdplugin ipi --std-every`)")
+    p.add_argument("--no-std", dest="std", action="store_false", help="do not write the uncertainties")
+    p.add_argument("--checkpoint", type=int, metavar="N", help="write an i-PI checkpoint every N steps")
+    p.add_argument("--prefix", default="sim", help="prefix of i-PI's output files (default sim)")
+    p.add_argument("--seed", type=int, default=31415, help="i-PI's random seed (default 31415)")
+    p.set_defaults(func=cmd_ipi_input)
 
     p = sub.add_parser(
         "active", help="active learning: MD, label when unsure, retrain, go on",

@@ -89,8 +89,8 @@ def test_ipi_client_sends_the_derived_dipole_and_polarizability(model_file, tmp_
         assert wait(client) == 0, (tmp_path / "client.log").read_text()
         assert wait(server) == 0, (tmp_path / "ipi.log").read_text()[-2000:]
     frames = ipi.read_trajectory(str(tmp_path / "sim.pos_0.extxyz"))
-    dip = ipi.read_trajectory(str(tmp_path / "sim.dip_0"), format="extras")
-    pol = ipi.read_trajectory(str(tmp_path / "sim.pol_0"), format="extras")
+    dip = ipi.read_trajectory(str(tmp_path / "sim.dipole_0"), format="extras")
+    pol = ipi.read_trajectory(str(tmp_path / "sim.polarizability_0"), format="extras")
     calc = MLCalculator(dipole=model_file, polarizability=model_file)
     assert len(frames) == 11
     for i, frame in enumerate(frames):

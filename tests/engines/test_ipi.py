@@ -61,8 +61,8 @@ def _predict(calc, atoms, names=("dipole", "polarizability", "dipole_std", "pola
 def _check_recorded(folder: Path, calc, template, bead: int = 0, min_frames: int = STEPS) -> int:
     """i-PI's recorded extras at ``bead`` equal the calculator's predictions at the recorded positions."""
     frames = ipi.read_trajectory(str(folder / f"sim.pos_{bead}.extxyz"))
-    dip = ipi.read_trajectory(str(folder / f"sim.dip_{bead}"), format="extras")
-    pol = ipi.read_trajectory(str(folder / f"sim.pol_{bead}"), format="extras")
+    dip = ipi.read_trajectory(str(folder / f"sim.dipole_{bead}"), format="extras")
+    pol = ipi.read_trajectory(str(folder / f"sim.polarizability_{bead}"), format="extras")
     std = ipi.read_trajectory(str(folder / f"sim.std_{bead}"), format="extras")
     assert len(frames) >= min_frames + 1
     assert len(dip["dipole"]) == len(pol["polarizability"]) == len(frames)
@@ -251,7 +251,7 @@ def test_path_integral_four_beads_with_ipi_py_driver(tmp_path, models, calculato
         with process(client_command(argv, kind="i-pi-py_driver"), tmp_path, tmp_path / "client.log") as client:
             assert wait(client) == 0, (tmp_path / "client.log").read_text()
             assert wait(server) == 0, (tmp_path / "ipi.log").read_text()[-2000:]
-    assert sorted(p.name for p in tmp_path.glob("sim.dip_*")) == [f"sim.dip_{b}" for b in range(4)]
+    assert sorted(p.name for p in tmp_path.glob("sim.dipole_*")) == [f"sim.dipole_{b}" for b in range(4)]
     template = _template(models)
     beads = [ipi.read_trajectory(str(tmp_path / f"sim.pos_{b}.extxyz"))[-1].positions for b in range(4)]
     assert min(np.abs(beads[0] - beads[b]).max() for b in range(1, 4)) > 1e-4, "beads are not distinct"

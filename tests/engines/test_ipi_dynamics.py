@@ -13,7 +13,7 @@ from ase.io import write
 import ipi
 from mdplugin.core.units import BOHR, HARTREE
 from mdplugin.engines.ase import MLCalculator
-from mdplugin.engines.ipi import PES_FILE
+from mdplugin.engines.ipi import PES_FILE, Barostat, Thermostat, input_xml
 from mdplugin.models import build
 
 from ..conftest import dichloroethane
@@ -25,36 +25,12 @@ from .test_md import elastic_network
 AU_PRESSURE = BOHR**3 / HARTREE
 
 
-def _ipi_input(*, init: str, address: str, prefix: str, steps: int, dynamics: str, pbc: bool,
-               temperature: float = 300.0, dt_fs: float = 0.5, properties: str = "") -> str:
-    ensemble = "<pressure units='gigapascal'> 0.0 </pressure>" if "npt" in dynamics else ""
-    return f"""<simulation verbosity='low' safe_stride='100000' sockets_prefix='{prefix}'>
-  <output prefix='sim'>
-    <properties stride='1' filename='out'> [ step, conserved, potential, kinetic_md{properties} ] </properties>
-    <trajectory filename='pos' stride='1' format='ase'> positions </trajectory>
-  </output>
-  <total_steps> {steps} </total_steps>
-  <prng><seed> 4242 </seed></prng>
-  <ffsocket name='ml' mode='unix' pbc='{str(pbc).lower()}'>
-    <address> {address} </address> <latency> 1e-4 </latency>
-  </ffsocket>
-  <system>
-    <initialize nbeads='1'>
-      <file mode='ase'> {init} </file>
-      <velocities mode='thermal' units='kelvin'> {temperature} </velocities>
-    </initialize>
-    <forces><force forcefield='ml'/></forces>
-    <motion mode='dynamics'>
-      <fixcom> False </fixcom>
-      <dynamics mode='{dynamics.split()[0]}'>
-        <timestep units='femtosecond'> {dt_fs} </timestep>
-        {dynamics.partition(' ')[2]}
-      </dynamics>
-    </motion>
-    <ensemble><temperature units='kelvin'> {temperature} </temperature>{ensemble}</ensemble>
-  </system>
-</simulation>
-"""
+def _ipi_input(*, init: str, address: str, prefix: str, steps: int, ensemble: str, pbc: bool,
+               properties: tuple = (), **settings) -> str:
+    """An NVE/NPT input, everything written every step, the centre-of-mass motion left alone (fixcom off)."""
+    return input_xml(init=init, steps=steps, socket=address, sockets_prefix=prefix, ensemble=ensemble, pbc=pbc,
+                     seed=4242, fixcom=False, extras=(), safe_stride=100000,
+                     properties=("step", "conserved", "potential", "kinetic_md", *properties), **settings)
 
 
 def _run_ipi(folder, xml: str, client: list[str], address: str, kind: str = "mdplugin") -> None:
@@ -102,15 +78,21 @@ def _conserved_drift(folder, n_atoms: int) -> tuple[float, float]:
     return float(np.abs(conserved - conserved[0]).max() / n_atoms), float(kinetic.mean() / n_atoms)
 
 
+def _nve(folder, start, model, steps: int, pbc: bool) -> tuple[float, float]:
+    """An i-PI NVE run of ``start`` served by ``mdplugin ipi`` with the energy ``model``;
+    :func:`_conserved_drift` of it."""
+    write(folder / "start.xyz", start)
+    xml = _ipi_input(init=str(folder / "start.xyz"), address="nve", prefix=f"{folder}/", steps=steps,
+                     ensemble="nve", pbc=pbc)
+    _run_ipi(folder, xml, ["--template", str(folder / "start.xyz"), "--energy", str(model),
+                           "--unix", "--address", "nve", "--sockets-prefix", f"{folder}/"], "nve")
+    return _conserved_drift(folder, len(start))
+
+
 def test_nve_of_a_molecule_conserves_energy(tmp_path, molecule_model):
     start = dichloroethane(rng=7, noise=0.03)
     start.cell, start.pbc = [30.0, 30.0, 30.0], False
-    write(tmp_path / "start.xyz", start)
-    xml = _ipi_input(init=str(tmp_path / "start.xyz"), address="mol", prefix=f"{tmp_path}/", steps=200,
-                     dynamics="nve", pbc=False)
-    _run_ipi(tmp_path, xml, ["--template", str(tmp_path / "start.xyz"), "--energy", str(molecule_model),
-                             "--unix", "--address", "mol", "--sockets-prefix", f"{tmp_path}/"], "mol")
-    drift, kinetic = _conserved_drift(tmp_path, len(start))
+    drift, kinetic = _nve(tmp_path, start, molecule_model, steps=200, pbc=False)
     assert kinetic > 5e-3  # ~300 K: the atoms move (measured 0.036 eV/atom)
     # measured 0.19 meV/atom (velocity Verlet, 0.5 fs, stiff C-H springs); forces off by any unit
     # factor would move it by the kinetic energy's scale
@@ -123,12 +105,7 @@ def test_nve_of_a_periodic_box_conserves_energy_across_the_wall(tmp_path, box_mo
     start = periodic_box(123)
     start.positions -= [0.45, 0.45, 0.45]  # atoms within ~0.2 Å of three cell faces
     start.wrap()
-    write(tmp_path / "box.xyz", start)
-    xml = _ipi_input(init=str(tmp_path / "box.xyz"), address="box", prefix=f"{tmp_path}/", steps=300,
-                     dynamics="nve", pbc=True)
-    _run_ipi(tmp_path, xml, ["--template", str(tmp_path / "box.xyz"), "--energy", str(box_model),
-                             "--unix", "--address", "box", "--sockets-prefix", f"{tmp_path}/"], "box")
-    drift, kinetic = _conserved_drift(tmp_path, len(start))
+    drift, kinetic = _nve(tmp_path, start, box_model, steps=300, pbc=True)
     assert kinetic > 5e-3
     assert drift < 2e-4, f"conserved energy moved by {drift * 1e3:.3f} meV/atom"  # measured 0.003
     frames = ipi.read_trajectory(str(tmp_path / "sim.pos_0.extxyz"))
@@ -166,11 +143,10 @@ def test_npt_virial_is_minus_stress_times_volume(tmp_path, calculator, box_model
         client = ["--template", str(template), "--energy", str(box_model), "--unix", "--address", "npt",
                   "--sockets-prefix", f"{tmp_path}/"]
         kind = "mdplugin"
-    baro = ("npt <barostat mode='isotropic'><tau units='femtosecond'> 20 </tau>"
-            "<thermostat mode='langevin'><tau units='femtosecond'> 50 </tau></thermostat></barostat>"
-            "<thermostat mode='langevin'><tau units='femtosecond'> 50 </tau></thermostat>")
-    xml = _ipi_input(init=str(template), address="npt", prefix=f"{tmp_path}/", steps=30, dynamics=baro, pbc=True,
-                     properties=", virial_md, volume")
+    langevin = Thermostat("langevin", 50.0)
+    xml = _ipi_input(init=str(template), address="npt", prefix=f"{tmp_path}/", steps=30, ensemble="npt", pbc=True,
+                     barostat=Barostat("isotropic", tau_fs=20.0, thermostat=langevin), thermostat=langevin,
+                     properties=("virial_md", "volume"))
     (tmp_path / "input.xml").write_text(xml)
     _run_ipi(tmp_path, xml, client, "npt", kind=kind)
     out = _output(tmp_path)

@@ -94,42 +94,13 @@ def ipi_input(*, init: str, steps: int, nbeads: int = 1, mode: str = "unix", add
               port: int | None = None, sockets_prefix: str | None = None, temperature: float = 300.0,
               dt_fs: float = 0.5, seed: int = 31415, extras: bool = True, prefix: str = "sim",
               batch_size: int = 1, std_stride: int = 1) -> str:
-    """An i-PI input: NVT (or PIMD with ``nbeads`` > 1) of the molecule in ``init`` (extxyz);
-    ``batch_size`` > 1 makes i-PI send that many structures per message (its batch mode);
-    ``std_stride``: the stride of the ``*_std`` extras output."""
-    sp = f" sockets_prefix='{sockets_prefix}'" if sockets_prefix is not None else ""
-    port_xml = f"<port> {port} </port>" if port is not None else ""
-    extras_xml = """
-    <trajectory filename='dip' stride='1' extra_type='dipole'> extras </trajectory>
-    <trajectory filename='pol' stride='1' extra_type='polarizability'> extras </trajectory>
-    <trajectory filename='std' stride='{std_stride}' extra_type='dipole_std,polarizability_std'> extras </trajectory>
-""".format(std_stride=std_stride) if extras else ""
-    thermostat = ("<thermostat mode='pile_l'><tau units='femtosecond'> 100 </tau></thermostat>" if nbeads > 1
-                  else "<thermostat mode='svr'><tau units='femtosecond'> 100 </tau></thermostat>")
-    return f"""<simulation verbosity='low' safe_stride='100000'{sp}>
-  <output prefix='{prefix}'>
-    <properties stride='1' filename='out'> [ step, time{{picosecond}}, conserved{{electronvolt}}, temperature{{kelvin}}, potential{{electronvolt}} ] </properties>
-    <trajectory filename='pos' stride='1' format='ase'> positions </trajectory>{extras_xml}
-  </output>
-  <total_steps> {steps} </total_steps>
-  <prng><seed> {seed} </seed></prng>
-  <ffsocket name='mdplugin' mode='{mode}' pbc='false'>
-    <address> {address} </address> {port_xml}
-    <latency> 1e-4 </latency> <batch_size> {batch_size} </batch_size>
-  </ffsocket>
-  <system>
-    <initialize nbeads='{nbeads}'>
-      <file mode='ase'> {init} </file>
-      <velocities mode='thermal' units='kelvin'> {temperature} </velocities>
-    </initialize>
-    <forces><force forcefield='mdplugin'/></forces>
-    <motion mode='dynamics'>
-      <dynamics mode='nvt'>
-        <timestep units='femtosecond'> {dt_fs} </timestep>
-        {thermostat}
-      </dynamics>
-    </motion>
-    <ensemble><temperature units='kelvin'> {temperature} </temperature></ensemble>
-  </system>
-</simulation>
-"""
+    """The tests' i-PI input (:func:`mdplugin.engines.ipi.input_xml`): NVT (or PIMD with ``nbeads``
+    > 1) of the molecule in ``init`` (extxyz), everything written every step; with ``extras``
+    the files ``<prefix>.dipole_<bead>``, ``.polarizability_<bead>`` and ``.std_<bead>`` (every
+    ``std_stride`` steps); ``batch_size`` > 1 makes i-PI send that many structures per message."""
+    from mdplugin.engines.ipi import Socket, input_xml
+
+    return input_xml(init=init, steps=steps, n_beads=nbeads, temperature_K=temperature, dt_fs=dt_fs, seed=seed,
+                     socket=Socket(address, mode=mode, port=port, batch_size=batch_size if batch_size > 1 else None),
+                     sockets_prefix=sockets_prefix, extras=("dipole", "polarizability") if extras else (),
+                     std_stride=std_stride if extras else None, prefix=prefix, safe_stride=100000)

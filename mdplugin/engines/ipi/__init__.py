@@ -4,6 +4,9 @@
   conversion, the calculator call, post-processing into energy, forces, virial and extras);
 * :mod:`.client` — :func:`run_client`: i-PI's own driver (``i-pi-py_driver -m custom -P
   PES_FILE -o ...``) in a child process, with a patient connection and a clear end;
+* :mod:`.input` — :func:`write_input` / :func:`input_xml`: the i-PI input (``<simulation>``) of a
+  run served by mdplugin (NVE, NVT, TRPMD, NPT; dipole, polarizability and their uncertainties as
+  extras per bead);
 * ``mdplugin ipi`` (:mod:`mdplugin.cli.ipi`) builds the PES options from the command line.
 
 Ways to run the same PES::
@@ -17,6 +20,7 @@ repository's ``drivers/mdplugin_driver.py``).
 """
 
 from .client import DEFAULT_SOCKETS_PREFIX, PES_FILE, IPIConnectionError, IPIDriverError, driver_command, run_client
+from .input import ENSEMBLES, Barostat, Socket, Thermostat, input_xml, write_input
 from .mdplugin_pes import EXTRAS_UNITS, MdpluginDriver, extras_json, make_calculator, virial_from_stress
 
 __all__ = [
@@ -31,4 +35,10 @@ __all__ = [
     "IPIDriverError",
     "DEFAULT_SOCKETS_PREFIX",
     "PES_FILE",
+    "write_input",
+    "input_xml",
+    "Thermostat",
+    "Barostat",
+    "Socket",
+    "ENSEMBLES",
 ]
