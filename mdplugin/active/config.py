@@ -113,6 +113,10 @@ class ActiveConfig:
         explore_contact : a structure with two atoms nearer than this fraction of the sum of their
             covalent radii (0.7: 0.43 Å for H–H) is a hole of the energy model: it ends its segment
             and is neither a candidate nor labelled (no oracle call). ``None``: not checked.
+        explore_bonds : so is a structure whose bonds (pairs nearer than this × the sum of their
+            covalent radii; 1.3: a C–H bond breaks at 1.39 Å) differ from those of its segment's
+            start: a bond broken or formed (the young model's dissociation). ``None``: not checked
+            (a run meant to see reactions).
         explore_label_window : a labelled frame whose oracle energy lies more than
             ``kT (3N/2 + w sqrt(3N/2))`` above the lowest labelled energy of its composition
             (``w = explore_label_window``, ``T`` the hottest temperature of the run, hot segments
@@ -163,7 +167,8 @@ class ActiveConfig:
     explore_heat: float = 2.0
     explore_window: float | None = 3.0
     explore_contact: float | None = 0.7
-    explore_label_window: float | None = 6.0
+    explore_bonds: float | None = 1.3
+    explore_label_window: float | None = 20.0
     spectrum_window: tuple[float, float] | None = None
     spectrum_tolerance: float = 0.1
     spectrum_steps: int = 2000
@@ -226,6 +231,8 @@ class ActiveConfig:
             raise ConfigError(f"active: explore_window must be at least 0 (or None), got {self.explore_window}")
         if self.explore_contact is not None and not 0 < self.explore_contact < 1:
             raise ConfigError(f"active: explore_contact must lie between 0 and 1 (or None), got {self.explore_contact}")
+        if self.explore_bonds is not None and not self.explore_bonds > 1:
+            raise ConfigError(f"active: explore_bonds must be above 1 (or None), got {self.explore_bonds}")
         if self.explore_label_window is not None and not self.explore_label_window >= 0:
             raise ConfigError(f"active: explore_label_window must be at least 0 (or None), "
                               f"got {self.explore_label_window}")
@@ -280,6 +287,7 @@ class ActiveConfig:
         d.setdefault("explore", False)  # a run folder written before exploration keeps its loop
         d.setdefault("explore_window", None)  # ... and one written before the energy window keeps its starts
         d.setdefault("explore_contact", None)  # ... and one written before the hole filters keeps its labels
+        d.setdefault("explore_bonds", None)
         d.setdefault("explore_label_window", None)
         return cls(**d)
 

@@ -17,21 +17,25 @@ or presses two hydrogens together), and a chain of starts from them walks off in
 run's temperature never visits instead of across the barriers it does.
 
 Neither is a structure that lies in a **hole of a young energy model** labelled or fitted
-(:func:`short_contact`, :func:`above_label_window`): hot segments on a model trained on a few
-frames run, within a few steps of a start, into structures the model puts far too low (two
-hydrogens 0.2–0.4 Å apart); labelled, such frames lie 10–320 eV above the others, and fitted, they
-spoil the models (and, through the errors recorded, the relative thresholds) so that the next
-segments find more holes. A structure with two atoms nearer than ``explore_contact`` × the sum of
-their covalent radii ends its segment before any oracle call; a labelled frame whose oracle energy
-lies above the label window at the hottest temperature of the run is kept apart (``refused.xyz``,
-counted as an oracle call, never fitted).
+(:func:`short_contact`, :func:`bond_graph`, :func:`above_label_window`): hot segments on a model
+trained on a few frames run, within a few steps of a start, into structures the model puts far
+too low — two hydrogens 0.2–0.4 Å apart, a C–H bond stretched to 2 Å, the molecule falling apart;
+labelled, such frames lie 3–320 eV above the others, and fitted, they spoil the models (and,
+through the errors recorded, the relative thresholds) so that the next segments find more holes.
+A structure with two atoms nearer than ``explore_contact`` × the sum of their covalent radii, or
+whose bonds (pairs nearer than ``explore_bonds`` × that sum) differ from those of its segment's
+start, ends its segment before any oracle call: at the temperatures of the run no bond breaks or
+forms (a barrier of eV against kT = 0.09 eV at 1000 K), so such a structure is the model's error,
+not chemistry to learn. A labelled frame whose oracle energy lies far above the label window at
+the hottest temperature of the run is kept apart (``refused.xyz``, counted as an oracle call,
+never fitted).
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["above_label_window", "farthest_starts", "short_contact", "thermal_window"]
+__all__ = ["above_label_window", "bond_graph", "farthest_starts", "short_contact", "thermal_window"]
 
 #: Boltzmann constant, eV/K
 K_B = 8.617333262e-5
@@ -117,6 +121,28 @@ def short_contact(atoms, factor: float) -> tuple[int, int, float] | None:
     if ratio[k] >= 1.0:
         return None
     return int(pairs.i[k]), int(pairs.j[k]), float(pairs.distances[k])
+
+
+def bond_graph(atoms, factor: float) -> frozenset[tuple[int, int]]:
+    """The bonds of a structure: the pairs ``(i, j)``, ``i < j``, nearer than ``factor`` × the sum of
+    their covalent radii (ASE's ``covalent_radii``; images count in a cell, a pair bonded through
+    any image is bonded). With ``factor`` 1.3 a C–H bond (1.09 Å) breaks at 1.39 Å (about 6 of its
+    1000 K standard deviations), C–Cl (1.79 Å) at 2.31 Å, O–H at 1.26 Å (a hydrogen bond is 1.8 Å),
+    and two hydrogens bond below 0.81 Å."""
+    from ase.data import covalent_radii
+
+    from ..structures.neighbours import neighbour_pairs
+
+    if len(atoms) < 2:
+        return frozenset()
+    radii = covalent_radii[np.asarray(atoms.numbers)]
+    pairs = neighbour_pairs(atoms, float(factor) * 2.0 * float(radii.max()), full_list=False)
+    if len(pairs) == 0:
+        return frozenset()
+    i, j = np.asarray(pairs.i), np.asarray(pairs.j)
+    bonded = np.asarray(pairs.distances) < float(factor) * (radii[i] + radii[j])
+    lo, hi = np.minimum(i, j)[bonded], np.maximum(i, j)[bonded]
+    return frozenset(zip(lo.tolist(), hi.tolist()))
 
 
 def label_window_top(n_atoms: int, temperature: float, width: float) -> float:

@@ -20,7 +20,7 @@ from ase import Atoms
 from ..core.errors import OracleError
 from ..learn.parallel import split_indices
 from . import ranks
-from .explore import above_label_window, farthest_starts, label_window_top, short_contact, thermal_window
+from .explore import above_label_window, bond_graph, farthest_starts, label_window_top, short_contact, thermal_window
 from .selection import _distance_signature, select_candidates
 from .store import structure_hash
 
@@ -58,6 +58,7 @@ class SegmentMode:
             elif cfg.walkers:
                 self.set_state(self.walker_start(), None)
             start = self.trusted
+            self.start_bonds = None  # the bonds of this segment's start (taken at the first check)
             candidates, stopped = self.run_segment()
             if self.size > 1:
                 candidates = self.gather_candidates(candidates)
@@ -97,20 +98,35 @@ class SegmentMode:
             self.checkpoint()
 
     def hole(self) -> bool:
-        """Whether the current structure is in a hole of the energy model (two atoms nearer than
-        ``explore_contact`` × their covalent-radius sum, :func:`mdplugin.active.explore.short_contact`;
-        only when exploring): logged as a ``hole`` row; the segment ends there."""
-        exploring = self.config.explore and self.config.spectrum_window is None
-        factor = self.config.explore_contact if exploring else None
-        if factor is None:
+        """Whether the current structure is in a hole of the energy model (only when exploring):
+        two atoms nearer than ``explore_contact`` × their covalent-radius sum
+        (:func:`mdplugin.active.explore.short_contact`), or bonds (``explore_bonds``,
+        :func:`mdplugin.active.explore.bond_graph`) other than those of the segment's start. Logged
+        as a ``hole`` row; the segment ends there."""
+        cfg = self.config
+        if not cfg.explore or cfg.spectrum_window is not None:
             return False
-        contact = short_contact(self.atoms, factor)
-        if contact is None:
+        note = None
+        if cfg.explore_contact is not None:
+            contact = short_contact(self.atoms, cfg.explore_contact)
+            if contact is not None:
+                i, j, d = contact
+                sym = self.atoms.get_chemical_symbols()
+                note = f"{sym[i]}{i}-{sym[j]}{j} {d:.3f} A (< {cfg.explore_contact:g} x covalent radii)"
+        if note is None and cfg.explore_bonds is not None:
+            if getattr(self, "start_bonds", None) is None:
+                start = Atoms(numbers=self.atoms.numbers, positions=self.trusted[0], cell=self.atoms.cell,
+                              pbc=self.atoms.pbc)
+                self.start_bonds = bond_graph(start, cfg.explore_bonds)
+            bonds = bond_graph(self.atoms, cfg.explore_bonds)
+            if bonds != self.start_bonds:
+                sym = self.atoms.get_chemical_symbols()
+                changed = [f"{sym[i]}{i}-{sym[j]}{j} {'broken' if (i, j) in self.start_bonds else 'formed'}"
+                           for i, j in sorted(bonds ^ self.start_bonds)]
+                note = ", ".join(changed[:4]) + (" ..." if len(changed) > 4 else "")
+        if note is None:
             return False
-        i, j, d = contact
-        sym = self.atoms.get_chemical_symbols()
-        self.store.log(event="hole", step=self.step + 1, wall_time_s=self.wall(),
-                       note=f"{sym[i]}{i}-{sym[j]}{j} {d:.3f} A (< {factor:g} x covalent radii); segment ended")
+        self.store.log(event="hole", step=self.step + 1, wall_time_s=self.wall(), note=note + "; segment ended")
         return True
 
     def refuse_label(self, frame: Atoms, labels: dict, step: int, key: str, rank: int | None = None) -> bool:
