@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import csv
 
+import ase.io
 import numpy as np
 import pytest
 from ase import Atoms
 from ase.calculators.calculator import all_changes
 
 from mdplugin.active import ActiveConfig, run_active
-from mdplugin.active.explore import K_B, above_label_window, label_window_top, short_contact
+from mdplugin.active.explore import K_B, above_label_window, bond_graph, label_window_top, short_contact
 from mdplugin.active.store import RunStore
 from mdplugin.structures.data import read_dataset
 
@@ -77,6 +78,33 @@ def test_short_contact_sees_across_the_cell_wall():
     moved.positions += [3.0, 0.0, 0.0]  # the pair no longer straddles the wall
     moved.wrap()
     assert short_contact(moved, 0.7)[2] == pytest.approx(d)
+
+
+def test_bond_graph_sees_a_bond_broken_or_formed_whatever_the_frame():
+    """1,2-Dichloroethane has 7 bonds (C-C, 2 C-Cl, 4 C-H); a 1000 K-like rattle keeps them; a C-H
+    stretched to 1.6 Å (seed 4's young model let it go to 2 Å) breaks one, the pressed hydrogens
+    form one; under rotations, reflections and permutations the bonds map with the atoms."""
+    rng = np.random.default_rng(4)
+    bonds = bond_graph(dichloroethane(), 1.3)
+    assert bonds == {(0, 1), (0, 2), (1, 3), (0, 4), (0, 5), (1, 6), (1, 7)}
+    for seed in range(5):
+        assert bond_graph(dichloroethane(rng=seed, noise=0.05), 1.3) == bonds
+    stretched = dichloroethane()
+    u = stretched.positions[4] - stretched.positions[0]
+    stretched.positions[4] = stretched.positions[0] + 1.6 * u / np.linalg.norm(u)
+    assert bonds - bond_graph(stretched, 1.3) == {(0, 4)}
+    assert bond_graph(_pressed_hydrogens(0.7), 1.3) - bonds == {(4, 6)}
+    for a in (dichloroethane(), stretched):
+        positions, perm = _random_motion(a.positions, rng)
+        moved = bond_graph(Atoms(numbers=a.numbers[perm], positions=positions), 1.3)
+        assert {tuple(sorted((int(perm[i]), int(perm[j])))) for i, j in moved} == bond_graph(a, 1.3)
+
+
+def test_bond_graph_counts_a_bond_across_the_cell_wall():
+    """A water split by the wall of a periodic box keeps its two O-H bonds (and no other)."""
+    a = Atoms("OH2", positions=[[0.1, 5, 5], [-0.86, 5, 5], [0.34, 5.93, 5]], cell=[10, 10, 10], pbc=True)
+    a.wrap()
+    assert bond_graph(a, 1.3) == {(0, 1), (0, 2)}
 
 
 def test_label_window_keeps_a_boltzmann_sample_at_the_hottest_temperature():
@@ -192,3 +220,26 @@ def test_old_run_folders_keep_every_label_and_bad_settings_are_named():
         ActiveConfig(explore_contact=1.5)
     with pytest.raises(Exception, match="explore_label_window"):
         ActiveConfig(explore_label_window=-1.0)
+
+
+def test_a_segment_ends_where_its_bonds_change_and_no_such_structure_is_labelled(tmp_path):
+    """A real run (analytic oracle) with the bond length cut at 1.08 x the covalent radii (1.05 Å for
+    O-H, 0.96 Å at rest: the thermal motion at 300-600 K crosses it, as the young model's
+    dissociation does at 1.3): segments end at ``hole`` rows and every labelled frame keeps the start's
+    bonds; without the check (the rule before) labelled frames have bonds the start had not."""
+    cfg = dict(segment=10, sample_every=2, pool=30, steps=300, max_calls=6, explore=True, n_initial=4,
+               explore_contact=None)
+    reference = bond_graph(water(), 1.08)
+
+    def changed(name):
+        frames = ase.io.read(tmp_path / name / "data.xyz", ":")
+        md = [a for a in frames if a.info["active_origin"] == "md"]
+        assert len(md) == 6 and all(bond_graph(a, 1.08) == reference for a in frames if a not in md)
+        return sum(bond_graph(a, 1.08) != reference for a in md)
+
+    run_active(water(), tmp_path / "bonds", _config(**cfg, explore_bonds=1.08), oracle=ToyOracle(), say=lambda m: None)
+    holes = _events(tmp_path / "bonds", "hole")
+    assert holes and "broken" in holes[0]["note"] and "segment ended" in holes[0]["note"]
+    assert changed("bonds") == 0
+    run_active(water(), tmp_path / "before", _config(**cfg, explore_bonds=None), oracle=ToyOracle(), say=lambda m: None)
+    assert _events(tmp_path / "before", "hole") == [] and changed("before") > 0
