@@ -243,3 +243,21 @@ def test_a_segment_ends_where_its_bonds_change_and_no_such_structure_is_labelled
     assert changed("bonds") == 0
     run_active(water(), tmp_path / "before", _config(**cfg, explore_bonds=None), oracle=ToyOracle(), say=lambda m: None)
     assert _events(tmp_path / "before", "hole") == [] and changed("before") > 0
+
+
+def test_cli_turns_the_filters_off_for_a_run_meant_to_see_reactions(tmp_path):
+    """``mdplugin active --no-explore-filters`` saves a run without the hole filters; the default keeps them."""
+    import json
+    import subprocess
+
+    from .helpers import RUN_OPTIONS, _cli, _env, _start_file
+
+    options = [o if o != "1200" else "60" for o in RUN_OPTIONS]
+    for name, extra in (("off", ["--no-explore-filters"]), ("on", [])):
+        run = subprocess.run(_cli(str(_start_file(tmp_path)), "-o", str(tmp_path / name), *options, "--quiet", *extra),
+                             env=_env(0.0), capture_output=True, text=True, timeout=300)
+        assert run.returncode == 0, run.stderr
+    off = json.loads((tmp_path / "off" / "config.json").read_text())["config"]
+    on = json.loads((tmp_path / "on" / "config.json").read_text())["config"]
+    assert (off["explore_contact"], off["explore_bonds"], off["explore_label_window"]) == (None, None, None)
+    assert (on["explore_contact"], on["explore_bonds"], on["explore_label_window"]) == (0.7, 1.3, 20.0)
