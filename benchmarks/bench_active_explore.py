@@ -10,6 +10,9 @@ of the test set's standard deviation (the spread), printed per arm and seed:
 * ``explore`` (the default of ``mdplugin active``): segments of 300 steps started from the
   thermally accessible known structure farthest from the earlier starts, hot segments, IVR picks
   over a pool (``--explore-window``, ``--explore-heat``, ``--segment``, ``--batch`` change it);
+  a segment that reaches a hole of the young energy model (a bond broken or formed, two atoms
+  nearly touching) ends there and a label far above the labelled energies is refused
+  (``--no-explore-filters``: neither, the rule before 8 Dec 2026);
 * ``follow`` (``explore=False``, the loop before): one trajectory, step by step, labelling the
   first structure over its threshold.
 
@@ -94,8 +97,10 @@ def dipole_error(run_dir: Path, test) -> dict:
     model = fit_on_dataset(build("lsoap", target="dipole", **HYPERS["dipole"]), data)
     e = evaluate_model(model, test)
     kinds = [conformer_of(a) for a in data.frames]
+    events = [line.split(",", 1)[0] for line in (run_dir / "log.csv").read_text().splitlines()[1:]]
     return {"n_frames": len(data), "dipole_pct": float(e["rmse_percent_of_std"]),
-            "gauche_fraction": kinds.count("gauche") / len(kinds)}
+            "gauche_fraction": kinds.count("gauche") / len(kinds),
+            "holes": events.count("hole"), "refused": events.count("refused")}
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -112,6 +117,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--batch", type=int, default=None, help="ActiveConfig.batch of the explore arm (default: the default)")
     ap.add_argument("--segment", type=int, default=None, help="ActiveConfig.segment of the explore arm (default: the default)")
     ap.add_argument("--explore-heat", type=float, default=None, help="ActiveConfig.explore_heat (default: the default)")
+    ap.add_argument("--no-explore-filters", action="store_true",
+                    help="the explore arm without the hole filters (explore_contact, explore_bonds, explore_label_window None)")
     args = ap.parse_args(argv)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -126,6 +133,8 @@ def main(argv: list[str] | None = None) -> None:
         explore["segment"] = args.segment
     if args.explore_heat is not None:
         explore["explore_heat"] = args.explore_heat
+    if args.no_explore_filters:
+        explore.update(explore_contact=None, explore_bonds=None, explore_label_window=None)
     results = {}
     for seed in [int(s) for s in args.seeds.split(",")]:
         for arm in args.arms.split(","):
@@ -136,7 +145,8 @@ def main(argv: list[str] | None = None) -> None:
             r["summary"] = (run_dir / "summary.txt").read_text().strip()
             results[f"{arm}/{seed}"] = r
             print(f"{arm:8s} seed {seed}: {r['n_frames']} labelled frames ({100 * r['gauche_fraction']:.0f} % gauche), "
-                  f"dipole RMSE {r['dipole_pct']:.2f} % of the std  [{time.perf_counter() - t0:.0f} s]", flush=True)
+                  f"dipole RMSE {r['dipole_pct']:.2f} % of the std; {r['holes']} segments ended in holes, "
+                  f"{r['refused']} labels refused  [{time.perf_counter() - t0:.0f} s]", flush=True)
     for arm in args.arms.split(","):
         errs = [v["dipole_pct"] for k, v in results.items() if k.startswith(arm + "/")]
         print(f"{arm:8s}: mean {np.mean(errs):.2f} %, max {np.max(errs):.2f} % over {len(errs)} seeds", flush=True)

@@ -110,6 +110,19 @@ class ActiveConfig:
             starts: thermally accessible ones, not the distorted structures a hot segment on a young
             model produces, nor the holes of the energy model far below every labelled energy.
             ``None``: no window (the rule before); it needs the energy target.
+        explore_contact : a structure with two atoms nearer than this fraction of the sum of their
+            covalent radii (0.7: 0.43 Å for H–H) is a hole of the energy model: it ends its segment
+            and is neither a candidate nor labelled (no oracle call). ``None``: not checked.
+        explore_bonds : so is a structure whose bonds (pairs nearer than this × the sum of their
+            covalent radii; 1.3: a C–H bond breaks at 1.39 Å) differ from those of its segment's
+            start: a bond broken or formed (the young model's dissociation). ``None``: not checked
+            (a run meant to see reactions).
+        explore_label_window : a labelled frame whose oracle energy lies more than
+            ``kT (3N/2 + w sqrt(3N/2))`` above the lowest labelled energy of its composition
+            (``w = explore_label_window``, ``T`` the hottest temperature of the run, hot segments
+            included) is refused: written to ``refused.xyz`` (counted as an oracle call, never
+            labelled again), not to ``data.xyz``, so neither the models nor the relative thresholds
+            see it. ``None``: every label is kept (the rule before). Both only when exploring.
 
     Aimed at a spectrum (``spectrum_window`` given; the run goes in rounds instead of segments)
         spectrum_window : ``(low, high)`` cm⁻¹ of the IR the run is for. Each round runs
@@ -153,6 +166,9 @@ class ActiveConfig:
     explore: bool = True
     explore_heat: float = 2.0
     explore_window: float | None = 3.0
+    explore_contact: float | None = 0.7
+    explore_bonds: float | None = 1.3
+    explore_label_window: float | None = 20.0
     spectrum_window: tuple[float, float] | None = None
     spectrum_tolerance: float = 0.1
     spectrum_steps: int = 2000
@@ -213,6 +229,13 @@ class ActiveConfig:
             raise ConfigError(f"active: explore_heat must be at least 1, got {self.explore_heat}")
         if self.explore_window is not None and not self.explore_window >= 0:
             raise ConfigError(f"active: explore_window must be at least 0 (or None), got {self.explore_window}")
+        if self.explore_contact is not None and not 0 < self.explore_contact < 1:
+            raise ConfigError(f"active: explore_contact must lie between 0 and 1 (or None), got {self.explore_contact}")
+        if self.explore_bonds is not None and not self.explore_bonds > 1:
+            raise ConfigError(f"active: explore_bonds must be above 1 (or None), got {self.explore_bonds}")
+        if self.explore_label_window is not None and not self.explore_label_window >= 0:
+            raise ConfigError(f"active: explore_label_window must be at least 0 (or None), "
+                              f"got {self.explore_label_window}")
         if self.spectrum_window is not None:
             self._validate_spectrum()
         if self.walkers and not self.segment:
@@ -263,6 +286,9 @@ class ActiveConfig:
         d = {k: v for k, v in d.items() if k in known}
         d.setdefault("explore", False)  # a run folder written before exploration keeps its loop
         d.setdefault("explore_window", None)  # ... and one written before the energy window keeps its starts
+        d.setdefault("explore_contact", None)  # ... and one written before the hole filters keeps its labels
+        d.setdefault("explore_bonds", None)
+        d.setdefault("explore_label_window", None)
         return cls(**d)
 
     def heat(self, segment_index: int) -> float:
@@ -285,3 +311,7 @@ class ActiveConfig:
         if cycles > 1 and frac < 1.0:
             frac = (frac * cycles) % 1.0
         return t0 + (t1 - t0) * frac
+
+    def hottest(self) -> float:
+        """The hottest thermostat temperature of the run, K (ramp and hot segments included)."""
+        return max(self.temperature) * (self.explore_heat if self.explore and self.segment else 1.0)

@@ -154,8 +154,11 @@ class _Run(SegmentMode, SpectrumMode):
         return self.wall_before + time.perf_counter() - self.t_start
 
     def counts(self) -> tuple[int, int]:
-        """(oracle calls during MD, initial frames) from data.xyz."""
-        return self.store.origins.get("md", 0), sum(v for k, v in self.store.origins.items() if k != "md")
+        """(oracle calls during MD, initial frames) from data.xyz (and refused.xyz: refused labels
+        count as calls)."""
+        during = ("md", "refused")
+        return (sum(self.store.origins.get(k, 0) for k in during),
+                sum(v for k, v in self.store.origins.items() if k not in during))
 
     def data(self) -> Dataset:
         """The labelled frames (collective under MPI: rank 0 reads data.xyz and broadcasts)."""
@@ -391,6 +394,8 @@ class _Run(SegmentMode, SpectrumMode):
         thr = self.learner.thresholds()
         self.say(f"labelling step {step} (uncertainty {ratio:.2f} x threshold)")
         labels = self.learner.label(frame)
+        if self.refuse_label(frame, labels, step, key):
+            return
         err = self.learner.errors(predicted, labels, len(frame))
         self.learner.record_errors(err)
         self.store.append_frame(frame, labels, step=step, origin="md", key=key)

@@ -5,7 +5,9 @@ at the end of the segment the most uncertain candidates over their threshold (``
 :func:`mdplugin.active.selection.select_candidates`) are labelled before one retraining. ``pool``
 keeps candidates across segments (rescored with the current models), ``walkers`` restarts every
 segment from an initial frame, and a candidate over ``stop_factor`` × its threshold ends the
-segment early (the next one starts from the segment's start with new velocities). Under MPI every
+segment early (the next one starts from the segment's start with new velocities). When exploring,
+a structure in a hole of the energy model ends its segment too, and a label far above the labelled
+energies is refused (:mod:`mdplugin.active.explore`). Under MPI every
 rank runs its own walker; the candidates are gathered and the batch labelled in parallel
 (:mod:`mdplugin.active.ranks`).
 """
@@ -18,7 +20,7 @@ from ase import Atoms
 from ..core.errors import OracleError
 from ..learn.parallel import split_indices
 from . import ranks
-from .explore import farthest_starts, thermal_window
+from .explore import above_label_window, bond_graph, farthest_starts, label_window_top, short_contact, thermal_window
 from .selection import _distance_signature, select_candidates
 from .store import structure_hash
 
@@ -56,6 +58,7 @@ class SegmentMode:
             elif cfg.walkers:
                 self.set_state(self.walker_start(), None)
             start = self.trusted
+            self.start_bonds = None  # the bonds of this segment's start (taken at the first check)
             candidates, stopped = self.run_segment()
             if self.size > 1:
                 candidates = self.gather_candidates(candidates)
@@ -63,6 +66,7 @@ class SegmentMode:
             if cfg.pool:
                 candidates = self.rescored_pool(candidates)
             calls, _ = self.counts()
+            labelled = self.store.origins.get("md", 0)
             picked = select_candidates(candidates, min(cfg.batch, cfg.max_calls - calls), cfg.selection,
                                        learner=self.learner, template=self.atoms)
             if self.size > 1:
@@ -82,7 +86,7 @@ class SegmentMode:
                     self.drop_failed(c, exc)
                 if cfg.pool:
                     self.pool = [k for k in self.pool if k is not c]
-            if self.counts()[0] > calls:
+            if self.store.origins.get("md", 0) > labelled:  # (a refused label is not training data)
                 self.retrain("label")
                 self.atoms.calc = self.learner.calculator()
             if stopped:
@@ -92,6 +96,76 @@ class SegmentMode:
             else:
                 self.trusted = (self.atoms.positions.copy(), self.atoms.get_momenta().copy())
             self.checkpoint()
+
+    def hole(self) -> bool:
+        """Whether the current structure is in a hole of the energy model (only when exploring):
+        two atoms nearer than ``explore_contact`` × their covalent-radius sum
+        (:func:`mdplugin.active.explore.short_contact`), or bonds (``explore_bonds``,
+        :func:`mdplugin.active.explore.bond_graph`) other than those of the segment's start. Logged
+        as a ``hole`` row; the segment ends there."""
+        cfg = self.config
+        if not cfg.explore or cfg.spectrum_window is not None:
+            return False
+        note = None
+        if cfg.explore_contact is not None:
+            contact = short_contact(self.atoms, cfg.explore_contact)
+            if contact is not None:
+                i, j, d = contact
+                sym = self.atoms.get_chemical_symbols()
+                note = f"{sym[i]}{i}-{sym[j]}{j} {d:.3f} A (< {cfg.explore_contact:g} x covalent radii)"
+        if note is None and cfg.explore_bonds is not None:
+            if getattr(self, "start_bonds", None) is None:
+                start = Atoms(numbers=self.atoms.numbers, positions=self.trusted[0], cell=self.atoms.cell,
+                              pbc=self.atoms.pbc)
+                self.start_bonds = bond_graph(start, cfg.explore_bonds)
+            bonds = bond_graph(self.atoms, cfg.explore_bonds)
+            if bonds != self.start_bonds:
+                sym = self.atoms.get_chemical_symbols()
+                changed = [f"{sym[i]}{i}-{sym[j]}{j} {'broken' if (i, j) in self.start_bonds else 'formed'}"
+                           for i, j in sorted(bonds ^ self.start_bonds)]
+                note = ", ".join(changed[:4]) + (" ..." if len(changed) > 4 else "")
+        if note is None:
+            return False
+        self.store.log(event="hole", step=self.step + 1, wall_time_s=self.wall(), note=note + "; segment ended")
+        return True
+
+    def refuse_label(self, frame: Atoms, labels: dict, step: int, key: str, rank: int | None = None) -> bool:
+        """Whether a labelled frame is refused (:func:`mdplugin.active.explore.above_label_window`;
+        only when exploring): its oracle energy lies more than the label window above the lowest
+        labelled energy of its composition at the run's hottest temperature. A refused frame goes to
+        ``refused.xyz`` (an oracle call, never labelled again) and a ``refused`` row of log.csv, not
+        to data.xyz: neither the models nor the relative thresholds see it."""
+        cfg = self.config
+        if not cfg.explore or cfg.spectrum_window is not None or cfg.explore_label_window is None \
+                or "energy" not in labels:
+            return False
+        reference = self.lowest_energy(frame.numbers)
+        energy = float(np.asarray(labels["energy"], dtype=float))
+        if reference is None or not above_label_window(energy, reference, len(frame), cfg.hottest(),
+                                                       cfg.explore_label_window):
+            return False
+        self.store.append_refused(frame, labels, step=step, key=key, rank=rank)
+        top = label_window_top(len(frame), cfg.hottest(), cfg.explore_label_window)
+        calls, _ = self.counts()
+        self.say(f"label refused {key} step {step}: {energy - reference:.3g} eV above the lowest labelled energy "
+                 f"(window {top:.3g} eV)")
+        self.store.log(event="refused", step=step, oracle_calls=calls, wall_time_s=self.wall(),
+                       note=f"{key}: {energy - reference:.4g} eV above the lowest labelled energy "
+                            f"(window {top:.3g} eV at {cfg.hottest():.0f} K)")
+        return True
+
+    def lowest_energy(self, numbers: np.ndarray) -> float | None:
+        """The lowest oracle energy (eV) of the labelled frames with the same composition as
+        ``numbers`` (sorted atomic numbers), ``None`` when there is none (or no energy labels)."""
+        data = self.data()
+        if data.energy is None or not len(data.energy):
+            return None
+        composition = np.sort(np.asarray(numbers))
+        same = [i for i, a in enumerate(data.frames)
+                if len(a) == len(composition) and np.array_equal(np.sort(a.numbers), composition)]
+        energies = np.asarray(data.energy, dtype=float)[same]
+        energies = energies[np.isfinite(energies)]
+        return float(energies.min()) if len(energies) else None
 
     def drop_failed(self, candidate: dict, exc: OracleError) -> None:
         """An oracle failure on a picked candidate (e.g. an SCF that does not converge on a structure
@@ -172,6 +246,8 @@ class SegmentMode:
                 self.dyn.step()
                 broken = self.broken()
                 if not broken and sample:
+                    broken = self.hole()
+                if not broken and sample:
                     u = self.learner.uncertainties(self.atoms)
                     ratio = self.learner.ratio(u)
                     self.note_ratio(ratio)
@@ -248,6 +324,8 @@ class SegmentMode:
             if i not in done:
                 continue
             labels, predicted = done[i]
+            if self.refuse_label(frame, labels, c["step"], key, rank=c["rank"]):
+                continue
             err = self.learner.errors(predicted, labels, len(frame))
             self.learner.record_errors(err)
             self.store.append_frame(frame, labels, step=c["step"], origin="md", key=key, rank=c["rank"])

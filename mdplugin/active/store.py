@@ -6,6 +6,9 @@
   :func:`mdplugin.structures.data.read_dataset` reads them) plus ``active_hash`` (structure key),
   ``active_step`` and ``active_origin``. A frame is appended and fsync'ed *before* it is used;
   a frame cut short by a kill is dropped on the next open (it was never reported written).
+* ``refused.xyz`` — labelled frames an exploring run refused (oracle energy far above the labelled
+  set: a hole of a young energy model, :mod:`mdplugin.active.explore`), same format, origin
+  ``refused``: they count as oracle calls and are never labelled again, but are not training data.
 * ``log.csv`` — one row per event, appended and fsync'ed (see :data:`LOG_COLUMNS`).
 * ``state.npz`` — the last trusted MD state (positions Å, momenta in ASE units), counters and the
   random generator's state (JSON metadata inside), replaced atomically.
@@ -117,6 +120,7 @@ class RunStore:
         self.log_path = self.dir / "log.csv"
         self.state_npz = self.dir / "state.npz"
         self.config_path = self.dir / "config.json"
+        self.refused_path = self.dir / "refused.xyz"
         self.hashes: set[str] = set()
         self.origins: dict[str, int] = {}  # labelled frames per origin (initial, reference, md)
 
@@ -151,9 +155,37 @@ class RunStore:
             m = _ORIGIN_RE.search(c)
             origin = m.group(1) if m else "initial"
             self.origins[origin] = self.origins.get(origin, 0) + 1
+        self._open_refused()
         if self.log_path.exists():
             self._repair_log()
         return len(comments)
+
+    def _open_refused(self) -> None:
+        """Count the frames of ``refused.xyz`` (origin ``refused``) and keep their keys; a frame cut
+        short by a kill is dropped (it was never reported written)."""
+        if not self.refused_path.exists():
+            return
+        text = self.refused_path.read_text()
+        length, comments = _complete_frames_length(text)
+        if length != len(text):
+            with atomic_write(self.refused_path) as fh:
+                fh.write(text[:length])
+        for c in comments:
+            m = _HASH_RE.search(c)
+            if m:
+                self.hashes.add(m.group(1))
+        if comments:
+            self.origins["refused"] = len(comments)
+
+    def append_refused(self, atoms: Atoms, labels: dict[str, np.ndarray], step: int, key: str,
+                       rank: int | None = None) -> None:
+        """Append a refused labelled frame to ``refused.xyz`` (fsync): an oracle call, never training data."""
+        if key in self.hashes:
+            return
+        if self.writer:
+            append_durably(self.refused_path, frame_text(atoms, labels, key, step, "refused", rank))
+        self.hashes.add(key)
+        self.origins["refused"] = self.origins.get("refused", 0) + 1
 
     def has(self, key: str) -> bool:
         return key in self.hashes

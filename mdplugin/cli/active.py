@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 from .options import json_object
 from ..core.errors import ConfigError, MdpluginError
 from ..active.config import TARGETS, ActiveConfig
@@ -107,6 +109,8 @@ def _run(args, comm) -> int:
         if args.start is None:
             raise ConfigError("active: give a start structure (or --resume RUN_DIR)")
         config = ActiveConfig(**{k: v for k, v in given.items() if v is not None})
+        if getattr(args, "explore_filters", None) is False:  # --no-explore-filters: a run meant to see reactions
+            config = dataclasses.replace(config, explore_contact=None, explore_bonds=None, explore_label_window=None)
         summary = run_active(args.start, args.output, config=config, oracle=args.oracle or "tblite",
                              initial=getattr(args, "initial", None), say=say, comm=comm)
     if quiet and comm.rank == 0:

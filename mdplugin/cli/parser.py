@@ -561,6 +561,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="segment starts only from W sqrt(3N/2) kT below to kT (3N/2 + W sqrt(3N/2)) above the "
                         "lowest labelled energy (T the thermostat temperature, N atoms; default 3; needs the "
                         "energy target)")
+    g.add_argument("--no-explore-filters", dest="explore_filters", action="store_false", default=None,
+                   help="label what the models' dynamics reach even where a bond broke or formed, two atoms "
+                        "nearly touch, or the oracle's energy lies far above the labelled set (by default such "
+                        "structures, holes of a young energy model, end their segment or are refused; for a run "
+                        "meant to see reactions)")
     g = p.add_argument_group(
         "aimed at a spectrum",
         "With --spectrum-window the run goes in rounds: --spectrum-steps MD steps with the models (a frame every "
