@@ -301,6 +301,7 @@ class SphericalExpansion:
         self.smoothing_width = float(smoothing_width)
         self._spline: RadialSpline | None = None
         self._cubics: tuple | None = None
+        self._rows: tuple | None = None
         self._harmonics = None
         self._harmonics_buffers: tuple[np.ndarray, np.ndarray] | None = None
         self._radial_buffer: np.ndarray | None = None
@@ -358,6 +359,17 @@ class SphericalExpansion:
         if self._cubics is None:
             self._cubics = self.spline.coefficients()
         return self._cubics
+
+    @property
+    def radial_rows(self) -> tuple[np.ndarray, bool, np.ndarray, np.ndarray]:
+        """The cubics as the pair kernels read them (:func:`~.kernels.radial_rows`): ``(rows, uniform,
+        inverse_steps, n_intervals)``."""
+        if self._rows is None:
+            from .kernels import radial_rows
+
+            cubics, inv_step, n_int = self.radial_cubics
+            self._rows = (*radial_rows(cubics, inv_step, n_int), inv_step, n_int)
+        return self._rows
 
     def featomic_reference(self):
         """featomic's ``SphericalExpansion`` computing exactly this engine's numbers (same spline):
@@ -475,7 +487,7 @@ class SphericalExpansion:
         centre_frame = np.repeat(np.arange(len(frames)), sizes)
         centre_atom = np.arange(n_centres) - offsets[centre_frame]
 
-        spline, cubics = self.spline, self.radial_cubics
+        spline, rows = self.spline, self.radial_rows
         if len(frames) == 1:  # an MD step: the pairs of a Verlet list, searched again only when needed
             try:
                 centre, neighbour, vectors, distances = self._verlet.pairs(frames[0])
@@ -498,7 +510,7 @@ class SphericalExpansion:
             radial, dradial = self._radial_values(len(distances))
         else:
             radial = dradial = np.empty((0, n_l, self.max_radial + 1))
-        expand_pairs(centre, neighbour, centre_slot, slot, distances, y, *cubics, spline.cutoff, spline.smoothing_width,
+        expand_pairs(centre, neighbour, centre_slot, slot, distances, y, *rows, spline.cutoff, spline.smoothing_width,
                      len(self.species), self.offsets(n_centres), buffer, radial, dradial, gradients)
         values = _split(buffer, sizes_l, [(n_centres, 2 * l + 1, sr) for l in range(n_l)])
         grads = volumes = None
