@@ -46,6 +46,7 @@ import numpy as np
 
 from ..core.errors import DataError
 from ..structures.neighbours import VerletPairs, batch_pairs
+from .buffers import BufferPool
 from .radial import RadialSpline, radial_spline
 
 __all__ = ["Expansion", "PairGradients", "SphericalExpansion", "frame_element_check", "frame_volumes"]
@@ -125,11 +126,11 @@ class PairGradients(Sequence):
     """
 
     def __init__(self, engine: "SphericalExpansion", n_centres: int, n_frames: int, centre, neighbour, centre_slot,
-                 slot, frame, vectors, distances):
+                 slot, frame, vectors, distances, y, dy):
         self._engine, self.n_centres, self.n_frames = engine, n_centres, n_frames
         self.centre, self.neighbour, self.centre_slot, self.slot = centre, neighbour, centre_slot, slot
         self.frame = frame
-        self.vectors, self.distances = vectors, distances
+        self.vectors, self.distances, self._y, self._dy = vectors, distances, y, dy
         self._dense: list | None = None
         self._rows: tuple | None = None
 
@@ -169,9 +170,8 @@ class PairGradients(Sequence):
             from .kernels import dense_pair_gradients
 
             spline = e.spline
-            y, dy = e.spherical_harmonics(self.vectors, gradients=True)
             dense_pair_gradients(self.centre, self.neighbour, self.centre_slot, self.slot, self.vectors,
-                                 self.distances, y, dy, *e.radial_cubics, spline.cutoff,
+                                 self.distances, self._y, self._dy, *e.radial_cubics, spline.cutoff,
                                  spline.smoothing_width, len(e.species), row, row_back, self_row[self.centre],
                                  self_row[self.neighbour], offsets, out, strain, with_strain)
             dense = _split(out, sizes, [(len(pairs), 3, 2 * l + 1, sr) for l in range(n_l)])
@@ -189,9 +189,7 @@ class PairGradients(Sequence):
         """Forces ``−∂E/∂r`` (n_centres, 3) and the strain derivative ``∂E/∂ε`` (n_frames, 3, 3)
         from ``energy_gradient[l]`` = ∂E/∂c^l ``(n_centres, 2l+1, n_species·n_radial)`` (or all of
         them as one flat float64 array in that layout, one l after the other), in one pass
-        over the pairs (:func:`~mdplugin.features.kernels.contract_pairs`; the harmonics and their
-        gradients are computed again, ``PAIR_CHUNK`` pairs at a time, see
-        :meth:`SphericalExpansion.pair_chunks`). ``∂E/∂ε_ab`` is the
+        over the pairs (:func:`~mdplugin.features.kernels.contract_pairs`). ``∂E/∂ε_ab`` is the
         derivative under the strain ``r → (1 + ε) r`` of positions and cell (stress = ∂E/∂ε / V);
         for a molecule it is the (meaningless but harmless) same sum."""
         from .kernels import contract_pairs
@@ -205,11 +203,9 @@ class PairGradients(Sequence):
             raise ValueError(f"energy gradient of {de_dc.size} values for an expansion of {self.n_centres} centres")
         forces = np.zeros((self.n_centres, 3))
         strain = np.zeros((self.n_frames, 3, 3))
-        rows, offsets = e.radial_rows, e.offsets(self.n_centres)
-        for part, y, dy in e.pair_chunks(self.vectors, gradients=True):
-            contract_pairs(self.centre[part], self.neighbour[part], self.centre_slot[part], self.slot[part],
-                           self.frame[part], self.vectors[part], self.distances[part], y, dy, *rows, spline.cutoff,
-                           spline.smoothing_width, len(e.species), offsets, de_dc, forces, strain)
+        contract_pairs(self.centre, self.neighbour, self.centre_slot, self.slot, self.frame, self.vectors,
+                       self.distances, self._y, self._dy, *e.radial_rows, spline.cutoff,
+                       spline.smoothing_width, len(e.species), e.offsets(self.n_centres), de_dc, forces, strain)
         return forces, strain
 
     def forces(self, energy_gradient: Sequence[np.ndarray]) -> np.ndarray:
@@ -307,6 +303,7 @@ class SphericalExpansion:
         self._cubics: tuple | None = None
         self._rows: tuple | None = None
         self._harmonics = None
+        self._buffers = BufferPool()  # the per-pair arrays of an MD step, reused between steps
         self._checked: bytes | None = None
         self._offsets: dict[int, np.ndarray] = {}
         self._verlet = VerletPairs(self.cutoff, full_list=False)
@@ -392,35 +389,37 @@ class SphericalExpansion:
             self._offsets[n_centres] = got
         return got
 
-    #: pairs per sphericart call in an MD step's pair passes: their harmonics (and gradients) are
-    #: made and used while they are in the cache (~0.5 + 1.5 MB), never stored for all pairs
-    PAIR_CHUNK = 4096
+    #: pairs per sphericart call when its output goes into the kept buffers (~3 MB of gradients)
+    HARMONICS_CHUNK = 8192
 
-    def spherical_harmonics(self, vectors: np.ndarray, gradients: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
-        """sphericart's real spherical harmonics ``y`` (n, (L+1)²) of the pair vectors ``vectors``
-        (n, 3) Å and, with ``gradients``, ``dy`` (n, 3, (L+1)²) Å⁻¹ (else None)."""
+    def _spherical_harmonics(self, vectors: np.ndarray, gradients: bool) -> tuple[np.ndarray, np.ndarray | None]:
+        """sphericart's real spherical harmonics ``y`` (n_pairs, (L+1)²) of the pair vectors and, with
+        ``gradients``, ``dy`` (n_pairs, 3, (L+1)²) Å⁻¹.
+
+        An MD step asks for them at every step with about the same number of pairs: with more than
+        ``HARMONICS_CHUNK`` pairs they go into arrays lent by the engine's
+        :class:`~.buffers.BufferPool` (reused once the previous step's expansion is gone: the
+        calculator drops it when the positions change), computed ``HARMONICS_CHUNK`` pairs at a time,
+        instead of into new arrays. A new array of ``dy`` (19 MB for the half list of a 1536-atom
+        water box, 150 MB at 12288 atoms; above glibc's 32 MB limit for reusing freed memory it is
+        fresh memory from the kernel at every step: with the full list at 1536 atoms, 38 MB, 9233
+        page faults and 30–90 ms of system CPU time per step on a busy machine, up to half the
+        step)."""
         if self._harmonics is None:
             import sphericart
 
             self._harmonics = sphericart.SphericalHarmonics(self.max_angular)
-        if gradients:
-            return self._harmonics.compute_with_gradients(vectors)
-        return self._harmonics.compute(vectors), None
-
-    def pair_chunks(self, vectors: np.ndarray, gradients: bool = False):
-        """``(part, y, dy)`` for consecutive slices ``part`` of ``PAIR_CHUNK`` pairs: the harmonics of
-        ``vectors[part]`` (:meth:`spherical_harmonics`).
-
-        The expansion and the force contraction each take the harmonics a chunk at a time and use
-        them at once: the expansion needs no gradients, the contraction computes them again. Kept
-        for all pairs (as before 7 Dec 2026), ``y`` and ``dy`` were 24 MB for the half list of a
-        1536-atom water box (190 MB at 12288 atoms), written by the expansion and read back from
-        memory by the contraction, and needed a buffer reused between steps (fresh arrays of that
-        size cost page faults at every step); a chunk's 2 MB stays in the cache and small arrays
-        are reused by the allocator."""
-        for start in range(0, len(vectors), self.PAIR_CHUNK):
-            part = slice(start, min(len(vectors), start + self.PAIR_CHUNK))
-            yield (part, *self.spherical_harmonics(vectors[part], gradients))
+        n = len(vectors)
+        if n <= self.HARMONICS_CHUNK or not gradients:
+            if gradients:
+                return self._harmonics.compute_with_gradients(vectors)
+            return self._harmonics.compute(vectors), None
+        n_lm = (self.max_angular + 1) ** 2
+        y, dy = self._buffers.lend("harmonics", (n, n_lm)), self._buffers.lend("harmonics gradients", (n, 3, n_lm))
+        for start in range(0, n, self.HARMONICS_CHUNK):
+            stop = min(n, start + self.HARMONICS_CHUNK)
+            y[start:stop], dy[start:stop] = self._harmonics.compute_with_gradients(vectors[start:stop])
+        return y, dy
 
     def features(self, frames: Sequence, gradients: bool = False):
         """The features the models of an MD step share (the featurizer protocol, see
@@ -467,6 +466,7 @@ class SphericalExpansion:
         else:
             centre, neighbour, frame, vectors, distances = batch_pairs(frames, self.cutoff, full_list=False)
         slot, centre_slot = self._slot_of[centre_species[neighbour]], self._slot_of[centre_species[centre]]
+        y, dy = self._spherical_harmonics(vectors, gradients)
 
         n_l, sr = self.max_angular + 1, len(self.species) * (self.max_radial + 1)
         sizes_l = [n_centres * (2 * l + 1) * sr for l in range(n_l)]
@@ -474,15 +474,13 @@ class SphericalExpansion:
         # the centre's own density: l = 0, its own species slot
         own = buffer[: sizes_l[0]].reshape(n_centres, len(self.species), self.max_radial + 1)
         own[np.arange(n_centres), self._slot_of[centre_species]] = spline.self_contribution()
-        coefficient_offsets = self.offsets(n_centres)
-        for part, y, _ in self.pair_chunks(vectors):
-            expand_pairs(centre[part], neighbour[part], centre_slot[part], slot[part], distances[part], y, *rows,
-                         spline.cutoff, spline.smoothing_width, len(self.species), coefficient_offsets, buffer)
+        expand_pairs(centre, neighbour, centre_slot, slot, distances, y, *rows, spline.cutoff, spline.smoothing_width,
+                     len(self.species), self.offsets(n_centres), buffer)
         values = _split(buffer, sizes_l, [(n_centres, 2 * l + 1, sr) for l in range(n_l)])
         grads = volumes = None
         if gradients:
             grads = PairGradients(self, n_centres, len(frames), centre, neighbour, centre_slot, slot, frame, vectors,
-                                  distances)
+                                  distances, y, dy)
             volumes = frame_volumes(frames)
         return Expansion(species=self.species, max_angular=self.max_angular, values=values,
                          centre_frame=centre_frame, centre_atom=centre_atom, centre_species=centre_species,

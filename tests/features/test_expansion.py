@@ -272,33 +272,38 @@ def test_a_frames_numbers_do_not_depend_on_its_batch():
         start += len(atoms)
 
 
-def test_pair_passes_in_chunks_equal_all_pairs_at_once():
-    """The expansion and the force/strain contraction take the pairs' harmonics ``PAIR_CHUNK`` pairs
-    at a time (a chunk boundary may split a centre's pairs, or fall between an atom's own-image
-    pairs); the numbers equal those of all pairs in one chunk, and an expansion still alive is not
-    changed by the next one."""
+def test_kept_harmonics_buffers_are_reused_only_when_free():
+    """A large structure's spherical harmonics and their gradients go into buffers the engine keeps
+    between MD steps (no fresh 24 MB per step at 1536 atoms); an expansion still alive is never
+    overwritten by the next one, and the numbers equal those of fresh arrays."""
     rng = np.random.default_rng(12)
     cell = np.diag([9.0, 9.5, 10.0]) + np.triu(rng.uniform(-1.0, 1.0, (3, 3)), 1)
     boxes = [Atoms(numbers=rng.choice([1, 6, 8], 200), scaled_positions=rng.uniform(size=(200, 3)), cell=cell,
                    pbc=True) for _ in range(2)]
-    small = Atoms(numbers=[8, 1, 1], positions=[[0, 0, 0], [0.9, 0.3, 0], [-0.2, 0.9, 0.1]],
-                  cell=[[2.9, 0, 0], [0.4, 3.1, 0], [0.2, -0.3, 3.3]], pbc=True)  # its own images
+    calc = SphericalExpansion([1, 6, 8], **MD_HYPERS)
     weights = [rng.normal(size=(200, 2 * l + 1, 3 * 5)) for l in range(4)]
 
-    def result(exp, w):
-        return [v.copy() for v in exp.values] + list(exp.pair_gradients.forces_and_strain(w))
+    def result(exp):
+        return [v.copy() for v in exp.values] + list(exp.pair_gradients.forces_and_strain(weights))
 
-    whole = SphericalExpansion([1, 6, 8], **MD_HYPERS)
-    whole.PAIR_CHUNK = 10**9
-    chunked = SphericalExpansion([1, 6, 8], **MD_HYPERS)
-    chunked.PAIR_CHUNK = 23
-    for atoms in (boxes[0], small):
-        w = [x[: len(atoms)] for x in weights]
-        first = chunked.compute(atoms, gradients=True)
-        assert len(first.pair_gradients.distances) > 3 * chunked.PAIR_CHUNK
-        before = result(first, w)
-        for x, y in zip(before, result(whole.compute(atoms, gradients=True), w)):
-            np.testing.assert_allclose(x, y, rtol=1e-12, atol=1e-12 * np.abs(y).max())
-        chunked.compute(boxes[1], gradients=True)  # `first` alive: its numbers stay
-        for x, y in zip(result(first, w), before):
-            np.testing.assert_array_equal(x, y)
+    first = calc.compute(boxes[0], gradients=True)
+    assert len(first.pair_gradients.distances) > calc.HARMONICS_CHUNK  # the buffered path, in chunks
+    before = result(first)
+    second = calc.compute(boxes[1], gradients=True)  # `first` alive: its harmonics stay untouched
+    assert not np.shares_memory(first.pair_gradients._dy, second.pair_gradients._dy)
+    assert not np.shares_memory(first.pair_gradients._y, second.pair_gradients._y)
+    for x, y in zip(result(first), before):
+        np.testing.assert_array_equal(x, y)
+    kept = calc._buffers.address("harmonics gradients")  # its address (a reference would hold it)
+    kept_y = calc._buffers.address("harmonics")
+    del first, second
+    again = calc.compute(boxes[0], gradients=True)  # nothing holds the buffers: reused
+    assert again.pair_gradients._dy.ctypes.data == kept
+    assert again.pair_gradients._y.ctypes.data == kept_y
+    for x, y in zip(result(again), before):
+        np.testing.assert_array_equal(x, y)
+    # the same numbers as sphericart's own arrays of all pairs at once
+    fresh = SphericalExpansion([1, 6, 8], **MD_HYPERS)
+    fresh.HARMONICS_CHUNK = 10**9
+    for x, y in zip(result(fresh.compute(boxes[0], gradients=True)), before):
+        np.testing.assert_array_equal(x, y)
