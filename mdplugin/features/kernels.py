@@ -14,9 +14,10 @@ Why compiled: each pair touches ``(L+1)² · n_radial`` numbers of two centres; 
 ``(n_pairs, (L+1)², n_radial)`` temporaries and a scatter-add, several times slower and
 proportionally larger in memory. The loops here run over pairs once, keep a pair's radial values
 in a small local array, and write each coefficient in place. The force/virial contraction
-(:func:`contract_pairs`) evaluates the radial values and derivatives again and forms each pair's
+(:func:`contract_pairs`) reads the radial values and derivatives the expansion pass kept
+(``(n_pairs, L+1, n_radial)`` each, :func:`expand_pairs` with ``keep_radial``) and forms each pair's
 derivative on the fly instead of storing the ``(n_pairs, 3, (L+1)², n_radial)`` gradients: an MD
-step's memory stays O(pairs). Both kernels are compiled for the basis sizes (:func:`_pair_kernels`).
+step's memory stays O(pairs).
 """
 
 from __future__ import annotations
@@ -69,7 +70,7 @@ def radial_rows(coef: np.ndarray, inv_step: np.ndarray, n_int: np.ndarray) -> tu
 
 
 def expand_pairs(centre, neighbour, centre_slot, slot, r, y, rows, uniform, inv_step, n_int, rc, width, n_species,
-                 offsets, out) -> None:
+                 offsets, out, radial, dradial, keep_radial) -> None:
     """Add every half-list pair's ``G_nl(r) Y_lm`` to ``out`` (flat per-l blocks, see the module
     doc), at both ends.
 
@@ -77,22 +78,28 @@ def expand_pairs(centre, neighbour, centre_slot, slot, r, y, rows, uniform, inv_
     (n_pairs,) int: their species slots; ``r`` (n_pairs,) Å; ``y`` (n_pairs, (L+1)²) spherical
     harmonics of the pair vectors; ``rows``, ``uniform``: the spline's cubics as
     :func:`radial_rows` lays them out, ``inv_step``, ``n_int`` (L+1,) each l's grid
-    (:meth:`~.radial.RadialSpline.coefficients`); ``rc``, ``width``: cutoff and smoothing width,
-    Å; ``offsets`` (L+1,) int. An atom and its own image (``i == j``) adds both ends to the same
-    atom, as the full list's two pairs ``±S`` would. The pairs come sorted by ``i``: its end is
-    summed in a small local array, added to ``out`` when the centre changes; the other end goes to
-    ``out`` directly (to the local sums too for an atom's own image, so that the odd-l terms of
-    ``±S`` cancel exactly as they do by symmetry).
+    (:meth:`~.radial.RadialSpline.coefficients`); ``offsets`` (L+1,) int. An atom and its own image
+    (``i == j``) adds both ends to the same atom, as the full list's two pairs ``±S`` would. The
+    pairs come sorted by ``i``: its end is summed in a small local array, added to ``out`` when the
+    centre changes; the other end goes to ``out`` directly (to the local sums too for an atom's own
+    image, so that the odd-l terms of ``±S`` cancel exactly as they do by symmetry).
+
+    ``keep_radial``: also write every pair's ``G_nl(r)`` and ``dG_nl/dr`` to ``radial`` and
+    ``dradial`` (n_pairs, L+1, n_radial) (rows of pairs beyond the cutoff are left as they are), for
+    :func:`contract_pairs` (an MD step with forces: one spline evaluation per pair, not two).
 
     The loops run in a kernel compiled for the basis sizes (:func:`_pair_kernels`): with ``L+1``
-    and ``n_radial`` known to the compiler, the short loops over them are unrolled and vectorised."""
-    n_l = len(inv_step)
-    _pair_kernels(n_l, rows.shape[2] // n_l)[0](centre, neighbour, centre_slot, slot, r, y, rows, uniform, inv_step,
-                                                n_int, rc, width, n_species, offsets, out)
+    and ``n_radial`` known to the compiler, the short loops over them are unrolled and vectorised
+    (the 1536-atom water box: 12 → 6–7 ms)."""
+    n_l, n_r = radial.shape[1], radial.shape[2]
+    if n_l != len(inv_step) or n_r * n_l != rows.shape[2]:
+        raise ValueError(f"radial buffers of shape {radial.shape} for a spline of {rows.shape[2]} functions")
+    _pair_kernels(n_l, n_r)[0](centre, neighbour, centre_slot, slot, r, y, rows, uniform, inv_step, n_int, rc,
+                               width, n_species, offsets, out, radial, dradial, keep_radial)
 
 
-def contract_pairs(centre, neighbour, centre_slot, slot, frame, vectors, r, y, dy, rows, uniform, inv_step, n_int,
-                   rc, width, n_species, offsets, de_dc, forces, strain) -> None:
+def contract_pairs(centre, neighbour, centre_slot, slot, frame, vectors, r, y, dy, radial, dradial, rc,
+                   n_species, offsets, de_dc, forces, strain) -> None:
     """Contract ``de_dc = ∂E/∂c`` (flat, the layout of the coefficients) with every half-list pair's
     derivatives at both ends without storing them.
 
@@ -103,15 +110,12 @@ def contract_pairs(centre, neighbour, centre_slot, slot, frame, vectors, r, y, d
     for E in eV) and ``strain[frame, a, b] += e_a d_b`` (∂E/∂ε, the derivative under a homogeneous
     strain ε of positions and cell).
 
-    ``dy`` (n_pairs, 3, (L+1)²): ∂Y_lm(d̂)/∂d (Å⁻¹); the radial values ``G_nl(r)`` and ``dG_nl/dr``
-    are evaluated again from the spline (``rows`` … ``width`` as in :func:`expand_pairs`): with
-    the loops vectorised that costs less than writing them to memory in the expansion pass and
-    reading them back here (``(n_pairs, L+1, n_radial)`` twice, 12.6 MB at 1536 atoms); ``frame``
-    (n_pairs,) row of ``strain``. Compiled for the basis sizes, as :func:`expand_pairs`."""
-    n_l = len(inv_step)
-    _pair_kernels(n_l, rows.shape[2] // n_l)[1](centre, neighbour, centre_slot, slot, frame, vectors, r, y, dy, rows,
-                                                uniform, inv_step, n_int, rc, width, n_species, offsets, de_dc,
-                                                forces, strain)
+    ``dy`` (n_pairs, 3, (L+1)²): ∂Y_lm(d̂)/∂d (Å⁻¹); ``radial``, ``dradial`` (n_pairs, L+1,
+    n_radial): ``G_nl(r)`` and ``dG_nl/dr`` as :func:`expand_pairs` kept them; ``frame`` (n_pairs,)
+    row of ``strain``. Compiled for the basis sizes, as :func:`expand_pairs`."""
+    _pair_kernels(radial.shape[1], radial.shape[2])[1](centre, neighbour, centre_slot, slot, frame, vectors, r, y,
+                                                       dy, radial, dradial, rc, n_species, offsets, de_dc, forces,
+                                                       strain)
 
 
 #: floating-point liberties of the pair kernels: fused multiply-adds and reordered sums (results
@@ -128,40 +132,9 @@ def _pair_kernels(n_l: int, n_r: int) -> tuple:
     NLR = N_L * N_R  # (l, n) radial values of a pair
     NT = N_L * N_L * N_R  # (lm, n) products of a pair
 
-    @njit(cache=True, nogil=True, fastmath=_FASTMATH, inline="always")
-    def spline(rp, rows, uniform, inv_step, n_int, rc, width, g, dg, derivative):
-        """``g[l·N_R + n] = f_c(r) R_nl(r)`` and, with ``derivative``, ``dg`` its r-derivative, at
-        ``r = rp`` (Å)."""
-        fc = 1.0
-        dfc = 0.0
-        if rp > rc - width:
-            phase = np.pi * (rp - rc + width) / width
-            fc = 0.5 * (1.0 + np.cos(phase))
-            dfc = -0.5 * np.pi / width * np.sin(phase)
-        for l in range(N_L):
-            if uniform and l > 0:  # the same interval for every l: one loop over all (l, n)
-                break
-            h = inv_step[l]
-            x = rp * h
-            k = int(x)
-            if k > n_int[l] - 1:
-                k = n_int[l] - 1
-            tt = x - k
-            lo = 0 if uniform else l * N_R
-            hi = NLR if uniform else lo + N_R
-            for q in range(lo, hi):
-                c0 = rows[k, 0, q]
-                c1 = rows[k, 1, q]
-                c2 = rows[k, 2, q]
-                c3 = rows[k, 3, q]
-                value = c0 + tt * (c1 + tt * (c2 + tt * c3))
-                g[q] = fc * value
-                if derivative:
-                    dg[q] = dfc * value + fc * (c1 + tt * (2.0 * c2 + 3.0 * tt * c3)) * h
-
     @njit(cache=True, nogil=True, fastmath=_FASTMATH)
     def expand(centre, neighbour, centre_slot, slot, r, y, rows, uniform, inv_step, n_int, rc, width, n_species,
-               offsets, out):
+               offsets, out, radial, dradial, keep_radial):
         g = np.empty(NLR)
         dg = np.empty(NLR)
         t = np.empty(NT)  # the pair's G_nl Y_lm, (lm, n)
@@ -190,7 +163,37 @@ def _pair_kernels(n_l: int, n_r: int) -> tuple:
                 current = c
             if p == n_pairs or r[p] >= rc:  # the end, or a pair beyond the cutoff
                 continue
-            spline(r[p], rows, uniform, inv_step, n_int, rc, width, g, dg, False)
+            rp = r[p]
+            fc = 1.0
+            dfc = 0.0
+            if rp > rc - width:
+                phase = np.pi * (rp - rc + width) / width
+                fc = 0.5 * (1.0 + np.cos(phase))
+                dfc = -0.5 * np.pi / width * np.sin(phase)
+            for l in range(N_L):
+                if uniform and l > 0:  # the same interval for every l: one loop over all (l, n)
+                    break
+                h = inv_step[l]
+                x = rp * h
+                k = int(x)
+                if k > n_int[l] - 1:
+                    k = n_int[l] - 1
+                tt = x - k
+                lo = 0 if uniform else l * N_R
+                hi = NLR if uniform else lo + N_R
+                for q in range(lo, hi):
+                    c0 = rows[k, 0, q]
+                    c1 = rows[k, 1, q]
+                    c2 = rows[k, 2, q]
+                    c3 = rows[k, 3, q]
+                    value = c0 + tt * (c1 + tt * (c2 + tt * c3))
+                    g[q] = fc * value
+                    dg[q] = dfc * value + fc * (c1 + tt * (2.0 * c2 + 3.0 * tt * c3)) * h
+            if keep_radial:
+                for l in range(N_L):
+                    for n in range(N_R):
+                        radial[p, l, n] = g[l * N_R + n]
+                        dradial[p, l, n] = dg[l * N_R + n]
             for l in range(N_L):
                 for m in range(2 * l + 1):
                     value = y[p, l * l + m]
@@ -214,16 +217,13 @@ def _pair_kernels(n_l: int, n_r: int) -> tuple:
                         out[bj + n] += sign * t[q + n]
 
     @njit(cache=True, nogil=True, fastmath=_FASTMATH)
-    def contract(centre, neighbour, centre_slot, slot, frame, vectors, r, y, dy, rows, uniform, inv_step, n_int, rc,
-                 width, n_species, offsets, de_dc, forces, strain):
+    def contract(centre, neighbour, centre_slot, slot, frame, vectors, r, y, dy, radial, dradial, rc,
+                 n_species, offsets, de_dc, forces, strain):
         sr = n_species * N_R
-        g = np.empty(NLR)
-        dg = np.empty(NLR)
         for p in range(len(r)):
             rp = r[p]
             if rp <= 0.0 or rp >= rc:
                 continue
-            spline(rp, rows, uniform, inv_step, n_int, rc, width, g, dg, True)
             i, j = centre[p], neighbour[p]
             # ∂c/∂d = dG/dr Y d̂ + G ∂Y/∂d: the radial part along d̂, the angular part from sphericart
             radial_part = 0.0
@@ -242,8 +242,8 @@ def _pair_kernels(n_l: int, n_r: int) -> tuple:
                     b_sum = 0.0
                     for n in range(N_R):
                         w = de_dc[bi + n] + sign * de_dc[bj + n]
-                        a_sum += w * dg[l * N_R + n]
-                        b_sum += w * g[l * N_R + n]
+                        a_sum += w * dradial[p, l, n]
+                        b_sum += w * radial[p, l, n]
                     lm = l * l + m
                     radial_part += a_sum * y[p, lm]
                     ex += b_sum * dy[p, 0, lm]

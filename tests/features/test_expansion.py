@@ -273,8 +273,9 @@ def test_a_frames_numbers_do_not_depend_on_its_batch():
 
 
 def test_kept_harmonics_buffers_are_reused_only_when_free():
-    """A large structure's spherical harmonics and their gradients go into buffers the engine keeps
-    between MD steps (no fresh 24 MB per step at 1536 atoms); an expansion still alive is never
+    """A large structure's spherical harmonics, and the pairs' radial values and derivatives the
+    force contraction reads, go into buffers the engine keeps between MD steps
+    (no fresh 38 + 25 MB per step at 1536 atoms); an expansion still alive is never
     overwritten by the next one, and the numbers equal those of fresh arrays."""
     rng = np.random.default_rng(12)
     cell = np.diag([9.0, 9.5, 10.0]) + np.triu(rng.uniform(-1.0, 1.0, (3, 3)), 1)
@@ -291,15 +292,15 @@ def test_kept_harmonics_buffers_are_reused_only_when_free():
     before = result(first)
     second = calc.compute(boxes[1], gradients=True)  # `first` alive: its harmonics stay untouched
     assert not np.shares_memory(first.pair_gradients._dy, second.pair_gradients._dy)
-    assert not np.shares_memory(first.pair_gradients._y, second.pair_gradients._y)
+    assert not np.shares_memory(first.pair_gradients._dradial, second.pair_gradients._radial)
     for x, y in zip(result(first), before):
         np.testing.assert_array_equal(x, y)
     kept = calc._buffers.address("harmonics gradients")  # its address (a reference would hold it)
-    kept_y = calc._buffers.address("harmonics")
+    kept_radial = calc._buffers.address("radial")
     del first, second
     again = calc.compute(boxes[0], gradients=True)  # nothing holds the buffers: reused
     assert again.pair_gradients._dy.ctypes.data == kept
-    assert again.pair_gradients._y.ctypes.data == kept_y
+    assert again.pair_gradients._radial.ctypes.data == kept_radial
     for x, y in zip(result(again), before):
         np.testing.assert_array_equal(x, y)
     # the same numbers as sphericart's own arrays of all pairs at once
