@@ -24,6 +24,7 @@ Run::
 
     python benchmarks/condensed.py [--sizes 96,768,1536,12288] [--models DIR] [--plot docs/condensed_scaling.png]
                                    [--n-train-energy 100] [--n-train-tensor 1000] [--no-training]
+    python benchmarks/condensed.py --no-training --sizes 1536 --profile 10   # + the step's top functions
     python benchmarks/condensed.py --long-range 1536     # the LODE part of a step against the local part
 """
 
@@ -130,9 +131,28 @@ def train_models(folder: Path, n_energy: int, n_tensor: int) -> dict:
 # ------------------------------------------------------------------------------------------------
 # child processes
 # ------------------------------------------------------------------------------------------------
-def child_step(folder: Path, n_atoms: int, steps: int, rounds: int) -> dict:
+def profile_steps(step, n: int, top: int = 12) -> list[tuple[str, float]]:
+    """``top`` functions by own CPU time over ``n`` calls of ``step`` (cProfile with
+    ``time.process_time``): ``(name, CPU ms per step)``. The compiled kernels appear under their
+    own names (numba dispatchers are called from Python)."""
+    import cProfile
+    import pstats
+
+    profiler = cProfile.Profile(time.process_time)
+    profiler.enable()
+    for _ in range(n):
+        step()
+    profiler.disable()
+    stats = pstats.Stats(profiler).stats
+    rows = sorted(((f"{Path(fn).name}:{line}({name})", 1e3 * own / n) for (fn, line, name), (_, _, own, _, _)
+                   in stats.items()), key=lambda row: -row[1])
+    return rows[:top]
+
+
+def child_step(folder: Path, n_atoms: int, steps: int, rounds: int, profile: int = 0) -> dict:
     """One size: the ML step (µs/atom), its parts, its peak memory, and featomic's expansion with
-    position gradients on the same box and hypers, alternating."""
+    position gradients on the same box and hypers, alternating; with ``profile`` > 0, the step's
+    top functions by CPU time over that many more steps (:func:`profile_steps`)."""
     from mdplugin.engines.ase import MLCalculator
     from mdplugin.features.cache import FeatureCache
     from mdplugin.models import load_model
@@ -198,7 +218,9 @@ def child_step(folder: Path, n_atoms: int, steps: int, rounds: int) -> dict:
     ml_all = ml + ml2
     # the step with the uncertainties of all three models (energy_std, dipole_std, polarizability_std)
     with_std = timed(lambda: step(with_std=True), max(2, steps // 2))
+    profiled = profile_steps(step, profile) if profile else []
     return {
+        "profile_ms": profiled,
         "n_atoms": n_atoms, "groups": groups,
         "step_us_per_atom": 1e6 * float(np.median(ml_all)) / n_atoms,
         "step_best_us_per_atom": 1e6 * float(np.min(ml_all)) / n_atoms,
@@ -314,6 +336,8 @@ def main(argv=None) -> None:
     p.add_argument("--steps", type=int, default=10, help="ML steps per size (fewer at 12288 atoms)")
     p.add_argument("--rounds", type=int, default=3, help="featomic calls per size")
     p.add_argument("--no-training", dest="training", action="store_false", help="skip the training benchmark")
+    p.add_argument("--profile", type=int, default=0, metavar="STEPS",
+                   help="also print each size's top functions by CPU time over this many profiled steps")
     p.add_argument("--plot", type=Path, help="write the scaling plot here")
     p.add_argument("--long-range", type=int, metavar="N_ATOMS",
                    help="only the long-range row: the LODE part of a step against the local part on this box size")
@@ -333,7 +357,7 @@ def main(argv=None) -> None:
     if args.child:
         kind, *rest = args.child
         if kind == "step":
-            result = child_step(Path(rest[0]), int(rest[1]), int(rest[2]), int(rest[3]))
+            result = child_step(Path(rest[0]), int(rest[1]), int(rest[2]), int(rest[3]), int(rest[4]))
         else:
             result = child_train(rest[0], int(rest[1]))
         print(json.dumps(result))
@@ -350,12 +374,14 @@ def main(argv=None) -> None:
           f"{'peak MB':>9}  parts (CPU ms, best)")
     for n in sizes:
         steps = args.steps if n <= 1536 else max(3, args.steps // 3)
-        r = run_child("step", str(args.models), str(n), str(steps), str(args.rounds))
+        r = run_child("step", str(args.models), str(n), str(steps), str(args.rounds), str(args.profile))
         results.append(r)
         parts = ", ".join(f"{k} {v:.0f}" for k, v in r["parts_ms"].items())
         split = f"{r['step_user_us_per_atom']:.0f}+{r['step_system_us_per_atom']:.0f}"
         print(f"{n:>6}{r['step_us_per_atom']:>14.1f}{split:>15}{r['featomic_us_per_atom']:>18.1f}{r['ratio_median']:>8.3f}"
               f"{r['step_with_std_us_per_atom']:>12.1f}{r['peak_rss_mb']:>9.0f}  {parts}  (load {r['load']:.1f})", flush=True)
+        for name, ms in r["profile_ms"]:
+            print(f"{'':>8}{ms:8.2f} CPU ms per step  {name}")
     if len(results) > 1:
         print(f"per-atom cost at {results[-1]['n_atoms']} / at {results[0]['n_atoms']} atoms: "
               f"{results[-1]['step_us_per_atom'] / results[0]['step_us_per_atom']:.2f}")

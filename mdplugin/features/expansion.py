@@ -46,6 +46,7 @@ import numpy as np
 
 from ..core.errors import DataError
 from ..structures.neighbours import VerletPairs, batch_pairs
+from .buffers import BufferPool
 from .radial import RadialSpline, radial_spline
 
 __all__ = ["Expansion", "PairGradients", "SphericalExpansion", "frame_element_check", "frame_volumes"]
@@ -301,9 +302,9 @@ class SphericalExpansion:
         self.smoothing_width = float(smoothing_width)
         self._spline: RadialSpline | None = None
         self._cubics: tuple | None = None
+        self._rows: tuple | None = None
         self._harmonics = None
-        self._harmonics_buffers: tuple[np.ndarray, np.ndarray] | None = None
-        self._radial_buffer: np.ndarray | None = None
+        self._buffers = BufferPool()  # the per-pair arrays of an MD step, reused between steps
         self._checked: bytes | None = None
         self._offsets: dict[int, np.ndarray] = {}
         self._verlet = VerletPairs(self.cutoff, full_list=False)
@@ -359,6 +360,17 @@ class SphericalExpansion:
             self._cubics = self.spline.coefficients()
         return self._cubics
 
+    @property
+    def radial_rows(self) -> tuple[np.ndarray, bool, np.ndarray, np.ndarray]:
+        """The cubics as the pair kernels read them (:func:`~.kernels.radial_rows`): ``(rows, uniform,
+        inverse_steps, n_intervals)``."""
+        if self._rows is None:
+            from .kernels import radial_rows
+
+            cubics, inv_step, n_int = self.radial_cubics
+            self._rows = (*radial_rows(cubics, inv_step, n_int), inv_step, n_int)
+        return self._rows
+
     def featomic_reference(self):
         """featomic's ``SphericalExpansion`` computing exactly this engine's numbers (same spline):
         the reference of the tests and benchmarks."""
@@ -385,37 +397,26 @@ class SphericalExpansion:
         """sphericart's real spherical harmonics ``y`` (n_pairs, (L+1)²) of the pair vectors and, with
         ``gradients``, ``dy`` (n_pairs, 3, (L+1)²) Å⁻¹.
 
-        An MD step asks for them at every step with about the same number of pairs: they go into
-        buffers this object keeps (grown when needed), computed ``HARMONICS_CHUNK`` pairs at a time,
+        An MD step asks for them at every step with about the same number of pairs: with more than
+        ``HARMONICS_CHUNK`` pairs they go into arrays lent by the engine's
+        :class:`~.buffers.BufferPool` (reused once the previous step's expansion is gone: the
+        calculator drops it when the positions change), computed ``HARMONICS_CHUNK`` pairs at a time,
         instead of into new arrays. A new array of ``dy`` (19 MB for the half list of a 1536-atom
         water box, 150 MB at 12288 atoms; above glibc's 32 MB limit for reusing freed memory it is
         fresh memory from the kernel at every step: with the full list at 1536 atoms, 38 MB, 9233
         page faults and 30–90 ms of system CPU time per step on a busy machine, up to half the
-        step). The buffers are reused only when nothing else holds them (the previous step's
-        expansion is gone: the calculator drops it when the positions change); otherwise, and for
-        a batch of frames, new arrays are made."""
-        import sys
-
+        step)."""
         if self._harmonics is None:
             import sphericart
 
             self._harmonics = sphericart.SphericalHarmonics(self.max_angular)
         n = len(vectors)
-        kept = self._harmonics_buffers
-        # sys.getrefcount: 2 for an array only this object holds (its tuple, the call's argument); an
-        # expansion still alive holds views of it (a view keeps a reference to its base)
-        free = kept is not None and sys.getrefcount(kept[0]) == 2 and sys.getrefcount(kept[1]) == 2
         if n <= self.HARMONICS_CHUNK or not gradients:
             if gradients:
                 return self._harmonics.compute_with_gradients(vectors)
             return self._harmonics.compute(vectors), None
-        if not free or len(kept[0]) < n:
-            n_lm = (self.max_angular + 1) ** 2
-            size = int(1.25 * n) if free or kept is None else n  # room for the pairs to grow
-            kept = (np.empty((size, n_lm)), np.empty((size, 3, n_lm)))
-            if free or self._harmonics_buffers is None:
-                self._harmonics_buffers = kept
-        y, dy = kept[0][:n], kept[1][:n]
+        n_lm = (self.max_angular + 1) ** 2
+        y, dy = self._buffers.lend("harmonics", (n, n_lm)), self._buffers.lend("harmonics gradients", (n, 3, n_lm))
         for start in range(0, n, self.HARMONICS_CHUNK):
             stop = min(n, start + self.HARMONICS_CHUNK)
             y[start:stop], dy[start:stop] = self._harmonics.compute_with_gradients(vectors[start:stop])
@@ -423,22 +424,11 @@ class SphericalExpansion:
 
     def _radial_values(self, n: int) -> tuple[np.ndarray, np.ndarray]:
         """Two (n, L+1, n_radial) arrays for the pairs' radial values ``G_nl(r)`` and derivatives
-        ``dG_nl/dr`` that an expansion with gradients keeps for its force contraction: views of a
-        buffer this object keeps (grown when needed), reused as the harmonics' buffers are
-        (:meth:`_spherical_harmonics`: only when no expansion still holds them; fresh memory at
-        every step costs page faults, 25 MB at 1536 atoms), else new arrays."""
-        import sys
-
-        # 2 references when only this object holds it (its attribute, the call's argument), as in
-        # _spherical_harmonics
-        free = self._radial_buffer is not None and sys.getrefcount(self._radial_buffer) == 2
-        kept = self._radial_buffer
-        if not free or kept.shape[1] < n:
-            size = int(1.25 * n) if free or kept is None else n
-            kept = np.empty((2, size, self.max_angular + 1, self.max_radial + 1))
-            if free or self._radial_buffer is None:
-                self._radial_buffer = kept
-        return kept[0, :n], kept[1, :n]
+        ``dG_nl/dr`` that an expansion with gradients keeps for its force contraction, lent by the
+        engine's :class:`~.buffers.BufferPool` as the harmonics are (:meth:`_spherical_harmonics`;
+        fresh memory at every step costs page faults, 25 MB at 1536 atoms)."""
+        kept = self._buffers.lend("radial", (2, n, self.max_angular + 1, self.max_radial + 1))
+        return kept[0], kept[1]
 
     def features(self, frames: Sequence, gradients: bool = False):
         """The features the models of an MD step share (the featurizer protocol, see
@@ -475,7 +465,7 @@ class SphericalExpansion:
         centre_frame = np.repeat(np.arange(len(frames)), sizes)
         centre_atom = np.arange(n_centres) - offsets[centre_frame]
 
-        spline, cubics = self.spline, self.radial_cubics
+        spline, rows = self.spline, self.radial_rows
         if len(frames) == 1:  # an MD step: the pairs of a Verlet list, searched again only when needed
             try:
                 centre, neighbour, vectors, distances = self._verlet.pairs(frames[0])
@@ -498,7 +488,7 @@ class SphericalExpansion:
             radial, dradial = self._radial_values(len(distances))
         else:
             radial = dradial = np.empty((0, n_l, self.max_radial + 1))
-        expand_pairs(centre, neighbour, centre_slot, slot, distances, y, *cubics, spline.cutoff, spline.smoothing_width,
+        expand_pairs(centre, neighbour, centre_slot, slot, distances, y, *rows, spline.cutoff, spline.smoothing_width,
                      len(self.species), self.offsets(n_centres), buffer, radial, dradial, gradients)
         values = _split(buffer, sizes_l, [(n_centres, 2 * l + 1, sr) for l in range(n_l)])
         grads = volumes = None

@@ -29,6 +29,10 @@ from .lambda_soap import angular_pairs, n_features, real_clebsch_gordan, unfold_
 
 __all__ = ["contract_lambda_soap", "lambda_soap_squared_norms", "gram_matrices", "times_unfolded"]
 
+#: fused multiply-adds and reordered sums in the compiled passes (~1e-16 relative), not the
+#: "no NaN/inf" assumptions of ``fastmath=True``
+_FASTMATH = {"contract", "reassoc", "nsz"}
+
 
 @lru_cache(maxsize=None)
 def _plan(lam: int, max_angular: int, n_prop: int) -> tuple:
@@ -138,39 +142,52 @@ def _kernel_plan(lam: int, max_angular: int, n_prop: int) -> tuple:
     return arrays
 
 
-@njit(cache=True, nogil=True)
+@lru_cache(maxsize=None)
+def _contract_kernel(n_prop: int):
+    """:func:`_contract_centres` compiled for ``n_prop`` = P (a closure constant: the loops over the
+    (P, P) weight matrices unrolled and vectorised; numba caches each P on disk)."""
+    N_P = int(n_prop)
+
+    @njit(cache=True, nogil=True, fastmath=_FASTMATH)
+    def kernel(padded, weights, l1s, l2s, start, m1s, m2s, cg, unfold, scale, out):
+        n, _, size, _ = padded.shape
+        d = out.shape[1]
+        w = np.empty((N_P, N_P))
+        t = np.empty((size, N_P))
+        for i in range(n):
+            for k in range(len(l1s)):
+                l1 = l1s[k]
+                l2 = l2s[k]
+                base = k * N_P * N_P
+                for a in range(N_P):
+                    for b in range(N_P):
+                        q = base + a * N_P + b
+                        w[a, b] = weights[i, unfold[q]] * scale[q]
+                for m1 in range(2 * l1 + 1):  # t = c^l1 W
+                    for b in range(N_P):
+                        t[m1, b] = 0.0
+                    for a in range(N_P):
+                        c = padded[i, l1, m1, a]
+                        for b in range(N_P):
+                            t[m1, b] += c * w[a, b]
+                for e in range(start[k], start[k + 1]):
+                    m1 = m1s[e]
+                    m2 = m2s[e]
+                    s = 0.0
+                    for b in range(N_P):
+                        s += t[m1, b] * padded[i, l2, m2, b]
+                    for mu in range(d):
+                        out[i, mu] += cg[e, mu] * s
+
+    return kernel
+
+
 def _contract_centres(padded, weights, l1s, l2s, start, m1s, m2s, cg, unfold, scale, out):
     """``out[i, μ] = Σ_k Σ_(m1 m2) cg_k[m1, m2, μ] (c^l1 W_ik c^l2ᵀ)_(m1 m2)`` with ``c^l`` =
     ``padded[i, l]`` (2l+1 rows used), ``W_ik[a, b] = weights[i, unfold[q]] · scale[q]``,
-    ``q = (k·P + a)·P + b``, and the non-zero Clebsch–Gordan entries of :func:`_kernel_plan`."""
-    n, _, size, n_prop = padded.shape
-    d = out.shape[1]
-    w = np.empty((n_prop, n_prop))
-    t = np.empty((size, n_prop))
-    for i in range(n):
-        for k in range(len(l1s)):
-            l1 = l1s[k]
-            l2 = l2s[k]
-            base = k * n_prop * n_prop
-            for a in range(n_prop):
-                for b in range(n_prop):
-                    q = base + a * n_prop + b
-                    w[a, b] = weights[i, unfold[q]] * scale[q]
-            for m1 in range(2 * l1 + 1):  # t = c^l1 W
-                for b in range(n_prop):
-                    t[m1, b] = 0.0
-                for a in range(n_prop):
-                    c = padded[i, l1, m1, a]
-                    for b in range(n_prop):
-                        t[m1, b] += c * w[a, b]
-            for e in range(start[k], start[k + 1]):
-                m1 = m1s[e]
-                m2 = m2s[e]
-                s = 0.0
-                for b in range(n_prop):
-                    s += t[m1, b] * padded[i, l2, m2, b]
-                for mu in range(d):
-                    out[i, mu] += cg[e, mu] * s
+    ``q = (k·P + a)·P + b``, and the non-zero Clebsch–Gordan entries of :func:`_kernel_plan`
+    (one compiled pass over the centres, :func:`_contract_kernel`)."""
+    _contract_kernel(padded.shape[3])(padded, weights, l1s, l2s, start, m1s, m2s, cg, unfold, scale, out)
 
 
 def times_unfolded(padded: np.ndarray, weights: np.ndarray, unfold: np.ndarray, scale: np.ndarray) -> np.ndarray:
@@ -190,28 +207,39 @@ def times_unfolded(padded: np.ndarray, weights: np.ndarray, unfold: np.ndarray, 
     return out
 
 
-@njit(cache=True, nogil=True)
+@lru_cache(maxsize=None)
+def _times_unfolded_kernel(n_prop: int):
+    """The pass of :func:`times_unfolded` compiled for ``n_prop`` = P (closure constant)."""
+    N_P = int(n_prop)
+
+    @njit(cache=True, nogil=True, fastmath=_FASTMATH)
+    def kernel(padded, weights, unfold, scale, offsets, out):
+        n, n_l, _, _ = padded.shape
+        w = np.empty((N_P, N_P))
+        row = np.empty(N_P)
+        for i in range(n):
+            for l in range(n_l):
+                base = l * N_P * N_P
+                for a in range(N_P):
+                    for b in range(N_P):
+                        q = base + a * N_P + b
+                        w[a, b] = weights[i, unfold[q]] * scale[q]
+                start = offsets[l] + i * (2 * l + 1) * N_P
+                for m in range(2 * l + 1):
+                    for b in range(N_P):
+                        row[b] = 0.0
+                    for a in range(N_P):
+                        c = padded[i, l, m, a]
+                        for b in range(N_P):
+                            row[b] += c * w[a, b]
+                    for b in range(N_P):
+                        out[start + m * N_P + b] = row[b]
+
+    return kernel
+
+
 def _times_unfolded(padded, weights, unfold, scale, offsets, out):
-    n, n_l, _, n_prop = padded.shape
-    w = np.empty((n_prop, n_prop))
-    row = np.empty(n_prop)
-    for i in range(n):
-        for l in range(n_l):
-            base = l * n_prop * n_prop
-            for a in range(n_prop):
-                for b in range(n_prop):
-                    q = base + a * n_prop + b
-                    w[a, b] = weights[i, unfold[q]] * scale[q]
-            start = offsets[l] + i * (2 * l + 1) * n_prop
-            for m in range(2 * l + 1):
-                for b in range(n_prop):
-                    row[b] = 0.0
-                for a in range(n_prop):
-                    c = padded[i, l, m, a]
-                    for b in range(n_prop):
-                        row[b] += c * w[a, b]
-                for b in range(n_prop):
-                    out[start + m * n_prop + b] = row[b]
+    _times_unfolded_kernel(padded.shape[3])(padded, weights, unfold, scale, offsets, out)
 
 
 @lru_cache(maxsize=None)

@@ -260,27 +260,41 @@ def padded_and_transposed(values: Sequence[np.ndarray]) -> tuple[np.ndarray, np.
 def _couple_invariant(padded, transposed, out):
     """Fill ``out`` ((c, 1, F₀)) with the folded λ = 0 features ``C^{ll0} Σ_m c^l_m ⊗ c^l_m`` from
     the zero-padded expansion (c, L, 2L−1, P) (``transposed``, its contiguous transpose, is not
-    needed): one compiled pass over the centres, each feature a sum over the 2l+1 real m of one l
-    (the Clebsch–Gordan matrix is diagonal) — no (c, L, P, P) products in memory."""
+    needed): one compiled pass over the centres (:func:`_invariant_kernel`), each feature a sum over
+    the 2l+1 real m of one l (the Clebsch–Gordan matrix is diagonal) — no (c, L, P, P) products in
+    memory."""
     c, n_l, _, n_prop = padded.shape
-    index, weights = _invariant_plan(n_l - 1, n_prop)
-    l, a, b = np.unravel_index(index, (n_l, n_prop, n_prop))
-    _invariant_kernel(np.ascontiguousarray(padded), l, a, b, weights, out.reshape(c, -1))
+    _, weights = _invariant_plan(n_l - 1, n_prop)
+    _invariant_kernel(n_prop)(np.ascontiguousarray(padded), weights, out.reshape(c, -1))
 
 
-@njit(cache=True, nogil=True)
-def _invariant_kernel(padded, ls, a_s, bs, weights, out):
-    """``out[i, f] = weights[f] Σ_m padded[i, l, m, a] padded[i, l, m, b]`` with ``(l, a, b)`` =
-    ``(ls[f], a_s[f], bs[f])``."""
-    for i in range(padded.shape[0]):
-        for f in range(len(ls)):
-            l = ls[f]
-            a = a_s[f]
-            b = bs[f]
-            total = 0.0
-            for m in range(2 * l + 1):
-                total += padded[i, l, m, a] * padded[i, l, m, b]
-            out[i, f] = weights[f] * total
+@lru_cache(maxsize=None)
+def _invariant_kernel(n_prop: int):
+    """The pass of :func:`_couple_invariant` compiled for ``n_prop`` = P (a closure constant, the
+    loops over P unrolled and vectorised): ``out[i, f] = weights[f] Σ_m padded[i, l, m, a]
+    padded[i, l, m, b]`` for the features ``f`` of the folded layout, l outer, then the upper
+    triangle ``a ≤ b`` row-major (:func:`_fold_index`)."""
+    N_P = int(n_prop)
+    N_T = N_P * (N_P + 1) // 2
+
+    @njit(cache=True, nogil=True, fastmath={"contract", "reassoc", "nsz"})
+    def kernel(padded, weights, out):
+        total = np.empty(N_P)
+        for i in range(padded.shape[0]):
+            for l in range(padded.shape[1]):
+                f = l * N_T
+                for a in range(N_P):
+                    for b in range(a, N_P):
+                        total[b] = 0.0
+                    for m in range(2 * l + 1):
+                        ca = padded[i, l, m, a]
+                        for b in range(a, N_P):
+                            total[b] += ca * padded[i, l, m, b]
+                    for b in range(a, N_P):
+                        out[i, f] = weights[f] * total[b]
+                        f += 1
+
+    return kernel
 
 
 def _couple_chunk(values, out, plan, sl, n_prop, fold):

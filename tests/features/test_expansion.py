@@ -295,8 +295,8 @@ def test_kept_harmonics_buffers_are_reused_only_when_free():
     assert not np.shares_memory(first.pair_gradients._dradial, second.pair_gradients._radial)
     for x, y in zip(result(first), before):
         np.testing.assert_array_equal(x, y)
-    kept = calc._harmonics_buffers[1].ctypes.data  # its address (a reference would hold it)
-    kept_radial = calc._radial_buffer.ctypes.data
+    kept = calc._buffers.address("harmonics gradients")  # its address (a reference would hold it)
+    kept_radial = calc._buffers.address("radial")
     del first, second
     again = calc.compute(boxes[0], gradients=True)  # nothing holds the buffers: reused
     assert again.pair_gradients._dy.ctypes.data == kept
