@@ -19,7 +19,7 @@ Printed: the test error of each alone, and of the default λ-SOAP model fitted t
 0.1727 (``benchmarks/qm7like_curves.py``). Same split as there. Needs RDKit (bonds).
 
 Usage:
-    python benchmarks/qm7like_qeq.py [--size 1000] [--no-lsoap]
+    python benchmarks/qm7like_qeq.py [--size 1000] [--no-lsoap] [--full-bond-types]
 """
 
 from __future__ import annotations
@@ -95,13 +95,24 @@ class SplitCharge:
     chain of soft (conjugated) bonds lets charge travel its whole length. Parameters: log J and
     log σ per element, log κ = (element-pair term) + (bond-order class term)."""
 
-    def __init__(self, frames, species: list[int]):
+    def __init__(self, frames, species: list[int], full_types: bool = False):
         self.species = species
-        self.bonds = [bonds_of(a) for a in frames]
+        self.full_types = full_types  # one κ term per (element pair, bond class) instead of a sum
+        self.bonds = [self._typed(b) for b in (bonds_of(a) for a in frames)]
         self.pairs = sorted({tuple(k) for _, keys, _ in self.bonds for k in keys})
 
+    def _typed(self, bonds):
+        ij, keys, classes = bonds
+        if self.full_types:
+            keys = np.column_stack([keys, classes])
+        return ij, keys, classes
+
+    def bonds_of(self, atoms):
+        """:func:`bonds_of`, keyed like the training bonds."""
+        return self._typed(bonds_of(atoms))
+
     def n_params(self) -> int:
-        return 2 * len(self.species) + len(self.pairs) + len(BOND_CLASSES) - 1
+        return 2 * len(self.species) + len(self.pairs) + (0 if self.full_types else len(BOND_CLASSES) - 1)
 
     def start(self) -> np.ndarray:
         k = len(self.species)
@@ -116,7 +127,7 @@ class SplitCharge:
         k, npair = len(self.species), len(self.pairs)
         hard, width = np.exp(params[:k]), np.exp(params[k:2 * k])
         pair_term = dict(zip(self.pairs, params[2 * k:2 * k + npair]))
-        class_term = np.concatenate([[0.0], params[2 * k + npair:]])
+        class_term = np.concatenate([[0.0], params[2 * k + npair:]]) * (not self.full_types)
         slot = {z: n for n, z in enumerate(self.species)}
         out = np.empty((len(frames), 9))
         for f, atoms in enumerate(frames):
@@ -170,7 +181,9 @@ def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--data", type=Path, default=DEFAULT_DATA)
     p.add_argument("--size", type=int, default=1000)
-    p.add_argument("--no-lsoap", action="store_true", help="QEq alone (no λ-SOAP fits)")
+    p.add_argument("--no-lsoap", action="store_true", help="the baselines alone (no λ-SOAP fit)")
+    p.add_argument("--full-bond-types", action="store_true",
+                   help="SQE bond hardness per (element pair, bond class) instead of pair term + class term")
     args = p.parse_args(argv)
     from benchmarks.qm7like_diagnose import read_labelled
 
@@ -200,10 +213,11 @@ def main(argv=None) -> None:
 
     row("QEq alone (12 parameters)", q_te, time.process_time() - t0)
     t0 = time.process_time()
-    sqe = SplitCharge(tr_frames, species)
+    sqe = SplitCharge(tr_frames, species, full_types=args.full_bond_types)
     sp = fit_sqe(sqe, tr_frames, y[train])
-    s_tr, s_te = sqe.predict(tr_frames, sp), sqe.predict(te_frames, sp, [bonds_of(a) for a in te_frames])
-    row(f"SQE alone ({sqe.n_params()} parameters)", s_te, time.process_time() - t0)
+    s_tr, s_te = sqe.predict(tr_frames, sp), sqe.predict(te_frames, sp, [sqe.bonds_of(a) for a in te_frames])
+    label = "SQE, κ per element pair and bond class" if args.full_bond_types else "SQE"
+    row(f"{label} alone ({sqe.n_params()} parameters)", s_te, time.process_time() - t0)
     if args.no_lsoap:
         return
     for label, target, base in (("λ-SOAP on α − α_SQE, + α_SQE", y[train] - s_tr, s_te),):
