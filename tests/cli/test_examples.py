@@ -231,7 +231,7 @@ def test_liquid_water_end_to_end_quick(tmp_path: Path) -> None:
     pytest.importorskip("openmm")
     pytest.importorskip("ipi")
     out = tmp_path / "run"
-    run_example([str(EXAMPLES / "liquid_water" / "run.py"), "--quick", "-o", str(out)], tmp_path, timeout=2400)
+    run_example([str(EXAMPLES / "liquid_water" / "run.py"), "--quick", "-o", str(out)], tmp_path, timeout=3600)
     summary = json.loads((out / "summary.json").read_text())
     assert set(summary["test_errors"]) == {"energy", "dipole", "polarizability"}
     assert abs(summary["ase"]["nve_drift_meV_per_atom"]) < 1.0
