@@ -14,7 +14,6 @@ extrapolate there) and the dynamics go back to the trusted state with new veloci
 from __future__ import annotations
 
 import numpy as np
-from ase import Atoms
 
 from ..core.errors import ConfigError
 from .spectral import spectral_order, window_band
@@ -55,7 +54,7 @@ class SpectrumMode:
                 self.restore_trusted(redraw=True)
                 self.checkpoint()
                 continue
-            frames = [Atoms(numbers=self.atoms.numbers, positions=p) for p in positions]
+            frames = [self.frame(p) for p in positions]
             mean, draws = self.learner.models["dipole"].sample_predictions(
                 frames, cfg.spectrum_samples, seed=int(self.rng.integers(2**32)), return_mean=True)
             band = window_band(draws, dt, (lo, hi))
@@ -100,7 +99,7 @@ class SpectrumMode:
 
     def label_frame(self, positions: np.ndarray) -> None:
         """Label one frame of a round (its uncertainties and the models' predictions logged)."""
-        probe = Atoms(numbers=self.atoms.numbers, positions=positions)
+        probe = self.frame(positions)
         probe.calc = self.learner.calculator()
         u = self.learner.uncertainties(probe)
         self.label_structure(positions, u, self.learner.ratio(u), self.learner.predictions(probe), self.step)

@@ -112,12 +112,14 @@ def no_calls_warning(steps: int, max_ratio: float, config: ActiveConfig) -> str:
 
 
 def _draw_momenta(atoms: Atoms, temperature: float, rng: np.random.Generator) -> None:
-    """Maxwell–Boltzmann momenta at ``temperature`` (K), no net translation or rotation."""
+    """Maxwell–Boltzmann momenta at ``temperature`` (K), no net translation, and no net rotation
+    unless periodic (a cell's contents have no rotation to remove)."""
     from ase.md.velocitydistribution import Stationary, thermalize_momenta, ZeroRotation
 
     thermalize_momenta(atoms, temperature_K=temperature, rng=rng, comm=_NO_MPI)
     Stationary(atoms)
-    ZeroRotation(atoms)
+    if not atoms.pbc.any():
+        ZeroRotation(atoms)
 
 
 def _langevin(atoms: Atoms, config: ActiveConfig, temperature: float, rng: np.random.Generator):
@@ -148,6 +150,13 @@ class _Run(SegmentMode, SpectrumMode):
         self.atoms: Atoms | None = None
         self.trusted: tuple[np.ndarray, np.ndarray] | None = None
         self.max_ratio = 0.0
+        #: the run's cell (3, 3) Å and periodicity, those of its start structure: every structure of
+        #: the run (dynamics, candidates, labels) is in it
+        self.numbers, self.cell, self.pbc = np.zeros(0, dtype=int), np.zeros((3, 3)), np.zeros(3, dtype=bool)
+
+    def frame(self, positions: np.ndarray) -> Atoms:
+        """A structure of the run at ``positions`` (n_atoms, 3) Å: the run's atoms, cell and periodicity."""
+        return Atoms(numbers=self.numbers, positions=np.array(positions, dtype=float), cell=self.cell, pbc=self.pbc)
 
     # --- bookkeeping -----------------------------------------------------------------------
     def wall(self) -> float:
@@ -263,7 +272,7 @@ class _Run(SegmentMode, SpectrumMode):
         self.say(f"initial data: {n} frames from a reference run with the oracle")
         for i in range(n):
             dyn.run(self.config.initial_stride)
-            frame = Atoms(numbers=atoms.numbers, positions=atoms.positions.copy())
+            frame = self.frame(atoms.positions.copy())
             key = structure_hash(frame)
             if store.has(key):
                 continue
@@ -277,7 +286,7 @@ class _Run(SegmentMode, SpectrumMode):
     def setup_dynamics(self, positions: np.ndarray, momenta: np.ndarray | None, numbers: np.ndarray) -> None:
         from ase.constraints import FixCom
 
-        atoms = Atoms(numbers=numbers, positions=positions)
+        atoms = Atoms(numbers=numbers, positions=positions, cell=self.cell, pbc=self.pbc)
         if momenta is None:
             _draw_momenta(atoms, self.config.temperature_at(self.step), self.rng)
         else:
@@ -387,7 +396,7 @@ class _Run(SegmentMode, SpectrumMode):
     def label_structure(self, positions: np.ndarray, u: dict[str, float], ratio: float,
                         predicted: dict[str, np.ndarray], step: int) -> None:
         """Label one structure (unless already in data.xyz): oracle, append + fsync, log."""
-        frame = Atoms(numbers=self.atoms.numbers, positions=np.array(positions, dtype=float))
+        frame = self.frame(positions)
         key = structure_hash(frame)
         if self.store.has(key):
             return
@@ -485,6 +494,7 @@ def _run_in(store, start, config, oracle, initial, resume, overrides, say, on_tr
     if comm.size > 1:
         store.set_keys(comm.bcast(store.keys(), root=0))
     run = _Run(store, config, oracle_calc, say, on_train, comm)
+    run.numbers, run.cell, run.pbc = start_atoms.numbers.copy(), np.array(start_atoms.cell), start_atoms.pbc.copy()
     errors = ranks.on_root(comm, lambda: [{t: float(row[f"err_{t}"]) for t in config.targets if row.get(f"err_{t}")}
                                           for row in store.read_log() if row["event"] == "label"])
     for err in errors:  # errors of earlier labels (relative thresholds)

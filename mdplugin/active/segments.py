@@ -181,7 +181,7 @@ class SegmentMode:
 
     def probe(self, positions: np.ndarray) -> Atoms:
         """A structure at ``positions`` (n_atoms, 3) Å with the models as its calculator."""
-        probe = Atoms(numbers=self.atoms.numbers, positions=positions)
+        probe = self.frame(positions)
         probe.calc = self.learner.calculator()
         return probe
 
@@ -277,7 +277,7 @@ class SegmentMode:
         all of them with the current models."""
         pool = getattr(self, "pool", [])
         pool = (pool + [dict(c, predicted=None) for c in candidates])[-self.config.pool:]
-        frames = [Atoms(numbers=self.atoms.numbers, positions=c["positions"]) for c in pool]
+        frames = [self.frame(c["positions"]) for c in pool]
         mine = split_indices(len(frames), self.rank, self.size)  # under MPI each rank scores a share
         try:
             parts, error = ranks.each(self.comm, lambda: self.learner.uncertainties_of([frames[i] for i in mine]))
@@ -305,7 +305,7 @@ class SegmentMode:
         labels that did come back are written."""
         todo: list[tuple[dict, Atoms, str]] = []
         for c in picked:
-            frame = Atoms(numbers=self.atoms.numbers, positions=np.array(c["positions"], dtype=float))
+            frame = self.frame(c["positions"])
             key = structure_hash(frame)
             if not self.store.has(key) and key not in {k for _, _, k in todo}:
                 todo.append((c, frame, key))
