@@ -378,8 +378,9 @@ def _digits(beads: int) -> int:
 
 
 def bands(csv: Path, kind: str) -> dict:
-    """Peak wavenumber (cm⁻¹) and share of the integral of each band window."""
-    from mdplugin.spectra import read_csv
+    """Peak wavenumber (cm⁻¹, between grid points by a parabola) and share of the integral of each
+    band window."""
+    from mdplugin.spectra import band_peak, read_csv
 
     res = read_csv(csv)
     nu = res["wavenumber"]
@@ -389,7 +390,7 @@ def bands(csv: Path, kind: str) -> dict:
     out = {}
     for name, (lo, hi) in BANDS.items():
         sel = (nu >= lo) & (nu <= hi)
-        out[name] = {"peak": float(nu[sel][np.argmax(y[sel])]), "share": float(np.trapezoid(y[sel], nu[sel]) / total)}
+        out[name] = {"peak": band_peak(nu, y, lo, hi), "share": float(np.trapezoid(y[sel], nu[sel]) / total)}
     return out
 
 

@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from ..core.errors import ConfigError
-from .compute import DEFAULT_BAND, FORMS, SpectrumResult, ir_spectrum, raman_spectrum
+from .compute import DEFAULT_BAND, FORMS, SpectrumResult, band_peak, ir_spectrum, raman_spectrum
 from .correlation import autocorrelation, spectral_density
 from .factors import CORRECTIONS
 from .output import read_csv, write_csv
@@ -33,7 +33,7 @@ from .readers import read_series
 from .uncertainty import model_series
 
 __all__ = [
-    "CORRECTIONS", "DEFAULT_BAND", "FORMS", "SpectrumResult", "autocorrelation", "ir_spectrum", "model_series",
+    "CORRECTIONS", "DEFAULT_BAND", "FORMS", "SpectrumResult", "autocorrelation", "band_peak", "ir_spectrum", "model_series",
     "plot_spectra", "raman_spectrum", "read_csv", "read_series", "spectral_density", "spectrum_command",
     "write_csv",
 ]

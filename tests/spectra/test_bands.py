@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from ase import Atoms
 
 from mdplugin.cli.parser import main
 from mdplugin.core.errors import ConfigError, DataError

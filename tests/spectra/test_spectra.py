@@ -294,3 +294,27 @@ def test_bad_raman_input_is_one_clear_error():
         raman_spectrum([np.full((100, 3, 3), np.nan)], DT, 300.0)
     with pytest.raises(ConfigError, match="laser"):
         raman_spectrum([np.random.default_rng(0).normal(size=(100, 3, 3))], DT, 300.0, laser=-1.0)
+
+
+@pytest.mark.parametrize("offset", [0.2, 0.5, 0.8])
+def test_band_peak_finds_a_band_between_the_points_of_a_coarse_grid(offset):
+    """A dipole oscillating at a wavenumber that lies between the grid points of a 100 fs correlation
+    depth (grid ~42 cm⁻¹, the liquid-water example's quick mode): the parabola through the highest
+    point and its neighbours finds it within a quarter of the spacing, the highest grid point alone
+    can be half a spacing off."""
+    from mdplugin.spectra import band_peak
+
+    coarse = ir_spectrum([np.zeros((400, 3))], DT, 300.0, depth=100.0)
+    spacing = coarse.wavenumber[1] - coarse.wavenumber[0]
+    target = coarse.wavenumber[np.argmin(np.abs(coarse.wavenumber - 1600.0))] + offset * spacing
+    rng = np.random.default_rng(5)
+    mu = np.zeros((20000, 3))
+    mu[:, 2] = sinusoids(20000, [target], [0.05], rng)
+    spec = ir_spectrum([mu], DT, 300.0, depth=100.0)
+    peak = band_peak(spec.wavenumber, spec.total, 1300.0, 2000.0)
+    assert abs(peak - target) < 0.25 * spacing
+    grid = spec.wavenumber[(spec.wavenumber >= 1300) & (spec.wavenumber <= 2000)]
+    assert abs(peak - target) < np.min(np.abs(grid - target)) + 0.25 * spacing
+    top = float(spec.wavenumber.max())
+    with pytest.raises(ConfigError, match=f"{top + 100:g}-{top + 200:g} cm"):
+        band_peak(spec.wavenumber, spec.total, top + 100, top + 200)
