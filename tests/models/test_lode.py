@@ -9,6 +9,8 @@ from mdplugin.core.errors import DataError
 from mdplugin.core.tensors import random_rotation
 from mdplugin.models import build, load_model
 
+from ..support.finite_differences import model_fd_forces
+
 Q = {1: 0.35, 8: -0.7, 17: -1.0}  # point charges of the synthetic labels (water + Cl⁻: total −1)
 ALPHA_WATER = 1.4  # Å³, the water's induced dipole α E in the chloride's field
 
@@ -146,16 +148,6 @@ def test_energy_model_sees_the_ion_beyond_the_cutoff():
     assert np.abs(models[True].predict_forces([far])[0][3]).max() > 1e-3  # LODE: the ion is pulled
 
 
-def _finite_difference_forces(model, atoms, h=1e-5):
-    out = np.zeros((len(atoms), 3))
-    for i in range(len(atoms)):
-        for x in range(3):
-            plus, minus = atoms.copy(), atoms.copy()
-            plus.positions[i, x] += h
-            minus.positions[i, x] -= h
-            out[i, x] = -(model.predict([plus])[0] - model.predict([minus])[0]) / (2 * h)
-    return out
-
 
 def _water_boxes(seed, n):
     rng = np.random.default_rng(seed)
@@ -177,7 +169,7 @@ def test_energy_forces_are_minus_the_gradient(system, tmp_path):
     model = build("lode", target="energy", **hypers).fit(frames, energy)
     atoms = frames[1]
     forces = model.predict_forces([atoms])[0]
-    expected = _finite_difference_forces(model, atoms)
+    expected = model_fd_forces(model, atoms, h=1e-5)
     scale = np.abs(expected).max()
     assert scale > 0.1
     np.testing.assert_allclose(forces, expected, atol=1e-7 * scale)

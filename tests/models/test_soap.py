@@ -12,6 +12,7 @@ from mdplugin.models import build, load_model
 from mdplugin.models.soap import SoapEnergyModel
 
 from ..conftest import dichloroethane
+from ..support.finite_differences import model_fd_forces
 
 
 def pair_potential(atoms: Atoms) -> tuple[float, np.ndarray]:
@@ -35,16 +36,6 @@ def periodic_cell(seed: int) -> Atoms:
     return Atoms("C2H2O2", positions=base + rng.normal(scale=0.15, size=(6, 3)), cell=[4.1, 4.3, 3.9], pbc=True)
 
 
-def _fd_forces(model, atoms: Atoms, h: float = 1e-4) -> np.ndarray:
-    fd = np.zeros((len(atoms), 3))
-    for j in range(len(atoms)):
-        for k in range(3):
-            plus, minus = atoms.copy(), atoms.copy()
-            plus.positions[j, k] += h
-            minus.positions[j, k] -= h
-            fd[j, k] = -(model.predict([plus])[0] - model.predict([minus])[0]) / (2 * h)
-    return fd
-
 
 @pytest.fixture(scope="module")
 def dce_model():
@@ -57,7 +48,7 @@ def dce_model():
 def test_forces_are_exact_gradients_for_a_molecule(dce_model):
     atoms = dichloroethane(123, 0.08)
     f = dce_model.predict_forces([atoms])[0]
-    fd = _fd_forces(dce_model, atoms)
+    fd = model_fd_forces(dce_model, atoms, h=1e-4)
     assert np.abs(f - fd).max() <= 1e-6 * np.abs(f).max()
     assert np.allclose(f.sum(axis=0), 0.0, atol=1e-9 * np.abs(f).max())
 
@@ -70,7 +61,7 @@ def test_forces_are_exact_gradients_in_a_periodic_cell():
     atoms = periodic_cell(99)
     atoms.positions[0] += [0.0, 0.0, 3.8]  # an atom near the cell face: its images matter
     f = model.predict_forces([atoms])[0]
-    fd = _fd_forces(model, atoms)
+    fd = model_fd_forces(model, atoms, h=1e-4)
     assert np.abs(f - fd).max() <= 1e-6 * np.abs(f).max()
     # the energy is periodic: moving an atom by a lattice vector changes nothing
     moved = atoms.copy()
