@@ -42,6 +42,22 @@ from benchmarks.qm7like_diagnose import header  # noqa: E402
 DEFAULT_DATA = Path("/work/data/qm7like/qm7like.xyz")
 
 
+def hardness_matrix(atoms, slot: dict[int, int], hard: np.ndarray, width: np.ndarray):
+    """Positions about the centroid (n, 3) bohr and the QEq hardness matrix (n, n) Hartree/e²:
+    Gaussian-charge Coulomb erf(d/s)/d off the diagonal, the element's hardness on it (``slot``: element
+    -> index into ``hard`` and ``width``, the Gaussian widths in bohr)."""
+    from mdplugin.core.units import BOHR
+
+    idx = np.array([slot[z] for z in atoms.numbers])
+    r = (atoms.positions - atoms.positions.mean(axis=0)) / BOHR
+    d = np.linalg.norm(r[:, None] - r[None], axis=-1)
+    s = np.sqrt(width[idx][:, None] ** 2 + width[idx][None] ** 2)
+    np.fill_diagonal(d, 1.0)
+    gamma = erf(d / s) / d
+    np.fill_diagonal(gamma, hard[idx])
+    return r, gamma
+
+
 def qeq_polarizability(frames, species: list[int], params: np.ndarray) -> np.ndarray:
     """QEq polarizabilities (n_frames, 9) in Å³; ``params`` = log J (Hartree/e²) then log σ (bohr)
     per element of ``species``."""
@@ -52,13 +68,7 @@ def qeq_polarizability(frames, species: list[int], params: np.ndarray) -> np.nda
     slot = {z: n for n, z in enumerate(species)}
     out = np.empty((len(frames), 9))
     for f, atoms in enumerate(frames):
-        idx = np.array([slot[z] for z in atoms.numbers])
-        r = (atoms.positions - atoms.positions.mean(axis=0)) / BOHR
-        d = np.linalg.norm(r[:, None] - r[None], axis=-1)
-        s = np.sqrt(width[idx][:, None] ** 2 + width[idx][None] ** 2)
-        np.fill_diagonal(d, 1.0)
-        gamma = erf(d / s) / d
-        np.fill_diagonal(gamma, hard[idx])
+        r, gamma = hardness_matrix(atoms, slot, hard, width)
         inv = np.linalg.inv(gamma)
         one = inv.sum(axis=1)
         smat = inv - np.outer(one, one) / one.sum()
@@ -132,13 +142,7 @@ class SplitCharge:
         out = np.empty((len(frames), 9))
         for f, atoms in enumerate(frames):
             ij, keys, classes = (bonds or self.bonds)[f]
-            idx = np.array([slot[z] for z in atoms.numbers])
-            r = (atoms.positions - atoms.positions.mean(axis=0)) / BOHR
-            d = np.linalg.norm(r[:, None] - r[None], axis=-1)
-            s = np.sqrt(width[idx][:, None] ** 2 + width[idx][None] ** 2)
-            np.fill_diagonal(d, 1.0)
-            a = erf(d / s) / d
-            np.fill_diagonal(a, hard[idx])
+            r, a = hardness_matrix(atoms, slot, hard, width)
             inc = np.zeros((len(atoms), len(ij)))
             inc[ij[:, 0], np.arange(len(ij))] = 1.0
             inc[ij[:, 1], np.arange(len(ij))] = -1.0
@@ -199,7 +203,7 @@ def main(argv=None) -> None:
     print(header() + f"; {args.size} training / {N_TEST} test molecules", flush=True)
     t0 = time.process_time()
     params = fit_qeq(tr_frames, y[train], species)
-    q_tr, q_te = qeq_polarizability(tr_frames, species, params), qeq_polarizability(te_frames, species, params)
+    q_te = qeq_polarizability(te_frames, species, params)
     k = len(species)
     print("# QEq: " + ", ".join(f"{z}: J {np.exp(params[n]):.3f} Eh, σ {np.exp(params[k + n]):.2f} bohr"
                                 for n, z in enumerate(species)) + f"; fit {time.process_time() - t0:.0f} s CPU")
